@@ -1,0 +1,203 @@
+# viommu — see README.md. `make help` lists the targets.
+BUILD    ?= build
+V        ?= 0
+CC       ?= gcc
+CLANG    ?= clang
+BPFTOOL  ?= bpftool
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_RUNS ?= 30000
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-7s %s\n' $(1) $(2)
+endif
+
+WARN     := -Wall -Wextra -Werror
+INCLUDES := -Iuser -Ibpf -I$(BUILD)
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = -std=gnu11 $(WARN) $(INCLUDES) $(CFLAGS) -MMD -MP
+LDLIBS   := -lbpf -lelf -lz -lpthread -lm
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+TSAN_FLAGS := -O1 -g -fsanitize=thread
+
+LIB_SRCS  := $(filter-out user/main.c,$(wildcard user/*.c))
+BPF_SRCS  := $(wildcard bpf/*.bpf.c)
+BPF_HDRS  := $(wildcard bpf/*.h)
+TEST_SRCS := $(wildcard tests/test_*.c)
+BENCH_SRCS := $(wildcard bench/*.c)
+SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
+
+LIB_OBJS      := $(patsubst user/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+LIB_OBJS_SAN  := $(patsubst user/%.c,$(BUILD)/asan/%.o,$(LIB_SRCS))
+LIB_OBJS_TSAN := $(patsubst user/%.c,$(BUILD)/tsan/%.o,$(LIB_SRCS))
+TEST_OBJS      := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRCS))
+TEST_OBJS_SAN  := $(patsubst tests/%.c,$(BUILD)/asan/tests/%.o,$(TEST_SRCS))
+TEST_OBJS_TSAN := $(patsubst tests/%.c,$(BUILD)/tsan/tests/%.o,$(TEST_SRCS))
+BENCH_OBJS    := $(patsubst bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRCS))
+
+TRACES      := $(wildcard tests/traces/*.trace)
+CONFORMANCE := $(wildcard tests/conformance/*.trace)
+REPLAY_PATH ?= store
+
+TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
+
+.PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
+	unit unit-asan fuzz-smoke
+.DEFAULT_GOAL := all
+.SECONDARY:
+
+all: $(TARGETS)
+
+help:
+	@echo 'viommu make targets'
+	@echo '  make            build everything into $(BUILD)/ (the CLI is $(BUILD)/viommu)'
+	@echo '  make run        the main job: replay the recorded Linux lazy-mode trace with DMA probes'
+	@echo '  make test       unit tests (plain and ASan+UBSan), traces and conformance scripts,'
+	@echo '                  fuzz smoke run; installs missing Debian packages first'
+	@echo '  make fuzz       run the request fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS))'
+	@echo '  make tsan       unit + stress tests under ThreadSanitizer'
+	@echo '  make stress     the long stress run'
+	@echo '  make bench      the benchmark suite (results in bench/results/)'
+	@echo '  make vmlinux    regenerate vmlinux/vmlinux.h from the running kernel BTF'
+	@echo '  make clean      remove $(BUILD)/'
+	@echo '  V=1             show the full commands'
+
+deps:
+	$(Q)sh .ci/install-deps
+
+# ---- BPF: *.bpf.c -> object -> skeleton ----
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -mcpu=v3 -Wall -Werror \
+		-Ivmlinux -Ibpf -c $< -o $@
+
+$(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name viommu_$(subst .,_,$*) > $@.tmp && mv $@.tmp $@
+
+vmlinux:
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/vmlinux.h
+
+# ---- user space ----
+$(BUILD)/obj/%.o: user/%.c $(SKELS) | deps
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/tests/%.o: tests/%.c $(SKELS) | deps
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/bench/%.o: bench/%.c $(SKELS) | deps
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags glib-2.0 2>/dev/null) -c $< -o $@
+
+$(BUILD)/asan/%.o: user/%.c $(SKELS) | deps
+	$(call msg,CC-SAN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/asan/tests/%.o: tests/%.c $(SKELS) | deps
+	$(call msg,CC-SAN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/tsan/%.o: user/%.c $(SKELS) | deps
+	$(call msg,CC-TSAN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(TSAN_FLAGS) -c $< -o $@
+
+$(BUILD)/tsan/tests/%.o: tests/%.c $(SKELS) | deps
+	$(call msg,CC-TSAN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(TSAN_FLAGS) -c $< -o $@
+
+$(BUILD)/libviommu.a: $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/viommu: $(BUILD)/obj/main.o $(BUILD)/libviommu.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/viommu-tests: $(TEST_OBJS) $(BUILD)/libviommu.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+
+$(BUILD)/asan/viommu-tests: $(TEST_OBJS_SAN) $(LIB_OBJS_SAN)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(SAN_FLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+
+$(BUILD)/tsan/viommu-tests: $(TEST_OBJS_TSAN) $(LIB_OBJS_TSAN)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(TSAN_FLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+
+$(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
+
+# The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
+FUZZ_LIB := user/avl.c user/device.c
+$(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(wildcard user/*.h) | deps
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_request.c $(FUZZ_LIB)
+
+# Seeds: every request of the recorded traces as raw bytes (made by the fuzzer binary itself).
+$(BUILD)/fuzz-corpus/.seeded: $(BUILD)/fuzz-request $(TRACES)
+	$(Q)rm -rf $(BUILD)/fuzz-corpus && mkdir -p $(BUILD)/fuzz-corpus
+	$(Q)VIOMMU_FUZZ_SEED_DIR=$(BUILD)/fuzz-corpus $(BUILD)/fuzz-request -runs=0 $(TRACES) >/dev/null 2>&1
+	$(Q)touch $@
+
+fuzz: $(BUILD)/fuzz-corpus/.seeded
+	$(BUILD)/fuzz-request -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		$(BUILD)/fuzz-corpus tests/fuzz/regressions
+
+fuzz-smoke: $(BUILD)/fuzz-corpus/.seeded
+	@echo '== fuzz smoke run ($(FUZZ_SMOKE_RUNS) inputs) and regressions'
+	$(Q)$(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 $(BUILD)/fuzz-corpus \
+		tests/fuzz/regressions 2>&1 | tail -n 3
+
+# ---- the jobs ----
+run: $(BUILD)/viommu
+	$(BUILD)/viommu replay --dma-probes --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
+
+check-traces: $(BUILD)/viommu
+	@echo '== recorded Linux traces (with DMA probes) and conformance scripts, --path=$(REPLAY_PATH)'
+	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) $(TRACES)
+	$(Q)$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(CONFORMANCE)
+
+unit: $(BUILD)/viommu-tests
+	@echo '== unit tests'
+	$(Q)$(BUILD)/viommu-tests --jobs=2
+
+unit-asan: $(BUILD)/asan/viommu-tests
+	@echo '== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer'
+	$(Q)ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2
+
+test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request
+	$(Q)$(MAKE) --no-print-directory unit
+	$(Q)$(MAKE) --no-print-directory unit-asan
+	$(Q)$(MAKE) --no-print-directory check-traces
+	$(Q)$(MAKE) --no-print-directory fuzz-smoke
+
+tsan: $(BUILD)/tsan/viommu-tests
+	$(BUILD)/tsan/viommu-tests --jobs=1
+
+stress: $(BUILD)/viommu-tests
+	VIOMMU_STRESS_SECONDS=$${VIOMMU_STRESS_SECONDS:-120} $(BUILD)/viommu-tests --filter='stress/*'
+
+bench: $(BUILD)/viommu-bench
+	$(BUILD)/viommu-bench
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: MIT
+/* Intrusive AVL tree. Recursive insert/remove: the depth is at most ~1.44 log2(n) < 64. */
+#include "avl.h"
+
+#include <errno.h>
+
+static int h(const struct viommu_avl_node *n)
+{
+	return n ? n->height : 0;
+}
+
+static void fix(struct viommu_avl_node *n)
+{
+	int hl = h(n->left), hr = h(n->right);
+	n->height = (hl > hr ? hl : hr) + 1;
+}
+
+static struct viommu_avl_node *rot_right(struct viommu_avl_node *n)
+{
+	struct viommu_avl_node *l = n->left;
+	n->left = l->right;
+	l->right = n;
+	fix(n);
+	fix(l);
+	return l;
+}
+
+static struct viommu_avl_node *rot_left(struct viommu_avl_node *n)
+{
+	struct viommu_avl_node *r = n->right;
+	n->right = r->left;
+	r->left = n;
+	fix(n);
+	fix(r);
+	return r;
+}
+
+static struct viommu_avl_node *balance(struct viommu_avl_node *n)
+{
+	int bf;
+
+	fix(n);
+	bf = h(n->left) - h(n->right);
+	if (bf > 1) {
+		if (h(n->left->left) < h(n->left->right))
+			n->left = rot_left(n->left);
+		return rot_right(n);
+	}
+	if (bf < -1) {
+		if (h(n->right->right) < h(n->right->left))
+			n->right = rot_right(n->right);
+		return rot_left(n);
+	}
+	return n;
+}
+
+static struct viommu_avl_node *insert(struct viommu_avl_node *root, struct viommu_avl_node *n,
+				      int *err)
+{
+	if (!root) {
+		n->left = n->right = NULL;
+		n->height = 1;
+		return n;
+	}
+	if (n->key < root->key)
+		root->left = insert(root->left, n, err);
+	else if (n->key > root->key)
+		root->right = insert(root->right, n, err);
+	else {
+		*err = -EEXIST;
+		return root;
+	}
+	return balance(root);
+}
+
+int viommu_avl_insert(struct viommu_avl *t, struct viommu_avl_node *n)
+{
+	int err = 0;
+
+	t->root = insert(t->root, n, &err);
+	if (!err)
+		t->count++;
+	return err;
+}
+
+static struct viommu_avl_node *remove_min(struct viommu_avl_node *n, struct viommu_avl_node **min)
+{
+	if (!n->left) {
+		*min = n;
+		return n->right;
+	}
+	n->left = remove_min(n->left, min);
+	return balance(n);
+}
+
+static struct viommu_avl_node *remove(struct viommu_avl_node *n, uint64_t key,
+				      struct viommu_avl_node **out)
+{
+	if (!n)
+		return NULL;
+	if (key < n->key) {
+		n->left = remove(n->left, key, out);
+	} else if (key > n->key) {
+		n->right = remove(n->right, key, out);
+	} else {
+		struct viommu_avl_node *min, *r;
+
+		*out = n;
+		if (!n->right)
+			return n->left;
+		r = remove_min(n->right, &min);
+		min->right = r;
+		min->left = n->left;
+		return balance(min);
+	}
+	return balance(n);
+}
+
+struct viommu_avl_node *viommu_avl_remove(struct viommu_avl *t, uint64_t key)
+{
+	struct viommu_avl_node *out = NULL;
+
+	t->root = remove(t->root, key, &out);
+	if (out)
+		t->count--;
+	return out;
+}
+
+struct viommu_avl_node *viommu_avl_find(const struct viommu_avl *t, uint64_t key)
+{
+	struct viommu_avl_node *n = t->root;
+
+	while (n && n->key != key)
+		n = key < n->key ? n->left : n->right;
+	return n;
+}
+
+struct viommu_avl_node *viommu_avl_floor(const struct viommu_avl *t, uint64_t key)
+{
+	struct viommu_avl_node *n = t->root, *best = NULL;
+
+	while (n) {
+		if (n->key == key)
+			return n;
+		if (n->key < key) {
+			best = n;
+			n = n->right;
+		} else {
+			n = n->left;
+		}
+	}
+	return best;
+}
+
+struct viommu_avl_node *viommu_avl_ceil(const struct viommu_avl *t, uint64_t key)
+{
+	struct viommu_avl_node *n = t->root, *best = NULL;
+
+	while (n) {
+		if (n->key == key)
+			return n;
+		if (n->key > key) {
+			best = n;
+			n = n->left;
+		} else {
+			n = n->right;
+		}
+	}
+	return best;
+}
+
+struct viommu_avl_node *viommu_avl_next(const struct viommu_avl *t, uint64_t key)
+{
+	return key == UINT64_MAX ? NULL : viommu_avl_ceil(t, key + 1);
+}
+
+struct viommu_avl_node *viommu_avl_first(const struct viommu_avl *t)
+{
+	struct viommu_avl_node *n = t->root;
+
+	while (n && n->left)
+		n = n->left;
+	return n;
+}

@@ -1,0 +1,1025 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The virtio-iommu device core. See device.h for the contract and docs/design.md for the data
+ * structures; docs/statuses.md lists the statuses chosen where the spec names none.
+ *
+ * Every request handler follows one shape: check everything (no state touched), then apply.
+ * The only step that can fail after a change has started is an observer's map, which is undone.
+ */
+#include "device.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct viommu_device {
+	struct viommu_config cfg;
+	uint64_t granule;
+	uint64_t negotiated;
+	uint8_t bypass; /* current config `bypass` */
+
+	struct viommu_avl endpoints; /* struct viommu_endpoint */
+	struct viommu_avl domains; /* struct viommu_domain */
+	uint64_t nr_mappings;
+
+	uint32_t *slot_free; /* stack of free domain slots */
+	uint32_t slot_free_n;
+
+	struct viommu_observer obs[VIOMMU_MAX_OBSERVERS];
+	unsigned nobs;
+	bool in_batch, dirty, removed;
+
+	struct viommu_wire_fault *faults; /* ring of max_pending_faults */
+	uint32_t fault_head, fault_count, event_credits;
+
+	struct viommu_device_stats stats;
+};
+
+/* Endpoints of one domain, for RESV checks on MAP: kept beside the endpoint, not in the ABI. */
+struct ep_priv {
+	struct viommu_endpoint ep;
+	struct ep_priv *dom_next;
+};
+
+struct dom_priv {
+	struct viommu_domain dom;
+	struct ep_priv *eps;
+};
+
+void viommu_config_default(struct viommu_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->page_size_mask = 0xfffffffffffff000ULL;
+	cfg->input_start = 0;
+	cfg->input_end = UINT64_MAX;
+	cfg->domain_start = 0;
+	cfg->domain_end = UINT32_MAX;
+	cfg->probe_size = 512;
+	cfg->bypass = 1;
+	cfg->features = VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE) | VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE) |
+			VIOMMU_FBIT(VIOMMU_F_MAP_UNMAP) | VIOMMU_FBIT(VIOMMU_F_PROBE) |
+			VIOMMU_FBIT(VIOMMU_F_MMIO) | VIOMMU_FBIT(VIOMMU_F_BYPASS_CONFIG);
+	cfg->max_domains = 65536;
+	cfg->max_mappings_per_domain = 1u << 20;
+	cfg->max_mappings = 4u << 20;
+	cfg->max_endpoints = 65536;
+	cfg->max_pending_faults = 1024;
+}
+
+static bool has(const struct viommu_device *dev, int bit)
+{
+	return dev->negotiated & VIOMMU_FBIT(bit);
+}
+
+struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
+{
+	struct viommu_device *dev;
+
+	if (!cfg->page_size_mask || cfg->input_start > cfg->input_end ||
+	    cfg->domain_start > cfg->domain_end || cfg->bypass > 1 ||
+	    (cfg->features & ~VIOMMU_FEATURES_KNOWN) ||
+	    ((cfg->features & VIOMMU_FBIT(VIOMMU_F_BYPASS)) &&
+	     (cfg->features & VIOMMU_FBIT(VIOMMU_F_BYPASS_CONFIG))) ||
+	    !cfg->max_domains || !cfg->max_pending_faults || cfg->probe_size > (1u << 20)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	dev = calloc(1, sizeof(*dev));
+	if (!dev)
+		return NULL;
+	dev->cfg = *cfg;
+	dev->granule = cfg->page_size_mask & -cfg->page_size_mask;
+	dev->negotiated = cfg->features;
+	dev->bypass = cfg->bypass;
+	viommu_avl_init(&dev->endpoints);
+	viommu_avl_init(&dev->domains);
+	dev->slot_free = calloc(cfg->max_domains, sizeof(*dev->slot_free));
+	dev->faults = calloc(cfg->max_pending_faults, sizeof(*dev->faults));
+	if (!dev->slot_free || !dev->faults) {
+		viommu_device_free(dev);
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* Pop order hands out slot 0 first. */
+	for (uint32_t i = 0; i < cfg->max_domains; i++)
+		dev->slot_free[i] = cfg->max_domains - 1 - i;
+	dev->slot_free_n = cfg->max_domains;
+	return dev;
+}
+
+static void free_tree(struct viommu_avl_node *n, size_t off)
+{
+	if (!n)
+		return;
+	free_tree(n->left, off);
+	free_tree(n->right, off);
+	free((char *)n - off);
+}
+
+static void domain_free_extents(struct viommu_domain *d)
+{
+	free_tree(d->extents.root, offsetof(struct viommu_extent, node));
+	viommu_avl_init(&d->extents);
+}
+
+void viommu_device_free(struct viommu_device *dev)
+{
+	struct viommu_avl_node *n;
+
+	if (!dev)
+		return;
+	while ((n = viommu_avl_first(&dev->domains))) {
+		struct viommu_domain *d = viommu_avl_entry(n, struct viommu_domain, node);
+
+		viommu_avl_remove(&dev->domains, n->key);
+		domain_free_extents(d);
+		free(viommu_avl_entry(d, struct dom_priv, dom));
+	}
+	free_tree(dev->endpoints.root, offsetof(struct ep_priv, ep.node));
+	free(dev->slot_free);
+	free(dev->faults);
+	free(dev);
+}
+
+const struct viommu_config *viommu_device_config(const struct viommu_device *dev)
+{
+	return &dev->cfg;
+}
+
+static struct ep_priv *ep_find(const struct viommu_device *dev, uint32_t id)
+{
+	struct viommu_avl_node *n = viommu_avl_find(&dev->endpoints, id);
+
+	return n ? viommu_avl_entry(n, struct ep_priv, ep.node) : NULL;
+}
+
+static struct dom_priv *dom_find(const struct viommu_device *dev, uint32_t id)
+{
+	struct viommu_avl_node *n = viommu_avl_find(&dev->domains, id);
+
+	return n ? viommu_avl_entry(n, struct dom_priv, dom.node) : NULL;
+}
+
+/* Is an unattached endpoint in bypass? BYPASS_CONFIG offered: config `bypass` decides, even if
+ * the driver never negotiated it (spec). Legacy F_BYPASS: only once negotiated. */
+static bool unattached_bypass(const struct viommu_device *dev)
+{
+	if (dev->cfg.features & VIOMMU_FBIT(VIOMMU_F_BYPASS_CONFIG))
+		return dev->bypass;
+	return has(dev, VIOMMU_F_BYPASS);
+}
+
+static enum viommu_ep_state ep_state(const struct viommu_device *dev, const struct viommu_endpoint *ep)
+{
+	if (!ep->access_platform)
+		return VIOMMU_EP_IDENTITY;
+	if (ep->domain)
+		return ep->domain->bypass ? VIOMMU_EP_BYPASS : VIOMMU_EP_ATTACHED;
+	return unattached_bypass(dev) ? VIOMMU_EP_BYPASS : VIOMMU_EP_BLOCKED;
+}
+
+enum viommu_ep_state viommu_device_endpoint_state(const struct viommu_device *dev, uint32_t id)
+{
+	struct ep_priv *e = ep_find(dev, id);
+
+	return e ? ep_state(dev, &e->ep) : VIOMMU_EP_UNKNOWN;
+}
+
+const struct viommu_endpoint *viommu_device_endpoint(const struct viommu_device *dev, uint32_t id)
+{
+	struct ep_priv *e = ep_find(dev, id);
+
+	return e ? &e->ep : NULL;
+}
+
+/* ---- observers ---- */
+
+static void notify_ep(struct viommu_device *dev, const struct viommu_endpoint *ep)
+{
+	enum viommu_ep_state st = ep_state(dev, ep);
+
+	for (unsigned i = 0; i < dev->nobs; i++)
+		if (dev->obs[i].endpoint_changed)
+			dev->obs[i].endpoint_changed(dev->obs[i].ctx, ep, st);
+	dev->dirty = true;
+}
+
+static void notify_unmap(struct viommu_device *dev, struct viommu_domain *d, struct viommu_extent *x)
+{
+	for (unsigned i = 0; i < dev->nobs; i++)
+		if (dev->obs[i].unmap)
+			dev->obs[i].unmap(dev->obs[i].ctx, d, x);
+	dev->dirty = dev->removed = true;
+}
+
+/* All observers map @x, or none does. */
+static int notify_map(struct viommu_device *dev, struct viommu_domain *d, struct viommu_extent *x)
+{
+	for (unsigned i = 0; i < dev->nobs; i++) {
+		int err = dev->obs[i].map ? dev->obs[i].map(dev->obs[i].ctx, d, x) : 0;
+
+		if (err) {
+			while (i--)
+				if (dev->obs[i].unmap)
+					dev->obs[i].unmap(dev->obs[i].ctx, d, x);
+			return err;
+		}
+	}
+	dev->dirty = true;
+	return 0;
+}
+
+static int notify_domain_created(struct viommu_device *dev, struct viommu_domain *d)
+{
+	for (unsigned i = 0; i < dev->nobs; i++) {
+		int err = dev->obs[i].domain_created ?
+				  dev->obs[i].domain_created(dev->obs[i].ctx, d) : 0;
+
+		if (err) {
+			while (i--)
+				if (dev->obs[i].domain_destroyed)
+					dev->obs[i].domain_destroyed(dev->obs[i].ctx, d);
+			return err;
+		}
+	}
+	return 0;
+}
+
+static void sync_observers(struct viommu_device *dev)
+{
+	if (dev->in_batch || !dev->dirty)
+		return;
+	for (unsigned i = 0; i < dev->nobs; i++)
+		if (dev->obs[i].sync)
+			dev->obs[i].sync(dev->obs[i].ctx, dev->removed);
+	dev->dirty = dev->removed = false;
+}
+
+void viommu_device_batch_begin(struct viommu_device *dev)
+{
+	dev->in_batch = true;
+}
+
+void viommu_device_batch_end(struct viommu_device *dev)
+{
+	dev->in_batch = false;
+	sync_observers(dev);
+}
+
+/* ---- domains ---- */
+
+static struct dom_priv *domain_create(struct viommu_device *dev, uint32_t id, bool bypass)
+{
+	struct dom_priv *dp;
+
+	if (!dev->slot_free_n || !(dp = calloc(1, sizeof(*dp))))
+		return NULL;
+	dp->dom.node.key = id;
+	dp->dom.id = id;
+	dp->dom.bypass = bypass;
+	dp->dom.slot = dev->slot_free[--dev->slot_free_n];
+	viommu_avl_init(&dp->dom.extents);
+	if (notify_domain_created(dev, &dp->dom)) {
+		dev->slot_free[dev->slot_free_n++] = dp->dom.slot;
+		free(dp);
+		return NULL;
+	}
+	viommu_avl_insert(&dev->domains, &dp->dom.node);
+	return dp;
+}
+
+static void domain_destroy(struct viommu_device *dev, struct dom_priv *dp)
+{
+	struct viommu_domain *d = &dp->dom;
+	struct viommu_avl_node *n;
+
+	while ((n = viommu_avl_first(&d->extents))) {
+		struct viommu_extent *x = viommu_avl_entry(n, struct viommu_extent, node);
+
+		notify_unmap(dev, d, x);
+		viommu_avl_remove(&d->extents, n->key);
+		free(x);
+		dev->nr_mappings--;
+	}
+	for (unsigned i = 0; i < dev->nobs; i++)
+		if (dev->obs[i].domain_destroyed)
+			dev->obs[i].domain_destroyed(dev->obs[i].ctx, d);
+	viommu_avl_remove(&dev->domains, d->id);
+	dev->slot_free[dev->slot_free_n++] = d->slot;
+	dev->dirty = dev->removed = true;
+	free(dp);
+}
+
+static void dom_unlink_ep(struct dom_priv *dp, struct ep_priv *e)
+{
+	for (struct ep_priv **pp = &dp->eps; *pp; pp = &(*pp)->dom_next) {
+		if (*pp == e) {
+			*pp = e->dom_next;
+			break;
+		}
+	}
+	e->dom_next = NULL;
+}
+
+/* Detach @e from its domain (if any), destroying the domain when it was the last endpoint.
+ * @notify: publish the endpoint's new state (false when the caller re-attaches at once). */
+static void ep_detach(struct viommu_device *dev, struct ep_priv *e, bool notify)
+{
+	struct dom_priv *dp;
+
+	if (!e->ep.domain)
+		return;
+	dp = viommu_avl_entry(e->ep.domain, struct dom_priv, dom);
+	dom_unlink_ep(dp, e);
+	e->ep.domain = NULL;
+	if (notify)
+		notify_ep(dev, &e->ep);
+	dev->removed = true;
+	if (--dp->dom.nr_endpoints == 0)
+		domain_destroy(dev, dp);
+}
+
+/* ---- endpoints (topology) ---- */
+
+static bool ranges_overlap(uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1)
+{
+	return a0 <= b1 && b0 <= a1;
+}
+
+int viommu_device_add_endpoint(struct viommu_device *dev, uint32_t id, bool access_platform,
+			       const struct viommu_resv *resv, unsigned nresv)
+{
+	struct ep_priv *e;
+	unsigned nmsi = 0;
+
+	if (nresv > VIOMMU_MAX_RESV)
+		return -ENOSPC;
+	if ((dev->cfg.features & VIOMMU_FBIT(VIOMMU_F_PROBE)) &&
+	    (uint64_t)nresv * sizeof(struct viommu_wire_resv_mem) > dev->cfg.probe_size)
+		return -ENOSPC;
+	for (unsigned i = 0; i < nresv; i++) {
+		if (resv[i].start > resv[i].end || resv[i].subtype > VIOMMU_RESV_MEM_T_MSI)
+			return -EINVAL;
+		nmsi += resv[i].subtype == VIOMMU_RESV_MEM_T_MSI;
+		for (unsigned j = 0; j < i; j++)
+			if (ranges_overlap(resv[i].start, resv[i].end, resv[j].start, resv[j].end))
+				return -EINVAL;
+	}
+	if (nmsi > 1)
+		return -EINVAL;
+	if (ep_find(dev, id))
+		return -EEXIST;
+	if (dev->endpoints.count >= dev->cfg.max_endpoints)
+		return -ENOSPC;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->ep.node.key = id;
+	e->ep.id = id;
+	e->ep.access_platform = access_platform;
+	e->ep.nresv = (uint8_t)nresv;
+	if (nresv)
+		memcpy(e->ep.resv, resv, nresv * sizeof(*resv));
+	viommu_avl_insert(&dev->endpoints, &e->ep.node);
+	notify_ep(dev, &e->ep);
+	sync_observers(dev);
+	return 0;
+}
+
+static int for_each_ep(struct viommu_avl_node *n, int (*fn)(const struct viommu_endpoint *, void *),
+		       void *arg)
+{
+	int ret;
+
+	if (!n)
+		return 0;
+	if ((ret = for_each_ep(n->left, fn, arg)))
+		return ret;
+	if ((ret = fn(viommu_avl_entry(n, struct viommu_endpoint, node), arg)))
+		return ret;
+	return for_each_ep(n->right, fn, arg);
+}
+
+int viommu_device_for_each_endpoint(const struct viommu_device *dev,
+				    int (*fn)(const struct viommu_endpoint *ep, void *arg), void *arg)
+{
+	return for_each_ep(dev->endpoints.root, fn, arg);
+}
+
+static int renotify_ep(const struct viommu_endpoint *ep, void *arg)
+{
+	notify_ep(arg, ep);
+	return 0;
+}
+
+/* ---- features, config, reset ---- */
+
+uint64_t viommu_device_features(const struct viommu_device *dev)
+{
+	return dev->cfg.features;
+}
+
+uint64_t viommu_device_negotiated(const struct viommu_device *dev)
+{
+	return dev->negotiated;
+}
+
+int viommu_device_negotiate(struct viommu_device *dev, uint64_t features)
+{
+	bool before = unattached_bypass(dev);
+
+	if (features & ~dev->cfg.features)
+		return -EINVAL;
+	dev->negotiated = features;
+	if (before != unattached_bypass(dev)) {
+		viommu_device_for_each_endpoint(dev, renotify_ep, dev);
+		dev->removed = true;
+		sync_observers(dev);
+	}
+	return 0;
+}
+
+static void config_bytes(const struct viommu_device *dev, uint8_t out[40])
+{
+	memset(out, 0, 40);
+	viommu_put_le64(out + 0, dev->cfg.page_size_mask);
+	viommu_put_le64(out + 8, dev->cfg.input_start);
+	viommu_put_le64(out + 16, dev->cfg.input_end);
+	viommu_put_le32(out + 24, dev->cfg.domain_start);
+	viommu_put_le32(out + 28, dev->cfg.domain_end);
+	viommu_put_le32(out + 32, dev->cfg.probe_size);
+	out[36] = dev->bypass;
+}
+
+void viommu_device_config_read(const struct viommu_device *dev, uint32_t off, void *buf,
+			       uint32_t len)
+{
+	uint8_t cfg[40];
+
+	config_bytes(dev, cfg);
+	for (uint32_t i = 0; i < len; i++)
+		((uint8_t *)buf)[i] = (uint64_t)off + i < sizeof(cfg) ? cfg[off + i] : 0;
+}
+
+static void set_bypass(struct viommu_device *dev, uint8_t value)
+{
+	if (dev->bypass == value)
+		return;
+	dev->bypass = value;
+	viommu_device_for_each_endpoint(dev, renotify_ep, dev);
+	dev->removed = true;
+	sync_observers(dev);
+}
+
+int viommu_device_config_write(struct viommu_device *dev, uint32_t off, const void *buf,
+			       uint32_t len)
+{
+	uint8_t v;
+
+	if (off != offsetof(struct viommu_wire_config, bypass) || len != 1 ||
+	    !has(dev, VIOMMU_F_BYPASS_CONFIG))
+		return -EPERM;
+	v = *(const uint8_t *)buf;
+	if (v > 1)
+		return -EINVAL;
+	set_bypass(dev, v);
+	return 0;
+}
+
+static void reset(struct viommu_device *dev)
+{
+	struct viommu_avl_node *n;
+
+	/* Endpoints first, so no reader follows an endpoint into a dying domain. */
+	for (n = viommu_avl_first(&dev->endpoints); n; n = viommu_avl_next(&dev->endpoints, n->key)) {
+		struct ep_priv *e = viommu_avl_entry(n, struct ep_priv, ep.node);
+
+		ep_detach(dev, e, true);
+	}
+	while ((n = viommu_avl_first(&dev->domains)))
+		domain_destroy(dev, viommu_avl_entry(n, struct dom_priv, dom.node));
+	dev->fault_head = dev->fault_count = dev->event_credits = 0;
+	dev->removed = dev->dirty = true;
+}
+
+void viommu_device_reset(struct viommu_device *dev)
+{
+	reset(dev);
+	sync_observers(dev);
+}
+
+void viommu_device_system_reset(struct viommu_device *dev)
+{
+	reset(dev);
+	dev->bypass = dev->cfg.bypass;
+	viommu_device_for_each_endpoint(dev, renotify_ep, dev);
+	sync_observers(dev);
+}
+
+/* ---- requests ---- */
+
+static uint8_t do_attach(struct viommu_device *dev, const uint8_t *r)
+{
+	uint32_t domain = viommu_le32(r + 4), epid = viommu_le32(r + 8), flags = viommu_le32(r + 12);
+	bool bypass = flags & VIOMMU_ATTACH_F_BYPASS;
+	struct ep_priv *e;
+	struct dom_priv *dp;
+
+	if (viommu_le32(r + 16) != 0)
+		return VIOMMU_S_INVAL;
+	if ((flags & ~VIOMMU_ATTACH_F_BYPASS) || (bypass && !has(dev, VIOMMU_F_BYPASS_CONFIG)))
+		return VIOMMU_S_INVAL;
+	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
+	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+		return VIOMMU_S_RANGE;
+	if (!(e = ep_find(dev, epid)))
+		return VIOMMU_S_NOENT;
+	dp = dom_find(dev, domain);
+	if (dp) {
+		if (dp->dom.bypass != bypass)
+			return VIOMMU_S_INVAL;
+		if (e->ep.domain == &dp->dom)
+			return VIOMMU_S_OK;
+		/* The endpoint's reserved regions must not be mapped in its new domain. */
+		for (unsigned i = 0; i < e->ep.nresv; i++) {
+			struct viommu_avl_node *n = viommu_avl_floor(&dp->dom.extents, e->ep.resv[i].end);
+			struct viommu_extent *x = n ? viommu_avl_entry(n, struct viommu_extent, node) : NULL;
+
+			if (x && x->end >= e->ep.resv[i].start)
+				return VIOMMU_S_UNSUPP;
+		}
+	} else {
+		if (!(dp = domain_create(dev, domain, bypass)))
+			return VIOMMU_S_NOMEM;
+	}
+	/* Spec: attaching an attached endpoint is DETACH + ATTACH. Move it first, so readers see
+	 * old-domain or new-domain state, then let the old domain die if it is now empty. */
+	{
+		struct dom_priv *old = e->ep.domain ?
+			viommu_avl_entry(e->ep.domain, struct dom_priv, dom) : NULL;
+
+		if (old)
+			dom_unlink_ep(old, e);
+		e->ep.domain = &dp->dom;
+		e->dom_next = dp->eps;
+		dp->eps = e;
+		dp->dom.nr_endpoints++;
+		notify_ep(dev, &e->ep);
+		if (old) {
+			dev->removed = true;
+			if (--old->dom.nr_endpoints == 0)
+				domain_destroy(dev, old);
+		}
+	}
+	return VIOMMU_S_OK;
+}
+
+static uint8_t do_detach(struct viommu_device *dev, const uint8_t *r)
+{
+	uint32_t domain = viommu_le32(r + 4), epid = viommu_le32(r + 8);
+	struct ep_priv *e;
+
+	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
+	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+		return VIOMMU_S_RANGE;
+	if (!(e = ep_find(dev, epid)))
+		return VIOMMU_S_NOENT;
+	if (!e->ep.domain || e->ep.domain->id != domain)
+		return VIOMMU_S_INVAL;
+	ep_detach(dev, e, true);
+	return VIOMMU_S_OK;
+}
+
+/* Common checks of MAP and UNMAP on the domain and the IOVA range. */
+static uint8_t check_range(struct viommu_device *dev, uint32_t domain, uint64_t start, uint64_t end,
+			   struct dom_priv **out)
+{
+	struct dom_priv *dp;
+
+	if (!has(dev, VIOMMU_F_MAP_UNMAP))
+		return VIOMMU_S_UNSUPP;
+	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
+	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+		return VIOMMU_S_RANGE;
+	if (!(dp = dom_find(dev, domain)))
+		return VIOMMU_S_NOENT;
+	if (dp->dom.bypass)
+		return VIOMMU_S_INVAL;
+	if (end < start)
+		return VIOMMU_S_INVAL;
+	if (has(dev, VIOMMU_F_INPUT_RANGE) &&
+	    (start < dev->cfg.input_start || end > dev->cfg.input_end))
+		return VIOMMU_S_RANGE;
+	*out = dp;
+	return VIOMMU_S_OK;
+}
+
+static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
+{
+	uint32_t domain = viommu_le32(r + 4), flags = viommu_le32(r + 32);
+	uint64_t start = viommu_le64(r + 8), end = viommu_le64(r + 16), phys = viommu_le64(r + 24);
+	uint64_t mask = dev->granule - 1;
+	struct viommu_avl_node *n;
+	struct viommu_extent *x;
+	struct dom_priv *dp;
+	uint8_t st;
+
+	if (!has(dev, VIOMMU_F_MAP_UNMAP))
+		return VIOMMU_S_UNSUPP;
+	if ((flags & ~VIOMMU_MAP_F_MASK) ||
+	    ((flags & VIOMMU_MAP_F_MMIO) && !has(dev, VIOMMU_F_MMIO)))
+		return VIOMMU_S_INVAL;
+	if ((st = check_range(dev, domain, start, end, &dp)))
+		return st;
+	/* end + 1 wraps to 0 for the last page of the space: aligned. */
+	if ((start & mask) || (phys & mask) || ((end + 1) & mask))
+		return VIOMMU_S_RANGE;
+	if (phys + (end - start) < phys)
+		return VIOMMU_S_RANGE;
+	n = viommu_avl_floor(&dp->dom.extents, end);
+	if (n && viommu_avl_entry(n, struct viommu_extent, node)->end >= start)
+		return VIOMMU_S_INVAL;
+	for (struct ep_priv *e = dp->eps; e; e = e->dom_next)
+		for (unsigned i = 0; i < e->ep.nresv; i++)
+			if (ranges_overlap(start, end, e->ep.resv[i].start, e->ep.resv[i].end))
+				return VIOMMU_S_INVAL;
+	if (dp->dom.extents.count >= dev->cfg.max_mappings_per_domain ||
+	    dev->nr_mappings >= dev->cfg.max_mappings)
+		return VIOMMU_S_NOMEM;
+	if (!(x = calloc(1, sizeof(*x))))
+		return VIOMMU_S_NOMEM;
+	x->node.key = start;
+	x->start = start;
+	x->end = end;
+	x->phys = phys;
+	x->flags = flags;
+	viommu_avl_insert(&dp->dom.extents, &x->node);
+	if (notify_map(dev, &dp->dom, x)) {
+		viommu_avl_remove(&dp->dom.extents, start);
+		free(x);
+		return VIOMMU_S_NOMEM;
+	}
+	dev->nr_mappings++;
+	return VIOMMU_S_OK;
+}
+
+static uint8_t do_unmap(struct viommu_device *dev, const uint8_t *r)
+{
+	uint32_t domain = viommu_le32(r + 4);
+	uint64_t start = viommu_le64(r + 8), end = viommu_le64(r + 16);
+	struct viommu_avl_node *n;
+	struct viommu_extent *x;
+	struct dom_priv *dp;
+	uint8_t st;
+
+	if (!has(dev, VIOMMU_F_MAP_UNMAP))
+		return VIOMMU_S_UNSUPP;
+	if (viommu_le32(r + 24) != 0)
+		return VIOMMU_S_INVAL;
+	if ((st = check_range(dev, domain, start, end, &dp)))
+		return st;
+	/* Atomic: only the extents holding `start` or `end` can be split; check both first. */
+	n = viommu_avl_floor(&dp->dom.extents, start);
+	if (n) {
+		x = viommu_avl_entry(n, struct viommu_extent, node);
+		if (x->start < start && x->end >= start)
+			return VIOMMU_S_RANGE;
+	}
+	n = viommu_avl_floor(&dp->dom.extents, end);
+	if (n) {
+		x = viommu_avl_entry(n, struct viommu_extent, node);
+		if (x->end > end)
+			return VIOMMU_S_RANGE;
+	}
+	while ((n = viommu_avl_ceil(&dp->dom.extents, start)) && n->key <= end) {
+		x = viommu_avl_entry(n, struct viommu_extent, node);
+		notify_unmap(dev, &dp->dom, x);
+		viommu_avl_remove(&dp->dom.extents, n->key);
+		free(x);
+		dev->nr_mappings--;
+	}
+	return VIOMMU_S_OK;
+}
+
+/* PROBE writes its properties into @props (probe_size bytes, zero-filled). */
+static uint8_t do_probe(struct viommu_device *dev, const uint8_t *r, uint8_t *props)
+{
+	struct ep_priv *e = ep_find(dev, viommu_le32(r + 4));
+
+	if (!e)
+		return VIOMMU_S_NOENT;
+	for (unsigned i = 0; i < e->ep.nresv; i++) {
+		uint8_t *p = props + i * sizeof(struct viommu_wire_resv_mem);
+
+		viommu_put_le16(p, VIOMMU_PROBE_T_RESV_MEM);
+		viommu_put_le16(p + 2, sizeof(struct viommu_wire_resv_mem) - 4);
+		p[4] = e->ep.resv[i].subtype;
+		viommu_put_le64(p + 8, e->ep.resv[i].start);
+		viommu_put_le64(p + 16, e->ep.resv[i].end);
+	}
+	return VIOMMU_S_OK;
+}
+
+static size_t iov_total(const struct iovec *v, unsigned n)
+{
+	size_t t = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (t + v[i].iov_len < t)
+			return SIZE_MAX;
+		t += v[i].iov_len;
+	}
+	return t;
+}
+
+static void iov_read(const struct iovec *v, unsigned n, void *dst, size_t len)
+{
+	uint8_t *d = dst;
+
+	for (unsigned i = 0; i < n && len; i++) {
+		size_t c = v[i].iov_len < len ? v[i].iov_len : len;
+
+		memcpy(d, v[i].iov_base, c);
+		d += c;
+		len -= c;
+	}
+}
+
+static void iov_write(const struct iovec *v, unsigned n, size_t off, const void *src, size_t len)
+{
+	const uint8_t *s = src;
+
+	for (unsigned i = 0; i < n && len; i++) {
+		if (off >= v[i].iov_len) {
+			off -= v[i].iov_len;
+			continue;
+		}
+		size_t c = v[i].iov_len - off < len ? v[i].iov_len - off : len;
+
+		memcpy((uint8_t *)v[i].iov_base + off, s, c);
+		s += c;
+		len -= c;
+		off = 0;
+	}
+}
+
+static const size_t req_size[VIOMMU_T_MAX + 1] = {
+	[VIOMMU_T_ATTACH] = VIOMMU_RD_LEN(struct viommu_wire_attach),
+	[VIOMMU_T_DETACH] = VIOMMU_RD_LEN(struct viommu_wire_detach),
+	[VIOMMU_T_MAP] = VIOMMU_RD_LEN(struct viommu_wire_map),
+	[VIOMMU_T_UNMAP] = VIOMMU_RD_LEN(struct viommu_wire_unmap),
+	[VIOMMU_T_PROBE] = sizeof(struct viommu_wire_probe),
+};
+
+uint32_t viommu_device_request(struct viommu_device *dev, const struct iovec *rd, unsigned nrd,
+			       const struct iovec *wr, unsigned nwr)
+{
+	size_t rd_len = iov_total(rd, nrd), wr_len = iov_total(wr, nwr);
+	uint8_t req[sizeof(struct viommu_wire_probe)] = { 0 };
+	uint8_t tail[4] = { 0 };
+	uint8_t type;
+
+	if (rd_len < sizeof(struct viommu_wire_head) || wr_len < sizeof(tail) ||
+	    wr_len > UINT32_MAX) {
+		dev->stats.dropped_requests++;
+		return 0;
+	}
+	iov_read(rd, nrd, req, rd_len < sizeof(req) ? rd_len : sizeof(req));
+	type = req[0];
+	if (type == 0 || type > VIOMMU_T_MAX ||
+	    (type == VIOMMU_T_PROBE && !has(dev, VIOMMU_F_PROBE))) {
+		dev->stats.dropped_requests++;
+		return 0;
+	}
+	if (rd_len < req_size[type]) {
+		tail[0] = VIOMMU_S_INVAL;
+	} else {
+		switch (type) {
+		case VIOMMU_T_ATTACH:
+			tail[0] = do_attach(dev, req);
+			break;
+		case VIOMMU_T_DETACH:
+			tail[0] = do_detach(dev, req);
+			break;
+		case VIOMMU_T_MAP:
+			tail[0] = do_map(dev, req);
+			break;
+		case VIOMMU_T_UNMAP:
+			tail[0] = do_unmap(dev, req);
+			break;
+		case VIOMMU_T_PROBE:
+			if (wr_len - sizeof(tail) < dev->cfg.probe_size) {
+				tail[0] = VIOMMU_S_INVAL;
+			} else {
+				uint8_t *props = calloc(1, dev->cfg.probe_size ? dev->cfg.probe_size : 1);
+
+				if (!props) {
+					tail[0] = VIOMMU_S_DEVERR;
+					break;
+				}
+				tail[0] = do_probe(dev, req, props);
+				if (tail[0] == VIOMMU_S_OK)
+					iov_write(wr, nwr, 0, props, dev->cfg.probe_size);
+				free(props);
+			}
+			break;
+		}
+	}
+	dev->stats.requests[type][tail[0]]++;
+	sync_observers(dev);
+	iov_write(wr, nwr, wr_len - sizeof(tail), tail, sizeof(tail));
+	return (uint32_t)wr_len;
+}
+
+uint32_t viommu_device_request_buf(struct viommu_device *dev, const void *rd, size_t rd_len,
+				   void *wr, size_t wr_len)
+{
+	struct iovec r = { .iov_base = (void *)rd, .iov_len = rd_len };
+	struct iovec w = { .iov_base = wr, .iov_len = wr_len };
+
+	return viommu_device_request(dev, &r, 1, &w, 1);
+}
+
+/* ---- observers: registration ---- */
+
+int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_observer *obs)
+{
+	struct viommu_observer *o;
+	struct viommu_avl_node *n, *m;
+
+	if (dev->nobs >= VIOMMU_MAX_OBSERVERS)
+		return -ENOSPC;
+	o = &dev->obs[dev->nobs];
+	*o = *obs;
+	/* Tell the newcomer the current state: domains with their extents, then endpoints. */
+	for (n = viommu_avl_first(&dev->domains); n; n = viommu_avl_next(&dev->domains, n->key)) {
+		struct viommu_domain *d = viommu_avl_entry(n, struct viommu_domain, node);
+		int err = o->domain_created ? o->domain_created(o->ctx, d) : 0;
+
+		for (m = viommu_avl_first(&d->extents); !err && m;
+		     m = viommu_avl_next(&d->extents, m->key))
+			err = o->map ? o->map(o->ctx, d, viommu_avl_entry(m, struct viommu_extent, node)) : 0;
+		if (err)
+			return err; /* the observer is not registered; it cleans up its own state */
+	}
+	for (n = viommu_avl_first(&dev->endpoints); n; n = viommu_avl_next(&dev->endpoints, n->key)) {
+		struct viommu_endpoint *ep = viommu_avl_entry(n, struct viommu_endpoint, node);
+
+		if (o->endpoint_changed)
+			o->endpoint_changed(o->ctx, ep, ep_state(dev, ep));
+	}
+	if (o->sync)
+		o->sync(o->ctx, false);
+	dev->nobs++;
+	return 0;
+}
+
+int viommu_device_remove_observer(struct viommu_device *dev, void *ctx)
+{
+	for (unsigned i = 0; i < dev->nobs; i++) {
+		if (dev->obs[i].ctx == ctx) {
+			memmove(&dev->obs[i], &dev->obs[i + 1], (dev->nobs - i - 1) * sizeof(dev->obs[0]));
+			dev->nobs--;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* ---- translation (the reference the fast path is checked against) ---- */
+
+static enum viommu_xlate_result fault(struct viommu_xlate *out, uint8_t reason, uint64_t addr)
+{
+	out->reason = reason;
+	out->fault_addr = addr;
+	return VIOMMU_XLATE_FAULT;
+}
+
+enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev, uint32_t epid,
+						 uint64_t iova, uint64_t size, uint32_t access,
+						 struct viommu_xlate *out)
+{
+	struct ep_priv *e = ep_find(dev, epid);
+	uint64_t last = iova + (size ? size - 1 : 0), cur = iova;
+	bool first = true;
+
+	memset(out, 0, sizeof(*out));
+	if (!e)
+		return fault(out, VIOMMU_FAULT_R_UNKNOWN, iova);
+	switch (ep_state(dev, &e->ep)) {
+	case VIOMMU_EP_IDENTITY:
+	case VIOMMU_EP_BYPASS:
+		out->pa = iova;
+		return VIOMMU_XLATE_IDENTITY;
+	case VIOMMU_EP_BLOCKED:
+		return fault(out, VIOMMU_FAULT_R_DOMAIN, iova);
+	default:
+		break;
+	}
+	if (last < iova) /* the range runs past 2^64: the byte after the top does not exist */
+		last = UINT64_MAX;
+	for (;;) {
+		struct viommu_avl_node *n = viommu_avl_floor(&e->ep.domain->extents, cur);
+		struct viommu_extent *x = n ? viommu_avl_entry(n, struct viommu_extent, node) : NULL;
+
+		if (!x || x->end < cur || (x->flags & access) != access)
+			return fault(out, VIOMMU_FAULT_R_MAPPING, cur);
+		for (unsigned i = 0; i < e->ep.nresv; i++)
+			if (ranges_overlap(cur, x->end < last ? x->end : last, e->ep.resv[i].start,
+					   e->ep.resv[i].end))
+				return fault(out, VIOMMU_FAULT_R_MAPPING,
+					     e->ep.resv[i].start > cur ? e->ep.resv[i].start : cur);
+		if (first) {
+			out->pa = x->phys + (iova - x->start);
+			out->ext_start = x->start;
+			out->ext_end = x->end;
+			out->ext_phys = x->phys;
+			out->ext_flags = x->flags;
+			first = false;
+		}
+		if (x->end >= last)
+			break;
+		cur = x->end + 1;
+	}
+	if (iova + (size ? size - 1 : 0) < iova)
+		return fault(out, VIOMMU_FAULT_R_MAPPING, 0);
+	return VIOMMU_XLATE_OK;
+}
+
+/* ---- faults ---- */
+
+void viommu_device_eventq_post(struct viommu_device *dev, uint32_t n)
+{
+	dev->event_credits = UINT32_MAX - dev->event_credits < n ? UINT32_MAX : dev->event_credits + n;
+}
+
+int viommu_device_report_fault(struct viommu_device *dev, uint32_t ep, uint8_t reason,
+			       uint32_t access, uint64_t addr)
+{
+	struct viommu_wire_fault *f;
+
+	if (!dev->event_credits || dev->fault_count >= dev->cfg.max_pending_faults) {
+		dev->stats.faults_dropped++;
+		return -ENOBUFS;
+	}
+	dev->event_credits--;
+	f = &dev->faults[(dev->fault_head + dev->fault_count++) % dev->cfg.max_pending_faults];
+	memset(f, 0, sizeof(*f));
+	f->reason = reason;
+	viommu_put_le32(&f->flags, (access & (VIOMMU_FAULT_F_READ | VIOMMU_FAULT_F_WRITE)) |
+					   VIOMMU_FAULT_F_ADDRESS);
+	viommu_put_le32(&f->endpoint, ep);
+	viommu_put_le64(&f->address, addr);
+	dev->stats.faults_reported++;
+	return 0;
+}
+
+int viommu_device_fault_pop(struct viommu_device *dev, struct viommu_wire_fault *buf)
+{
+	if (!dev->fault_count)
+		return -ENOENT;
+	*buf = dev->faults[dev->fault_head];
+	dev->fault_head = (dev->fault_head + 1) % dev->cfg.max_pending_faults;
+	dev->fault_count--;
+	return 0;
+}
+
+/* ---- introspection ---- */
+
+const struct viommu_device_stats *viommu_device_stats(const struct viommu_device *dev)
+{
+	return &dev->stats;
+}
+
+uint32_t viommu_device_nr_domains(const struct viommu_device *dev)
+{
+	return (uint32_t)dev->domains.count;
+}
+
+uint64_t viommu_device_nr_mappings(const struct viommu_device *dev)
+{
+	return dev->nr_mappings;
+}
+
+const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev, uint32_t id)
+{
+	struct dom_priv *dp = dom_find(dev, id);
+
+	return dp ? &dp->dom : NULL;
+}
+
+static const char *const status_names[VIOMMU_S_COUNT] = {
+	"OK", "IOERR", "UNSUPP", "DEVERR", "INVAL", "RANGE", "NOENT", "FAULT", "NOMEM",
+};
+
+const char *viommu_status_name(unsigned status)
+{
+	return status < VIOMMU_S_COUNT ? status_names[status] : "?";
+}
+
+const char *viommu_type_name(unsigned type)
+{
+	static const char *const names[] = { "unknown", "attach", "detach", "map", "unmap", "probe" };
+
+	return type <= VIOMMU_T_MAX ? names[type] : "unknown";
+}

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The viommu device core: the control plane of a virtio-iommu device.
+ *
+ * A VMM (or the replayer, or a virtqueue transport) hands it one request at a time as the driver
+ * placed it in the request queue: the device-readable bytes and the device-writable buffer.
+ * viommu_device_request() validates it per the virtio spec, applies it atomically (a rejected
+ * request changes nothing), publishes the effect to every observer (the fast path, IOTLB bridges),
+ * writes the tail (and PROBE properties) and returns the used length.
+ *
+ * The state kept here is authoritative: per-domain extent sets (AVL, O(log n)), the domain and
+ * endpoint tables. viommu_device_translate() answers DMA queries from it; the fast path answers the
+ * same queries locklessly and is checked against this.
+ *
+ * Errors: functions return 0 or -errno; viommu_device_new() returns NULL and sets errno.
+ * Concurrency: one thread owns a device; nothing here is safe to call concurrently. The fast path
+ * (translator.h) is what readers on other threads and processes use.
+ */
+#ifndef VIOMMU_DEVICE_H
+#define VIOMMU_DEVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "avl.h"
+#include "wire.h"
+
+struct viommu_config {
+	uint64_t page_size_mask; /* at least one bit; lowest set bit = granule */
+	uint64_t input_start, input_end; /* inclusive */
+	uint32_t domain_start, domain_end; /* inclusive */
+	uint32_t probe_size; /* bytes of the PROBE properties buffer */
+	uint8_t bypass; /* initial value of config `bypass` (0 or 1) */
+	uint64_t features; /* device-type feature bits offered (bits 0-6) */
+	/* Caps on guest-grown tables: answered with S_NOMEM, nothing changed. */
+	uint32_t max_domains;
+	uint32_t max_mappings_per_domain;
+	uint64_t max_mappings;
+	uint32_t max_endpoints; /* topology size (VMM-declared) */
+	uint32_t max_pending_faults; /* fault records queued for the event queue */
+};
+
+/* QEMU-like defaults (as the trace format's `device` line): 4 KiB granule, full ranges,
+ * probe_size 512, bypass 1, features INPUT_RANGE|DOMAIN_RANGE|MAP_UNMAP|PROBE|MMIO|BYPASS_CONFIG,
+ * caps 65536 domains, 1M mappings per domain, 4M mappings, 65536 endpoints, 1024 faults. */
+void viommu_config_default(struct viommu_config *cfg);
+
+#define VIOMMU_MAX_RESV 8
+
+struct viommu_resv {
+	uint64_t start, end; /* inclusive */
+	uint8_t subtype; /* VIOMMU_RESV_MEM_T_* */
+};
+
+/* One mapping (one MAP request). */
+struct viommu_extent {
+	struct viommu_avl_node node; /* key = start */
+	uint64_t start, end; /* IOVA, inclusive */
+	uint64_t phys;
+	uint32_t flags; /* VIOMMU_MAP_F_* */
+	uint32_t fp_index; /* owned by the fast path (observer) */
+};
+
+struct viommu_domain {
+	struct viommu_avl_node node; /* key = domain id */
+	uint32_t id;
+	uint32_t slot; /* dense index < max_domains, stable for the domain's life */
+	bool bypass; /* created by ATTACH_F_BYPASS */
+	uint32_t nr_endpoints;
+	struct viommu_avl extents;
+};
+
+/* What a DMA from an endpoint does right now; the fast path mirrors it per endpoint. */
+enum viommu_ep_state {
+	VIOMMU_EP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
+	VIOMMU_EP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
+	VIOMMU_EP_BYPASS = 2, /* unattached in bypass, or attached to a bypass domain: identity */
+	VIOMMU_EP_ATTACHED = 3, /* translated through its domain */
+	VIOMMU_EP_IDENTITY = 4, /* its device did not negotiate ACCESS_PLATFORM: identity */
+};
+
+struct viommu_endpoint {
+	struct viommu_avl_node node; /* key = endpoint id */
+	uint32_t id;
+	bool access_platform;
+	uint8_t nresv;
+	struct viommu_resv resv[VIOMMU_MAX_RESV];
+	struct viommu_domain *domain; /* NULL when unattached */
+};
+
+/*
+ * Observers see every state change the moment the core applies it, in order, on the device
+ * thread. `map` may fail (e.g. the fast path's pool is full): the core then undoes the request
+ * and answers S_NOMEM. `sync` is called once the request (or batch) is applied and before its
+ * used length is returned: an observer that must wait for readers (strict UNMAP) does it there.
+ */
+struct viommu_observer {
+	void *ctx;
+	void (*endpoint_changed)(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st);
+	int (*domain_created)(void *ctx, struct viommu_domain *dom);
+	void (*domain_destroyed)(void *ctx, struct viommu_domain *dom);
+	int (*map)(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext);
+	void (*unmap)(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext);
+	void (*sync)(void *ctx, bool removed); /* removed: something was unmapped/detached since last sync */
+};
+#define VIOMMU_MAX_OBSERVERS 4
+
+struct viommu_device_stats {
+	uint64_t requests[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT]; /* [type][status]; type 0 = unknown */
+	uint64_t dropped_requests; /* used length 0: too short, unknown type, PROBE not offered */
+	uint64_t faults_reported, faults_dropped;
+};
+
+struct viommu_device;
+
+/* A device with @cfg (copied). NULL and errno EINVAL for a config the spec forbids
+ * (page_size_mask 0, empty ranges, bypass > 1, both F_BYPASS and F_BYPASS_CONFIG, unknown bits). */
+struct viommu_device *viommu_device_new(const struct viommu_config *cfg);
+void viommu_device_free(struct viommu_device *dev);
+const struct viommu_config *viommu_device_config(const struct viommu_device *dev);
+
+/* Declare an endpoint of the topology. -EEXIST, -EINVAL (bad region, overlapping regions, more
+ * than one MSI region), -ENOSPC (regions do not fit probe_size, or max_endpoints reached). */
+int viommu_device_add_endpoint(struct viommu_device *dev, uint32_t id, bool access_platform,
+			       const struct viommu_resv *resv, unsigned nresv);
+const struct viommu_endpoint *viommu_device_endpoint(const struct viommu_device *dev, uint32_t id);
+enum viommu_ep_state viommu_device_endpoint_state(const struct viommu_device *dev, uint32_t id);
+
+/* Features: what is offered, and the driver's accepted set (must be a subset: else -EINVAL).
+ * Until the driver negotiates, the negotiated set is everything offered. */
+uint64_t viommu_device_features(const struct viommu_device *dev);
+int viommu_device_negotiate(struct viommu_device *dev, uint64_t features);
+uint64_t viommu_device_negotiated(const struct viommu_device *dev);
+
+/* Config space: 40 bytes, little-endian. Reads outside it return zeros for the missing bytes.
+ * Writes: only the `bypass` byte, only with F_BYPASS_CONFIG negotiated, only values 0 and 1;
+ * anything else is ignored and answered -EPERM (other fields / not negotiated) or -EINVAL. */
+void viommu_device_config_read(const struct viommu_device *dev, uint32_t off, void *buf,
+			       uint32_t len);
+int viommu_device_config_write(struct viommu_device *dev, uint32_t off, const void *buf,
+			       uint32_t len);
+
+/* Device reset: every endpoint detached, every domain gone, `bypass` kept, features kept.
+ * System reset: the same, and `bypass` back to its initial value. */
+void viommu_device_reset(struct viommu_device *dev);
+void viommu_device_system_reset(struct viommu_device *dev);
+
+/* One request from the request queue. @rd: device-readable part; @wr: device-writable part,
+ * whose last 4 bytes are the tail. Returns the used length: the writable length when answered,
+ * 0 when the buffers were returned untouched (too short, unknown type, PROBE not negotiated). */
+uint32_t viommu_device_request(struct viommu_device *dev, const struct iovec *rd, unsigned nrd,
+			       const struct iovec *wr, unsigned nwr);
+/* The same for one contiguous readable and one writable buffer. */
+uint32_t viommu_device_request_buf(struct viommu_device *dev, const void *rd, size_t rd_len,
+				   void *wr, size_t wr_len);
+
+/* Batches (one queue kick): requests between begin and end are applied in order, and observers
+ * sync once, at end. A VMM writes the batch's used entries after viommu_device_batch_end(). */
+void viommu_device_batch_begin(struct viommu_device *dev);
+void viommu_device_batch_end(struct viommu_device *dev);
+
+/* Observers: at most VIOMMU_MAX_OBSERVERS. The observer is told the current state at once
+ * (every endpoint, domain and extent) so it can be attached to a running device. */
+int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_observer *obs);
+int viommu_device_remove_observer(struct viommu_device *dev, void *ctx);
+
+/* DMA translation on the authoritative state. */
+enum viommu_xlate_result {
+	VIOMMU_XLATE_OK = 0, /* translated: pa, extent */
+	VIOMMU_XLATE_IDENTITY = 1, /* bypass or no ACCESS_PLATFORM: pa = iova */
+	VIOMMU_XLATE_FAULT = 2, /* reason, fault_addr */
+};
+
+#define VIOMMU_ACCESS_READ  VIOMMU_MAP_F_READ
+#define VIOMMU_ACCESS_WRITE VIOMMU_MAP_F_WRITE
+
+struct viommu_xlate {
+	uint64_t pa; /* of byte iova */
+	uint64_t ext_start, ext_end, ext_phys; /* the extent holding byte iova (OK only) */
+	uint32_t ext_flags;
+	uint8_t reason; /* VIOMMU_FAULT_R_* (FAULT only) */
+	uint64_t fault_addr; /* first failing byte (FAULT only) */
+};
+
+/* Translate [iova, iova+size-1] (size 0 counts as 1) for @access (VIOMMU_ACCESS_*). Every byte
+ * must be mapped with @access, possibly by adjacent extents; RESERVED and MSI regions of the
+ * endpoint fault. Does not report the fault: see viommu_device_report_fault(). */
+enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev, uint32_t ep,
+						 uint64_t iova, uint64_t size, uint32_t access,
+						 struct viommu_xlate *out);
+
+/* Fault reporting. The VMM posts event queue buffers (eventq_post adds @n); a fault takes one,
+ * or is counted as dropped when none is posted (or max_pending_faults are queued).
+ * report_fault returns 0 or -ENOBUFS (dropped). fault_pop writes the oldest as the 24-byte wire
+ * struct into @buf and returns 0, or -ENOENT when none is queued. */
+void viommu_device_eventq_post(struct viommu_device *dev, uint32_t n);
+int viommu_device_report_fault(struct viommu_device *dev, uint32_t ep, uint8_t reason,
+			       uint32_t access, uint64_t addr);
+int viommu_device_fault_pop(struct viommu_device *dev, struct viommu_wire_fault *buf);
+
+/* Introspection. */
+const struct viommu_device_stats *viommu_device_stats(const struct viommu_device *dev);
+uint32_t viommu_device_nr_domains(const struct viommu_device *dev);
+uint64_t viommu_device_nr_mappings(const struct viommu_device *dev);
+const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev, uint32_t id);
+/* Calls @fn for each endpoint (ascending id); stops at a non-zero return and returns it. */
+int viommu_device_for_each_endpoint(const struct viommu_device *dev,
+				    int (*fn)(const struct viommu_endpoint *ep, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: MIT
+/* The viommu command-line tool. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replay.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: viommu replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet] FILE...\n"
+		"\n"
+		"  replay   run trace files (tests/traces/FORMAT.md) through the device core and check\n"
+		"           every expectation; the last line is\n"
+		"           'replay: F files, R requests, P probes, M mismatches'; exit 0 only if M is 0.\n"
+		"           --path        who answers translate lines (default store; all = every path,\n"
+		"                         each checked against the expectation)\n"
+		"           --dma-probes  after every accepted MAP/UNMAP, probe its first and last byte\n"
+		"                         (expectation taken from the line itself)\n"
+		"           --stat        print each path's counters after each file\n"
+		"           --quiet       print only mismatches and the totals\n");
+}
+
+static int parse_paths(const char *s, unsigned *out)
+{
+	if (!strcmp(s, "store"))
+		*out = VIOMMU_PATH_STORE;
+	else if (!strcmp(s, "user"))
+		*out = VIOMMU_PATH_USER;
+	else if (!strcmp(s, "bpf"))
+		*out = VIOMMU_PATH_BPF;
+	else if (!strcmp(s, "all"))
+		*out = VIOMMU_PATH_ALL;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+	struct viommu_replay_opts o = { .paths = VIOMMU_PATH_STORE, .out = stdout };
+	struct viommu_replay_totals t = { 0 };
+	int i, nfiles = 0;
+
+	for (i = 1; i < argc; i++) {
+		if (!strncmp(argv[i], "--path=", 7)) {
+			if (parse_paths(argv[i] + 7, &o.paths)) {
+				fprintf(stderr, "viommu replay: --path is store, user, bpf or all\n");
+				return 2;
+			}
+		} else if (!strcmp(argv[i], "--dma-probes")) {
+			o.dma_probes = true;
+		} else if (!strcmp(argv[i], "--stat")) {
+			o.stat = true;
+		} else if (!strcmp(argv[i], "--quiet")) {
+			o.quiet = true;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			fprintf(stderr, "viommu replay: unknown option %s\n", argv[i]);
+			usage(stderr);
+			return 2;
+		} else {
+			nfiles++;
+		}
+	}
+	if (!nfiles) {
+		usage(stderr);
+		return 2;
+	}
+	for (i = 1; i < argc; i++)
+		if (argv[i][0] != '-' || !argv[i][1])
+			viommu_replay_file(argv[i], &o, &t);
+	printf("replay: %llu files, %llu requests, %llu probes, %llu mismatches\n",
+	       (unsigned long long)t.files, (unsigned long long)t.requests,
+	       (unsigned long long)t.probes, (unsigned long long)t.mismatches);
+	return t.mismatches ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "replay"))
+		return cmd_replay(argc - 1, argv + 1);
+	fprintf(stderr, "viommu: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

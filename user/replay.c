@@ -1,0 +1,1061 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Trace replay. A file is parsed whole first (syntax errors stop it before anything runs, with
+ * the line number), then executed line by line against a fresh device.
+ */
+#include "replay.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+viommu_replay_open_fn viommu_replay_open_user, viommu_replay_open_bpf;
+
+#define MAX_TOKENS 32
+#define MAX_RAW 4096
+#define MAX_WRITABLE (1u << 20)
+#define MAX_RESV_EXPECT VIOMMU_MAX_RESV
+
+enum verb {
+	V_DEVICE, V_ENDPOINT, V_NEGOTIATE, V_ATTACH, V_DETACH, V_MAP, V_UNMAP, V_PROBE, V_RAW,
+	V_KICK, V_SET_BYPASS, V_RESET, V_SYSTEM_RESET, V_TRANSLATE,
+};
+
+static const char *const verbs[] = {
+	[V_DEVICE] = "device", [V_ENDPOINT] = "endpoint", [V_NEGOTIATE] = "negotiate",
+	[V_ATTACH] = "attach", [V_DETACH] = "detach", [V_MAP] = "map", [V_UNMAP] = "unmap",
+	[V_PROBE] = "probe", [V_RAW] = "raw", [V_KICK] = "kick", [V_SET_BYPASS] = "set_bypass",
+	[V_RESET] = "reset", [V_SYSTEM_RESET] = "system_reset", [V_TRANSLATE] = "translate",
+};
+
+/* Keys each verb takes (besides the expectations of request lines). */
+static const char *const verb_keys[][10] = {
+	[V_DEVICE] = { "page_size_mask", "input_start", "input_end", "domain_start", "domain_end",
+		       "probe_size", "bypass", "features" },
+	[V_ENDPOINT] = { "id", "resv", "access_platform" },
+	[V_NEGOTIATE] = { "features" },
+	[V_ATTACH] = { "domain", "endpoint", "flags" },
+	[V_DETACH] = { "domain", "endpoint" },
+	[V_MAP] = { "domain", "virt_start", "virt_end", "phys_start", "flags" },
+	[V_UNMAP] = { "domain", "virt_start", "virt_end" },
+	[V_PROBE] = { "endpoint", "resv_mem" },
+	[V_RAW] = { "hex", "writable" },
+	[V_KICK] = { "n" },
+	[V_SET_BYPASS] = { "value" },
+	[V_RESET] = { 0 },
+	[V_SYSTEM_RESET] = { 0 },
+	[V_TRANSLATE] = { "endpoint", "iova", "size", "access", "expect" },
+};
+
+/* Required keys, as a bitmask over verb_keys[v]. */
+static const unsigned verb_required[] = {
+	[V_ENDPOINT] = 1u << 0, [V_NEGOTIATE] = 1u << 0, [V_ATTACH] = 0x7, [V_DETACH] = 0x3,
+	[V_MAP] = 0x1f, [V_UNMAP] = 0x7, [V_PROBE] = 0x1, [V_RAW] = 0x1, [V_SET_BYPASS] = 0x1,
+	[V_TRANSLATE] = 0x1b,
+};
+
+struct kv {
+	const char *key;
+	const char *val;
+};
+
+struct line {
+	unsigned lineno;
+	enum verb verb;
+	unsigned nkv;
+	struct kv kv[MAX_TOKENS];
+	char *text; /* owned copy the kv pointers point into */
+};
+
+struct file {
+	const char *path;
+	struct line *lines;
+	size_t nlines, cap;
+};
+
+static bool is_request(enum verb v)
+{
+	return v >= V_ATTACH && v <= V_RAW;
+}
+
+static bool is_setup(enum verb v)
+{
+	return v <= V_NEGOTIATE;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	int base = 10;
+
+	if (!*s || *s == '-' || *s == '+' || isspace((unsigned char)*s))
+		return -EINVAL;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		if (!isxdigit((unsigned char)*s))
+			return -EINVAL;
+	}
+	errno = 0;
+	*out = strtoull(s, &end, base);
+	if (errno || *end)
+		return -EINVAL;
+	return 0;
+}
+
+static const char *get(const struct line *l, const char *key)
+{
+	for (unsigned i = 0; i < l->nkv; i++)
+		if (!strcmp(l->kv[i].key, key))
+			return l->kv[i].val;
+	return NULL;
+}
+
+static int get_u64(const struct line *l, const char *key, uint64_t def, uint64_t *out)
+{
+	const char *v = get(l, key);
+
+	if (!v) {
+		*out = def;
+		return 0;
+	}
+	return parse_u64(v, out);
+}
+
+#define ERR(f, l, ...)                                                   \
+	do {                                                                 \
+		fprintf(stderr, "%s:%u: ", (f)->path, (l)->lineno);              \
+		fprintf(stderr, __VA_ARGS__);                                    \
+		fputc('\n', stderr);                                             \
+	} while (0)
+
+static bool key_known(enum verb v, const char *key)
+{
+	for (unsigned i = 0; i < 10 && verb_keys[v][i]; i++)
+		if (!strcmp(verb_keys[v][i], key))
+			return true;
+	if (is_request(v) && (!strcmp(key, "status") || !strcmp(key, "used")))
+		return true;
+	return false;
+}
+
+static bool key_repeatable(enum verb v, const char *key)
+{
+	return (v == V_ENDPOINT && !strcmp(key, "resv")) || (v == V_PROBE && !strcmp(key, "resv_mem"));
+}
+
+/* Tokenise one line; returns 1 for a line with a verb, 0 for blank/comment, -EINVAL on error. */
+static int parse_line(struct file *f, char *buf, unsigned lineno, struct line *l)
+{
+	char *save = NULL, *tok;
+	unsigned seen_required = 0;
+
+	memset(l, 0, sizeof(*l));
+	l->lineno = lineno;
+	l->text = buf;
+	tok = strtok_r(buf, " \t\r\n", &save);
+	if (!tok || tok[0] == '#')
+		return 0;
+	for (l->verb = 0; l->verb < sizeof(verbs) / sizeof(verbs[0]); l->verb++)
+		if (!strcmp(tok, verbs[l->verb]))
+			break;
+	if (l->verb == sizeof(verbs) / sizeof(verbs[0])) {
+		ERR(f, l, "unknown verb '%s'", tok);
+		return -EINVAL;
+	}
+	while ((tok = strtok_r(NULL, " \t\r\n", &save))) {
+		char *eq;
+
+		if (tok[0] == '#')
+			break;
+		eq = strchr(tok, '=');
+		if (!eq || eq == tok) {
+			ERR(f, l, "'%s' is not key=value", tok);
+			return -EINVAL;
+		}
+		*eq = 0;
+		if (!key_known(l->verb, tok)) {
+			ERR(f, l, "%s takes no key '%s'", verbs[l->verb], tok);
+			return -EINVAL;
+		}
+		if (!key_repeatable(l->verb, tok) && get(l, tok)) {
+			ERR(f, l, "key '%s' given twice", tok);
+			return -EINVAL;
+		}
+		if (l->nkv == MAX_TOKENS) {
+			ERR(f, l, "too many tokens");
+			return -EINVAL;
+		}
+		for (unsigned i = 0; i < 10 && verb_keys[l->verb][i]; i++)
+			if (!strcmp(verb_keys[l->verb][i], tok))
+				seen_required |= 1u << i;
+		l->kv[l->nkv].key = tok;
+		l->kv[l->nkv].val = eq + 1;
+		l->nkv++;
+	}
+	if (l->verb < sizeof(verb_required) / sizeof(verb_required[0]) &&
+	    (seen_required & verb_required[l->verb]) != verb_required[l->verb]) {
+		for (unsigned i = 0; i < 10; i++)
+			if ((verb_required[l->verb] & (1u << i)) && !(seen_required & (1u << i))) {
+				ERR(f, l, "%s needs %s=", verbs[l->verb], verb_keys[l->verb][i]);
+				break;
+			}
+		return -EINVAL;
+	}
+	return 1;
+}
+
+static void file_free(struct file *f)
+{
+	for (size_t i = 0; i < f->nlines; i++)
+		free(f->lines[i].text);
+	free(f->lines);
+}
+
+static int file_load(struct file *f, const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char *buf = NULL;
+	size_t cap = 0;
+	unsigned lineno = 0;
+	int err = 0;
+
+	memset(f, 0, sizeof(*f));
+	f->path = path;
+	if (!fp) {
+		err = -errno;
+		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+		return err;
+	}
+	while (getline(&buf, &cap, fp) >= 0) {
+		struct line l;
+		char *copy = strdup(buf);
+		int r;
+
+		lineno++;
+		if (!copy) {
+			err = -ENOMEM;
+			break;
+		}
+		r = parse_line(f, copy, lineno, &l);
+		if (r <= 0) {
+			free(copy);
+			if (r < 0) {
+				err = r;
+				break;
+			}
+			continue;
+		}
+		if (f->nlines == f->cap) {
+			size_t nc = f->cap ? f->cap * 2 : 256;
+			struct line *nl = realloc(f->lines, nc * sizeof(*nl));
+
+			if (!nl) {
+				free(copy);
+				err = -ENOMEM;
+				break;
+			}
+			f->lines = nl;
+			f->cap = nc;
+		}
+		f->lines[f->nlines++] = l;
+	}
+	free(buf);
+	fclose(fp);
+	return err;
+}
+
+/* ---- execution ---- */
+
+struct shadow_ep { /* --dma-probes: which endpoint the trace attached to which domain */
+	uint32_t ep, domain;
+	bool attached;
+};
+
+struct run {
+	struct file *f;
+	const struct viommu_replay_opts *o;
+	struct viommu_device *dev;
+	struct viommu_replay_reader readers[3];
+	unsigned nreaders;
+	bool in_batch;
+	uint64_t requests, probes, mismatches;
+	uint64_t by_type[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT + 1]; /* [..][COUNT] = used 0 */
+	struct shadow_ep *shadow;
+	size_t nshadow;
+	double busy_s; /* time spent inside the device's request path */
+};
+
+#define MISMATCH(r, l, ...)                                              \
+	do {                                                                 \
+		fprintf(stderr, "%s:%u: mismatch: ", (r)->f->path, (l)->lineno); \
+		fprintf(stderr, __VA_ARGS__);                                    \
+		fputc('\n', stderr);                                             \
+		(r)->mismatches++;                                               \
+	} while (0)
+
+static enum viommu_xlate_result store_translate(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
+						uint32_t access, struct viommu_xlate *out)
+{
+	struct viommu_device *dev = ctx;
+	enum viommu_xlate_result res = viommu_device_translate(dev, ep, iova, size, access, out);
+
+	if (res == VIOMMU_XLATE_FAULT)
+		viommu_device_report_fault(dev, ep, out->reason, access, out->fault_addr);
+	return res;
+}
+
+static int open_store(struct viommu_device *dev, struct viommu_replay_reader *r)
+{
+	r->name = "store";
+	r->ctx = dev;
+	r->translate = store_translate;
+	return 0;
+}
+
+static int status_parse(const char *s, int *out)
+{
+	uint64_t v;
+
+	if (!strcmp(s, "ERR")) {
+		*out = -1;
+		return 0;
+	}
+	for (unsigned i = 0; i < VIOMMU_S_COUNT; i++)
+		if (!strcmp(s, viommu_status_name(i))) {
+			*out = (int)i;
+			return 0;
+		}
+	if (parse_u64(s, &v) || v > 0xff)
+		return -EINVAL;
+	*out = (int)v;
+	return 0;
+}
+
+static int resv_parse(const char *s, struct viommu_resv *r)
+{
+	char buf[128], *a, *b;
+	uint64_t start, end;
+
+	if (strlen(s) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, s);
+	a = strchr(buf, ':');
+	if (!a)
+		return -EINVAL;
+	*a++ = 0;
+	b = strchr(a, ':');
+	if (!b)
+		return -EINVAL;
+	*b++ = 0;
+	if (!strcmp(buf, "msi"))
+		r->subtype = VIOMMU_RESV_MEM_T_MSI;
+	else if (!strcmp(buf, "reserved"))
+		r->subtype = VIOMMU_RESV_MEM_T_RESERVED;
+	else
+		return -EINVAL;
+	if (parse_u64(a, &start) || parse_u64(b, &end) || start > end)
+		return -EINVAL;
+	r->start = start;
+	r->end = end;
+	return 0;
+}
+
+static void end_batch(struct run *r)
+{
+	if (r->in_batch) {
+		viommu_device_batch_end(r->dev);
+		r->in_batch = false;
+	}
+}
+
+static struct shadow_ep *shadow_find(struct run *r, uint32_t ep)
+{
+	for (size_t i = 0; i < r->nshadow; i++)
+		if (r->shadow[i].ep == ep)
+			return &r->shadow[i];
+	return NULL;
+}
+
+static void shadow_attach(struct run *r, uint32_t ep, uint32_t domain, bool attached)
+{
+	struct shadow_ep *s = shadow_find(r, ep);
+
+	if (!s) {
+		struct shadow_ep *n = realloc(r->shadow, (r->nshadow + 1) * sizeof(*n));
+
+		if (!n)
+			return;
+		r->shadow = n;
+		s = &r->shadow[r->nshadow++];
+		s->ep = ep;
+	}
+	s->domain = domain;
+	s->attached = attached;
+}
+
+/* Expected outcome of a probe. kind: 0 = PA, 1 = identity, 2 = fault. */
+struct expect {
+	int kind;
+	uint64_t pa;
+	uint8_t reason;
+};
+
+static int expect_parse(const char *s, struct expect *e)
+{
+	if (!strcmp(s, "bypass")) {
+		e->kind = 1;
+	} else if (!strcmp(s, "fault:domain")) {
+		e->kind = 2;
+		e->reason = VIOMMU_FAULT_R_DOMAIN;
+	} else if (!strcmp(s, "fault:mapping")) {
+		e->kind = 2;
+		e->reason = VIOMMU_FAULT_R_MAPPING;
+	} else if (!strcmp(s, "fault:unknown")) {
+		e->kind = 2;
+		e->reason = VIOMMU_FAULT_R_UNKNOWN;
+	} else {
+		e->kind = 0;
+		return parse_u64(s, &e->pa);
+	}
+	return 0;
+}
+
+static const char *reason_name(uint8_t r)
+{
+	return r == VIOMMU_FAULT_R_DOMAIN ? "fault:domain" :
+	       r == VIOMMU_FAULT_R_MAPPING ? "fault:mapping" : "fault:unknown";
+}
+
+/* Run one probe through every reader and check the answer and each fault report. */
+static void probe(struct run *r, const struct line *l, uint32_t ep, uint64_t iova, uint64_t size,
+		  uint32_t access, const struct expect *e)
+{
+	uint64_t last = iova + (size ? size - 1 : 0);
+	struct viommu_wire_fault fr;
+
+	end_batch(r);
+	r->probes++;
+	while (viommu_device_fault_pop(r->dev, &fr) == 0)
+		; /* nothing stale from earlier lines */
+	for (unsigned i = 0; i < r->nreaders; i++) {
+		struct viommu_replay_reader *rd = &r->readers[i];
+		struct viommu_xlate x;
+		enum viommu_xlate_result res;
+
+		viommu_device_eventq_post(r->dev, 1); /* the driver keeps a buffer posted */
+		res = rd->translate(rd->ctx, ep, iova, size, access, &x);
+		switch (e->kind) {
+		case 0:
+			if (res != VIOMMU_XLATE_OK || x.pa != e->pa)
+				MISMATCH(r, l, "[%s] expected 0x%llx, got %s 0x%llx", rd->name,
+					 (unsigned long long)e->pa,
+					 res == VIOMMU_XLATE_OK ? "pa" :
+					 res == VIOMMU_XLATE_IDENTITY ? "bypass" : reason_name(x.reason),
+					 (unsigned long long)(res == VIOMMU_XLATE_FAULT ? x.fault_addr : x.pa));
+			break;
+		case 1:
+			if (res != VIOMMU_XLATE_IDENTITY || x.pa != iova)
+				MISMATCH(r, l, "[%s] expected bypass, got %s", rd->name,
+					 res == VIOMMU_XLATE_OK ? "a translation" : reason_name(x.reason));
+			break;
+		case 2:
+			if (res != VIOMMU_XLATE_FAULT || x.reason != e->reason)
+				MISMATCH(r, l, "[%s] expected %s, got %s", rd->name, reason_name(e->reason),
+					 res == VIOMMU_XLATE_OK ? "a translation" :
+					 res == VIOMMU_XLATE_IDENTITY ? "bypass" : reason_name(x.reason));
+			break;
+		}
+		/* Exactly one report for a fault, none otherwise. */
+		if (viommu_device_fault_pop(r->dev, &fr) == 0) {
+			uint32_t flags = viommu_le32(&fr.flags);
+			uint64_t addr = viommu_le64(&fr.address);
+
+			if (e->kind != 2)
+				MISMATCH(r, l, "[%s] fault reported for a probe that should not fault",
+					 rd->name);
+			else if (fr.reason != e->reason || viommu_le32(&fr.endpoint) != ep ||
+				 (flags & (VIOMMU_FAULT_F_READ | VIOMMU_FAULT_F_WRITE)) != access ||
+				 !(flags & VIOMMU_FAULT_F_ADDRESS) || addr < iova ||
+				 (last >= iova && addr > last))
+				MISMATCH(r, l,
+					 "[%s] fault report reason=%u endpoint=%u flags=0x%x address=0x%llx",
+					 rd->name, fr.reason, viommu_le32(&fr.endpoint), flags,
+					 (unsigned long long)addr);
+			if (viommu_device_fault_pop(r->dev, &fr) == 0)
+				MISMATCH(r, l, "[%s] more than one fault report", rd->name);
+		} else if (e->kind == 2) {
+			MISMATCH(r, l, "[%s] no fault report on the event queue", rd->name);
+		}
+	}
+}
+
+static uint32_t access_of_flags(uint64_t flags)
+{
+	return (uint32_t)(flags & (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE));
+}
+
+static void dma_probe_map(struct run *r, const struct line *l, uint32_t domain, uint64_t start,
+			  uint64_t end, uint64_t phys, uint64_t flags)
+{
+	uint32_t access = access_of_flags(flags);
+	struct expect e = { .kind = 0 };
+
+	if (!access)
+		return;
+	for (size_t i = 0; i < r->nshadow; i++) {
+		if (!r->shadow[i].attached || r->shadow[i].domain != domain)
+			continue;
+		e.pa = phys;
+		probe(r, l, r->shadow[i].ep, start, 1, access, &e);
+		e.pa = phys + (end - start);
+		probe(r, l, r->shadow[i].ep, end, 1, access, &e);
+		return; /* one endpoint of the domain is enough */
+	}
+}
+
+static void dma_probe_unmap(struct run *r, const struct line *l, uint32_t domain, uint64_t start)
+{
+	struct expect e = { .kind = 2, .reason = VIOMMU_FAULT_R_MAPPING };
+
+	for (size_t i = 0; i < r->nshadow; i++) {
+		if (r->shadow[i].attached && r->shadow[i].domain == domain) {
+			probe(r, l, r->shadow[i].ep, start, 1, VIOMMU_ACCESS_READ, &e);
+			return;
+		}
+	}
+}
+
+static int hexbytes(const char *s, uint8_t *out, size_t cap, size_t *len)
+{
+	size_t n = strlen(s);
+
+	if (n % 2 || n / 2 > cap)
+		return -EINVAL;
+	for (size_t i = 0; i < n / 2; i++) {
+		char b[3] = { s[2 * i], s[2 * i + 1], 0 };
+		char *end;
+
+		if (!isxdigit((unsigned char)b[0]) || !isxdigit((unsigned char)b[1]))
+			return -EINVAL;
+		out[i] = (uint8_t)strtoul(b, &end, 16);
+	}
+	*len = n / 2;
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Build and submit one request line; check status/used. */
+static int do_request(struct run *r, const struct line *l)
+{
+	uint8_t rd[MAX_RAW], *wr;
+	size_t rd_len = 0, wr_len = 4;
+	uint64_t v[5] = { 0 }, used_expect = 0;
+	int status_expect = -2, err = 0;
+	bool want_used = false;
+	const char *s;
+	uint32_t used;
+	double t0;
+
+	memset(rd, 0, sizeof(rd));
+	for (unsigned i = 0; i < 5 && verb_keys[l->verb][i]; i++) {
+		if (!strcmp(verb_keys[l->verb][i], "resv_mem") || !strcmp(verb_keys[l->verb][i], "hex"))
+			continue;
+		if (get_u64(l, verb_keys[l->verb][i], 0, &v[i])) {
+			ERR(r->f, l, "bad number in %s=", verb_keys[l->verb][i]);
+			return -EINVAL;
+		}
+	}
+	if ((s = get(l, "status")) && status_parse(s, &status_expect)) {
+		ERR(r->f, l, "bad status '%s'", s);
+		return -EINVAL;
+	}
+	if ((s = get(l, "used"))) {
+		want_used = true;
+		if (parse_u64(s, &used_expect)) {
+			ERR(r->f, l, "bad used=");
+			return -EINVAL;
+		}
+	}
+	switch (l->verb) {
+	case V_ATTACH:
+	case V_DETACH:
+		if (v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[2] > UINT32_MAX) {
+			ERR(r->f, l, "domain, endpoint and flags are 32-bit");
+			return -EINVAL;
+		}
+		rd[0] = l->verb == V_ATTACH ? VIOMMU_T_ATTACH : VIOMMU_T_DETACH;
+		viommu_put_le32(rd + 4, (uint32_t)v[0]);
+		viommu_put_le32(rd + 8, (uint32_t)v[1]);
+		if (l->verb == V_ATTACH)
+			viommu_put_le32(rd + 12, (uint32_t)v[2]);
+		rd_len = 20;
+		break;
+	case V_MAP:
+		if (v[0] > UINT32_MAX || v[4] > UINT32_MAX) {
+			ERR(r->f, l, "domain and flags are 32-bit");
+			return -EINVAL;
+		}
+		rd[0] = VIOMMU_T_MAP;
+		viommu_put_le32(rd + 4, (uint32_t)v[0]);
+		viommu_put_le64(rd + 8, v[1]);
+		viommu_put_le64(rd + 16, v[2]);
+		viommu_put_le64(rd + 24, v[3]);
+		viommu_put_le32(rd + 32, (uint32_t)v[4]);
+		rd_len = 36;
+		break;
+	case V_UNMAP:
+		if (v[0] > UINT32_MAX) {
+			ERR(r->f, l, "domain is 32-bit");
+			return -EINVAL;
+		}
+		rd[0] = VIOMMU_T_UNMAP;
+		viommu_put_le32(rd + 4, (uint32_t)v[0]);
+		viommu_put_le64(rd + 8, v[1]);
+		viommu_put_le64(rd + 16, v[2]);
+		rd_len = 28;
+		break;
+	case V_PROBE:
+		if (v[0] > UINT32_MAX) {
+			ERR(r->f, l, "endpoint is 32-bit");
+			return -EINVAL;
+		}
+		rd[0] = VIOMMU_T_PROBE;
+		viommu_put_le32(rd + 4, (uint32_t)v[0]);
+		rd_len = 72;
+		wr_len = viommu_device_config(r->dev)->probe_size + 4;
+		break;
+	case V_RAW: {
+		uint64_t w;
+
+		if (hexbytes(get(l, "hex"), rd, sizeof(rd), &rd_len)) {
+			ERR(r->f, l, "bad hex= (pairs of hex digits, at most %d bytes)", MAX_RAW);
+			return -EINVAL;
+		}
+		if (get_u64(l, "writable", 4, &w) || w > MAX_WRITABLE) {
+			ERR(r->f, l, "bad writable= (at most %u)", MAX_WRITABLE);
+			return -EINVAL;
+		}
+		wr_len = (size_t)w;
+		break;
+	}
+	default:
+		return -EINVAL;
+	}
+	wr = calloc(1, wr_len ? wr_len : 1);
+	if (!wr)
+		return -ENOMEM;
+	/* A device must not rely on the writable buffer's contents: poison it. */
+	memset(wr, 0xa5, wr_len);
+	if (!r->in_batch) {
+		viommu_device_batch_begin(r->dev);
+		r->in_batch = true;
+	}
+	t0 = now_s();
+	used = viommu_device_request_buf(r->dev, rd, rd_len, wr, wr_len);
+	r->busy_s += now_s() - t0;
+	r->requests++;
+	{
+		unsigned type = rd_len ? rd[0] : 0;
+		unsigned st = used >= 4 ? wr[used - 4] : VIOMMU_S_COUNT;
+
+		if (type > VIOMMU_T_MAX)
+			type = 0;
+		if (st > VIOMMU_S_COUNT)
+			st = VIOMMU_S_COUNT;
+		r->by_type[type][used ? st : VIOMMU_S_COUNT]++;
+	}
+	if (want_used && used != used_expect)
+		MISMATCH(r, l, "used length %u, expected %llu", used, (unsigned long long)used_expect);
+	if (status_expect != -2) {
+		if (!used)
+			MISMATCH(r, l, "no status written (used 0), expected %s",
+				 status_expect < 0 ? "ERR" : viommu_status_name((unsigned)status_expect));
+		else if (status_expect == -1 ? wr[used - 4] == VIOMMU_S_OK : wr[used - 4] != status_expect)
+			MISMATCH(r, l, "status %s, expected %s", viommu_status_name(wr[used - 4]),
+				 status_expect < 0 ? "ERR" : viommu_status_name((unsigned)status_expect));
+		else if (used && (wr[used - 3] | wr[used - 2] | wr[used - 1]))
+			MISMATCH(r, l, "tail reserved bytes not zeroed");
+	}
+	if (used == 0) {
+		for (size_t i = 0; i < wr_len; i++)
+			if (wr[i] != 0xa5) {
+				MISMATCH(r, l, "used 0 but the buffer was written");
+				break;
+			}
+	}
+	/* PROBE: the RESV_MEM properties, exactly and in order. */
+	if (l->verb == V_PROBE && used && wr[used - 4] == VIOMMU_S_OK) {
+		struct viommu_resv want[MAX_RESV_EXPECT];
+		unsigned nwant = 0, ngot = 0;
+		size_t off = 0, psize = wr_len - 4;
+
+		for (unsigned i = 0; i < l->nkv; i++) {
+			if (strcmp(l->kv[i].key, "resv_mem"))
+				continue;
+			if (nwant == MAX_RESV_EXPECT || resv_parse(l->kv[i].val, &want[nwant])) {
+				ERR(r->f, l, "bad resv_mem=%s", l->kv[i].val);
+				err = -EINVAL;
+				goto out;
+			}
+			nwant++;
+		}
+		while (off + 4 <= psize) {
+			uint16_t type = viommu_le16(wr + off) & VIOMMU_PROBE_T_MASK;
+			uint16_t len = viommu_le16(wr + off + 2);
+
+			if (type == VIOMMU_PROBE_T_NONE)
+				break;
+			if (off + 4 + len > psize) {
+				MISMATCH(r, l, "property at %zu runs past the buffer", off);
+				break;
+			}
+			if (type == VIOMMU_PROBE_T_RESV_MEM && len == 20) {
+				uint8_t sub = wr[off + 4];
+				uint64_t a = viommu_le64(wr + off + 8), b = viommu_le64(wr + off + 16);
+
+				if (ngot >= nwant || want[ngot].subtype != sub || want[ngot].start != a ||
+				    want[ngot].end != b)
+					MISMATCH(r, l, "unexpected RESV_MEM %u:0x%llx:0x%llx", sub,
+						 (unsigned long long)a, (unsigned long long)b);
+				ngot++;
+			}
+			off += 4 + len;
+		}
+		for (size_t i = off; i < psize && i < viommu_device_config(r->dev)->probe_size; i++)
+			if (wr[i]) {
+				MISMATCH(r, l, "property buffer not zero-filled after the last property");
+				break;
+			}
+		if (ngot < nwant)
+			MISMATCH(r, l, "%u RESV_MEM properties, expected %u", ngot, nwant);
+	}
+	/* The shadow model for --dma-probes follows only what the device accepted. */
+	if (used && wr[used - 4] == VIOMMU_S_OK) {
+		if (l->verb == V_ATTACH)
+			shadow_attach(r, (uint32_t)v[1], (uint32_t)v[0], !(v[2] & VIOMMU_ATTACH_F_BYPASS));
+		else if (l->verb == V_DETACH)
+			shadow_attach(r, (uint32_t)v[1], 0, false);
+		if (r->o->dma_probes && l->verb == V_MAP)
+			dma_probe_map(r, l, (uint32_t)v[0], v[1], v[2], v[3], v[4]);
+		else if (r->o->dma_probes && l->verb == V_UNMAP)
+			dma_probe_unmap(r, l, (uint32_t)v[0], v[1]);
+	}
+out:
+	free(wr);
+	return err;
+}
+
+static int do_translate(struct run *r, const struct line *l)
+{
+	uint64_t ep, iova, size;
+	const char *acc = get(l, "access");
+	uint32_t access;
+	struct expect e;
+
+	if (get_u64(l, "endpoint", 0, &ep) || ep > UINT32_MAX || get_u64(l, "iova", 0, &iova) ||
+	    get_u64(l, "size", 1, &size) || size == 0) {
+		ERR(r->f, l, "bad endpoint=, iova= or size=");
+		return -EINVAL;
+	}
+	if (!strcmp(acc, "r"))
+		access = VIOMMU_ACCESS_READ;
+	else if (!strcmp(acc, "w"))
+		access = VIOMMU_ACCESS_WRITE;
+	else if (!strcmp(acc, "rw"))
+		access = VIOMMU_ACCESS_READ | VIOMMU_ACCESS_WRITE;
+	else {
+		ERR(r->f, l, "access= is r, w or rw");
+		return -EINVAL;
+	}
+	if (expect_parse(get(l, "expect"), &e)) {
+		ERR(r->f, l, "bad expect=");
+		return -EINVAL;
+	}
+	probe(r, l, (uint32_t)ep, iova, size, access, &e);
+	return 0;
+}
+
+/* Set-up: device config, topology, negotiation; then create the device and the readers. */
+static int setup(struct run *r, size_t *first)
+{
+	struct viommu_config cfg;
+	struct file *f = r->f;
+	size_t i;
+	uint64_t negotiate = 0;
+	bool have_negotiate = false, any_ep = false;
+	static const struct {
+		const char *key;
+		size_t off, size;
+	} dev_keys[] = {
+		{ "page_size_mask", offsetof(struct viommu_config, page_size_mask), 8 },
+		{ "input_start", offsetof(struct viommu_config, input_start), 8 },
+		{ "input_end", offsetof(struct viommu_config, input_end), 8 },
+		{ "domain_start", offsetof(struct viommu_config, domain_start), 4 },
+		{ "domain_end", offsetof(struct viommu_config, domain_end), 4 },
+		{ "probe_size", offsetof(struct viommu_config, probe_size), 4 },
+		{ "bypass", offsetof(struct viommu_config, bypass), 1 },
+		{ "features", offsetof(struct viommu_config, features), 8 },
+	};
+
+	viommu_config_default(&cfg);
+	for (i = 0; i < f->nlines && is_setup(f->lines[i].verb); i++) {
+		struct line *l = &f->lines[i];
+
+		if (l->verb == V_DEVICE) {
+			for (unsigned k = 0; k < l->nkv; k++) {
+				for (unsigned d = 0; d < sizeof(dev_keys) / sizeof(dev_keys[0]); d++) {
+					uint64_t v;
+
+					if (strcmp(l->kv[k].key, dev_keys[d].key))
+						continue;
+					if (parse_u64(l->kv[k].val, &v) ||
+					    (dev_keys[d].size < 8 && v >> (8 * dev_keys[d].size))) {
+						ERR(f, l, "bad %s=", dev_keys[d].key);
+						return -EINVAL;
+					}
+					if (dev_keys[d].size == 8)
+						*(uint64_t *)((char *)&cfg + dev_keys[d].off) = v;
+					else if (dev_keys[d].size == 4)
+						*(uint32_t *)((char *)&cfg + dev_keys[d].off) = (uint32_t)v;
+					else
+						*(uint8_t *)((char *)&cfg + dev_keys[d].off) = (uint8_t)v;
+				}
+			}
+		} else if (l->verb == V_NEGOTIATE) {
+			if (get_u64(l, "features", 0, &negotiate)) {
+				ERR(f, l, "bad features=");
+				return -EINVAL;
+			}
+			have_negotiate = true;
+		} else {
+			any_ep = true;
+		}
+	}
+	*first = i;
+	for (; i < f->nlines; i++)
+		if (is_setup(f->lines[i].verb)) {
+			ERR(f, &f->lines[i], "%s after the first request", verbs[f->lines[i].verb]);
+			return -EINVAL;
+		}
+	r->dev = viommu_device_new(&cfg);
+	if (!r->dev) {
+		fprintf(stderr, "%s: the device line describes a device the spec forbids: %s\n",
+			f->path, strerror(errno));
+		return -EINVAL;
+	}
+	for (i = 0; i < *first; i++) {
+		struct line *l = &f->lines[i];
+		struct viommu_resv resv[VIOMMU_MAX_RESV];
+		unsigned nresv = 0;
+		uint64_t id, ap;
+		int err;
+
+		if (l->verb != V_ENDPOINT)
+			continue;
+		if (get_u64(l, "id", 0, &id) || id > UINT32_MAX ||
+		    get_u64(l, "access_platform", 1, &ap) || ap > 1) {
+			ERR(f, l, "bad id= or access_platform=");
+			return -EINVAL;
+		}
+		for (unsigned k = 0; k < l->nkv; k++) {
+			if (strcmp(l->kv[k].key, "resv"))
+				continue;
+			if (nresv == VIOMMU_MAX_RESV || resv_parse(l->kv[k].val, &resv[nresv])) {
+				ERR(f, l, "bad resv=%s (msi|reserved:START:END, at most %d)", l->kv[k].val,
+				    VIOMMU_MAX_RESV);
+				return -EINVAL;
+			}
+			nresv++;
+		}
+		err = viommu_device_add_endpoint(r->dev, (uint32_t)id, ap, resv, nresv);
+		if (err) {
+			ERR(f, l, "endpoint rejected: %s", strerror(-err));
+			return err;
+		}
+	}
+	if (!any_ep) {
+		/* Every endpoint id the file mentions exists, with the default MSI window. */
+		struct viommu_resv msi = { 0xfee00000, 0xfeefffff, VIOMMU_RESV_MEM_T_MSI };
+
+		for (i = *first; i < f->nlines; i++) {
+			const char *s = get(&f->lines[i], "endpoint");
+			uint64_t id;
+
+			if (s && !parse_u64(s, &id) && id <= UINT32_MAX &&
+			    !viommu_device_endpoint(r->dev, (uint32_t)id))
+				viommu_device_add_endpoint(r->dev, (uint32_t)id, true, &msi, 1);
+		}
+	}
+	if (have_negotiate && viommu_device_negotiate(r->dev, negotiate)) {
+		fprintf(stderr, "%s: negotiate features=0x%llx is not a subset of the offered 0x%llx\n",
+			f->path, (unsigned long long)negotiate,
+			(unsigned long long)viommu_device_features(r->dev));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int open_readers(struct run *r)
+{
+	static const struct {
+		unsigned path;
+		viommu_replay_open_fn *fn;
+		const char *name;
+	} table[] = {
+		{ VIOMMU_PATH_USER, &viommu_replay_open_user, "user" },
+		{ VIOMMU_PATH_BPF, &viommu_replay_open_bpf, "bpf" },
+	};
+
+	if (r->o->paths & VIOMMU_PATH_STORE)
+		open_store(r->dev, &r->readers[r->nreaders++]);
+	for (unsigned i = 0; i < 2; i++) {
+		int err;
+
+		if (!(r->o->paths & table[i].path))
+			continue;
+		if (!*table[i].fn) {
+			fprintf(stderr, "replay: the %s path is not built in\n", table[i].name);
+			return -ENOTSUP;
+		}
+		memset(&r->readers[r->nreaders], 0, sizeof(r->readers[0]));
+		err = (*table[i].fn)(r->dev, &r->readers[r->nreaders]);
+		if (err) {
+			fprintf(stderr, "replay: cannot open the %s path: %s\n", table[i].name,
+				strerror(-err));
+			return err;
+		}
+		r->nreaders++;
+	}
+	return 0;
+}
+
+static int count_ep(const struct viommu_endpoint *ep, void *arg)
+{
+	uint32_t *n = arg;
+
+	n[0]++;
+	n[1] += ep->domain != NULL;
+	return 0;
+}
+
+static void summary(struct run *r, FILE *out)
+{
+	uint32_t eps[2] = { 0, 0 };
+
+	fprintf(out, "%s\n", r->f->path);
+	for (unsigned t = 0; t <= VIOMMU_T_MAX; t++) {
+		uint64_t total = 0;
+
+		for (unsigned s = 0; s <= VIOMMU_S_COUNT; s++)
+			total += r->by_type[t][s];
+		if (!total)
+			continue;
+		fprintf(out, "  %-8s %7llu ", viommu_type_name(t), (unsigned long long)total);
+		for (unsigned s = 0; s <= VIOMMU_S_COUNT; s++)
+			if (r->by_type[t][s])
+				fprintf(out, " %s=%llu", s == VIOMMU_S_COUNT ? "used0" : viommu_status_name(s),
+					(unsigned long long)r->by_type[t][s]);
+		fputc('\n', out);
+	}
+	viommu_device_for_each_endpoint(r->dev, count_ep, eps);
+	fprintf(out, "  final: %u domains, %u/%u endpoints attached, %llu mappings\n",
+		viommu_device_nr_domains(r->dev), eps[1], eps[0],
+		(unsigned long long)viommu_device_nr_mappings(r->dev));
+	if (r->busy_s > 0)
+		fprintf(out, "  %llu requests in %.3f ms of device time: %.0f requests/s\n",
+			(unsigned long long)r->requests, r->busy_s * 1e3, r->requests / r->busy_s);
+	fprintf(out, "  %llu probes, %llu mismatches\n", (unsigned long long)r->probes,
+		(unsigned long long)r->mismatches);
+}
+
+int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
+		       struct viommu_replay_totals *tot)
+{
+	struct file f;
+	struct run r;
+	size_t first;
+	int err;
+
+	memset(&r, 0, sizeof(r));
+	r.f = &f;
+	r.o = opts;
+	tot->files++;
+	err = file_load(&f, path);
+	if (!err)
+		err = setup(&r, &first);
+	if (!err)
+		err = open_readers(&r);
+	for (size_t i = first; !err && i < f.nlines; i++) {
+		struct line *l = &f.lines[i];
+		uint64_t v;
+
+		switch (l->verb) {
+		case V_KICK:
+			if (get_u64(l, "n", 0, &v)) {
+				ERR(&f, l, "bad n=");
+				err = -EINVAL;
+			}
+			end_batch(&r);
+			break;
+		case V_SET_BYPASS: {
+			uint8_t b;
+
+			if (get_u64(l, "value", 0, &v) || v > 1) {
+				ERR(&f, l, "value= is 0 or 1");
+				err = -EINVAL;
+				break;
+			}
+			end_batch(&r);
+			b = (uint8_t)v;
+			/* Ignored by the device unless BYPASS_CONFIG was negotiated (spec). */
+			viommu_device_config_write(r.dev, offsetof(struct viommu_wire_config, bypass), &b, 1);
+			break;
+		}
+		case V_RESET:
+		case V_SYSTEM_RESET:
+			end_batch(&r);
+			if (l->verb == V_RESET)
+				viommu_device_reset(r.dev);
+			else
+				viommu_device_system_reset(r.dev);
+			r.nshadow = 0;
+			break;
+		case V_TRANSLATE:
+			err = do_translate(&r, l);
+			break;
+		default:
+			err = do_request(&r, l);
+			break;
+		}
+	}
+	if (r.dev) {
+		end_batch(&r);
+		if (!opts->quiet || r.mismatches)
+			summary(&r, opts->out);
+		for (unsigned i = 0; i < r.nreaders; i++) {
+			if (opts->stat && r.readers[i].print_stat)
+				r.readers[i].print_stat(r.readers[i].ctx, opts->out);
+			if (r.readers[i].close)
+				r.readers[i].close(r.readers[i].ctx);
+		}
+		viommu_device_free(r.dev);
+	}
+	if (err)
+		r.mismatches++;
+	tot->requests += r.requests;
+	tot->probes += r.probes;
+	tot->mismatches += r.mismatches;
+	free(r.shadow);
+	file_free(&f);
+	return err;
+}

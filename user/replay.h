@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * viommu_replay: runs trace files (tests/traces/FORMAT.md) through a device core and checks every
+ * expectation. Used by `viommu replay` and by the tests.
+ */
+#ifndef VIOMMU_REPLAY_H
+#define VIOMMU_REPLAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "device.h"
+
+/* Who answers `translate` lines. */
+enum viommu_replay_path {
+	VIOMMU_PATH_STORE = 1u << 0, /* the device core's authoritative state */
+	VIOMMU_PATH_USER = 1u << 1, /* the fast path, read by the userspace inline reader */
+	VIOMMU_PATH_BPF = 1u << 2, /* the fast path, read by the BPF syscall program */
+};
+#define VIOMMU_PATH_ALL (VIOMMU_PATH_STORE | VIOMMU_PATH_USER | VIOMMU_PATH_BPF)
+
+/*
+ * A reader answers a translate for one path. It reports its own faults to the device (the store
+ * and userspace readers directly, BPF through its ring buffer), so the replayer can check the
+ * report each path produced.
+ */
+struct viommu_replay_reader {
+	const char *name;
+	void *ctx;
+	enum viommu_xlate_result (*translate)(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
+					      uint32_t access, struct viommu_xlate *out);
+	void (*print_stat)(void *ctx, FILE *out);
+	void (*close)(void *ctx);
+};
+
+/* Opens the reader of one path on @dev (registering observers as needed); 0 or -errno. */
+typedef int (*viommu_replay_open_fn)(struct viommu_device *dev, struct viommu_replay_reader *r);
+
+struct viommu_replay_opts {
+	unsigned paths; /* VIOMMU_PATH_* */
+	bool dma_probes; /* after each OK MAP/UNMAP line, probe it (expectation from the line) */
+	bool stat; /* print each reader's stats after each file */
+	bool quiet; /* only mismatches and the totals */
+	FILE *out;
+};
+
+struct viommu_replay_totals {
+	uint64_t files, requests, probes, mismatches;
+};
+
+/* Replays @path; adds to @tot. Returns 0, or -errno when the file cannot be read or parsed
+ * (the error, with file and line, is printed and counted as a mismatch). */
+int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
+		       struct viommu_replay_totals *tot);
+
+/* Path readers beyond the store are linked in by the fast path (translator). */
+extern viommu_replay_open_fn viommu_replay_open_user, viommu_replay_open_bpf;
+
+#endif

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The virtio-iommu wire format (virtio spec, "IOMMU device"; device id 23): requests, the
+ * config space, PROBE properties and fault events. All fields are little-endian on the wire;
+ * the device core reads and writes them through viommu_le*() so it works on any host.
+ * Every field is naturally aligned; the asserts pin each layout to the spec's offsets.
+ */
+#ifndef VIOMMU_WIRE_H
+#define VIOMMU_WIRE_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+
+#define VIOMMU_DEVICE_ID 23
+
+/* Device-type feature bits. */
+#define VIOMMU_F_INPUT_RANGE   0
+#define VIOMMU_F_DOMAIN_RANGE  1
+#define VIOMMU_F_MAP_UNMAP     2
+#define VIOMMU_F_BYPASS        3 /* legacy, superseded by BYPASS_CONFIG */
+#define VIOMMU_F_PROBE         4
+#define VIOMMU_F_MMIO          5
+#define VIOMMU_F_BYPASS_CONFIG 6
+#define VIOMMU_FEATURES_KNOWN  0x7fULL
+#define VIOMMU_FBIT(b)         (1ULL << (b))
+
+/* Request types. */
+#define VIOMMU_T_ATTACH 1
+#define VIOMMU_T_DETACH 2
+#define VIOMMU_T_MAP    3
+#define VIOMMU_T_UNMAP  4
+#define VIOMMU_T_PROBE  5
+#define VIOMMU_T_MAX    5
+
+/* Statuses written in the request tail. */
+enum viommu_status {
+	VIOMMU_S_OK = 0,
+	VIOMMU_S_IOERR = 1,
+	VIOMMU_S_UNSUPP = 2,
+	VIOMMU_S_DEVERR = 3,
+	VIOMMU_S_INVAL = 4,
+	VIOMMU_S_RANGE = 5,
+	VIOMMU_S_NOENT = 6,
+	VIOMMU_S_FAULT = 7,
+	VIOMMU_S_NOMEM = 8,
+	VIOMMU_S_COUNT = 9,
+};
+
+#define VIOMMU_ATTACH_F_BYPASS (1u << 0)
+
+#define VIOMMU_MAP_F_READ  (1u << 0)
+#define VIOMMU_MAP_F_WRITE (1u << 1)
+#define VIOMMU_MAP_F_MMIO  (1u << 2)
+#define VIOMMU_MAP_F_MASK  0x7u
+
+#define VIOMMU_PROBE_T_NONE     0
+#define VIOMMU_PROBE_T_RESV_MEM 1
+#define VIOMMU_PROBE_T_MASK     0xfffu
+
+#define VIOMMU_RESV_MEM_T_RESERVED 0
+#define VIOMMU_RESV_MEM_T_MSI      1
+
+/* Fault reasons and flags (event queue). */
+#define VIOMMU_FAULT_R_UNKNOWN 0
+#define VIOMMU_FAULT_R_DOMAIN  1
+#define VIOMMU_FAULT_R_MAPPING 2
+#define VIOMMU_FAULT_F_READ    (1u << 0)
+#define VIOMMU_FAULT_F_WRITE   (1u << 1)
+#define VIOMMU_FAULT_F_ADDRESS (1u << 8)
+
+struct viommu_wire_head {
+	uint8_t type;
+	uint8_t reserved[3];
+};
+
+struct viommu_wire_tail {
+	uint8_t status;
+	uint8_t reserved[3];
+};
+
+/* Whole requests as the spec lays them out; the tail is the device-writable part, everything
+ * before it is device-readable (VIOMMU_RD_LEN gives that length). PROBE's writable part is
+ * properties[probe_size] + tail, so its struct is the readable part only. */
+struct viommu_wire_attach {
+	struct viommu_wire_head head;
+	uint32_t domain;
+	uint32_t endpoint;
+	uint32_t flags;
+	uint8_t reserved[4];
+	struct viommu_wire_tail tail;
+};
+
+struct viommu_wire_detach {
+	struct viommu_wire_head head;
+	uint32_t domain;
+	uint32_t endpoint;
+	uint8_t reserved[8];
+	struct viommu_wire_tail tail;
+};
+
+struct viommu_wire_map {
+	struct viommu_wire_head head;
+	uint32_t domain;
+	uint64_t virt_start;
+	uint64_t virt_end; /* inclusive */
+	uint64_t phys_start;
+	uint32_t flags;
+	struct viommu_wire_tail tail;
+};
+
+struct viommu_wire_unmap {
+	struct viommu_wire_head head;
+	uint32_t domain;
+	uint64_t virt_start;
+	uint64_t virt_end; /* inclusive */
+	uint8_t reserved[4];
+	struct viommu_wire_tail tail;
+};
+
+struct viommu_wire_probe {
+	struct viommu_wire_head head;
+	uint32_t endpoint;
+	uint8_t reserved[64];
+};
+
+struct viommu_wire_prop_head {
+	uint16_t type; /* bits 0-11 type, 12-15 reserved */
+	uint16_t length; /* excludes this header */
+};
+
+struct viommu_wire_resv_mem {
+	struct viommu_wire_prop_head head;
+	uint8_t subtype;
+	uint8_t reserved[3];
+	uint64_t start; /* inclusive */
+	uint64_t end; /* inclusive */
+};
+
+struct viommu_wire_fault {
+	uint8_t reason;
+	uint8_t reserved[3];
+	uint32_t flags;
+	uint32_t endpoint;
+	uint32_t reserved1;
+	uint64_t address;
+};
+
+struct viommu_wire_config {
+	uint64_t page_size_mask;
+	uint64_t input_start;
+	uint64_t input_end;
+	uint32_t domain_start;
+	uint32_t domain_end;
+	uint32_t probe_size;
+	uint8_t bypass;
+	uint8_t reserved[3];
+};
+
+#define VIOMMU_RD_LEN(type) offsetof(type, tail)
+
+_Static_assert(sizeof(struct viommu_wire_attach) == 24, "ATTACH is 24 B");
+_Static_assert(sizeof(struct viommu_wire_detach) == 24, "DETACH is 24 B");
+_Static_assert(sizeof(struct viommu_wire_map) == 40, "MAP is 40 B");
+_Static_assert(offsetof(struct viommu_wire_map, phys_start) == 24, "MAP phys_start @24");
+_Static_assert(offsetof(struct viommu_wire_map, tail) == 36, "MAP tail @36");
+_Static_assert(sizeof(struct viommu_wire_unmap) == 32, "UNMAP is 32 B");
+_Static_assert(offsetof(struct viommu_wire_unmap, tail) == 28, "UNMAP tail @28");
+_Static_assert(sizeof(struct viommu_wire_probe) == 72, "PROBE readable part is 72 B");
+_Static_assert(sizeof(struct viommu_wire_resv_mem) == 24, "RESV_MEM property is 24 B");
+_Static_assert(sizeof(struct viommu_wire_fault) == 24, "fault event is 24 B");
+_Static_assert(sizeof(struct viommu_wire_config) == 40, "config space is 40 B");
+_Static_assert(offsetof(struct viommu_wire_config, bypass) == 36, "config bypass @36");
+
+/* Little-endian accessors on unaligned byte buffers. */
+static inline uint16_t viommu_le16(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint16_t)(b[0] | b[1] << 8);
+}
+
+static inline uint32_t viommu_le32(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static inline uint64_t viommu_le64(const void *p)
+{
+	return viommu_le32(p) | (uint64_t)viommu_le32((const uint8_t *)p + 4) << 32;
+}
+
+static inline void viommu_put_le16(void *p, uint16_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)v;
+	b[1] = (uint8_t)(v >> 8);
+}
+
+static inline void viommu_put_le32(void *p, uint32_t v)
+{
+	uint8_t *b = p;
+	for (int i = 0; i < 4; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void viommu_put_le64(void *p, uint64_t v)
+{
+	viommu_put_le32(p, (uint32_t)v);
+	viommu_put_le32((uint8_t *)p + 4, (uint32_t)(v >> 32));
+}
+
+const char *viommu_status_name(unsigned status);
+const char *viommu_type_name(unsigned type);
+
+#endif
