@@ -1,5 +1,115 @@
 // SPDX-License-Identifier: GPL-2.0
+/*
+ * The fast path's BPF programs: the maps (viommu_maps.bpf.h), a syscall program that answers a
+ * batch of queries in one BPF_PROG_TEST_RUN, an XDP program that translates a DMA descriptor
+ * carried in a frame, and a syscall program through which readers in other processes report
+ * faults to the device.
+ */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
+#include "viommu_maps.bpf.h"
+
 char LICENSE[] SEC("license") = "GPL";
+
+/* Grace periods for BPF readers: the writer updates viommu_sync[0]; the kernel returns from an
+ * ARRAY_OF_MAPS update only after an RCU grace period, i.e. after every BPF program that was
+ * running (and so could hold an old translation) has finished. */
+struct viommu_sync_inner_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} viommu_sync_inner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct viommu_sync_inner_map);
+} viommu_sync SEC(".maps") = {
+	.values = { [0] = &viommu_sync_inner },
+};
+
+/* One query, verified once as a global function (not once per call site). */
+__noinline int viommu_xlate_one(struct viommu_query *q, struct viommu_answer *a)
+{
+	if (!q || !a)
+		return 0;
+	viommu_bpf_translate(q, a);
+	return a->result;
+}
+
+/* ctx: struct viommu_batch, copied in and out by BPF_PROG_TEST_RUN. The verifier refuses a
+ * variable offset into the context, so the batch loop is unrolled (constant offsets). */
+SEC("syscall")
+int viommu_xlate_batch(struct viommu_batch *b)
+{
+	__u32 n = b->n, report = b->report_faults;
+
+	if (n > VIOMMU_BULK_MAX)
+		return -1;
+#pragma unroll
+	for (int i = 0; i < VIOMMU_BULK_MAX; i++) {
+		struct viommu_query q;
+		struct viommu_answer a = {};
+
+		if (i >= n)
+			break;
+		q = b->q[i];
+		if (viommu_xlate_one(&q, &a) == VIOMMU_FP_FAULT && report)
+			viommu_bpf_report_fault(&q, &a);
+		b->a[i] = a;
+	}
+	return 0;
+}
+
+/* ctx: one struct viommu_fault_rec from a reader in another process. */
+SEC("syscall")
+int viommu_report_fault(struct viommu_fault_rec *rec)
+{
+	struct viommu_fault_rec r = *rec;
+
+	if (r.reason > VIOMMU_FAULT_MAPPING)
+		return -1;
+	return bpf_ringbuf_output(&viommu_faults, &r, sizeof(r), 0);
+}
+
+/*
+ * XDP: a frame whose payload after the Ethernet header is a struct viommu_query followed by room
+ * for a struct viommu_answer (a DMA descriptor as a datapath would see it). The program
+ * translates it, writes the answer into the frame and returns XDP_TX on a translation (HIT or
+ * IDENT), XDP_DROP on a fault (reported to the device), XDP_PASS for frames that are not ours or
+ * too short, XDP_ABORTED when the lookup raced VIOMMU_RETRIES times.
+ */
+#define VIOMMU_ETH_P 0x88b5 /* IEEE local experimental ethertype */
+
+SEC("xdp")
+int viommu_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct viommu_query *qp;
+	struct viommu_answer *ap, a = {};
+	struct viommu_query q;
+
+	if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(VIOMMU_ETH_P))
+		return XDP_PASS;
+	qp = (void *)(eth + 1);
+	ap = (void *)(qp + 1);
+	if ((void *)(ap + 1) > end)
+		return XDP_PASS;
+	q = *qp;
+	viommu_xlate_one(&q, &a);
+	*ap = a;
+	switch (a.result) {
+	case VIOMMU_FP_HIT:
+	case VIOMMU_FP_IDENT:
+		return XDP_TX;
+	case VIOMMU_FP_FAULT:
+		viommu_bpf_report_fault(&q, &a);
+		return XDP_DROP;
+	default:
+		return XDP_ABORTED;
+	}
+}

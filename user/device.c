@@ -194,14 +194,24 @@ const struct viommu_endpoint *viommu_device_endpoint(const struct viommu_device 
 
 /* ---- observers ---- */
 
-static void notify_ep(struct viommu_device *dev, const struct viommu_endpoint *ep)
+static int notify_ep_state(struct viommu_device *dev, const struct viommu_endpoint *ep,
+			   enum viommu_ep_state st)
 {
-	enum viommu_ep_state st = ep_state(dev, ep);
+	int err = 0;
 
 	for (unsigned i = 0; i < dev->nobs; i++)
-		if (dev->obs[i].endpoint_changed)
-			dev->obs[i].endpoint_changed(dev->obs[i].ctx, ep, st);
+		if (dev->obs[i].endpoint_changed) {
+			int e = dev->obs[i].endpoint_changed(dev->obs[i].ctx, ep, st);
+
+			err = err ? err : e;
+		}
 	dev->dirty = true;
+	return err;
+}
+
+static int notify_ep(struct viommu_device *dev, const struct viommu_endpoint *ep)
+{
+	return notify_ep_state(dev, ep, ep_state(dev, ep));
 }
 
 static void notify_unmap(struct viommu_device *dev, struct viommu_domain *d, struct viommu_extent *x)
@@ -381,7 +391,14 @@ int viommu_device_add_endpoint(struct viommu_device *dev, uint32_t id, bool acce
 	if (nresv)
 		memcpy(e->ep.resv, resv, nresv * sizeof(*resv));
 	viommu_avl_insert(&dev->endpoints, &e->ep.node);
-	notify_ep(dev, &e->ep);
+	if (notify_ep(dev, &e->ep)) {
+		/* An observer has no room for it: refuse the endpoint everywhere. */
+		notify_ep_state(dev, &e->ep, VIOMMU_EP_UNKNOWN);
+		viommu_avl_remove(&dev->endpoints, id);
+		free(e);
+		sync_observers(dev);
+		return -ENOSPC;
+	}
 	sync_observers(dev);
 	return 0;
 }
@@ -865,8 +882,8 @@ int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_ob
 	for (n = viommu_avl_first(&dev->endpoints); n; n = viommu_avl_next(&dev->endpoints, n->key)) {
 		struct viommu_endpoint *ep = viommu_avl_entry(n, struct viommu_endpoint, node);
 
-		if (o->endpoint_changed)
-			o->endpoint_changed(o->ctx, ep, ep_state(dev, ep));
+		if (o->endpoint_changed && o->endpoint_changed(o->ctx, ep, ep_state(dev, ep)))
+			return -ENOSPC;
 	}
 	if (o->sync)
 		o->sync(o->ctx, false);

@@ -98,7 +98,8 @@ struct viommu_endpoint {
  */
 struct viommu_observer {
 	void *ctx;
-	void (*endpoint_changed)(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st);
+	/* May fail only when the endpoint is new (no room for it): the endpoint is then refused. */
+	int (*endpoint_changed)(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st);
 	int (*domain_created)(void *ctx, struct viommu_domain *dom);
 	void (*domain_destroyed)(void *ctx, struct viommu_domain *dom);
 	int (*map)(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext);

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-viommu_replay_open_fn viommu_replay_open_user, viommu_replay_open_bpf;
 
 #define MAX_TOKENS 32
 #define MAX_RAW 4096
@@ -909,11 +908,11 @@ static int open_readers(struct run *r)
 {
 	static const struct {
 		unsigned path;
-		viommu_replay_open_fn *fn;
+		viommu_replay_open_fn fn;
 		const char *name;
 	} table[] = {
-		{ VIOMMU_PATH_USER, &viommu_replay_open_user, "user" },
-		{ VIOMMU_PATH_BPF, &viommu_replay_open_bpf, "bpf" },
+		{ VIOMMU_PATH_USER, viommu_replay_open_user, "user" },
+		{ VIOMMU_PATH_BPF, viommu_replay_open_bpf, "bpf" },
 	};
 
 	if (r->o->paths & VIOMMU_PATH_STORE)
@@ -923,12 +922,8 @@ static int open_readers(struct run *r)
 
 		if (!(r->o->paths & table[i].path))
 			continue;
-		if (!*table[i].fn) {
-			fprintf(stderr, "replay: the %s path is not built in\n", table[i].name);
-			return -ENOTSUP;
-		}
 		memset(&r->readers[r->nreaders], 0, sizeof(r->readers[0]));
-		err = (*table[i].fn)(r->dev, &r->readers[r->nreaders]);
+		err = table[i].fn(r->dev, &r->readers[r->nreaders]);
 		if (err) {
 			fprintf(stderr, "replay: cannot open the %s path: %s\n", table[i].name,
 				strerror(-err));

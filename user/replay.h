@@ -54,7 +54,8 @@ struct viommu_replay_totals {
 int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 		       struct viommu_replay_totals *tot);
 
-/* Path readers beyond the store are linked in by the fast path (translator). */
-extern viommu_replay_open_fn viommu_replay_open_user, viommu_replay_open_bpf;
+/* The fast-path readers (replay_paths.c). */
+int viommu_replay_open_user(struct viommu_device *dev, struct viommu_replay_reader *r);
+int viommu_replay_open_bpf(struct viommu_device *dev, struct viommu_replay_reader *r);
 
 #endif

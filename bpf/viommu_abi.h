@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
+/*
+ * viommu_abi.h — the one header shared by BPF programs and user code: the layout of the fast
+ * path's shared memory (BPF_F_MMAPABLE array maps), its limits and its encodings.
+ *
+ * Writer: the device thread (user/fastpath.c) is the only writer of every map here except
+ *         viommu_readers (each reader writes its own slot) and viommu_stats (per-CPU, BPF).
+ * Readers: BPF programs (bpf/viommu_lookup.h), userspace in any process (user/reader.h).
+ * The publication protocol and its invariants are in docs/concurrency.md; the fields below say
+ * which side writes them. Ranges are inclusive ([start, end]) as on the virtio wire.
+ * Fixed-width types only, explicit padding, no pointers: indices into arrays instead.
+ */
+#ifndef VIOMMU_ABI_H
+#define VIOMMU_ABI_H
+
+#ifdef __bpf__
+/* vmlinux.h provides __u8.. __u64 */
+#else
+#include <linux/types.h>
+#endif
+
+#define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
+#define VIOMMU_ABI_VERSION 1u
+
+/* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
+#ifndef VIOMMU_EP_DENSE
+#define VIOMMU_EP_DENSE 65536u /* endpoint ids below this index the table directly (PCI BDF) */
+#endif
+#ifndef VIOMMU_EP_SPARSE
+#define VIOMMU_EP_SPARSE 1024u /* table entries for ids >= VIOMMU_EP_DENSE */
+#endif
+#define VIOMMU_EP_ENTRIES (VIOMMU_EP_DENSE + VIOMMU_EP_SPARSE)
+#define VIOMMU_EP_INDEX_SLOTS (2 * VIOMMU_EP_SPARSE) /* open-addressed id -> entry index */
+#define VIOMMU_EP_INDEX_PROBES 8
+#ifndef VIOMMU_DOMAINS_MAX
+#define VIOMMU_DOMAINS_MAX 65536u /* domain slots; the device core's max_domains must fit */
+#endif
+#ifndef VIOMMU_NODES_DEFAULT
+#define VIOMMU_NODES_DEFAULT 16384u /* radix nodes (4 KiB each) */
+#endif
+#ifndef VIOMMU_EXTENTS_DEFAULT
+#define VIOMMU_EXTENTS_DEFAULT (1u << 21) /* extent records */
+#endif
+#ifndef VIOMMU_HASH_BUCKETS_DEFAULT
+#define VIOMMU_HASH_BUCKETS_DEFAULT 65536u /* power of two; 4 ways each */
+#endif
+#ifndef VIOMMU_READERS_MAX
+#define VIOMMU_READERS_MAX 64u /* userspace reader slots (grace periods, stats) */
+#endif
+#define VIOMMU_BULK_MAX 64u /* queries per bulk lookup / per syscall-program run */
+#define VIOMMU_RETRIES 4 /* bounded retries of a lookup that raced with the writer */
+
+/* ---- the radix: 6 levels of 512 over IOVA bits 63..12 ---- */
+#define VIOMMU_PAGE_SHIFT 12
+#define VIOMMU_RADIX_BITS 9
+#define VIOMMU_RADIX_FANOUT 512u
+#define VIOMMU_RADIX_LEVELS 6
+/* Level L indexes bits [shift(L)+8 .. shift(L)]; a leaf there covers 2^shift(L) bytes:
+ * L5 4 KiB, L4 2 MiB, L3 1 GiB, L2 512 GiB, L1 256 TiB, L0 2^57 B (only 128 slots used). */
+#define VIOMMU_LEVEL_SHIFT(l) (VIOMMU_PAGE_SHIFT + VIOMMU_RADIX_BITS * (VIOMMU_RADIX_LEVELS - 1 - (l)))
+#define VIOMMU_HASH_LEVEL 4 /* the hash indexes the content of level-4 slots (2 MiB regions) */
+#define VIOMMU_HASH_SHIFT VIOMMU_LEVEL_SHIFT(VIOMMU_HASH_LEVEL) /* 21 */
+
+/*
+ * A slot (radix entry, hash value) is one 64-bit word, written and read atomically:
+ *   bits 0-1   tag: 0 empty, 1 child node, 2 extent leaf
+ *   bits 2-31  index into viommu_nodes or viommu_extents
+ *   bits 32-63 generation: the target's seq when the slot was written
+ * A reader follows a slot only if the target's seq still equals the generation.
+ */
+#define VIOMMU_SLOT_EMPTY  0ull
+#define VIOMMU_SLOT_NODE   1ull
+#define VIOMMU_SLOT_EXTENT 2ull
+#define VIOMMU_SLOT_TAG(s) ((s) & 3ull)
+#define VIOMMU_SLOT_IDX(s) ((__u32)(((s) >> 2) & 0x3fffffffull))
+#define VIOMMU_SLOT_GEN(s) ((__u32)((s) >> 32))
+#define VIOMMU_SLOT_MAKE(tag, idx, gen) \
+	((__u64)(tag) | ((__u64)(idx) << 2) | ((__u64)(gen) << 32))
+#define VIOMMU_INDEX_MAX 0x3fffffffu
+
+/* ---- viommu_endpoints: endpoint id -> state (dense ids direct, others via viommu_ep_index) ---- */
+enum viommu_fp_state {
+	VIOMMU_FP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
+	VIOMMU_FP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
+	VIOMMU_FP_BYPASS = 2, /* identity (bypass) */
+	VIOMMU_FP_ATTACHED = 3, /* translate through domain `slot`, radix `root` */
+	VIOMMU_FP_IDENTITY = 4, /* no ACCESS_PLATFORM: identity */
+};
+
+struct viommu_ep_entry { /* writer: device thread; seqlock: seq odd while being written */
+	__u32 seq;
+	__u8 state; /* enum viommu_fp_state */
+	__u8 pad[3];
+	__u32 domain_slot;
+	__u32 root; /* index of the domain's level-0 node */
+};
+
+/* viommu_ep_index: for ids >= VIOMMU_EP_DENSE, u64 slots (id << 32 | entry index + 1), 0 = free.
+ * Written once per endpoint (endpoints are never removed), probed linearly. */
+
+/* ---- viommu_nodes: the radix node pool ---- */
+struct viommu_node { /* writer: device thread */
+	__u32 seq; /* even: live generation; odd: free (or being reused) */
+	__u16 level;
+	__u16 pad;
+	__u32 domain_slot; /* with level and base: which node this is (checked on misses) */
+	__u32 pad2;
+	__u64 base; /* first IOVA the node covers */
+	__u64 slot[VIOMMU_RADIX_FANOUT];
+};
+
+/* ---- viommu_extents: one record per mapping (one MAP request) ---- */
+struct viommu_extent_rec { /* writer: device thread */
+	__u32 seq; /* even: live generation; odd: free */
+	__u32 domain_slot;
+	__u64 start; /* IOVA, inclusive */
+	__u64 end; /* IOVA, inclusive */
+	__u64 phys; /* PA of start */
+	__u32 flags; /* VIRTIO_IOMMU_MAP_F_* */
+	__u32 pad;
+};
+
+/* ---- viommu_hash: (domain slot, 2 MiB region) -> level-4 slot content, 4-way buckets ---- */
+#define VIOMMU_HASH_WAYS 4
+struct viommu_hash_bucket { /* writer: device thread; one cache line */
+	__u64 key[VIOMMU_HASH_WAYS]; /* 0 empty; else VIOMMU_HASH_KEY() */
+	__u64 val[VIOMMU_HASH_WAYS]; /* a slot word (node or extent) */
+};
+#define VIOMMU_HASH_KEY(dslot, iova) \
+	((((__u64)(dslot) + 1) << 43) | ((__u64)(iova) >> VIOMMU_HASH_SHIFT))
+
+static inline __u32 viommu_hash_index(__u64 key, __u32 mask)
+{
+	key ^= key >> 33;
+	key *= 0xff51afd7ed558ccdull;
+	key ^= key >> 33;
+	return (__u32)key & mask;
+}
+
+/* ---- viommu_meta: one element, global state ---- */
+struct viommu_meta { /* writer: device thread */
+	__u32 magic; /* VIOMMU_ABI_MAGIC once the maps are initialised */
+	__u32 abi_version;
+	__u32 nodes_max, extents_max;
+	__u32 hash_mask; /* buckets - 1 */
+	__u32 readers_max;
+	__u64 epoch; /* grace-period epoch, bumped by the writer (see readers) */
+	/* occupancy, for `viommu stat` */
+	__u32 nodes_used, extents_used, domains_used, endpoints_used;
+	__u32 hash_used, pad;
+	__u64 publications, grace_periods, grace_ns_total;
+};
+
+/* ---- viommu_readers: one slot per userspace reader thread (any process) ---- */
+struct viommu_reader_slot { /* writer: the reader owning it (pid != 0) */
+	__u64 active; /* 0 quiescent; else the epoch seen at viommu_reader_enter() */
+	__u32 pid, tid;
+	__u64 lookups, hits, identity, walks, hash_hits, retries;
+	__u64 faults[3]; /* by reason */
+	__u64 pad[5];
+};
+
+/* ---- viommu_stats: per-CPU counters of BPF readers ---- */
+struct viommu_stats {
+	__u64 lookups, hits, identity, walks, hash_hits, retries;
+	__u64 faults[3]; /* by reason: R_UNKNOWN, R_DOMAIN, R_MAPPING */
+	__u64 pad;
+};
+
+/* ---- queries and answers (bulk lookups, the syscall program, fault records) ---- */
+enum viommu_fp_result {
+	VIOMMU_FP_HIT = 0, /* pa valid, extent valid */
+	VIOMMU_FP_IDENT = 1, /* identity: pa = iova */
+	VIOMMU_FP_FAULT = 2, /* reason, fault_addr */
+	VIOMMU_FP_RETRY = 3, /* raced with the writer VIOMMU_RETRIES times: ask again */
+};
+
+struct viommu_query {
+	__u32 endpoint;
+	__u32 access; /* VIRTIO_IOMMU_MAP_F_READ / _WRITE bits */
+	__u64 iova;
+	__u64 size; /* bytes from iova; 0 counts as 1 */
+};
+
+struct viommu_answer {
+	__u32 result; /* enum viommu_fp_result */
+	__u32 reason; /* fault reason */
+	__u64 pa;
+	__u64 ext_start, ext_end; /* the extent holding iova (HIT) */
+	__u64 ext_phys;
+	__u32 ext_flags;
+	__u32 pad;
+	__u64 fault_addr;
+};
+
+/* The syscall program's context: a batch of queries in, answers out. */
+struct viommu_batch {
+	__u32 n; /* <= VIOMMU_BULK_MAX */
+	__u32 report_faults; /* 1: faults go to the viommu_faults ring buffer */
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_answer a[VIOMMU_BULK_MAX];
+};
+
+/* A fault seen by a reader, as it reaches the device (ring buffer record). */
+struct viommu_fault_rec {
+	__u32 endpoint;
+	__u8 reason;
+	__u8 pad[3];
+	__u32 access;
+	__u32 pad2;
+	__u64 address;
+};
+
+#ifndef __bpf__
+_Static_assert(sizeof(struct viommu_ep_entry) == 16, "endpoint entry is 16 B");
+_Static_assert(sizeof(struct viommu_node) == 24 + 8 * VIOMMU_RADIX_FANOUT, "node header 24 B");
+_Static_assert(sizeof(struct viommu_extent_rec) == 40, "extent record is 40 B");
+_Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
+_Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cache lines");
+_Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");
+_Static_assert(sizeof(struct viommu_answer) == 56, "answer is 56 B");
+_Static_assert(sizeof(struct viommu_fault_rec) == 24, "fault record is 24 B");
+_Static_assert(VIOMMU_LEVEL_SHIFT(5) == 12 && VIOMMU_LEVEL_SHIFT(0) == 57, "radix levels");
+#endif
+
+#endif

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
+/*
+ * viommu_lookup.h — the fast-path lookup, one algorithm for both views of the shared memory:
+ * BPF programs (through map lookups the verifier inlines) and userspace (through mmap).
+ *
+ * The includer defines, before including this file:
+ *   VIOMMU_CTX_PARAM / VIOMMU_CTX_ARG   an extra first parameter/argument (may be a dummy)
+ *   viommu_acc_ep(ctx, idx)        -> const struct viommu_ep_entry *   (NULL if out of range)
+ *   viommu_acc_ep_index(ctx, i)    -> const __u64 *
+ *   viommu_acc_node(ctx, idx)      -> const struct viommu_node *
+ *   viommu_acc_ext(ctx, idx)       -> const struct viommu_extent_rec *
+ *   viommu_acc_bucket(ctx, idx)    -> const struct viommu_hash_bucket *
+ *   viommu_acc_hash_mask(ctx)      -> __u32
+ *   VIOMMU_LOAD_ACQ(p), VIOMMU_LOAD(p)   atomic 32/64-bit loads (acquire / relaxed)
+ *   VIOMMU_FENCE_ACQ()             load-load fence (acquire fence)
+ *   VIOMMU_STAT(field)             count an event (may expand to nothing)
+ *
+ * Concurrency: any number of readers, one writer (user/fastpath.c), no locks. The reader never
+ * writes shared memory. Every answer is validated against generations (seq) so a lookup that
+ * raced with the writer is retried, at most VIOMMU_RETRIES times, then answered VIOMMU_FP_RETRY.
+ * docs/concurrency.md gives the protocol and the invariants (I1..I9) cited below.
+ */
+#ifndef VIOMMU_LOOKUP_H
+#define VIOMMU_LOOKUP_H
+
+#include "viommu_abi.h"
+
+#define VIOMMU_MAP_READ  1u
+#define VIOMMU_MAP_WRITE 2u
+#define VIOMMU_FAULT_UNKNOWN 0
+#define VIOMMU_FAULT_DOMAIN  1
+#define VIOMMU_FAULT_MAPPING 2
+
+#ifndef VIOMMU_INLINE
+#define VIOMMU_INLINE static inline __attribute__((always_inline))
+#endif
+#ifdef __bpf__
+#define VIOMMU_UNROLL _Pragma("unroll") /* the verifier then sees constant bounds */
+#else
+#define VIOMMU_UNROLL
+#endif
+/* The per-byte lookup the range loop calls; BPF makes it a global function (verified once). */
+#ifndef VIOMMU_LOOKUP_BYTE
+#define VIOMMU_LOOKUP_BYTE(ep, iova, lk) viommu_lookup_byte(VIOMMU_CTX_ARG, ep, iova, lk)
+#endif
+
+/* One lookup's outcome (for one byte). */
+struct viommu_lk {
+	__u32 result; /* enum viommu_fp_result */
+	__u32 reason;
+	__u64 ext_start, ext_end, ext_phys;
+	__u32 ext_flags;
+};
+
+/* Endpoint id -> table index, or -1. Ids >= VIOMMU_EP_DENSE live in the sparse index (I8). */
+VIOMMU_INLINE __s64 viommu_ep_slot(VIOMMU_CTX_PARAM, __u32 ep)
+{
+	__u32 h;
+	int i;
+
+	if (ep < VIOMMU_EP_DENSE)
+		return ep;
+	h = (__u32)(ep * 2654435761u) & (VIOMMU_EP_INDEX_SLOTS - 1);
+	VIOMMU_UNROLL
+	for (i = 0; i < VIOMMU_EP_INDEX_PROBES; i++) {
+		const __u64 *p = viommu_acc_ep_index(VIOMMU_CTX_ARG, (h + i) & (VIOMMU_EP_INDEX_SLOTS - 1));
+		__u64 v;
+
+		if (!p)
+			return -1;
+		v = VIOMMU_LOAD_ACQ(p);
+		if (!v)
+			return -1;
+		if ((__u32)(v >> 32) == ep)
+			return (__u32)v - 1;
+	}
+	return -1;
+}
+
+/*
+ * Read an extent through a slot word. 1 = valid (the record was live with this generation and
+ * holds iova for this domain at one instant, I3), 0 = raced (retry).
+ */
+VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __u64 iova,
+				     struct viommu_lk *lk)
+{
+	const struct viommu_extent_rec *x = viommu_acc_ext(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot));
+	__u32 s;
+
+	if (!x)
+		return 0;
+	s = VIOMMU_LOAD_ACQ(&x->seq); /* pairs with the writer's release of seq (W2) */
+	if (s != VIOMMU_SLOT_GEN(slot))
+		return 0;
+	lk->ext_start = VIOMMU_LOAD(&x->start);
+	lk->ext_end = VIOMMU_LOAD(&x->end);
+	lk->ext_phys = VIOMMU_LOAD(&x->phys);
+	lk->ext_flags = VIOMMU_LOAD(&x->flags);
+	if (VIOMMU_LOAD(&x->domain_slot) != dslot)
+		return 0;
+	VIOMMU_FENCE_ACQ(); /* field loads before the re-check of seq (seqlock read side) */
+	if (VIOMMU_LOAD(&x->seq) != s)
+		return 0;
+	if (iova < lk->ext_start || iova > lk->ext_end)
+		return 0;
+	return 1;
+}
+
+/*
+ * Read node @idx's entry for @iova, checking the node is the live node of (dslot, level, iova)
+ * with generation @gen (gen == ~0u: any live generation; used for roots, whose generation the
+ * endpoint entry's seqlock vouches for). Returns 1 and the entry, or 0 (raced).
+ */
+VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32 dslot, int level,
+				   __u64 iova, __u64 *entry)
+{
+	const struct viommu_node *n = viommu_acc_node(VIOMMU_CTX_ARG, idx);
+	__u32 shift = VIOMMU_LEVEL_SHIFT(level), s;
+	__u64 cover_mask;
+
+	if (!n)
+		return 0;
+	s = VIOMMU_LOAD_ACQ(&n->seq); /* pairs with the writer's release of seq (W1) */
+	if ((s & 1) || (gen != ~0u && s != gen))
+		return 0;
+	cover_mask = level == 0 ? 0 : ~((1ull << (shift + VIOMMU_RADIX_BITS)) - 1);
+	if (VIOMMU_LOAD(&n->level) != level || VIOMMU_LOAD(&n->domain_slot) != dslot ||
+	    VIOMMU_LOAD(&n->base) != (iova & cover_mask))
+		return 0;
+	*entry = VIOMMU_LOAD_ACQ(&n->slot[(iova >> shift) & (VIOMMU_RADIX_FANOUT - 1)]);
+	VIOMMU_FENCE_ACQ();
+	return VIOMMU_LOAD(&n->seq) == s;
+}
+
+/*
+ * One attempt at translating byte @iova of endpoint @ep. Returns 1 with @lk filled, or 0 when
+ * it raced with the writer (the caller retries).
+ */
+VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, struct viommu_lk *lk)
+{
+	const struct viommu_ep_entry *e;
+	const struct viommu_hash_bucket *b;
+	__u32 s1, dslot, root, state;
+	__u64 key, slot = 0;
+	__s64 ei;
+	int level, w, found = 0;
+
+	ei = viommu_ep_slot(VIOMMU_CTX_ARG, ep);
+	e = ei < 0 ? 0 : viommu_acc_ep(VIOMMU_CTX_ARG, (__u32)ei);
+	if (!e) {
+		lk->result = VIOMMU_FP_FAULT;
+		lk->reason = VIOMMU_FAULT_UNKNOWN;
+		return 1;
+	}
+	s1 = VIOMMU_LOAD_ACQ(&e->seq); /* pairs with the writer's release of the entry (W3) */
+	if (s1 & 1)
+		return 0;
+	state = VIOMMU_LOAD(&e->state);
+	dslot = VIOMMU_LOAD(&e->domain_slot);
+	root = VIOMMU_LOAD(&e->root);
+	VIOMMU_FENCE_ACQ();
+	if (VIOMMU_LOAD(&e->seq) != s1)
+		return 0;
+	if (state != VIOMMU_FP_ATTACHED) {
+		lk->result = state == VIOMMU_FP_BYPASS || state == VIOMMU_FP_IDENTITY ?
+				     VIOMMU_FP_IDENT : VIOMMU_FP_FAULT;
+		lk->reason = state == VIOMMU_FP_BLOCKED ? VIOMMU_FAULT_DOMAIN : VIOMMU_FAULT_UNKNOWN;
+		return 1;
+	}
+
+	/* Hash: (domain, 2 MiB region) -> the level-4 slot, skipping four levels (I6). */
+	key = VIOMMU_HASH_KEY(dslot, iova);
+	b = viommu_acc_bucket(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)));
+	if (b) {
+		VIOMMU_UNROLL
+		for (w = 0; w < VIOMMU_HASH_WAYS; w++) {
+			if (VIOMMU_LOAD_ACQ(&b->key[w]) != key)
+				continue;
+			slot = VIOMMU_LOAD_ACQ(&b->val[w]);
+			if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_EXTENT) {
+				found = viommu_read_extent(VIOMMU_CTX_ARG, slot, dslot, iova, lk);
+			} else if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_NODE) {
+				__u64 ent;
+
+				if (viommu_read_node(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot), VIOMMU_SLOT_GEN(slot),
+						     dslot, VIOMMU_RADIX_LEVELS - 1, iova, &ent)) {
+					if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT)
+						found = viommu_read_extent(VIOMMU_CTX_ARG, ent, dslot, iova, lk);
+					else if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EMPTY)
+						found = 2; /* validated miss in the live level-5 node (I5) */
+				}
+			}
+			break;
+		}
+	}
+	if (found)
+		VIOMMU_STAT(hash_hits);
+
+	/* Radix walk from the domain's root; at most VIOMMU_RADIX_LEVELS dependent node loads. */
+	if (!found) {
+		__u32 idx = root, gen = ~0u;
+
+		VIOMMU_STAT(walks);
+		VIOMMU_UNROLL
+		for (level = 0; level < VIOMMU_RADIX_LEVELS; level++) {
+			__u64 ent;
+
+			if (!viommu_read_node(VIOMMU_CTX_ARG, idx, gen, dslot, level, iova, &ent))
+				return 0;
+			if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EMPTY) {
+				found = 2;
+				break;
+			}
+			if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT) {
+				if (!viommu_read_extent(VIOMMU_CTX_ARG, ent, dslot, iova, lk))
+					return 0;
+				found = 1;
+				break;
+			}
+			idx = VIOMMU_SLOT_IDX(ent);
+			gen = VIOMMU_SLOT_GEN(ent);
+		}
+		if (!found)
+			return 0; /* a node slot at the last level: impossible unless racing */
+	}
+
+	/* The endpoint still pointed at this domain when the answer was valid (I4). */
+	VIOMMU_FENCE_ACQ();
+	if (VIOMMU_LOAD(&e->seq) != s1)
+		return 0;
+	if (found == 2) {
+		lk->result = VIOMMU_FP_FAULT;
+		lk->reason = VIOMMU_FAULT_MAPPING;
+	} else {
+		lk->result = VIOMMU_FP_HIT;
+	}
+	return 1;
+}
+
+/* Translate byte @iova with bounded retries. */
+VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, struct viommu_lk *lk)
+{
+	int i;
+
+	VIOMMU_UNROLL
+	for (i = 0; i < VIOMMU_RETRIES; i++) {
+		if (viommu_lookup_once(VIOMMU_CTX_ARG, ep, iova, lk))
+			return;
+		VIOMMU_STAT(retries);
+	}
+	lk->result = VIOMMU_FP_RETRY;
+}
+
+#ifndef VIOMMU_SPAN_MAX
+#define VIOMMU_SPAN_MAX 16 /* extents one range query may cross */
+#endif
+
+/*
+ * Translate [q->iova, q->iova + size - 1] for q->access: every byte mapped with that access,
+ * possibly by adjacent extents. The answer carries the extent holding q->iova.
+ */
+VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query *q,
+				    struct viommu_answer *a)
+{
+	struct viommu_lk lk;
+	__u64 last = q->iova + (q->size ? q->size - 1 : 0), cur = q->iova;
+	int i;
+
+	a->fault_addr = 0;
+	a->reason = 0;
+	if (last < q->iova)
+		last = ~0ull;
+	VIOMMU_STAT(lookups);
+	VIOMMU_UNROLL
+	for (i = 0; i < VIOMMU_SPAN_MAX; i++) {
+		VIOMMU_LOOKUP_BYTE(q->endpoint, cur, &lk);
+		if (lk.result == VIOMMU_FP_HIT && (lk.ext_flags & q->access) != q->access) {
+			lk.result = VIOMMU_FP_FAULT;
+			lk.reason = VIOMMU_FAULT_MAPPING;
+		}
+		if (lk.result != VIOMMU_FP_HIT) {
+			if (i > 0 && lk.result == VIOMMU_FP_IDENT) /* state changed mid-range */
+				lk.result = VIOMMU_FP_RETRY;
+			a->result = lk.result;
+			a->reason = lk.reason;
+			a->pa = lk.result == VIOMMU_FP_IDENT ? q->iova : 0;
+			a->fault_addr = cur;
+			if (lk.result == VIOMMU_FP_IDENT)
+				VIOMMU_STAT(identity);
+			return;
+		}
+		if (i == 0) {
+			a->pa = lk.ext_phys + (q->iova - lk.ext_start);
+			a->ext_start = lk.ext_start;
+			a->ext_end = lk.ext_end;
+			a->ext_phys = lk.ext_phys;
+			a->ext_flags = lk.ext_flags;
+		}
+		if (lk.ext_end >= last) {
+			if (q->iova + (q->size ? q->size - 1 : 0) < q->iova) {
+				a->result = VIOMMU_FP_FAULT; /* the range runs past 2^64 */
+				a->reason = VIOMMU_FAULT_MAPPING;
+				a->fault_addr = 0;
+				return;
+			}
+			a->result = VIOMMU_FP_HIT;
+			VIOMMU_STAT(hits);
+			return;
+		}
+		cur = lk.ext_end + 1;
+	}
+	a->result = VIOMMU_FP_RETRY; /* more than VIOMMU_SPAN_MAX extents: ask the device */
+}
+
+#endif

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
+/*
+ * viommu_maps.bpf.h — the fast path for any BPF program: the map definitions and the lookup.
+ *
+ *   #include "vmlinux.h"
+ *   #include <bpf/bpf_helpers.h>
+ *   #include "viommu_maps.bpf.h"
+ *   ...
+ *   struct viommu_query q = { .endpoint = ep, .iova = iova, .size = len, .access = VIOMMU_MAP_READ };
+ *   struct viommu_answer a;
+ *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_FP_HIT / IDENT / FAULT / RETRY
+ *
+ * A program of another object shares the device's maps by reusing the pinned maps
+ * (bpf_map__reuse_fd / LIBBPF_PIN_BY_NAME on the same names) before load. viommu_hash_mask must be
+ * set in .rodata to the hash's bucket count - 1 before load (the loader reads it from viommu_meta).
+ * x86-64 only: loads are not reordered with loads (TSO), so the read-side "fences" are compiler
+ * barriers; docs/concurrency.md says what another architecture would need.
+ */
+#ifndef VIOMMU_MAPS_BPF_H
+#define VIOMMU_MAPS_BPF_H
+
+#include "viommu_abi.h"
+
+#define VIOMMU_MMAP_ARRAY(name, n, vtype)                \
+	struct {                                           \
+		__uint(type, BPF_MAP_TYPE_ARRAY);              \
+		__uint(map_flags, BPF_F_MMAPABLE);             \
+		__uint(max_entries, n);                        \
+		__type(key, __u32);                            \
+		__type(value, vtype);                          \
+	} name SEC(".maps")
+
+VIOMMU_MMAP_ARRAY(viommu_meta, 1, struct viommu_meta);
+VIOMMU_MMAP_ARRAY(viommu_endpoints, VIOMMU_EP_ENTRIES, struct viommu_ep_entry);
+VIOMMU_MMAP_ARRAY(viommu_ep_index, VIOMMU_EP_INDEX_SLOTS, __u64);
+VIOMMU_MMAP_ARRAY(viommu_nodes, VIOMMU_NODES_DEFAULT, struct viommu_node);
+VIOMMU_MMAP_ARRAY(viommu_extents, VIOMMU_EXTENTS_DEFAULT, struct viommu_extent_rec);
+VIOMMU_MMAP_ARRAY(viommu_hash, VIOMMU_HASH_BUCKETS_DEFAULT, struct viommu_hash_bucket);
+VIOMMU_MMAP_ARRAY(viommu_readers, VIOMMU_READERS_MAX, struct viommu_reader_slot);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct viommu_stats);
+} viommu_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} viommu_faults SEC(".maps");
+
+const volatile __u32 viommu_hash_mask = VIOMMU_HASH_BUCKETS_DEFAULT - 1;
+
+#define VIOMMU_CTX_PARAM int viommu_unused_ctx
+#define VIOMMU_CTX_ARG 0
+#define VIOMMU_LOAD(p) (*(volatile typeof(*(p)) *)(p))
+#define VIOMMU_LOAD_ACQ(p) ({ typeof(*(p)) v_ = VIOMMU_LOAD(p); asm volatile("" ::: "memory"); v_; })
+#define VIOMMU_FENCE_ACQ() asm volatile("" ::: "memory")
+
+static __always_inline struct viommu_stats *viommu_bpf_stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&viommu_stats, &zero);
+}
+
+#define VIOMMU_STAT(field)                               \
+	do {                                               \
+		struct viommu_stats *st_ = viommu_bpf_stats(); \
+		if (st_)                                       \
+			st_->field++;                              \
+	} while (0)
+
+static __always_inline const void *viommu_bpf_elem(void *map, __u32 idx)
+{
+	return bpf_map_lookup_elem(map, &idx);
+}
+
+#define viommu_acc_ep(c, i) ((const struct viommu_ep_entry *)viommu_bpf_elem(&viommu_endpoints, (i)))
+#define viommu_acc_ep_index(c, i) ((const __u64 *)viommu_bpf_elem(&viommu_ep_index, (i)))
+#define viommu_acc_node(c, i) ((const struct viommu_node *)viommu_bpf_elem(&viommu_nodes, (i)))
+#define viommu_acc_ext(c, i) ((const struct viommu_extent_rec *)viommu_bpf_elem(&viommu_extents, (i)))
+#define viommu_acc_bucket(c, i) ((const struct viommu_hash_bucket *)viommu_bpf_elem(&viommu_hash, (i)))
+#define viommu_acc_hash_mask(c) (viommu_hash_mask)
+
+#define VIOMMU_LOOKUP_BYTE(ep, iova, lk) viommu_lookup_byte_bpf(ep, iova, lk)
+struct viommu_lk;
+__noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk);
+
+#include "viommu_lookup.h"
+
+/* Verified once; every range query calls it per extent crossed. */
+__noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk)
+{
+	if (!lk)
+		return 0;
+	viommu_lookup_byte(0, ep, iova, lk);
+	return 0;
+}
+
+/* Translate one query; counts the outcome in viommu_stats. */
+static __always_inline void viommu_bpf_translate(const struct viommu_query *q, struct viommu_answer *a)
+{
+	viommu_translate(0, q, a);
+	if (a->result == VIOMMU_FP_FAULT) {
+		struct viommu_stats *st = viommu_bpf_stats();
+
+		if (st && a->reason < 3)
+			st->faults[a->reason & 3]++;
+	}
+}
+
+/* Send a fault to the device's event queue (the device drains viommu_faults). */
+static __always_inline void viommu_bpf_report_fault(const struct viommu_query *q,
+						    const struct viommu_answer *a)
+{
+	struct viommu_fault_rec rec = {
+		.endpoint = q->endpoint,
+		.reason = (__u8)a->reason,
+		.access = q->access,
+		.address = a->fault_addr,
+	};
+
+	bpf_ringbuf_output(&viommu_faults, &rec, sizeof(rec), 0);
+}
+
+#endif

@@ -1,0 +1,853 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The fast path's writer: mirrors the device core into the shared maps.
+ *
+ * Runs only on the device thread (one writer). Every store a reader may race with is a C11 atomic;
+ * the comment at each release store names the acquire it pairs with in bpf/viommu_lookup.h.
+ * Protocol and invariants: docs/concurrency.md (W1..W5 writer steps, I1..I9 invariants).
+ */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "xlate.skel.h"
+
+#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define ST_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+enum { M_META, M_EPS, M_EPIDX, M_NODES, M_EXTS, M_HASH, M_READERS, M_COUNT };
+
+struct viommu_fastpath {
+	struct viommu_device *dev;
+	struct viommu_xlate_bpf *skel;
+	struct bpf_map *maps[M_COUNT];
+	void *mem[M_COUNT];
+	size_t len[M_COUNT];
+	struct viommu_fp_view view;
+
+	/* writable aliases of the view */
+	struct viommu_meta *meta;
+	struct viommu_ep_entry *eps;
+	__u64 *ep_index;
+	struct viommu_node *nodes;
+	struct viommu_extent_rec *exts;
+	struct viommu_hash_bucket *buckets;
+
+	/* writer-private bookkeeping (never read by readers) */
+	uint32_t *node_free, node_free_n;
+	uint16_t *node_used; /* non-empty slots per node */
+	uint32_t *ext_free, ext_free_n;
+	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
+	uint32_t sparse_used;
+	uint64_t hash_full; /* level-4 slots not indexed: bucket full */
+
+	bool lazy, bpf_grace, membarrier_global;
+	int sync_inner_fd;
+	struct ring_buffer *rb;
+	char pin_dir[256];
+	bool pinned;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int membarrier(int cmd)
+{
+	return (int)syscall(__NR_membarrier, cmd, 0, 0);
+}
+
+/* ---- allocation: nodes and extent records (seq odd = free, I1) ---- */
+
+static int node_alloc(struct viommu_fastpath *fp, int level, uint32_t dslot, uint64_t base,
+		      uint32_t *idx, uint32_t *gen)
+{
+	struct viommu_node *n;
+	uint32_t i, s;
+
+	if (!fp->node_free_n)
+		return -ENOMEM;
+	i = fp->node_free[--fp->node_free_n];
+	n = &fp->nodes[i];
+	s = LD(&n->seq); /* odd: free; every slot empty (I2) */
+	ST(&n->level, (uint16_t)level);
+	ST(&n->domain_slot, dslot);
+	ST(&n->base, base);
+	/* W1: header before the even seq; pairs with viommu_read_node()'s acquire of seq. */
+	ST_REL(&n->seq, s + 1);
+	fp->node_used[i] = 0;
+	fp->meta->nodes_used++;
+	*idx = i;
+	*gen = s + 1;
+	return 0;
+}
+
+static void node_free(struct viommu_fastpath *fp, uint32_t i)
+{
+	struct viommu_node *n = &fp->nodes[i];
+
+	/* Kill: odd seq; a reader that read the even value fails its re-check (I1). */
+	ST_REL(&n->seq, LD(&n->seq) + 1);
+	fp->node_free[fp->node_free_n++] = i;
+	fp->meta->nodes_used--;
+}
+
+static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct viommu_extent *x,
+		     uint32_t *idx, uint32_t *gen)
+{
+	struct viommu_extent_rec *r;
+	uint32_t i, s;
+
+	if (!fp->ext_free_n)
+		return -ENOMEM;
+	i = fp->ext_free[--fp->ext_free_n];
+	r = &fp->exts[i];
+	s = LD(&r->seq);
+	ST(&r->domain_slot, dslot);
+	ST(&r->start, x->start);
+	ST(&r->end, x->end);
+	ST(&r->phys, x->phys);
+	ST(&r->flags, x->flags);
+	/* W2: fields before the even seq; pairs with viommu_read_extent()'s acquire of seq. */
+	ST_REL(&r->seq, s + 1);
+	fp->meta->extents_used++;
+	*idx = i;
+	*gen = s + 1;
+	return 0;
+}
+
+static void ext_free(struct viommu_fastpath *fp, uint32_t i)
+{
+	struct viommu_extent_rec *r = &fp->exts[i];
+
+	ST_REL(&r->seq, LD(&r->seq) + 1); /* dead: no reader validates it from now on (I3) */
+	fp->ext_free[fp->ext_free_n++] = i;
+	fp->meta->extents_used--;
+}
+
+/* ---- the hash: (domain slot, 2 MiB region) -> level-4 slot content ---- */
+
+static void hash_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova, uint64_t word)
+{
+	uint64_t key = VIOMMU_HASH_KEY(dslot, iova);
+	struct viommu_hash_bucket *b = &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+	int w;
+
+	for (w = 0; w < VIOMMU_HASH_WAYS; w++)
+		if (LD(&b->key[w]) == key) {
+			ST_REL(&b->val[w], word); /* pairs with the reader's acquire of val */
+			return;
+		}
+	for (w = 0; w < VIOMMU_HASH_WAYS; w++)
+		if (LD(&b->key[w]) == 0) {
+			ST(&b->val[w], word);
+			ST_REL(&b->key[w], key); /* val before key; pairs with the acquire of key */
+			fp->meta->hash_used++;
+			return;
+		}
+	fp->hash_full++; /* not indexed: readers walk the radix for this region (I6) */
+}
+
+static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
+{
+	uint64_t key = VIOMMU_HASH_KEY(dslot, iova);
+	struct viommu_hash_bucket *b = &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+
+	for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
+		if (LD(&b->key[w]) == key) {
+			ST_REL(&b->key[w], 0);
+			ST(&b->val[w], 0);
+			fp->meta->hash_used--;
+			return;
+		}
+}
+
+/* Write slot @si of node @idx (level @level), keeping the hash in step for level-4 slots. */
+static void slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint64_t iova,
+		       uint32_t dslot, uint64_t word)
+{
+	struct viommu_node *n = &fp->nodes[idx];
+	uint32_t si = (uint32_t)(iova >> VIOMMU_LEVEL_SHIFT(level)) & (VIOMMU_RADIX_FANOUT - 1);
+	uint64_t old = LD(&n->slot[si]);
+
+	/* W4: the target (node or extent) is live before the slot names it; pairs with the
+	 * reader's acquire load of the slot. */
+	ST_REL(&n->slot[si], word);
+	if (!old && word)
+		fp->node_used[idx]++;
+	else if (old && !word)
+		fp->node_used[idx]--;
+	if (level == VIOMMU_HASH_LEVEL) {
+		if (word)
+			hash_set(fp, dslot, iova, word);
+		else
+			hash_del(fp, dslot, iova);
+	}
+}
+
+/* ---- extents <-> radix pieces ---- */
+
+static uint64_t cover_mask(int level) /* a level-L node covers the bits below this mask */
+{
+	return level == 0 ? 0 : ~((1ull << (VIOMMU_LEVEL_SHIFT(level) + VIOMMU_RADIX_BITS)) - 1);
+}
+
+/* The largest block that starts at @addr and ends at or before @end: its level. */
+static int piece_level(uint64_t addr, uint64_t end)
+{
+	for (int l = 0; l < VIOMMU_RADIX_LEVELS; l++) {
+		uint64_t size = 1ull << VIOMMU_LEVEL_SHIFT(l);
+
+		if (!(addr & (size - 1)) && end - addr >= size - 1)
+			return l;
+	}
+	return -1;
+}
+
+static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level,
+			 uint64_t word)
+{
+	uint32_t idx = fp->dom_root[dslot];
+
+	for (int l = 0; l < level; l++) {
+		struct viommu_node *n = &fp->nodes[idx];
+		uint64_t cur = LD(&n->slot[(addr >> VIOMMU_LEVEL_SHIFT(l)) & (VIOMMU_RADIX_FANOUT - 1)]);
+		uint32_t child, gen;
+		int err;
+
+		if (VIOMMU_SLOT_TAG(cur) == VIOMMU_SLOT_NODE) {
+			idx = VIOMMU_SLOT_IDX(cur);
+			continue;
+		}
+		if (cur)
+			return -EEXIST; /* a leaf above: the device core prevents overlaps */
+		if ((err = node_alloc(fp, l + 1, dslot, addr & cover_mask(l + 1), &child, &gen)))
+			return err;
+		slot_write(fp, idx, l, addr, dslot, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_NODE, child, gen));
+		idx = child;
+	}
+	if (LD(&fp->nodes[idx].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) & (VIOMMU_RADIX_FANOUT - 1)]))
+		return -EEXIST;
+	slot_write(fp, idx, level, addr, dslot, word);
+	return 0;
+}
+
+/* Remove the piece at (@addr, @level) if present, freeing nodes left empty (I2). */
+static void piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level)
+{
+	uint32_t path[VIOMMU_RADIX_LEVELS];
+	int l;
+
+	path[0] = fp->dom_root[dslot];
+	for (l = 0; l < level; l++) {
+		uint64_t cur = LD(&fp->nodes[path[l]].slot[(addr >> VIOMMU_LEVEL_SHIFT(l)) &
+							   (VIOMMU_RADIX_FANOUT - 1)]);
+
+		if (VIOMMU_SLOT_TAG(cur) != VIOMMU_SLOT_NODE)
+			return; /* never installed (rollback of a partial map) */
+		path[l + 1] = VIOMMU_SLOT_IDX(cur);
+	}
+	slot_write(fp, path[level], level, addr, dslot, 0);
+	for (l = level; l > 0 && fp->node_used[path[l]] == 0; l--) {
+		/* Unlink before kill: new readers no longer reach it, old ones fail validation. */
+		slot_write(fp, path[l - 1], l - 1, addr, dslot, 0);
+		node_free(fp, path[l]);
+	}
+}
+
+/* Calls install/remove for every piece of [start, end] up to (not including) @stop_addr. */
+static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, uint64_t end,
+		  uint64_t word, bool install, uint64_t *stop_addr)
+{
+	uint64_t addr = start;
+
+	for (;;) {
+		int level = piece_level(addr, end);
+		uint64_t size;
+
+		if (level < 0)
+			return -EINVAL;
+		size = 1ull << VIOMMU_LEVEL_SHIFT(level);
+		if (install) {
+			int err = piece_install(fp, dslot, addr, level, word);
+
+			if (err) {
+				*stop_addr = addr;
+				return err;
+			}
+		} else {
+			if (stop_addr && addr == *stop_addr)
+				return 0;
+			piece_remove(fp, dslot, addr, level);
+		}
+		if (end - addr == size - 1)
+			return 0;
+		addr += size;
+	}
+}
+
+/* ---- observer callbacks ---- */
+
+static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc)
+{
+	uint32_t h = (uint32_t)(id * 2654435761u) & (VIOMMU_EP_INDEX_SLOTS - 1);
+
+	if (id < VIOMMU_EP_DENSE)
+		return id;
+	for (int i = 0; i < VIOMMU_EP_INDEX_PROBES; i++) {
+		__u64 *p = &fp->ep_index[(h + i) & (VIOMMU_EP_INDEX_SLOTS - 1)];
+		uint64_t v = LD(p);
+
+		if (v && (uint32_t)(v >> 32) == id)
+			return (uint32_t)v - 1;
+		if (!v) {
+			uint32_t e;
+
+			if (!alloc || fp->sparse_used == VIOMMU_EP_SPARSE)
+				return -1;
+			e = VIOMMU_EP_DENSE + fp->sparse_used++;
+			/* The entry (state UNKNOWN, seq 0) exists before its index names it (I8). */
+			ST_REL(p, (uint64_t)id << 32 | (e + 1));
+			return e;
+		}
+	}
+	return -1;
+}
+
+static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st)
+{
+	struct viommu_fastpath *fp = ctx;
+	int64_t i = ep_index_find(fp, ep->id, st != VIOMMU_EP_UNKNOWN);
+	struct viommu_ep_entry *e;
+	uint32_t s, dslot = 0, root = 0;
+
+	if (i < 0)
+		return st == VIOMMU_EP_UNKNOWN ? 0 : -ENOSPC;
+	e = &fp->eps[i];
+	if (st == VIOMMU_EP_ATTACHED) {
+		dslot = ep->domain->slot;
+		root = fp->dom_root[dslot];
+	}
+	if (LD(&e->state) == VIOMMU_FP_UNKNOWN && st != VIOMMU_EP_UNKNOWN)
+		fp->meta->endpoints_used++;
+	else if (LD(&e->state) != VIOMMU_FP_UNKNOWN && st == VIOMMU_EP_UNKNOWN)
+		fp->meta->endpoints_used--;
+	/* W3: seqlock write. Odd seq, then (release fence) the fields, then the even seq. */
+	s = LD(&e->seq);
+	ST(&e->seq, s + 1);
+	__atomic_thread_fence(__ATOMIC_RELEASE); /* odd seq before the fields (seqlock) */
+	ST(&e->state, (uint8_t)st); /* enum viommu_ep_state == enum viommu_fp_state */
+	ST(&e->domain_slot, dslot);
+	ST(&e->root, root);
+	ST_REL(&e->seq, s + 2); /* pairs with viommu_lookup_once()'s acquire of e->seq */
+	return 0;
+}
+
+static int fp_domain_created(void *ctx, struct viommu_domain *d)
+{
+	struct viommu_fastpath *fp = ctx;
+	uint32_t idx, gen;
+	int err;
+
+	if (d->slot >= VIOMMU_DOMAINS_MAX)
+		return -ENOSPC;
+	if ((err = node_alloc(fp, 0, d->slot, 0, &idx, &gen)))
+		return err;
+	fp->dom_root[d->slot] = idx;
+	fp->meta->domains_used++;
+	return 0;
+}
+
+static void fp_domain_destroyed(void *ctx, struct viommu_domain *d)
+{
+	struct viommu_fastpath *fp = ctx;
+
+	/* The core unmapped every extent first, so the root is empty (I2). */
+	node_free(fp, fp->dom_root[d->slot]);
+	fp->meta->domains_used--;
+}
+
+static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
+{
+	struct viommu_fastpath *fp = ctx;
+	uint32_t idx, gen;
+	uint64_t stop = 0;
+	int err;
+
+	if ((x->start | (x->end + 1)) & ((1ull << VIOMMU_PAGE_SHIFT) - 1))
+		return -EINVAL; /* below the radix granule; viommu_fastpath_new refuses such devices */
+	if ((err = ext_alloc(fp, d->slot, x, &idx, &gen)))
+		return err;
+	err = pieces(fp, d->slot, x->start, x->end, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen),
+		     true, &stop);
+	if (err) {
+		/* Undo the pieces installed before the failing one: nothing half-applied. */
+		pieces(fp, d->slot, x->start, x->end, 0, false, &stop);
+		ext_free(fp, idx);
+		return err;
+	}
+	x->fp_index = idx;
+	fp->meta->publications++;
+	return 0;
+}
+
+static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
+{
+	struct viommu_fastpath *fp = ctx;
+
+	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it. */
+	pieces(fp, d->slot, x->start, x->end, 0, false, NULL);
+	ext_free(fp, x->fp_index);
+	fp->meta->publications++;
+}
+
+/* A reader slot whose owner died inside a critical section must not block the writer. */
+static bool owner_alive(const struct viommu_reader_slot *r)
+{
+	uint32_t pid = LD(&r->pid);
+
+	return pid && (kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+}
+
+static void fp_sync(void *ctx, bool removed)
+{
+	struct viommu_fastpath *fp = ctx;
+	uint64_t t0, epoch;
+
+	if (!removed || fp->lazy)
+		return;
+	t0 = now_ns();
+	/* W5: make every reader thread's later loads see the unlinks/kills above, or make its
+	 * `active` store visible to the scan below (asymmetric fence; pairs with
+	 * viommu_reader_enter()'s compiler barrier). membarrier returns once that holds on every
+	 * CPU. */
+	membarrier(fp->membarrier_global ? MEMBARRIER_CMD_GLOBAL_EXPEDITED : MEMBARRIER_CMD_GLOBAL);
+	epoch = LD(&fp->meta->epoch) + 2;
+	__atomic_store_n(&fp->meta->epoch, epoch, __ATOMIC_SEQ_CST);
+	/* Wait for every reader that entered before the new epoch (active = old epoch | 1). */
+	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
+		struct viommu_reader_slot *r = &fp->view.readers[i];
+		unsigned spins = 0;
+		uint64_t a;
+
+		/* Acquire: pairs with viommu_reader_exit()'s release, so the reader's uses of the
+		 * old translation happen before we complete the request (R2). */
+		while ((a = __atomic_load_n(&r->active, __ATOMIC_ACQUIRE)) != 0 && a < epoch) {
+			if (++spins % 1024 == 0) {
+				if (!owner_alive(r))
+					break;
+				sched_yield();
+			}
+		}
+	}
+	if (fp->bpf_grace) {
+		/* Running BPF programs: an ARRAY_OF_MAPS update returns after synchronize_rcu(). */
+		uint32_t zero = 0;
+		int inner = fp->sync_inner_fd;
+
+		bpf_map_update_elem(bpf_map__fd(fp->skel->maps.viommu_sync), &zero, &inner, BPF_ANY);
+	}
+	fp->meta->grace_periods++;
+	fp->meta->grace_ns_total += now_ns() - t0;
+}
+
+/* ---- set-up ---- */
+
+static int on_fault(void *ctx, void *data, size_t len)
+{
+	struct viommu_fastpath *fp = ctx;
+	const struct viommu_fault_rec *r = data;
+
+	if (len < sizeof(*r))
+		return 0;
+	viommu_device_report_fault(fp->dev, r->endpoint, r->reason, r->access, r->address);
+	return 0;
+}
+
+static size_t map_bytes(const struct bpf_map *m)
+{
+	size_t v = (bpf_map__value_size(m) + 7) & ~(size_t)7;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (v * bpf_map__max_entries(m) + page - 1) & ~(page - 1);
+}
+
+struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
+					    const struct viommu_fastpath_opts *opts)
+{
+	struct viommu_fastpath_opts o = { 0 };
+	const struct viommu_config *cfg = viommu_device_config(dev);
+	struct viommu_observer obs;
+	struct viommu_fastpath *fp;
+	int err = 0, q;
+
+	if (opts)
+		o = *opts;
+	if (!o.nodes)
+		o.nodes = VIOMMU_NODES_DEFAULT;
+	if (!o.extents)
+		o.extents = VIOMMU_EXTENTS_DEFAULT;
+	if (!o.hash_buckets)
+		o.hash_buckets = VIOMMU_HASH_BUCKETS_DEFAULT;
+	if ((cfg->page_size_mask & -cfg->page_size_mask) < (1ull << VIOMMU_PAGE_SHIFT) ||
+	    cfg->max_domains > VIOMMU_DOMAINS_MAX) {
+		errno = ENOTSUP;
+		return NULL;
+	}
+	if ((o.hash_buckets & (o.hash_buckets - 1)) || o.nodes > VIOMMU_INDEX_MAX ||
+	    o.extents > VIOMMU_INDEX_MAX || o.nodes < 2) {
+		errno = EINVAL;
+		return NULL;
+	}
+	fp = calloc(1, sizeof(*fp));
+	if (!fp)
+		return NULL;
+	fp->dev = dev;
+	fp->lazy = o.lazy;
+	fp->bpf_grace = o.bpf_grace;
+	fp->sync_inner_fd = -1;
+	fp->skel = viommu_xlate_bpf__open();
+	if (!fp->skel) {
+		err = -errno;
+		goto fail;
+	}
+	bpf_map__set_max_entries(fp->skel->maps.viommu_nodes, o.nodes);
+	bpf_map__set_max_entries(fp->skel->maps.viommu_extents, o.extents);
+	bpf_map__set_max_entries(fp->skel->maps.viommu_hash, o.hash_buckets);
+	fp->skel->rodata->viommu_hash_mask = o.hash_buckets - 1;
+	if ((err = viommu_xlate_bpf__load(fp->skel)))
+		goto fail;
+
+	fp->maps[M_META] = fp->skel->maps.viommu_meta;
+	fp->maps[M_EPS] = fp->skel->maps.viommu_endpoints;
+	fp->maps[M_EPIDX] = fp->skel->maps.viommu_ep_index;
+	fp->maps[M_NODES] = fp->skel->maps.viommu_nodes;
+	fp->maps[M_EXTS] = fp->skel->maps.viommu_extents;
+	fp->maps[M_HASH] = fp->skel->maps.viommu_hash;
+	fp->maps[M_READERS] = fp->skel->maps.viommu_readers;
+	for (int i = 0; i < M_COUNT; i++) {
+		fp->len[i] = map_bytes(fp->maps[i]);
+		fp->mem[i] = mmap(NULL, fp->len[i], PROT_READ | PROT_WRITE, MAP_SHARED,
+				  bpf_map__fd(fp->maps[i]), 0);
+		if (fp->mem[i] == MAP_FAILED) {
+			fp->mem[i] = NULL;
+			err = -errno;
+			goto fail;
+		}
+	}
+	fp->meta = fp->mem[M_META];
+	fp->eps = fp->mem[M_EPS];
+	fp->ep_index = fp->mem[M_EPIDX];
+	fp->nodes = fp->mem[M_NODES];
+	fp->exts = fp->mem[M_EXTS];
+	fp->buckets = fp->mem[M_HASH];
+	fp->view = (struct viommu_fp_view){
+		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
+		.exts = fp->exts, .buckets = fp->buckets, .readers = fp->mem[M_READERS],
+		.nodes_max = o.nodes, .extents_max = o.extents, .hash_mask = o.hash_buckets - 1,
+	};
+
+	fp->node_free = calloc(o.nodes, sizeof(uint32_t));
+	fp->node_used = calloc(o.nodes, sizeof(uint16_t));
+	fp->ext_free = calloc(o.extents, sizeof(uint32_t));
+	if (!fp->node_free || !fp->node_used || !fp->ext_free) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	/* Every node and record starts free (odd seq, I1); pop order hands out index 0 first. */
+	for (uint32_t i = 0; i < o.nodes; i++) {
+		ST(&fp->nodes[i].seq, 1);
+		fp->node_free[i] = o.nodes - 1 - i;
+	}
+	fp->node_free_n = o.nodes;
+	for (uint32_t i = 0; i < o.extents; i++) {
+		ST(&fp->exts[i].seq, 1);
+		fp->ext_free[i] = o.extents - 1 - i;
+	}
+	fp->ext_free_n = o.extents;
+	fp->meta->abi_version = VIOMMU_ABI_VERSION;
+	fp->meta->nodes_max = o.nodes;
+	fp->meta->extents_max = o.extents;
+	fp->meta->hash_mask = o.hash_buckets - 1;
+	fp->meta->readers_max = VIOMMU_READERS_MAX;
+	fp->meta->epoch = 2;
+	ST_REL(&fp->meta->magic, VIOMMU_ABI_MAGIC);
+
+	q = membarrier(MEMBARRIER_CMD_QUERY);
+	fp->membarrier_global = q > 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+	if (q < 0 || !(q & (MEMBARRIER_CMD_GLOBAL | MEMBARRIER_CMD_GLOBAL_EXPEDITED))) {
+		err = -ENOSYS;
+		goto fail;
+	}
+	if (fp->membarrier_global)
+		membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
+
+	fp->sync_inner_fd = bpf_map__fd(fp->skel->maps.viommu_sync_inner);
+	fp->rb = ring_buffer__new(bpf_map__fd(fp->skel->maps.viommu_faults), on_fault, fp, NULL);
+	if (!fp->rb) {
+		err = -errno;
+		goto fail;
+	}
+
+	obs = (struct viommu_observer){
+		.ctx = fp,
+		.endpoint_changed = fp_endpoint_changed,
+		.domain_created = fp_domain_created,
+		.domain_destroyed = fp_domain_destroyed,
+		.map = fp_map,
+		.unmap = fp_unmap,
+		.sync = fp_sync,
+	};
+	if ((err = viommu_device_add_observer(dev, &obs)))
+		goto fail;
+	return fp;
+fail:
+	viommu_fastpath_free(fp);
+	errno = err < 0 ? -err : EINVAL;
+	return NULL;
+}
+
+void viommu_fastpath_free(struct viommu_fastpath *fp)
+{
+	if (!fp)
+		return;
+	if (fp->dev)
+		viommu_device_remove_observer(fp->dev, fp);
+	if (fp->pinned)
+		viommu_fastpath_unpin(fp);
+	ring_buffer__free(fp->rb);
+	for (int i = 0; i < M_COUNT; i++)
+		if (fp->mem[i])
+			munmap(fp->mem[i], fp->len[i]);
+	viommu_xlate_bpf__destroy(fp->skel);
+	free(fp->node_free);
+	free(fp->node_used);
+	free(fp->ext_free);
+	free(fp);
+}
+
+const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp)
+{
+	return &fp->view;
+}
+
+struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp)
+{
+	return fp->dev;
+}
+
+int viommu_fastpath_xdp_fd(const struct viommu_fastpath *fp)
+{
+	return bpf_program__fd(fp->skel->progs.viommu_xdp);
+}
+
+int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp)
+{
+	return bpf_program__fd(fp->skel->progs.viommu_xlate_batch);
+}
+
+int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
+				  struct viommu_answer *a, unsigned n, bool report)
+{
+	struct viommu_batch b;
+	LIBBPF_OPTS(bpf_test_run_opts, topts, .ctx_in = &b, .ctx_size_in = sizeof(b));
+	int err;
+
+	if (n > VIOMMU_BULK_MAX)
+		return -EINVAL;
+	b.n = n;
+	b.report_faults = report;
+	memcpy(b.q, q, n * sizeof(*q));
+	err = bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &topts);
+	if (err)
+		return -errno;
+	if (topts.retval)
+		return -EINVAL;
+	memcpy(a, b.a, n * sizeof(*a));
+	return 0;
+}
+
+int viommu_fastpath_poll_faults(struct viommu_fastpath *fp)
+{
+	return ring_buffer__consume(fp->rb);
+}
+
+/* ---- sharing with other processes ---- */
+
+static const char *const pin_names[] = {
+	"viommu_meta", "viommu_endpoints", "viommu_ep_index", "viommu_nodes",
+	"viommu_extents", "viommu_hash", "viommu_readers",
+};
+
+int viommu_fastpath_pin(struct viommu_fastpath *fp, const char *dir)
+{
+	char path[512];
+	int err;
+
+	if (strlen(dir) >= sizeof(fp->pin_dir))
+		return -ENAMETOOLONG;
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return -errno;
+	snprintf(fp->pin_dir, sizeof(fp->pin_dir), "%s", dir);
+	fp->pinned = true;
+	for (int i = 0; i < M_COUNT; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, pin_names[i]);
+		if ((err = bpf_map__pin(fp->maps[i], path)))
+			goto fail;
+		chmod(path, 0600);
+	}
+	snprintf(path, sizeof(path), "%s/viommu_report_fault", dir);
+	if ((err = bpf_program__pin(fp->skel->progs.viommu_report_fault, path)))
+		goto fail;
+	chmod(path, 0600);
+	return 0;
+fail:
+	viommu_fastpath_unpin(fp);
+	return err;
+}
+
+void viommu_fastpath_unpin(struct viommu_fastpath *fp)
+{
+	char path[512];
+
+	if (!fp->pinned)
+		return;
+	for (int i = 0; i < M_COUNT; i++) {
+		snprintf(path, sizeof(path), "%s/%s", fp->pin_dir, pin_names[i]);
+		unlink(path);
+	}
+	snprintf(path, sizeof(path), "%s/viommu_report_fault", fp->pin_dir);
+	unlink(path);
+	rmdir(fp->pin_dir);
+	fp->pinned = false;
+}
+
+int viommu_fastpath_send_fds(struct viommu_fastpath *fp, int sock)
+{
+	int fds[M_COUNT + 1], n = 0, err = 0;
+	char cbuf[CMSG_SPACE(sizeof(fds))];
+	char tag = 'V';
+	struct iovec iov = { .iov_base = &tag, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			      .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c;
+
+	/* Data maps go out read-only (the reader cannot write what it must not); the reader
+	 * slots map read-write (each reader owns a slot); plus the fault-report program. */
+	for (int i = 0; i < M_COUNT; i++) {
+		struct bpf_map_info info = { 0 };
+		__u32 len = sizeof(info);
+		LIBBPF_OPTS(bpf_get_fd_by_id_opts, o, .open_flags = i == M_READERS ? 0 : BPF_F_RDONLY);
+
+		if (bpf_obj_get_info_by_fd(bpf_map__fd(fp->maps[i]), &info, &len) ||
+		    (fds[n] = bpf_map_get_fd_by_id_opts(info.id, &o)) < 0) {
+			err = -errno;
+			goto out;
+		}
+		n++;
+	}
+	if ((fds[n] = dup(bpf_program__fd(fp->skel->progs.viommu_report_fault))) < 0) {
+		err = -errno;
+		goto out;
+	}
+	n++;
+	memset(cbuf, 0, sizeof(cbuf));
+	c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(fds));
+	memcpy(CMSG_DATA(c), fds, sizeof(fds));
+	if (sendmsg(sock, &msg, 0) < 0)
+		err = -errno;
+out:
+	while (n--)
+		close(fds[n]);
+	return err;
+}
+
+/* ---- counters ---- */
+
+void viommu_fastpath_print_stat(const struct viommu_fastpath *fp, FILE *out)
+{
+	const struct viommu_meta *m = fp->meta;
+	struct viommu_stats bpf = { 0 };
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t ul = 0, uh = 0, uf[3] = { 0, 0, 0 };
+	unsigned nreaders = 0;
+
+	if (ncpu > 0) {
+		struct viommu_stats *per = calloc((size_t)ncpu, sizeof(*per));
+		uint32_t zero = 0;
+
+		if (per && !bpf_map_lookup_elem(bpf_map__fd(fp->skel->maps.viommu_stats), &zero, per)) {
+			for (int c = 0; c < ncpu; c++) {
+				bpf.lookups += per[c].lookups;
+				bpf.hits += per[c].hits;
+				bpf.identity += per[c].identity;
+				bpf.walks += per[c].walks;
+				bpf.hash_hits += per[c].hash_hits;
+				bpf.retries += per[c].retries;
+				for (int r = 0; r < 3; r++)
+					bpf.faults[r] += per[c].faults[r];
+			}
+		}
+		free(per);
+	}
+	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
+		const struct viommu_reader_slot *r = &fp->view.readers[i];
+
+		if (!LD(&r->pid) && !LD(&r->lookups))
+			continue;
+		nreaders += LD(&r->pid) != 0;
+		ul += LD(&r->lookups);
+		uh += LD(&r->hits);
+		for (int k = 0; k < 3; k++)
+			uf[k] += LD(&r->faults[k]);
+	}
+	fprintf(out, "fast path (shared memory, BPF maps)\n");
+	fprintf(out, "  endpoints      %u\n", m->endpoints_used);
+	fprintf(out, "  domains        %u\n", m->domains_used);
+	fprintf(out, "  extents        %u / %u\n", m->extents_used, m->extents_max);
+	fprintf(out, "  radix nodes    %u / %u (%.1f MiB)\n", m->nodes_used, m->nodes_max,
+		m->nodes_used * sizeof(struct viommu_node) / 1048576.0);
+	fprintf(out, "  hash           %u / %u slots used (load %.3f), %llu regions not indexed\n",
+		m->hash_used, (m->hash_mask + 1) * VIOMMU_HASH_WAYS,
+		(double)m->hash_used / ((m->hash_mask + 1) * VIOMMU_HASH_WAYS),
+		(unsigned long long)fp->hash_full);
+	fprintf(out, "  bytes/extent   %zu (record) + %.1f (radix nodes, amortised)\n",
+		sizeof(struct viommu_extent_rec),
+		m->extents_used ? (double)m->nodes_used * sizeof(struct viommu_node) / m->extents_used : 0.0);
+	fprintf(out, "  publications   %llu, grace periods %llu (%.1f us mean)\n",
+		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
+		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0);
+	fprintf(out, "  bpf readers    lookups %llu hits %llu identity %llu walks %llu hash-hits %llu "
+		     "retries %llu faults unknown/domain/mapping %llu/%llu/%llu\n",
+		(unsigned long long)bpf.lookups, (unsigned long long)bpf.hits,
+		(unsigned long long)bpf.identity, (unsigned long long)bpf.walks,
+		(unsigned long long)bpf.hash_hits, (unsigned long long)bpf.retries,
+		(unsigned long long)bpf.faults[0], (unsigned long long)bpf.faults[1],
+		(unsigned long long)bpf.faults[2]);
+	fprintf(out, "  user readers   %u open, lookups %llu hits %llu faults %llu/%llu/%llu\n",
+		nreaders, (unsigned long long)ul, (unsigned long long)uh, (unsigned long long)uf[0],
+		(unsigned long long)uf[1], (unsigned long long)uf[2]);
+}

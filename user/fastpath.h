@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * viommu_fastpath: the writer of the shared-memory translator. It observes a device core
+ * (device.h) and mirrors every change into BPF_F_MMAPABLE array maps (bpf/viommu_abi.h) before the
+ * request completes; readers (reader.h, BPF programs) translate from those maps without locks.
+ *
+ * Concurrency: one writer — every function here runs on the device thread, the same thread that
+ * calls viommu_device_request(). Readers run anywhere (reader.h). docs/concurrency.md.
+ * Errors: 0 or -errno; constructors NULL + errno.
+ */
+#ifndef VIOMMU_FASTPATH_H
+#define VIOMMU_FASTPATH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "device.h"
+#include "viommu_abi.h"
+
+struct viommu_fastpath_opts {
+	uint32_t nodes; /* radix node pool (default VIOMMU_NODES_DEFAULT) */
+	uint32_t extents; /* extent records (default VIOMMU_EXTENTS_DEFAULT) */
+	uint32_t hash_buckets; /* power of two (default VIOMMU_HASH_BUCKETS_DEFAULT) */
+	bool lazy; /* no grace period on removal (lazy invalidation); default strict */
+	bool bpf_grace; /* strict removal also waits for running BPF programs (synchronize_rcu) */
+};
+
+struct viommu_fastpath;
+
+/* Create the maps (loads bpf/xlate.bpf.c into the kernel), mirror @dev's current state and
+ * observe it from now on. NULL + errno: ENOTSUP for a device granule below 4 KiB or more than
+ * VIOMMU_DOMAINS_MAX domains; EPERM / ENOSYS when the kernel refuses BPF. */
+struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
+					    const struct viommu_fastpath_opts *opts);
+/* Stops observing and unmaps/frees everything. Readers of this process must be closed first. */
+void viommu_fastpath_free(struct viommu_fastpath *fp);
+
+/* Pin the maps and programs under @dir (created 0700, files 0600) for readers in other
+ * processes; viommu_fastpath_unpin() removes them. */
+int viommu_fastpath_pin(struct viommu_fastpath *fp, const char *dir);
+void viommu_fastpath_unpin(struct viommu_fastpath *fp);
+/* Send the map fds over a connected unix socket (SCM_RIGHTS), data maps read-only. */
+int viommu_fastpath_send_fds(struct viommu_fastpath *fp, int sock);
+
+/* Translate @n (<= VIOMMU_BULK_MAX) queries in one BPF_PROG_TEST_RUN of the syscall program.
+ * @report: faults go to the ring buffer (see poll_faults). Returns 0 or -errno. */
+int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
+				  struct viommu_answer *a, unsigned n, bool report);
+/* Move fault records from the BPF ring buffer into the device's fault queue; returns how many. */
+int viommu_fastpath_poll_faults(struct viommu_fastpath *fp);
+
+/* Program fds for in-kernel consumers and tests. */
+int viommu_fastpath_xdp_fd(const struct viommu_fastpath *fp);
+int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp);
+
+/* Shared memory views, for readers in this process (reader.h). */
+struct viommu_fp_view {
+	const struct viommu_meta *meta;
+	const struct viommu_ep_entry *eps;
+	const __u64 *ep_index;
+	const struct viommu_node *nodes;
+	const struct viommu_extent_rec *exts;
+	const struct viommu_hash_bucket *buckets;
+	struct viommu_reader_slot *readers; /* writable: readers own their slot */
+	uint32_t nodes_max, extents_max, hash_mask;
+};
+const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp);
+struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp);
+
+/* Counters and occupancy (`viommu stat`). */
+void viommu_fastpath_print_stat(const struct viommu_fastpath *fp, FILE *out);
+
+#endif

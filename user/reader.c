@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+/* Userspace readers: opening the shared maps (this process or another), bulk lookups, faults. */
+#include "reader.h"
+
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+#include "device.h"
+#include "fastpath.h"
+
+enum { R_META, R_EPS, R_EPIDX, R_NODES, R_EXTS, R_HASH, R_READERS, R_COUNT };
+
+static const char *const names[R_COUNT] = {
+	"viommu_meta", "viommu_endpoints", "viommu_ep_index", "viommu_nodes",
+	"viommu_extents", "viommu_hash", "viommu_readers",
+};
+
+/* Claim a free reader slot (pid 0 -> ours). Slots are shared by every process. */
+static int claim_slot(struct viommu_reader *r, struct viommu_reader_slot *slots, uint32_t max)
+{
+	uint32_t pid = (uint32_t)getpid();
+
+	for (uint32_t i = 0; i < max; i++) {
+		uint32_t zero = 0;
+
+		if (__atomic_compare_exchange_n(&slots[i].pid, &zero, pid, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED)) {
+			r->slot = &slots[i];
+			__atomic_store_n(&r->slot->tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
+			__atomic_store_n(&r->slot->active, 0, __ATOMIC_RELAXED);
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+/* The writer's membarrier(GLOBAL_EXPEDITED) reaches only registered processes. */
+static void register_membarrier(void)
+{
+	int q = (int)syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+
+	if (q > 0 && (q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED))
+		syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0);
+}
+
+struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
+{
+	const struct viommu_fp_view *v = viommu_fastpath_view(fp);
+	struct viommu_reader *r = calloc(1, sizeof(*r));
+	int err;
+
+	if (!r)
+		return NULL;
+	r->meta = v->meta;
+	r->eps = v->eps;
+	r->ep_index = v->ep_index;
+	r->nodes = v->nodes;
+	r->exts = v->exts;
+	r->buckets = v->buckets;
+	r->nodes_max = v->nodes_max;
+	r->extents_max = v->extents_max;
+	r->hash_mask = v->hash_mask;
+	r->dev = viommu_fastpath_device(fp);
+	r->fault_prog_fd = -1;
+	if ((err = claim_slot(r, v->readers, VIOMMU_READERS_MAX))) {
+		free(r);
+		errno = -err;
+		return NULL;
+	}
+	register_membarrier();
+	return r;
+}
+
+/* Map the fds (R_COUNT maps + the fault program) into a reader of another process. */
+static struct viommu_reader *open_fds(int fds[R_COUNT + 1])
+{
+	struct viommu_reader *r = calloc(1, sizeof(*r));
+	int err = 0;
+
+	if (!r) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	r->fault_prog_fd = fds[R_COUNT];
+	for (int i = 0; i < R_COUNT; i++) {
+		struct bpf_map_info info = { 0 };
+		__u32 len = sizeof(info);
+		size_t bytes, page = (size_t)sysconf(_SC_PAGESIZE);
+
+		r->fds[i] = fds[i];
+		if (bpf_obj_get_info_by_fd(fds[i], &info, &len)) {
+			err = -errno;
+			goto fail;
+		}
+		bytes = (((info.value_size + 7) & ~7u) * (size_t)info.max_entries + page - 1) & ~(page - 1);
+		/* Read-only for the data maps: this process can read the translator, never write it. */
+		r->maps[i] = mmap(NULL, bytes, i == R_READERS ? PROT_READ | PROT_WRITE : PROT_READ,
+				  MAP_SHARED, fds[i], 0);
+		if (r->maps[i] == MAP_FAILED) {
+			r->maps[i] = NULL;
+			err = -errno;
+			goto fail;
+		}
+		r->map_len[i] = bytes;
+		r->nmaps = i + 1;
+		if (i == R_NODES)
+			r->nodes_max = info.max_entries;
+		else if (i == R_EXTS)
+			r->extents_max = info.max_entries;
+		else if (i == R_HASH)
+			r->hash_mask = info.max_entries - 1;
+	}
+	r->meta = r->maps[R_META];
+	r->eps = r->maps[R_EPS];
+	r->ep_index = r->maps[R_EPIDX];
+	r->nodes = r->maps[R_NODES];
+	r->exts = r->maps[R_EXTS];
+	r->buckets = r->maps[R_HASH];
+	if (__atomic_load_n(&r->meta->magic, __ATOMIC_ACQUIRE) != VIOMMU_ABI_MAGIC ||
+	    r->meta->abi_version != VIOMMU_ABI_VERSION) {
+		err = -EPROTO;
+		goto fail;
+	}
+	if ((err = claim_slot(r, r->maps[R_READERS], VIOMMU_READERS_MAX)))
+		goto fail;
+	register_membarrier();
+	return r;
+fail:
+	if (r) {
+		viommu_reader_close(r);
+	} else {
+		for (int i = 0; i <= R_COUNT; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+	}
+	errno = -err;
+	return NULL;
+}
+
+struct viommu_reader *viommu_reader_open_pinned(const char *dir)
+{
+	int fds[R_COUNT + 1];
+	char path[512];
+
+	for (int i = 0; i <= R_COUNT; i++)
+		fds[i] = -1;
+	for (int i = 0; i <= R_COUNT; i++) {
+		LIBBPF_OPTS(bpf_obj_get_opts, o, .file_flags = (i == R_READERS || i == R_COUNT) ?
+								0 : BPF_F_RDONLY);
+		int err;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, i < R_COUNT ? names[i] : "viommu_report_fault");
+		fds[i] = bpf_obj_get_opts(path, &o);
+		if (fds[i] < 0) {
+			err = errno;
+			for (int j = 0; j < i; j++)
+				close(fds[j]);
+			errno = err;
+			return NULL;
+		}
+	}
+	return open_fds(fds);
+}
+
+struct viommu_reader *viommu_reader_open_socket(int sock)
+{
+	int fds[R_COUNT + 1];
+	char cbuf[CMSG_SPACE(sizeof(fds))], tag;
+	struct iovec iov = { .iov_base = &tag, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			      .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c;
+
+	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) <= 0)
+		return NULL;
+	c = CMSG_FIRSTHDR(&msg);
+	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(fds))) {
+		errno = EPROTO;
+		return NULL;
+	}
+	memcpy(fds, CMSG_DATA(c), sizeof(fds));
+	return open_fds(fds);
+}
+
+void viommu_reader_close(struct viommu_reader *r)
+{
+	if (!r)
+		return;
+	if (r->slot) {
+		__atomic_store_n(&r->slot->active, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&r->slot->pid, 0, __ATOMIC_RELEASE);
+	}
+	for (int i = 0; i < r->nmaps; i++)
+		if (r->maps[i])
+			munmap(r->maps[i], r->map_len[i]);
+	for (int i = 0; i < r->nmaps; i++)
+		close(r->fds[i]);
+	if (r->fault_prog_fd >= 0)
+		close(r->fault_prog_fd);
+	free(r);
+}
+
+static void count(struct viommu_reader *r, const struct viommu_answer *a)
+{
+	struct viommu_reader_slot *s = r->slot;
+
+	/* Counters of our own slot: relaxed, read racily by `viommu stat`. */
+	__atomic_store_n(&s->lookups, s->lookups + 1, __ATOMIC_RELAXED);
+	if (a->result == VIOMMU_FP_HIT)
+		__atomic_store_n(&s->hits, s->hits + 1, __ATOMIC_RELAXED);
+	else if (a->result == VIOMMU_FP_IDENT)
+		__atomic_store_n(&s->identity, s->identity + 1, __ATOMIC_RELAXED);
+	else if (a->result == VIOMMU_FP_RETRY)
+		__atomic_store_n(&s->retries, s->retries + 1, __ATOMIC_RELAXED);
+}
+
+uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
+				      struct viommu_answer *a, unsigned n)
+{
+	uint64_t mask = 0;
+
+	if (n > VIOMMU_BULK_MAX)
+		n = VIOMMU_BULK_MAX;
+	for (unsigned i = 0; i < n; i++) {
+		viommu_translate(r, &q[i], &a[i]);
+		if (a[i].result == VIOMMU_FP_HIT || a[i].result == VIOMMU_FP_IDENT)
+			mask |= 1ull << i;
+		count(r, &a[i]);
+	}
+	return mask;
+}
+
+int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_query *q,
+			       const struct viommu_answer *a)
+{
+	struct viommu_fault_rec rec = {
+		.endpoint = q->endpoint,
+		.reason = (uint8_t)a->reason,
+		.access = q->access,
+		.address = a->fault_addr,
+	};
+
+	if (a->result != VIOMMU_FP_FAULT || a->reason > 2)
+		return -EINVAL;
+	__atomic_store_n(&r->slot->faults[a->reason], r->slot->faults[a->reason] + 1, __ATOMIC_RELAXED);
+	if (r->dev)
+		return viommu_device_report_fault(r->dev, rec.endpoint, rec.reason, rec.access,
+						  rec.address);
+	/* Another process: through the device's BPF ring buffer. */
+	{
+		LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &rec, .ctx_size_in = sizeof(rec));
+
+		if (bpf_prog_test_run_opts(r->fault_prog_fd, &o))
+			return -errno;
+		return o.retval ? -ENOBUFS : 0;
+	}
+}

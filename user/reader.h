@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * viommu_reader: a userspace reader of the fast path, in the device's process or any other.
+ * The lookup is inline (bpf/viommu_lookup.h over mmapped maps): no syscall, no lock, no write
+ * to shared memory on the lookup itself.
+ *
+ * Concurrency: a reader is owned by one thread; any number of readers run beside the one writer.
+ * Grace periods: a thread that uses a translation after the lookup (a DMA) brackets lookup + use
+ * with viommu_reader_enter()/exit(); a strict UNMAP completes only after every reader that could
+ * have seen the old translation has exited (docs/concurrency.md, I7).
+ */
+#ifndef VIOMMU_READER_H
+#define VIOMMU_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "viommu_abi.h"
+
+struct viommu_fastpath;
+struct viommu_device;
+
+struct viommu_reader {
+	/* the view (read-only mappings in other processes) */
+	const struct viommu_meta *meta;
+	const struct viommu_ep_entry *eps;
+	const __u64 *ep_index;
+	const struct viommu_node *nodes;
+	const struct viommu_extent_rec *exts;
+	const struct viommu_hash_bucket *buckets;
+	uint32_t nodes_max, extents_max, hash_mask;
+	struct viommu_reader_slot *slot; /* this reader's slot: grace periods and counters */
+	/* where faults go: the device (same process) or the BPF fault program (other process) */
+	struct viommu_device *dev;
+	int fault_prog_fd;
+	/* private */
+	void *maps[8];
+	size_t map_len[8];
+	int fds[8];
+	int nmaps;
+};
+
+/* A reader in the device's own process. NULL + errno (ENOSPC: all reader slots taken). */
+struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp);
+/* A reader in another process, from the maps pinned under @dir (viommu_fastpath_pin). */
+struct viommu_reader *viommu_reader_open_pinned(const char *dir);
+/* A reader in another process, from fds received over @sock (viommu_fastpath_send_fds). */
+struct viommu_reader *viommu_reader_open_socket(int sock);
+void viommu_reader_close(struct viommu_reader *r);
+
+/* Translate one query; inline, lock-free, wait-free but for VIOMMU_RETRIES bounded retries.
+ * Returns a->result (enum viommu_fp_result). Does not report faults (see report_fault). */
+static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
+					       struct viommu_answer *a);
+/* Up to 64 queries; returns the mask of queries answered HIT or IDENT (bit i = q[i]). */
+uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
+				      struct viommu_answer *a, unsigned n);
+/* Send a fault this reader saw to the device's event queue. 0 or -errno. */
+int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_query *q,
+			       const struct viommu_answer *a);
+
+/* Grace-period critical section (see above). Cost: two plain stores, no fence (the writer uses
+ * membarrier). Acts as rcu_read_lock()/rcu_read_unlock() for the fast path's translations. */
+static inline void viommu_reader_enter(struct viommu_reader *r)
+{
+	/* Relaxed: the writer's membarrier orders this store before our later loads (W5/R1). */
+	__atomic_store_n(&r->slot->active, __atomic_load_n(&r->meta->epoch, __ATOMIC_RELAXED) | 1,
+			 __ATOMIC_RELAXED);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST); /* compiler-only: keep lookups after the store */
+}
+
+static inline void viommu_reader_exit(struct viommu_reader *r)
+{
+	/* Release: every use of a translation happens before the writer sees us quiescent (R2). */
+	__atomic_store_n(&r->slot->active, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- the inline lookup: bpf/viommu_lookup.h over this reader's mappings ---- */
+#define VIOMMU_CTX_PARAM struct viommu_reader *vr
+#define VIOMMU_CTX_ARG vr
+#define VIOMMU_LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define VIOMMU_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define VIOMMU_FENCE_ACQ() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#define VIOMMU_STAT(field) ((void)0)
+#define viommu_acc_ep(r, i) ((i) < VIOMMU_EP_ENTRIES ? &(r)->eps[i] : (const struct viommu_ep_entry *)0)
+#define viommu_acc_ep_index(r, i) (&(r)->ep_index[i])
+#define viommu_acc_node(r, i) ((i) < (r)->nodes_max ? &(r)->nodes[i] : (const struct viommu_node *)0)
+#define viommu_acc_ext(r, i) ((i) < (r)->extents_max ? &(r)->exts[i] : (const struct viommu_extent_rec *)0)
+#define viommu_acc_bucket(r, i) (&(r)->buckets[i])
+#define viommu_acc_hash_mask(r) ((r)->hash_mask)
+#include "viommu_lookup.h"
+
+static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
+					       struct viommu_answer *a)
+{
+	viommu_translate(r, q, a);
+	return a->result;
+}
+
+#endif

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT
+/* The replayer's fast-path readers: `user` (inline reader) and `bpf` (the syscall program). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastpath.h"
+#include "reader.h"
+#include "replay.h"
+
+/* One fast path per device, shared by the user and bpf readers of a replay. */
+static struct {
+	struct viommu_device *dev;
+	struct viommu_fastpath *fp;
+	int refs;
+} shared;
+
+static struct viommu_fastpath *fp_get(struct viommu_device *dev)
+{
+	if (shared.dev == dev && shared.fp) {
+		shared.refs++;
+		return shared.fp;
+	}
+	if (shared.fp)
+		return errno = EBUSY, NULL;
+	shared.fp = viommu_fastpath_new(dev, NULL);
+	if (!shared.fp)
+		return NULL;
+	shared.dev = dev;
+	shared.refs = 1;
+	return shared.fp;
+}
+
+static void fp_put(void)
+{
+	if (--shared.refs == 0) {
+		viommu_fastpath_free(shared.fp);
+		memset(&shared, 0, sizeof(shared));
+	}
+}
+
+static enum viommu_xlate_result to_xlate(const struct viommu_answer *a, struct viommu_xlate *out)
+{
+	memset(out, 0, sizeof(*out));
+	switch (a->result) {
+	case VIOMMU_FP_HIT:
+		out->pa = a->pa;
+		out->ext_start = a->ext_start;
+		out->ext_end = a->ext_end;
+		out->ext_phys = a->ext_phys;
+		out->ext_flags = a->ext_flags;
+		return VIOMMU_XLATE_OK;
+	case VIOMMU_FP_IDENT:
+		out->pa = a->pa;
+		return VIOMMU_XLATE_IDENTITY;
+	case VIOMMU_FP_FAULT:
+		out->reason = (uint8_t)a->reason;
+		out->fault_addr = a->fault_addr;
+		return VIOMMU_XLATE_FAULT;
+	default: /* RETRY: cannot happen without a concurrent writer; shows as a mismatch */
+		out->reason = 0xff;
+		return VIOMMU_XLATE_FAULT;
+	}
+}
+
+struct user_ctx {
+	struct viommu_fastpath *fp;
+	struct viommu_reader *r;
+};
+
+static enum viommu_xlate_result user_translate(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
+					       uint32_t access, struct viommu_xlate *out)
+{
+	struct user_ctx *c = ctx;
+	struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = size };
+	struct viommu_answer a;
+
+	viommu_reader_translate_bulk(c->r, &q, &a, 1);
+	if (a.result == VIOMMU_FP_FAULT)
+		viommu_reader_report_fault(c->r, &q, &a);
+	return to_xlate(&a, out);
+}
+
+static void user_stat(void *ctx, FILE *out)
+{
+	viommu_fastpath_print_stat(((struct user_ctx *)ctx)->fp, out);
+}
+
+static void user_close(void *ctx)
+{
+	struct user_ctx *c = ctx;
+
+	viommu_reader_close(c->r);
+	fp_put();
+	free(c);
+}
+
+int viommu_replay_open_user(struct viommu_device *dev, struct viommu_replay_reader *r)
+{
+	struct user_ctx *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	if (!(c->fp = fp_get(dev))) {
+		free(c);
+		return -errno;
+	}
+	if (!(c->r = viommu_reader_open(c->fp))) {
+		int err = -errno;
+
+		fp_put();
+		free(c);
+		return err;
+	}
+	r->name = "user";
+	r->ctx = c;
+	r->translate = user_translate;
+	r->print_stat = user_stat;
+	r->close = user_close;
+	return 0;
+}
+
+static enum viommu_xlate_result bpf_translate(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
+					      uint32_t access, struct viommu_xlate *out)
+{
+	struct viommu_fastpath *fp = ctx;
+	struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = size };
+	struct viommu_answer a = { .result = VIOMMU_FP_RETRY };
+
+	if (viommu_fastpath_bpf_translate(fp, &q, &a, 1, true))
+		a.result = VIOMMU_FP_RETRY;
+	viommu_fastpath_poll_faults(fp);
+	return to_xlate(&a, out);
+}
+
+static void bpf_stat(void *ctx, FILE *out)
+{
+	(void)ctx;
+	(void)out; /* printed once, by the user path (same maps) */
+}
+
+static void bpf_close(void *ctx)
+{
+	(void)ctx;
+	fp_put();
+}
+
+int viommu_replay_open_bpf(struct viommu_device *dev, struct viommu_replay_reader *r)
+{
+	struct viommu_fastpath *fp = fp_get(dev);
+
+	if (!fp)
+		return -errno;
+	r->name = "bpf";
+	r->ctx = fp;
+	r->translate = bpf_translate;
+	r->print_stat = bpf_stat;
+	r->close = bpf_close;
+	return 0;
+}
