@@ -752,15 +752,10 @@ int viommu_fastpath_send_fds(struct viommu_fastpath *fp, int sock)
 			      .msg_controllen = sizeof(cbuf) };
 	struct cmsghdr *c;
 
-	/* Data maps go out read-only (the reader cannot write what it must not); the reader
-	 * slots map read-write (each reader owns a slot); plus the fault-report program. */
+	/* The map fds (the reader maps the data maps read-only and closes the fds at once: see
+	 * reader.c, a BPF_F_RDONLY fd cannot be mmapped) and the fault-report program. */
 	for (int i = 0; i < M_COUNT; i++) {
-		struct bpf_map_info info = { 0 };
-		__u32 len = sizeof(info);
-		LIBBPF_OPTS(bpf_get_fd_by_id_opts, o, .open_flags = i == M_READERS ? 0 : BPF_F_RDONLY);
-
-		if (bpf_obj_get_info_by_fd(bpf_map__fd(fp->maps[i]), &info, &len) ||
-		    (fds[n] = bpf_map_get_fd_by_id_opts(info.id, &o)) < 0) {
+		if ((fds[n] = dup(bpf_map__fd(fp->maps[i]))) < 0) {
 			err = -errno;
 			goto out;
 		}

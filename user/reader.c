@@ -101,7 +101,10 @@ static struct viommu_reader *open_fds(int fds[R_COUNT + 1])
 			goto fail;
 		}
 		bytes = (((info.value_size + 7) & ~7u) * (size_t)info.max_entries + page - 1) & ~(page - 1);
-		/* Read-only for the data maps: this process can read the translator, never write it. */
+		/* Read-only for the data maps: the kernel clears VM_MAYWRITE on a read-only mapping
+		 * of a BPF map, so once the fd is closed this process cannot write the translator
+		 * (mprotect refuses). A BPF_F_RDONLY fd cannot be mmapped at all (the kernel needs
+		 * VM_SHARED, which a read-only file loses), hence a read-write fd, closed at once. */
 		r->maps[i] = mmap(NULL, bytes, i == R_READERS ? PROT_READ | PROT_WRITE : PROT_READ,
 				  MAP_SHARED, fds[i], 0);
 		if (r->maps[i] == MAP_FAILED) {
@@ -109,6 +112,8 @@ static struct viommu_reader *open_fds(int fds[R_COUNT + 1])
 			err = -errno;
 			goto fail;
 		}
+		close(fds[i]);
+		r->fds[i] = fds[i] = -1;
 		r->map_len[i] = bytes;
 		r->nmaps = i + 1;
 		if (i == R_NODES)
@@ -153,12 +158,10 @@ struct viommu_reader *viommu_reader_open_pinned(const char *dir)
 	for (int i = 0; i <= R_COUNT; i++)
 		fds[i] = -1;
 	for (int i = 0; i <= R_COUNT; i++) {
-		LIBBPF_OPTS(bpf_obj_get_opts, o, .file_flags = (i == R_READERS || i == R_COUNT) ?
-								0 : BPF_F_RDONLY);
 		int err;
 
 		snprintf(path, sizeof(path), "%s/%s", dir, i < R_COUNT ? names[i] : "viommu_report_fault");
-		fds[i] = bpf_obj_get_opts(path, &o);
+		fds[i] = bpf_obj_get(path);
 		if (fds[i] < 0) {
 			err = errno;
 			for (int j = 0; j < i; j++)
@@ -202,7 +205,8 @@ void viommu_reader_close(struct viommu_reader *r)
 		if (r->maps[i])
 			munmap(r->maps[i], r->map_len[i]);
 	for (int i = 0; i < r->nmaps; i++)
-		close(r->fds[i]);
+		if (r->fds[i] >= 0)
+			close(r->fds[i]);
 	if (r->fault_prog_fd >= 0)
 		close(r->fault_prog_fd);
 	free(r);

@@ -1,0 +1,537 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The fast path: the userspace reader and the BPF programs (really loaded into the running
+ * kernel) against the device core's authoritative store. Tests that need BPF skip with the
+ * kernel's reason when it refuses.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <linux/if_ether.h>
+#include <linux/bpf.h>
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+#include "device.h"
+#include "fastpath.h"
+#include "reader.h"
+
+#define MSI_START 0xfee00000ull
+#define MSI_END 0xfeefffffull
+
+static struct viommu_device *dev;
+static struct viommu_fastpath *fp;
+
+static void fp_setup_with(const struct viommu_config *cfg, const struct viommu_fastpath_opts *o)
+{
+	struct viommu_resv msi = { MSI_START, MSI_END, VIOMMU_RESV_MEM_T_MSI };
+
+	dev = viommu_device_new(cfg);
+	cr_assert_not_null(dev);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 8, true, &msi, 1), 0);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 9, true, &msi, 1), 0);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 10, false, NULL, 0), 0);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 0x123456, true, &msi, 1), 0);
+	fp = viommu_fastpath_new(dev, o);
+	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
+		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	cr_assert_not_null(fp, "viommu_fastpath_new: %s", strerror(errno));
+}
+
+static void fp_setup(void)
+{
+	struct viommu_config cfg;
+
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	fp_setup_with(&cfg, NULL);
+}
+
+static void fp_teardown(void)
+{
+	viommu_fastpath_free(fp);
+	viommu_device_free(dev);
+	fp = NULL;
+	dev = NULL;
+}
+
+static uint8_t req_attach(uint32_t domain, uint32_t ep)
+{
+	uint8_t r[20] = { VIOMMU_T_ATTACH }, t[4];
+
+	viommu_put_le32(r + 4, domain);
+	viommu_put_le32(r + 8, ep);
+	cr_assert_eq(viommu_device_request_buf(dev, r, sizeof(r), t, sizeof(t)), 4);
+	return t[0];
+}
+
+static uint8_t req_map(uint32_t domain, uint64_t start, uint64_t end, uint64_t phys, uint32_t flags)
+{
+	uint8_t r[36] = { VIOMMU_T_MAP }, t[4];
+
+	viommu_put_le32(r + 4, domain);
+	viommu_put_le64(r + 8, start);
+	viommu_put_le64(r + 16, end);
+	viommu_put_le64(r + 24, phys);
+	viommu_put_le32(r + 32, flags);
+	cr_assert_eq(viommu_device_request_buf(dev, r, sizeof(r), t, sizeof(t)), 4);
+	return t[0];
+}
+
+static uint8_t req_unmap(uint32_t domain, uint64_t start, uint64_t end)
+{
+	uint8_t r[28] = { VIOMMU_T_UNMAP }, t[4];
+
+	viommu_put_le32(r + 4, domain);
+	viommu_put_le64(r + 8, start);
+	viommu_put_le64(r + 16, end);
+	cr_assert_eq(viommu_device_request_buf(dev, r, sizeof(r), t, sizeof(t)), 4);
+	return t[0];
+}
+
+/* The store's answer in fast-path terms. */
+static void store_answer(const struct viommu_query *q, struct viommu_answer *a)
+{
+	struct viommu_xlate x;
+
+	memset(a, 0, sizeof(*a));
+	switch (viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, &x)) {
+	case VIOMMU_XLATE_OK:
+		a->result = VIOMMU_FP_HIT;
+		a->pa = x.pa;
+		a->ext_start = x.ext_start;
+		a->ext_end = x.ext_end;
+		break;
+	case VIOMMU_XLATE_IDENTITY:
+		a->result = VIOMMU_FP_IDENT;
+		a->pa = q->iova;
+		break;
+	default:
+		a->result = VIOMMU_FP_FAULT;
+		a->reason = x.reason;
+		a->fault_addr = x.fault_addr;
+	}
+}
+
+static void assert_same(const struct viommu_query *q, const struct viommu_answer *want,
+			const struct viommu_answer *got, const char *who)
+{
+	cr_assert_eq(got->result, want->result, "%s: ep %u iova 0x%llx size %llu: result %u, store %u",
+		     who, q->endpoint, (unsigned long long)q->iova, (unsigned long long)q->size,
+		     got->result, want->result);
+	if (want->result == VIOMMU_FP_HIT || want->result == VIOMMU_FP_IDENT)
+		cr_assert_eq(got->pa, want->pa, "%s: iova 0x%llx pa 0x%llx, store 0x%llx", who,
+			     (unsigned long long)q->iova, (unsigned long long)got->pa,
+			     (unsigned long long)want->pa);
+	if (want->result == VIOMMU_FP_HIT)
+		cr_assert(got->ext_start == want->ext_start && got->ext_end == want->ext_end,
+			  "%s: the whole extent is returned", who);
+	if (want->result == VIOMMU_FP_FAULT)
+		cr_assert(got->reason == want->reason && got->fault_addr == want->fault_addr,
+			  "%s: iova 0x%llx fault reason %u addr 0x%llx, store %u 0x%llx", who,
+			  (unsigned long long)q->iova, got->reason, (unsigned long long)got->fault_addr,
+			  want->reason, (unsigned long long)want->fault_addr);
+}
+
+/* Check @n queries on all three paths. */
+static void check_queries(struct viommu_reader *r, const struct viommu_query *q, unsigned n)
+{
+	struct viommu_answer want[VIOMMU_BULK_MAX], user[VIOMMU_BULK_MAX], bpf[VIOMMU_BULK_MAX];
+
+	for (unsigned i = 0; i < n; i++)
+		store_answer(&q[i], &want[i]);
+	viommu_reader_translate_bulk(r, q, user, n);
+	cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, bpf, n, false), 0);
+	for (unsigned i = 0; i < n; i++) {
+		assert_same(&q[i], &want[i], &user[i], "user");
+		assert_same(&q[i], &want[i], &bpf[i], "bpf");
+	}
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+TestSuite(fastpath, .init = fp_setup, .fini = fp_teardown);
+
+Test(fastpath, user_and_bpf_readers_agree_with_the_store_on_random_requests)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	static const uint64_t sizes[] = { 1ull << 12, 2ull << 12, 16ull << 12, 1ull << 21,
+					  3ull << 21, 1ull << 30, (1ull << 21) + (5ull << 12) };
+	struct viommu_query q[VIOMMU_BULK_MAX];
+
+	cr_assert_not_null(r);
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_attach(2, 9), VIOMMU_S_OK);
+	for (int round = 0; round < 300; round++) {
+		uint32_t domain = 1 + (uint32_t)(rnd() % 2);
+		uint64_t size = sizes[rnd() % (sizeof(sizes) / sizeof(sizes[0]))];
+		/* IOVAs in a 64 GiB window, aligned to the granule, so maps and unmaps collide. */
+		uint64_t start = (rnd() % (64ull << 30)) & ~0xfffull;
+		uint64_t phys = (rnd() % (1ull << 40)) & ~0xfffull;
+
+		if (rnd() % 3)
+			req_map(domain, start, start + size - 1, phys, 1 + (uint32_t)(rnd() % 3));
+		else
+			req_unmap(domain, start, start + (rnd() % 4 + 1) * size - 1);
+		if (round % 20 == 0)
+			req_attach(1 + (uint32_t)(rnd() % 3), 8 + (uint32_t)(rnd() % 2));
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+			q[i].endpoint = 8 + (uint32_t)(rnd() % 3);
+			q[i].iova = (rnd() % (64ull << 30));
+			q[i].size = rnd() % 4 ? 1 : rnd() % (1ull << 22);
+			q[i].access = 1 + (uint32_t)(rnd() % 3);
+		}
+		check_queries(r, q, VIOMMU_BULK_MAX);
+	}
+	viommu_reader_close(r);
+}
+
+Test(fastpath, a_huge_extent_is_a_handful_of_radix_entries)
+{
+	const struct viommu_meta *m = viommu_fastpath_view(fp)->meta;
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[8];
+	uint32_t before;
+
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	before = m->nodes_used;
+	/* Linux's identity domain without BYPASS_CONFIG: [0, 2^48-1] minus the MSI window. */
+	cr_assert_eq(req_map(1, 0, MSI_START - 1, 0, 3), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, MSI_END + 1, (1ull << 48) - 1, MSI_END + 1, 3), VIOMMU_S_OK);
+	cr_assert_leq(m->nodes_used - before, 8, "%u nodes for 2^48 bytes", m->nodes_used - before);
+	for (unsigned i = 0; i < 8; i++) {
+		q[i].endpoint = 8;
+		q[i].iova = rnd() & ((1ull << 48) - 1);
+		q[i].size = 1;
+		q[i].access = 3;
+	}
+	q[0].iova = MSI_START + 0x10; /* the hole faults */
+	check_queries(r, q, 8);
+	cr_assert_eq(req_unmap(1, 0, (1ull << 48) - 1), VIOMMU_S_OK);
+	cr_assert_eq(m->nodes_used, before, "every node the extents used is freed");
+	viommu_reader_close(r);
+}
+
+Test(fastpath, the_last_page_of_the_address_space_translates)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[2] = {
+		{ .endpoint = 8, .access = 1, .iova = ~0ull, .size = 1 },
+		{ .endpoint = 8, .access = 1, .iova = ~0ull - 0xfff, .size = 0x1000 },
+	};
+	struct viommu_answer a;
+
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, ~0ull - 0xfff, ~0ull, 0x5000, 1), VIOMMU_S_OK);
+	check_queries(r, q, 2);
+	viommu_reader_translate(r, &q[0], &a);
+	cr_assert_eq(a.pa, 0x5fff);
+	viommu_reader_close(r);
+}
+
+Test(fastpath, endpoints_without_access_platform_translate_as_identity)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q = { .endpoint = 10, .access = 2, .iova = 0x1234, .size = 1 };
+	struct viommu_answer a;
+
+	cr_assert_eq(req_attach(1, 10), VIOMMU_S_OK);
+	cr_assert_eq(viommu_reader_translate(r, &q, &a), VIOMMU_FP_IDENT);
+	cr_assert_eq(a.pa, 0x1234);
+	check_queries(r, &q, 1);
+	viommu_reader_close(r);
+}
+
+Test(fastpath, endpoints_above_the_dense_range_use_the_sparse_index)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[3] = {
+		{ .endpoint = 0x123456, .access = 1, .iova = 0x2000, .size = 1 },
+		{ .endpoint = 0x123457, .access = 1, .iova = 0x2000, .size = 1 }, /* unknown */
+		{ .endpoint = 70000, .access = 1, .iova = 0x2000, .size = 1 }, /* unknown */
+	};
+	struct viommu_answer a;
+
+	cr_assert_eq(req_attach(5, 0x123456), VIOMMU_S_OK);
+	cr_assert_eq(req_map(5, 0x2000, 0x2fff, 0x9000, 1), VIOMMU_S_OK);
+	check_queries(r, q, 3);
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_FP_HIT);
+	cr_assert_eq(a.pa, 0x9000);
+	cr_assert_eq(viommu_reader_translate(r, &q[1], &a), VIOMMU_FP_FAULT);
+	cr_assert_eq(a.reason, VIOMMU_FAULT_R_UNKNOWN);
+	viommu_reader_close(r);
+}
+
+Test(fastpath, the_bulk_hit_mask_marks_translated_queries)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_answer a[VIOMMU_BULK_MAX];
+	uint64_t want = 0;
+
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0, (32ull << 12) - 1, 0x100000, 3), VIOMMU_S_OK);
+	for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+		q[i] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = (uint64_t)i << 12, .size = 8 };
+		if (i < 32)
+			want |= 1ull << i;
+	}
+	cr_assert_eq(viommu_reader_translate_bulk(r, q, a, VIOMMU_BULK_MAX), want);
+	check_queries(r, q, VIOMMU_BULK_MAX);
+	viommu_reader_close(r);
+}
+
+/* ---- the XDP program, katran-style: fixture table through bpf_prog_test_run_opts ---- */
+
+struct xdp_frame {
+	struct ethhdr eth;
+	struct viommu_query q;
+	struct viommu_answer a;
+} __attribute__((packed));
+
+struct xdp_case {
+	const char *what;
+	struct viommu_query q;
+	int action;
+	uint32_t result, reason;
+	uint64_t pa;
+};
+
+Test(fastpath, xdp_program_answers_the_fixture_table)
+{
+	static const struct xdp_case cases[] = {
+		{ "mapped read", { 8, 1, 0x10010, 16 }, XDP_TX, VIOMMU_FP_HIT, 0, 0x80010 },
+		{ "read-only mapping written", { 8, 2, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_MAPPING, 0 },
+		{ "two adjacent mappings", { 8, 1, 0x10ff0, 0x20 }, XDP_TX, VIOMMU_FP_HIT, 0, 0x80ff0 },
+		{ "unmapped", { 8, 1, 0x40000, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_MAPPING, 0 },
+		{ "2 MiB leaf", { 8, 3, 0x40201234, 1 }, XDP_TX, VIOMMU_FP_HIT, 0, 0x200001234 },
+		{ "unattached endpoint", { 9, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_DOMAIN, 0 },
+		{ "unknown endpoint", { 77, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_UNKNOWN, 0 },
+		{ "no ACCESS_PLATFORM", { 10, 3, 0xabc000, 1 }, XDP_TX, VIOMMU_FP_IDENT, 0, 0xabc000 },
+	};
+	struct xdp_frame in, out;
+
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x10000, 0x10fff, 0x80000, 1), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x11000, 0x11fff, 0x81000, 1), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x40200000, 0x403fffff, 0x200000000, 3), VIOMMU_S_OK);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct xdp_case *c = &cases[i];
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = &in, .data_size_in = sizeof(in),
+			    .data_out = &out, .data_size_out = sizeof(out), .repeat = 1);
+
+		memset(&in, 0, sizeof(in));
+		in.eth.h_proto = htons(0x88b5);
+		in.q = c->q;
+		cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_xdp_fd(fp), &o), 0, "%s: %s", c->what,
+			     strerror(errno));
+		cr_assert_eq((int)o.retval, c->action, "%s: action %u", c->what, o.retval);
+		cr_assert_eq(out.a.result, c->result, "%s: result %u", c->what, out.a.result);
+		if (c->result == VIOMMU_FP_FAULT)
+			cr_assert_eq(out.a.reason, c->reason, "%s: reason %u", c->what, out.a.reason);
+		else
+			cr_assert_eq(out.a.pa, c->pa, "%s: pa 0x%llx", c->what, (unsigned long long)out.a.pa);
+	}
+}
+
+Test(fastpath, xdp_program_passes_frames_that_are_not_descriptors)
+{
+	struct xdp_frame in = { 0 };
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = &in, .data_size_in = sizeof(in), .repeat = 1);
+
+	in.eth.h_proto = htons(ETH_P_IP);
+	cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_xdp_fd(fp), &o), 0);
+	cr_assert_eq(o.retval, XDP_PASS);
+	in.eth.h_proto = htons(0x88b5);
+	o.data_size_in = sizeof(in.eth) + sizeof(in.q); /* no room for the answer */
+	cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_xdp_fd(fp), &o), 0);
+	cr_assert_eq(o.retval, XDP_PASS);
+}
+
+Test(fastpath, faults_seen_by_bpf_reach_the_device_event_queue)
+{
+	struct viommu_query q = { .endpoint = 8, .access = 2, .iova = 0x7000, .size = 1 };
+	struct viommu_answer a;
+	struct viommu_wire_fault f;
+
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	viommu_device_eventq_post(dev, 1);
+	cr_assert_eq(viommu_fastpath_bpf_translate(fp, &q, &a, 1, true), 0);
+	cr_assert_eq(a.result, VIOMMU_FP_FAULT);
+	cr_assert_eq(viommu_fastpath_poll_faults(fp), 1);
+	cr_assert_eq(viommu_device_fault_pop(dev, &f), 0);
+	cr_assert_eq(f.reason, VIOMMU_FAULT_R_MAPPING);
+	cr_assert_eq(viommu_le32(&f.endpoint), 8);
+	cr_assert_eq(viommu_le64(&f.address), 0x7000);
+	cr_assert_eq(viommu_le32(&f.flags), VIOMMU_FAULT_F_WRITE | VIOMMU_FAULT_F_ADDRESS);
+}
+
+Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
+{
+	struct viommu_config cfg;
+	struct viommu_fastpath_opts o = { .nodes = 6 };
+	const struct viommu_meta *m;
+	uint32_t nodes;
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	fp_setup_with(&cfg, &o);
+	m = viommu_fastpath_view(fp)->meta;
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK); /* root: 1 node */
+	cr_assert_eq(req_map(1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 5 more: pool full */
+	nodes = m->nodes_used;
+	cr_assert_eq(nodes, 6);
+	/* Needs new level-3..5 nodes under another 512 GiB region: no room. */
+	cr_assert_eq(req_map(1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
+	cr_assert_eq(m->nodes_used, nodes);
+	cr_assert_eq(viommu_device_nr_mappings(dev), 1);
+	cr_assert_eq(m->extents_used, 1);
+	/* Another domain cannot get a root either. */
+	cr_assert_eq(req_attach(2, 9), VIOMMU_S_NOMEM);
+	cr_assert_null(viommu_device_domain(dev, 2));
+	cr_assert_eq(viommu_device_endpoint_state(dev, 9), VIOMMU_EP_BYPASS);
+}
+
+Test(fastpath, a_device_granule_below_4k_is_refused_with_enotsup)
+{
+	struct viommu_config cfg;
+	struct viommu_device *d;
+
+	viommu_config_default(&cfg);
+	cfg.page_size_mask = 0x200;
+	d = viommu_device_new(&cfg);
+	cr_assert_null(viommu_fastpath_new(d, NULL));
+	cr_assert_eq(errno, ENOTSUP);
+	viommu_device_free(d);
+}
+
+/* ---- a reader in a real second process ---- */
+
+/* The child: translate q, check against the expected pa, report a fault; exit 0 on success. */
+static int child_reader(struct viommu_reader *r, uint64_t want_pa)
+{
+	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = 0x3008, .size = 8 };
+	struct viommu_query bad = { .endpoint = 8, .access = 2, .iova = 0x3008, .size = 1 };
+	struct viommu_answer a;
+
+	if (!r) {
+		fprintf(stderr, "child: cannot open the reader: %s\n", strerror(errno));
+		return 10;
+	}
+	if (r->dev)
+		return 11; /* must not see the parent's device */
+	if (viommu_reader_translate(r, &q, &a) != VIOMMU_FP_HIT || a.pa != want_pa)
+		return 12;
+	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_FP_FAULT)
+		return 13;
+	if (viommu_reader_report_fault(r, &bad, &a))
+		return 14;
+	/* The data maps are read-only in this process, for good: no fd left, no mprotect. */
+	if (r->fds[3] != -1 || mprotect((void *)r->nodes, 4096, PROT_READ | PROT_WRITE) == 0)
+		return 15;
+	viommu_reader_close(r);
+	return 0;
+}
+
+static void expect_child_fault(pid_t pid)
+{
+	struct viommu_wire_fault f;
+	int status;
+
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child reader failed: status %d",
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	cr_assert_eq(viommu_fastpath_poll_faults(fp), 1, "the child's fault arrives via BPF");
+	cr_assert_eq(viommu_device_fault_pop(dev, &f), 0);
+	cr_assert_eq(f.reason, VIOMMU_FAULT_R_MAPPING);
+	cr_assert_eq(viommu_le64(&f.address), 0x3008);
+}
+
+Test(fastpath, a_reader_in_another_process_uses_the_pinned_maps)
+{
+	char dir[] = "/tmp/viommu-bpffs-XXXXXX", pins[64];
+	pid_t pid;
+
+	cr_assert_not_null(mkdtemp(dir));
+	if (mount("bpf", dir, "bpf", 0, NULL)) {
+		rmdir(dir);
+		cr_skip_test("cannot mount a bpffs to pin on: %s", strerror(errno));
+	}
+	snprintf(pins, sizeof(pins), "%s/viommu", dir);
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x3000, 0x3fff, 0x77000, 1), VIOMMU_S_OK);
+	cr_assert_eq(viommu_fastpath_pin(fp, pins), 0);
+	{
+		struct stat st;
+
+		cr_assert_eq(stat(pins, &st), 0);
+		cr_assert_eq(st.st_mode & 0777, 0700);
+	}
+	viommu_device_eventq_post(dev, 1);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(child_reader(viommu_reader_open_pinned(pins), 0x77008));
+	expect_child_fault(pid);
+	viommu_fastpath_unpin(fp);
+	umount(dir);
+	rmdir(dir);
+}
+
+Test(fastpath, a_reader_in_another_process_gets_the_maps_over_a_unix_socket)
+{
+	int sv[2];
+	pid_t pid;
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x3000, 0x3fff, 0x55000, 1), VIOMMU_S_OK);
+	viommu_device_eventq_post(dev, 1);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(child_reader(viommu_reader_open_socket(sv[1]), 0x55008));
+	}
+	close(sv[1]);
+	cr_assert_eq(viommu_fastpath_send_fds(fp, sv[0]), 0);
+	expect_child_fault(pid);
+	close(sv[0]);
+}
+
+Test(fastpath, unmap_waits_for_a_reader_inside_its_critical_section)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	const struct viommu_meta *m = viommu_fastpath_view(fp)->meta;
+	uint64_t gp;
+
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x3000, 0x3fff, 0x55000, 1), VIOMMU_S_OK);
+	gp = m->grace_periods;
+	/* No reader inside: the UNMAP completes with a grace period and nothing to wait for. */
+	cr_assert_eq(req_unmap(1, 0x3000, 0x3fff), VIOMMU_S_OK);
+	cr_assert_eq(m->grace_periods, gp + 1);
+	/* A reader that entered before the epoch moved holds the epoch back. */
+	viommu_reader_enter(r);
+	cr_assert_neq(__atomic_load_n(&r->slot->active, __ATOMIC_RELAXED), 0);
+	cr_assert_lt(__atomic_load_n(&r->slot->active, __ATOMIC_RELAXED), m->epoch + 2);
+	viommu_reader_exit(r);
+	cr_assert_eq(r->slot->active, 0);
+	viommu_reader_close(r);
+}
