@@ -40,7 +40,7 @@ BENCH_OBJS    := $(patsubst bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRCS))
 
 TRACES      := $(wildcard tests/traces/*.trace)
 CONFORMANCE := $(wildcard tests/conformance/*.trace)
-REPLAY_PATH ?= store
+REPLAY_PATH ?= all
 
 TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
 
@@ -167,7 +167,7 @@ fuzz-smoke: $(BUILD)/fuzz-corpus/.seeded
 
 # ---- the jobs ----
 run: $(BUILD)/viommu
-	$(BUILD)/viommu replay --dma-probes --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
+	$(BUILD)/viommu replay --dma-probes --stat --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
 
 check-traces: $(BUILD)/viommu
 	@echo '== recorded Linux traces (with DMA probes) and conformance scripts, --path=$(REPLAY_PATH)'

@@ -25,6 +25,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "reader.h"
 #include "xlate.skel.h"
 
 #define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
@@ -716,6 +717,10 @@ int viommu_fastpath_pin(struct viommu_fastpath *fp, const char *dir)
 			goto fail;
 		chmod(path, 0600);
 	}
+	snprintf(path, sizeof(path), "%s/viommu_stats", dir);
+	if ((err = bpf_map__pin(fp->skel->maps.viommu_stats, path)))
+		goto fail;
+	chmod(path, 0600);
 	snprintf(path, sizeof(path), "%s/viommu_report_fault", dir);
 	if ((err = bpf_program__pin(fp->skel->progs.viommu_report_fault, path)))
 		goto fail;
@@ -736,6 +741,8 @@ void viommu_fastpath_unpin(struct viommu_fastpath *fp)
 		snprintf(path, sizeof(path), "%s/%s", fp->pin_dir, pin_names[i]);
 		unlink(path);
 	}
+	snprintf(path, sizeof(path), "%s/viommu_stats", fp->pin_dir);
+	unlink(path);
 	snprintf(path, sizeof(path), "%s/viommu_report_fault", fp->pin_dir);
 	unlink(path);
 	rmdir(fp->pin_dir);
@@ -784,65 +791,8 @@ out:
 
 void viommu_fastpath_print_stat(const struct viommu_fastpath *fp, FILE *out)
 {
-	const struct viommu_meta *m = fp->meta;
-	struct viommu_stats bpf = { 0 };
-	int ncpu = libbpf_num_possible_cpus();
-	uint64_t ul = 0, uh = 0, uf[3] = { 0, 0, 0 };
-	unsigned nreaders = 0;
-
-	if (ncpu > 0) {
-		struct viommu_stats *per = calloc((size_t)ncpu, sizeof(*per));
-		uint32_t zero = 0;
-
-		if (per && !bpf_map_lookup_elem(bpf_map__fd(fp->skel->maps.viommu_stats), &zero, per)) {
-			for (int c = 0; c < ncpu; c++) {
-				bpf.lookups += per[c].lookups;
-				bpf.hits += per[c].hits;
-				bpf.identity += per[c].identity;
-				bpf.walks += per[c].walks;
-				bpf.hash_hits += per[c].hash_hits;
-				bpf.retries += per[c].retries;
-				for (int r = 0; r < 3; r++)
-					bpf.faults[r] += per[c].faults[r];
-			}
-		}
-		free(per);
-	}
-	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
-		const struct viommu_reader_slot *r = &fp->view.readers[i];
-
-		if (!LD(&r->pid) && !LD(&r->lookups))
-			continue;
-		nreaders += LD(&r->pid) != 0;
-		ul += LD(&r->lookups);
-		uh += LD(&r->hits);
-		for (int k = 0; k < 3; k++)
-			uf[k] += LD(&r->faults[k]);
-	}
-	fprintf(out, "fast path (shared memory, BPF maps)\n");
-	fprintf(out, "  endpoints      %u\n", m->endpoints_used);
-	fprintf(out, "  domains        %u\n", m->domains_used);
-	fprintf(out, "  extents        %u / %u\n", m->extents_used, m->extents_max);
-	fprintf(out, "  radix nodes    %u / %u (%.1f MiB)\n", m->nodes_used, m->nodes_max,
-		m->nodes_used * sizeof(struct viommu_node) / 1048576.0);
-	fprintf(out, "  hash           %u / %u slots used (load %.3f), %llu regions not indexed\n",
-		m->hash_used, (m->hash_mask + 1) * VIOMMU_HASH_WAYS,
-		(double)m->hash_used / ((m->hash_mask + 1) * VIOMMU_HASH_WAYS),
-		(unsigned long long)fp->hash_full);
-	fprintf(out, "  bytes/extent   %zu (record) + %.1f (radix nodes, amortised)\n",
-		sizeof(struct viommu_extent_rec),
-		m->extents_used ? (double)m->nodes_used * sizeof(struct viommu_node) / m->extents_used : 0.0);
-	fprintf(out, "  publications   %llu, grace periods %llu (%.1f us mean)\n",
-		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
-		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0);
-	fprintf(out, "  bpf readers    lookups %llu hits %llu identity %llu walks %llu hash-hits %llu "
-		     "retries %llu faults unknown/domain/mapping %llu/%llu/%llu\n",
-		(unsigned long long)bpf.lookups, (unsigned long long)bpf.hits,
-		(unsigned long long)bpf.identity, (unsigned long long)bpf.walks,
-		(unsigned long long)bpf.hash_hits, (unsigned long long)bpf.retries,
-		(unsigned long long)bpf.faults[0], (unsigned long long)bpf.faults[1],
-		(unsigned long long)bpf.faults[2]);
-	fprintf(out, "  user readers   %u open, lookups %llu hits %llu faults %llu/%llu/%llu\n",
-		nreaders, (unsigned long long)ul, (unsigned long long)uh, (unsigned long long)uf[0],
-		(unsigned long long)uf[1], (unsigned long long)uf[2]);
+	viommu_stat_print(fp->meta, fp->view.readers, bpf_map__fd(fp->skel->maps.viommu_stats), out);
+	if (fp->hash_full)
+		fprintf(out, "  hash           %llu level-4 regions not indexed (bucket full)\n",
+			(unsigned long long)fp->hash_full);
 }

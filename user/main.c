@@ -4,13 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <bpf/bpf.h>
+
+#include "reader.h"
 #include "replay.h"
 
 static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: viommu replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet] FILE...\n"
+		"       viommu stat PIN_DIR\n"
 		"\n"
 		"  replay   run trace files (tests/traces/FORMAT.md) through the device core and check\n"
 		"           every expectation; the last line is\n"
@@ -20,7 +25,9 @@ static void usage(FILE *out)
 		"           --dma-probes  after every accepted MAP/UNMAP, probe its first and last byte\n"
 		"                         (expectation taken from the line itself)\n"
 		"           --stat        print each path's counters after each file\n"
-		"           --quiet       print only mismatches and the totals\n");
+		"           --quiet       print only mismatches and the totals\n"
+		"  stat     occupancy and counters of a running device's fast path, from the maps it\n"
+		"           pinned under PIN_DIR (viommu_fastpath_pin)\n");
 }
 
 static int parse_paths(const char *s, unsigned *out)
@@ -77,6 +84,33 @@ static int cmd_replay(int argc, char **argv)
 	return t.mismatches ? 1 : 0;
 }
 
+static int cmd_stat(int argc, char **argv)
+{
+	struct viommu_reader *r;
+	char path[512];
+	int stats_fd;
+
+	if (argc != 2) {
+		usage(stderr);
+		return 2;
+	}
+	r = viommu_reader_open_pinned(argv[1]);
+	if (!r) {
+		fprintf(stderr, "viommu stat: %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/viommu_stats", argv[1]);
+	stats_fd = bpf_obj_get(path);
+	/* Our own slot is not a reader of the device: give it back before counting. */
+	__atomic_store_n(&r->slot->pid, 0, __ATOMIC_RELEASE);
+	viommu_stat_print(r->meta, (const struct viommu_reader_slot *)r->maps[6], stats_fd, stdout);
+	r->slot = NULL;
+	if (stats_fd >= 0)
+		close(stats_fd);
+	viommu_reader_close(r);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
@@ -85,6 +119,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "replay"))
 		return cmd_replay(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "stat"))
+		return cmd_stat(argc - 1, argv + 1);
 	fprintf(stderr, "viommu: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

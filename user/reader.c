@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <stdio.h>
 
 #include "device.h"
 #include "fastpath.h"
@@ -266,4 +268,74 @@ int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_quer
 			return -errno;
 		return o.retval ? -ENOBUFS : 0;
 	}
+}
+
+/* ---- `viommu stat` ---- */
+
+void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_slot *slots,
+		       int stats_fd, FILE *out)
+{
+	struct viommu_stats bpf = { 0 };
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t ul = 0, uh = 0, ui = 0, ur = 0, uf[3] = { 0, 0, 0 };
+	unsigned nreaders = 0;
+	double slots_total = (double)(m->hash_mask + 1) * VIOMMU_HASH_WAYS;
+
+	if (stats_fd >= 0 && ncpu > 0) {
+		struct viommu_stats *per = calloc((size_t)ncpu, sizeof(*per));
+		uint32_t zero = 0;
+
+		if (per && !bpf_map_lookup_elem(stats_fd, &zero, per)) {
+			for (int c = 0; c < ncpu; c++) {
+				bpf.lookups += per[c].lookups;
+				bpf.hits += per[c].hits;
+				bpf.identity += per[c].identity;
+				bpf.walks += per[c].walks;
+				bpf.hash_hits += per[c].hash_hits;
+				bpf.retries += per[c].retries;
+				for (int r = 0; r < 3; r++)
+					bpf.faults[r] += per[c].faults[r];
+			}
+		}
+		free(per);
+	}
+	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
+		const struct viommu_reader_slot *r = &slots[i];
+
+		nreaders += __atomic_load_n(&r->pid, __ATOMIC_RELAXED) != 0;
+		ul += __atomic_load_n(&r->lookups, __ATOMIC_RELAXED);
+		uh += __atomic_load_n(&r->hits, __ATOMIC_RELAXED);
+		ui += __atomic_load_n(&r->identity, __ATOMIC_RELAXED);
+		ur += __atomic_load_n(&r->retries, __ATOMIC_RELAXED);
+		for (int k = 0; k < 3; k++)
+			uf[k] += __atomic_load_n(&r->faults[k], __ATOMIC_RELAXED);
+	}
+	fprintf(out, "fast path (shared memory in BPF maps)\n");
+	fprintf(out, "  endpoints      %u\n", m->endpoints_used);
+	fprintf(out, "  domains        %u\n", m->domains_used);
+	fprintf(out, "  extents        %u / %u (%zu B each)\n", m->extents_used, m->extents_max,
+		sizeof(struct viommu_extent_rec));
+	fprintf(out, "  radix nodes    %u / %u (%.2f MiB)\n", m->nodes_used, m->nodes_max,
+		m->nodes_used * sizeof(struct viommu_node) / 1048576.0);
+	fprintf(out, "  hash           %u / %.0f slots (load %.4f)\n", m->hash_used, slots_total,
+		m->hash_used / slots_total);
+	fprintf(out, "  bytes/extent   %zu record + %.1f radix (amortised)\n",
+		sizeof(struct viommu_extent_rec),
+		m->extents_used ? (double)m->nodes_used * sizeof(struct viommu_node) / m->extents_used : 0.0);
+	fprintf(out, "  publications   %llu, grace periods %llu (mean %.1f us)\n",
+		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
+		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0);
+	fprintf(out, "  bpf readers    %llu lookups: %llu hits, %llu identity, %llu faults "
+		     "(unknown %llu, domain %llu, mapping %llu); %llu hash hits, %llu walks, %llu retries\n",
+		(unsigned long long)bpf.lookups, (unsigned long long)bpf.hits,
+		(unsigned long long)bpf.identity,
+		(unsigned long long)(bpf.faults[0] + bpf.faults[1] + bpf.faults[2]),
+		(unsigned long long)bpf.faults[0], (unsigned long long)bpf.faults[1],
+		(unsigned long long)bpf.faults[2], (unsigned long long)bpf.hash_hits,
+		(unsigned long long)bpf.walks, (unsigned long long)bpf.retries);
+	fprintf(out, "  user readers   %u open; %llu lookups: %llu hits, %llu identity, %llu retries; "
+		     "faults reported unknown %llu, domain %llu, mapping %llu\n",
+		nreaders, (unsigned long long)ul, (unsigned long long)uh, (unsigned long long)ui,
+		(unsigned long long)ur, (unsigned long long)uf[0], (unsigned long long)uf[1],
+		(unsigned long long)uf[2]);
 }

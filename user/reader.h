@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "viommu_abi.h"
 
@@ -58,6 +59,11 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 /* Send a fault this reader saw to the device's event queue. 0 or -errno. */
 int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_query *q,
 			       const struct viommu_answer *a);
+
+/* Print the fast path's occupancy and counters (`viommu stat`): @m and @slots from any view,
+ * @stats_fd the per-CPU viommu_stats map (or -1). */
+void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_slot *slots,
+		       int stats_fd, FILE *out);
 
 /* Grace-period critical section (see above). Cost: two plain stores, no fence (the writer uses
  * membarrier). Acts as rcu_read_lock()/rcu_read_unlock() for the fast path's translations. */
