@@ -362,10 +362,16 @@ static int resv_parse(const char *s, struct viommu_resv *r)
 	return 0;
 }
 
+static double now_s(void);
+
+/* Completes the pending batch: observers sync (grace periods) here, so it counts as device time. */
 static void end_batch(struct run *r)
 {
 	if (r->in_batch) {
+		double t0 = now_s();
+
 		viommu_device_batch_end(r->dev);
+		r->busy_s += now_s() - t0;
 		r->in_batch = false;
 	}
 }
