@@ -50,6 +50,8 @@ struct viommu_lk {
 	__u32 reason;
 	__u64 ext_start, ext_end, ext_phys;
 	__u32 ext_flags;
+	/* what validated the hit, for a reader-private cache (user/reader.h) */
+	__u32 ep_idx, ep_seq, ext_idx, ext_gen;
 };
 
 /* Endpoint id -> table index, or -1. Ids >= VIOMMU_EP_DENSE live in the sparse index (I8). */
@@ -103,6 +105,8 @@ VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, 
 		return 0;
 	if (iova < lk->ext_start || iova > lk->ext_end)
 		return 0;
+	lk->ext_idx = VIOMMU_SLOT_IDX(slot);
+	lk->ext_gen = s;
 	return 1;
 }
 
@@ -228,6 +232,8 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	VIOMMU_FENCE_ACQ();
 	if (VIOMMU_LOAD(&e->seq) != s1)
 		return 0;
+	lk->ep_idx = (__u32)ei;
+	lk->ep_seq = s1;
 	if (found == 2) {
 		lk->result = VIOMMU_FP_FAULT;
 		lk->reason = VIOMMU_FAULT_MAPPING;
@@ -257,10 +263,11 @@ VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, st
 
 /*
  * Translate [q->iova, q->iova + size - 1] for q->access: every byte mapped with that access,
- * possibly by adjacent extents. The answer carries the extent holding q->iova.
+ * possibly by adjacent extents. The answer carries the extent holding q->iova; @first (may be
+ * NULL) gets the validated lookup of q->iova when the answer is a HIT.
  */
 VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query *q,
-				    struct viommu_answer *a)
+				    struct viommu_answer *a, struct viommu_lk *first)
 {
 	struct viommu_lk lk;
 	__u64 last = q->iova + (q->size ? q->size - 1 : 0), cur = q->iova;
@@ -290,6 +297,8 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 			return;
 		}
 		if (i == 0) {
+			if (first)
+				*first = lk;
 			a->pa = lk.ext_phys + (q->iova - lk.ext_start);
 			a->ext_start = lk.ext_start;
 			a->ext_end = lk.ext_end;

@@ -102,7 +102,7 @@ __noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk
 /* Translate one query; counts the outcome in viommu_stats. */
 static __always_inline void viommu_bpf_translate(const struct viommu_query *q, struct viommu_answer *a)
 {
-	viommu_translate(0, q, a);
+	viommu_translate(0, q, a, 0);
 	if (a->result == VIOMMU_FP_FAULT) {
 		struct viommu_stats *st = viommu_bpf_stats();
 

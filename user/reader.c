@@ -78,6 +78,7 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 		return NULL;
 	}
 	register_membarrier();
+	viommu_reader_tlb_flush(r);
 	return r;
 }
 
@@ -139,6 +140,7 @@ static struct viommu_reader *open_fds(int fds[R_COUNT + 1])
 	if ((err = claim_slot(r, r->maps[R_READERS], VIOMMU_READERS_MAX)))
 		goto fail;
 	register_membarrier();
+	viommu_reader_tlb_flush(r);
 	return r;
 fail:
 	if (r) {
@@ -236,7 +238,7 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	if (n > VIOMMU_BULK_MAX)
 		n = VIOMMU_BULK_MAX;
 	for (unsigned i = 0; i < n; i++) {
-		viommu_translate(r, &q[i], &a[i]);
+		viommu_reader_translate(r, &q[i], &a[i]);
 		if (a[i].result == VIOMMU_FP_HIT || a[i].result == VIOMMU_FP_IDENT)
 			mask |= 1ull << i;
 		count(r, &a[i]);

@@ -21,6 +21,16 @@
 struct viommu_fastpath;
 struct viommu_device;
 
+/* A reader-private cache of validated hits (an IOTLB of this thread). An entry is used only
+ * after re-validating it against shared memory: the extent record still has the generation it
+ * had and the endpoint entry the sequence it had (docs/concurrency.md, I10). */
+#define VIOMMU_READER_TLB_BITS 6
+#define VIOMMU_READER_TLB (1u << VIOMMU_READER_TLB_BITS)
+struct viommu_reader_tlb {
+	uint32_t ep, ep_idx, ep_seq, ext_idx, ext_gen, flags;
+	uint64_t start, end, phys;
+};
+
 struct viommu_reader {
 	/* the view (read-only mappings in other processes) */
 	const struct viommu_meta *meta;
@@ -35,6 +45,7 @@ struct viommu_reader {
 	struct viommu_device *dev;
 	int fault_prog_fd;
 	/* private */
+	struct viommu_reader_tlb tlb[VIOMMU_READER_TLB];
 	void *maps[8];
 	size_t map_len[8];
 	int fds[8];
@@ -96,10 +107,51 @@ static inline void viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_hash_mask(r) ((r)->hash_mask)
 #include "viommu_lookup.h"
 
+static inline void viommu_reader_tlb_flush(struct viommu_reader *r)
+{
+	for (unsigned i = 0; i < VIOMMU_READER_TLB; i++) {
+		r->tlb[i].start = 1; /* start > end: empty */
+		r->tlb[i].end = 0;
+	}
+}
+
 static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
 					       struct viommu_answer *a)
 {
-	viommu_translate(r, q, a);
+	/* Fibonacci hash of the page number: strided IOVAs spread over the whole cache. */
+	uint32_t h = ((uint32_t)(q->iova >> VIOMMU_PAGE_SHIFT) ^ q->endpoint) * 0x9e3779b1u;
+	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
+	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+	struct viommu_lk lk = { 0 };
+
+	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
+	    (t->flags & q->access) == q->access &&
+	    /* I10: the record still live with that generation (acquire: orders the endpoint load
+	     * after it), and the endpoint entry unchanged since the hit was validated. */
+	    __atomic_load_n(&r->exts[t->ext_idx].seq, __ATOMIC_ACQUIRE) == t->ext_gen &&
+	    __atomic_load_n(&r->eps[t->ep_idx].seq, __ATOMIC_RELAXED) == t->ep_seq) {
+		a->result = VIOMMU_FP_HIT;
+		a->reason = 0;
+		a->pa = t->phys + (q->iova - t->start);
+		a->ext_start = t->start;
+		a->ext_end = t->end;
+		a->ext_phys = t->phys;
+		a->ext_flags = t->flags;
+		a->fault_addr = 0;
+		return VIOMMU_FP_HIT;
+	}
+	viommu_translate(r, q, a, &lk);
+	if (a->result == VIOMMU_FP_HIT) {
+		t->ep = q->endpoint;
+		t->ep_idx = lk.ep_idx;
+		t->ep_seq = lk.ep_seq;
+		t->ext_idx = lk.ext_idx;
+		t->ext_gen = lk.ext_gen;
+		t->flags = lk.ext_flags;
+		t->start = lk.ext_start;
+		t->end = lk.ext_end;
+		t->phys = lk.ext_phys;
+	}
 	return a->result;
 }
 
