@@ -42,7 +42,7 @@ TRACES      := $(wildcard tests/traces/*.trace)
 CONFORMANCE := $(wildcard tests/conformance/*.trace)
 REPLAY_PATH ?= all
 
-TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
+TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(if $(BENCH_SRCS),$(BUILD)/viommu-bench)
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
 	unit unit-asan fuzz-smoke
@@ -150,20 +150,31 @@ $(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(wildcard user/*.h
 	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_request.c $(FUZZ_LIB)
 
-# Seeds: every request of the recorded traces as raw bytes (made by the fuzzer binary itself).
-$(BUILD)/fuzz-corpus/.seeded: $(BUILD)/fuzz-request $(TRACES)
-	$(Q)rm -rf $(BUILD)/fuzz-corpus && mkdir -p $(BUILD)/fuzz-corpus
-	$(Q)VIOMMU_FUZZ_SEED_DIR=$(BUILD)/fuzz-corpus $(BUILD)/fuzz-request -runs=0 $(TRACES) >/dev/null 2>&1
+# Seeds: the recorded traces' requests in the fuzzer's input format (user/fuzz_input.h),
+# written by the replayer itself.
+$(BUILD)/fuzz-corpus/.seeded: $(BUILD)/viommu $(TRACES)
+	$(call msg,SEEDS,$(@D))
+	$(Q)rm -rf $(@D) && mkdir -p $(@D)
+	$(Q)$(BUILD)/viommu replay --quiet --dump-requests=$(@D) $(TRACES) >/dev/null
 	$(Q)touch $@
 
-fuzz: $(BUILD)/fuzz-corpus/.seeded
+fuzz: $(BUILD)/fuzz-request $(BUILD)/fuzz-corpus/.seeded
 	$(BUILD)/fuzz-request -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		$(BUILD)/fuzz-corpus tests/fuzz/regressions
+		-artifact_prefix=tests/fuzz/regressions/crash- $(BUILD)/fuzz-corpus tests/fuzz/regressions
 
-fuzz-smoke: $(BUILD)/fuzz-corpus/.seeded
-	@echo '== fuzz smoke run ($(FUZZ_SMOKE_RUNS) inputs) and regressions'
-	$(Q)$(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 $(BUILD)/fuzz-corpus \
-		tests/fuzz/regressions 2>&1 | tail -n 3
+# A bounded run from the seeds, then every regression input once. The log is kept in $(BUILD)
+# and shown only on failure.
+fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-corpus/.seeded
+	@echo '== request fuzzer: $(FUZZ_SMOKE_RUNS) inputs from the trace seeds, then the regressions'
+	$(Q)mkdir -p $(BUILD)/fuzz-smoke
+	$(Q)if $(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
+		-artifact_prefix=$(BUILD)/fuzz-smoke/crash- $(BUILD)/fuzz-corpus \
+		>$(BUILD)/fuzz-smoke/log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/log | tail -n 1; \
+	else tail -n 40 $(BUILD)/fuzz-smoke/log; echo 'fuzz-smoke: FAILED'; exit 1; fi
+	$(Q)regs=$$(find tests/fuzz/regressions -type f ! -name .keep); \
+	if [ -n "$$regs" ]; then $(BUILD)/fuzz-request $$regs >$(BUILD)/fuzz-smoke/regressions.log 2>&1 \
+		|| { tail -n 40 $(BUILD)/fuzz-smoke/regressions.log; echo 'fuzz-smoke: a regression input fails'; exit 1; }; \
+	echo "$$(echo "$$regs" | wc -l) regression inputs pass"; else echo 'no regression inputs yet'; fi
 
 # ---- the jobs ----
 run: $(BUILD)/viommu

@@ -182,3 +182,32 @@ struct viommu_avl_node *viommu_avl_first(const struct viommu_avl *t)
 		n = n->left;
 	return n;
 }
+
+/* Height of @n's subtree if it is a valid AVL tree with keys in (lo, hi), else -1; counts nodes. */
+static int check(const struct viommu_avl_node *n, const uint64_t *lo, const uint64_t *hi,
+		 size_t *count)
+{
+	int hl, hr;
+
+	if (!n)
+		return 0;
+	if ((lo && n->key <= *lo) || (hi && n->key >= *hi))
+		return -1;
+	(*count)++;
+	hl = check(n->left, lo, &n->key, count);
+	hr = check(n->right, &n->key, hi, count);
+	if (hl < 0 || hr < 0 || hl - hr > 1 || hr - hl > 1)
+		return -1;
+	if (n->height != (hl > hr ? hl : hr) + 1)
+		return -1;
+	return n->height;
+}
+
+int viommu_avl_check(const struct viommu_avl *t)
+{
+	size_t count = 0;
+
+	if (check(t->root, NULL, NULL, &count) < 0 || count != t->count)
+		return -EUCLEAN;
+	return 0;
+}

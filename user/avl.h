@@ -48,5 +48,8 @@ struct viommu_avl_node *viommu_avl_ceil(const struct viommu_avl *t, uint64_t key
 struct viommu_avl_node *viommu_avl_next(const struct viommu_avl *t, uint64_t key);
 /* The node with the smallest key, or NULL. */
 struct viommu_avl_node *viommu_avl_first(const struct viommu_avl *t);
+/* Checks the whole tree (keys ordered, heights right, balanced, count right): 0 or -EUCLEAN.
+ * O(n); for tests and the fuzzer. */
+int viommu_avl_check(const struct viommu_avl *t);
 
 #endif

@@ -1025,6 +1025,117 @@ const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev
 	return dp ? &dp->dom : NULL;
 }
 
+/* ---- self-check (tests and the fuzzer) ---- */
+
+struct check_ctx {
+	const struct viommu_device *dev;
+	uint32_t attached; /* endpoints with a domain */
+	int err;
+};
+
+static int check_ep(const struct viommu_endpoint *ep, void *arg)
+{
+	struct check_ctx *c = arg;
+	const struct ep_priv *e = (const struct ep_priv *)ep;
+	const struct dom_priv *dp;
+	bool linked = false;
+
+	if (!ep->domain)
+		return 0;
+	c->attached++;
+	/* The endpoint's domain is live and lists the endpoint. */
+	dp = dom_find(c->dev, ep->domain->id);
+	if (!dp || &dp->dom != ep->domain)
+		return c->err = -EUCLEAN;
+	for (const struct ep_priv *i = dp->eps; i; i = i->dom_next)
+		linked |= i == e;
+	return linked ? 0 : (c->err = -EUCLEAN);
+}
+
+static int check_domain(const struct viommu_device *dev, const struct viommu_avl_node *n,
+			uint64_t *mappings, uint32_t *endpoints, uint32_t *slots, size_t *nslots)
+{
+	const struct dom_priv *dp;
+	const struct viommu_avl_node *x;
+	uint64_t prev_end = 0;
+	bool first = true;
+	uint32_t neps = 0;
+	int err;
+
+	if (!n)
+		return 0;
+	if ((err = check_domain(dev, n->left, mappings, endpoints, slots, nslots)) ||
+	    (err = check_domain(dev, n->right, mappings, endpoints, slots, nslots)))
+		return err;
+	dp = viommu_avl_entry(n, struct dom_priv, dom.node);
+	slots[(*nslots)++] = dp->dom.slot;
+	if (dp->dom.id != n->key || dp->dom.slot >= dev->cfg.max_domains ||
+	    !dp->dom.nr_endpoints || viommu_avl_check(&dp->dom.extents) ||
+	    dp->dom.extents.count > dev->cfg.max_mappings_per_domain ||
+	    (dp->dom.bypass && dp->dom.extents.count))
+		return -EUCLEAN;
+	for (const struct ep_priv *e = dp->eps; e; e = e->dom_next)
+		if (++neps > dp->dom.nr_endpoints || e->ep.domain != &dp->dom)
+			return -EUCLEAN;
+	if (neps != dp->dom.nr_endpoints)
+		return -EUCLEAN;
+	*endpoints += neps;
+	/* Extents: ordered, disjoint, inside input_range (when negotiated), granule-aligned. */
+	for (x = viommu_avl_first(&dp->dom.extents); x;
+	     x = x->key == UINT64_MAX ? NULL : viommu_avl_next(&dp->dom.extents, x->key)) {
+		const struct viommu_extent *e = viommu_avl_entry(x, struct viommu_extent, node);
+
+		if (e->start != x->key || e->end < e->start || (!first && e->start <= prev_end) ||
+		    (has(dev, VIOMMU_F_INPUT_RANGE) &&
+		     (e->start < dev->cfg.input_start || e->end > dev->cfg.input_end)) ||
+		    (e->start & (dev->granule - 1)) || ((e->end + 1) & (dev->granule - 1)))
+			return -EUCLEAN;
+		prev_end = e->end;
+		first = false;
+		(*mappings)++;
+	}
+	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int viommu_device_check(const struct viommu_device *dev)
+{
+	struct check_ctx c = { .dev = dev };
+	uint64_t mappings = 0;
+	uint32_t endpoints = 0, *slots;
+	size_t nslots = 0;
+	int err;
+
+	if (viommu_avl_check(&dev->endpoints) || viommu_avl_check(&dev->domains) ||
+	    dev->domains.count > dev->cfg.max_domains ||
+	    dev->slot_free_n + dev->domains.count != dev->cfg.max_domains ||
+	    dev->nr_mappings > dev->cfg.max_mappings || dev->bypass > 1 ||
+	    dev->fault_count > dev->cfg.max_pending_faults)
+		return -EUCLEAN;
+	slots = malloc((dev->domains.count + 1) * sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	err = check_domain(dev, dev->domains.root, &mappings, &endpoints, slots, &nslots);
+	/* Slots of live domains are unique. */
+	qsort(slots, nslots, sizeof(*slots), cmp_u32);
+	for (size_t i = 1; !err && i < nslots; i++)
+		if (slots[i] == slots[i - 1])
+			err = -EUCLEAN;
+	free(slots);
+	if (err)
+		return err;
+	viommu_device_for_each_endpoint(dev, check_ep, &c);
+	if (c.err || mappings != dev->nr_mappings || endpoints != c.attached)
+		return -EUCLEAN;
+	return 0;
+}
+
 static const char *const status_names[VIOMMU_S_COUNT] = {
 	"OK", "IOERR", "UNSUPP", "DEVERR", "INVAL", "RANGE", "NOENT", "FAULT", "NOMEM",
 };

@@ -210,4 +210,9 @@ const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev
 int viommu_device_for_each_endpoint(const struct viommu_device *dev,
 				    int (*fn)(const struct viommu_endpoint *ep, void *arg), void *arg);
 
+/* Checks every internal invariant of the authoritative state (trees ordered and balanced,
+ * extents disjoint, aligned and inside input_range, counts and caps, endpoint/domain links,
+ * domain slots unique). O(n); for tests and the fuzzer. 0, -EUCLEAN, or -ENOMEM. */
+int viommu_device_check(const struct viommu_device *dev);
+
 #endif

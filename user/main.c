@@ -14,7 +14,8 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: viommu replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet] FILE...\n"
+		"usage: viommu replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet]\n"
+		"                     [--dump-requests=DIR] FILE...\n"
 		"       viommu stat PIN_DIR\n"
 		"\n"
 		"  replay   run trace files (tests/traces/FORMAT.md) through the device core and check\n"
@@ -26,6 +27,7 @@ static void usage(FILE *out)
 		"                         (expectation taken from the line itself)\n"
 		"           --stat        print each path's counters after each file\n"
 		"           --quiet       print only mismatches and the totals\n"
+		"           --dump-requests=DIR  also write the requests as request-fuzzer seeds\n"
 		"  stat     occupancy and counters of a running device's fast path, from the maps it\n"
 		"           pinned under PIN_DIR (viommu_fastpath_pin)\n");
 }
@@ -63,6 +65,8 @@ static int cmd_replay(int argc, char **argv)
 			o.stat = true;
 		} else if (!strcmp(argv[i], "--quiet")) {
 			o.quiet = true;
+		} else if (!strncmp(argv[i], "--dump-requests=", 16) && argv[i][16]) {
+			o.dump_dir = argv[i] + 16;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			fprintf(stderr, "viommu replay: unknown option %s\n", argv[i]);
 			usage(stderr);

@@ -42,6 +42,7 @@ struct viommu_replay_opts {
 	bool dma_probes; /* after each OK MAP/UNMAP line, probe it (expectation from the line) */
 	bool stat; /* print each reader's stats after each file */
 	bool quiet; /* only mismatches and the totals */
+	const char *dump_dir; /* if set, also write the requests as fuzzer seeds (fuzz_input.h) */
 	FILE *out;
 };
 

@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libFuzzer target over the device core's request path: the guest is untrusted, so any bytes in
+ * any order must give a spec answer, never a crash, a leak, UB, or a half-applied request.
+ * Input format: user/fuzz_input.h. Seeds: the recorded traces' requests (`make fuzz` writes them
+ * with `viommu replay --dump-requests`). Crashes found go to tests/fuzz/regressions/, which
+ * `make test` replays.
+ *
+ * Oracles besides the sanitizers, checked after every operation:
+ *  - used length is 0 (and the writable buffer untouched) or the whole writable length, with a
+ *    known status and zeroed reserved bytes in the tail;
+ *  - a request answered with an error leaves the state digest (endpoint attachments, domains,
+ *    every extent) exactly as it was;
+ *  - viommu_device_check(): trees, counts, caps, links, alignment;
+ *  - translations are self-consistent with the extent they name and with the endpoint's state.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device.h"
+#include "fuzz_input.h"
+
+#define FAIL(...)                                     \
+	do {                                              \
+		fprintf(stderr, "fuzz_request: " __VA_ARGS__); \
+		fputc('\n', stderr);                          \
+		abort();                                      \
+	} while (0)
+
+/* The topology: the endpoints the traces use, plus the interesting kinds. */
+static const uint32_t endpoints[] = { 0, 1, 8, 24, 32, 40, 48, 0xffffffffu };
+#define EP_NO_ACCESS_PLATFORM 40u
+#define EP_RESERVED 48u
+
+struct cursor {
+	const uint8_t *p;
+	size_t left;
+};
+
+static int take(struct cursor *c, void *dst, size_t n)
+{
+	if (c->left < n)
+		return -1;
+	memcpy(dst, c->p, n);
+	c->p += n;
+	c->left -= n;
+	return 0;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+	h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+	return h * 0xff51afd7ed558ccdull;
+}
+
+/* A digest of everything a request can change. */
+static int digest_ep(const struct viommu_endpoint *ep, void *arg)
+{
+	uint64_t *h = arg;
+
+	*h = mix(*h, ep->id);
+	if (!ep->domain)
+		return 0;
+	*h = mix(*h, ep->domain->id | (uint64_t)ep->domain->bypass << 32);
+	for (const struct viommu_avl_node *n = viommu_avl_first(&ep->domain->extents); n;
+	     n = n->key == UINT64_MAX ? NULL : viommu_avl_next(&ep->domain->extents, n->key)) {
+		const struct viommu_extent *x = viommu_avl_entry(n, struct viommu_extent, node);
+
+		*h = mix(mix(mix(mix(*h, x->start), x->end), x->phys), x->flags);
+	}
+	return 0;
+}
+
+static uint64_t digest(const struct viommu_device *dev)
+{
+	uint64_t h = mix(viommu_device_nr_domains(dev), viommu_device_nr_mappings(dev));
+	uint8_t bypass;
+
+	viommu_device_config_read(dev, offsetof(struct viommu_wire_config, bypass), &bypass, 1);
+	h = mix(h, bypass);
+	viommu_device_for_each_endpoint(dev, digest_ep, &h);
+	return h;
+}
+
+static struct viommu_device *make_device(uint8_t sel)
+{
+	struct viommu_resv msi = { 0xfee00000, 0xfeefffff, VIOMMU_RESV_MEM_T_MSI };
+	struct viommu_resv rsv[2] = { { 0x1000, 0x1fff, VIOMMU_RESV_MEM_T_RESERVED },
+				      { 0xfee00000, 0xfeefffff, VIOMMU_RESV_MEM_T_MSI } };
+	struct viommu_config cfg;
+	struct viommu_device *dev;
+
+	viommu_config_default(&cfg);
+	/* The domain slot stack is O(max_domains) per device: 1024 keeps inputs fast, and an input
+	 * of 64 operations cannot create more domains than that anyway. */
+	cfg.max_domains = 1024;
+	if (sel & VIOMMU_FUZZ_CFG_GRANULE_512)
+		cfg.page_size_mask = ~0x1ffull;
+	else if (sel & VIOMMU_FUZZ_CFG_GRANULE_64K)
+		cfg.page_size_mask = ~0xffffull;
+	if (sel & VIOMMU_FUZZ_CFG_BYPASS_0)
+		cfg.bypass = 0;
+	if (sel & VIOMMU_FUZZ_CFG_LEGACY_BYPASS)
+		cfg.features = (cfg.features & ~VIOMMU_FBIT(VIOMMU_F_BYPASS_CONFIG)) |
+			       VIOMMU_FBIT(VIOMMU_F_BYPASS);
+	if (sel & VIOMMU_FUZZ_CFG_SMALL_CAPS) {
+		cfg.max_domains = 4;
+		cfg.max_mappings_per_domain = 8;
+		cfg.max_mappings = 12;
+		cfg.max_pending_faults = 4;
+	}
+	if (sel & VIOMMU_FUZZ_CFG_NARROW_INPUT) {
+		cfg.input_start = 1u << 20;
+		cfg.input_end = 0xffffffffull;
+	}
+	if (sel & VIOMMU_FUZZ_CFG_NARROW_DOMAINS) {
+		cfg.domain_start = 1;
+		cfg.domain_end = 64;
+	}
+	dev = viommu_device_new(&cfg);
+	if (!dev)
+		FAIL("viommu_device_new refused a valid config (selector 0x%02x)", sel);
+	for (unsigned i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+		uint32_t id = endpoints[i];
+		int err = id == EP_RESERVED ?
+				  viommu_device_add_endpoint(dev, id, true, rsv, 2) :
+				  viommu_device_add_endpoint(dev, id, id != EP_NO_ACCESS_PLATFORM, &msi, 1);
+		if (err)
+			FAIL("add_endpoint %u: %d", id, err);
+	}
+	if (sel & VIOMMU_FUZZ_CFG_FEW_FEATURES) {
+		uint64_t f = viommu_device_features(dev) & ~(VIOMMU_FBIT(VIOMMU_F_MAP_UNMAP) |
+							     VIOMMU_FBIT(VIOMMU_F_PROBE));
+		if (viommu_device_negotiate(dev, f))
+			FAIL("negotiate a subset");
+	}
+	return dev;
+}
+
+static void do_request(struct viommu_device *dev, struct cursor *c, uint8_t op)
+{
+	static uint8_t rd[255], wr[VIOMMU_FUZZ_MAX_WR];
+	uint8_t rd_len, wlen[2];
+	size_t wr_len;
+	uint64_t before;
+	uint32_t used;
+
+	if (take(c, &rd_len, 1) || take(c, wlen, 2) || take(c, rd, rd_len)) {
+		c->left = 0;
+		return;
+	}
+	wr_len = (size_t)(wlen[0] | wlen[1] << 8) % (VIOMMU_FUZZ_MAX_WR + 1);
+	memset(wr, 0xa5, wr_len);
+	before = digest(dev);
+	if (op & VIOMMU_FUZZ_OP_SCATTER) {
+		struct iovec r[2] = { { rd, rd_len / 2u }, { rd + rd_len / 2u, rd_len - rd_len / 2u } };
+		struct iovec w[2] = { { wr, wr_len / 2 }, { wr + wr_len / 2, wr_len - wr_len / 2 } };
+
+		used = viommu_device_request(dev, r, 2, w, 2);
+	} else {
+		used = viommu_device_request_buf(dev, rd, rd_len, wr, wr_len);
+	}
+	if (used == 0) {
+		for (size_t i = 0; i < wr_len; i++)
+			if (wr[i] != 0xa5)
+				FAIL("used 0 but byte %zu of the writable part was written", i);
+		if (digest(dev) != before)
+			FAIL("a request answered with used 0 changed the state");
+		return;
+	}
+	if (used != wr_len || used < 4)
+		FAIL("used %u for a writable part of %zu", used, wr_len);
+	if (wr[used - 4] >= VIOMMU_S_COUNT || wr[used - 3] || wr[used - 2] || wr[used - 1])
+		FAIL("bad tail %02x %02x %02x %02x", wr[used - 4], wr[used - 3], wr[used - 2],
+		     wr[used - 1]);
+	if (wr[used - 4] != VIOMMU_S_OK && digest(dev) != before)
+		FAIL("request type %u answered %s but changed the state", rd_len ? rd[0] : 0,
+		     viommu_status_name(wr[used - 4]));
+	if (rd_len && rd[0] == VIOMMU_T_PROBE && wr[used - 4] != VIOMMU_S_OK && used > 4)
+		for (size_t i = 0; i < used - 4; i++)
+			if (wr[i] != 0xa5)
+				FAIL("PROBE answered %s wrote properties", viommu_status_name(wr[used - 4]));
+}
+
+static void do_translate(struct viommu_device *dev, struct cursor *c)
+{
+	uint8_t sel, access, size_log;
+	uint64_t iova, size, last;
+	struct viommu_xlate x;
+	enum viommu_xlate_result res;
+	enum viommu_ep_state st;
+	uint32_t ep;
+
+	if (take(c, &sel, 1) || take(c, &access, 1) || take(c, &size_log, 1) || take(c, &iova, 8)) {
+		c->left = 0;
+		return;
+	}
+	ep = sel < 8 ? endpoints[sel] : sel; /* sel >= 8: an id that mostly does not exist */
+	access &= VIOMMU_ACCESS_READ | VIOMMU_ACCESS_WRITE;
+	size = size_log >= 64 ? 0 : 1ull << (size_log % 64);
+	last = iova + (size ? size - 1 : 0);
+	st = viommu_device_endpoint_state(dev, ep);
+	res = viommu_device_translate(dev, ep, iova, size, access, &x);
+	switch (res) {
+	case VIOMMU_XLATE_OK: {
+		const struct viommu_endpoint *e = viommu_device_endpoint(dev, ep);
+		const struct viommu_avl_node *n;
+		const struct viommu_extent *ext;
+
+		if (st != VIOMMU_EP_ATTACHED || !e || !e->domain)
+			FAIL("translated for an endpoint in state %d", st);
+		if (iova < x.ext_start || iova > x.ext_end || x.pa != x.ext_phys + (iova - x.ext_start) ||
+		    (x.ext_flags & access) != access)
+			FAIL("translation inconsistent with its extent");
+		n = viommu_avl_find(&e->domain->extents, x.ext_start);
+		ext = n ? viommu_avl_entry(n, struct viommu_extent, node) : NULL;
+		if (!ext || ext->end != x.ext_end || ext->phys != x.ext_phys)
+			FAIL("translated through an extent the domain does not hold");
+		break;
+	}
+	case VIOMMU_XLATE_IDENTITY:
+		if (st != VIOMMU_EP_BYPASS && st != VIOMMU_EP_IDENTITY)
+			FAIL("identity for an endpoint in state %d", st);
+		break;
+	case VIOMMU_XLATE_FAULT:
+		if (x.reason > VIOMMU_FAULT_R_MAPPING ||
+		    (last >= iova && (x.fault_addr < iova || x.fault_addr > last)))
+			FAIL("fault reason %u at 0x%llx outside the query", x.reason,
+			     (unsigned long long)x.fault_addr);
+		if ((st == VIOMMU_EP_UNKNOWN) != (x.reason == VIOMMU_FAULT_R_UNKNOWN))
+			FAIL("fault reason %u for an endpoint in state %d", x.reason, st);
+		viommu_device_report_fault(dev, ep, x.reason, access, x.fault_addr);
+		break;
+	default:
+		FAIL("translate returned %d", res);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct cursor c = { data, size };
+	struct viommu_device *dev;
+	struct viommu_wire_fault f;
+	bool batch = false;
+	uint8_t sel;
+	int err;
+
+	if (take(&c, &sel, 1))
+		return 0;
+	dev = make_device(sel);
+	for (unsigned ops = 0; ops < VIOMMU_FUZZ_MAX_OPS && c.left; ops++) {
+		uint8_t op, b[10];
+
+		take(&c, &op, 1);
+		switch ((op & 0x7f) % VIOMMU_FUZZ_OP_COUNT) {
+		case VIOMMU_FUZZ_OP_REQUEST:
+			do_request(dev, &c, op);
+			break;
+		case VIOMMU_FUZZ_OP_TRANSLATE:
+			do_translate(dev, &c);
+			break;
+		case VIOMMU_FUZZ_OP_RESET:
+			if (take(&c, b, 1))
+				break;
+			if (b[0] & 1)
+				viommu_device_system_reset(dev);
+			else
+				viommu_device_reset(dev);
+			if (viommu_device_nr_domains(dev) || viommu_device_nr_mappings(dev))
+				FAIL("reset left domains or mappings");
+			break;
+		case VIOMMU_FUZZ_OP_CONFIG_WRITE: {
+			uint64_t before = digest(dev);
+
+			if (take(&c, b, 2) || b[1] > 8 || take(&c, b + 2, b[1]))
+				break;
+			err = viommu_device_config_write(dev, b[0], b + 2, b[1]);
+			if (err && digest(dev) != before)
+				FAIL("a refused config write (%d) changed the state", err);
+			break;
+		}
+		case VIOMMU_FUZZ_OP_EVENTQ:
+			if (take(&c, b, 1))
+				break;
+			viommu_device_eventq_post(dev, b[0]);
+			for (unsigned i = 0; i < b[0] && !viommu_device_fault_pop(dev, &f); i++)
+				if (f.reason > VIOMMU_FAULT_R_MAPPING)
+					FAIL("fault record with reason %u", f.reason);
+			break;
+		case VIOMMU_FUZZ_OP_BATCH:
+			if (batch)
+				viommu_device_batch_end(dev);
+			else
+				viommu_device_batch_begin(dev);
+			batch = !batch;
+			break;
+		}
+		if ((err = viommu_device_check(dev)))
+			FAIL("viommu_device_check: %d after op %u", err, ops);
+	}
+	if (batch)
+		viommu_device_batch_end(dev);
+	viommu_device_free(dev);
+	return 0;
+}
