@@ -183,7 +183,8 @@ run: $(BUILD)/viommu
 check-traces: $(BUILD)/viommu
 	@echo '== recorded Linux traces (with DMA probes) and conformance scripts, --path=$(REPLAY_PATH)'
 	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) $(TRACES)
-	$(Q)$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(CONFORMANCE)
+	$(Q)$(if $(CONFORMANCE),$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(CONFORMANCE),\
+		echo 'no conformance scripts in tests/conformance/')
 
 unit: $(BUILD)/viommu-tests
 	@echo '== unit tests'
