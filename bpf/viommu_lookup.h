@@ -11,8 +11,10 @@
  *   viommu_acc_ext(ctx, idx)       -> const struct viommu_extent_rec *
  *   viommu_acc_bucket(ctx, idx)    -> const struct viommu_hash_bucket *
  *   viommu_acc_hash_mask(ctx)      -> __u32
- *   VIOMMU_LOAD_ACQ(p), VIOMMU_LOAD(p)   atomic 32/64-bit loads (acquire / relaxed)
- *   VIOMMU_FENCE_ACQ()             load-load fence (acquire fence)
+ *   VIOMMU_LOAD_ACQ(p), VIOMMU_LOAD(p)   atomic 32/64-bit loads (acquire / at least relaxed)
+ *   VIOMMU_FENCE_ACQ()             orders the VIOMMU_LOAD()s before it before the loads after it:
+ *                                  an acquire fence, or only a compiler barrier when VIOMMU_LOAD
+ *                                  is itself an acquire load (user/reader.h does, for TSan)
  *   VIOMMU_STAT(field)             count an event (may expand to nothing)
  *
  * Concurrency: any number of readers, one writer (user/fastpath.c), no locks. The reader never
@@ -307,9 +309,12 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 		}
 		if (lk.ext_end >= last) {
 			if (q->iova + (q->size ? q->size - 1 : 0) < q->iova) {
-				a->result = VIOMMU_FP_FAULT; /* the range runs past 2^64 */
+				/* The range runs past 2^64: every byte that exists is mapped, so the
+				 * DMA as a whole is at fault; report its first byte (not byte 0, which
+				 * it never touched). */
+				a->result = VIOMMU_FP_FAULT;
 				a->reason = VIOMMU_FAULT_MAPPING;
-				a->fault_addr = 0;
+				a->fault_addr = q->iova;
 				return;
 			}
 			a->result = VIOMMU_FP_HIT;

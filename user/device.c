@@ -653,6 +653,10 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 		return VIOMMU_S_RANGE;
 	if (phys + (end - start) < phys)
 		return VIOMMU_S_RANGE;
+	/* The driver MUST make virt_end > virt_start: a one-byte MAP (possible only with a 1-byte
+	 * granule; any larger granule answered RANGE above) is malformed. */
+	if (end == start)
+		return VIOMMU_S_INVAL;
 	n = viommu_avl_floor(&dp->dom.extents, end);
 	if (n && viommu_avl_entry(n, struct viommu_extent, node)->end >= start)
 		return VIOMMU_S_INVAL;
@@ -958,8 +962,8 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 			break;
 		cur = x->end + 1;
 	}
-	if (iova + (size ? size - 1 : 0) < iova)
-		return fault(out, VIOMMU_FAULT_R_MAPPING, 0);
+	if (iova + (size ? size - 1 : 0) < iova) /* runs past 2^64: the DMA as a whole faults */
+		return fault(out, VIOMMU_FAULT_R_MAPPING, iova);
 	return VIOMMU_XLATE_OK;
 }
 

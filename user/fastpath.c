@@ -59,6 +59,7 @@ struct viommu_fastpath {
 	uint64_t hash_full; /* level-4 slots not indexed: bucket full */
 
 	bool lazy, bpf_grace, membarrier_global;
+	bool ep_removed; /* an endpoint lost a translation since the last sync (W5) */
 	int sync_inner_fd;
 	struct ring_buffer *rb;
 	char pin_dir[256];
@@ -91,9 +92,13 @@ static int node_alloc(struct viommu_fastpath *fp, int level, uint32_t dslot, uin
 	i = fp->node_free[--fp->node_free_n];
 	n = &fp->nodes[i];
 	s = LD(&n->seq); /* odd: free; every slot empty (I2) */
-	ST(&n->level, (uint16_t)level);
-	ST(&n->domain_slot, dslot);
-	ST(&n->base, base);
+	/* Release: the node may be a reused one that a reader still reads under its old
+	 * generation; each identity store orders node_free()'s odd seq before it, so a reader
+	 * whose (acquire) load sees the new identity fails its re-check of seq (I1, I5). Free on
+	 * x86-64; a release fence would do, but ThreadSanitizer does not model fences. */
+	ST_REL(&n->level, (uint16_t)level);
+	ST_REL(&n->domain_slot, dslot);
+	ST_REL(&n->base, base);
 	/* W1: header before the even seq; pairs with viommu_read_node()'s acquire of seq. */
 	ST_REL(&n->seq, s + 1);
 	fp->node_used[i] = 0;
@@ -124,11 +129,13 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	i = fp->ext_free[--fp->ext_free_n];
 	r = &fp->exts[i];
 	s = LD(&r->seq);
-	ST(&r->domain_slot, dslot);
-	ST(&r->start, x->start);
-	ST(&r->end, x->end);
-	ST(&r->phys, x->phys);
-	ST(&r->flags, x->flags);
+	/* Release, as in node_alloc(): a reader still validating the record's previous generation
+	 * must not see the new fields with the old seq (I1, I3). */
+	ST_REL(&r->domain_slot, dslot);
+	ST_REL(&r->start, x->start);
+	ST_REL(&r->end, x->end);
+	ST_REL(&r->phys, x->phys);
+	ST_REL(&r->flags, x->flags);
 	/* W2: fields before the even seq; pairs with viommu_read_extent()'s acquire of seq. */
 	ST_REL(&r->seq, s + 1);
 	fp->meta->extents_used++;
@@ -353,13 +360,22 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 		fp->meta->endpoints_used++;
 	else if (LD(&e->state) != VIOMMU_FP_UNKNOWN && st == VIOMMU_EP_UNKNOWN)
 		fp->meta->endpoints_used--;
-	/* W3: seqlock write. Odd seq, then (release fence) the fields, then the even seq. */
+	/* Leaving a translating state (identity, or a domain) removes translations readers may
+	 * hold, whatever the core calls the request: e.g. ATTACH of an endpoint that was in
+	 * global bypass removes its identity map. The next sync waits for readers (W5, I7). */
+	if ((LD(&e->state) == VIOMMU_FP_BYPASS || LD(&e->state) == VIOMMU_FP_IDENTITY ||
+	     LD(&e->state) == VIOMMU_FP_ATTACHED) &&
+	    (LD(&e->state) != (uint8_t)st || LD(&e->domain_slot) != dslot))
+		fp->ep_removed = true;
+	/* W3: seqlock write. Odd seq, then the fields, then the even seq. Each field store is a
+	 * release (not relaxed after a release fence: ThreadSanitizer does not model fences; same
+	 * code on x86-64): it orders the odd seq before it, so a reader whose acquire load of a
+	 * field sees the new value fails its re-check of seq. */
 	s = LD(&e->seq);
 	ST(&e->seq, s + 1);
-	__atomic_thread_fence(__ATOMIC_RELEASE); /* odd seq before the fields (seqlock) */
-	ST(&e->state, (uint8_t)st); /* enum viommu_ep_state == enum viommu_fp_state */
-	ST(&e->domain_slot, dslot);
-	ST(&e->root, root);
+	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state == enum viommu_fp_state */
+	ST_REL(&e->domain_slot, dslot);
+	ST_REL(&e->root, root);
 	ST_REL(&e->seq, s + 2); /* pairs with viommu_lookup_once()'s acquire of e->seq */
 	return 0;
 }
@@ -435,6 +451,8 @@ static void fp_sync(void *ctx, bool removed)
 	struct viommu_fastpath *fp = ctx;
 	uint64_t t0, epoch;
 
+	removed |= fp->ep_removed;
+	fp->ep_removed = false;
 	if (!removed || fp->lazy)
 		return;
 	t0 = now_ns();
@@ -667,6 +685,8 @@ int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp)
 	return bpf_program__fd(fp->skel->progs.viommu_xlate_batch);
 }
 
+/* Concurrency: any thread (unlike the rest of this file): it only runs the syscall program on
+ * a batch on the caller's stack; the maps are the programs' own. */
 int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
 				  struct viommu_answer *a, unsigned n, bool report)
 {

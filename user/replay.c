@@ -31,9 +31,11 @@ static const char *const verbs[] = {
 };
 
 /* Keys each verb takes (besides the expectations of request lines). */
-static const char *const verb_keys[][10] = {
+#define MAX_VERB_KEYS 12
+static const char *const verb_keys[][MAX_VERB_KEYS] = {
 	[V_DEVICE] = { "page_size_mask", "input_start", "input_end", "domain_start", "domain_end",
-		       "probe_size", "bypass", "features" },
+		       "probe_size", "bypass", "features", "max_domains", "max_mappings_per_domain",
+		       "max_mappings" },
 	[V_ENDPOINT] = { "id", "resv", "access_platform" },
 	[V_NEGOTIATE] = { "features" },
 	[V_ATTACH] = { "domain", "endpoint", "flags" },
@@ -133,7 +135,7 @@ static int get_u64(const struct line *l, const char *key, uint64_t def, uint64_t
 
 static bool key_known(enum verb v, const char *key)
 {
-	for (unsigned i = 0; i < 10 && verb_keys[v][i]; i++)
+	for (unsigned i = 0; i < MAX_VERB_KEYS && verb_keys[v][i]; i++)
 		if (!strcmp(verb_keys[v][i], key))
 			return true;
 	if (is_request(v) && (!strcmp(key, "status") || !strcmp(key, "used")))
@@ -188,7 +190,7 @@ static int parse_line(struct file *f, char *buf, unsigned lineno, struct line *l
 			ERR(f, l, "too many tokens");
 			return -EINVAL;
 		}
-		for (unsigned i = 0; i < 10 && verb_keys[l->verb][i]; i++)
+		for (unsigned i = 0; i < MAX_VERB_KEYS && verb_keys[l->verb][i]; i++)
 			if (!strcmp(verb_keys[l->verb][i], tok))
 				seen_required |= 1u << i;
 		l->kv[l->nkv].key = tok;
@@ -197,7 +199,7 @@ static int parse_line(struct file *f, char *buf, unsigned lineno, struct line *l
 	}
 	if (l->verb < sizeof(verb_required) / sizeof(verb_required[0]) &&
 	    (seen_required & verb_required[l->verb]) != verb_required[l->verb]) {
-		for (unsigned i = 0; i < 10; i++)
+		for (unsigned i = 0; i < MAX_VERB_KEYS; i++)
 			if ((verb_required[l->verb] & (1u << i)) && !(seen_required & (1u << i))) {
 				ERR(f, l, "%s needs %s=", verbs[l->verb], verb_keys[l->verb][i]);
 				break;
@@ -744,6 +746,14 @@ static int do_request(struct run *r, const struct line *l)
 				MISMATCH(r, l, "used 0 but the buffer was written");
 				break;
 			}
+	} else if (used >= 4 && (l->verb != V_PROBE || wr[used - 4] != VIOMMU_S_OK) &&
+		   !(l->verb == V_RAW && rd_len && rd[0] == VIOMMU_T_PROBE && wr[used - 4] == VIOMMU_S_OK)) {
+		/* Only an accepted PROBE writes before the tail. */
+		for (size_t i = 0; i < used - 4; i++)
+			if (wr[i] != 0xa5) {
+				MISMATCH(r, l, "bytes before the tail were written");
+				break;
+			}
 	}
 	/* PROBE: the RESV_MEM properties, exactly and in order. */
 	if (l->verb == V_PROBE && used && wr[used - 4] == VIOMMU_S_OK) {
@@ -857,6 +867,9 @@ static int setup(struct run *r, size_t *first)
 		{ "probe_size", offsetof(struct viommu_config, probe_size), 4 },
 		{ "bypass", offsetof(struct viommu_config, bypass), 1 },
 		{ "features", offsetof(struct viommu_config, features), 8 },
+		{ "max_domains", offsetof(struct viommu_config, max_domains), 4 },
+		{ "max_mappings_per_domain", offsetof(struct viommu_config, max_mappings_per_domain), 4 },
+		{ "max_mappings", offsetof(struct viommu_config, max_mappings), 8 },
 	};
 
 	viommu_config_default(&cfg);
