@@ -200,8 +200,9 @@ test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request
 	$(Q)$(MAKE) --no-print-directory check-traces
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 
+# halt_on_error: a race inside criterion's forked test process must fail the test.
 tsan: $(BUILD)/tsan/viommu-tests
-	$(BUILD)/tsan/viommu-tests --jobs=1
+	TSAN_OPTIONS="halt_on_error=1 $$TSAN_OPTIONS" $(BUILD)/tsan/viommu-tests --jobs=1
 
 stress: $(BUILD)/viommu-tests
 	VIOMMU_STRESS_SECONDS=$${VIOMMU_STRESS_SECONDS:-120} $(BUILD)/viommu-tests --filter='stress/*'

@@ -577,6 +577,10 @@ static uint8_t do_attach(struct viommu_device *dev, const uint8_t *r)
 
 		if (old)
 			dom_unlink_ep(old, e);
+		/* Leaving bypass (global or a bypass domain) removes the identity translation:
+		 * a strict observer must wait for readers that may hold it (I7). */
+		if (ep_state(dev, &e->ep) == VIOMMU_EP_BYPASS)
+			dev->removed = true;
 		e->ep.domain = &dp->dom;
 		e->dom_next = dp->eps;
 		dp->eps = e;

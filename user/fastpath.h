@@ -4,7 +4,8 @@
  * (device.h) and mirrors every change into BPF_F_MMAPABLE array maps (bpf/viommu_abi.h) before the
  * request completes; readers (reader.h, BPF programs) translate from those maps without locks.
  *
- * Concurrency: one writer — every function here runs on the device thread, the same thread that
+ * Concurrency: one writer — every function here but viommu_fastpath_bpf_translate() (a reader,
+ * safe from any thread) runs on the device thread, the same thread that
  * calls viommu_device_request(). Readers run anywhere (reader.h). docs/concurrency.md.
  * Errors: 0 or -errno; constructors NULL + errno.
  */
@@ -44,7 +45,8 @@ void viommu_fastpath_unpin(struct viommu_fastpath *fp);
 int viommu_fastpath_send_fds(struct viommu_fastpath *fp, int sock);
 
 /* Translate @n (<= VIOMMU_BULK_MAX) queries in one BPF_PROG_TEST_RUN of the syscall program.
- * @report: faults go to the ring buffer (see poll_faults). Returns 0 or -errno. */
+ * @report: faults go to the ring buffer (see poll_faults). Returns 0 or -errno.
+ * Concurrency: a reader; any thread, concurrently with the writer (the batch lives on the stack). */
 int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
 				  struct viommu_answer *a, unsigned n, bool report);
 /* Move fault records from the BPF ring buffer into the device's fault queue; returns how many. */
