@@ -42,10 +42,10 @@ TRACES      := $(wildcard tests/traces/*.trace)
 CONFORMANCE := $(wildcard tests/conformance/*.trace)
 REPLAY_PATH ?= all
 
-TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(if $(BENCH_SRCS),$(BUILD)/viommu-bench)
+TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke
+	unit unit-asan fuzz-smoke bench-smoke
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -199,6 +199,15 @@ test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request
 	$(Q)$(MAKE) --no-print-directory unit-asan
 	$(Q)$(MAKE) --no-print-directory check-traces
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
+	$(Q)$(MAKE) --no-print-directory bench-smoke
+
+# Every benchmark scenario on tiny worlds: each implementation checked against the device core's
+# translations; no timing is judged.
+bench-smoke: $(BUILD)/viommu-bench
+	@echo '== benchmark smoke run (every baseline checked against the device core, no timing)'
+	$(Q)$(BUILD)/viommu-bench --smoke > $(BUILD)/bench-smoke.log 2>&1 || \
+		{ tail -n 40 $(BUILD)/bench-smoke.log; echo 'bench-smoke: FAILED'; exit 1; }
+	$(Q)tail -n 1 $(BUILD)/bench-smoke.log
 
 # halt_on_error: a race inside criterion's forked test process must fail the test.
 tsan: $(BUILD)/tsan/viommu-tests

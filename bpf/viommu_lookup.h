@@ -275,6 +275,7 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 	__u64 last = q->iova + (q->size ? q->size - 1 : 0), cur = q->iova;
 	int i;
 
+	a->pa = 0; /* every outcome defines every field a caller reads */
 	a->fault_addr = 0;
 	a->reason = 0;
 	if (last < q->iova)

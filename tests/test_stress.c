@@ -849,7 +849,7 @@ struct holder {
 static void *holder_thread(void *argp)
 {
 	struct holder *h = argp;
-	struct viommu_answer a;
+	struct viommu_answer a = { 0 };
 
 	viommu_reader_enter(h->r);
 	viommu_reader_translate(h->r, &h->q, &a);
