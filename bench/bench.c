@@ -374,41 +374,19 @@ static uint8_t req_tail[4];
 
 static uint8_t req_attach(struct viommu_device *dev, uint32_t domain, uint32_t ep)
 {
-	uint8_t r[VIOMMU_RD_LEN(struct viommu_wire_attach)] = { VIOMMU_T_ATTACH };
+	uint8_t r[VIOMMU_RD_LEN(struct viommu_wire_attach)];
+	size_t len = viommu_req_attach(r, domain, ep, 0);
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le32(r + 8, ep);
-	if (viommu_device_request_buf(dev, r, sizeof(r), req_tail, sizeof(req_tail)) != 4)
+	if (viommu_device_request_buf(dev, r, len, req_tail, sizeof(req_tail)) != 4)
 		return 0xff;
 	return req_tail[0];
 }
 
-/* MAP and UNMAP as the driver lays them out; built before timing, sent as they are. */
+/* MAP and UNMAP as the driver lays them out (wire.h); built before timing, sent as they are. */
 struct bench_wire_pair {
 	uint8_t map[VIOMMU_RD_LEN(struct viommu_wire_map)];
 	uint8_t unmap[VIOMMU_RD_LEN(struct viommu_wire_unmap)];
 };
-
-static void wire_map(uint8_t *r, uint32_t domain, uint64_t start, uint64_t end, uint64_t phys,
-		     uint32_t flags)
-{
-	memset(r, 0, VIOMMU_RD_LEN(struct viommu_wire_map));
-	r[0] = VIOMMU_T_MAP;
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le64(r + 8, start);
-	viommu_put_le64(r + 16, end);
-	viommu_put_le64(r + 24, phys);
-	viommu_put_le32(r + 32, flags);
-}
-
-static void wire_unmap(uint8_t *r, uint32_t domain, uint64_t start, uint64_t end)
-{
-	memset(r, 0, VIOMMU_RD_LEN(struct viommu_wire_unmap));
-	r[0] = VIOMMU_T_UNMAP;
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le64(r + 8, start);
-	viommu_put_le64(r + 16, end);
-}
 
 static inline uint8_t req_send(struct viommu_device *dev, const uint8_t *r, size_t len)
 {
@@ -516,7 +494,7 @@ static void world_populate(struct bench_world *w, struct viommu_device *dev)
 	for (size_t i = 0; i < w->n; i++) {
 		const struct bench_extent *x = &w->ext[i];
 
-		wire_map(r, BENCH_DOMAIN, x->start, x->end, x->phys, x->flags);
+		viommu_req_map(r, BENCH_DOMAIN, x->start, x->end, x->phys, x->flags);
 		if ((st = req_send(dev, r, sizeof(r))) != VIOMMU_S_OK)
 			bench_fail("MAP [0x%llx, 0x%llx] of extent %zu: status %u",
 				   (unsigned long long)x->start, (unsigned long long)x->end, i, st);
@@ -659,30 +637,6 @@ static void qset_free(struct bench_qset *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* The store's answer in fast-path terms. */
-static void store_answer(struct viommu_device *dev, const struct viommu_query *q, struct viommu_answer *a)
-{
-	struct viommu_xlate x;
-
-	memset(a, 0, sizeof(*a));
-	switch (viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, &x)) {
-	case VIOMMU_XLATE_OK:
-		a->result = VIOMMU_FP_HIT;
-		a->pa = x.pa;
-		a->ext_start = x.ext_start;
-		a->ext_end = x.ext_end;
-		break;
-	case VIOMMU_XLATE_IDENTITY:
-		a->result = VIOMMU_FP_IDENT;
-		a->pa = q->iova;
-		break;
-	default:
-		a->result = VIOMMU_FP_FAULT;
-		a->reason = x.reason;
-		a->fault_addr = x.fault_addr;
-	}
-}
-
 enum bench_qkind { Q_HIT, Q_MISS, Q_HOT };
 
 /* @n queries of @kind (Q_HOT: one query repeated) and the store's answers to them. The RNG runs
@@ -716,7 +670,7 @@ static void qset_make(struct bench_qset *s, struct bench_world *w, enum bench_qk
 			q->iova = x->start + (x->end - x->start) / 2;
 			break;
 		}
-		store_answer(w->dev, q, &s->want[i]);
+		viommu_fastpath_expected(w->dev, q, &s->want[i]);
 		if ((kind == Q_MISS) != (s->want[i].result == VIOMMU_FP_FAULT))
 			bench_fail("query set: the store answers %u for iova 0x%llx", s->want[i].result,
 				   (unsigned long long)q->iova);
@@ -1398,8 +1352,8 @@ static void mu_pages(struct bench_mu *m, struct bench_world *w, size_t want, boo
 
 		*x = (struct bench_extent){ iova, iova + 4095, ((bench_rand(&r) % (1ull << 40)) & ~4095ull) + 4096,
 					    VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE };
-		wire_map(m->wire[i].map, BENCH_DOMAIN, x->start, x->end, x->phys, x->flags);
-		wire_unmap(m->wire[i].unmap, BENCH_DOMAIN, x->start, x->end);
+		viommu_req_map(m->wire[i].map, BENCH_DOMAIN, x->start, x->end, x->phys, x->flags);
+		viommu_req_unmap(m->wire[i].unmap, BENCH_DOMAIN, x->start, x->end);
 	}
 }
 
@@ -1486,7 +1440,7 @@ static void mu_verify(struct bench_mu *m, int impl, struct viommu_device *dev)
 				want.ext_end = x->end;
 			}
 			if (impl == I_VIOMMU) {
-				store_answer(dev, &q, &got);
+				viommu_fastpath_expected(dev, &q, &got);
 				check_answer(dev == w->dev ? "viommu (store)" : "viommu_store", "map_unmap", &q, &want, &got, true);
 				if (dev == w->dev) {
 					viommu_reader_translate(w->rd, &q, &got);

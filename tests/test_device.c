@@ -63,43 +63,30 @@ static uint8_t submit(const uint8_t *rd, size_t rd_len)
 
 static uint8_t attach(uint32_t domain, uint32_t ep, uint32_t flags)
 {
-	uint8_t r[20] = { VIOMMU_T_ATTACH };
+	uint8_t r[64];
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le32(r + 8, ep);
-	viommu_put_le32(r + 12, flags);
-	return submit(r, sizeof(r));
+	return submit(r, viommu_req_attach(r, domain, ep, flags));
 }
 
 static uint8_t detach(uint32_t domain, uint32_t ep)
 {
-	uint8_t r[20] = { VIOMMU_T_DETACH };
+	uint8_t r[64];
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le32(r + 8, ep);
-	return submit(r, sizeof(r));
+	return submit(r, viommu_req_detach(r, domain, ep));
 }
 
 static uint8_t map(uint32_t domain, uint64_t start, uint64_t end, uint64_t phys, uint32_t flags)
 {
-	uint8_t r[36] = { VIOMMU_T_MAP };
+	uint8_t r[64];
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le64(r + 8, start);
-	viommu_put_le64(r + 16, end);
-	viommu_put_le64(r + 24, phys);
-	viommu_put_le32(r + 32, flags);
-	return submit(r, sizeof(r));
+	return submit(r, viommu_req_map(r, domain, start, end, phys, flags));
 }
 
 static uint8_t unmap(uint32_t domain, uint64_t start, uint64_t end)
 {
-	uint8_t r[28] = { VIOMMU_T_UNMAP };
+	uint8_t r[64];
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le64(r + 8, start);
-	viommu_put_le64(r + 16, end);
-	return submit(r, sizeof(r));
+	return submit(r, viommu_req_unmap(r, domain, start, end));
 }
 
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)

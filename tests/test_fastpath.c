@@ -63,62 +63,33 @@ static void fp_teardown(void)
 	dev = NULL;
 }
 
+static uint8_t submit(const uint8_t *r, size_t len)
+{
+	uint8_t t[4];
+
+	cr_assert_eq(viommu_device_request_buf(dev, r, len, t, sizeof(t)), 4);
+	return t[0];
+}
+
 static uint8_t req_attach(uint32_t domain, uint32_t ep)
 {
-	uint8_t r[20] = { VIOMMU_T_ATTACH }, t[4];
+	uint8_t r[64];
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le32(r + 8, ep);
-	cr_assert_eq(viommu_device_request_buf(dev, r, sizeof(r), t, sizeof(t)), 4);
-	return t[0];
+	return submit(r, viommu_req_attach(r, domain, ep, 0));
 }
 
 static uint8_t req_map(uint32_t domain, uint64_t start, uint64_t end, uint64_t phys, uint32_t flags)
 {
-	uint8_t r[36] = { VIOMMU_T_MAP }, t[4];
+	uint8_t r[64];
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le64(r + 8, start);
-	viommu_put_le64(r + 16, end);
-	viommu_put_le64(r + 24, phys);
-	viommu_put_le32(r + 32, flags);
-	cr_assert_eq(viommu_device_request_buf(dev, r, sizeof(r), t, sizeof(t)), 4);
-	return t[0];
+	return submit(r, viommu_req_map(r, domain, start, end, phys, flags));
 }
 
 static uint8_t req_unmap(uint32_t domain, uint64_t start, uint64_t end)
 {
-	uint8_t r[28] = { VIOMMU_T_UNMAP }, t[4];
+	uint8_t r[64];
 
-	viommu_put_le32(r + 4, domain);
-	viommu_put_le64(r + 8, start);
-	viommu_put_le64(r + 16, end);
-	cr_assert_eq(viommu_device_request_buf(dev, r, sizeof(r), t, sizeof(t)), 4);
-	return t[0];
-}
-
-/* The store's answer in fast-path terms. */
-static void store_answer(const struct viommu_query *q, struct viommu_answer *a)
-{
-	struct viommu_xlate x;
-
-	memset(a, 0, sizeof(*a));
-	switch (viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, &x)) {
-	case VIOMMU_XLATE_OK:
-		a->result = VIOMMU_FP_HIT;
-		a->pa = x.pa;
-		a->ext_start = x.ext_start;
-		a->ext_end = x.ext_end;
-		break;
-	case VIOMMU_XLATE_IDENTITY:
-		a->result = VIOMMU_FP_IDENT;
-		a->pa = q->iova;
-		break;
-	default:
-		a->result = VIOMMU_FP_FAULT;
-		a->reason = x.reason;
-		a->fault_addr = x.fault_addr;
-	}
+	return submit(r, viommu_req_unmap(r, domain, start, end));
 }
 
 static void assert_same(const struct viommu_query *q, const struct viommu_answer *want,
@@ -147,7 +118,7 @@ static void check_queries(struct viommu_reader *r, const struct viommu_query *q,
 	struct viommu_answer want[VIOMMU_BULK_MAX], user[VIOMMU_BULK_MAX], bpf[VIOMMU_BULK_MAX];
 
 	for (unsigned i = 0; i < n; i++)
-		store_answer(&q[i], &want[i]);
+		viommu_fastpath_expected(dev, &q[i], &want[i]);
 	viommu_reader_translate_bulk(r, q, user, n);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, bpf, n, false), 0);
 	for (unsigned i = 0; i < n; i++) {

@@ -708,6 +708,32 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 	return 0;
 }
 
+void viommu_fastpath_expected(const struct viommu_device *dev, const struct viommu_query *q,
+			      struct viommu_answer *a)
+{
+	struct viommu_xlate x;
+
+	memset(a, 0, sizeof(*a));
+	switch (viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, &x)) {
+	case VIOMMU_XLATE_OK:
+		a->result = VIOMMU_FP_HIT;
+		a->pa = x.pa;
+		a->ext_start = x.ext_start;
+		a->ext_end = x.ext_end;
+		a->ext_phys = x.ext_phys;
+		a->ext_flags = x.ext_flags;
+		break;
+	case VIOMMU_XLATE_IDENTITY:
+		a->result = VIOMMU_FP_IDENT;
+		a->pa = q->iova;
+		break;
+	default:
+		a->result = VIOMMU_FP_FAULT;
+		a->reason = x.reason;
+		a->fault_addr = x.fault_addr;
+	}
+}
+
 int viommu_fastpath_poll_faults(struct viommu_fastpath *fp)
 {
 	return ring_buffer__consume(fp->rb);

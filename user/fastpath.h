@@ -70,6 +70,11 @@ struct viommu_fp_view {
 const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp);
 struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp);
 
+/* The answer every reader must give for @q: the device core's authoritative translation
+ * (viommu_device_translate) in fast-path terms. For differential tests and benchmarks. */
+void viommu_fastpath_expected(const struct viommu_device *dev, const struct viommu_query *q,
+			      struct viommu_answer *a);
+
 /* Counters and occupancy (`viommu stat`). */
 void viommu_fastpath_print_stat(const struct viommu_fastpath *fp, FILE *out);
 

@@ -646,45 +646,30 @@ static int do_request(struct run *r, const struct line *l)
 			ERR(r->f, l, "domain, endpoint and flags are 32-bit");
 			return -EINVAL;
 		}
-		rd[0] = l->verb == V_ATTACH ? VIOMMU_T_ATTACH : VIOMMU_T_DETACH;
-		viommu_put_le32(rd + 4, (uint32_t)v[0]);
-		viommu_put_le32(rd + 8, (uint32_t)v[1]);
-		if (l->verb == V_ATTACH)
-			viommu_put_le32(rd + 12, (uint32_t)v[2]);
-		rd_len = 20;
+		rd_len = l->verb == V_ATTACH ?
+				 viommu_req_attach(rd, (uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2]) :
+				 viommu_req_detach(rd, (uint32_t)v[0], (uint32_t)v[1]);
 		break;
 	case V_MAP:
 		if (v[0] > UINT32_MAX || v[4] > UINT32_MAX) {
 			ERR(r->f, l, "domain and flags are 32-bit");
 			return -EINVAL;
 		}
-		rd[0] = VIOMMU_T_MAP;
-		viommu_put_le32(rd + 4, (uint32_t)v[0]);
-		viommu_put_le64(rd + 8, v[1]);
-		viommu_put_le64(rd + 16, v[2]);
-		viommu_put_le64(rd + 24, v[3]);
-		viommu_put_le32(rd + 32, (uint32_t)v[4]);
-		rd_len = 36;
+		rd_len = viommu_req_map(rd, (uint32_t)v[0], v[1], v[2], v[3], (uint32_t)v[4]);
 		break;
 	case V_UNMAP:
 		if (v[0] > UINT32_MAX) {
 			ERR(r->f, l, "domain is 32-bit");
 			return -EINVAL;
 		}
-		rd[0] = VIOMMU_T_UNMAP;
-		viommu_put_le32(rd + 4, (uint32_t)v[0]);
-		viommu_put_le64(rd + 8, v[1]);
-		viommu_put_le64(rd + 16, v[2]);
-		rd_len = 28;
+		rd_len = viommu_req_unmap(rd, (uint32_t)v[0], v[1], v[2]);
 		break;
 	case V_PROBE:
 		if (v[0] > UINT32_MAX) {
 			ERR(r->f, l, "endpoint is 32-bit");
 			return -EINVAL;
 		}
-		rd[0] = VIOMMU_T_PROBE;
-		viommu_put_le32(rd + 4, (uint32_t)v[0]);
-		rd_len = 72;
+		rd_len = viommu_req_probe(rd, (uint32_t)v[0]);
 		wr_len = viommu_device_config(r->dev)->probe_size + 4;
 		break;
 	case V_RAW: {

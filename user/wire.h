@@ -210,6 +210,61 @@ static inline void viommu_put_le64(void *p, uint64_t v)
 	viommu_put_le32((uint8_t *)p + 4, (uint32_t)(v >> 32));
 }
 
+/*
+ * Driver-side encoders: write the device-readable part of a request as Linux places it (reserved
+ * bytes zero) and return its length. For the replayer, tests, benchmarks and VMM tests.
+ */
+static inline size_t viommu_req_attach(uint8_t *r, uint32_t domain, uint32_t ep, uint32_t flags)
+{
+	memset(r, 0, VIOMMU_RD_LEN(struct viommu_wire_attach));
+	r[0] = VIOMMU_T_ATTACH;
+	viommu_put_le32(r + 4, domain);
+	viommu_put_le32(r + 8, ep);
+	viommu_put_le32(r + 12, flags);
+	return VIOMMU_RD_LEN(struct viommu_wire_attach);
+}
+
+static inline size_t viommu_req_detach(uint8_t *r, uint32_t domain, uint32_t ep)
+{
+	memset(r, 0, VIOMMU_RD_LEN(struct viommu_wire_detach));
+	r[0] = VIOMMU_T_DETACH;
+	viommu_put_le32(r + 4, domain);
+	viommu_put_le32(r + 8, ep);
+	return VIOMMU_RD_LEN(struct viommu_wire_detach);
+}
+
+static inline size_t viommu_req_map(uint8_t *r, uint32_t domain, uint64_t virt_start,
+				    uint64_t virt_end, uint64_t phys_start, uint32_t flags)
+{
+	memset(r, 0, VIOMMU_RD_LEN(struct viommu_wire_map));
+	r[0] = VIOMMU_T_MAP;
+	viommu_put_le32(r + 4, domain);
+	viommu_put_le64(r + 8, virt_start);
+	viommu_put_le64(r + 16, virt_end);
+	viommu_put_le64(r + 24, phys_start);
+	viommu_put_le32(r + 32, flags);
+	return VIOMMU_RD_LEN(struct viommu_wire_map);
+}
+
+static inline size_t viommu_req_unmap(uint8_t *r, uint32_t domain, uint64_t virt_start,
+				      uint64_t virt_end)
+{
+	memset(r, 0, VIOMMU_RD_LEN(struct viommu_wire_unmap));
+	r[0] = VIOMMU_T_UNMAP;
+	viommu_put_le32(r + 4, domain);
+	viommu_put_le64(r + 8, virt_start);
+	viommu_put_le64(r + 16, virt_end);
+	return VIOMMU_RD_LEN(struct viommu_wire_unmap);
+}
+
+static inline size_t viommu_req_probe(uint8_t *r, uint32_t ep)
+{
+	memset(r, 0, sizeof(struct viommu_wire_probe));
+	r[0] = VIOMMU_T_PROBE;
+	viommu_put_le32(r + 4, ep);
+	return sizeof(struct viommu_wire_probe);
+}
+
 const char *viommu_status_name(unsigned status);
 const char *viommu_type_name(unsigned type);
 
