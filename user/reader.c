@@ -230,6 +230,76 @@ static void count(struct viommu_reader *r, const struct viommu_answer *a)
 		__atomic_store_n(&s->retries, s->retries + 1, __ATOMIC_RELAXED);
 }
 
+/*
+ * Bulk lookups pipeline their cache misses (as DPDK's rte_hash bulk lookup does). A single
+ * lookup is a chain of dependent misses: hash bucket -> level-5 node (header and slot lines) ->
+ * extent record. Over a burst, each stage's addresses are known for every query before any of
+ * them is needed, so the misses of one stage overlap: stage 1 prefetches every bucket, stage 2
+ * reads the buckets (now cached) and prefetches the nodes or records they name, stage 3 reads
+ * the node slots and prefetches the records; then the real, validated lookups run on warm lines.
+ * The stages only compute addresses from unvalidated loads and prefetch them: a racing writer
+ * can make a prefetch useless, never an answer wrong (the lookups validate everything).
+ */
+/* The slot word the hash holds for @key (0 if none), unvalidated: for prefetching only. */
+static __u64 prefetch_slot(const struct viommu_reader *r, __u64 key)
+{
+	const struct viommu_hash_bucket *b = &r->buckets[viommu_hash_index(key, r->hash_mask)];
+
+	for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
+		if (__atomic_load_n(&b->key[w], __ATOMIC_RELAXED) == key)
+			return __atomic_load_n(&b->val[w], __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n)
+{
+	__u64 key[VIOMMU_BULK_MAX], slot[VIOMMU_BULK_MAX];
+	const unsigned l5 = VIOMMU_LEVEL_SHIFT(VIOMMU_RADIX_LEVELS - 1);
+
+	for (unsigned i = 0; i < n; i++) {
+		const struct viommu_ep_entry *e;
+
+		key[i] = 0;
+		if (q[i].endpoint >= VIOMMU_EP_DENSE) /* sparse ids: the lookup finds them */
+			continue;
+		e = &r->eps[q[i].endpoint];
+		if (__atomic_load_n(&e->state, __ATOMIC_RELAXED) != VIOMMU_FP_ATTACHED)
+			continue;
+		key[i] = VIOMMU_HASH_KEY(__atomic_load_n(&e->domain_slot, __ATOMIC_RELAXED), q[i].iova);
+		__builtin_prefetch(&r->buckets[viommu_hash_index(key[i], r->hash_mask)]);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		__u32 idx;
+
+		slot[i] = key[i] ? prefetch_slot(r, key[i]) : 0;
+		if (!slot[i])
+			continue;
+		idx = VIOMMU_SLOT_IDX(slot[i]);
+		if (VIOMMU_SLOT_TAG(slot[i]) == VIOMMU_SLOT_EXTENT && idx < r->extents_max) {
+			__builtin_prefetch(&r->exts[idx]);
+			slot[i] = 0;
+		} else if (VIOMMU_SLOT_TAG(slot[i]) == VIOMMU_SLOT_NODE && idx < r->nodes_max) {
+			__builtin_prefetch(&r->nodes[idx]);
+			__builtin_prefetch(&r->nodes[idx].slot[(q[i].iova >> l5) & (VIOMMU_RADIX_FANOUT - 1)]);
+		} else {
+			slot[i] = 0;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		__u64 ent;
+		__u32 idx;
+
+		if (!key[i] || VIOMMU_SLOT_TAG(slot[i]) != VIOMMU_SLOT_NODE)
+			continue;
+		ent = __atomic_load_n(&r->nodes[VIOMMU_SLOT_IDX(slot[i])]
+					       .slot[(q[i].iova >> l5) & (VIOMMU_RADIX_FANOUT - 1)],
+				      __ATOMIC_RELAXED);
+		idx = VIOMMU_SLOT_IDX(ent);
+		if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT && idx < r->extents_max)
+			__builtin_prefetch(&r->exts[idx]);
+	}
+}
+
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n)
 {
@@ -237,6 +307,7 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 
 	if (n > VIOMMU_BULK_MAX)
 		n = VIOMMU_BULK_MAX;
+	prefetch_burst(r, q, n);
 	for (unsigned i = 0; i < n; i++) {
 		viommu_reader_translate(r, &q[i], &a[i]);
 		if (a[i].result == VIOMMU_FP_HIT || a[i].result == VIOMMU_FP_IDENT)
