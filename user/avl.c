@@ -3,6 +3,7 @@
 #include "avl.h"
 
 #include <errno.h>
+#include <stdbool.h>
 
 static int h(const struct viommu_avl_node *n)
 {
@@ -54,73 +55,100 @@ static struct viommu_avl_node *balance(struct viommu_avl_node *n)
 	return n;
 }
 
+/*
+ * Rebalance @n after one of its subtrees changed height, and report whether the height of the
+ * subtree (now rooted at the return value) changed. When it did not, no ancestor can need
+ * rebalancing, so the callers above stop: without this an insert or remove would read both
+ * children of every node on the path, i.e. one extra cache miss per level in a large tree.
+ */
+static struct viommu_avl_node *rebalance(struct viommu_avl_node *n, bool *changed)
+{
+	int before = n->height;
+
+	n = balance(n);
+	*changed = n->height != before;
+	return n;
+}
+
 static struct viommu_avl_node *insert(struct viommu_avl_node *root, struct viommu_avl_node *n,
-				      int *err)
+				      int *err, bool *grew)
 {
 	if (!root) {
 		n->left = n->right = NULL;
 		n->height = 1;
+		*grew = true;
 		return n;
 	}
 	if (n->key < root->key)
-		root->left = insert(root->left, n, err);
+		root->left = insert(root->left, n, err, grew);
 	else if (n->key > root->key)
-		root->right = insert(root->right, n, err);
+		root->right = insert(root->right, n, err, grew);
 	else {
 		*err = -EEXIST;
+		*grew = false;
 		return root;
 	}
-	return balance(root);
+	return *grew ? rebalance(root, grew) : root;
 }
 
 int viommu_avl_insert(struct viommu_avl *t, struct viommu_avl_node *n)
 {
 	int err = 0;
+	bool grew;
 
-	t->root = insert(t->root, n, &err);
+	t->root = insert(t->root, n, &err, &grew);
 	if (!err)
 		t->count++;
 	return err;
 }
 
-static struct viommu_avl_node *remove_min(struct viommu_avl_node *n, struct viommu_avl_node **min)
+static struct viommu_avl_node *remove_min(struct viommu_avl_node *n, struct viommu_avl_node **min,
+					  bool *shrunk)
 {
 	if (!n->left) {
 		*min = n;
+		*shrunk = true;
 		return n->right;
 	}
-	n->left = remove_min(n->left, min);
-	return balance(n);
+	n->left = remove_min(n->left, min, shrunk);
+	return *shrunk ? rebalance(n, shrunk) : n;
 }
 
 static struct viommu_avl_node *remove(struct viommu_avl_node *n, uint64_t key,
-				      struct viommu_avl_node **out)
+				      struct viommu_avl_node **out, bool *shrunk)
 {
-	if (!n)
+	if (!n) {
+		*shrunk = false;
 		return NULL;
+	}
 	if (key < n->key) {
-		n->left = remove(n->left, key, out);
+		n->left = remove(n->left, key, out, shrunk);
 	} else if (key > n->key) {
-		n->right = remove(n->right, key, out);
+		n->right = remove(n->right, key, out, shrunk);
 	} else {
 		struct viommu_avl_node *min, *r;
+		int before = n->height;
 
 		*out = n;
-		if (!n->right)
+		if (!n->right) {
+			*shrunk = true;
 			return n->left;
-		r = remove_min(n->right, &min);
+		}
+		r = remove_min(n->right, &min, shrunk);
 		min->right = r;
 		min->left = n->left;
-		return balance(min);
+		min->height = before; /* min takes n's place; its height is n's until rebalanced */
+		return *shrunk ? rebalance(min, shrunk) : min;
 	}
-	return balance(n);
+	return *shrunk ? rebalance(n, shrunk) : n;
 }
 
 struct viommu_avl_node *viommu_avl_remove(struct viommu_avl *t, uint64_t key)
 {
 	struct viommu_avl_node *out = NULL;
+	bool shrunk;
 
-	t->root = remove(t->root, key, &out);
+	t->root = remove(t->root, key, &out, &shrunk);
 	if (out)
 		t->count--;
 	return out;
