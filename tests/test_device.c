@@ -162,6 +162,25 @@ Test(config, device_new_refuses_what_the_spec_forbids)
 	cr_assert_null(viommu_device_new(&cfg));
 }
 
+Test(config, device_new_refuses_caps_of_zero_or_above_the_limits)
+{
+	struct viommu_config cfg;
+
+	viommu_config_default(&cfg);
+	cfg.max_domains = VIOMMU_MAX_DOMAINS_LIMIT + 1;
+	cr_assert_null(viommu_device_new(&cfg), "an untrusted config cannot ask for 16 GiB of slots");
+	cfg.max_domains = 0;
+	cr_assert_null(viommu_device_new(&cfg));
+	viommu_config_default(&cfg);
+	cfg.max_pending_faults = VIOMMU_MAX_FAULTS_LIMIT + 1;
+	cr_assert_null(viommu_device_new(&cfg));
+	viommu_config_default(&cfg);
+	cfg.max_domains = VIOMMU_MAX_DOMAINS_LIMIT;
+	setup_with(&cfg);
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(viommu_device_domain(dev, 5)->slot, 0, "slots are handed out from 0");
+}
+
 Test(config, bypass_write_needs_bypass_config_and_takes_only_0_or_1, .init = setup)
 {
 	uint8_t b = 1, v, two = 2;

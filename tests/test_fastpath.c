@@ -379,6 +379,36 @@ Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 	cr_assert_eq(viommu_device_endpoint_state(dev, 9), VIOMMU_EP_BYPASS);
 }
 
+Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
+{
+	struct viommu_config cfg;
+	struct viommu_fastpath_opts o = { .nodes = 8 };
+	const struct viommu_meta *m;
+	struct viommu_reader *r;
+	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = 0x2000, .size = 1 };
+	struct viommu_answer want, got;
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	fp_setup_with(&cfg, &o);
+	m = viommu_fastpath_view(fp)->meta;
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 6 nodes */
+	/* Needs 4 new nodes (levels 2-5) with 2 left: two are linked, the third fails. */
+	cr_assert_eq(req_map(1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
+	cr_assert_eq(m->nodes_used, 6, "the two nodes linked before the failure are freed");
+	/* So a map that needs exactly two new nodes fits. */
+	cr_assert_eq(req_map(1, 1ull << 30, (1ull << 30) + 0xfff, 0x3000, 1), VIOMMU_S_OK);
+	cr_assert_eq(m->nodes_used, 8);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	viommu_fastpath_expected(dev, &q, &want);
+	cr_assert_eq(viommu_reader_translate(r, &q, &got), want.result);
+	viommu_reader_close(r);
+	viommu_device_reset(dev);
+	cr_assert_eq(m->nodes_used, 0, "nothing leaked across the reset");
+}
+
 Test(fastpath, a_device_granule_below_4k_is_refused_with_enotsup)
 {
 	struct viommu_config cfg;

@@ -22,8 +22,9 @@ struct viommu_device {
 	struct viommu_avl domains; /* struct viommu_domain */
 	uint64_t nr_mappings;
 
-	uint32_t *slot_free; /* stack of free domain slots */
+	uint32_t *slot_free; /* stack of freed domain slots */
 	uint32_t slot_free_n;
+	uint32_t slot_hwm; /* slots [0, slot_hwm) have been handed out at least once */
 
 	struct viommu_observer obs[VIOMMU_MAX_OBSERVERS];
 	unsigned nobs;
@@ -80,7 +81,9 @@ struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
 	    (cfg->features & ~VIOMMU_FEATURES_KNOWN) ||
 	    ((cfg->features & VIOMMU_FBIT(VIOMMU_F_BYPASS)) &&
 	     (cfg->features & VIOMMU_FBIT(VIOMMU_F_BYPASS_CONFIG))) ||
-	    !cfg->max_domains || !cfg->max_pending_faults || cfg->probe_size > (1u << 20)) {
+	    !cfg->max_domains || cfg->max_domains > VIOMMU_MAX_DOMAINS_LIMIT ||
+	    !cfg->max_pending_faults || cfg->max_pending_faults > VIOMMU_MAX_FAULTS_LIMIT ||
+	    cfg->probe_size > VIOMMU_PROBE_SIZE_LIMIT) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -100,10 +103,6 @@ struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
 		errno = ENOMEM;
 		return NULL;
 	}
-	/* Pop order hands out slot 0 first. */
-	for (uint32_t i = 0; i < cfg->max_domains; i++)
-		dev->slot_free[i] = cfg->max_domains - 1 - i;
-	dev->slot_free_n = cfg->max_domains;
 	return dev;
 }
 
@@ -282,12 +281,14 @@ static struct dom_priv *domain_create(struct viommu_device *dev, uint32_t id, bo
 {
 	struct dom_priv *dp;
 
-	if (!dev->slot_free_n || !(dp = calloc(1, sizeof(*dp))))
+	if ((!dev->slot_free_n && dev->slot_hwm == dev->cfg.max_domains) ||
+	    !(dp = calloc(1, sizeof(*dp))))
 		return NULL;
 	dp->dom.node.key = id;
 	dp->dom.id = id;
 	dp->dom.bypass = bypass;
-	dp->dom.slot = dev->slot_free[--dev->slot_free_n];
+	/* Freed slots first (LIFO), then a new one: the stack's pages are touched only as used. */
+	dp->dom.slot = dev->slot_free_n ? dev->slot_free[--dev->slot_free_n] : dev->slot_hwm++;
 	viommu_avl_init(&dp->dom.extents);
 	if (notify_domain_created(dev, &dp->dom)) {
 		dev->slot_free[dev->slot_free_n++] = dp->dom.slot;
@@ -1122,7 +1123,8 @@ int viommu_device_check(const struct viommu_device *dev)
 
 	if (viommu_avl_check(&dev->endpoints) || viommu_avl_check(&dev->domains) ||
 	    dev->domains.count > dev->cfg.max_domains ||
-	    dev->slot_free_n + dev->domains.count != dev->cfg.max_domains ||
+	    dev->slot_free_n + dev->domains.count != dev->slot_hwm ||
+	    dev->slot_hwm > dev->cfg.max_domains ||
 	    dev->nr_mappings > dev->cfg.max_mappings || dev->bypass > 1 ||
 	    dev->fault_count > dev->cfg.max_pending_faults)
 		return -EUCLEAN;

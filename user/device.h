@@ -42,6 +42,12 @@ struct viommu_config {
 	uint32_t max_pending_faults; /* fault records queued for the event queue */
 };
 
+/* Hard limits on the caps (viommu_device_new refuses more): what a config, even an untrusted one,
+ * can make the device allocate up front is bounded (4 MiB of domain slots, 24 MiB of faults). */
+#define VIOMMU_MAX_DOMAINS_LIMIT (1u << 20)
+#define VIOMMU_MAX_FAULTS_LIMIT (1u << 20)
+#define VIOMMU_PROBE_SIZE_LIMIT (1u << 20)
+
 /* QEMU-like defaults (as the trace format's `device` line): 4 KiB granule, full ranges,
  * probe_size 512, bypass 1, features INPUT_RANGE|DOMAIN_RANGE|MAP_UNMAP|PROBE|MMIO|BYPASS_CONFIG,
  * caps 65536 domains, 1M mappings per domain, 4M mappings, 65536 endpoints, 1024 faults. */
@@ -117,7 +123,8 @@ struct viommu_device_stats {
 struct viommu_device;
 
 /* A device with @cfg (copied). NULL and errno EINVAL for a config the spec forbids
- * (page_size_mask 0, empty ranges, bypass > 1, both F_BYPASS and F_BYPASS_CONFIG, unknown bits). */
+ * (page_size_mask 0, empty ranges, bypass > 1, both F_BYPASS and F_BYPASS_CONFIG, unknown bits)
+ * or caps of 0 or above the VIOMMU_*_LIMIT bounds. */
 struct viommu_device *viommu_device_new(const struct viommu_config *cfg);
 void viommu_device_free(struct viommu_device *dev);
 const struct viommu_config *viommu_device_config(const struct viommu_device *dev);

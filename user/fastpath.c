@@ -245,31 +245,51 @@ static int piece_level(uint64_t addr, uint64_t end)
 	return -1;
 }
 
+/* Free the nodes of @path (deepest first, from level @l) left with no slot in use, unlinking
+ * each from its parent first: new readers no longer reach it, old ones fail validation (I2). */
+static void path_prune(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr,
+		       const uint32_t *path, int l)
+{
+	for (; l > 0 && fp->node_used[path[l]] == 0; l--) {
+		slot_write(fp, path[l - 1], l - 1, addr, dslot, 0);
+		node_free(fp, path[l]);
+	}
+}
+
 static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level,
 			 uint64_t word)
 {
-	uint32_t idx = fp->dom_root[dslot];
+	uint32_t path[VIOMMU_RADIX_LEVELS];
+	int l, err = 0;
 
-	for (int l = 0; l < level; l++) {
-		struct viommu_node *n = &fp->nodes[idx];
+	path[0] = fp->dom_root[dslot];
+	for (l = 0; l < level; l++) {
+		struct viommu_node *n = &fp->nodes[path[l]];
 		uint64_t cur = LD(&n->slot[(addr >> VIOMMU_LEVEL_SHIFT(l)) & (VIOMMU_RADIX_FANOUT - 1)]);
-		uint32_t child, gen;
-		int err;
+		uint32_t gen;
 
 		if (VIOMMU_SLOT_TAG(cur) == VIOMMU_SLOT_NODE) {
-			idx = VIOMMU_SLOT_IDX(cur);
+			path[l + 1] = VIOMMU_SLOT_IDX(cur);
 			continue;
 		}
-		if (cur)
-			return -EEXIST; /* a leaf above: the device core prevents overlaps */
-		if ((err = node_alloc(fp, l + 1, dslot, addr & cover_mask(l + 1), &child, &gen)))
-			return err;
-		slot_write(fp, idx, l, addr, dslot, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_NODE, child, gen));
-		idx = child;
+		if (cur) {
+			err = -EEXIST; /* a leaf above: the device core prevents overlaps */
+			break;
+		}
+		if ((err = node_alloc(fp, l + 1, dslot, addr & cover_mask(l + 1), &path[l + 1], &gen)))
+			break;
+		slot_write(fp, path[l], l, addr, dslot, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_NODE, path[l + 1], gen));
 	}
-	if (LD(&fp->nodes[idx].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) & (VIOMMU_RADIX_FANOUT - 1)]))
-		return -EEXIST;
-	slot_write(fp, idx, level, addr, dslot, word);
+	if (!err && LD(&fp->nodes[path[level]].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) &
+						    (VIOMMU_RADIX_FANOUT - 1)]))
+		err = -EEXIST;
+	if (err) {
+		/* Nothing half-applied: the nodes this call linked hold nothing else; free them
+		 * (the caller's rollback stops before this piece). */
+		path_prune(fp, dslot, addr, path, l);
+		return err;
+	}
+	slot_write(fp, path[level], level, addr, dslot, word);
 	return 0;
 }
 
@@ -289,11 +309,7 @@ static void piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 		path[l + 1] = VIOMMU_SLOT_IDX(cur);
 	}
 	slot_write(fp, path[level], level, addr, dslot, 0);
-	for (l = level; l > 0 && fp->node_used[path[l]] == 0; l--) {
-		/* Unlink before kill: new readers no longer reach it, old ones fail validation. */
-		slot_write(fp, path[l - 1], l - 1, addr, dslot, 0);
-		node_free(fp, path[l]);
-	}
+	path_prune(fp, dslot, addr, path, level);
 }
 
 /* Calls install/remove for every piece of [start, end] up to (not including) @stop_addr. */

@@ -899,7 +899,8 @@ static int setup(struct run *r, size_t *first)
 		}
 	r->dev = viommu_device_new(&cfg);
 	if (!r->dev) {
-		fprintf(stderr, "%s: the device line describes a device the spec forbids: %s\n",
+		fprintf(stderr, "%s: the device line describes a device the spec forbids, or caps above "
+			"viommu's limits (device.h): %s\n",
 			f->path, strerror(errno));
 		return -EINVAL;
 	}
