@@ -58,6 +58,7 @@ struct viommu_fastpath {
 	 * zeroed them, seq 0) and no slot word names them. Free lists first, then these. */
 	uint32_t node_hwm, ext_hwm, nodes_max, extents_max;
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
+	bool dom_live[VIOMMU_DOMAINS_MAX];
 	uint32_t sparse_used;
 	uint64_t hash_full; /* level-4 slots not indexed: bucket full */
 
@@ -420,6 +421,7 @@ static int fp_domain_created(void *ctx, struct viommu_domain *d)
 	if ((err = node_alloc(fp, 0, d->slot, 0, &idx, &gen)))
 		return err;
 	fp->dom_root[d->slot] = idx;
+	fp->dom_live[d->slot] = true;
 	fp->meta->domains_used++;
 	return 0;
 }
@@ -430,6 +432,7 @@ static void fp_domain_destroyed(void *ctx, struct viommu_domain *d)
 
 	/* The core unmapped every extent first, so the root is empty (I2). */
 	node_free(fp, fp->dom_root[d->slot]);
+	fp->dom_live[d->slot] = false;
 	fp->meta->domains_used--;
 }
 
@@ -729,6 +732,125 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 	if (topts.retval)
 		return -EINVAL;
 	memcpy(a, b.a, n * sizeof(*a));
+	return 0;
+}
+
+/* ---- self-check (tests and the fuzzer) ---- */
+
+struct fp_check {
+	const struct viommu_fastpath *fp;
+	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
+	uint32_t nodes, extents;
+};
+
+/* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
+static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
+		      uint64_t base)
+{
+	const struct viommu_fastpath *fp = c->fp;
+	const struct viommu_node *n;
+	uint32_t used = 0;
+
+	if (idx >= fp->node_hwm)
+		return -EUCLEAN;
+	n = &fp->nodes[idx];
+	if ((n->seq & 1) || (gen != ~0u && n->seq != gen) || n->level != level ||
+	    n->domain_slot != dslot || n->base != base)
+		return -EUCLEAN;
+	c->nodes++;
+	for (uint32_t si = 0; si < VIOMMU_RADIX_FANOUT; si++) {
+		uint64_t w = n->slot[si], start = base + ((uint64_t)si << VIOMMU_LEVEL_SHIFT(level));
+		uint64_t last = start + ((1ull << VIOMMU_LEVEL_SHIFT(level)) - 1);
+		int err;
+
+		if (!w)
+			continue;
+		used++;
+		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_NODE) {
+			if (level == VIOMMU_RADIX_LEVELS - 1)
+				return -EUCLEAN;
+			if ((err = check_node(c, dslot, VIOMMU_SLOT_IDX(w), VIOMMU_SLOT_GEN(w), level + 1,
+					      start)))
+				return err;
+		} else if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT) {
+			const struct viommu_extent_rec *x;
+			uint32_t xi = VIOMMU_SLOT_IDX(w);
+
+			if (xi >= fp->ext_hwm)
+				return -EUCLEAN;
+			x = &fp->exts[xi];
+			if (x->seq != VIOMMU_SLOT_GEN(w) || (x->seq & 1) || x->domain_slot != dslot ||
+			    start < x->start || last > x->end)
+				return -EUCLEAN;
+			if (!c->ext_seen[xi]) {
+				c->ext_seen[xi] = 1;
+				c->extents++;
+			}
+		} else {
+			return -EUCLEAN;
+		}
+		/* The hash holds a level-4 slot's word or nothing (I6). */
+		if (level == VIOMMU_HASH_LEVEL) {
+			uint64_t key = VIOMMU_HASH_KEY(dslot, start);
+			const struct viommu_hash_bucket *b =
+				&fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+
+			for (int wy = 0; wy < VIOMMU_HASH_WAYS; wy++)
+				if (b->key[wy] == key && b->val[wy] != w)
+					return -EUCLEAN;
+		}
+	}
+	if (used != fp->node_used[idx] || (level > 0 && !used))
+		return -EUCLEAN; /* I2: no empty non-root node stays linked */
+	return 0;
+}
+
+int viommu_fastpath_check(const struct viommu_fastpath *fp)
+{
+	struct fp_check c = { .fp = fp };
+	uint32_t domains = 0;
+	int err = 0;
+
+	c.ext_seen = calloc(fp->ext_hwm + 1, 1);
+	if (!c.ext_seen)
+		return -ENOMEM;
+	for (uint32_t d = 0; d < VIOMMU_DOMAINS_MAX && !err; d++) {
+		if (!fp->dom_live[d])
+			continue;
+		domains++;
+		err = check_node(&c, d, fp->dom_root[d], ~0u, 0, 0);
+	}
+	free(c.ext_seen);
+	if (err)
+		return err;
+	/* Every node and record in use is reachable: nothing leaked. */
+	if (domains != fp->meta->domains_used || c.nodes != fp->meta->nodes_used ||
+	    c.extents != fp->meta->extents_used ||
+	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
+	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
+		return -EUCLEAN;
+	/* Every hash entry is a live domain's non-empty level-4 slot, with its word (I6). */
+	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
+		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
+			uint64_t key = fp->buckets[b].key[w], iova, word = 0;
+			uint32_t d = (uint32_t)(key >> 43) - 1, idx;
+
+			if (!key)
+				continue;
+			if (!(key >> 43) || d >= VIOMMU_DOMAINS_MAX || !fp->dom_live[d])
+				return -EUCLEAN;
+			iova = (key & ((1ull << 43) - 1)) << VIOMMU_HASH_SHIFT;
+			idx = fp->dom_root[d];
+			for (int l = 0; l <= VIOMMU_HASH_LEVEL; l++) {
+				word = fp->nodes[idx].slot[(iova >> VIOMMU_LEVEL_SHIFT(l)) &
+							   (VIOMMU_RADIX_FANOUT - 1)];
+				if (l < VIOMMU_HASH_LEVEL && VIOMMU_SLOT_TAG(word) != VIOMMU_SLOT_NODE)
+					return -EUCLEAN;
+				idx = VIOMMU_SLOT_IDX(word);
+			}
+			if (!word || word != fp->buckets[b].val[w])
+				return -EUCLEAN;
+		}
 	return 0;
 }
 

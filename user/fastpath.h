@@ -75,6 +75,12 @@ struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp);
 void viommu_fastpath_expected(const struct viommu_device *dev, const struct viommu_query *q,
 			      struct viommu_answer *a);
 
+/* Checks the whole shared state from the writer's side: every live domain's radix (node identity
+ * and generations, slot counts, no empty non-root node linked, leaves inside their live extent
+ * records of the same domain), the hash (I6), and that every node and record in use is reachable
+ * (nothing leaked). O(pool); for tests and the fuzzer. 0, -EUCLEAN or -ENOMEM. Device thread. */
+int viommu_fastpath_check(const struct viommu_fastpath *fp);
+
 /* Counters and occupancy (`viommu stat`). */
 void viommu_fastpath_print_stat(const struct viommu_fastpath *fp, FILE *out);
 
