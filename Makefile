@@ -6,6 +6,7 @@ CLANG    ?= clang
 BPFTOOL  ?= bpftool
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_RUNS ?= 30000
+FUZZ_FASTPATH_SMOKE_RUNS ?= 5000
 
 ifeq ($(V),1)
 Q :=
@@ -57,7 +58,8 @@ help:
 	@echo '  make run        the main job: replay the recorded Linux lazy-mode trace with DMA probes'
 	@echo '  make test       unit tests (plain and ASan+UBSan), traces and conformance scripts,'
 	@echo '                  fuzz smoke run; installs missing Debian packages first'
-	@echo '  make fuzz       run the request fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS))'
+	@echo '  make fuzz       run a fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS));'
+	@echo '                  FUZZ_TARGET=request (device core) or fastpath (with the BPF fast path)'
 	@echo '  make tsan       unit + stress tests under ThreadSanitizer'
 	@echo '  make stress     the long stress run'
 	@echo '  make bench      the benchmark suite (results in bench/results/)'
@@ -144,11 +146,19 @@ $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
 FUZZ_LIB := user/avl.c user/device.c
-$(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(wildcard user/*.h) | deps
+FUZZ_HDRS := $(wildcard user/*.h tests/fuzz/*.h)
+$(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(FUZZ_HDRS) | deps
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_request.c $(FUZZ_LIB)
+
+# The same over the device core with the fast path (real BPF maps and program) attached.
+$(BUILD)/fuzz-fastpath: tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(FUZZ_HDRS) $(BPF_HDRS) $(SKELS) | deps
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -std=gnu11 $(WARN) $(INCLUDES) -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(LDLIBS)
 
 # Seeds: the recorded traces' requests in the fuzzer's input format (user/fuzz_input.h),
 # written by the replayer itself.
@@ -158,13 +168,14 @@ $(BUILD)/fuzz-corpus/.seeded: $(BUILD)/viommu $(TRACES)
 	$(Q)$(BUILD)/viommu replay --quiet --dump-requests=$(@D) $(TRACES) >/dev/null
 	$(Q)touch $@
 
-fuzz: $(BUILD)/fuzz-request $(BUILD)/fuzz-corpus/.seeded
-	$(BUILD)/fuzz-request -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+FUZZ_TARGET ?= request
+fuzz: $(BUILD)/fuzz-$(FUZZ_TARGET) $(BUILD)/fuzz-corpus/.seeded
+	$(BUILD)/fuzz-$(FUZZ_TARGET) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		-artifact_prefix=tests/fuzz/regressions/crash- $(BUILD)/fuzz-corpus tests/fuzz/regressions
 
 # A bounded run from the seeds, then every regression input once. The log is kept in $(BUILD)
 # and shown only on failure.
-fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-corpus/.seeded
+fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-corpus/.seeded
 	@echo '== request fuzzer: $(FUZZ_SMOKE_RUNS) inputs from the trace seeds, then the regressions'
 	$(Q)mkdir -p $(BUILD)/fuzz-smoke
 	$(Q)if $(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
@@ -175,6 +186,12 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-corpus/.seeded
 	if [ -n "$$regs" ]; then $(BUILD)/fuzz-request $$regs >$(BUILD)/fuzz-smoke/regressions.log 2>&1 \
 		|| { tail -n 40 $(BUILD)/fuzz-smoke/regressions.log; echo 'fuzz-smoke: a regression input fails'; exit 1; }; \
 	echo "$$(echo "$$regs" | wc -l) regression inputs pass"; else echo 'no regression inputs yet'; fi
+	@echo '== fast-path fuzzer: $(FUZZ_FASTPATH_SMOKE_RUNS) inputs, every answer checked against the store'
+	$(Q)if $(BUILD)/fuzz-fastpath -runs=$(FUZZ_FASTPATH_SMOKE_RUNS) -seed=1 \
+		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-fastpath- $(BUILD)/fuzz-corpus \
+		$$(find tests/fuzz/regressions -type f ! -name .keep) \
+		>$(BUILD)/fuzz-smoke/fastpath.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/fastpath.log | tail -n 1; \
+	else tail -n 40 $(BUILD)/fuzz-smoke/fastpath.log; echo 'fuzz-smoke: the fast-path fuzzer FAILED'; exit 1; fi
 
 # ---- the jobs ----
 run: $(BUILD)/viommu
@@ -194,7 +211,7 @@ unit-asan: $(BUILD)/asan/viommu-tests
 	@echo '== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer'
 	$(Q)ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2
 
-test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request
+test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory unit-asan
 	$(Q)$(MAKE) --no-print-directory check-traces

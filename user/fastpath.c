@@ -59,6 +59,7 @@ struct viommu_fastpath {
 	uint32_t node_hwm, ext_hwm, nodes_max, extents_max;
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
 	bool dom_live[VIOMMU_DOMAINS_MAX];
+	uint32_t dom_slots; /* slots below this have been used (the core hands them out densely) */
 	uint32_t sparse_used;
 	uint64_t hash_full; /* level-4 slots not indexed: bucket full */
 
@@ -422,6 +423,8 @@ static int fp_domain_created(void *ctx, struct viommu_domain *d)
 		return err;
 	fp->dom_root[d->slot] = idx;
 	fp->dom_live[d->slot] = true;
+	if (d->slot >= fp->dom_slots)
+		fp->dom_slots = d->slot + 1;
 	fp->meta->domains_used++;
 	return 0;
 }
@@ -814,7 +817,7 @@ int viommu_fastpath_check(const struct viommu_fastpath *fp)
 	c.ext_seen = calloc(fp->ext_hwm + 1, 1);
 	if (!c.ext_seen)
 		return -ENOMEM;
-	for (uint32_t d = 0; d < VIOMMU_DOMAINS_MAX && !err; d++) {
+	for (uint32_t d = 0; d < fp->dom_slots && !err; d++) {
 		if (!fp->dom_live[d])
 			continue;
 		domains++;

@@ -1037,7 +1037,7 @@ int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 {
 	struct file f;
 	struct run r;
-	size_t first;
+	size_t first = 0;
 	int err;
 
 	memset(&r, 0, sizeof(r));
