@@ -258,11 +258,43 @@ static void path_prune(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr
 	}
 }
 
+/* The level-5 node holding @addr's 4 KiB slot, through the hash (the writer's own shortcut:
+ * the hash holds each level-4 slot's word or nothing, I6). 1 and @idx, or 0: walk instead. */
+static int hash_leaf_node(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr,
+			  uint32_t *idx)
+{
+	uint64_t key = VIOMMU_HASH_KEY(dslot, addr);
+	const struct viommu_hash_bucket *b = &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+
+	for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
+		uint64_t v;
+
+		if (LD(&b->key[w]) != key)
+			continue;
+		v = LD(&b->val[w]);
+		if (VIOMMU_SLOT_TAG(v) != VIOMMU_SLOT_NODE)
+			return 0;
+		*idx = VIOMMU_SLOT_IDX(v);
+		return 1;
+	}
+	return 0;
+}
+
 static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level,
 			 uint64_t word)
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS];
 	int l, err = 0;
+
+	/* A 4 KiB page in a 2 MiB region that already has its level-5 node: one hash probe
+	 * instead of a walk from the root. */
+	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
+		if (LD(&fp->nodes[path[0]].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) &
+						(VIOMMU_RADIX_FANOUT - 1)]))
+			return -EEXIST;
+		slot_write(fp, path[0], level, addr, dslot, word);
+		return 0;
+	}
 
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
@@ -300,6 +332,14 @@ static void piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS];
 	int l;
+
+	/* As in piece_install(): clear the 4 KiB slot through the hash; walk only when the node
+	 * is left empty and must be pruned (the walk then finds the slot already clear). */
+	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
+		slot_write(fp, path[0], level, addr, dslot, 0);
+		if (fp->node_used[path[0]])
+			return;
+	}
 
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
