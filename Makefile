@@ -145,7 +145,7 @@ $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
-FUZZ_LIB := user/avl.c user/device.c
+FUZZ_LIB := user/avl.c user/btree.c user/device.c
 FUZZ_HDRS := $(wildcard user/*.h tests/fuzz/*.h)
 $(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(FUZZ_HDRS) | deps
 	$(call msg,FUZZ,$@)

@@ -391,7 +391,6 @@ static void churn_map(uint32_t d)
 static void churn_unmap(uint32_t d)
 {
 	const struct viommu_domain *dom = domain(d);
-	const struct viommu_avl_node *n;
 	const struct viommu_extent *x;
 	uint64_t r = xorshift(&S.rng) % 100;
 
@@ -403,14 +402,13 @@ static void churn_unmap(uint32_t d)
 		req_unmap(d, FAR, ~0ull);
 		return;
 	}
-	n = viommu_avl_ceil(&dom->extents, WIN + xorshift(&S.rng) % WIN_SIZE);
-	if (!n)
-		n = viommu_avl_first(&dom->extents);
-	if (!n) {
+	x = viommu_btree_ceil(&dom->extents, WIN + xorshift(&S.rng) % WIN_SIZE, NULL);
+	if (!x)
+		x = viommu_btree_first(&dom->extents, NULL);
+	if (!x) {
 		req_unmap(d, WIN, WIN + 0xfff); /* nothing there: answered OK, nothing changes */
 		return;
 	}
-	x = viommu_avl_entry(n, struct viommu_extent, node);
 	if (r < 75)
 		req_unmap(d, x->start, x->end);
 	else if (r < 90) /* this one and whatever follows in the next 16 MiB, unless split */

@@ -117,8 +117,7 @@ static void free_tree(struct viommu_avl_node *n, size_t off)
 
 static void domain_free_extents(struct viommu_domain *d)
 {
-	free_tree(d->extents.root, offsetof(struct viommu_extent, node));
-	viommu_avl_init(&d->extents);
+	viommu_btree_destroy(&d->extents, free);
 }
 
 void viommu_device_free(struct viommu_device *dev)
@@ -289,7 +288,7 @@ static struct dom_priv *domain_create(struct viommu_device *dev, uint32_t id, bo
 	dp->dom.bypass = bypass;
 	/* Freed slots first (LIFO), then a new one: the stack's pages are touched only as used. */
 	dp->dom.slot = dev->slot_free_n ? dev->slot_free[--dev->slot_free_n] : dev->slot_hwm++;
-	viommu_avl_init(&dp->dom.extents);
+	viommu_btree_init(&dp->dom.extents);
 	if (notify_domain_created(dev, &dp->dom)) {
 		dev->slot_free[dev->slot_free_n++] = dp->dom.slot;
 		free(dp);
@@ -302,16 +301,13 @@ static struct dom_priv *domain_create(struct viommu_device *dev, uint32_t id, bo
 static void domain_destroy(struct viommu_device *dev, struct dom_priv *dp)
 {
 	struct viommu_domain *d = &dp->dom;
-	struct viommu_avl_node *n;
+	struct viommu_extent *x;
 
-	while ((n = viommu_avl_first(&d->extents))) {
-		struct viommu_extent *x = viommu_avl_entry(n, struct viommu_extent, node);
-
+	for (x = viommu_btree_first(&d->extents, NULL); x;
+	     x = viommu_btree_next(&d->extents, x->start, NULL))
 		notify_unmap(dev, d, x);
-		viommu_avl_remove(&d->extents, n->key);
-		free(x);
-		dev->nr_mappings--;
-	}
+	dev->nr_mappings -= d->extents.count;
+	viommu_btree_destroy(&d->extents, free);
 	for (unsigned i = 0; i < dev->nobs; i++)
 		if (dev->obs[i].domain_destroyed)
 			dev->obs[i].domain_destroyed(dev->obs[i].ctx, d);
@@ -560,8 +556,7 @@ static uint8_t do_attach(struct viommu_device *dev, const uint8_t *r)
 			return VIOMMU_S_OK;
 		/* The endpoint's reserved regions must not be mapped in its new domain. */
 		for (unsigned i = 0; i < e->ep.nresv; i++) {
-			struct viommu_avl_node *n = viommu_avl_floor(&dp->dom.extents, e->ep.resv[i].end);
-			struct viommu_extent *x = n ? viommu_avl_entry(n, struct viommu_extent, node) : NULL;
+			struct viommu_extent *x = viommu_btree_floor(&dp->dom.extents, e->ep.resv[i].end, NULL);
 
 			if (x && x->end >= e->ep.resv[i].start)
 				return VIOMMU_S_UNSUPP;
@@ -641,7 +636,6 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 	uint32_t domain = viommu_le32(r + 4), flags = viommu_le32(r + 32);
 	uint64_t start = viommu_le64(r + 8), end = viommu_le64(r + 16), phys = viommu_le64(r + 24);
 	uint64_t mask = dev->granule - 1;
-	struct viommu_avl_node *n;
 	struct viommu_extent *x;
 	struct dom_priv *dp;
 	uint8_t st;
@@ -662,8 +656,8 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 	 * granule; any larger granule answered RANGE above) is malformed. */
 	if (end == start)
 		return VIOMMU_S_INVAL;
-	n = viommu_avl_floor(&dp->dom.extents, end);
-	if (n && viommu_avl_entry(n, struct viommu_extent, node)->end >= start)
+	x = viommu_btree_floor(&dp->dom.extents, end, NULL);
+	if (x && x->end >= start)
 		return VIOMMU_S_INVAL;
 	for (struct ep_priv *e = dp->eps; e; e = e->dom_next)
 		for (unsigned i = 0; i < e->ep.nresv; i++)
@@ -674,14 +668,16 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 		return VIOMMU_S_NOMEM;
 	if (!(x = calloc(1, sizeof(*x))))
 		return VIOMMU_S_NOMEM;
-	x->node.key = start;
 	x->start = start;
 	x->end = end;
 	x->phys = phys;
 	x->flags = flags;
-	viommu_avl_insert(&dp->dom.extents, &x->node);
+	if (viommu_btree_insert(&dp->dom.extents, start, x)) { /* -ENOMEM: the tree is unchanged */
+		free(x);
+		return VIOMMU_S_NOMEM;
+	}
 	if (notify_map(dev, &dp->dom, x)) {
-		viommu_avl_remove(&dp->dom.extents, start);
+		viommu_btree_remove(&dp->dom.extents, start);
 		free(x);
 		return VIOMMU_S_NOMEM;
 	}
@@ -692,8 +688,7 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 static uint8_t do_unmap(struct viommu_device *dev, const uint8_t *r)
 {
 	uint32_t domain = viommu_le32(r + 4);
-	uint64_t start = viommu_le64(r + 8), end = viommu_le64(r + 16);
-	struct viommu_avl_node *n;
+	uint64_t start = viommu_le64(r + 8), end = viommu_le64(r + 16), key;
 	struct viommu_extent *x;
 	struct dom_priv *dp;
 	uint8_t st;
@@ -705,22 +700,15 @@ static uint8_t do_unmap(struct viommu_device *dev, const uint8_t *r)
 	if ((st = check_range(dev, domain, start, end, &dp)))
 		return st;
 	/* Atomic: only the extents holding `start` or `end` can be split; check both first. */
-	n = viommu_avl_floor(&dp->dom.extents, start);
-	if (n) {
-		x = viommu_avl_entry(n, struct viommu_extent, node);
-		if (x->start < start && x->end >= start)
-			return VIOMMU_S_RANGE;
-	}
-	n = viommu_avl_floor(&dp->dom.extents, end);
-	if (n) {
-		x = viommu_avl_entry(n, struct viommu_extent, node);
-		if (x->end > end)
-			return VIOMMU_S_RANGE;
-	}
-	while ((n = viommu_avl_ceil(&dp->dom.extents, start)) && n->key <= end) {
-		x = viommu_avl_entry(n, struct viommu_extent, node);
+	x = viommu_btree_floor(&dp->dom.extents, start, NULL);
+	if (x && x->start < start && x->end >= start)
+		return VIOMMU_S_RANGE;
+	x = viommu_btree_floor(&dp->dom.extents, end, NULL);
+	if (x && x->end > end)
+		return VIOMMU_S_RANGE;
+	while ((x = viommu_btree_ceil(&dp->dom.extents, start, &key)) && key <= end) {
 		notify_unmap(dev, &dp->dom, x);
-		viommu_avl_remove(&dp->dom.extents, n->key);
+		viommu_btree_remove(&dp->dom.extents, key);
 		free(x);
 		dev->nr_mappings--;
 	}
@@ -871,7 +859,7 @@ uint32_t viommu_device_request_buf(struct viommu_device *dev, const void *rd, si
 int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_observer *obs)
 {
 	struct viommu_observer *o;
-	struct viommu_avl_node *n, *m;
+	struct viommu_avl_node *n;
 
 	if (dev->nobs >= VIOMMU_MAX_OBSERVERS)
 		return -ENOSPC;
@@ -882,9 +870,9 @@ int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_ob
 		struct viommu_domain *d = viommu_avl_entry(n, struct viommu_domain, node);
 		int err = o->domain_created ? o->domain_created(o->ctx, d) : 0;
 
-		for (m = viommu_avl_first(&d->extents); !err && m;
-		     m = viommu_avl_next(&d->extents, m->key))
-			err = o->map ? o->map(o->ctx, d, viommu_avl_entry(m, struct viommu_extent, node)) : 0;
+		for (struct viommu_extent *x = viommu_btree_first(&d->extents, NULL); !err && x;
+		     x = viommu_btree_next(&d->extents, x->start, NULL))
+			err = o->map ? o->map(o->ctx, d, x) : 0;
 		if (err)
 			return err; /* the observer is not registered; it cleans up its own state */
 	}
@@ -945,8 +933,7 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 	if (last < iova) /* the range runs past 2^64: the byte after the top does not exist */
 		last = UINT64_MAX;
 	for (;;) {
-		struct viommu_avl_node *n = viommu_avl_floor(&e->ep.domain->extents, cur);
-		struct viommu_extent *x = n ? viommu_avl_entry(n, struct viommu_extent, node) : NULL;
+		struct viommu_extent *x = viommu_btree_floor(&e->ep.domain->extents, cur, NULL);
 
 		if (!x || x->end < cur || (x->flags & access) != access)
 			return fault(out, VIOMMU_FAULT_R_MAPPING, cur);
@@ -1065,8 +1052,8 @@ static int check_domain(const struct viommu_device *dev, const struct viommu_avl
 			uint64_t *mappings, uint32_t *endpoints, uint32_t *slots, size_t *nslots)
 {
 	const struct dom_priv *dp;
-	const struct viommu_avl_node *x;
-	uint64_t prev_end = 0;
+	const struct viommu_extent *e;
+	uint64_t prev_end = 0, key;
 	bool first = true;
 	uint32_t neps = 0;
 	int err;
@@ -1079,7 +1066,7 @@ static int check_domain(const struct viommu_device *dev, const struct viommu_avl
 	dp = viommu_avl_entry(n, struct dom_priv, dom.node);
 	slots[(*nslots)++] = dp->dom.slot;
 	if (dp->dom.id != n->key || dp->dom.slot >= dev->cfg.max_domains ||
-	    !dp->dom.nr_endpoints || viommu_avl_check(&dp->dom.extents) ||
+	    !dp->dom.nr_endpoints || viommu_btree_check(&dp->dom.extents) ||
 	    dp->dom.extents.count > dev->cfg.max_mappings_per_domain ||
 	    (dp->dom.bypass && dp->dom.extents.count))
 		return -EUCLEAN;
@@ -1090,11 +1077,9 @@ static int check_domain(const struct viommu_device *dev, const struct viommu_avl
 		return -EUCLEAN;
 	*endpoints += neps;
 	/* Extents: ordered, disjoint, inside input_range (when negotiated), granule-aligned. */
-	for (x = viommu_avl_first(&dp->dom.extents); x;
-	     x = x->key == UINT64_MAX ? NULL : viommu_avl_next(&dp->dom.extents, x->key)) {
-		const struct viommu_extent *e = viommu_avl_entry(x, struct viommu_extent, node);
-
-		if (e->start != x->key || e->end < e->start || (!first && e->start <= prev_end) ||
+	for (e = viommu_btree_first(&dp->dom.extents, &key); e;
+	     e = viommu_btree_next(&dp->dom.extents, key, &key)) {
+		if (e->start != key || e->end < e->start || (!first && e->start <= prev_end) ||
 		    (has(dev, VIOMMU_F_INPUT_RANGE) &&
 		     (e->start < dev->cfg.input_start || e->end > dev->cfg.input_end)) ||
 		    (e->start & (dev->granule - 1)) || ((e->end + 1) & (dev->granule - 1)))

@@ -8,8 +8,8 @@
  * request changes nothing), publishes the effect to every observer (the fast path, IOTLB bridges),
  * writes the tail (and PROBE properties) and returns the used length.
  *
- * The state kept here is authoritative: per-domain extent sets (AVL, O(log n)), the domain and
- * endpoint tables. viommu_device_translate() answers DMA queries from it; the fast path answers the
+ * The state kept here is authoritative: per-domain extent sets (B+tree, O(log n)), the domain and
+ * endpoint tables (AVL). viommu_device_translate() answers DMA queries from it; the fast path answers the
  * same queries locklessly and is checked against this.
  *
  * Errors: functions return 0 or -errno; viommu_device_new() returns NULL and sets errno.
@@ -25,6 +25,7 @@
 #include <sys/uio.h>
 
 #include "avl.h"
+#include "btree.h"
 #include "wire.h"
 
 struct viommu_config {
@@ -62,8 +63,7 @@ struct viommu_resv {
 
 /* One mapping (one MAP request). */
 struct viommu_extent {
-	struct viommu_avl_node node; /* key = start */
-	uint64_t start, end; /* IOVA, inclusive */
+	uint64_t start, end; /* IOVA, inclusive; start is the key in the domain's B+tree */
 	uint64_t phys;
 	uint32_t flags; /* VIOMMU_MAP_F_* */
 	uint32_t fp_index; /* owned by the fast path (observer) */
@@ -75,7 +75,7 @@ struct viommu_domain {
 	uint32_t slot; /* dense index < max_domains, stable for the domain's life */
 	bool bypass; /* created by ATTACH_F_BYPASS */
 	uint32_t nr_endpoints;
-	struct viommu_avl extents;
+	struct viommu_btree extents; /* start -> struct viommu_extent */
 };
 
 /* What a DMA from an endpoint does right now; the fast path mirrors it per endpoint. */

@@ -36,10 +36,8 @@ static int digest_ep(const struct viommu_endpoint *ep, void *arg)
 	if (!ep->domain)
 		return 0;
 	*h = mix(*h, ep->domain->id | (uint64_t)ep->domain->bypass << 32);
-	for (const struct viommu_avl_node *n = viommu_avl_first(&ep->domain->extents); n;
-	     n = n->key == UINT64_MAX ? NULL : viommu_avl_next(&ep->domain->extents, n->key)) {
-		const struct viommu_extent *x = viommu_avl_entry(n, struct viommu_extent, node);
-
+	for (const struct viommu_extent *x = viommu_btree_first(&ep->domain->extents, NULL); x;
+	     x = viommu_btree_next(&ep->domain->extents, x->start, NULL)) {
 		*h = mix(mix(mix(mix(*h, x->start), x->end), x->phys), x->flags);
 	}
 	return 0;
@@ -123,7 +121,6 @@ static void do_translate(struct viommu_device *dev, struct cursor *c)
 	switch (res) {
 	case VIOMMU_XLATE_OK: {
 		const struct viommu_endpoint *e = viommu_device_endpoint(dev, ep);
-		const struct viommu_avl_node *n;
 		const struct viommu_extent *ext;
 
 		if (st != VIOMMU_EP_ATTACHED || !e || !e->domain)
@@ -131,8 +128,7 @@ static void do_translate(struct viommu_device *dev, struct cursor *c)
 		if (iova < x.ext_start || iova > x.ext_end || x.pa != x.ext_phys + (iova - x.ext_start) ||
 		    (x.ext_flags & access) != access)
 			FAIL("translation inconsistent with its extent");
-		n = viommu_avl_find(&e->domain->extents, x.ext_start);
-		ext = n ? viommu_avl_entry(n, struct viommu_extent, node) : NULL;
+		ext = viommu_btree_find(&e->domain->extents, x.ext_start);
 		if (!ext || ext->end != x.ext_end || ext->phys != x.ext_phys)
 			FAIL("translated through an extent the domain does not hold");
 		break;

@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: MIT
+/* The B+tree under each domain's extents, against a sorted array of the live keys. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "btree.h"
+
+#define N 20000
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static uint64_t next_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* Values are the keys' addresses in this array, so a wrong value is caught too. */
+static uint64_t keys[N];
+static bool in[N];
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void check_queries(const struct viommu_btree *t, uint64_t *live, size_t nlive)
+{
+	for (int q = 0; q < 300; q++) {
+		uint64_t key = q < 4 ? (uint64_t[]){ 0, 1, UINT64_MAX, UINT64_MAX - 1 }[q] :
+				       next_rand() % (N * 64ull);
+		size_t lo = 0, hi = nlive;
+		uint64_t got_key;
+		const uint64_t *v;
+
+		while (lo < hi) { /* first live key >= key */
+			size_t mid = (lo + hi) / 2;
+
+			if (live[mid] < key)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		v = viommu_btree_ceil(t, key, &got_key);
+		cr_assert_eq(v ? *v : 1, lo < nlive ? live[lo] : 1, "ceil(%llu)", (unsigned long long)key);
+		if (v)
+			cr_assert_eq(got_key, *v);
+		v = viommu_btree_floor(t, key, NULL);
+		if (lo < nlive && live[lo] == key)
+			cr_assert_eq(v ? *v : 1, key, "floor(%llu) is the key itself", (unsigned long long)key);
+		else
+			cr_assert_eq(v ? *v : 1, lo ? live[lo - 1] : 1, "floor(%llu)", (unsigned long long)key);
+		v = viommu_btree_next(t, key, NULL);
+		{
+			size_t nx = lo < nlive && live[lo] == key ? lo + 1 : lo;
+
+			cr_assert_eq(v ? *v : 1, nx < nlive ? live[nx] : 1, "next(%llu)", (unsigned long long)key);
+		}
+		v = viommu_btree_find(t, key);
+		cr_assert_eq(v != NULL, lo < nlive && live[lo] == key);
+	}
+}
+
+Test(btree, random_inserts_and_removes_match_a_sorted_array_and_stay_balanced)
+{
+	static uint64_t live[N];
+	struct viommu_btree t;
+	size_t nlive;
+
+	viommu_btree_init(&t);
+	for (unsigned i = 0; i < N; i++)
+		keys[i] = (uint64_t)i * 64 + next_rand() % 64; /* unique, in random order below */
+	for (unsigned round = 0; round < 200000; round++) {
+		/* Phases: grow to most of N, shrink to few, grow again: every merge and split path. */
+		unsigned phase = (round / 40000) % 2, i = next_rand() % N;
+		bool add = phase == 0 ? next_rand() % 4 != 0 : next_rand() % 4 == 0;
+
+		if (in[i] && !add) {
+			cr_assert_eq(viommu_btree_remove(&t, keys[i]), &keys[i]);
+			in[i] = false;
+		} else if (!in[i] && add) {
+			cr_assert_eq(viommu_btree_insert(&t, keys[i], &keys[i]), 0);
+			in[i] = true;
+		} else if (in[i]) {
+			cr_assert_eq(viommu_btree_insert(&t, keys[i], &keys[i]), -EEXIST);
+		} else {
+			cr_assert_null(viommu_btree_remove(&t, keys[i]));
+		}
+		if (round % 4000)
+			continue;
+		cr_assert_eq(viommu_btree_check(&t), 0, "round %u", round);
+		nlive = 0;
+		for (unsigned j = 0; j < N; j++)
+			if (in[j])
+				live[nlive++] = keys[j];
+		qsort(live, nlive, sizeof(live[0]), cmp_u64);
+		cr_assert_eq(t.count, nlive);
+		check_queries(&t, live, nlive);
+	}
+	viommu_btree_destroy(&t, NULL);
+	cr_assert_null(t.root);
+}
+
+Test(btree, every_operation_keeps_the_tree_valid_through_splits_and_merges)
+{
+	struct viommu_btree t;
+
+	viommu_btree_init(&t);
+	for (unsigned i = 0; i < 3001; i++) {
+		cr_assert_eq(viommu_btree_insert(&t, i * 7919ull % 3001, &keys[0]), 0);
+		cr_assert_eq(viommu_btree_check(&t), 0, "after insert %u", i);
+	}
+	for (unsigned i = 0; i < 3001; i++) {
+		cr_assert_not_null(viommu_btree_remove(&t, i * 4099ull % 3001));
+		cr_assert_eq(viommu_btree_check(&t), 0, "after remove %u", i);
+	}
+	cr_assert_eq(t.count, 0);
+	cr_assert_null(t.root, "an empty tree frees its last node");
+}
+
+Test(btree, extreme_keys_and_an_empty_tree)
+{
+	struct viommu_btree t;
+	uint64_t k;
+
+	viommu_btree_init(&t);
+	cr_assert_null(viommu_btree_floor(&t, UINT64_MAX, NULL));
+	cr_assert_null(viommu_btree_first(&t, NULL));
+	cr_assert_eq(viommu_btree_insert(&t, UINT64_MAX, &keys[1]), 0);
+	cr_assert_eq(viommu_btree_insert(&t, 0, &keys[0]), 0);
+	cr_assert_eq(viommu_btree_floor(&t, UINT64_MAX - 1, &k), &keys[0]);
+	cr_assert_eq(k, 0);
+	cr_assert_eq(viommu_btree_next(&t, 0, &k), &keys[1]);
+	cr_assert_eq(k, UINT64_MAX);
+	cr_assert_null(viommu_btree_next(&t, UINT64_MAX, NULL));
+	viommu_btree_destroy(&t, NULL);
+}
+
+static unsigned destroyed;
+
+static void count_value(void *v)
+{
+	(void)v;
+	destroyed++;
+}
+
+Test(btree, destroy_hands_every_value_back)
+{
+	struct viommu_btree t;
+
+	viommu_btree_init(&t);
+	for (unsigned i = 0; i < 1000; i++)
+		viommu_btree_insert(&t, i, &keys[i]);
+	viommu_btree_destroy(&t, count_value);
+	cr_assert_eq(destroyed, 1000);
+	cr_assert_eq(t.count, 0);
+}
