@@ -27,7 +27,9 @@ struct viommu_device;
 #define VIOMMU_READER_TLB_BITS 6
 #define VIOMMU_READER_TLB (1u << VIOMMU_READER_TLB_BITS)
 struct viommu_reader_tlb {
-	uint32_t ep, ep_idx, ep_seq, ext_idx, ext_gen, flags;
+	/* the seq words that vouch for the entry, by address: no index arithmetic on a hit */
+	const uint32_t *ext_seq, *ep_seqp;
+	uint32_t ep, ep_seq, ext_gen, flags;
 	uint64_t start, end, phys;
 };
 
@@ -133,8 +135,8 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	    (t->flags & q->access) == q->access &&
 	    /* I10: the record still live with that generation (acquire: orders the endpoint load
 	     * after it), and the endpoint entry unchanged since the hit was validated. */
-	    __atomic_load_n(&r->exts[t->ext_idx].seq, __ATOMIC_ACQUIRE) == t->ext_gen &&
-	    __atomic_load_n(&r->eps[t->ep_idx].seq, __ATOMIC_RELAXED) == t->ep_seq) {
+	    __atomic_load_n(t->ext_seq, __ATOMIC_ACQUIRE) == t->ext_gen &&
+	    __atomic_load_n(t->ep_seqp, __ATOMIC_RELAXED) == t->ep_seq) {
 		a->result = VIOMMU_FP_HIT;
 		a->reason = 0;
 		a->pa = t->phys + (q->iova - t->start);
@@ -148,9 +150,9 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	viommu_translate(r, q, a, &lk);
 	if (a->result == VIOMMU_FP_HIT) {
 		t->ep = q->endpoint;
-		t->ep_idx = lk.ep_idx;
+		t->ep_seqp = &r->eps[lk.ep_idx].seq;
 		t->ep_seq = lk.ep_seq;
-		t->ext_idx = lk.ext_idx;
+		t->ext_seq = &r->exts[lk.ext_idx].seq;
 		t->ext_gen = lk.ext_gen;
 		t->flags = lk.ext_flags;
 		t->start = lk.ext_start;
