@@ -1498,12 +1498,12 @@ static void run_map_unmap(struct bench_ctx *c)
 /* ---- grace_period: a MAP+UNMAP pair, strict (W5 per UNMAP) vs lazy ---- */
 
 struct bench_grace {
-	struct bench_world *w[3]; /* lazy, strict, strict + bpf_grace */
-	struct bench_mu set[3];
+	struct bench_world *w[4]; /* lazy, strict, strict + reader_fence, strict + bpf_grace */
+	struct bench_mu set[4];
 	unsigned nw;
 };
 
-static const char *const grace_names[] = { "lazy", "strict", "strict_bpf" };
+static const char *const grace_names[] = { "lazy", "strict", "strict_fence", "strict_bpf" };
 
 static int setup_grace(struct bench_ctx *c)
 {
@@ -1511,9 +1511,9 @@ static int setup_grace(struct bench_ctx *c)
 	struct bench_world_spec spec = { BENCH_4K, opt.mode == BENCH_SMOKE ? 256 : 1024 };
 
 	/* bpf_grace waits for an RCU grace period per UNMAP (milliseconds): full suite only. */
-	g->nw = opt.mode == BENCH_FULL ? 3 : 2;
+	g->nw = opt.mode == BENCH_FULL ? 4 : 3;
 	for (unsigned i = 0; i < g->nw; i++) {
-		struct viommu_fastpath_opts o = { .lazy = i == 0, .bpf_grace = i == 2 };
+		struct viommu_fastpath_opts o = { .lazy = i == 0, .reader_fence = i == 2, .bpf_grace = i == 3 };
 
 		g->w[i] = world_build(spec, &o, false);
 		if (!g->w[i])
@@ -1578,9 +1578,9 @@ static uint64_t run_grace_job(struct bench_job *j, size_t ops)
 static void run_grace(struct bench_ctx *c)
 {
 	struct bench_grace *g = c->priv;
-	struct bench_grace_job gj[6];
-	struct bench_job j[6];
-	struct bench_stats st[6];
+	struct bench_grace_job gj[8];
+	struct bench_job j[8];
+	struct bench_stats st[8];
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < g->nw; i++) {
@@ -1675,14 +1675,17 @@ static void *churn_reader_main(void *arg)
 struct bench_churn {
 	struct bench_world *w;
 	struct bench_mu set;
+	bool fence; /* grace periods by reader fences (viommu_fastpath_opts.reader_fence) */
 };
 
-static int setup_churn(struct bench_ctx *c)
+static int setup_churn_mode(struct bench_ctx *c, bool fence)
 {
 	struct bench_churn *ch = bench_calloc(1, sizeof(*ch));
 	struct bench_world_spec spec = { BENCH_4K, opt.mode == BENCH_SMOKE ? 1024 : 65536 };
-	struct viommu_fastpath_opts o = { .lazy = false }; /* strict: readers meet grace periods */
+	/* strict: readers meet grace periods */
+	struct viommu_fastpath_opts o = { .lazy = false, .reader_fence = fence };
 
+	ch->fence = fence;
 	ch->w = world_build(spec, &o, false);
 	if (!ch->w)
 		bench_fail("churn_readers: viommu_fastpath_new: %s", strerror(errno));
@@ -1691,6 +1694,16 @@ static int setup_churn(struct bench_ctx *c)
 	c->w = ch->w;
 	c->priv = ch;
 	return 0;
+}
+
+static int setup_churn(struct bench_ctx *c)
+{
+	return setup_churn_mode(c, false);
+}
+
+static int setup_churn_fence(struct bench_ctx *c)
+{
+	return setup_churn_mode(c, true);
 }
 
 static void teardown_churn(struct bench_ctx *c)
@@ -1803,7 +1816,8 @@ static void run_churn(struct bench_ctx *c)
 					 ps[reps / 2] / 1e3, gp ? gns / 1e3 / gp : 0.0,
 					 nthreads + 1 > (unsigned)meta.ncpu ? "; 3 thr/2 CPU" : "");
 			r = row_add("churn_readers", "4k", ch->w->spec.extents, nthreads, "viommu",
-				    churn ? "churn" : "quiet", &st[churn], note);
+				    ch->fence ? (churn ? "churn_fence" : "quiet_fence") : (churn ? "churn" : "quiet"),
+				    &st[churn], note);
 			if (churn) {
 				r->loss_pct = loss;
 				r->extra = ps[reps / 2];
@@ -1837,6 +1851,7 @@ static const struct bench_scenario scenarios[] = {
 	{ "xdp_lookup", world_4k, setup_random, run_xdp_lookup, teardown_qset },
 	{ "map_unmap", world_4k, setup_mu, run_map_unmap, teardown_mu },
 	{ "churn_readers", NULL, setup_churn, run_churn, teardown_churn },
+	{ "churn_readers", NULL, setup_churn_fence, run_churn, teardown_churn },
 	{ "grace_period", NULL, setup_grace, run_grace, teardown_grace },
 };
 #define BENCH_NSCEN (sizeof(scenarios) / sizeof(scenarios[0]))

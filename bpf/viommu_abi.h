@@ -147,9 +147,11 @@ struct viommu_meta { /* writer: device thread */
 	__u64 epoch; /* grace-period epoch, bumped by the writer (see readers) */
 	/* occupancy, for `viommu stat` */
 	__u32 nodes_used, extents_used, domains_used, endpoints_used;
-	__u32 hash_used, pad;
+	__u32 hash_used, flags; /* VIOMMU_META_F_*, set at creation */
 	__u64 publications, grace_periods, grace_ns_total;
 };
+
+#define VIOMMU_META_F_READER_FENCE 1u /* readers fence on enter; grace periods send no IPI */
 
 /* ---- viommu_readers: one slot per userspace reader thread (any process) ---- */
 struct viommu_reader_slot { /* writer: the reader owning it (pid != 0) */

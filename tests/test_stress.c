@@ -181,12 +181,16 @@ static void report_bad(const char *fmt, ...)
 
 /* ---- set-up ---- */
 
+/* Grace periods by reader fences instead of membarrier (viommu_fastpath_opts.reader_fence). */
+static bool fence_mode;
+
 static void stress_setup(uint8_t bypass)
 {
 	struct viommu_resv msi = { MSI_START, MSI_END, VIOMMU_RESV_MEM_T_MSI };
 	/* Small pools (fast to initialise under the sanitizers) and a small hash, so full buckets
 	 * (regions the hash does not index, I6) happen too. */
-	struct viommu_fastpath_opts o = { .nodes = 4096, .extents = 16384, .hash_buckets = 256 };
+	struct viommu_fastpath_opts o = { .nodes = 4096, .extents = 16384, .hash_buckets = 256,
+					  .reader_fence = fence_mode };
 	struct viommu_config cfg;
 
 	memset(&S, 0, sizeof(S));
@@ -823,6 +827,12 @@ Test(stress, bpf_readers_never_see_a_translation_that_was_never_valid)
 	churn("bpf reader", 1, 1);
 }
 
+Test(stress, readers_with_fenced_grace_periods_never_see_a_translation_that_was_never_valid)
+{
+	fence_mode = true;
+	churn("user readers, reader-fence grace periods", 2, 0);
+}
+
 /* ---- grace periods: a removal returns only after the reader holding the translation exits ---- */
 
 struct holder {
@@ -928,7 +938,20 @@ static const struct removal removals[] = {
 	  VIOMMU_FP_FAULT },
 };
 
+static void removal_waits_for_holder(void);
+
 Test(stress, a_removal_returns_only_after_the_reader_holding_the_translation_exits)
+{
+	removal_waits_for_holder();
+}
+
+Test(stress, with_fenced_grace_periods_a_removal_returns_only_after_the_reader_exits)
+{
+	fence_mode = true;
+	removal_waits_for_holder();
+}
+
+static void removal_waits_for_holder(void)
 {
 	const size_t nkinds = sizeof(removals) / sizeof(removals[0]);
 	unsigned rounds = (unsigned)(stress_seconds() * 10) * (unsigned)nkinds;
@@ -942,6 +965,7 @@ Test(stress, a_removal_returns_only_after_the_reader_holding_the_translation_exi
 	mine = viommu_reader_open(S.fp);
 	held = viommu_reader_open(S.fp);
 	cr_assert(mine && held);
+	cr_assert_eq(held->fence, fence_mode, "the readers follow the fast path's grace mode");
 	for (unsigned round = 0; round < rounds; round++) {
 		const struct removal *k = &removals[round % nkinds];
 		struct holder h = { .r = held };

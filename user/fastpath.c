@@ -63,7 +63,7 @@ struct viommu_fastpath {
 	uint32_t sparse_used;
 	uint64_t hash_full; /* level-4 slots not indexed: bucket full */
 
-	bool lazy, bpf_grace, membarrier_global;
+	bool lazy, bpf_grace, reader_fence, membarrier_global;
 	bool ep_removed; /* an endpoint lost a translation since the last sync (W5) */
 	int sync_inner_fd;
 	struct ring_buffer *rb;
@@ -531,13 +531,22 @@ static void fp_sync(void *ctx, bool removed)
 	if (!removed || fp->lazy)
 		return;
 	t0 = now_ns();
-	/* W5: make every reader thread's later loads see the unlinks/kills above, or make its
-	 * `active` store visible to the scan below (asymmetric fence; pairs with
-	 * viommu_reader_enter()'s compiler barrier). membarrier returns once that holds on every
-	 * CPU. */
-	membarrier(fp->membarrier_global ? MEMBARRIER_CMD_GLOBAL_EXPEDITED : MEMBARRIER_CMD_GLOBAL);
-	epoch = LD(&fp->meta->epoch) + 2;
-	__atomic_store_n(&fp->meta->epoch, epoch, __ATOMIC_SEQ_CST);
+	if (fp->reader_fence) {
+		/* W5, reader-fence mode: this seq_cst RMW is a full barrier (lock xadd): the unlinks
+		 * and kills above are visible before the scan below reads any `active`. With the
+		 * reader's seq_cst exchange in viommu_reader_enter() (its store before its lookups)
+		 * this is Dekker's pattern: the scan sees the reader active, or the reader's
+		 * lookups see the removal. */
+		epoch = __atomic_add_fetch(&fp->meta->epoch, 2, __ATOMIC_SEQ_CST);
+	} else {
+		/* W5: make every reader thread's later loads see the unlinks/kills above, or make its
+		 * `active` store visible to the scan below (asymmetric fence; pairs with
+		 * viommu_reader_enter()'s compiler barrier). membarrier returns once that holds on
+		 * every CPU. */
+		membarrier(fp->membarrier_global ? MEMBARRIER_CMD_GLOBAL_EXPEDITED : MEMBARRIER_CMD_GLOBAL);
+		epoch = LD(&fp->meta->epoch) + 2;
+		__atomic_store_n(&fp->meta->epoch, epoch, __ATOMIC_SEQ_CST);
+	}
 	/* Wait for every reader that entered before the new epoch (active = old epoch | 1). */
 	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
 		struct viommu_reader_slot *r = &fp->view.readers[i];
@@ -619,6 +628,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->dev = dev;
 	fp->lazy = o.lazy;
 	fp->bpf_grace = o.bpf_grace;
+	fp->reader_fence = o.reader_fence;
 	fp->sync_inner_fd = -1;
 	fp->skel = viommu_xlate_bpf__open();
 	if (!fp->skel) {
@@ -677,6 +687,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->meta->abi_version = VIOMMU_ABI_VERSION;
 	fp->meta->nodes_max = o.nodes;
 	fp->meta->extents_max = o.extents;
+	fp->meta->flags = o.reader_fence ? VIOMMU_META_F_READER_FENCE : 0;
 	fp->meta->hash_mask = o.hash_buckets - 1;
 	fp->meta->readers_max = VIOMMU_READERS_MAX;
 	fp->meta->epoch = 2;

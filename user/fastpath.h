@@ -25,6 +25,10 @@ struct viommu_fastpath_opts {
 	uint32_t hash_buckets; /* power of two (default VIOMMU_HASH_BUCKETS_DEFAULT) */
 	bool lazy; /* no grace period on removal (lazy invalidation); default strict */
 	bool bpf_grace; /* strict removal also waits for running BPF programs (synchronize_rcu) */
+	/* Userspace readers pay a full fence in viommu_reader_enter() (~5 ns) and a strict removal
+	 * needs no membarrier, so no IPI to the readers' CPUs: for frequent removals (Linux strict
+	 * mode), where IPIs cost the readers more than the fences (docs/concurrency.md, W5). */
+	bool reader_fence;
 };
 
 struct viommu_fastpath;

@@ -62,6 +62,7 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 	if (!r)
 		return NULL;
 	r->meta = v->meta;
+	r->fence = v->meta->flags & VIOMMU_META_F_READER_FENCE;
 	r->eps = v->eps;
 	r->ep_index = v->ep_index;
 	r->nodes = v->nodes;
@@ -139,6 +140,7 @@ static struct viommu_reader *open_fds(int fds[R_COUNT + 1])
 	}
 	if ((err = claim_slot(r, r->maps[R_READERS], VIOMMU_READERS_MAX)))
 		goto fail;
+	r->fence = r->meta->flags & VIOMMU_META_F_READER_FENCE;
 	register_membarrier();
 	viommu_reader_tlb_flush(r);
 	return r;

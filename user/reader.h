@@ -12,6 +12,7 @@
 #ifndef VIOMMU_READER_H
 #define VIOMMU_READER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,6 +47,7 @@ struct viommu_reader {
 	/* where faults go: the device (same process) or the BPF fault program (other process) */
 	struct viommu_device *dev;
 	int fault_prog_fd;
+	bool fence; /* VIOMMU_META_F_READER_FENCE: enter() is a full fence */
 	/* private */
 	struct viommu_reader_tlb tlb[VIOMMU_READER_TLB];
 	void *maps[8];
@@ -82,9 +84,16 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_s
  * membarrier). Acts as rcu_read_lock()/rcu_read_unlock() for the fast path's translations. */
 static inline void viommu_reader_enter(struct viommu_reader *r)
 {
+	uint64_t v = __atomic_load_n(&r->meta->epoch, __ATOMIC_RELAXED) | 1;
+
+	if (r->fence) {
+		/* Reader-fence mode: a seq_cst exchange (xchg, a full fence) orders this store before
+		 * our later loads; pairs with the writer's seq_cst RMW of the epoch (W5/R1). */
+		__atomic_exchange_n(&r->slot->active, v, __ATOMIC_SEQ_CST);
+		return;
+	}
 	/* Relaxed: the writer's membarrier orders this store before our later loads (W5/R1). */
-	__atomic_store_n(&r->slot->active, __atomic_load_n(&r->meta->epoch, __ATOMIC_RELAXED) | 1,
-			 __ATOMIC_RELAXED);
+	__atomic_store_n(&r->slot->active, v, __ATOMIC_RELAXED);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST); /* compiler-only: keep lookups after the store */
 }
 
