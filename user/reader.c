@@ -397,9 +397,10 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_s
 	fprintf(out, "  bytes/extent   %zu record + %.1f radix (amortised)\n",
 		sizeof(struct viommu_extent_rec),
 		m->extents_used ? (double)m->nodes_used * sizeof(struct viommu_node) / m->extents_used : 0.0);
-	fprintf(out, "  publications   %llu, grace periods %llu (mean %.1f us)\n",
+	fprintf(out, "  publications   %llu, grace periods %llu (mean %.1f us, %s)\n",
 		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
-		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0);
+		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0,
+		m->flags & VIOMMU_META_F_READER_FENCE ? "reader fences" : "membarrier");
 	fprintf(out, "  bpf readers    %llu lookups: %llu hits, %llu identity, %llu faults "
 		     "(unknown %llu, domain %llu, mapping %llu); %llu hash hits, %llu walks, %llu retries\n",
 		(unsigned long long)bpf.lookups, (unsigned long long)bpf.hits,
