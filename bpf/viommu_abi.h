@@ -20,7 +20,7 @@
 #endif
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 1u
+#define VIOMMU_ABI_VERSION 2u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -139,15 +139,23 @@ static inline __u32 viommu_hash_index(__u64 key, __u32 mask)
 
 /* ---- viommu_meta: one element, global state ---- */
 struct viommu_meta { /* writer: device thread */
+	/* line 0: set once at creation */
 	__u32 magic; /* VIOMMU_ABI_MAGIC once the maps are initialised */
 	__u32 abi_version;
 	__u32 nodes_max, extents_max;
 	__u32 hash_mask; /* buckets - 1 */
 	__u32 readers_max;
+	__u32 flags; /* VIOMMU_META_F_* */
+	__u32 pad0;
+	__u64 pad1[4];
+	/* line 1, alone: every viommu_reader_enter() reads it, the writer bumps it once per grace
+	 * period. The counters below change on every publication; sharing a line with them cost a
+	 * reader a cache miss per lookup under churn. */
 	__u64 epoch; /* grace-period epoch, bumped by the writer (see readers) */
-	/* occupancy, for `viommu stat` */
+	__u64 pad2[7];
+	/* line 2: occupancy and counters, for `viommu stat` */
 	__u32 nodes_used, extents_used, domains_used, endpoints_used;
-	__u32 hash_used, flags; /* VIOMMU_META_F_*, set at creation */
+	__u32 hash_used, pad3;
 	__u64 publications, grace_periods, grace_ns_total;
 };
 
@@ -219,6 +227,8 @@ _Static_assert(sizeof(struct viommu_node) == 24 + 8 * VIOMMU_RADIX_FANOUT, "node
 _Static_assert(sizeof(struct viommu_extent_rec) == 40, "extent record is 40 B");
 _Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
 _Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cache lines");
+_Static_assert(offsetof(struct viommu_meta, epoch) == 64 && offsetof(struct viommu_meta, nodes_used) == 128,
+	       "meta: the epoch has a cache line of its own");
 _Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");
 _Static_assert(sizeof(struct viommu_answer) == 56, "answer is 56 B");
 _Static_assert(sizeof(struct viommu_fault_rec) == 24, "fault record is 24 B");

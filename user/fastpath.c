@@ -550,12 +550,18 @@ static void fp_sync(void *ctx, bool removed)
 	/* Wait for every reader that entered before the new epoch (active = old epoch | 1). */
 	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
 		struct viommu_reader_slot *r = &fp->view.readers[i];
-		unsigned spins = 0;
+		unsigned spins = 0, backoff = 1;
 		uint64_t a;
 
 		/* Acquire: pairs with viommu_reader_exit()'s release, so the reader's uses of the
 		 * old translation happen before we complete the request (R2). */
 		while ((a = __atomic_load_n(&r->active, __ATOMIC_ACQUIRE)) != 0 && a < epoch) {
+			/* Back off between loads: each load pulls the reader's `active` line over
+			 * here, and the reader's next store must pull it back. */
+			for (unsigned k = 0; k < backoff; k++)
+				__builtin_ia32_pause();
+			if (backoff < 256)
+				backoff *= 2;
 			if (++spins % 1024 == 0) {
 				if (!owner_alive(r))
 					break;
