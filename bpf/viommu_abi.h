@@ -20,7 +20,7 @@
 #endif
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 2u
+#define VIOMMU_ABI_VERSION 3u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -147,7 +147,11 @@ struct viommu_meta { /* writer: device thread */
 	__u32 readers_max;
 	__u32 flags; /* VIOMMU_META_F_* */
 	__u32 pad0;
-	__u64 pad1[4];
+	/* Bumped once every 2^30 record frees + endpoint changes: a reader's private cache entry
+	 * filled before a bump is dropped, since a 32-bit generation it holds may since have
+	 * wrapped (I10). Written that rarely, so it shares the constant line. */
+	__u64 wraps;
+	__u64 pad1[3];
 	/* line 1, alone: every viommu_reader_enter() reads it, the writer bumps it once per grace
 	 * period. The counters below change on every publication; sharing a line with them cost a
 	 * reader a cache miss per lookup under churn. */

@@ -10,6 +10,7 @@
 #include <linux/bpf.h>
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -440,6 +441,54 @@ Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 	viommu_reader_close(r);
 	viommu_device_reset(dev);
 	cr_assert_eq(m->nodes_used, 0, "nothing leaked across the reset");
+}
+
+/* A reader hammering an address inside a MAP that keeps failing for want of nodes. */
+struct refused_reader {
+	struct viommu_reader *r;
+	int stop;
+	uint64_t hits, lookups;
+};
+
+static void *refused_reader_main(void *arg)
+{
+	struct refused_reader *rr = arg;
+	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = 0x2000, .size = 1 };
+	struct viommu_answer a;
+
+	while (!__atomic_load_n(&rr->stop, __ATOMIC_ACQUIRE)) {
+		viommu_reader_tlb_flush(rr->r);
+		if (viommu_reader_translate(rr->r, &q, &a) == VIOMMU_FP_HIT)
+			rr->hits++;
+		rr->lookups++;
+	}
+	return NULL;
+}
+
+Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
+{
+	struct viommu_config cfg;
+	struct viommu_fastpath_opts o = { .nodes = 6 };
+	struct refused_reader rr = { 0 };
+	pthread_t th;
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	fp_setup_with(&cfg, &o);
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_map(1, 0x1000, 0x1fff, 0x100000, 3), VIOMMU_S_OK); /* the pool is full */
+	rr.r = viommu_reader_open(fp);
+	cr_assert_not_null(rr.r);
+	cr_assert_eq(pthread_create(&th, NULL, refused_reader_main, &rr), 0);
+	/* Its first 2 MiB piece fits in the existing level-5 node; the second needs nodes. */
+	for (int i = 0; i < 5000; i++)
+		cr_assert_eq(req_map(1, 0x2000, 0x200fff, 0x200000, 3), VIOMMU_S_NOMEM);
+	__atomic_store_n(&rr.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	viommu_reader_close(rr.r);
+	cr_log_info("%llu lookups during 5000 refused MAPs", (unsigned long long)rr.lookups);
+	cr_assert_eq(rr.hits, 0, "a refused MAP was seen %llu times", (unsigned long long)rr.hits);
 }
 
 Test(fastpath, a_device_granule_below_4k_is_refused_with_enotsup)

@@ -57,6 +57,7 @@ struct viommu_fastpath {
 	/* Indices at and above these were never handed out: their pages are untouched (the kernel
 	 * zeroed them, seq 0) and no slot word names them. Free lists first, then these. */
 	uint32_t node_hwm, ext_hwm, nodes_max, extents_max;
+	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
 	bool dom_live[VIOMMU_DOMAINS_MAX];
 	uint32_t dom_slots; /* slots below this have been used (the core hands them out densely) */
@@ -151,18 +152,48 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	ST_REL(&r->end, x->end);
 	ST_REL(&r->phys, x->phys);
 	ST_REL(&r->flags, x->flags);
-	/* W2: fields before the even seq; pairs with viommu_read_extent()'s acquire of seq. */
-	ST_REL(&r->seq, s + 1);
+	/* The seq stays odd (not live) until ext_publish(): slot words naming generation s + 1
+	 * can be installed first, and a reader that meets one fails validation (retries) until
+	 * the whole extent is in. A MAP refused halfway is never seen (W2). */
 	fp->meta->extents_used++;
 	*idx = i;
 	*gen = s + 1;
 	return 0;
 }
 
+/* A record freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps (I10).
+ * Release: ordered before the seq store that follows, so a reader that sees that seq sees the
+ * bump. */
+static void churn_count(struct viommu_fastpath *fp)
+{
+	if ((++fp->churn & ((1ull << 30) - 1)) == 0)
+		ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
+}
+
+/* W2: every piece is installed; make the record live. Release: the fields (ext_alloc) and
+ * the pieces before the even seq; pairs with viommu_read_extent()'s acquire of seq. */
+static void ext_publish(struct viommu_fastpath *fp, uint32_t i, uint32_t gen)
+{
+	ST_REL(&fp->exts[i].seq, gen);
+}
+
+/* A record that never went live goes back to the pool; its seq moves on by 2 (still odd), so
+ * the generation the failed MAP's slot words named is never handed out again. */
+static void ext_abort(struct viommu_fastpath *fp, uint32_t i)
+{
+	struct viommu_extent_rec *r = &fp->exts[i];
+
+	churn_count(fp);
+	ST_REL(&r->seq, LD(&r->seq) + 2);
+	fp->ext_free[fp->ext_free_n++] = i;
+	fp->meta->extents_used--;
+}
+
 static void ext_free(struct viommu_fastpath *fp, uint32_t i)
 {
 	struct viommu_extent_rec *r = &fp->exts[i];
 
+	churn_count(fp);
 	ST_REL(&r->seq, LD(&r->seq) + 1); /* dead: no reader validates it from now on (I3) */
 	fp->ext_free[fp->ext_free_n++] = i;
 	fp->meta->extents_used--;
@@ -443,6 +474,7 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	 * code on x86-64): it orders the odd seq before it, so a reader whose acquire load of a
 	 * field sees the new value fails its re-check of seq. */
 	s = LD(&e->seq);
+	churn_count(fp);
 	ST(&e->seq, s + 1);
 	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state == enum viommu_fp_state */
 	ST_REL(&e->domain_slot, dslot);
@@ -493,11 +525,13 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 	err = pieces(fp, d->slot, x->start, x->end, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen),
 		     true, &stop);
 	if (err) {
-		/* Undo the pieces installed before the failing one: nothing half-applied. */
+		/* Undo the pieces installed before the failing one: nothing half-applied, and
+		 * nothing was ever visible (the record never went live). */
 		pieces(fp, d->slot, x->start, x->end, 0, false, &stop);
-		ext_free(fp, idx);
+		ext_abort(fp, idx);
 		return err;
 	}
+	ext_publish(fp, idx, gen);
 	x->fp_index = idx;
 	fp->meta->publications++;
 	return 0;
@@ -519,6 +553,15 @@ static bool owner_alive(const struct viommu_reader_slot *r)
 	uint32_t pid = LD(&r->pid);
 
 	return pid && (kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#else
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+#endif
 }
 
 static void fp_sync(void *ctx, bool removed)
@@ -559,12 +602,17 @@ static void fp_sync(void *ctx, bool removed)
 			/* Back off between loads: each load pulls the reader's `active` line over
 			 * here, and the reader's next store must pull it back. */
 			for (unsigned k = 0; k < backoff; k++)
-				__builtin_ia32_pause();
-			if (backoff < 256)
+				cpu_relax();
+			if (backoff < 64)
 				backoff *= 2;
-			if (++spins % 1024 == 0) {
-				if (!owner_alive(r))
+			if (++spins % 128 == 0) {
+				if (!owner_alive(r)) {
+					/* Its process is gone: free the slot, so no later grace
+					 * period waits for it again. */
+					__atomic_store_n(&r->active, 0, __ATOMIC_RELAXED);
+					__atomic_store_n(&r->pid, 0, __ATOMIC_RELEASE);
 					break;
+				}
 				sched_yield();
 			}
 		}

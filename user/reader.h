@@ -32,6 +32,7 @@ struct viommu_reader_tlb {
 	const uint32_t *ext_seq, *ep_seqp;
 	uint32_t ep, ep_seq, ext_gen, flags;
 	uint64_t start, end, phys;
+	uint64_t wraps; /* meta.wraps at the fill: a later bump drops the entry */
 };
 
 struct viommu_reader {
@@ -137,7 +138,7 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	/* Fibonacci hash of the page number: strided IOVAs spread over the whole cache. */
 	uint32_t h = ((uint32_t)(q->iova >> VIOMMU_PAGE_SHIFT) ^ q->endpoint) * 0x9e3779b1u;
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
-	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+	uint64_t last = q->iova + (q->size ? q->size - 1 : 0), wraps;
 	struct viommu_lk lk = { 0 };
 
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
@@ -145,7 +146,10 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	    /* I10: the record still live with that generation (acquire: orders the endpoint load
 	     * after it), and the endpoint entry unchanged since the hit was validated. */
 	    __atomic_load_n(t->ext_seq, __ATOMIC_ACQUIRE) == t->ext_gen &&
-	    __atomic_load_n(t->ep_seqp, __ATOMIC_RELAXED) == t->ep_seq) {
+	    __atomic_load_n(t->ep_seqp, __ATOMIC_ACQUIRE) == t->ep_seq &&
+	    /* After the acquires above: a seq that wrapped back was stored after a bump of
+	     * meta.wraps (churn_count() in fastpath.c), so this load sees the bump. */
+	    __atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) == t->wraps) {
 		a->result = VIOMMU_FP_HIT;
 		a->reason = 0;
 		a->pa = t->phys + (q->iova - t->start);
@@ -156,8 +160,11 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 		a->fault_addr = 0;
 		return VIOMMU_FP_HIT;
 	}
+	/* Before the walk: a bump during it leaves the entry with the older value (dropped). */
+	wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
 	viommu_translate(r, q, a, &lk);
 	if (a->result == VIOMMU_FP_HIT) {
+		t->wraps = wraps;
 		t->ep = q->endpoint;
 		t->ep_seqp = &r->eps[lk.ep_idx].seq;
 		t->ep_seq = lk.ep_seq;
