@@ -4,7 +4,9 @@
  * path's shared memory (BPF_F_MMAPABLE array maps), its limits and its encodings.
  *
  * Writer: the device thread (user/fastpath.c) is the only writer of every map here except
- *         viommu_readers (each reader writes its own slot) and viommu_stats (per-CPU, BPF).
+ *         viommu_stats (per-CPU, BPF). A userspace reader writes only its own struct
+ *         viommu_reader_slot, which lives in memory of its own (not in any map: docs/concurrency.md,
+ *         "Trust").
  * Readers: BPF programs (bpf/viommu_lookup.h), userspace in any process (user/reader.h).
  * The publication protocol and its invariants are in docs/concurrency.md; the fields below say
  * which side writes them. Ranges are inclusive ([start, end]) as on the virtio wire.
@@ -17,10 +19,11 @@
 /* vmlinux.h provides __u8.. __u64 */
 #else
 #include <linux/types.h>
+#include <stddef.h>
 #endif
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 3u
+#define VIOMMU_ABI_VERSION 4u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -45,8 +48,9 @@
 #define VIOMMU_HASH_BUCKETS_DEFAULT 65536u /* power of two; 4 ways each */
 #endif
 #ifndef VIOMMU_READERS_MAX
-#define VIOMMU_READERS_MAX 64u /* userspace reader slots (grace periods, stats) */
+#define VIOMMU_READERS_MAX 64u /* userspace readers in the device's process, and as many in others */
 #endif
+#define VIOMMU_READER_INFOS (2 * VIOMMU_READERS_MAX) /* viommu_readers: in-process, then others */
 #define VIOMMU_BULK_MAX 64u /* queries per bulk lookup / per syscall-program run */
 #define VIOMMU_RETRIES 4 /* bounded retries of a lookup that raced with the writer */
 
@@ -159,19 +163,64 @@ struct viommu_meta { /* writer: device thread */
 	__u64 pad2[7];
 	/* line 2: occupancy and counters, for `viommu stat` */
 	__u32 nodes_used, extents_used, domains_used, endpoints_used;
-	__u32 hash_used, pad3;
+	__u32 hash_used;
+	__u32 readers_revoked; /* readers the writer stopped waiting for (overstayed, W5) */
 	__u64 publications, grace_periods, grace_ns_total;
 };
 
 #define VIOMMU_META_F_READER_FENCE 1u /* readers fence on enter; grace periods send no IPI */
 
-/* ---- viommu_readers: one slot per userspace reader thread (any process) ---- */
-struct viommu_reader_slot { /* writer: the reader owning it (pid != 0) */
-	__u64 active; /* 0 quiescent; else the epoch seen at viommu_reader_enter() */
-	__u32 pid, tid;
-	__u64 lookups, hits, identity, walks, hash_hits, retries;
-	__u64 faults[3]; /* by reason */
+/* ---- a userspace reader's own slot: grace periods and its counters ----
+ * Not in a map: every reader's slot is memory only that reader and the writer can write (a
+ * page of a memfd sent to a reader in another process over its connection; writer-private
+ * memory for readers in the device's process). The writer trusts nothing in it but bounds how
+ * long it waits on `active` (docs/concurrency.md, W5 and "Trust"). */
+#define VIOMMU_READER_F_FENCE 1u /* this reader fences on enter (membarrier unavailable to it) */
+struct viommu_reader_slot {
+	__u64 active; /* reader: 0 quiescent; else the epoch seen at viommu_reader_enter() | 1 */
+	__u32 revoked; /* writer: nonzero once the writer stopped waiting for this reader */
+	__u32 flags; /* reader: VIOMMU_READER_F_* */
+	__u64 lookups, hits, identity, walks, hash_hits, retries; /* reader */
+	__u64 faults[3]; /* reader: reported, by reason */
 	__u64 pad[5];
+};
+
+/* ---- viommu_readers: the writer's summary of every reader, for `viommu stat` ----
+ * Entries [0, VIOMMU_READERS_MAX) are readers in the device's process, the rest readers in
+ * other processes. Written by the writer only (viommu_fastpath_poll_faults, print_stat). */
+enum viommu_reader_state {
+	VIOMMU_READER_FREE = 0,
+	VIOMMU_READER_LOCAL = 1, /* a reader in the device's process */
+	VIOMMU_READER_REMOTE = 2, /* a reader in another process, tied to its connection */
+};
+struct viommu_reader_info {
+	__u32 state; /* enum viommu_reader_state */
+	__u32 pid; /* REMOTE: the peer's pid in the writer's PID namespace (SO_PEERCRED) */
+	__u32 flags; /* VIOMMU_READER_F_* as the reader declares them */
+	__u32 revoked; /* the writer stopped waiting for it (overstayed a grace period) */
+	__u64 lookups, hits, identity, retries; /* copied from the reader's slot: untrusted */
+	__u64 faults[3];
+	__u64 pad;
+};
+
+/* ---- sharing with a reader in another process: the one message the writer sends ----
+ * Over a connected AF_UNIX SOCK_SEQPACKET socket, with two fds (SCM_RIGHTS): the data memfd
+ * (sealed: every mapping of it outside the writer is read-only) and the reader's slot memfd
+ * (one page, VIOMMU_SHARE_SLOT_BYTES). The reader validates every field against the memfd's
+ * size before mapping anything. The reader sends struct viommu_fault_rec messages back; the
+ * connection's end is the reader's end. */
+enum { VIOMMU_SHARE_META, VIOMMU_SHARE_EPS, VIOMMU_SHARE_EP_INDEX, VIOMMU_SHARE_NODES,
+       VIOMMU_SHARE_EXTENTS, VIOMMU_SHARE_HASH, VIOMMU_SHARE_MAPS };
+#define VIOMMU_SHARE_SLOT_BYTES 4096u
+struct viommu_share_hello {
+	__u32 magic; /* VIOMMU_ABI_MAGIC */
+	__u32 abi_version;
+	__u32 reader; /* index of this reader's viommu_readers entry */
+	__u32 nodes_max, extents_max, hash_buckets;
+	__u32 token; /* the value the writer stores in the slot's `revoked` if it revokes it */
+	__u32 pad;
+	__u64 data_bytes; /* size of the data memfd */
+	__u64 off[VIOMMU_SHARE_MAPS]; /* page-aligned offset of each map's copy in the memfd */
 };
 
 /* ---- viommu_stats: per-CPU counters of BPF readers ---- */
@@ -231,6 +280,8 @@ _Static_assert(sizeof(struct viommu_node) == 24 + 8 * VIOMMU_RADIX_FANOUT, "node
 _Static_assert(sizeof(struct viommu_extent_rec) == 40, "extent record is 40 B");
 _Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
 _Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cache lines");
+_Static_assert(sizeof(struct viommu_reader_info) == 80, "reader info is 80 B");
+_Static_assert(sizeof(struct viommu_share_hello) == 88, "share hello is 88 B");
 _Static_assert(offsetof(struct viommu_meta, epoch) == 64 && offsetof(struct viommu_meta, nodes_used) == 128,
 	       "meta: the epoch has a cache line of its own");
 _Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");

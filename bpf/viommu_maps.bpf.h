@@ -36,7 +36,7 @@ VIOMMU_MMAP_ARRAY(viommu_ep_index, VIOMMU_EP_INDEX_SLOTS, __u64);
 VIOMMU_MMAP_ARRAY(viommu_nodes, VIOMMU_NODES_DEFAULT, struct viommu_node);
 VIOMMU_MMAP_ARRAY(viommu_extents, VIOMMU_EXTENTS_DEFAULT, struct viommu_extent_rec);
 VIOMMU_MMAP_ARRAY(viommu_hash, VIOMMU_HASH_BUCKETS_DEFAULT, struct viommu_hash_bucket);
-VIOMMU_MMAP_ARRAY(viommu_readers, VIOMMU_READERS_MAX, struct viommu_reader_slot);
+VIOMMU_MMAP_ARRAY(viommu_readers, VIOMMU_READER_INFOS, struct viommu_reader_info);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

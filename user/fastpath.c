@@ -25,52 +25,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "fastpath_int.h"
 #include "reader.h"
+#include "stat.h"
 #include "xlate.skel.h"
 
-#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define ST_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-
-enum { M_META, M_EPS, M_EPIDX, M_NODES, M_EXTS, M_HASH, M_READERS, M_COUNT };
-
-struct viommu_fastpath {
-	struct viommu_device *dev;
-	struct viommu_xlate_bpf *skel;
-	struct bpf_map *maps[M_COUNT];
-	void *mem[M_COUNT];
-	size_t len[M_COUNT];
-	struct viommu_fp_view view;
-
-	/* writable aliases of the view */
-	struct viommu_meta *meta;
-	struct viommu_ep_entry *eps;
-	__u64 *ep_index;
-	struct viommu_node *nodes;
-	struct viommu_extent_rec *exts;
-	struct viommu_hash_bucket *buckets;
-
-	/* writer-private bookkeeping (never read by readers) */
-	uint32_t *node_free, node_free_n;
-	uint16_t *node_used; /* non-empty slots per node */
-	uint32_t *ext_free, ext_free_n;
-	/* Indices at and above these were never handed out: their pages are untouched (the kernel
-	 * zeroed them, seq 0) and no slot word names them. Free lists first, then these. */
-	uint32_t node_hwm, ext_hwm, nodes_max, extents_max;
-	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
-	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
-	bool dom_live[VIOMMU_DOMAINS_MAX];
-	uint32_t dom_slots; /* slots below this have been used (the core hands them out densely) */
-	uint32_t sparse_used;
-	uint64_t hash_full; /* level-4 slots not indexed: bucket full */
-
-	bool lazy, bpf_grace, reader_fence, membarrier_global;
-	bool ep_removed; /* an endpoint lost a translation since the last sync (W5) */
-	int sync_inner_fd;
-	struct ring_buffer *rb;
-	char pin_dir[256];
-	bool pinned;
-};
 
 static uint64_t now_ns(void)
 {
@@ -113,7 +73,7 @@ static int node_alloc(struct viommu_fastpath *fp, int level, uint32_t dslot, uin
 	/* W1: header before the even seq; pairs with viommu_read_node()'s acquire of seq. */
 	ST_REL(&n->seq, s + 1);
 	fp->node_used[i] = 0;
-	fp->meta->nodes_used++;
+	META_ADD(nodes_used, 1);
 	*idx = i;
 	*gen = s + 1;
 	return 0;
@@ -126,7 +86,7 @@ static void node_free(struct viommu_fastpath *fp, uint32_t i)
 	/* Kill: odd seq; a reader that read the even value fails its re-check (I1). */
 	ST_REL(&n->seq, LD(&n->seq) + 1);
 	fp->node_free[fp->node_free_n++] = i;
-	fp->meta->nodes_used--;
+	META_ADD(nodes_used, -1);
 }
 
 static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct viommu_extent *x,
@@ -155,7 +115,7 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	/* The seq stays odd (not live) until ext_publish(): slot words naming generation s + 1
 	 * can be installed first, and a reader that meets one fails validation (retries) until
 	 * the whole extent is in. A MAP refused halfway is never seen (W2). */
-	fp->meta->extents_used++;
+	META_ADD(extents_used, 1);
 	*idx = i;
 	*gen = s + 1;
 	return 0;
@@ -186,7 +146,7 @@ static void ext_abort(struct viommu_fastpath *fp, uint32_t i)
 	churn_count(fp);
 	ST_REL(&r->seq, LD(&r->seq) + 2);
 	fp->ext_free[fp->ext_free_n++] = i;
-	fp->meta->extents_used--;
+	META_ADD(extents_used, -1);
 }
 
 static void ext_free(struct viommu_fastpath *fp, uint32_t i)
@@ -196,7 +156,7 @@ static void ext_free(struct viommu_fastpath *fp, uint32_t i)
 	churn_count(fp);
 	ST_REL(&r->seq, LD(&r->seq) + 1); /* dead: no reader validates it from now on (I3) */
 	fp->ext_free[fp->ext_free_n++] = i;
-	fp->meta->extents_used--;
+	META_ADD(extents_used, -1);
 }
 
 /* ---- the hash: (domain slot, 2 MiB region) -> level-4 slot content ---- */
@@ -216,7 +176,7 @@ static void hash_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova, 
 		if (LD(&b->key[w]) == 0) {
 			ST(&b->val[w], word);
 			ST_REL(&b->key[w], key); /* val before key; pairs with the acquire of key */
-			fp->meta->hash_used++;
+			META_ADD(hash_used, 1);
 			return;
 		}
 	fp->hash_full++; /* not indexed: readers walk the radix for this region (I6) */
@@ -231,7 +191,7 @@ static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
 		if (LD(&b->key[w]) == key) {
 			ST_REL(&b->key[w], 0);
 			ST(&b->val[w], 0);
-			fp->meta->hash_used--;
+			META_ADD(hash_used, -1);
 			return;
 		}
 }
@@ -459,9 +419,9 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 		root = fp->dom_root[dslot];
 	}
 	if (LD(&e->state) == VIOMMU_FP_UNKNOWN && st != VIOMMU_EP_UNKNOWN)
-		fp->meta->endpoints_used++;
+		META_ADD(endpoints_used, 1);
 	else if (LD(&e->state) != VIOMMU_FP_UNKNOWN && st == VIOMMU_EP_UNKNOWN)
-		fp->meta->endpoints_used--;
+		META_ADD(endpoints_used, -1);
 	/* Leaving a translating state (identity, or a domain) removes translations readers may
 	 * hold, whatever the core calls the request: e.g. ATTACH of an endpoint that was in
 	 * global bypass removes its identity map. The next sync waits for readers (W5, I7). */
@@ -497,7 +457,7 @@ static int fp_domain_created(void *ctx, struct viommu_domain *d)
 	fp->dom_live[d->slot] = true;
 	if (d->slot >= fp->dom_slots)
 		fp->dom_slots = d->slot + 1;
-	fp->meta->domains_used++;
+	META_ADD(domains_used, 1);
 	return 0;
 }
 
@@ -508,7 +468,7 @@ static void fp_domain_destroyed(void *ctx, struct viommu_domain *d)
 	/* The core unmapped every extent first, so the root is empty (I2). */
 	node_free(fp, fp->dom_root[d->slot]);
 	fp->dom_live[d->slot] = false;
-	fp->meta->domains_used--;
+	META_ADD(domains_used, -1);
 }
 
 static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
@@ -533,7 +493,7 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 	}
 	ext_publish(fp, idx, gen);
 	x->fp_index = idx;
-	fp->meta->publications++;
+	META_ADD(publications, 1);
 	return 0;
 }
 
@@ -544,15 +504,7 @@ static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x
 	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it. */
 	pieces(fp, d->slot, x->start, x->end, 0, false, NULL);
 	ext_free(fp, x->fp_index);
-	fp->meta->publications++;
-}
-
-/* A reader slot whose owner died inside a critical section must not block the writer. */
-static bool owner_alive(const struct viommu_reader_slot *r)
-{
-	uint32_t pid = LD(&r->pid);
-
-	return pid && (kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+	META_ADD(publications, 1);
 }
 
 static inline void cpu_relax(void)
@@ -562,6 +514,52 @@ static inline void cpu_relax(void)
 #else
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 #endif
+}
+
+/* The connection of a reader in another process ended: the kernel closed it with the last
+ * holder of its end (process exit, zombie included, in any PID namespace). */
+static bool reader_gone(struct viommu_fastpath *fp, uint32_t i)
+{
+	return fp->readers[i].conn >= 0 && fp_reader_reap(fp, i);
+}
+
+/*
+ * W5's wait: every reader that entered before @epoch (active = an older epoch | 1) must exit,
+ * its process end, or the deadline pass: then it is revoked (it overstayed; counted, told
+ * through its slot, dropped if in another process) and never waited for again. Nothing in a
+ * slot is trusted: any `active` value costs at most the deadline, once per reader.
+ */
+static void wait_readers(struct viommu_fastpath *fp, uint64_t epoch, uint64_t deadline)
+{
+	for (uint32_t i = 0; i < VIOMMU_READER_INFOS; i++) {
+		struct fp_reader *rd = &fp->readers[i];
+		/* Acquire: pairs with the release that published a claimed slot (LIVE). */
+		uint32_t owner = __atomic_load_n(&rd->owner, __ATOMIC_ACQUIRE);
+		unsigned spins = 0, backoff = 1;
+		uint64_t a;
+
+		if (FP_OWNER_STATE(owner) != FP_READER_LIVE)
+			continue;
+		/* Acquire: pairs with viommu_reader_exit()'s release, so the reader's uses of the
+		 * old translation happen before we complete the request (R2). */
+		while ((a = __atomic_load_n(&rd->slot->active, __ATOMIC_ACQUIRE)) != 0 && a < epoch) {
+			/* Back off between loads: each load pulls the reader's `active` line over
+			 * here, and the reader's next store must pull it back. */
+			for (unsigned k = 0; k < backoff; k++)
+				cpu_relax();
+			if (backoff < 64)
+				backoff *= 2;
+			if (++spins % 128 == 0) {
+				if (reader_gone(fp, i))
+					break;
+				if (now_ns() >= deadline) {
+					fp_reader_revoke(fp, i, owner);
+					break;
+				}
+				sched_yield();
+			}
+		}
+	}
 }
 
 static void fp_sync(void *ctx, bool removed)
@@ -590,33 +588,12 @@ static void fp_sync(void *ctx, bool removed)
 		epoch = LD(&fp->meta->epoch) + 2;
 		__atomic_store_n(&fp->meta->epoch, epoch, __ATOMIC_SEQ_CST);
 	}
-	/* Wait for every reader that entered before the new epoch (active = old epoch | 1). */
-	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
-		struct viommu_reader_slot *r = &fp->view.readers[i];
-		unsigned spins = 0, backoff = 1;
-		uint64_t a;
-
-		/* Acquire: pairs with viommu_reader_exit()'s release, so the reader's uses of the
-		 * old translation happen before we complete the request (R2). */
-		while ((a = __atomic_load_n(&r->active, __ATOMIC_ACQUIRE)) != 0 && a < epoch) {
-			/* Back off between loads: each load pulls the reader's `active` line over
-			 * here, and the reader's next store must pull it back. */
-			for (unsigned k = 0; k < backoff; k++)
-				cpu_relax();
-			if (backoff < 64)
-				backoff *= 2;
-			if (++spins % 128 == 0) {
-				if (!owner_alive(r)) {
-					/* Its process is gone: free the slot, so no later grace
-					 * period waits for it again. */
-					__atomic_store_n(&r->active, 0, __ATOMIC_RELAXED);
-					__atomic_store_n(&r->pid, 0, __ATOMIC_RELEASE);
-					break;
-				}
-				sched_yield();
-			}
-		}
-	}
+	/* The mirror's copy of the epoch, for readers in other processes: after the bump above
+	 * (a full barrier in both modes), so a reader that sees it also sees the removals. */
+	if (fp->mirror_delta)
+		__atomic_store_n((uint64_t *)((char *)&fp->meta->epoch + fp->mirror_delta), epoch,
+				 __ATOMIC_SEQ_CST);
+	wait_readers(fp, epoch, t0 + fp->grace_timeout_ns);
 	if (fp->bpf_grace) {
 		/* Running BPF programs: an ARRAY_OF_MAPS update returns after synchronize_rcu(). */
 		uint32_t zero = 0;
@@ -624,8 +601,8 @@ static void fp_sync(void *ctx, bool removed)
 
 		bpf_map_update_elem(bpf_map__fd(fp->skel->maps.viommu_sync), &zero, &inner, BPF_ANY);
 	}
-	fp->meta->grace_periods++;
-	fp->meta->grace_ns_total += now_ns() - t0;
+	META_ADD(grace_periods, 1);
+	META_ADD(grace_ns_total, now_ns() - t0);
 }
 
 /* ---- set-up ---- */
@@ -684,6 +661,9 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->bpf_grace = o.bpf_grace;
 	fp->reader_fence = o.reader_fence;
 	fp->sync_inner_fd = -1;
+	fp->mirror_fd = -1;
+	fp->grace_timeout_ns = (o.grace_timeout_ms ? o.grace_timeout_ms : VIOMMU_GRACE_TIMEOUT_MS_DEFAULT) *
+			       1000000ull;
 	fp->skel = viommu_xlate_bpf__open();
 	if (!fp->skel) {
 		err = -errno;
@@ -703,27 +683,41 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->maps[M_EXTS] = fp->skel->maps.viommu_extents;
 	fp->maps[M_HASH] = fp->skel->maps.viommu_hash;
 	fp->maps[M_READERS] = fp->skel->maps.viommu_readers;
+	/* One reservation, every map at a page-aligned offset in it (the data maps first): the
+	 * mirror (share.c) is then one constant offset away from every byte of them. */
 	for (int i = 0; i < M_COUNT; i++) {
+		fp->off[i] = fp->base_len;
 		fp->len[i] = map_bytes(fp->maps[i]);
-		fp->mem[i] = mmap(NULL, fp->len[i], PROT_READ | PROT_WRITE, MAP_SHARED,
-				  bpf_map__fd(fp->maps[i]), 0);
-		if (fp->mem[i] == MAP_FAILED) {
-			fp->mem[i] = NULL;
+		fp->base_len += fp->len[i];
+		if (i == M_DATA - 1)
+			fp->data_len = fp->base_len;
+	}
+	fp->base = mmap(NULL, fp->base_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (fp->base == MAP_FAILED) {
+		fp->base = NULL;
+		err = -errno;
+		goto fail;
+	}
+	for (int i = 0; i < M_COUNT; i++)
+		if (mmap(fp->base + fp->off[i], fp->len[i], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			 bpf_map__fd(fp->maps[i]), 0) == MAP_FAILED) {
 			err = -errno;
 			goto fail;
 		}
-	}
-	fp->meta = fp->mem[M_META];
-	fp->eps = fp->mem[M_EPS];
-	fp->ep_index = fp->mem[M_EPIDX];
-	fp->nodes = fp->mem[M_NODES];
-	fp->exts = fp->mem[M_EXTS];
-	fp->buckets = fp->mem[M_HASH];
+	fp->meta = (void *)(fp->base + fp->off[M_META]);
+	fp->eps = (void *)(fp->base + fp->off[M_EPS]);
+	fp->ep_index = (void *)(fp->base + fp->off[M_EPIDX]);
+	fp->nodes = (void *)(fp->base + fp->off[M_NODES]);
+	fp->exts = (void *)(fp->base + fp->off[M_EXTS]);
+	fp->buckets = (void *)(fp->base + fp->off[M_HASH]);
+	fp->infos = (void *)(fp->base + fp->off[M_READERS]);
 	fp->view = (struct viommu_fp_view){
 		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
-		.exts = fp->exts, .buckets = fp->buckets, .readers = fp->mem[M_READERS],
+		.exts = fp->exts, .buckets = fp->buckets,
 		.nodes_max = o.nodes, .extents_max = o.extents, .hash_mask = o.hash_buckets - 1,
 	};
+	if ((err = fp_share_init(fp)))
+		goto fail;
 
 	fp->node_free = calloc(o.nodes, sizeof(uint32_t));
 	fp->node_used = calloc(o.nodes, sizeof(uint16_t));
@@ -787,12 +781,10 @@ void viommu_fastpath_free(struct viommu_fastpath *fp)
 		return;
 	if (fp->dev)
 		viommu_device_remove_observer(fp->dev, fp);
-	if (fp->pinned)
-		viommu_fastpath_unpin(fp);
+	fp_share_free(fp);
 	ring_buffer__free(fp->rb);
-	for (int i = 0; i < M_COUNT; i++)
-		if (fp->mem[i])
-			munmap(fp->mem[i], fp->len[i]);
+	if (fp->base)
+		munmap(fp->base, fp->base_len);
 	viommu_xlate_bpf__destroy(fp->skel);
 	free(fp->node_free);
 	free(fp->node_used);
@@ -913,7 +905,97 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 	return 0;
 }
 
+static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents);
+
+/* The shared state says what the store says: every endpoint's entry, every extent's record. */
+struct fp_check_store {
+	const struct viommu_fastpath *fp;
+	uint8_t *dom_seen;
+	uint64_t extents;
+};
+
+static int check_domain_records(struct fp_check_store *c, const struct viommu_domain *d)
+{
+	const struct viommu_fastpath *fp = c->fp;
+	uint64_t key;
+
+	if (c->dom_seen[d->slot])
+		return 0;
+	c->dom_seen[d->slot] = 1;
+	for (const struct viommu_extent *x = viommu_btree_first(&d->extents, &key); x;
+	     x = viommu_btree_next(&d->extents, key, &key)) {
+		const struct viommu_extent_rec *r;
+
+		if (x->fp_index >= fp->ext_hwm)
+			return -EUCLEAN;
+		r = &fp->exts[x->fp_index];
+		if ((r->seq & 1) || r->domain_slot != d->slot || r->start != x->start ||
+		    r->end != x->end || r->phys != x->phys || r->flags != x->flags)
+			return -EUCLEAN;
+		c->extents++;
+	}
+	return 0;
+}
+
+static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
+{
+	struct fp_check_store *c = arg;
+	const struct viommu_fastpath *fp = c->fp;
+	enum viommu_ep_state st = viommu_device_endpoint_state(fp->dev, ep->id);
+	int64_t i = ep_index_find((struct viommu_fastpath *)fp, ep->id, false);
+	const struct viommu_ep_entry *e;
+
+	if (i < 0)
+		return st == VIOMMU_EP_UNKNOWN ? 0 : -EUCLEAN;
+	e = &fp->eps[i];
+	if ((e->seq & 1) || e->state != (uint8_t)st)
+		return -EUCLEAN;
+	if (st == VIOMMU_EP_ATTACHED &&
+	    (e->domain_slot != ep->domain->slot || e->root != fp->dom_root[ep->domain->slot] ||
+	     check_domain_records(c, ep->domain)))
+		return -EUCLEAN;
+	return 0;
+}
+
+/* The mirror is the maps, byte for byte, wherever a reader can reach. */
+static int check_mirror(const struct viommu_fastpath *fp)
+{
+	const size_t used[M_DATA] = {
+		[M_META] = sizeof(struct viommu_meta), [M_EPS] = fp->len[M_EPS],
+		[M_EPIDX] = fp->len[M_EPIDX],
+		[M_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
+		[M_EXTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
+		[M_HASH] = fp->len[M_HASH],
+	};
+
+	if (!fp->mirror_delta)
+		return 0;
+	for (int i = 0; i < M_DATA; i++)
+		if (memcmp(fp->base + fp->off[i], fp->base + fp->off[i] + fp->mirror_delta, used[i]))
+			return -EUCLEAN;
+	return 0;
+}
+
 int viommu_fastpath_check(const struct viommu_fastpath *fp)
+{
+	struct fp_check_store cs = { .fp = fp };
+	int serr;
+
+	/* First: the shared state against the store (a map written by anyone but the writer, e.g.
+	 * through a pin, differs from it), and the mirror against the maps. */
+	cs.dom_seen = calloc(VIOMMU_DOMAINS_MAX, 1);
+	if (!cs.dom_seen)
+		return -ENOMEM;
+	serr = viommu_device_for_each_endpoint(fp->dev, check_endpoint, &cs);
+	free(cs.dom_seen);
+	if (serr)
+		return -EUCLEAN;
+	if (check_mirror(fp))
+		return -EUCLEAN;
+	return viommu_fastpath_check_radix(fp, cs.extents);
+}
+
+static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents)
 {
 	struct fp_check c = { .fp = fp };
 	uint32_t domains = 0;
@@ -936,6 +1018,10 @@ int viommu_fastpath_check(const struct viommu_fastpath *fp)
 	    c.extents != fp->meta->extents_used ||
 	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
 	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
+		return -EUCLEAN;
+	/* Domains without endpoints hold no extents the store would still translate, but their
+	 * records are live: count them from the radix, which must cover the store's. */
+	if (store_extents != c.extents)
 		return -EUCLEAN;
 	/* Every hash entry is a live domain's non-empty level-4 slot, with its word (I6). */
 	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
@@ -988,110 +1074,12 @@ void viommu_fastpath_expected(const struct viommu_device *dev, const struct viom
 	}
 }
 
-int viommu_fastpath_poll_faults(struct viommu_fastpath *fp)
-{
-	return ring_buffer__consume(fp->rb);
-}
-
-/* ---- sharing with other processes ---- */
-
-static const char *const pin_names[] = {
-	"viommu_meta", "viommu_endpoints", "viommu_ep_index", "viommu_nodes",
-	"viommu_extents", "viommu_hash", "viommu_readers",
-};
-
-int viommu_fastpath_pin(struct viommu_fastpath *fp, const char *dir)
-{
-	char path[512];
-	int err;
-
-	if (strlen(dir) >= sizeof(fp->pin_dir))
-		return -ENAMETOOLONG;
-	if (mkdir(dir, 0700) && errno != EEXIST)
-		return -errno;
-	snprintf(fp->pin_dir, sizeof(fp->pin_dir), "%s", dir);
-	fp->pinned = true;
-	for (int i = 0; i < M_COUNT; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, pin_names[i]);
-		if ((err = bpf_map__pin(fp->maps[i], path)))
-			goto fail;
-		chmod(path, 0600);
-	}
-	snprintf(path, sizeof(path), "%s/viommu_stats", dir);
-	if ((err = bpf_map__pin(fp->skel->maps.viommu_stats, path)))
-		goto fail;
-	chmod(path, 0600);
-	snprintf(path, sizeof(path), "%s/viommu_report_fault", dir);
-	if ((err = bpf_program__pin(fp->skel->progs.viommu_report_fault, path)))
-		goto fail;
-	chmod(path, 0600);
-	return 0;
-fail:
-	viommu_fastpath_unpin(fp);
-	return err;
-}
-
-void viommu_fastpath_unpin(struct viommu_fastpath *fp)
-{
-	char path[512];
-
-	if (!fp->pinned)
-		return;
-	for (int i = 0; i < M_COUNT; i++) {
-		snprintf(path, sizeof(path), "%s/%s", fp->pin_dir, pin_names[i]);
-		unlink(path);
-	}
-	snprintf(path, sizeof(path), "%s/viommu_stats", fp->pin_dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/viommu_report_fault", fp->pin_dir);
-	unlink(path);
-	rmdir(fp->pin_dir);
-	fp->pinned = false;
-}
-
-int viommu_fastpath_send_fds(struct viommu_fastpath *fp, int sock)
-{
-	int fds[M_COUNT + 1], n = 0, err = 0;
-	char cbuf[CMSG_SPACE(sizeof(fds))];
-	char tag = 'V';
-	struct iovec iov = { .iov_base = &tag, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			      .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c;
-
-	/* The map fds (the reader maps the data maps read-only and closes the fds at once: see
-	 * reader.c, a BPF_F_RDONLY fd cannot be mmapped) and the fault-report program. */
-	for (int i = 0; i < M_COUNT; i++) {
-		if ((fds[n] = dup(bpf_map__fd(fp->maps[i]))) < 0) {
-			err = -errno;
-			goto out;
-		}
-		n++;
-	}
-	if ((fds[n] = dup(bpf_program__fd(fp->skel->progs.viommu_report_fault))) < 0) {
-		err = -errno;
-		goto out;
-	}
-	n++;
-	memset(cbuf, 0, sizeof(cbuf));
-	c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(c), fds, sizeof(fds));
-	if (sendmsg(sock, &msg, 0) < 0)
-		err = -errno;
-out:
-	while (n--)
-		close(fds[n]);
-	return err;
-}
-
 /* ---- counters ---- */
 
-void viommu_fastpath_print_stat(const struct viommu_fastpath *fp, FILE *out)
+void viommu_fastpath_print_stat(struct viommu_fastpath *fp, FILE *out)
 {
-	viommu_stat_print(fp->meta, fp->view.readers, bpf_map__fd(fp->skel->maps.viommu_stats), out);
+	fp_readers_summarise(fp);
+	viommu_stat_print(fp->meta, fp->infos, bpf_map__fd(fp->skel->maps.viommu_stats), out);
 	if (fp->hash_full)
 		fprintf(out, "  hash           %llu level-4 regions not indexed (bucket full)\n",
 			(unsigned long long)fp->hash_full);

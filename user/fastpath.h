@@ -29,7 +29,12 @@ struct viommu_fastpath_opts {
 	 * needs no membarrier, so no IPI to the readers' CPUs: for frequent removals (Linux strict
 	 * mode), where IPIs cost the readers more than the fences (docs/concurrency.md, W5). */
 	bool reader_fence;
+	/* A strict removal waits at most this long for readers inside a critical section; one
+	 * still inside then is revoked (docs/concurrency.md, W5). Default
+	 * VIOMMU_GRACE_TIMEOUT_MS_DEFAULT. */
+	uint32_t grace_timeout_ms;
 };
+#define VIOMMU_GRACE_TIMEOUT_MS_DEFAULT 250u
 
 struct viommu_fastpath;
 
@@ -41,19 +46,42 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 /* Stops observing and unmaps/frees everything. Readers of this process must be closed first. */
 void viommu_fastpath_free(struct viommu_fastpath *fp);
 
-/* Pin the maps and programs under @dir (created 0700, files 0600) for readers in other
- * processes; viommu_fastpath_unpin() removes them. */
+/* Pin the maps and programs under @dir for BPF programs of other loaders and `viommu stat`.
+ * @dir must not exist (it is created 0700, the pins 0600), or be a directory (not a symlink)
+ * owned by this user and writable by nobody else, holding none of the pin names. Whoever can
+ * open a pin can write the map: pins are for this user's own tools; untrusted readers come
+ * through viommu_fastpath_add_reader(). -EEXIST (a pin name is taken: nothing of it removed),
+ * -EPERM (owner or mode), -ENOTDIR, -ENAMETOOLONG. unpin removes only what pin created. */
 int viommu_fastpath_pin(struct viommu_fastpath *fp, const char *dir);
 void viommu_fastpath_unpin(struct viommu_fastpath *fp);
-/* Send the map fds over a connected unix socket (SCM_RIGHTS), data maps read-only. */
-int viommu_fastpath_send_fds(struct viommu_fastpath *fp, int sock);
+
+/* Add a reader in another process (viommu_reader_open_socket() at the other end) on @conn, a
+ * connected AF_UNIX SOCK_SEQPACKET socket. On success the fast path owns @conn: the reader
+ * lives as long as the connection (whatever PID namespace, sandbox or state its process is in)
+ * and is reclaimed when the kernel ends it. It gets a read-only view (a sealed copy of the
+ * data maps that no mapping but the writer's can write) and a slot page of its own. Returns the
+ * reader's index, or -EPROTOTYPE (not SEQPACKET), -ENOSPC (VIOMMU_READERS_MAX such readers),
+ * -errno; on failure @conn stays the caller's. */
+int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn);
+
+/* In-process readers' slots (reader.c): claim one from any thread: the slot, and in @token
+ * the registration it holds; NULL + ENOSPC when all VIOMMU_READERS_MAX are taken. Release it
+ * with the same token. Concurrency: any thread. */
+struct viommu_reader_slot *viommu_fastpath_claim_slot(struct viommu_fastpath *fp, uint32_t *token);
+void viommu_fastpath_release_slot(struct viommu_fastpath *fp, const struct viommu_reader_slot *slot,
+				  uint32_t token);
+/* The syscall program through which readers of this process report faults (ring buffer). */
+int viommu_fastpath_fault_prog_fd(const struct viommu_fastpath *fp);
 
 /* Translate @n (<= VIOMMU_BULK_MAX) queries in one BPF_PROG_TEST_RUN of the syscall program.
  * @report: faults go to the ring buffer (see poll_faults). Returns 0 or -errno.
  * Concurrency: a reader; any thread, concurrently with the writer (the batch lives on the stack). */
 int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
 				  struct viommu_answer *a, unsigned n, bool report);
-/* Move fault records from the BPF ring buffer into the device's fault queue; returns how many. */
+/* Service readers (device thread, from the VMM's loop): move the faults readers reported (the
+ * BPF ring buffer, the connections of readers in other processes) into the device's fault
+ * queue, reclaim readers whose connection ended. Returns how many faults, or -errno. A
+ * malformed message from a reader is dropped and counted (it never reaches the device). */
 int viommu_fastpath_poll_faults(struct viommu_fastpath *fp);
 
 /* Program fds for in-kernel consumers and tests. */
@@ -68,7 +96,6 @@ struct viommu_fp_view {
 	const struct viommu_node *nodes;
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
-	struct viommu_reader_slot *readers; /* writable: readers own their slot */
 	uint32_t nodes_max, extents_max, hash_mask;
 };
 const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp);
@@ -86,6 +113,6 @@ void viommu_fastpath_expected(const struct viommu_device *dev, const struct viom
 int viommu_fastpath_check(const struct viommu_fastpath *fp);
 
 /* Counters and occupancy (`viommu stat`). */
-void viommu_fastpath_print_stat(const struct viommu_fastpath *fp, FILE *out);
+void viommu_fastpath_print_stat(struct viommu_fastpath *fp, FILE *out);
 
 #endif

@@ -6,10 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <bpf/bpf.h>
-
-#include "reader.h"
 #include "replay.h"
+#include "stat.h"
 
 static void usage(FILE *out)
 {
@@ -90,28 +88,19 @@ static int cmd_replay(int argc, char **argv)
 
 static int cmd_stat(int argc, char **argv)
 {
-	struct viommu_reader *r;
-	char path[512];
-	int stats_fd;
+	int err;
 
 	if (argc != 2) {
 		usage(stderr);
 		return 2;
 	}
-	r = viommu_reader_open_pinned(argv[1]);
-	if (!r) {
-		fprintf(stderr, "viommu stat: %s: %s\n", argv[1], strerror(errno));
+	err = viommu_stat_pinned(argv[1], stdout);
+	if (err) {
+		fprintf(stderr, "viommu stat: %s: %s\n", argv[1],
+			err == -EPROTO ? "not a viommu fast path of this version (a pinned map has the "
+					 "wrong type, size or count)" : strerror(-err));
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/viommu_stats", argv[1]);
-	stats_fd = bpf_obj_get(path);
-	/* Our own slot is not a reader of the device: give it back before counting. */
-	__atomic_store_n(&r->slot->pid, 0, __ATOMIC_RELEASE);
-	viommu_stat_print(r->meta, (const struct viommu_reader_slot *)r->maps[6], stats_fd, stdout);
-	r->slot = NULL;
-	if (stats_fd >= 0)
-		close(stats_fd);
-	viommu_reader_close(r);
 	return 0;
 }
 

@@ -1,68 +1,45 @@
 // SPDX-License-Identifier: MIT
-/* Userspace readers: opening the shared maps (this process or another), bulk lookups, faults. */
+/* Userspace readers: opening a view (this process or another), bulk lookups, fault reports. */
 #include "reader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-#include <stdio.h>
 
-#include "device.h"
 #include "fastpath.h"
 
-enum { R_META, R_EPS, R_EPIDX, R_NODES, R_EXTS, R_HASH, R_READERS, R_COUNT };
-
-static const char *const names[R_COUNT] = {
-	"viommu_meta", "viommu_endpoints", "viommu_ep_index", "viommu_nodes",
-	"viommu_extents", "viommu_hash", "viommu_readers",
-};
-
-/* Claim a free reader slot (pid 0 -> ours). Slots are shared by every process. */
-static int claim_slot(struct viommu_reader *r, struct viommu_reader_slot *slots, uint32_t max)
-{
-	uint32_t pid = (uint32_t)getpid();
-
-	for (uint32_t i = 0; i < max; i++) {
-		uint32_t zero = 0;
-
-		if (__atomic_compare_exchange_n(&slots[i].pid, &zero, pid, false, __ATOMIC_ACQ_REL,
-						__ATOMIC_RELAXED)) {
-			r->slot = &slots[i];
-			__atomic_store_n(&r->slot->tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
-			__atomic_store_n(&r->slot->active, 0, __ATOMIC_RELAXED);
-			return 0;
-		}
-	}
-	return -ENOSPC;
-}
-
-/* The writer's membarrier(GLOBAL_EXPEDITED) reaches only registered processes. */
-static void register_membarrier(void)
+/* The writer's membarrier(GLOBAL_EXPEDITED) reaches only registered processes. A reader that
+ * cannot register (seccomp, an old kernel) would lose the ordering R1 relies on without a word:
+ * it takes the fence mode instead, and says so in its slot (`viommu stat` shows it). */
+static void choose_grace_mode(struct viommu_reader *r)
 {
 	int q = (int)syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
 
-	if (q > 0 && (q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED))
-		syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0);
+	r->fence = r->meta->flags & VIOMMU_META_F_READER_FENCE;
+	if (!r->fence && (q < 0 || !(q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) ||
+			  syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0)))
+		r->fence = true;
+	if (r->fence && !(r->meta->flags & VIOMMU_META_F_READER_FENCE))
+		__atomic_store_n(&r->slot->flags, VIOMMU_READER_F_FENCE, __ATOMIC_RELAXED);
 }
 
 struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 {
 	const struct viommu_fp_view *v = viommu_fastpath_view(fp);
 	struct viommu_reader *r = calloc(1, sizeof(*r));
-	int err;
 
 	if (!r)
 		return NULL;
 	r->meta = v->meta;
-	r->fence = v->meta->flags & VIOMMU_META_F_READER_FENCE;
 	r->eps = v->eps;
 	r->ep_index = v->ep_index;
 	r->nodes = v->nodes;
@@ -71,150 +48,166 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 	r->nodes_max = v->nodes_max;
 	r->extents_max = v->extents_max;
 	r->hash_mask = v->hash_mask;
-	r->dev = viommu_fastpath_device(fp);
-	r->fault_prog_fd = -1;
-	if ((err = claim_slot(r, v->readers, VIOMMU_READERS_MAX))) {
+	r->fault_prog_fd = viommu_fastpath_fault_prog_fd(fp);
+	r->conn = -1;
+	r->slot = viommu_fastpath_claim_slot(fp, &r->token);
+	if (!r->slot) {
 		free(r);
-		errno = -err;
+		errno = ENOSPC;
 		return NULL;
 	}
-	register_membarrier();
+	r->fp = fp;
+	choose_grace_mode(r);
 	viommu_reader_tlb_flush(r);
 	return r;
 }
 
-/* Map the fds (R_COUNT maps + the fault program) into a reader of another process. */
-static struct viommu_reader *open_fds(int fds[R_COUNT + 1])
+/* Bytes of map @i of the message: its element size times its count. */
+static uint64_t share_bytes(const struct viommu_share_hello *h, int i)
 {
-	struct viommu_reader *r = calloc(1, sizeof(*r));
-	int err = 0;
+	switch (i) {
+	case VIOMMU_SHARE_META: return sizeof(struct viommu_meta);
+	case VIOMMU_SHARE_EPS: return (uint64_t)VIOMMU_EP_ENTRIES * sizeof(struct viommu_ep_entry);
+	case VIOMMU_SHARE_EP_INDEX: return (uint64_t)VIOMMU_EP_INDEX_SLOTS * sizeof(__u64);
+	case VIOMMU_SHARE_NODES: return (uint64_t)h->nodes_max * sizeof(struct viommu_node);
+	case VIOMMU_SHARE_EXTENTS: return (uint64_t)h->extents_max * sizeof(struct viommu_extent_rec);
+	default: return (uint64_t)h->hash_buckets * sizeof(struct viommu_hash_bucket);
+	}
+}
 
+/* The writer's message, checked whole before anything is mapped: every map inside the memfd,
+ * in order, page-aligned, with the geometry the lookup will index by. */
+static int share_check(const struct viommu_share_hello *h, int data_fd, int slot_fd)
+{
+	struct stat ds, ss;
+	uint64_t end = 0, page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+	if (h->magic != VIOMMU_ABI_MAGIC || h->abi_version != VIOMMU_ABI_VERSION || !h->token)
+		return -EPROTO;
+	if (!h->nodes_max || h->nodes_max > VIOMMU_INDEX_MAX || !h->extents_max ||
+	    h->extents_max > VIOMMU_INDEX_MAX || !h->hash_buckets ||
+	    (h->hash_buckets & (h->hash_buckets - 1)))
+		return -EPROTO;
+	if (fstat(data_fd, &ds) || fstat(slot_fd, &ss) || !S_ISREG(ds.st_mode) || !S_ISREG(ss.st_mode))
+		return -EPROTO;
+	if ((uint64_t)ds.st_size != h->data_bytes || (uint64_t)ss.st_size < VIOMMU_SHARE_SLOT_BYTES)
+		return -EPROTO;
+	for (int i = 0; i < VIOMMU_SHARE_MAPS; i++) {
+		if (h->off[i] % page || h->off[i] < end || share_bytes(h, i) > h->data_bytes ||
+		    h->off[i] > h->data_bytes - share_bytes(h, i))
+			return -EPROTO;
+		end = h->off[i] + share_bytes(h, i);
+	}
+	return 0;
+}
+
+struct viommu_reader *viommu_reader_open_socket(int sock)
+{
+	struct viommu_share_hello h;
+	int fds[2] = { -1, -1 }, err = -EPROTO, nfds = 0;
+	char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			      .msg_controllen = sizeof(cbuf) };
+	struct viommu_reader *r = NULL;
+	struct cmsghdr *c;
+	ssize_t got;
+	char *d;
+
+	got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	if (got < 0)
+		return NULL;
+	for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)), tmp[4];
+
+		if (n > 4)
+			n = 4;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		memcpy(tmp, CMSG_DATA(c), (size_t)n * sizeof(int));
+		for (int k = 0; k < n; k++) {
+			if (nfds < 2)
+				fds[nfds] = tmp[k];
+			else
+				close(tmp[k]); /* more than we asked for: not ours to keep */
+			nfds++;
+		}
+	}
+	if (got != (ssize_t)sizeof(h) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds != 2)
+		goto fail;
+	if ((err = share_check(&h, fds[0], fds[1])))
+		goto fail;
+	r = calloc(1, sizeof(*r));
 	if (!r) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	r->fault_prog_fd = fds[R_COUNT];
-	for (int i = 0; i < R_COUNT; i++) {
-		struct bpf_map_info info = { 0 };
-		__u32 len = sizeof(info);
-		size_t bytes, page = (size_t)sysconf(_SC_PAGESIZE);
-
-		r->fds[i] = fds[i];
-		if (bpf_obj_get_info_by_fd(fds[i], &info, &len)) {
-			err = -errno;
-			goto fail;
-		}
-		bytes = (((info.value_size + 7) & ~7u) * (size_t)info.max_entries + page - 1) & ~(page - 1);
-		/* Read-only for the data maps: the kernel clears VM_MAYWRITE on a read-only mapping
-		 * of a BPF map, so once the fd is closed this process cannot write the translator
-		 * (mprotect refuses). A BPF_F_RDONLY fd cannot be mmapped at all (the kernel needs
-		 * VM_SHARED, which a read-only file loses), hence a read-write fd, closed at once. */
-		r->maps[i] = mmap(NULL, bytes, i == R_READERS ? PROT_READ | PROT_WRITE : PROT_READ,
-				  MAP_SHARED, fds[i], 0);
-		if (r->maps[i] == MAP_FAILED) {
-			r->maps[i] = NULL;
-			err = -errno;
-			goto fail;
-		}
-		close(fds[i]);
-		r->fds[i] = fds[i] = -1;
-		r->map_len[i] = bytes;
-		r->nmaps = i + 1;
-		if (i == R_NODES)
-			r->nodes_max = info.max_entries;
-		else if (i == R_EXTS)
-			r->extents_max = info.max_entries;
-		else if (i == R_HASH)
-			r->hash_mask = info.max_entries - 1;
+	r->conn = -1;
+	r->fault_prog_fd = -1;
+	/* Read-only, and it stays so: the memfd is sealed (F_SEAL_FUTURE_WRITE), so no mapping of
+	 * it in this process can ever be writable, whatever this process does. */
+	d = mmap(NULL, h.data_bytes, PROT_READ, MAP_SHARED, fds[0], 0);
+	if (d == MAP_FAILED) {
+		err = -errno;
+		goto fail;
 	}
-	r->meta = r->maps[R_META];
-	r->eps = r->maps[R_EPS];
-	r->ep_index = r->maps[R_EPIDX];
-	r->nodes = r->maps[R_NODES];
-	r->exts = r->maps[R_EXTS];
-	r->buckets = r->maps[R_HASH];
+	r->data = d;
+	r->data_len = h.data_bytes;
+	r->slot = mmap(NULL, VIOMMU_SHARE_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	if (r->slot == MAP_FAILED) {
+		r->slot = NULL;
+		err = -errno;
+		goto fail;
+	}
+	close(fds[0]);
+	close(fds[1]);
+	fds[0] = fds[1] = -1;
+	r->meta = (const void *)(d + h.off[VIOMMU_SHARE_META]);
+	r->eps = (const void *)(d + h.off[VIOMMU_SHARE_EPS]);
+	r->ep_index = (const void *)(d + h.off[VIOMMU_SHARE_EP_INDEX]);
+	r->nodes = (const void *)(d + h.off[VIOMMU_SHARE_NODES]);
+	r->exts = (const void *)(d + h.off[VIOMMU_SHARE_EXTENTS]);
+	r->buckets = (const void *)(d + h.off[VIOMMU_SHARE_HASH]);
+	r->nodes_max = h.nodes_max;
+	r->extents_max = h.extents_max;
+	r->hash_mask = h.hash_buckets - 1;
+	r->token = h.token;
 	if (__atomic_load_n(&r->meta->magic, __ATOMIC_ACQUIRE) != VIOMMU_ABI_MAGIC ||
 	    r->meta->abi_version != VIOMMU_ABI_VERSION) {
 		err = -EPROTO;
 		goto fail;
 	}
-	if ((err = claim_slot(r, r->maps[R_READERS], VIOMMU_READERS_MAX)))
-		goto fail;
-	r->fence = r->meta->flags & VIOMMU_META_F_READER_FENCE;
-	register_membarrier();
+	r->conn = sock;
+	choose_grace_mode(r);
 	viommu_reader_tlb_flush(r);
 	return r;
 fail:
+	for (int k = 0; k < 2; k++)
+		if (fds[k] >= 0)
+			close(fds[k]);
 	if (r) {
+		r->conn = -1; /* still the caller's */
 		viommu_reader_close(r);
-	} else {
-		for (int i = 0; i <= R_COUNT; i++)
-			if (fds[i] >= 0)
-				close(fds[i]);
 	}
 	errno = -err;
 	return NULL;
-}
-
-struct viommu_reader *viommu_reader_open_pinned(const char *dir)
-{
-	int fds[R_COUNT + 1];
-	char path[512];
-
-	for (int i = 0; i <= R_COUNT; i++)
-		fds[i] = -1;
-	for (int i = 0; i <= R_COUNT; i++) {
-		int err;
-
-		snprintf(path, sizeof(path), "%s/%s", dir, i < R_COUNT ? names[i] : "viommu_report_fault");
-		fds[i] = bpf_obj_get(path);
-		if (fds[i] < 0) {
-			err = errno;
-			for (int j = 0; j < i; j++)
-				close(fds[j]);
-			errno = err;
-			return NULL;
-		}
-	}
-	return open_fds(fds);
-}
-
-struct viommu_reader *viommu_reader_open_socket(int sock)
-{
-	int fds[R_COUNT + 1];
-	char cbuf[CMSG_SPACE(sizeof(fds))], tag;
-	struct iovec iov = { .iov_base = &tag, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			      .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c;
-
-	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) <= 0)
-		return NULL;
-	c = CMSG_FIRSTHDR(&msg);
-	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(fds))) {
-		errno = EPROTO;
-		return NULL;
-	}
-	memcpy(fds, CMSG_DATA(c), sizeof(fds));
-	return open_fds(fds);
 }
 
 void viommu_reader_close(struct viommu_reader *r)
 {
 	if (!r)
 		return;
-	if (r->slot) {
-		__atomic_store_n(&r->slot->active, 0, __ATOMIC_RELEASE);
-		__atomic_store_n(&r->slot->pid, 0, __ATOMIC_RELEASE);
+	if (r->fp) {
+		viommu_fastpath_release_slot(r->fp, r->slot, r->token);
+	} else {
+		if (r->slot)
+			munmap(r->slot, VIOMMU_SHARE_SLOT_BYTES);
+		if (r->data)
+			munmap(r->data, r->data_len);
+		if (r->conn >= 0)
+			close(r->conn); /* the writer reclaims our registration */
 	}
-	for (int i = 0; i < r->nmaps; i++)
-		if (r->maps[i])
-			munmap(r->maps[i], r->map_len[i]);
-	for (int i = 0; i < r->nmaps; i++)
-		if (r->fds[i] >= 0)
-			close(r->fds[i]);
-	if (r->fault_prog_fd >= 0)
-		close(r->fault_prog_fd);
 	free(r);
 }
 
@@ -332,10 +325,14 @@ int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_quer
 	if (a->result != VIOMMU_FP_FAULT || a->reason > 2)
 		return -EINVAL;
 	__atomic_store_n(&r->slot->faults[a->reason], r->slot->faults[a->reason] + 1, __ATOMIC_RELAXED);
-	if (r->dev)
-		return viommu_device_report_fault(r->dev, rec.endpoint, rec.reason, rec.access,
-						  rec.address);
-	/* Another process: through the device's BPF ring buffer. */
+	if (r->conn >= 0) {
+		/* Another process: one message on the connection; the writer validates it. */
+		if (send(r->conn, &rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(rec))
+			return 0;
+		return errno == EAGAIN || errno == EWOULDBLOCK ? -ENOBUFS : -ENOTCONN;
+	}
+	/* This process: the BPF ring buffer, safe from any thread (the device's fault queue is
+	 * the device thread's alone). */
 	{
 		LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &rec, .ctx_size_in = sizeof(rec));
 
@@ -343,75 +340,4 @@ int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_quer
 			return -errno;
 		return o.retval ? -ENOBUFS : 0;
 	}
-}
-
-/* ---- `viommu stat` ---- */
-
-void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_slot *slots,
-		       int stats_fd, FILE *out)
-{
-	struct viommu_stats bpf = { 0 };
-	int ncpu = libbpf_num_possible_cpus();
-	uint64_t ul = 0, uh = 0, ui = 0, ur = 0, uf[3] = { 0, 0, 0 };
-	unsigned nreaders = 0;
-	double slots_total = (double)(m->hash_mask + 1) * VIOMMU_HASH_WAYS;
-
-	if (stats_fd >= 0 && ncpu > 0) {
-		struct viommu_stats *per = calloc((size_t)ncpu, sizeof(*per));
-		uint32_t zero = 0;
-
-		if (per && !bpf_map_lookup_elem(stats_fd, &zero, per)) {
-			for (int c = 0; c < ncpu; c++) {
-				bpf.lookups += per[c].lookups;
-				bpf.hits += per[c].hits;
-				bpf.identity += per[c].identity;
-				bpf.walks += per[c].walks;
-				bpf.hash_hits += per[c].hash_hits;
-				bpf.retries += per[c].retries;
-				for (int r = 0; r < 3; r++)
-					bpf.faults[r] += per[c].faults[r];
-			}
-		}
-		free(per);
-	}
-	for (uint32_t i = 0; i < VIOMMU_READERS_MAX; i++) {
-		const struct viommu_reader_slot *r = &slots[i];
-
-		nreaders += __atomic_load_n(&r->pid, __ATOMIC_RELAXED) != 0;
-		ul += __atomic_load_n(&r->lookups, __ATOMIC_RELAXED);
-		uh += __atomic_load_n(&r->hits, __ATOMIC_RELAXED);
-		ui += __atomic_load_n(&r->identity, __ATOMIC_RELAXED);
-		ur += __atomic_load_n(&r->retries, __ATOMIC_RELAXED);
-		for (int k = 0; k < 3; k++)
-			uf[k] += __atomic_load_n(&r->faults[k], __ATOMIC_RELAXED);
-	}
-	fprintf(out, "fast path (shared memory in BPF maps)\n");
-	fprintf(out, "  endpoints      %u\n", m->endpoints_used);
-	fprintf(out, "  domains        %u\n", m->domains_used);
-	fprintf(out, "  extents        %u / %u (%zu B each)\n", m->extents_used, m->extents_max,
-		sizeof(struct viommu_extent_rec));
-	fprintf(out, "  radix nodes    %u / %u (%.2f MiB)\n", m->nodes_used, m->nodes_max,
-		m->nodes_used * sizeof(struct viommu_node) / 1048576.0);
-	fprintf(out, "  hash           %u / %.0f slots (load %.4f)\n", m->hash_used, slots_total,
-		m->hash_used / slots_total);
-	fprintf(out, "  bytes/extent   %zu record + %.1f radix (amortised)\n",
-		sizeof(struct viommu_extent_rec),
-		m->extents_used ? (double)m->nodes_used * sizeof(struct viommu_node) / m->extents_used : 0.0);
-	fprintf(out, "  publications   %llu, grace periods %llu (mean %.1f us, %s)\n",
-		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
-		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0,
-		m->flags & VIOMMU_META_F_READER_FENCE ? "reader fences" : "membarrier");
-	fprintf(out, "  bpf readers    %llu lookups: %llu hits, %llu identity, %llu faults "
-		     "(unknown %llu, domain %llu, mapping %llu); %llu hash hits, %llu walks, %llu retries\n",
-		(unsigned long long)bpf.lookups, (unsigned long long)bpf.hits,
-		(unsigned long long)bpf.identity,
-		(unsigned long long)(bpf.faults[0] + bpf.faults[1] + bpf.faults[2]),
-		(unsigned long long)bpf.faults[0], (unsigned long long)bpf.faults[1],
-		(unsigned long long)bpf.faults[2], (unsigned long long)bpf.hash_hits,
-		(unsigned long long)bpf.walks, (unsigned long long)bpf.retries);
-	fprintf(out, "  user readers   %u open; %llu lookups: %llu hits, %llu identity, %llu retries; "
-		     "faults reported unknown %llu, domain %llu, mapping %llu\n",
-		nreaders, (unsigned long long)ul, (unsigned long long)uh, (unsigned long long)ui,
-		(unsigned long long)ur, (unsigned long long)uf[0], (unsigned long long)uf[1],
-		(unsigned long long)uf[2]);
 }

@@ -7,11 +7,15 @@
  * Concurrency: a reader is owned by one thread; any number of readers run beside the one writer.
  * Grace periods: a thread that uses a translation after the lookup (a DMA) brackets lookup + use
  * with viommu_reader_enter()/exit(); a strict UNMAP completes only after every reader that could
- * have seen the old translation has exited (docs/concurrency.md, I7).
+ * have seen the old translation has exited (docs/concurrency.md, I7), or, if one stays inside
+ * longer than the fast path's grace timeout, after revoking it (exit() then says so).
+ * Trust: a reader in another process sees the data read-only (the kernel enforces it) and can
+ * write only its own slot; it lives as long as its connection (docs/concurrency.md, "Trust").
  */
 #ifndef VIOMMU_READER_H
 #define VIOMMU_READER_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,7 +24,6 @@
 #include "viommu_abi.h"
 
 struct viommu_fastpath;
-struct viommu_device;
 
 /* A reader-private cache of validated hits (an IOTLB of this thread). An entry is used only
  * after re-validating it against shared memory: the extent record still has the generation it
@@ -36,7 +39,7 @@ struct viommu_reader_tlb {
 };
 
 struct viommu_reader {
-	/* the view (read-only mappings in other processes) */
+	/* the view: read-only (a sealed memfd's copy in other processes) */
 	const struct viommu_meta *meta;
 	const struct viommu_ep_entry *eps;
 	const __u64 *ep_index;
@@ -44,24 +47,29 @@ struct viommu_reader {
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
 	uint32_t nodes_max, extents_max, hash_mask;
-	struct viommu_reader_slot *slot; /* this reader's slot: grace periods and counters */
-	/* where faults go: the device (same process) or the BPF fault program (other process) */
-	struct viommu_device *dev;
+	struct viommu_reader_slot *slot; /* this reader's own: grace periods and counters */
+	uint32_t token; /* what the writer stores in slot->revoked when it revokes this reader */
+	uint32_t depth; /* nesting of enter()/exit() */
+	/* Fence mode: enter() is a full fence. The fast path's choice (VIOMMU_META_F_READER_FENCE),
+	 * or this reader's own when it cannot register for the writer's membarrier (a seccomp
+	 * sandbox, say): then slot->flags has VIOMMU_READER_F_FENCE. */
+	bool fence;
+	/* where faults go: the fast path's fault program (this process) or the connection */
 	int fault_prog_fd;
-	bool fence; /* VIOMMU_META_F_READER_FENCE: enter() is a full fence */
+	int conn;
 	/* private */
+	struct viommu_fastpath *fp; /* this process: the slot's owner */
 	struct viommu_reader_tlb tlb[VIOMMU_READER_TLB];
-	void *maps[8];
-	size_t map_len[8];
-	int fds[8];
-	int nmaps;
+	void *data;
+	size_t data_len;
 };
 
-/* A reader in the device's own process. NULL + errno (ENOSPC: all reader slots taken). */
+/* A reader in the device's process. NULL + errno (ENOSPC: all VIOMMU_READERS_MAX taken). */
 struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp);
-/* A reader in another process, from the maps pinned under @dir (viommu_fastpath_pin). */
-struct viommu_reader *viommu_reader_open_pinned(const char *dir);
-/* A reader in another process, from fds received over @sock (viommu_fastpath_send_fds). */
+/* A reader in another process, from the writer's message on @sock (a connected AF_UNIX
+ * SOCK_SEQPACKET socket whose other end the writer passed to viommu_fastpath_add_reader()).
+ * The reader owns @sock from then on (closed by viommu_reader_close). Every field of the
+ * message is validated before anything is mapped: NULL + EPROTO for a bad message. */
 struct viommu_reader *viommu_reader_open_socket(int sock);
 void viommu_reader_close(struct viommu_reader *r);
 
@@ -72,24 +80,30 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 /* Up to 64 queries; returns the mask of queries answered HIT or IDENT (bit i = q[i]). */
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n);
-/* Send a fault this reader saw to the device's event queue. 0 or -errno. */
+/* Send a fault this reader saw to the device's event queue: through the fast path's BPF ring
+ * buffer (this process) or the connection (another process); the device thread delivers it in
+ * viommu_fastpath_poll_faults(). 0, -EINVAL (not a fault answer), -ENOBUFS (queue full),
+ * -ENOTCONN (revoked or the writer is gone), -errno. Concurrency: the reader's own thread; any
+ * number of readers at once (nothing here touches the device). */
 int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_query *q,
 			       const struct viommu_answer *a);
 
-/* Print the fast path's occupancy and counters (`viommu stat`): @m and @slots from any view,
- * @stats_fd the per-CPU viommu_stats map (or -1). */
-void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_slot *slots,
-		       int stats_fd, FILE *out);
-
 /* Grace-period critical section (see above). Cost: two plain stores, no fence (the writer uses
- * membarrier). Acts as rcu_read_lock()/rcu_read_unlock() for the fast path's translations. */
+ * membarrier), or an exchange in fence mode. Acts as rcu_read_lock()/rcu_read_unlock() for the
+ * fast path's translations, and nests as they do: only the outermost pair marks the reader.
+ * exit() returns 0; -ETIMEDOUT if the writer revoked this reader (it stayed inside past the
+ * grace timeout: translations it held may have been removed before it exited, and no later
+ * section is protected; close it and open another); -EINVAL for an exit without an enter. */
 static inline void viommu_reader_enter(struct viommu_reader *r)
 {
-	uint64_t v = __atomic_load_n(&r->meta->epoch, __ATOMIC_RELAXED) | 1;
+	uint64_t v;
 
+	if (r->depth++)
+		return; /* nested: the outermost section already holds the epoch */
+	v = __atomic_load_n(&r->meta->epoch, __ATOMIC_RELAXED) | 1;
 	if (r->fence) {
-		/* Reader-fence mode: a seq_cst exchange (xchg, a full fence) orders this store before
-		 * our later loads; pairs with the writer's seq_cst RMW of the epoch (W5/R1). */
+		/* Fence mode: a seq_cst exchange (xchg, a full fence) orders this store before our
+		 * later loads; pairs with the writer's full barrier before its scan (W5/R1). */
 		__atomic_exchange_n(&r->slot->active, v, __ATOMIC_SEQ_CST);
 		return;
 	}
@@ -98,10 +112,15 @@ static inline void viommu_reader_enter(struct viommu_reader *r)
 	__atomic_signal_fence(__ATOMIC_SEQ_CST); /* compiler-only: keep lookups after the store */
 }
 
-static inline void viommu_reader_exit(struct viommu_reader *r)
+static inline int viommu_reader_exit(struct viommu_reader *r)
 {
+	if (!r->depth)
+		return -EINVAL;
+	if (--r->depth)
+		return 0;
 	/* Release: every use of a translation happens before the writer sees us quiescent (R2). */
 	__atomic_store_n(&r->slot->active, 0, __ATOMIC_RELEASE);
+	return __atomic_load_n(&r->slot->revoked, __ATOMIC_RELAXED) == r->token ? -ETIMEDOUT : 0;
 }
 
 /* ---- the inline lookup: bpf/viommu_lookup.h over this reader's mappings ---- */

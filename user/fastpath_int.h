@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fast path's writer state, shared by the files that make up the writer: fastpath.c (the
+ * publication protocol and grace periods) and share.c (readers in other processes, the sealed
+ * copy of the maps they read, pins). Device thread only, except where a field says otherwise.
+ */
+#ifndef VIOMMU_FASTPATH_INT_H
+#define VIOMMU_FASTPATH_INT_H
+
+#include <stddef.h>
+
+#include "fastpath.h"
+
+/* The maps, the data maps first in the order the share message lists them (viommu_abi.h):
+ * maps [0, M_DATA) are what readers read, and what the mirror copies. */
+enum {
+	M_META = VIOMMU_SHARE_META, M_EPS = VIOMMU_SHARE_EPS, M_EPIDX = VIOMMU_SHARE_EP_INDEX,
+	M_NODES = VIOMMU_SHARE_NODES, M_EXTS = VIOMMU_SHARE_EXTENTS, M_HASH = VIOMMU_SHARE_HASH,
+	M_READERS = VIOMMU_SHARE_MAPS, M_COUNT
+};
+#define M_DATA M_READERS
+
+/*
+ * A reader's registration. `owner` is (generation << 2) | state: readers in the device's
+ * process claim and release theirs from any thread (CAS), the writer revokes with a CAS that
+ * names the generation it saw, so a slot closed and claimed anew in between is never revoked
+ * by mistake. Readers in other processes are added and dropped on the device thread only.
+ */
+enum { FP_READER_FREE = 0, FP_READER_CLAIMING = 1, FP_READER_LIVE = 2, FP_READER_REVOKED = 3 };
+#define FP_OWNER_STATE(o) ((o) & 3u)
+#define FP_OWNER_GEN(o) ((o) >> 2)
+
+struct fp_reader {
+	uint32_t owner; /* atomic, see above */
+	uint32_t pid; /* other process: SO_PEERCRED pid, in our PID namespace (reports only) */
+	struct viommu_reader_slot *slot; /* writer-private page, or the mapping of its memfd */
+	int conn; /* other process: the connection; its end is the reader's end; else -1 */
+};
+
+struct viommu_fastpath {
+	struct viommu_device *dev;
+	struct viommu_xlate_bpf *skel;
+	struct bpf_map *maps[M_COUNT];
+	/* Every map is mapped into one reservation at base + off[i], so the mirror (the sealed
+	 * memfd readers in other processes map) is one constant offset away from any map byte. */
+	char *base;
+	size_t base_len, off[M_COUNT], len[M_COUNT], data_len;
+	struct viommu_fp_view view;
+
+	/* writable aliases of the view */
+	struct viommu_meta *meta;
+	struct viommu_ep_entry *eps;
+	__u64 *ep_index;
+	struct viommu_node *nodes;
+	struct viommu_extent_rec *exts;
+	struct viommu_hash_bucket *buckets;
+	struct viommu_reader_info *infos; /* the viommu_readers map: writer-only summary */
+
+	/* writer-private bookkeeping (never read by readers) */
+	uint32_t *node_free, node_free_n;
+	uint16_t *node_used; /* non-empty slots per node */
+	uint32_t *ext_free, ext_free_n;
+	/* Indices at and above these were never handed out: their pages are untouched (the kernel
+	 * zeroed them, seq 0) and no slot word names them. Free lists first, then these. */
+	uint32_t node_hwm, ext_hwm, nodes_max, extents_max;
+	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
+	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
+	bool dom_live[VIOMMU_DOMAINS_MAX];
+	uint32_t dom_slots; /* slots below this have been used (the core hands them out densely) */
+	uint32_t sparse_used;
+	uint64_t hash_full; /* level-4 slots not indexed: bucket full */
+
+	bool lazy, bpf_grace, reader_fence, membarrier_global;
+	bool ep_removed; /* an endpoint lost a translation since the last sync (W5) */
+	uint64_t grace_timeout_ns;
+	uint64_t bad_messages; /* malformed messages from readers in other processes, dropped */
+	int sync_inner_fd;
+	struct ring_buffer *rb;
+
+	/* readers: [0, VIOMMU_READERS_MAX) in this process, the rest in other processes */
+	struct fp_reader readers[VIOMMU_READER_INFOS];
+	struct viommu_reader_slot *local_slots; /* VIOMMU_READERS_MAX, writer-private memory */
+	/* The mirror: a memfd holding a copy of the data maps, written in step with them once a
+	 * reader in another process was added (0 before), sealed so that no mapping of it but the
+	 * writer's can write. */
+	ptrdiff_t mirror_delta;
+	char *mirror;
+	int mirror_fd;
+
+	/* pins: what this device created, so that it never removes anything else */
+	char pin_dir[256];
+	bool pin_dir_made;
+	uint32_t pins_made; /* bit i: pin i of share.c's pin table */
+};
+
+/*
+ * Every store to a data map goes through these: to the map and, once a reader in another
+ * process exists, to the same offset in the mirror, in the same order, with the same memory
+ * order (so each copy on its own follows the publication protocol). @v is evaluated once.
+ */
+#define FP_STORE(fp, p, v, mo)                                                              \
+	do {                                                                                \
+		__typeof__(p) p_ = (p);                                                     \
+		__typeof__(*p_) v_ = (v);                                                   \
+		__atomic_store_n(p_, v_, mo);                                               \
+		if ((fp)->mirror_delta)                                                     \
+			__atomic_store_n((__typeof__(p_))((char *)p_ + (fp)->mirror_delta), v_, mo); \
+	} while (0)
+#define ST(p, v) FP_STORE(fp, p, v, __ATOMIC_RELAXED)
+#define ST_REL(p, v) FP_STORE(fp, p, v, __ATOMIC_RELEASE)
+#define ST_SC(p, v) FP_STORE(fp, p, v, __ATOMIC_SEQ_CST)
+/* meta counters (`viommu stat`): one writer, relaxed */
+#define META_ADD(field, d) ST(&fp->meta->field, fp->meta->field + (d))
+
+/* share.c */
+int fp_share_init(struct viommu_fastpath *fp);
+void fp_share_free(struct viommu_fastpath *fp);
+/* A reader in another process whose connection has ended: 1 (dropped), else 0. */
+int fp_reader_reap(struct viommu_fastpath *fp, uint32_t i);
+void fp_reader_drop(struct viommu_fastpath *fp, uint32_t i);
+/* Give up on reader @i (@owner as seen by the scan): it overstayed a grace period. */
+void fp_reader_revoke(struct viommu_fastpath *fp, uint32_t i, uint32_t owner);
+void fp_readers_summarise(struct viommu_fastpath *fp);
+
+#endif
