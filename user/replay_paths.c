@@ -76,8 +76,12 @@ static enum viommu_xlate_result user_translate(void *ctx, uint32_t ep, uint64_t 
 	struct viommu_answer a;
 
 	viommu_reader_translate_bulk(c->r, &q, &a, 1);
-	if (a.result == VIOMMU_FP_FAULT)
+	if (a.result == VIOMMU_FP_FAULT) {
 		viommu_reader_report_fault(c->r, &q, &a);
+		/* The report travels through the fault ring buffer: the device thread (us) moves
+		 * it into the event queue. */
+		viommu_fastpath_poll_faults(c->fp);
+	}
 	return to_xlate(&a, out);
 }
 
