@@ -423,6 +423,37 @@ Test(attach, domain_outside_domain_range_is_range)
 	cr_assert_eq(detach(21, 1), VIOMMU_S_RANGE);
 }
 
+Test(attach, domain_range_applies_when_offered_even_if_not_negotiated)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.domain_start = 10;
+	cfg.domain_end = 20;
+	setup_with(&cfg);
+	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
+						       ~VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE)), 0);
+	cr_assert_eq(attach(9, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_eq(attach(21, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_null(viommu_device_endpoint(dev, 1)->domain);
+	cr_assert_eq(attach(10, 1, 0), VIOMMU_S_OK);
+}
+
+Test(attach, domain_range_does_not_apply_when_not_offered)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.domain_start = 10;
+	cfg.domain_end = 20;
+	cfg.features &= ~VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE);
+	setup_with(&cfg);
+	cr_assert_eq(attach(9, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(attach(0xffffffff, 2, 0), VIOMMU_S_OK);
+}
+
 Test(attach, domain_cap_answers_nomem_and_changes_nothing)
 {
 	struct viommu_config cfg;
@@ -552,6 +583,38 @@ Test(map, input_range_is_enforced)
 	cr_assert_eq(map(5, 0xff000, 0x100fff, 0, RW), VIOMMU_S_RANGE);
 	cr_assert_eq(map(5, 0xfffff000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
 	cr_assert_eq(map(5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
+}
+
+Test(map, input_range_applies_when_offered_even_if_not_negotiated)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.input_start = 0x100000;
+	cfg.input_end = 0xffffffff;
+	setup_with(&cfg);
+	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
+						       ~VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE)), 0);
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(map(5, 0xff000, 0xfffff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(map(5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(map(5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
+}
+
+Test(map, input_range_does_not_apply_when_not_offered)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.input_start = 0x100000;
+	cfg.input_end = 0xffffffff;
+	cfg.features &= ~VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE);
+	setup_with(&cfg);
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(map(5, 0x0, 0xfff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(map(5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_OK);
 }
 
 Test(map, granule_comes_from_the_lowest_bit_of_page_size_mask)

@@ -72,6 +72,23 @@ static bool has(const struct viommu_device *dev, int bit)
 	return dev->negotiated & VIOMMU_FBIT(bit);
 }
 
+/* input_range and domain_range bind the device as soon as it offers their feature, whether or not
+ * the driver accepts it. Spec: "If the VIRTIO_IOMMU_F_INPUT_RANGE feature is offered, input_range
+ * contains the virtual address range that the IOMMU is able to translate. Any mapping request to
+ * virtual addresses outside of this range fails." (and likewise domain_range for domain IDs). Only
+ * the driver's MUST NOT is conditioned on negotiation. */
+static bool domain_in_range(const struct viommu_device *dev, uint32_t domain)
+{
+	return !(dev->cfg.features & VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE)) ||
+	       (domain >= dev->cfg.domain_start && domain <= dev->cfg.domain_end);
+}
+
+static bool input_in_range(const struct viommu_device *dev, uint64_t start, uint64_t end)
+{
+	return !(dev->cfg.features & VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE)) ||
+	       (start >= dev->cfg.input_start && end <= dev->cfg.input_end);
+}
+
 struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
 {
 	struct viommu_device *dev;
@@ -543,8 +560,7 @@ static uint8_t do_attach(struct viommu_device *dev, const uint8_t *r)
 		return VIOMMU_S_INVAL;
 	if ((flags & ~VIOMMU_ATTACH_F_BYPASS) || (bypass && !has(dev, VIOMMU_F_BYPASS_CONFIG)))
 		return VIOMMU_S_INVAL;
-	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
-	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+	if (!domain_in_range(dev, domain))
 		return VIOMMU_S_RANGE;
 	if (!(e = ep_find(dev, epid)))
 		return VIOMMU_S_NOENT;
@@ -596,8 +612,7 @@ static uint8_t do_detach(struct viommu_device *dev, const uint8_t *r)
 	uint32_t domain = viommu_le32(r + 4), epid = viommu_le32(r + 8);
 	struct ep_priv *e;
 
-	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
-	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+	if (!domain_in_range(dev, domain))
 		return VIOMMU_S_RANGE;
 	if (!(e = ep_find(dev, epid)))
 		return VIOMMU_S_NOENT;
@@ -615,8 +630,7 @@ static uint8_t check_range(struct viommu_device *dev, uint32_t domain, uint64_t 
 
 	if (!has(dev, VIOMMU_F_MAP_UNMAP))
 		return VIOMMU_S_UNSUPP;
-	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
-	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+	if (!domain_in_range(dev, domain))
 		return VIOMMU_S_RANGE;
 	if (!(dp = dom_find(dev, domain)))
 		return VIOMMU_S_NOENT;
@@ -624,8 +638,7 @@ static uint8_t check_range(struct viommu_device *dev, uint32_t domain, uint64_t 
 		return VIOMMU_S_INVAL;
 	if (end < start)
 		return VIOMMU_S_INVAL;
-	if (has(dev, VIOMMU_F_INPUT_RANGE) &&
-	    (start < dev->cfg.input_start || end > dev->cfg.input_end))
+	if (!input_in_range(dev, start, end))
 		return VIOMMU_S_RANGE;
 	*out = dp;
 	return VIOMMU_S_OK;
@@ -1076,12 +1089,11 @@ static int check_domain(const struct viommu_device *dev, const struct viommu_avl
 	if (neps != dp->dom.nr_endpoints)
 		return -EUCLEAN;
 	*endpoints += neps;
-	/* Extents: ordered, disjoint, inside input_range (when negotiated), granule-aligned. */
+	/* Extents: ordered, disjoint, inside input_range (when offered), granule-aligned. */
 	for (e = viommu_btree_first(&dp->dom.extents, &key); e;
 	     e = viommu_btree_next(&dp->dom.extents, key, &key)) {
 		if (e->start != key || e->end < e->start || (!first && e->start <= prev_end) ||
-		    (has(dev, VIOMMU_F_INPUT_RANGE) &&
-		     (e->start < dev->cfg.input_start || e->end > dev->cfg.input_end)) ||
+		    !input_in_range(dev, e->start, e->end) ||
 		    (e->start & (dev->granule - 1)) || ((e->end + 1) & (dev->granule - 1)))
 			return -EUCLEAN;
 		prev_end = e->end;
