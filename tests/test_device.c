@@ -316,6 +316,39 @@ Test(request, scatter_lists_split_anywhere_give_the_same_answer)
 	}
 }
 
+/* A transport may hand over an empty descriptor as {NULL, 0}: the device must skip it without
+ * passing NULL to memcpy (UBSan's nonnull check fails the ASan+UBSan run of this test). */
+Test(request, empty_segments_given_as_null_are_skipped)
+{
+	uint8_t r[36], w[8], pr[72] = { VIOMMU_T_PROBE }, pw[512 + 4];
+	struct iovec rd[5] = { { NULL, 0 }, { r, 10 }, { NULL, 0 }, { r + 10, sizeof(r) - 10 },
+			       { NULL, 0 } };
+	struct iovec wr[4] = { { NULL, 0 }, { w, 3 }, { NULL, 0 }, { w + 3, sizeof(w) - 3 } };
+	struct iovec prd[3] = { { NULL, 0 }, { pr, sizeof(pr) }, { NULL, 0 } };
+	struct iovec pwr[4] = { { NULL, 0 }, { pw, 100 }, { NULL, 0 }, { pw + 100, sizeof(pw) - 100 } };
+	struct iovec none[2] = { { NULL, 0 }, { NULL, 0 } };
+
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	viommu_req_map(r, 5, 0x1000, 0x1fff, 0x9000, RW);
+	memset(w, 0xa5, sizeof(w));
+	cr_assert_eq(viommu_device_request(dev, rd, 5, wr, 4), sizeof(w));
+	cr_assert_eq(w[4], VIOMMU_S_OK);
+	cr_assert_eq(w[0] & w[1] & w[2] & w[3], 0xa5, "nothing written before the tail");
+	cr_assert_eq(pa_of(1, 0x1234), 0x9234);
+	/* PROBE writes its properties across the segments. */
+	viommu_put_le32(pr + 4, 1);
+	memset(pw, 0xa5, sizeof(pw));
+	cr_assert_eq(viommu_device_request(dev, prd, 3, pwr, 4), sizeof(pw));
+	cr_assert_eq(pw[512], VIOMMU_S_OK);
+	cr_assert_eq(viommu_le16(pw), VIOMMU_PROBE_T_RESV_MEM);
+	cr_assert_eq(viommu_le64(pw + 8), MSI_START);
+	/* Only empty segments: too short for a head or a tail, returned untouched. */
+	cr_assert_eq(viommu_device_request(dev, none, 2, wr, 4), 0);
+	cr_assert_eq(viommu_device_request(dev, rd, 5, none, 2), 0);
+	cr_assert_eq(viommu_device_request(dev, none, 0, none, 0), 0);
+	cr_assert_eq(viommu_device_request_buf(dev, NULL, 0, NULL, 0), 0);
+}
+
 Test(request, map_and_unmap_without_map_unmap_negotiated_are_unsupp)
 {
 	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);

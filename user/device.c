@@ -759,6 +759,11 @@ static size_t iov_total(const struct iovec *v, unsigned n)
 	return t;
 }
 
+/*
+ * A transport may pass an empty descriptor as {NULL, 0}: memcpy with a NULL pointer is undefined
+ * even for 0 bytes, so empty segments are skipped before any pointer is used (iov_read and
+ * iov_write).
+ */
 static void iov_read(const struct iovec *v, unsigned n, void *dst, size_t len)
 {
 	uint8_t *d = dst;
@@ -766,6 +771,8 @@ static void iov_read(const struct iovec *v, unsigned n, void *dst, size_t len)
 	for (unsigned i = 0; i < n && len; i++) {
 		size_t c = v[i].iov_len < len ? v[i].iov_len : len;
 
+		if (!c)
+			continue;
 		memcpy(d, v[i].iov_base, c);
 		d += c;
 		len -= c;
@@ -777,7 +784,7 @@ static void iov_write(const struct iovec *v, unsigned n, size_t off, const void 
 	const uint8_t *s = src;
 
 	for (unsigned i = 0; i < n && len; i++) {
-		if (off >= v[i].iov_len) {
+		if (!v[i].iov_len || off >= v[i].iov_len) {
 			off -= v[i].iov_len;
 			continue;
 		}
