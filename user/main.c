@@ -79,6 +79,15 @@ static int cmd_replay(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (o.dump_dir) {
+		int err = viommu_replay_dump_dir_check(o.dump_dir);
+
+		if (err) {
+			fprintf(stderr, "viommu replay: --dump-requests=%s: cannot write seeds there: %s\n",
+				o.dump_dir, strerror(-err));
+			return 1;
+		}
+	}
 	for (i = 1; i < argc; i++)
 		if (argv[i][0] != '-' || !argv[i][1])
 			viommu_replay_file(argv[i], &o, &t);
