@@ -487,6 +487,35 @@ Test(attach, domain_range_does_not_apply_when_not_offered)
 	cr_assert_eq(attach(0xffffffff, 2, 0), VIOMMU_S_OK);
 }
 
+static int collect_ep(const struct viommu_endpoint *ep, void *arg)
+{
+	uint32_t *ids = arg;
+
+	ids[++ids[0]] = ep->id;
+	return 0;
+}
+
+Test(attach, each_domain_endpoint_lists_who_the_device_attached)
+{
+	uint32_t ids[8] = { 0 };
+	uint8_t r[64];
+
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(attach(5, 2, 0), VIOMMU_S_OK);
+	cr_assert_eq(attach(6, 4, 0), VIOMMU_S_OK);
+	cr_assert_eq(viommu_device_for_each_domain_endpoint(dev, 5, collect_ep, ids), 0);
+	cr_assert_eq(ids[0], 2);
+	cr_assert(ids[1] + ids[2] == 3 && ids[1] != ids[2]);
+	cr_assert_eq(submit(r, viommu_req_detach(r, 5, 1)), VIOMMU_S_OK);
+	ids[0] = 0;
+	viommu_device_for_each_domain_endpoint(dev, 5, collect_ep, ids);
+	cr_assert_eq(ids[0], 1);
+	cr_assert_eq(ids[1], 2);
+	ids[0] = 0;
+	cr_assert_eq(viommu_device_for_each_domain_endpoint(dev, 99, collect_ep, ids), 0);
+	cr_assert_eq(ids[0], 0);
+}
+
 Test(attach, domain_cap_answers_nomem_and_changes_nothing)
 {
 	struct viommu_config cfg;

@@ -299,3 +299,37 @@ Test(replay, set_up_lines_after_the_first_request_are_an_error)
 		     -EINVAL);
 	cr_assert_eq(t.mismatches, 1);
 }
+
+/* ---- --dma-probes ---- */
+
+Test(replay, dma_probes_follow_the_device_not_the_trace_syntax)
+{
+	/* Endpoint 1 leaves domain 5 by a raw DETACH; endpoint 2 has no ACCESS_PLATFORM (identity).
+	 * Each MAP / UNMAP line is probed through an endpoint the device has in that domain, with
+	 * the answer the device gives it: 0 mismatches, and probes were made. */
+	struct viommu_replay_opts o = opts();
+	struct viommu_replay_totals t = { 0 };
+	const char *path = write_file("probes.trace",
+		"device bypass=0\n"
+		"endpoint id=1\n"
+		"endpoint id=2 access_platform=0\n"
+		"endpoint id=3\n"
+		"attach domain=5 endpoint=1 flags=0 status=OK\n"
+		"attach domain=6 endpoint=3 flags=0 status=OK\n"
+		"raw hex=0200000005000000010000000000000000000000 status=OK\n"
+		"attach domain=5 endpoint=3 flags=0 status=OK\n"
+		"map domain=5 virt_start=0x2000 virt_end=0x2fff phys_start=0xa0000 flags=3 status=OK\n"
+		"unmap domain=5 virt_start=0x2000 virt_end=0x2fff status=OK\n"
+		"attach domain=1 endpoint=2 flags=0 status=OK\n"
+		"map domain=1 virt_start=0x1000 virt_end=0x1fff phys_start=0x80000 flags=3 status=OK\n"
+		"unmap domain=1 virt_start=0x1000 virt_end=0x1fff status=OK\n");
+	char *e;
+
+	o.dma_probes = true;
+	cr_assert_eq(viommu_replay_file(path, &o, &t), 0);
+	e = errors(NULL);
+	cr_assert_eq(t.mismatches, 0, "%s", e);
+	cr_assert_eq(t.probes, 2 + 1 + 1 + 1, "translated MAP: first and last byte; UNMAP: one; "
+		     "identity MAP and UNMAP: one each");
+	free(e);
+}

@@ -1041,6 +1041,19 @@ const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev
 	return dp ? &dp->dom : NULL;
 }
 
+int viommu_device_for_each_domain_endpoint(const struct viommu_device *dev, uint32_t id,
+					   int (*fn)(const struct viommu_endpoint *ep, void *arg),
+					   void *arg)
+{
+	struct dom_priv *dp = dom_find(dev, id);
+	int ret;
+
+	for (struct ep_priv *e = dp ? dp->eps : NULL; e; e = e->dom_next)
+		if ((ret = fn(&e->ep, arg)))
+			return ret;
+	return 0;
+}
+
 /* ---- self-check (tests and the fuzzer) ---- */
 
 struct check_ctx {

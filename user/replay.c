@@ -84,11 +84,6 @@ struct ep_decl {
 	struct viommu_resv resv[VIOMMU_MAX_RESV];
 };
 
-struct shadow_ep { /* --dma-probes: which endpoint the trace attached to which domain */
-	uint32_t ep, domain;
-	bool attached;
-};
-
 struct run {
 	const char *path;
 	const struct viommu_replay_opts *o;
@@ -108,8 +103,6 @@ struct run {
 	bool in_batch;
 	uint64_t requests, probes, mismatches;
 	uint64_t by_type[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT + 1]; /* [..][COUNT] = used 0 */
-	struct shadow_ep *shadow;
-	size_t nshadow;
 	double busy_s; /* time spent inside the device's request path */
 	/* --dump-requests: the seed being filled (fuzz_input.h) */
 	uint8_t *seed;
@@ -344,31 +337,6 @@ static void end_batch(struct run *r)
 	}
 }
 
-static struct shadow_ep *shadow_find(struct run *r, uint32_t ep)
-{
-	for (size_t i = 0; i < r->nshadow; i++)
-		if (r->shadow[i].ep == ep)
-			return &r->shadow[i];
-	return NULL;
-}
-
-static void shadow_attach(struct run *r, uint32_t ep, uint32_t domain, bool attached)
-{
-	struct shadow_ep *s = shadow_find(r, ep);
-
-	if (!s) {
-		struct shadow_ep *n = realloc(r->shadow, (r->nshadow + 1) * sizeof(*n));
-
-		if (!n)
-			return;
-		r->shadow = n;
-		s = &r->shadow[r->nshadow++];
-		s->ep = ep;
-	}
-	s->domain = domain;
-	s->attached = attached;
-}
-
 /* Expected outcome of a probe. kind: 0 = PA, 1 = identity, 2 = fault. */
 struct expect {
 	int kind;
@@ -470,35 +438,71 @@ static uint32_t access_of_flags(uint64_t flags)
 	return (uint32_t)(flags & (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE));
 }
 
+/*
+ * --dma-probes asks the device which endpoint can see a domain, after the request ran: whatever
+ * put it there (a structured line, a raw request, a move, a reset) and whatever it is (an endpoint
+ * without ACCESS_PLATFORM is identity, as the device treats it), the probe expects what the
+ * device's own state implies; the address it expects comes from the line.
+ */
+struct probe_pick {
+	const struct viommu_device *dev;
+	uint32_t ep;
+	enum viommu_ep_state st;
+	bool found;
+};
+
+/* Prefer an endpoint whose DMA is translated; else any endpoint of the domain. */
+static int pick_endpoint(const struct viommu_endpoint *ep, void *arg)
+{
+	struct probe_pick *p = arg;
+	enum viommu_ep_state st = viommu_device_endpoint_state(p->dev, ep->id);
+
+	if (!p->found || st == VIOMMU_EP_ATTACHED) {
+		p->ep = ep->id;
+		p->st = st;
+		p->found = true;
+	}
+	return st == VIOMMU_EP_ATTACHED;
+}
+
+static bool domain_endpoint(struct run *r, uint32_t domain, struct probe_pick *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->dev = r->dev;
+	viommu_device_for_each_domain_endpoint(r->dev, domain, pick_endpoint, p);
+	return p->found;
+}
+
 static void dma_probe_map(struct run *r, const struct line *l, uint32_t domain, uint64_t start,
 			  uint64_t end, uint64_t phys, uint64_t flags)
 {
 	uint32_t access = access_of_flags(flags);
 	struct expect e = { .kind = 0 };
+	struct probe_pick p;
 
-	if (!access)
+	if (!access || !domain_endpoint(r, domain, &p))
 		return;
-	for (size_t i = 0; i < r->nshadow; i++) {
-		if (!r->shadow[i].attached || r->shadow[i].domain != domain)
-			continue;
-		e.pa = phys;
-		probe(r, l, r->shadow[i].ep, start, 1, access, &e);
-		e.pa = phys + (end - start);
-		probe(r, l, r->shadow[i].ep, end, 1, access, &e);
-		return; /* one endpoint of the domain is enough */
+	if (p.st != VIOMMU_EP_ATTACHED) { /* identity (no ACCESS_PLATFORM): the mapping is unused */
+		e.kind = 1;
+		probe(r, l, p.ep, start, 1, access, &e);
+		return;
 	}
+	e.pa = phys;
+	probe(r, l, p.ep, start, 1, access, &e);
+	e.pa = phys + (end - start);
+	probe(r, l, p.ep, end, 1, access, &e);
 }
 
 static void dma_probe_unmap(struct run *r, const struct line *l, uint32_t domain, uint64_t start)
 {
 	struct expect e = { .kind = 2, .reason = VIOMMU_FAULT_R_MAPPING };
+	struct probe_pick p;
 
-	for (size_t i = 0; i < r->nshadow; i++) {
-		if (r->shadow[i].attached && r->shadow[i].domain == domain) {
-			probe(r, l, r->shadow[i].ep, start, 1, VIOMMU_ACCESS_READ, &e);
-			return;
-		}
-	}
+	if (!domain_endpoint(r, domain, &p))
+		return;
+	if (p.st != VIOMMU_EP_ATTACHED)
+		e.kind = 1;
+	probe(r, l, p.ep, start, 1, VIOMMU_ACCESS_READ, &e);
 }
 
 static int hexbytes(const char *s, uint8_t *out, size_t cap, size_t *len)
@@ -761,12 +765,8 @@ static int do_request(struct run *r, const struct line *l)
 		if (ngot < nwant)
 			MISMATCH(r, l, "%u RESV_MEM properties, expected %u", ngot, nwant);
 	}
-	/* The shadow model for --dma-probes follows only what the device accepted. */
+	/* --dma-probes: after an accepted MAP / UNMAP line, as the device now stands. */
 	if (used && wr[used - 4] == VIOMMU_S_OK) {
-		if (l->verb == V_ATTACH)
-			shadow_attach(r, (uint32_t)v[1], (uint32_t)v[0], !(v[2] & VIOMMU_ATTACH_F_BYPASS));
-		else if (l->verb == V_DETACH)
-			shadow_attach(r, (uint32_t)v[1], 0, false);
 		if (r->o->dma_probes && l->verb == V_MAP)
 			dma_probe_map(r, l, (uint32_t)v[0], v[1], v[2], v[3], v[4]);
 		else if (r->o->dma_probes && l->verb == V_UNMAP)
@@ -1049,7 +1049,6 @@ static int exec_line(struct run *r, const struct line *l)
 			viommu_device_reset(r->dev);
 		else
 			viommu_device_system_reset(r->dev);
-		r->nshadow = 0;
 		break;
 	case V_TRANSLATE:
 		err = do_translate(r, l);
@@ -1141,7 +1140,6 @@ int viommu_replay_stream(FILE *fp, const char *name, const struct viommu_replay_
 	tot->requests += r.requests;
 	tot->probes += r.probes;
 	tot->mismatches += r.mismatches;
-	free(r.shadow);
 	free(r.seed);
 	free(r.eps);
 	return err;

@@ -39,7 +39,9 @@ typedef int (*viommu_replay_open_fn)(struct viommu_device *dev, struct viommu_re
 
 struct viommu_replay_opts {
 	unsigned paths; /* VIOMMU_PATH_* */
-	bool dma_probes; /* after each OK MAP/UNMAP line, probe it (expectation from the line) */
+	bool dma_probes; /* after each OK MAP/UNMAP line, probe it through an endpoint the device has
+			  * attached to that domain (address from the line; identity for an endpoint
+			  * without ACCESS_PLATFORM, as the device treats it) */
 	bool stat; /* print each reader's stats after each file */
 	bool quiet; /* only mismatches and the totals */
 	const char *dump_dir; /* if set, also write the requests as fuzzer seeds (fuzz_input.h) */
