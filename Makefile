@@ -41,6 +41,8 @@ BENCH_OBJS    := $(patsubst bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRCS))
 
 TRACES      := $(wildcard tests/traces/*.trace)
 CONFORMANCE := $(wildcard tests/conformance/*.trace)
+# Replayer regressions: hand-written traces that must replay with --dma-probes and 0 mismatches.
+REPLAY_TESTS := $(wildcard tests/replay/*.trace)
 REPLAY_PATH ?= all
 
 TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
@@ -199,8 +201,8 @@ run: $(BUILD)/viommu
 	$(BUILD)/viommu replay --dma-probes --stat --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
 
 check-traces: $(BUILD)/viommu
-	@echo '== recorded Linux traces (with DMA probes) and conformance scripts, --path=$(REPLAY_PATH)'
-	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) $(TRACES)
+	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH)'
+	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) $(TRACES) $(REPLAY_TESTS)
 	$(Q)$(if $(CONFORMANCE),$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(CONFORMANCE),\
 		echo 'no conformance scripts in tests/conformance/')
 

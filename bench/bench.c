@@ -1050,11 +1050,13 @@ static int hash_translate(int prog_fd, const struct viommu_query *q, struct viom
 
 	b.n = n;
 	b.report_faults = 0;
-	memcpy(b.q, q, n * sizeof(*q));
+	if (n) /* NULL arrays may come with n == 0: not for memcpy */
+		memcpy(b.q, q, n * sizeof(*q));
 	memset(b.a, 0, n * sizeof(*a));
 	if (bpf_prog_test_run_opts(prog_fd, &o))
 		return -errno;
-	memcpy(a, b.a, n * sizeof(*a));
+	if (n)
+		memcpy(a, b.a, n * sizeof(*a));
 	return o.retval ? -EINVAL : 0;
 }
 

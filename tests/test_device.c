@@ -316,6 +316,39 @@ Test(request, scatter_lists_split_anywhere_give_the_same_answer)
 	}
 }
 
+/* A transport may hand over an empty descriptor as {NULL, 0}: the device must skip it without
+ * passing NULL to memcpy (UBSan's nonnull check fails the ASan+UBSan run of this test). */
+Test(request, empty_segments_given_as_null_are_skipped)
+{
+	uint8_t r[36], w[8], pr[72] = { VIOMMU_T_PROBE }, pw[512 + 4];
+	struct iovec rd[5] = { { NULL, 0 }, { r, 10 }, { NULL, 0 }, { r + 10, sizeof(r) - 10 },
+			       { NULL, 0 } };
+	struct iovec wr[4] = { { NULL, 0 }, { w, 3 }, { NULL, 0 }, { w + 3, sizeof(w) - 3 } };
+	struct iovec prd[3] = { { NULL, 0 }, { pr, sizeof(pr) }, { NULL, 0 } };
+	struct iovec pwr[4] = { { NULL, 0 }, { pw, 100 }, { NULL, 0 }, { pw + 100, sizeof(pw) - 100 } };
+	struct iovec none[2] = { { NULL, 0 }, { NULL, 0 } };
+
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	viommu_req_map(r, 5, 0x1000, 0x1fff, 0x9000, RW);
+	memset(w, 0xa5, sizeof(w));
+	cr_assert_eq(viommu_device_request(dev, rd, 5, wr, 4), sizeof(w));
+	cr_assert_eq(w[4], VIOMMU_S_OK);
+	cr_assert_eq(w[0] & w[1] & w[2] & w[3], 0xa5, "nothing written before the tail");
+	cr_assert_eq(pa_of(1, 0x1234), 0x9234);
+	/* PROBE writes its properties across the segments. */
+	viommu_put_le32(pr + 4, 1);
+	memset(pw, 0xa5, sizeof(pw));
+	cr_assert_eq(viommu_device_request(dev, prd, 3, pwr, 4), sizeof(pw));
+	cr_assert_eq(pw[512], VIOMMU_S_OK);
+	cr_assert_eq(viommu_le16(pw), VIOMMU_PROBE_T_RESV_MEM);
+	cr_assert_eq(viommu_le64(pw + 8), MSI_START);
+	/* Only empty segments: too short for a head or a tail, returned untouched. */
+	cr_assert_eq(viommu_device_request(dev, none, 2, wr, 4), 0);
+	cr_assert_eq(viommu_device_request(dev, rd, 5, none, 2), 0);
+	cr_assert_eq(viommu_device_request(dev, none, 0, none, 0), 0);
+	cr_assert_eq(viommu_device_request_buf(dev, NULL, 0, NULL, 0), 0);
+}
+
 Test(request, map_and_unmap_without_map_unmap_negotiated_are_unsupp)
 {
 	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
@@ -421,6 +454,66 @@ Test(attach, domain_outside_domain_range_is_range)
 	cr_assert_eq(attach(21, 1, 0), VIOMMU_S_RANGE);
 	cr_assert_eq(attach(20, 1, 0), VIOMMU_S_OK);
 	cr_assert_eq(detach(21, 1), VIOMMU_S_RANGE);
+}
+
+Test(attach, domain_range_applies_when_offered_even_if_not_negotiated)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.domain_start = 10;
+	cfg.domain_end = 20;
+	setup_with(&cfg);
+	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
+						       ~VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE)), 0);
+	cr_assert_eq(attach(9, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_eq(attach(21, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_null(viommu_device_endpoint(dev, 1)->domain);
+	cr_assert_eq(attach(10, 1, 0), VIOMMU_S_OK);
+}
+
+Test(attach, domain_range_does_not_apply_when_not_offered)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.domain_start = 10;
+	cfg.domain_end = 20;
+	cfg.features &= ~VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE);
+	setup_with(&cfg);
+	cr_assert_eq(attach(9, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(attach(0xffffffff, 2, 0), VIOMMU_S_OK);
+}
+
+static int collect_ep(const struct viommu_endpoint *ep, void *arg)
+{
+	uint32_t *ids = arg;
+
+	ids[++ids[0]] = ep->id;
+	return 0;
+}
+
+Test(attach, each_domain_endpoint_lists_who_the_device_attached)
+{
+	uint32_t ids[8] = { 0 };
+	uint8_t r[64];
+
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(attach(5, 2, 0), VIOMMU_S_OK);
+	cr_assert_eq(attach(6, 4, 0), VIOMMU_S_OK);
+	cr_assert_eq(viommu_device_for_each_domain_endpoint(dev, 5, collect_ep, ids), 0);
+	cr_assert_eq(ids[0], 2);
+	cr_assert(ids[1] + ids[2] == 3 && ids[1] != ids[2]);
+	cr_assert_eq(submit(r, viommu_req_detach(r, 5, 1)), VIOMMU_S_OK);
+	ids[0] = 0;
+	viommu_device_for_each_domain_endpoint(dev, 5, collect_ep, ids);
+	cr_assert_eq(ids[0], 1);
+	cr_assert_eq(ids[1], 2);
+	ids[0] = 0;
+	cr_assert_eq(viommu_device_for_each_domain_endpoint(dev, 99, collect_ep, ids), 0);
+	cr_assert_eq(ids[0], 0);
 }
 
 Test(attach, domain_cap_answers_nomem_and_changes_nothing)
@@ -552,6 +645,38 @@ Test(map, input_range_is_enforced)
 	cr_assert_eq(map(5, 0xff000, 0x100fff, 0, RW), VIOMMU_S_RANGE);
 	cr_assert_eq(map(5, 0xfffff000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
 	cr_assert_eq(map(5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
+}
+
+Test(map, input_range_applies_when_offered_even_if_not_negotiated)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.input_start = 0x100000;
+	cfg.input_end = 0xffffffff;
+	setup_with(&cfg);
+	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
+						       ~VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE)), 0);
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(map(5, 0xff000, 0xfffff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(map(5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(map(5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
+}
+
+Test(map, input_range_does_not_apply_when_not_offered)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.input_start = 0x100000;
+	cfg.input_end = 0xffffffff;
+	cfg.features &= ~VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE);
+	setup_with(&cfg);
+	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(map(5, 0x0, 0xfff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(map(5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_OK);
 }
 
 Test(map, granule_comes_from_the_lowest_bit_of_page_size_mask)

@@ -72,6 +72,23 @@ static bool has(const struct viommu_device *dev, int bit)
 	return dev->negotiated & VIOMMU_FBIT(bit);
 }
 
+/* input_range and domain_range bind the device as soon as it offers their feature, whether or not
+ * the driver accepts it. Spec: "If the VIRTIO_IOMMU_F_INPUT_RANGE feature is offered, input_range
+ * contains the virtual address range that the IOMMU is able to translate. Any mapping request to
+ * virtual addresses outside of this range fails." (and likewise domain_range for domain IDs). Only
+ * the driver's MUST NOT is conditioned on negotiation. */
+static bool domain_in_range(const struct viommu_device *dev, uint32_t domain)
+{
+	return !(dev->cfg.features & VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE)) ||
+	       (domain >= dev->cfg.domain_start && domain <= dev->cfg.domain_end);
+}
+
+static bool input_in_range(const struct viommu_device *dev, uint64_t start, uint64_t end)
+{
+	return !(dev->cfg.features & VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE)) ||
+	       (start >= dev->cfg.input_start && end <= dev->cfg.input_end);
+}
+
 struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
 {
 	struct viommu_device *dev;
@@ -543,8 +560,7 @@ static uint8_t do_attach(struct viommu_device *dev, const uint8_t *r)
 		return VIOMMU_S_INVAL;
 	if ((flags & ~VIOMMU_ATTACH_F_BYPASS) || (bypass && !has(dev, VIOMMU_F_BYPASS_CONFIG)))
 		return VIOMMU_S_INVAL;
-	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
-	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+	if (!domain_in_range(dev, domain))
 		return VIOMMU_S_RANGE;
 	if (!(e = ep_find(dev, epid)))
 		return VIOMMU_S_NOENT;
@@ -596,8 +612,7 @@ static uint8_t do_detach(struct viommu_device *dev, const uint8_t *r)
 	uint32_t domain = viommu_le32(r + 4), epid = viommu_le32(r + 8);
 	struct ep_priv *e;
 
-	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
-	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+	if (!domain_in_range(dev, domain))
 		return VIOMMU_S_RANGE;
 	if (!(e = ep_find(dev, epid)))
 		return VIOMMU_S_NOENT;
@@ -615,8 +630,7 @@ static uint8_t check_range(struct viommu_device *dev, uint32_t domain, uint64_t 
 
 	if (!has(dev, VIOMMU_F_MAP_UNMAP))
 		return VIOMMU_S_UNSUPP;
-	if (has(dev, VIOMMU_F_DOMAIN_RANGE) &&
-	    (domain < dev->cfg.domain_start || domain > dev->cfg.domain_end))
+	if (!domain_in_range(dev, domain))
 		return VIOMMU_S_RANGE;
 	if (!(dp = dom_find(dev, domain)))
 		return VIOMMU_S_NOENT;
@@ -624,8 +638,7 @@ static uint8_t check_range(struct viommu_device *dev, uint32_t domain, uint64_t 
 		return VIOMMU_S_INVAL;
 	if (end < start)
 		return VIOMMU_S_INVAL;
-	if (has(dev, VIOMMU_F_INPUT_RANGE) &&
-	    (start < dev->cfg.input_start || end > dev->cfg.input_end))
+	if (!input_in_range(dev, start, end))
 		return VIOMMU_S_RANGE;
 	*out = dp;
 	return VIOMMU_S_OK;
@@ -746,6 +759,11 @@ static size_t iov_total(const struct iovec *v, unsigned n)
 	return t;
 }
 
+/*
+ * A transport may pass an empty descriptor as {NULL, 0}: memcpy with a NULL pointer is undefined
+ * even for 0 bytes, so empty segments are skipped before any pointer is used (iov_read and
+ * iov_write).
+ */
 static void iov_read(const struct iovec *v, unsigned n, void *dst, size_t len)
 {
 	uint8_t *d = dst;
@@ -753,6 +771,8 @@ static void iov_read(const struct iovec *v, unsigned n, void *dst, size_t len)
 	for (unsigned i = 0; i < n && len; i++) {
 		size_t c = v[i].iov_len < len ? v[i].iov_len : len;
 
+		if (!c)
+			continue;
 		memcpy(d, v[i].iov_base, c);
 		d += c;
 		len -= c;
@@ -764,7 +784,7 @@ static void iov_write(const struct iovec *v, unsigned n, size_t off, const void 
 	const uint8_t *s = src;
 
 	for (unsigned i = 0; i < n && len; i++) {
-		if (off >= v[i].iov_len) {
+		if (!v[i].iov_len || off >= v[i].iov_len) {
 			off -= v[i].iov_len;
 			continue;
 		}
@@ -1021,6 +1041,19 @@ const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev
 	return dp ? &dp->dom : NULL;
 }
 
+int viommu_device_for_each_domain_endpoint(const struct viommu_device *dev, uint32_t id,
+					   int (*fn)(const struct viommu_endpoint *ep, void *arg),
+					   void *arg)
+{
+	struct dom_priv *dp = dom_find(dev, id);
+	int ret;
+
+	for (struct ep_priv *e = dp ? dp->eps : NULL; e; e = e->dom_next)
+		if ((ret = fn(&e->ep, arg)))
+			return ret;
+	return 0;
+}
+
 /* ---- self-check (tests and the fuzzer) ---- */
 
 struct check_ctx {
@@ -1076,12 +1109,11 @@ static int check_domain(const struct viommu_device *dev, const struct viommu_avl
 	if (neps != dp->dom.nr_endpoints)
 		return -EUCLEAN;
 	*endpoints += neps;
-	/* Extents: ordered, disjoint, inside input_range (when negotiated), granule-aligned. */
+	/* Extents: ordered, disjoint, inside input_range (when offered), granule-aligned. */
 	for (e = viommu_btree_first(&dp->dom.extents, &key); e;
 	     e = viommu_btree_next(&dp->dom.extents, key, &key)) {
 		if (e->start != key || e->end < e->start || (!first && e->start <= prev_end) ||
-		    (has(dev, VIOMMU_F_INPUT_RANGE) &&
-		     (e->start < dev->cfg.input_start || e->end > dev->cfg.input_end)) ||
+		    !input_in_range(dev, e->start, e->end) ||
 		    (e->start & (dev->granule - 1)) || ((e->end + 1) & (dev->granule - 1)))
 			return -EUCLEAN;
 		prev_end = e->end;

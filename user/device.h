@@ -217,6 +217,12 @@ const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev
 int viommu_device_for_each_endpoint(const struct viommu_device *dev,
 				    int (*fn)(const struct viommu_endpoint *ep, void *arg), void *arg);
 
+/* Calls @fn for each endpoint attached to domain @id (most recently attached first); stops at a
+ * non-zero return and returns it. 0 when no such domain exists. @fn must not change the device. */
+int viommu_device_for_each_domain_endpoint(const struct viommu_device *dev, uint32_t id,
+					   int (*fn)(const struct viommu_endpoint *ep, void *arg),
+					   void *arg);
+
 /* Checks every internal invariant of the authoritative state (trees ordered and balanced,
  * extents disjoint, aligned and inside input_range, counts and caps, endpoint/domain links,
  * domain slots unique). O(n); for tests and the fuzzer. 0, -EUCLEAN, or -ENOMEM. */

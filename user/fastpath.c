@@ -825,13 +825,16 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 		return -EINVAL;
 	b.n = n;
 	b.report_faults = report;
-	memcpy(b.q, q, n * sizeof(*q));
+	/* n == 0 may come with NULL arrays: memcpy must not see them (undefined even for 0 bytes). */
+	if (n)
+		memcpy(b.q, q, n * sizeof(*q));
 	err = bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &topts);
 	if (err)
 		return -errno;
 	if (topts.retval)
 		return -EINVAL;
-	memcpy(a, b.a, n * sizeof(*a));
+	if (n)
+		memcpy(a, b.a, n * sizeof(*a));
 	return 0;
 }
 

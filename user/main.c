@@ -22,7 +22,8 @@ static void usage(FILE *out)
 		"           --path        who answers translate lines (default store; all = every path,\n"
 		"                         each checked against the expectation)\n"
 		"           --dma-probes  after every accepted MAP/UNMAP, probe its first and last byte\n"
-		"                         (expectation taken from the line itself)\n"
+		"                         through an endpoint the device has in that domain (address\n"
+		"                         from the line; identity if the endpoint has no ACCESS_PLATFORM)\n"
 		"           --stat        print each path's counters after each file\n"
 		"           --quiet       print only mismatches and the totals\n"
 		"           --dump-requests=DIR  also write the requests as request-fuzzer seeds\n"
@@ -76,6 +77,15 @@ static int cmd_replay(int argc, char **argv)
 	if (!nfiles) {
 		usage(stderr);
 		return 2;
+	}
+	if (o.dump_dir) {
+		int err = viommu_replay_dump_dir_check(o.dump_dir);
+
+		if (err) {
+			fprintf(stderr, "viommu replay: --dump-requests=%s: cannot write seeds there: %s\n",
+				o.dump_dir, strerror(-err));
+			return 1;
+		}
 	}
 	for (i = 1; i < argc; i++)
 		if (argv[i][0] != '-' || !argv[i][1])

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * Trace replay. A file is parsed whole first (syntax errors stop it before anything runs, with
- * the line number), then executed line by line against a fresh device.
+ * Trace replay. A file is streamed: each line is read, parsed and executed before the next is
+ * read, so memory does not grow with the file's length (only with its longest line, the topology
+ * declared by its set-up lines, and the device's own state). A syntax error stops the file at
+ * that line (with the line number), after the lines before it have run.
  */
 #include "replay.h"
 #include "fuzz_input.h"
@@ -10,7 +12,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 
 #define MAX_TOKENS 32
@@ -63,19 +67,53 @@ struct kv {
 	const char *val;
 };
 
+/* One parsed line; the kv pointers point into the line buffer, valid until the next line is read. */
 struct line {
 	unsigned lineno;
 	enum verb verb;
 	unsigned nkv;
 	struct kv kv[MAX_TOKENS];
-	char *text; /* owned copy the kv pointers point into */
 };
 
-struct file {
-	const char *path;
-	struct line *lines;
-	size_t nlines, cap;
+/* An `endpoint` set-up line, kept until the device is created at the first request. */
+struct ep_decl {
+	unsigned lineno;
+	uint32_t id;
+	bool access_platform;
+	unsigned nresv;
+	struct viommu_resv resv[VIOMMU_MAX_RESV];
 };
+
+struct run {
+	const char *path;
+	const struct viommu_replay_opts *o;
+	struct viommu_replay_totals *tot;
+	FILE *err; /* opts->err, or stderr */
+	/* set-up, until the first request line */
+	struct viommu_config cfg;
+	uint64_t negotiate;
+	bool have_negotiate;
+	struct ep_decl *eps;
+	size_t neps, eps_cap;
+	bool implicit_eps; /* no endpoint declared: each id named by a line exists */
+	/* execution */
+	struct viommu_device *dev;
+	struct viommu_replay_reader readers[3];
+	unsigned nreaders;
+	bool in_batch;
+	uint64_t requests, probes, mismatches;
+	uint64_t by_type[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT + 1]; /* [..][COUNT] = used 0 */
+	double busy_s; /* time spent inside the device's request path */
+	/* --dump-requests: the seed being filled (fuzz_input.h) */
+	uint8_t *seed;
+	size_t seed_len, seed_requests;
+	unsigned seeds;
+};
+
+/* A token echoed in an error is cut to SHOW_MAX characters: a line may be megabytes long. */
+#define SHOW_MAX 64
+#define SHOW_FMT "%.*s%s"
+#define SHOW(s) SHOW_MAX, (s), (strnlen((s), SHOW_MAX + 1) > SHOW_MAX ? "..." : "")
 
 static bool is_request(enum verb v)
 {
@@ -126,11 +164,11 @@ static int get_u64(const struct line *l, const char *key, uint64_t def, uint64_t
 	return parse_u64(v, out);
 }
 
-#define ERR(f, l, ...)                                                   \
+#define ERR(r, l, ...)                                                   \
 	do {                                                                 \
-		fprintf(stderr, "%s:%u: ", (f)->path, (l)->lineno);              \
-		fprintf(stderr, __VA_ARGS__);                                    \
-		fputc('\n', stderr);                                             \
+		fprintf((r)->err, "%s:%u: ", (r)->path, (l)->lineno);            \
+		fprintf((r)->err, __VA_ARGS__);                                  \
+		fputc('\n', (r)->err);                                           \
 	} while (0)
 
 static bool key_known(enum verb v, const char *key)
@@ -149,14 +187,13 @@ static bool key_repeatable(enum verb v, const char *key)
 }
 
 /* Tokenise one line; returns 1 for a line with a verb, 0 for blank/comment, -EINVAL on error. */
-static int parse_line(struct file *f, char *buf, unsigned lineno, struct line *l)
+static int parse_line(struct run *f, char *buf, unsigned lineno, struct line *l)
 {
 	char *save = NULL, *tok;
 	unsigned seen_required = 0;
 
-	memset(l, 0, sizeof(*l));
 	l->lineno = lineno;
-	l->text = buf;
+	l->nkv = 0;
 	tok = strtok_r(buf, " \t\r\n", &save);
 	if (!tok || tok[0] == '#')
 		return 0;
@@ -164,7 +201,7 @@ static int parse_line(struct file *f, char *buf, unsigned lineno, struct line *l
 		if (!strcmp(tok, verbs[l->verb]))
 			break;
 	if (l->verb == sizeof(verbs) / sizeof(verbs[0])) {
-		ERR(f, l, "unknown verb '%s'", tok);
+		ERR(f, l, "unknown verb '" SHOW_FMT "'", SHOW(tok));
 		return -EINVAL;
 	}
 	while ((tok = strtok_r(NULL, " \t\r\n", &save))) {
@@ -174,16 +211,16 @@ static int parse_line(struct file *f, char *buf, unsigned lineno, struct line *l
 			break;
 		eq = strchr(tok, '=');
 		if (!eq || eq == tok) {
-			ERR(f, l, "'%s' is not key=value", tok);
+			ERR(f, l, "'" SHOW_FMT "' is not key=value", SHOW(tok));
 			return -EINVAL;
 		}
 		*eq = 0;
 		if (!key_known(l->verb, tok)) {
-			ERR(f, l, "%s takes no key '%s'", verbs[l->verb], tok);
+			ERR(f, l, "%s takes no key '" SHOW_FMT "'", verbs[l->verb], SHOW(tok));
 			return -EINVAL;
 		}
 		if (!key_repeatable(l->verb, tok) && get(l, tok)) {
-			ERR(f, l, "key '%s' given twice", tok);
+			ERR(f, l, "key '" SHOW_FMT "' given twice", SHOW(tok));
 			return -EINVAL;
 		}
 		if (l->nkv == MAX_TOKENS) {
@@ -209,96 +246,13 @@ static int parse_line(struct file *f, char *buf, unsigned lineno, struct line *l
 	return 1;
 }
 
-static void file_free(struct file *f)
-{
-	for (size_t i = 0; i < f->nlines; i++)
-		free(f->lines[i].text);
-	free(f->lines);
-}
-
-static int file_load(struct file *f, const char *path)
-{
-	FILE *fp = fopen(path, "r");
-	char *buf = NULL;
-	size_t cap = 0;
-	unsigned lineno = 0;
-	int err = 0;
-
-	memset(f, 0, sizeof(*f));
-	f->path = path;
-	if (!fp) {
-		err = -errno;
-		fprintf(stderr, "%s: %s\n", path, strerror(errno));
-		return err;
-	}
-	while (getline(&buf, &cap, fp) >= 0) {
-		struct line l;
-		char *copy = strdup(buf);
-		int r;
-
-		lineno++;
-		if (!copy) {
-			err = -ENOMEM;
-			break;
-		}
-		r = parse_line(f, copy, lineno, &l);
-		if (r <= 0) {
-			free(copy);
-			if (r < 0) {
-				err = r;
-				break;
-			}
-			continue;
-		}
-		if (f->nlines == f->cap) {
-			size_t nc = f->cap ? f->cap * 2 : 256;
-			struct line *nl = realloc(f->lines, nc * sizeof(*nl));
-
-			if (!nl) {
-				free(copy);
-				err = -ENOMEM;
-				break;
-			}
-			f->lines = nl;
-			f->cap = nc;
-		}
-		f->lines[f->nlines++] = l;
-	}
-	free(buf);
-	fclose(fp);
-	return err;
-}
-
 /* ---- execution ---- */
-
-struct shadow_ep { /* --dma-probes: which endpoint the trace attached to which domain */
-	uint32_t ep, domain;
-	bool attached;
-};
-
-struct run {
-	struct file *f;
-	const struct viommu_replay_opts *o;
-	struct viommu_device *dev;
-	struct viommu_replay_reader readers[3];
-	unsigned nreaders;
-	bool in_batch;
-	uint64_t requests, probes, mismatches;
-	uint64_t by_type[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT + 1]; /* [..][COUNT] = used 0 */
-	struct shadow_ep *shadow;
-	size_t nshadow;
-	double busy_s; /* time spent inside the device's request path */
-	/* --dump-requests: the seed being filled (fuzz_input.h) */
-	uint8_t *seed;
-	size_t seed_len, seed_requests;
-	unsigned seeds;
-};
 
 #define MISMATCH(r, l, ...)                                              \
 	do {                                                                 \
-		fprintf(stderr, "%s:%u: mismatch: ", (r)->f->path, (l)->lineno); \
-		fprintf(stderr, __VA_ARGS__);                                    \
-		fputc('\n', stderr);                                             \
+		fprintf((r)->err, "%s:%u: mismatch: ", (r)->path, (l)->lineno);  \
+		fprintf((r)->err, __VA_ARGS__);                                  \
+		fputc('\n', (r)->err);                                           \
 		(r)->mismatches++;                                               \
 	} while (0)
 
@@ -381,31 +335,6 @@ static void end_batch(struct run *r)
 		r->busy_s += now_s() - t0;
 		r->in_batch = false;
 	}
-}
-
-static struct shadow_ep *shadow_find(struct run *r, uint32_t ep)
-{
-	for (size_t i = 0; i < r->nshadow; i++)
-		if (r->shadow[i].ep == ep)
-			return &r->shadow[i];
-	return NULL;
-}
-
-static void shadow_attach(struct run *r, uint32_t ep, uint32_t domain, bool attached)
-{
-	struct shadow_ep *s = shadow_find(r, ep);
-
-	if (!s) {
-		struct shadow_ep *n = realloc(r->shadow, (r->nshadow + 1) * sizeof(*n));
-
-		if (!n)
-			return;
-		r->shadow = n;
-		s = &r->shadow[r->nshadow++];
-		s->ep = ep;
-	}
-	s->domain = domain;
-	s->attached = attached;
 }
 
 /* Expected outcome of a probe. kind: 0 = PA, 1 = identity, 2 = fault. */
@@ -509,35 +438,71 @@ static uint32_t access_of_flags(uint64_t flags)
 	return (uint32_t)(flags & (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE));
 }
 
+/*
+ * --dma-probes asks the device which endpoint can see a domain, after the request ran: whatever
+ * put it there (a structured line, a raw request, a move, a reset) and whatever it is (an endpoint
+ * without ACCESS_PLATFORM is identity, as the device treats it), the probe expects what the
+ * device's own state implies; the address it expects comes from the line.
+ */
+struct probe_pick {
+	const struct viommu_device *dev;
+	uint32_t ep;
+	enum viommu_ep_state st;
+	bool found;
+};
+
+/* Prefer an endpoint whose DMA is translated; else any endpoint of the domain. */
+static int pick_endpoint(const struct viommu_endpoint *ep, void *arg)
+{
+	struct probe_pick *p = arg;
+	enum viommu_ep_state st = viommu_device_endpoint_state(p->dev, ep->id);
+
+	if (!p->found || st == VIOMMU_EP_ATTACHED) {
+		p->ep = ep->id;
+		p->st = st;
+		p->found = true;
+	}
+	return st == VIOMMU_EP_ATTACHED;
+}
+
+static bool domain_endpoint(struct run *r, uint32_t domain, struct probe_pick *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->dev = r->dev;
+	viommu_device_for_each_domain_endpoint(r->dev, domain, pick_endpoint, p);
+	return p->found;
+}
+
 static void dma_probe_map(struct run *r, const struct line *l, uint32_t domain, uint64_t start,
 			  uint64_t end, uint64_t phys, uint64_t flags)
 {
 	uint32_t access = access_of_flags(flags);
 	struct expect e = { .kind = 0 };
+	struct probe_pick p;
 
-	if (!access)
+	if (!access || !domain_endpoint(r, domain, &p))
 		return;
-	for (size_t i = 0; i < r->nshadow; i++) {
-		if (!r->shadow[i].attached || r->shadow[i].domain != domain)
-			continue;
-		e.pa = phys;
-		probe(r, l, r->shadow[i].ep, start, 1, access, &e);
-		e.pa = phys + (end - start);
-		probe(r, l, r->shadow[i].ep, end, 1, access, &e);
-		return; /* one endpoint of the domain is enough */
+	if (p.st != VIOMMU_EP_ATTACHED) { /* identity (no ACCESS_PLATFORM): the mapping is unused */
+		e.kind = 1;
+		probe(r, l, p.ep, start, 1, access, &e);
+		return;
 	}
+	e.pa = phys;
+	probe(r, l, p.ep, start, 1, access, &e);
+	e.pa = phys + (end - start);
+	probe(r, l, p.ep, end, 1, access, &e);
 }
 
 static void dma_probe_unmap(struct run *r, const struct line *l, uint32_t domain, uint64_t start)
 {
 	struct expect e = { .kind = 2, .reason = VIOMMU_FAULT_R_MAPPING };
+	struct probe_pick p;
 
-	for (size_t i = 0; i < r->nshadow; i++) {
-		if (r->shadow[i].attached && r->shadow[i].domain == domain) {
-			probe(r, l, r->shadow[i].ep, start, 1, VIOMMU_ACCESS_READ, &e);
-			return;
-		}
-	}
+	if (!domain_endpoint(r, domain, &p))
+		return;
+	if (p.st != VIOMMU_EP_ATTACHED)
+		e.kind = 1;
+	probe(r, l, p.ep, start, 1, VIOMMU_ACCESS_READ, &e);
 }
 
 static int hexbytes(const char *s, uint8_t *out, size_t cap, size_t *len)
@@ -571,26 +536,40 @@ static double now_s(void)
 static void seed_flush(struct run *r)
 {
 	char name[4096];
-	const char *base = strrchr(r->f->path, '/');
+	const char *base = strrchr(r->path, '/');
+	size_t len = r->seed_len;
+	int e = 0;
 	FILE *fp;
 
 	if (!r->seed_requests)
 		return;
-	snprintf(name, sizeof(name), "%s/%s-%04u", r->o->dump_dir, base ? base + 1 : r->f->path,
-		 r->seeds++);
-	fp = fopen(name, "wb");
-	if (!fp || fwrite(r->seed, 1, r->seed_len, fp) != r->seed_len)
-		fprintf(stderr, "replay: cannot write seed %s: %s\n", name, strerror(errno));
-	if (fp)
-		fclose(fp);
 	r->seed_len = r->seed_requests = 0;
+	if (r->tot->dump_failed)
+		return;
+	snprintf(name, sizeof(name), "%s/%s-%04u", r->o->dump_dir, base ? base + 1 : r->path,
+		 r->seeds++);
+	errno = 0;
+	if (!(fp = fopen(name, "wb"))) {
+		e = errno;
+	} else {
+		if (fwrite(r->seed, 1, len, fp) != len)
+			e = errno ? errno : EIO;
+		if (fclose(fp) && !e)
+			e = errno ? errno : EIO;
+	}
+	if (e) {
+		/* Once for the whole run: the directory will not take the next seed either. */
+		fprintf(r->err, "replay: --dump-requests: cannot write seed %s: %s\n", name, strerror(e));
+		r->tot->dump_failed = true;
+		r->mismatches++;
+	}
 }
 
 static void seed_add(struct run *r, const uint8_t *rd, size_t rd_len, size_t wr_len)
 {
 	uint8_t *rec;
 
-	if (!r->o->dump_dir || rd_len > 255 || wr_len > VIOMMU_FUZZ_MAX_WR)
+	if (!r->o->dump_dir || r->tot->dump_failed || rd_len > 255 || wr_len > VIOMMU_FUZZ_MAX_WR)
 		return;
 	if (!r->seed && !(r->seed = malloc(1 + VIOMMU_FUZZ_SEED_REQUESTS * (4 + 255))))
 		return;
@@ -624,18 +603,18 @@ static int do_request(struct run *r, const struct line *l)
 		if (!strcmp(verb_keys[l->verb][i], "resv_mem") || !strcmp(verb_keys[l->verb][i], "hex"))
 			continue;
 		if (get_u64(l, verb_keys[l->verb][i], 0, &v[i])) {
-			ERR(r->f, l, "bad number in %s=", verb_keys[l->verb][i]);
+			ERR(r, l, "bad number in %s=", verb_keys[l->verb][i]);
 			return -EINVAL;
 		}
 	}
 	if ((s = get(l, "status")) && status_parse(s, &status_expect)) {
-		ERR(r->f, l, "bad status '%s'", s);
+		ERR(r, l, "bad status '" SHOW_FMT "'", SHOW(s));
 		return -EINVAL;
 	}
 	if ((s = get(l, "used"))) {
 		want_used = true;
 		if (parse_u64(s, &used_expect)) {
-			ERR(r->f, l, "bad used=");
+			ERR(r, l, "bad used=");
 			return -EINVAL;
 		}
 	}
@@ -643,7 +622,7 @@ static int do_request(struct run *r, const struct line *l)
 	case V_ATTACH:
 	case V_DETACH:
 		if (v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[2] > UINT32_MAX) {
-			ERR(r->f, l, "domain, endpoint and flags are 32-bit");
+			ERR(r, l, "domain, endpoint and flags are 32-bit");
 			return -EINVAL;
 		}
 		rd_len = l->verb == V_ATTACH ?
@@ -652,21 +631,21 @@ static int do_request(struct run *r, const struct line *l)
 		break;
 	case V_MAP:
 		if (v[0] > UINT32_MAX || v[4] > UINT32_MAX) {
-			ERR(r->f, l, "domain and flags are 32-bit");
+			ERR(r, l, "domain and flags are 32-bit");
 			return -EINVAL;
 		}
 		rd_len = viommu_req_map(rd, (uint32_t)v[0], v[1], v[2], v[3], (uint32_t)v[4]);
 		break;
 	case V_UNMAP:
 		if (v[0] > UINT32_MAX) {
-			ERR(r->f, l, "domain is 32-bit");
+			ERR(r, l, "domain is 32-bit");
 			return -EINVAL;
 		}
 		rd_len = viommu_req_unmap(rd, (uint32_t)v[0], v[1], v[2]);
 		break;
 	case V_PROBE:
 		if (v[0] > UINT32_MAX) {
-			ERR(r->f, l, "endpoint is 32-bit");
+			ERR(r, l, "endpoint is 32-bit");
 			return -EINVAL;
 		}
 		rd_len = viommu_req_probe(rd, (uint32_t)v[0]);
@@ -676,11 +655,11 @@ static int do_request(struct run *r, const struct line *l)
 		uint64_t w;
 
 		if (hexbytes(get(l, "hex"), rd, sizeof(rd), &rd_len)) {
-			ERR(r->f, l, "bad hex= (pairs of hex digits, at most %d bytes)", MAX_RAW);
+			ERR(r, l, "bad hex= (pairs of hex digits, at most %d bytes)", MAX_RAW);
 			return -EINVAL;
 		}
 		if (get_u64(l, "writable", 4, &w) || w > MAX_WRITABLE) {
-			ERR(r->f, l, "bad writable= (at most %u)", MAX_WRITABLE);
+			ERR(r, l, "bad writable= (at most %u)", MAX_WRITABLE);
 			return -EINVAL;
 		}
 		wr_len = (size_t)w;
@@ -750,7 +729,7 @@ static int do_request(struct run *r, const struct line *l)
 			if (strcmp(l->kv[i].key, "resv_mem"))
 				continue;
 			if (nwant == MAX_RESV_EXPECT || resv_parse(l->kv[i].val, &want[nwant])) {
-				ERR(r->f, l, "bad resv_mem=%s", l->kv[i].val);
+				ERR(r, l, "bad resv_mem=" SHOW_FMT, SHOW(l->kv[i].val));
 				err = -EINVAL;
 				goto out;
 			}
@@ -786,12 +765,8 @@ static int do_request(struct run *r, const struct line *l)
 		if (ngot < nwant)
 			MISMATCH(r, l, "%u RESV_MEM properties, expected %u", ngot, nwant);
 	}
-	/* The shadow model for --dma-probes follows only what the device accepted. */
+	/* --dma-probes: after an accepted MAP / UNMAP line, as the device now stands. */
 	if (used && wr[used - 4] == VIOMMU_S_OK) {
-		if (l->verb == V_ATTACH)
-			shadow_attach(r, (uint32_t)v[1], (uint32_t)v[0], !(v[2] & VIOMMU_ATTACH_F_BYPASS));
-		else if (l->verb == V_DETACH)
-			shadow_attach(r, (uint32_t)v[1], 0, false);
 		if (r->o->dma_probes && l->verb == V_MAP)
 			dma_probe_map(r, l, (uint32_t)v[0], v[1], v[2], v[3], v[4]);
 		else if (r->o->dma_probes && l->verb == V_UNMAP)
@@ -811,7 +786,7 @@ static int do_translate(struct run *r, const struct line *l)
 
 	if (get_u64(l, "endpoint", 0, &ep) || ep > UINT32_MAX || get_u64(l, "iova", 0, &iova) ||
 	    get_u64(l, "size", 1, &size) || size == 0) {
-		ERR(r->f, l, "bad endpoint=, iova= or size=");
+		ERR(r, l, "bad endpoint=, iova= or size=");
 		return -EINVAL;
 	}
 	if (!strcmp(acc, "r"))
@@ -821,25 +796,20 @@ static int do_translate(struct run *r, const struct line *l)
 	else if (!strcmp(acc, "rw"))
 		access = VIOMMU_ACCESS_READ | VIOMMU_ACCESS_WRITE;
 	else {
-		ERR(r->f, l, "access= is r, w or rw");
+		ERR(r, l, "access= is r, w or rw");
 		return -EINVAL;
 	}
 	if (expect_parse(get(l, "expect"), &e)) {
-		ERR(r->f, l, "bad expect=");
+		ERR(r, l, "bad expect=");
 		return -EINVAL;
 	}
 	probe(r, l, (uint32_t)ep, iova, size, access, &e);
 	return 0;
 }
 
-/* Set-up: device config, topology, negotiation; then create the device and the readers. */
-static int setup(struct run *r, size_t *first)
+/* One set-up line (before the first request): device config, an endpoint, negotiation. */
+static int setup_line(struct run *r, const struct line *l)
 {
-	struct viommu_config cfg;
-	struct file *f = r->f;
-	size_t i;
-	uint64_t negotiate = 0;
-	bool have_negotiate = false, any_ep = false;
 	static const struct {
 		const char *key;
 		size_t off, size;
@@ -856,104 +826,117 @@ static int setup(struct run *r, size_t *first)
 		{ "max_mappings_per_domain", offsetof(struct viommu_config, max_mappings_per_domain), 4 },
 		{ "max_mappings", offsetof(struct viommu_config, max_mappings), 8 },
 	};
+	struct viommu_config *cfg = &r->cfg;
 
-	viommu_config_default(&cfg);
-	for (i = 0; i < f->nlines && is_setup(f->lines[i].verb); i++) {
-		struct line *l = &f->lines[i];
+	if (l->verb == V_DEVICE) {
+		for (unsigned k = 0; k < l->nkv; k++) {
+			for (unsigned d = 0; d < sizeof(dev_keys) / sizeof(dev_keys[0]); d++) {
+				uint64_t v;
 
-		if (l->verb == V_DEVICE) {
-			for (unsigned k = 0; k < l->nkv; k++) {
-				for (unsigned d = 0; d < sizeof(dev_keys) / sizeof(dev_keys[0]); d++) {
-					uint64_t v;
-
-					if (strcmp(l->kv[k].key, dev_keys[d].key))
-						continue;
-					if (parse_u64(l->kv[k].val, &v) ||
-					    (dev_keys[d].size < 8 && v >> (8 * dev_keys[d].size))) {
-						ERR(f, l, "bad %s=", dev_keys[d].key);
-						return -EINVAL;
-					}
-					if (dev_keys[d].size == 8)
-						*(uint64_t *)((char *)&cfg + dev_keys[d].off) = v;
-					else if (dev_keys[d].size == 4)
-						*(uint32_t *)((char *)&cfg + dev_keys[d].off) = (uint32_t)v;
-					else
-						*(uint8_t *)((char *)&cfg + dev_keys[d].off) = (uint8_t)v;
+				if (strcmp(l->kv[k].key, dev_keys[d].key))
+					continue;
+				if (parse_u64(l->kv[k].val, &v) ||
+				    (dev_keys[d].size < 8 && v >> (8 * dev_keys[d].size))) {
+					ERR(r, l, "bad %s=", dev_keys[d].key);
+					return -EINVAL;
 				}
+				if (dev_keys[d].size == 8)
+					*(uint64_t *)((char *)cfg + dev_keys[d].off) = v;
+				else if (dev_keys[d].size == 4)
+					*(uint32_t *)((char *)cfg + dev_keys[d].off) = (uint32_t)v;
+				else
+					*(uint8_t *)((char *)cfg + dev_keys[d].off) = (uint8_t)v;
 			}
-		} else if (l->verb == V_NEGOTIATE) {
-			if (get_u64(l, "features", 0, &negotiate)) {
-				ERR(f, l, "bad features=");
-				return -EINVAL;
-			}
-			have_negotiate = true;
-		} else {
-			any_ep = true;
 		}
-	}
-	*first = i;
-	for (; i < f->nlines; i++)
-		if (is_setup(f->lines[i].verb)) {
-			ERR(f, &f->lines[i], "%s after the first request", verbs[f->lines[i].verb]);
+	} else if (l->verb == V_NEGOTIATE) {
+		if (get_u64(l, "features", 0, &r->negotiate)) {
+			ERR(r, l, "bad features=");
 			return -EINVAL;
 		}
-	r->dev = viommu_device_new(&cfg);
-	if (!r->dev) {
-		fprintf(stderr, "%s: the device line describes a device the spec forbids, or caps above "
-			"viommu's limits (device.h): %s\n",
-			f->path, strerror(errno));
-		return -EINVAL;
-	}
-	for (i = 0; i < *first; i++) {
-		struct line *l = &f->lines[i];
-		struct viommu_resv resv[VIOMMU_MAX_RESV];
-		unsigned nresv = 0;
+		r->have_negotiate = true;
+	} else {
+		struct ep_decl *d;
 		uint64_t id, ap;
-		int err;
 
-		if (l->verb != V_ENDPOINT)
-			continue;
+		if (r->neps == r->eps_cap) {
+			size_t nc = r->eps_cap ? 2 * r->eps_cap : 16;
+			struct ep_decl *n = realloc(r->eps, nc * sizeof(*n));
+
+			if (!n)
+				return -ENOMEM;
+			r->eps = n;
+			r->eps_cap = nc;
+		}
+		d = &r->eps[r->neps];
+		memset(d, 0, sizeof(*d));
+		d->lineno = l->lineno;
 		if (get_u64(l, "id", 0, &id) || id > UINT32_MAX ||
 		    get_u64(l, "access_platform", 1, &ap) || ap > 1) {
-			ERR(f, l, "bad id= or access_platform=");
+			ERR(r, l, "bad id= or access_platform=");
 			return -EINVAL;
 		}
+		d->id = (uint32_t)id;
+		d->access_platform = ap;
 		for (unsigned k = 0; k < l->nkv; k++) {
 			if (strcmp(l->kv[k].key, "resv"))
 				continue;
-			if (nresv == VIOMMU_MAX_RESV || resv_parse(l->kv[k].val, &resv[nresv])) {
-				ERR(f, l, "bad resv=%s (msi|reserved:START:END, at most %d)", l->kv[k].val,
-				    VIOMMU_MAX_RESV);
+			if (d->nresv == VIOMMU_MAX_RESV || resv_parse(l->kv[k].val, &d->resv[d->nresv])) {
+				ERR(r, l, "bad resv=" SHOW_FMT " (msi|reserved:START:END, at most %d)",
+				    SHOW(l->kv[k].val), VIOMMU_MAX_RESV);
 				return -EINVAL;
 			}
-			nresv++;
+			d->nresv++;
 		}
-		err = viommu_device_add_endpoint(r->dev, (uint32_t)id, ap, resv, nresv);
+		r->neps++;
+	}
+	return 0;
+}
+
+static int open_readers(struct run *r);
+
+/* At the first request (or the end of a file without one): create the device from the set-up
+ * lines, declare the topology, negotiate, open the readers. */
+static int start(struct run *r)
+{
+	r->dev = viommu_device_new(&r->cfg);
+	if (!r->dev) {
+		fprintf(r->err, "%s: the device line describes a device the spec forbids, or caps above "
+			"viommu's limits (device.h): %s\n",
+			r->path, strerror(errno));
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < r->neps; i++) {
+		const struct ep_decl *d = &r->eps[i];
+		int err = viommu_device_add_endpoint(r->dev, d->id, d->access_platform, d->resv, d->nresv);
+
 		if (err) {
-			ERR(f, l, "endpoint rejected: %s", strerror(-err));
+			fprintf(r->err, "%s:%u: endpoint rejected: %s\n", r->path, d->lineno, strerror(-err));
 			return err;
 		}
 	}
-	if (!any_ep) {
-		/* Every endpoint id the file mentions exists, with the default MSI window. */
-		struct viommu_resv msi = { 0xfee00000, 0xfeefffff, VIOMMU_RESV_MEM_T_MSI };
-
-		for (i = *first; i < f->nlines; i++) {
-			const char *s = get(&f->lines[i], "endpoint");
-			uint64_t id;
-
-			if (s && !parse_u64(s, &id) && id <= UINT32_MAX &&
-			    !viommu_device_endpoint(r->dev, (uint32_t)id))
-				viommu_device_add_endpoint(r->dev, (uint32_t)id, true, &msi, 1);
-		}
-	}
-	if (have_negotiate && viommu_device_negotiate(r->dev, negotiate)) {
-		fprintf(stderr, "%s: negotiate features=0x%llx is not a subset of the offered 0x%llx\n",
-			f->path, (unsigned long long)negotiate,
+	r->implicit_eps = !r->neps;
+	free(r->eps); /* the device holds the topology now */
+	r->eps = NULL;
+	r->eps_cap = 0;
+	if (r->have_negotiate && viommu_device_negotiate(r->dev, r->negotiate)) {
+		fprintf(r->err, "%s: negotiate features=0x%llx is not a subset of the offered 0x%llx\n",
+			r->path, (unsigned long long)r->negotiate,
 			(unsigned long long)viommu_device_features(r->dev));
 		return -EINVAL;
 	}
-	return 0;
+	return open_readers(r);
+}
+
+/* A file that declares no endpoint: every endpoint id its lines name exists, with the default MSI
+ * window. Streaming cannot look ahead, so each is declared when a line first names it. */
+static void implicit_endpoint(struct run *r, const struct line *l)
+{
+	struct viommu_resv msi = { 0xfee00000, 0xfeefffff, VIOMMU_RESV_MEM_T_MSI };
+	const char *s = get(l, "endpoint");
+	uint64_t id;
+
+	if (s && !parse_u64(s, &id) && id <= UINT32_MAX && !viommu_device_endpoint(r->dev, (uint32_t)id))
+		viommu_device_add_endpoint(r->dev, (uint32_t)id, true, &msi, 1);
 }
 
 static int open_readers(struct run *r)
@@ -980,7 +963,7 @@ static int open_readers(struct run *r)
 			/* The fast path serves 4 KiB-granule devices only (fastpath.h): the store
 			 * still answers, and the skip is said, not hidden. */
 			fprintf(r->o->out, "%s: the %s path does not serve this device (%s): skipped\n",
-				r->f->path, table[i].name, strerror(-err));
+				r->path, table[i].name, strerror(-err));
 			continue;
 		}
 		if (err) {
@@ -1006,7 +989,7 @@ static void summary(struct run *r, FILE *out)
 {
 	uint32_t eps[2] = { 0, 0 };
 
-	fprintf(out, "%s\n", r->f->path);
+	fprintf(out, "%s\n", r->path);
 	for (unsigned t = 0; t <= VIOMMU_T_MAX; t++) {
 		uint64_t total = 0;
 
@@ -1032,66 +1015,112 @@ static void summary(struct run *r, FILE *out)
 		(unsigned long long)r->mismatches);
 }
 
-int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
-		       struct viommu_replay_totals *tot)
+/* Execute one line after set-up. */
+static int exec_line(struct run *r, const struct line *l)
 {
-	struct file f;
-	struct run r;
-	size_t first = 0;
-	int err;
+	uint64_t v;
+	int err = 0;
 
-	memset(&r, 0, sizeof(r));
-	r.f = &f;
-	r.o = opts;
-	tot->files++;
-	err = file_load(&f, path);
-	if (!err)
-		err = setup(&r, &first);
-	if (!err)
-		err = open_readers(&r);
-	for (size_t i = first; !err && i < f.nlines; i++) {
-		struct line *l = &f.lines[i];
-		uint64_t v;
+	switch (l->verb) {
+	case V_KICK:
+		if (get_u64(l, "n", 0, &v)) {
+			ERR(r, l, "bad n=");
+			err = -EINVAL;
+		}
+		end_batch(r);
+		break;
+	case V_SET_BYPASS: {
+		uint8_t b;
 
-		switch (l->verb) {
-		case V_KICK:
-			if (get_u64(l, "n", 0, &v)) {
-				ERR(&f, l, "bad n=");
-				err = -EINVAL;
-			}
-			end_batch(&r);
+		if (get_u64(l, "value", 0, &v) || v > 1) {
+			ERR(r, l, "value= is 0 or 1");
+			return -EINVAL;
+		}
+		end_batch(r);
+		b = (uint8_t)v;
+		/* Ignored by the device unless BYPASS_CONFIG was negotiated (spec). */
+		viommu_device_config_write(r->dev, offsetof(struct viommu_wire_config, bypass), &b, 1);
+		break;
+	}
+	case V_RESET:
+	case V_SYSTEM_RESET:
+		end_batch(r);
+		if (l->verb == V_RESET)
+			viommu_device_reset(r->dev);
+		else
+			viommu_device_system_reset(r->dev);
+		break;
+	case V_TRANSLATE:
+		err = do_translate(r, l);
+		break;
+	default:
+		err = do_request(r, l);
+		break;
+	}
+	return err;
+}
+
+/* Read, parse and run @fp line by line. */
+static int run_stream(struct run *r, FILE *fp)
+{
+	char *buf = NULL;
+	size_t cap = 0;
+	unsigned lineno = 0;
+	int err = 0;
+
+	errno = 0;
+	while (getline(&buf, &cap, fp) >= 0) {
+		struct line l;
+		int ret = parse_line(r, buf, ++lineno, &l);
+
+		if (ret < 0) {
+			err = ret;
 			break;
-		case V_SET_BYPASS: {
-			uint8_t b;
-
-			if (get_u64(l, "value", 0, &v) || v > 1) {
-				ERR(&f, l, "value= is 0 or 1");
+		}
+		if (ret == 0)
+			continue;
+		if (is_setup(l.verb)) {
+			if (r->dev) {
+				ERR(r, &l, "%s after the first request", verbs[l.verb]);
 				err = -EINVAL;
 				break;
 			}
-			end_batch(&r);
-			b = (uint8_t)v;
-			/* Ignored by the device unless BYPASS_CONFIG was negotiated (spec). */
-			viommu_device_config_write(r.dev, offsetof(struct viommu_wire_config, bypass), &b, 1);
-			break;
+			if ((err = setup_line(r, &l)))
+				break;
+			continue;
 		}
-		case V_RESET:
-		case V_SYSTEM_RESET:
-			end_batch(&r);
-			if (l->verb == V_RESET)
-				viommu_device_reset(r.dev);
-			else
-				viommu_device_system_reset(r.dev);
-			r.nshadow = 0;
+		if (!r->dev && (err = start(r)))
 			break;
-		case V_TRANSLATE:
-			err = do_translate(&r, l);
+		if (r->implicit_eps)
+			implicit_endpoint(r, &l);
+		if ((err = exec_line(r, &l)))
 			break;
-		default:
-			err = do_request(&r, l);
-			break;
-		}
+		errno = 0;
 	}
+	if (!err && ferror(fp)) {
+		err = errno ? -errno : -EIO;
+		fprintf(r->err, "%s: read error after line %u: %s\n", r->path, lineno, strerror(-err));
+	}
+	free(buf);
+	if (!err && !r->dev)
+		err = start(r); /* set-up lines only, or nothing: the device still reports its state */
+	return err;
+}
+
+int viommu_replay_stream(FILE *fp, const char *name, const struct viommu_replay_opts *opts,
+			 struct viommu_replay_totals *tot)
+{
+	struct run r;
+	int err;
+
+	memset(&r, 0, sizeof(r));
+	r.path = name;
+	r.o = opts;
+	r.tot = tot;
+	r.err = opts->err ? opts->err : stderr;
+	viommu_config_default(&r.cfg);
+	tot->files++;
+	err = run_stream(&r, fp);
 	if (r.dev) {
 		end_batch(&r);
 		if (opts->dump_dir)
@@ -1111,8 +1140,48 @@ int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 	tot->requests += r.requests;
 	tot->probes += r.probes;
 	tot->mismatches += r.mismatches;
-	free(r.shadow);
 	free(r.seed);
-	file_free(&f);
+	free(r.eps);
 	return err;
+}
+
+int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
+		       struct viommu_replay_totals *tot)
+{
+	FILE *err_out = opts->err ? opts->err : stderr;
+	struct stat st;
+	FILE *fp;
+	int err;
+
+	fp = fopen(path, "r");
+	if (!fp || fstat(fileno(fp), &st)) {
+		err = -errno;
+		fprintf(err_out, "%s: %s\n", path, strerror(errno));
+	} else if (S_ISDIR(st.st_mode)) {
+		/* fopen() takes a directory; reading it fails. Say so rather than replay nothing. */
+		err = -EISDIR;
+		fprintf(err_out, "%s: is a directory, not a trace file\n", path);
+	} else {
+		err = viommu_replay_stream(fp, path, opts, tot);
+		fclose(fp);
+		return err;
+	}
+	if (fp)
+		fclose(fp);
+	tot->files++;
+	tot->mismatches++;
+	return err;
+}
+
+int viommu_replay_dump_dir_check(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st))
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if (access(dir, W_OK | X_OK))
+		return -errno;
+	return 0;
 }

@@ -39,21 +39,35 @@ typedef int (*viommu_replay_open_fn)(struct viommu_device *dev, struct viommu_re
 
 struct viommu_replay_opts {
 	unsigned paths; /* VIOMMU_PATH_* */
-	bool dma_probes; /* after each OK MAP/UNMAP line, probe it (expectation from the line) */
+	bool dma_probes; /* after each OK MAP/UNMAP line, probe it through an endpoint the device has
+			  * attached to that domain (address from the line; identity for an endpoint
+			  * without ACCESS_PLATFORM, as the device treats it) */
 	bool stat; /* print each reader's stats after each file */
 	bool quiet; /* only mismatches and the totals */
 	const char *dump_dir; /* if set, also write the requests as fuzzer seeds (fuzz_input.h) */
-	FILE *out;
+	FILE *out; /* summaries and stats */
+	FILE *err; /* errors and mismatches (tokens echoed cut to 64 characters); NULL = stderr */
 };
 
+/* Totals over the files of one run (zero it before the first file). */
 struct viommu_replay_totals {
 	uint64_t files, requests, probes, mismatches;
+	bool dump_failed; /* a seed could not be written: said once, counted once, no more seeds */
 };
 
-/* Replays @path; adds to @tot. Returns 0, or -errno when the file cannot be read or parsed
- * (the error, with file and line, is printed and counted as a mismatch). */
+/* Replays @path; adds to @tot. Returns 0, or -errno when the file cannot be read (a directory is
+ * -EISDIR) or a line cannot be parsed or run (the error, with file and line, is printed and
+ * counted as a mismatch). The file is streamed: each line runs before the next is read, so the
+ * memory used does not depend on the file's length; lines before a bad one have run. */
 int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 		       struct viommu_replay_totals *tot);
+/* The same for an open stream (a pipe, stdin); @name is used in messages and seed names. */
+int viommu_replay_stream(FILE *fp, const char *name, const struct viommu_replay_opts *opts,
+			 struct viommu_replay_totals *tot);
+
+/* Checks, before a run, that @dir is a directory this process may write seeds into: 0, or -errno
+ * (ENOTDIR, ENOENT, EACCES...). viommu_replay_file() still copes with a write that fails later. */
+int viommu_replay_dump_dir_check(const char *dir);
 
 /* The fast-path readers (replay_paths.c). */
 int viommu_replay_open_user(struct viommu_device *dev, struct viommu_replay_reader *r);
