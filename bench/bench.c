@@ -547,6 +547,10 @@ static struct bench_world *world_build(struct bench_world_spec spec, const struc
 	struct bench_world *w = bench_calloc(1, sizeof(*w));
 	struct viommu_fastpath_opts o = fpo ? *fpo : (struct viommu_fastpath_opts){ 0 };
 	uint64_t t0, buckets = 1024;
+
+	/* The worlds' layouts are known and dense: pools sized for them, not for the worst
+	 * layout a guest could choose (viommu_fastpath_opts.overcommit). */
+	o.overcommit = true;
 	char nb[16];
 
 	w->spec = spec;
@@ -1515,7 +1519,8 @@ static int setup_grace(struct bench_ctx *c)
 	/* bpf_grace waits for an RCU grace period per UNMAP (milliseconds): full suite only. */
 	g->nw = opt.mode == BENCH_FULL ? 4 : 3;
 	for (unsigned i = 0; i < g->nw; i++) {
-		struct viommu_fastpath_opts o = { .lazy = i == 0, .reader_fence = i == 2, .bpf_grace = i == 3 };
+		struct viommu_fastpath_opts o = { .lazy = i == 0, .reader_fence = i == 2, .bpf_grace = i == 3,
+						  .overcommit = true };
 
 		g->w[i] = world_build(spec, &o, false);
 		if (!g->w[i])
@@ -1685,7 +1690,7 @@ static int setup_churn_mode(struct bench_ctx *c, bool fence)
 	struct bench_churn *ch = bench_calloc(1, sizeof(*ch));
 	struct bench_world_spec spec = { BENCH_4K, opt.mode == BENCH_SMOKE ? 1024 : 65536 };
 	/* strict: readers meet grace periods */
-	struct viommu_fastpath_opts o = { .lazy = false, .reader_fence = fence };
+	struct viommu_fastpath_opts o = { .lazy = false, .reader_fence = fence, .overcommit = true };
 
 	ch->fence = fence;
 	ch->w = world_build(spec, &o, false);

@@ -193,7 +193,7 @@ Test(fastpath, user_and_bpf_readers_agree_with_the_store_on_random_requests)
 Test(fastpath, readers_agree_with_the_store_when_the_node_pool_keeps_running_out)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 14 };
+	struct viommu_fastpath_opts o = { .nodes = 14, .overcommit = true };
 	const struct viommu_meta *m;
 
 	fp_teardown();
@@ -396,7 +396,7 @@ Test(fastpath, an_empty_bpf_batch_may_pass_null_arrays)
 Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 6 };
+	struct viommu_fastpath_opts o = { .nodes = 6, .overcommit = true };
 	const struct viommu_meta *m;
 	uint32_t nodes;
 
@@ -422,7 +422,7 @@ Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 8 };
+	struct viommu_fastpath_opts o = { .nodes = 8, .overcommit = true };
 	const struct viommu_meta *m;
 	struct viommu_reader *r;
 	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = 0x2000, .size = 1 };
@@ -474,7 +474,7 @@ static void *refused_reader_main(void *arg)
 Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 6 };
+	struct viommu_fastpath_opts o = { .nodes = 6, .overcommit = true };
 	struct refused_reader rr = { 0 };
 	pthread_t th;
 

@@ -161,6 +161,24 @@ const struct viommu_config *viommu_device_config(const struct viommu_device *dev
 	return &dev->cfg;
 }
 
+int viommu_device_limit_caps(struct viommu_device *dev, uint32_t max_domains, uint64_t max_mappings)
+{
+	if (!max_domains || !max_mappings)
+		return -EINVAL;
+	if (max_domains > dev->cfg.max_domains)
+		max_domains = dev->cfg.max_domains;
+	if (max_mappings > dev->cfg.max_mappings)
+		max_mappings = dev->cfg.max_mappings;
+	/* Domain slots are handed out below a high-water mark: it must fit the new cap too. */
+	if (dev->slot_hwm > max_domains || dev->nr_mappings > max_mappings)
+		return -EBUSY;
+	dev->cfg.max_domains = max_domains;
+	dev->cfg.max_mappings = max_mappings;
+	if (dev->cfg.max_mappings_per_domain > max_mappings)
+		dev->cfg.max_mappings_per_domain = (uint32_t)max_mappings;
+	return 0;
+}
+
 static struct ep_priv *ep_find(const struct viommu_device *dev, uint32_t id)
 {
 	struct viommu_avl_node *n = viommu_avl_find(&dev->endpoints, id);

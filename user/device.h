@@ -128,6 +128,10 @@ struct viommu_device;
 struct viommu_device *viommu_device_new(const struct viommu_config *cfg);
 void viommu_device_free(struct viommu_device *dev);
 const struct viommu_config *viommu_device_config(const struct viommu_device *dev);
+/* Lower the caps on guest-grown tables (never raises them): for an observer that can honour
+ * less (the fast path's pools). 0, -EINVAL (a cap of 0), -EBUSY (the device already holds more,
+ * or has handed out domain slots above @max_domains). Device thread. */
+int viommu_device_limit_caps(struct viommu_device *dev, uint32_t max_domains, uint64_t max_mappings);
 
 /* Declare an endpoint of the topology. -EEXIST, -EINVAL (bad region, overlapping regions, more
  * than one MSI region), -ENOSPC (regions do not fit probe_size, or max_endpoints reached). */

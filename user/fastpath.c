@@ -633,6 +633,8 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	const struct viommu_config *cfg = viommu_device_config(dev);
 	struct viommu_observer obs;
 	struct viommu_fastpath *fp;
+	uint32_t cap_domains = 0;
+	uint64_t cap_maps = 0;
 	int err = 0, q;
 
 	if (opts)
@@ -652,6 +654,18 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	    o.extents > VIOMMU_INDEX_MAX || o.nodes < 2) {
 		errno = EINVAL;
 		return NULL;
+	}
+	if (!o.overcommit) {
+		/* Caps the pools can honour for any layout (docs/statuses.md, "Caps"), applied
+		 * once everything else succeeded. */
+		cap_domains = cfg->max_domains < o.nodes / 8 ? cfg->max_domains : o.nodes / 8;
+		cap_maps = cap_domains ? (o.nodes - cap_domains) / VIOMMU_NODES_PER_MAP_WORST : 0;
+		if (cap_maps > o.extents)
+			cap_maps = o.extents;
+		if (!cap_domains || !cap_maps) {
+			errno = ENOSPC;
+			return NULL;
+		}
 	}
 	fp = calloc(1, sizeof(*fp));
 	if (!fp)
@@ -767,6 +781,8 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		.sync = fp_sync,
 	};
 	if ((err = viommu_device_add_observer(dev, &obs)))
+		goto fail;
+	if (!o.overcommit && (err = viommu_device_limit_caps(dev, cap_domains, cap_maps)))
 		goto fail;
 	return fp;
 fail:

@@ -33,14 +33,28 @@ struct viommu_fastpath_opts {
 	 * still inside then is revoked (docs/concurrency.md, W5). Default
 	 * VIOMMU_GRACE_TIMEOUT_MS_DEFAULT. */
 	uint32_t grace_timeout_ms;
+	/* Keep the device's caps even where the pools cannot hold them for every layout. By
+	 * default the fast path lowers the device's caps (viommu_device_limit_caps) to what its
+	 * pools hold whatever the guest's layout: VIOMMU_NODES_PER_MAP_WORST nodes per mapping
+	 * plus a root per domain, one record per mapping. With overcommit a MAP may answer NOMEM
+	 * below the caps (one-page mappings scattered over 48 bits need 5-10 nodes each): for
+	 * known dense layouts (benchmarks) and tests of pool exhaustion. */
+	bool overcommit;
 };
+/* The radix nodes one MAP may need: a path of levels 1-5 for its first piece and one for its
+ * last (the pieces between reuse the nodes of one or the other). */
+#define VIOMMU_NODES_PER_MAP_WORST (2 * (VIOMMU_RADIX_LEVELS - 1))
 #define VIOMMU_GRACE_TIMEOUT_MS_DEFAULT 250u
 
 struct viommu_fastpath;
 
 /* Create the maps (loads bpf/xlate.bpf.c into the kernel), mirror @dev's current state and
- * observe it from now on. NULL + errno: ENOTSUP for a device granule below 4 KiB or more than
- * VIOMMU_DOMAINS_MAX domains; EPERM / ENOSYS when the kernel refuses BPF. */
+ * observe it from now on; unless opts->overcommit, first lower @dev's caps to what the pools
+ * hold for any layout: max_domains to at most nodes / 8, max_mappings to at most
+ * (nodes - max_domains) / VIOMMU_NODES_PER_MAP_WORST and the record pool. NULL + errno:
+ * ENOTSUP for a device granule below 4 KiB or more than VIOMMU_DOMAINS_MAX domains; ENOSPC when
+ * the pools cannot hold one domain and one mapping, EBUSY when @dev already holds more than
+ * they can; EPERM / ENOSYS when the kernel refuses BPF. */
 struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 					    const struct viommu_fastpath_opts *opts);
 /* Stops observing and unmaps/frees everything. Readers of this process must be closed first. */
