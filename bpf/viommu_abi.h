@@ -20,7 +20,7 @@
 #endif
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 3u
+#define VIOMMU_ABI_VERSION 4u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -31,7 +31,10 @@
 #endif
 #define VIOMMU_EP_ENTRIES (VIOMMU_EP_DENSE + VIOMMU_EP_SPARSE)
 #define VIOMMU_EP_INDEX_SLOTS (2 * VIOMMU_EP_SPARSE) /* open-addressed id -> entry index */
-#define VIOMMU_EP_INDEX_PROBES 8
+/* The longest probe sequence any sparse id can need: with linear probing and no deletion, an id
+ * sits d slots past its home only if those d slots are taken, so d < VIOMMU_EP_SPARSE. Readers
+ * bound their loop by meta.ep_probes (the longest the writer has used) and by this. */
+#define VIOMMU_EP_INDEX_PROBES_MAX VIOMMU_EP_SPARSE
 #ifndef VIOMMU_DOMAINS_MAX
 #define VIOMMU_DOMAINS_MAX 65536u /* domain slots; the device core's max_domains must fit */
 #endif
@@ -96,7 +99,22 @@ struct viommu_ep_entry { /* writer: device thread; seqlock: seq odd while being 
 };
 
 /* viommu_ep_index: for ids >= VIOMMU_EP_DENSE, u64 slots (id << 32 | entry index + 1), 0 = free.
- * Written once per endpoint (endpoints are never removed), probed linearly. */
+ * Written once per endpoint (endpoints are never removed), probed linearly from
+ * viommu_ep_hash(id); the writer probes the whole table, so any VIOMMU_EP_SPARSE ids fit, and
+ * records in meta.ep_probes the longest probe sequence it used (I8). */
+
+/* Home slot of sparse id @ep: murmur3's 32-bit finaliser, so every bit of the id moves the slot
+ * (ids differing only in the PCI segment, bits 16-31, spread like any others). One definition
+ * for the writer, the userspace reader and BPF. */
+static inline __u32 viommu_ep_hash(__u32 ep)
+{
+	ep ^= ep >> 16;
+	ep *= 0x85ebca6bu;
+	ep ^= ep >> 13;
+	ep *= 0xc2b2ae35u;
+	ep ^= ep >> 16;
+	return ep & (VIOMMU_EP_INDEX_SLOTS - 1);
+}
 
 /* ---- viommu_nodes: the radix node pool ---- */
 struct viommu_node { /* writer: device thread */
@@ -146,7 +164,10 @@ struct viommu_meta { /* writer: device thread */
 	__u32 hash_mask; /* buckets - 1 */
 	__u32 readers_max;
 	__u32 flags; /* VIOMMU_META_F_* */
-	__u32 pad0;
+	/* Sparse endpoint index: the longest probe sequence (slots read, home included) any
+	 * indexed id needs, <= VIOMMU_EP_INDEX_PROBES_MAX. Only grows; stored (release) before
+	 * the index slot that needed it. */
+	__u32 ep_probes;
 	/* Bumped once every 2^30 record frees + endpoint changes: a reader's private cache entry
 	 * filled before a bump is dropped, since a 32-bit generation it holds may since have
 	 * wrapped (I10). Written that rarely, so it shares the constant line. */

@@ -11,6 +11,7 @@
  *   viommu_acc_ext(ctx, idx)       -> const struct viommu_extent_rec *
  *   viommu_acc_bucket(ctx, idx)    -> const struct viommu_hash_bucket *
  *   viommu_acc_hash_mask(ctx)      -> __u32
+ *   viommu_acc_ep_probes(ctx)      -> __u32   meta.ep_probes, loaded with acquire (0 if none)
  *   VIOMMU_LOAD_ACQ(p), VIOMMU_LOAD(p)   atomic 32/64-bit loads (acquire / at least relaxed)
  *   VIOMMU_FENCE_ACQ()             orders the VIOMMU_LOAD()s before it before the loads after it:
  *                                  an acquire fence, or only a compiler barrier when VIOMMU_LOAD
@@ -56,29 +57,41 @@ struct viommu_lk {
 	__u32 ep_idx, ep_seq, ext_idx, ext_gen;
 };
 
-/* Endpoint id -> table index, or -1. Ids >= VIOMMU_EP_DENSE live in the sparse index (I8). */
-VIOMMU_INLINE __s64 viommu_ep_slot(VIOMMU_CTX_PARAM, __u32 ep)
+#ifndef VIOMMU_EP_PROBE
+/* The sparse index's probe loop: @probes slots from @h, linear. BPF replaces it with bpf_loop()
+ * (viommu_maps.bpf.h): the verifier refuses a loop of VIOMMU_EP_INDEX_PROBES_MAX iterations
+ * walked in line ("sequence of jumps is too complex"). */
+VIOMMU_INLINE __s64 viommu_ep_probe(VIOMMU_CTX_PARAM, __u32 ep, __u32 h, __u32 probes)
 {
-	__u32 h;
-	int i;
-
-	if (ep < VIOMMU_EP_DENSE)
-		return ep;
-	h = (__u32)(ep * 2654435761u) & (VIOMMU_EP_INDEX_SLOTS - 1);
-	VIOMMU_UNROLL
-	for (i = 0; i < VIOMMU_EP_INDEX_PROBES; i++) {
+	for (__u32 i = 0; i < probes && i < VIOMMU_EP_INDEX_PROBES_MAX; i++) {
 		const __u64 *p = viommu_acc_ep_index(VIOMMU_CTX_ARG, (h + i) & (VIOMMU_EP_INDEX_SLOTS - 1));
 		__u64 v;
 
 		if (!p)
 			return -1;
-		v = VIOMMU_LOAD_ACQ(p);
+		v = VIOMMU_LOAD_ACQ(p); /* pairs with the writer's release of the slot (I8) */
 		if (!v)
 			return -1;
 		if ((__u32)(v >> 32) == ep)
 			return (__u32)v - 1;
 	}
 	return -1;
+}
+#define VIOMMU_EP_PROBE(ep, h, probes) viommu_ep_probe(VIOMMU_CTX_ARG, ep, h, probes)
+#endif
+
+/* Endpoint id -> table index, or -1. Ids >= VIOMMU_EP_DENSE live in the sparse index (I8):
+ * linear probing from viommu_ep_hash(), at most meta.ep_probes slots (every indexed id is that
+ * close to its home; usually 1 or 2) and never more than VIOMMU_EP_INDEX_PROBES_MAX. */
+VIOMMU_INLINE __s64 viommu_ep_slot(VIOMMU_CTX_PARAM, __u32 ep)
+{
+	if (ep < VIOMMU_EP_DENSE)
+		return ep;
+	/* The bound is loaded with acquire; the writer stores a larger bound before the index
+	 * slot that needs it. A reader that loads the older bound may stop short of an id indexed
+	 * since: it answers as if the lookup came before the insertion, when the id's entry said
+	 * UNKNOWN anyway (I8). */
+	return VIOMMU_EP_PROBE(ep, viommu_ep_hash(ep), viommu_acc_ep_probes(VIOMMU_CTX_ARG));
 }
 
 /*

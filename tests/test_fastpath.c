@@ -283,6 +283,139 @@ Test(fastpath, endpoints_above_the_dense_range_use_the_sparse_index)
 	viommu_reader_close(r);
 }
 
+/* ---- the sparse endpoint index: any VIOMMU_EP_SPARSE ids fit, whatever their bits ---- */
+
+/* Device with @n sparse endpoints @ids (added before or after the fast path is made), each
+ * attached to one of four domains that map [0x10000, 0x10fff] differently; every id must
+ * translate on the userspace reader, the BPF syscall program and the XDP program. */
+static void sparse_ids_all_translate(const uint32_t *ids, unsigned n, bool add_first)
+{
+	struct viommu_config cfg;
+	struct viommu_reader *r;
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	unsigned nq = 0;
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	dev = viommu_device_new(&cfg);
+	cr_assert_not_null(dev);
+	for (unsigned i = 0; add_first && i < n; i++)
+		cr_assert_eq(viommu_device_add_endpoint(dev, ids[i], true, NULL, 0), 0, "id 0x%x", ids[i]);
+	fp = viommu_fastpath_new(dev, NULL);
+	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
+		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	cr_assert_not_null(fp, "viommu_fastpath_new with %u sparse endpoints: %s", n, strerror(errno));
+	for (unsigned i = 0; !add_first && i < n; i++)
+		cr_assert_eq(viommu_device_add_endpoint(dev, ids[i], true, NULL, 0), 0,
+			     "endpoint %u (id 0x%x) refused", i, ids[i]);
+	for (unsigned i = 0; i < n; i++)
+		cr_assert_eq(req_attach(1 + i % 4, ids[i]), VIOMMU_S_OK, "attach id 0x%x", ids[i]);
+	for (uint32_t d = 1; d <= 4; d++)
+		cr_assert_eq(req_map(d, 0x10000, 0x10fff, (uint64_t)d << 20, 3), VIOMMU_S_OK);
+	cr_assert_leq(viommu_fastpath_view(fp)->meta->ep_probes, VIOMMU_EP_INDEX_PROBES_MAX);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	for (unsigned i = 0; i <= n; i++) {
+		if (i < n) {
+			q[nq++] = (struct viommu_query){ .endpoint = ids[i], .access = 1,
+							 .iova = 0x10000 + i % 4096, .size = 1 };
+		}
+		if (nq == VIOMMU_BULK_MAX || (i == n && nq)) {
+			struct viommu_answer a[VIOMMU_BULK_MAX];
+
+			viommu_reader_translate_bulk(r, q, a, nq);
+			for (unsigned k = 0; k < nq; k++)
+				cr_assert_eq(a[k].result, VIOMMU_FP_HIT, "id 0x%x: result %u", q[k].endpoint,
+					     a[k].result);
+			check_queries(r, q, nq);
+			nq = 0;
+		}
+	}
+	/* The XDP program, one descriptor per id. */
+	for (unsigned i = 0; i < n; i++) {
+		struct xdp_frame_sparse {
+			struct ethhdr eth;
+			struct viommu_query q;
+			struct viommu_answer a;
+		} __attribute__((packed)) in = { 0 }, out;
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = &in, .data_size_in = sizeof(in),
+			    .data_out = &out, .data_size_out = sizeof(out), .repeat = 1);
+
+		in.eth.h_proto = htons(0x88b5);
+		in.q = (struct viommu_query){ .endpoint = ids[i], .access = 2, .iova = 0x10008, .size = 8 };
+		cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_xdp_fd(fp), &o), 0);
+		cr_assert(out.a.result == VIOMMU_FP_HIT && out.a.pa == ((uint64_t)(1 + i % 4) << 20) + 8,
+			  "xdp: id 0x%x result %u pa 0x%llx", ids[i], out.a.result,
+			  (unsigned long long)out.a.pa);
+	}
+	/* Ids never declared still answer R_UNKNOWN. */
+	for (unsigned i = 0; i < 16; i++)
+		q[i] = (struct viommu_query){ .endpoint = 0xfff00000u + i * 0x10000u + 0x0100, .access = 1,
+					      .iova = 0x10000, .size = 1 };
+	check_queries(r, q, 16);
+	viommu_reader_close(r);
+}
+
+static void sparse_ids_same_low_bits(uint32_t *ids, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		ids[i] = (uint32_t)(i + 1) << 16 | 0x0100; /* one device (00:01.0) on segments 1..n */
+}
+
+Test(fastpath, nine_segments_of_the_same_device_all_attach)
+{
+	uint32_t ids[9];
+
+	sparse_ids_same_low_bits(ids, 9);
+	sparse_ids_all_translate(ids, 9, false);
+}
+
+Test(fastpath, the_whole_sparse_table_of_ids_with_the_same_low_16_bits_attaches_and_translates)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE];
+
+	sparse_ids_same_low_bits(ids, VIOMMU_EP_SPARSE);
+	sparse_ids_all_translate(ids, VIOMMU_EP_SPARSE, false);
+}
+
+Test(fastpath, a_fast_path_made_over_a_full_sparse_table_opens)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE];
+
+	sparse_ids_same_low_bits(ids, VIOMMU_EP_SPARSE);
+	sparse_ids_all_translate(ids, VIOMMU_EP_SPARSE, true);
+}
+
+Test(fastpath, the_whole_sparse_table_of_random_ids_attaches_and_translates)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE];
+
+	for (unsigned i = 0; i < VIOMMU_EP_SPARSE; i++) {
+		bool dup;
+
+		do {
+			ids[i] = VIOMMU_EP_DENSE + (uint32_t)(rnd() % (0xffffffffu - VIOMMU_EP_DENSE));
+			dup = false;
+			for (unsigned j = 0; j < i; j++)
+				dup |= ids[j] == ids[i];
+		} while (dup);
+	}
+	sparse_ids_all_translate(ids, VIOMMU_EP_SPARSE, false);
+}
+
+/* Ids that collide in the hash itself (the same home slot): the longest possible probe runs. */
+Test(fastpath, sparse_ids_that_share_one_home_slot_all_translate)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE], home = viommu_ep_hash(0x10000), n = 0;
+
+	for (uint32_t id = 0x10001; n < 200; id++)
+		if (viommu_ep_hash(id) == home)
+			ids[n++] = id;
+	sparse_ids_all_translate(ids, n, false);
+	cr_assert_geq(viommu_fastpath_view(fp)->meta->ep_probes, n);
+}
+
 Test(fastpath, the_bulk_hit_mask_marks_translated_queries)
 {
 	struct viommu_reader *r = viommu_reader_open(fp);

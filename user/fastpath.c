@@ -418,13 +418,17 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 
 /* ---- observer callbacks ---- */
 
+/* Sparse id -> entry index, or -1; with @alloc, a new id gets the next free entry. Probes the
+ * whole table (linear probing from viommu_ep_hash(), no deletion), so any VIOMMU_EP_SPARSE ids
+ * fit whatever their bits; meta.ep_probes records the longest sequence used, which bounds the
+ * readers' probes (viommu_ep_slot). */
 static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc)
 {
-	uint32_t h = (uint32_t)(id * 2654435761u) & (VIOMMU_EP_INDEX_SLOTS - 1);
+	uint32_t h = viommu_ep_hash(id);
 
 	if (id < VIOMMU_EP_DENSE)
 		return id;
-	for (int i = 0; i < VIOMMU_EP_INDEX_PROBES; i++) {
+	for (uint32_t i = 0; i < VIOMMU_EP_INDEX_SLOTS; i++) {
 		__u64 *p = &fp->ep_index[(h + i) & (VIOMMU_EP_INDEX_SLOTS - 1)];
 		uint64_t v = LD(p);
 
@@ -436,12 +440,19 @@ static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc
 			if (!alloc || fp->sparse_used == VIOMMU_EP_SPARSE)
 				return -1;
 			e = VIOMMU_EP_DENSE + fp->sparse_used++;
-			/* The entry (state UNKNOWN, seq 0) exists before its index names it (I8). */
+			/* Release, before the slot: a reader that finds the slot by a fresh load of
+			 * the bound reaches it; one with the older bound answers as before the
+			 * insertion (the entry says UNKNOWN until the caller sets it anyway). Pairs
+			 * with the acquire of ep_probes in viommu_ep_slot(). */
+			if (i + 1 > LD(&fp->meta->ep_probes))
+				ST_REL(&fp->meta->ep_probes, i + 1);
+			/* The entry (state UNKNOWN, seq 0) exists before its index names it (I8).
+			 * Pairs with the acquire of the slot in viommu_ep_slot(). */
 			ST_REL(p, (uint64_t)id << 32 | (e + 1));
 			return e;
 		}
 	}
-	return -1;
+	return -1; /* unreachable: SLOTS = 2 * SPARSE, so a free slot exists while there is room */
 }
 
 static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st)
@@ -937,6 +948,35 @@ int viommu_fastpath_check(const struct viommu_fastpath *fp)
 	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
 	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
 		return -EUCLEAN;
+	/* The sparse endpoint index (I8): every id once, above the dense range, naming its own
+	 * entry, reachable by linear probing from its home within meta.ep_probes slots. */
+	{
+		uint32_t n = 0;
+
+		for (uint32_t i = 0; i < VIOMMU_EP_INDEX_SLOTS; i++) {
+			uint64_t v = fp->ep_index[i];
+			uint32_t id = (uint32_t)(v >> 32), e = (uint32_t)v - 1, h, d;
+
+			if (!v)
+				continue;
+			n++;
+			h = viommu_ep_hash(id);
+			d = (i - h) & (VIOMMU_EP_INDEX_SLOTS - 1);
+			if (id < VIOMMU_EP_DENSE || e < VIOMMU_EP_DENSE ||
+			    e >= VIOMMU_EP_DENSE + fp->sparse_used || d >= fp->meta->ep_probes ||
+			    fp->meta->ep_probes > VIOMMU_EP_INDEX_PROBES_MAX)
+				return -EUCLEAN;
+			for (uint32_t k = 0; k < d; k++)
+				if (!fp->ep_index[(h + k) & (VIOMMU_EP_INDEX_SLOTS - 1)])
+					return -EUCLEAN; /* a reader would stop at this hole */
+			for (uint32_t j = 0; j < i; j++)
+				if (fp->ep_index[j] && ((uint32_t)(fp->ep_index[j] >> 32) == id ||
+							(uint32_t)fp->ep_index[j] - 1 == e))
+					return -EUCLEAN;
+		}
+		if (n != fp->sparse_used)
+			return -EUCLEAN;
+	}
 	/* Every hash entry is a live domain's non-empty level-4 slot, with its word (I6). */
 	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
 		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {

@@ -122,6 +122,7 @@ static inline void viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_ext(r, i) ((i) < (r)->extents_max ? &(r)->exts[i] : (const struct viommu_extent_rec *)0)
 #define viommu_acc_bucket(r, i) (&(r)->buckets[i])
 #define viommu_acc_hash_mask(r) ((r)->hash_mask)
+#define viommu_acc_ep_probes(r) __atomic_load_n(&(r)->meta->ep_probes, __ATOMIC_ACQUIRE)
 #include "viommu_lookup.h"
 
 static inline void viommu_reader_tlb_flush(struct viommu_reader *r)
