@@ -208,7 +208,19 @@ enum viommu_fp_result {
 	VIOMMU_FP_IDENT = 1, /* identity: pa = iova */
 	VIOMMU_FP_FAULT = 2, /* reason, fault_addr */
 	VIOMMU_FP_RETRY = 3, /* raced with the writer VIOMMU_RETRIES times: ask again */
+	/* A range over more than VIOMMU_SPAN_MAX extents: [iova, next - 1] is mapped with the
+	 * access (its first VIOMMU_SPAN_MAX extents checked); pa and ext_* as for HIT (the extent
+	 * holding iova); [next, last byte] is not checked yet. Ask again with the query
+	 * viommu_query_continue() makes (bpf/viommu_lookup.h) and fold its answer in with
+	 * viommu_answer_fold(). Userspace readers and viommu_fastpath_bpf_translate() do that
+	 * themselves: only BPF programs (the syscall batch, XDP) answer MORE to their callers. */
+	VIOMMU_FP_MORE = 4,
 };
+
+/* Extents one lookup checks before it answers VIOMMU_FP_MORE: bounds the BPF loop. */
+#ifndef VIOMMU_SPAN_MAX
+#define VIOMMU_SPAN_MAX 16
+#endif
 
 struct viommu_query {
 	__u32 endpoint;
@@ -226,6 +238,7 @@ struct viommu_answer {
 	__u32 ext_flags;
 	__u32 pad;
 	__u64 fault_addr;
+	__u64 next; /* MORE: the first byte not yet checked (iova < next <= last byte); else 0 */
 };
 
 /* The syscall program's context: a batch of queries in, answers out. */
@@ -255,7 +268,7 @@ _Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cac
 _Static_assert(offsetof(struct viommu_meta, epoch) == 64 && offsetof(struct viommu_meta, nodes_used) == 128,
 	       "meta: the epoch has a cache line of its own");
 _Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");
-_Static_assert(sizeof(struct viommu_answer) == 56, "answer is 56 B");
+_Static_assert(sizeof(struct viommu_answer) == 64, "answer is 64 B");
 _Static_assert(sizeof(struct viommu_fault_rec) == 24, "fault record is 24 B");
 _Static_assert(VIOMMU_LEVEL_SHIFT(5) == 12 && VIOMMU_LEVEL_SHIFT(0) == 57, "radix levels");
 #endif

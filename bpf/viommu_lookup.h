@@ -272,14 +272,14 @@ VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, st
 	lk->result = VIOMMU_FP_RETRY;
 }
 
-#ifndef VIOMMU_SPAN_MAX
-#define VIOMMU_SPAN_MAX 16 /* extents one range query may cross */
-#endif
-
 /*
  * Translate [q->iova, q->iova + size - 1] for q->access: every byte mapped with that access,
  * possibly by adjacent extents. The answer carries the extent holding q->iova; @first (may be
- * NULL) gets the validated lookup of q->iova when the answer is a HIT.
+ * NULL) gets the validated lookup of q->iova when the answer is a HIT or MORE. After
+ * VIOMMU_SPAN_MAX extents, all mapped with the access, the answer is VIOMMU_FP_MORE with the
+ * first unchecked byte in a->next (continue with viommu_query_continue / viommu_answer_fold).
+ * Each extent is validated on its own (as a range query always was): a multi-extent answer is
+ * not one snapshot, each extent was mapped at some instant during the lookup.
  */
 VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query *q,
 				    struct viommu_answer *a, struct viommu_lk *first)
@@ -291,6 +291,7 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 	a->pa = 0; /* every outcome defines every field a caller reads */
 	a->fault_addr = 0;
 	a->reason = 0;
+	a->next = 0;
 	if (last < q->iova)
 		last = ~0ull;
 	VIOMMU_STAT(lookups);
@@ -337,7 +338,66 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 		}
 		cur = lk.ext_end + 1;
 	}
-	a->result = VIOMMU_FP_RETRY; /* more than VIOMMU_SPAN_MAX extents: ask the device */
+	/* VIOMMU_SPAN_MAX extents checked, each ending before `last`: cur <= last. */
+	a->result = VIOMMU_FP_MORE;
+	a->next = cur;
+}
+
+/*
+ * The query that checks what a MORE answer @a to @q left: [a->next, the last byte of @q]. A
+ * range that runs past 2^64 is continued only up to the top of the space; viommu_answer_fold()
+ * then faults the whole DMA at its first byte, as viommu_translate() and the store do.
+ */
+VIOMMU_INLINE void viommu_query_continue(const struct viommu_query *q, const struct viommu_answer *a,
+					 struct viommu_query *c)
+{
+	__u64 last = q->iova + (q->size ? q->size - 1 : 0);
+
+	if (last < q->iova)
+		last = ~0ull;
+	c->endpoint = q->endpoint;
+	c->access = q->access;
+	c->iova = a->next;
+	c->size = last - a->next + 1; /* a->next > q->iova >= 0, so this is at most 2^64 - 1 */
+}
+
+/*
+ * Fold the answer @c to viommu_query_continue(@q, @a) into @a, the MORE answer to @q so far.
+ * Returns 0 while @a is still MORE (ask again), 1 once it is final: HIT (pa and the extent are
+ * still those of q->iova), FAULT at the first byte that is not mapped with the access, or RETRY
+ * when the continuation raced with the writer (an endpoint that translated through a domain
+ * for the first part and is in identity now has been changed by the writer).
+ */
+VIOMMU_INLINE int viommu_answer_fold(const struct viommu_query *q, struct viommu_answer *a,
+				     const struct viommu_answer *c)
+{
+	a->next = 0;
+	switch (c->result) {
+	case VIOMMU_FP_MORE:
+		a->next = c->next;
+		return 0;
+	case VIOMMU_FP_HIT:
+		if (q->iova + (q->size ? q->size - 1 : 0) < q->iova) {
+			/* every byte up to the top is mapped; the DMA runs past 2^64 */
+			a->result = VIOMMU_FP_FAULT;
+			a->reason = VIOMMU_FAULT_MAPPING;
+			a->fault_addr = q->iova;
+			a->pa = 0;
+		} else {
+			a->result = VIOMMU_FP_HIT;
+		}
+		return 1;
+	case VIOMMU_FP_FAULT:
+		a->result = VIOMMU_FP_FAULT;
+		a->reason = c->reason;
+		a->fault_addr = c->fault_addr;
+		a->pa = 0;
+		return 1;
+	default: /* IDENT (the endpoint changed mid-range) or RETRY */
+		a->result = VIOMMU_FP_RETRY;
+		a->pa = 0;
+		return 1;
+	}
 }
 
 #endif

@@ -8,7 +8,9 @@
  *   ...
  *   struct viommu_query q = { .endpoint = ep, .iova = iova, .size = len, .access = VIOMMU_MAP_READ };
  *   struct viommu_answer a;
- *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_FP_HIT / IDENT / FAULT / RETRY
+ *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_FP_HIT / IDENT / FAULT / RETRY / MORE
+ *   // MORE: the range crosses more than VIOMMU_SPAN_MAX extents; [iova, a.next - 1] is mapped.
+ *   // Continue with viommu_query_continue(&q, &a, &q2) and viommu_answer_fold(&q, &a, &a2).
  *
  * A program of another object shares the device's maps by reusing the pinned maps
  * (bpf_map__reuse_fd / LIBBPF_PIN_BY_NAME on the same names) before load. viommu_hash_mask must be

@@ -831,27 +831,67 @@ int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp)
 	return bpf_program__fd(fp->skel->progs.viommu_xlate_batch);
 }
 
-/* Concurrency: any thread (unlike the rest of this file): it only runs the syscall program on
- * a batch on the caller's stack; the maps are the programs' own. */
-int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
-				  struct viommu_answer *a, unsigned n, bool report)
+/* One run of the syscall program over @n queries. */
+static int bpf_batch_run(struct viommu_fastpath *fp, const struct viommu_query *q,
+			 struct viommu_answer *a, unsigned n, bool report)
 {
 	struct viommu_batch b;
 	LIBBPF_OPTS(bpf_test_run_opts, topts, .ctx_in = &b, .ctx_size_in = sizeof(b));
-	int err;
 
-	if (n > VIOMMU_BULK_MAX)
-		return -EINVAL;
 	b.n = n;
 	b.report_faults = report;
 	memcpy(b.q, q, n * sizeof(*q));
-	err = bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &topts);
-	if (err)
+	if (bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &topts))
 		return -errno;
 	if (topts.retval)
 		return -EINVAL;
 	memcpy(a, b.a, n * sizeof(*a));
 	return 0;
+}
+
+/* Concurrency: any thread (unlike the rest of this file): it only runs the syscall program on
+ * batches on the caller's stack; the maps are the programs' own. The program answers MORE for
+ * a range over more than VIOMMU_SPAN_MAX extents; such queries are continued in further runs
+ * (one run for all of them each time) until every answer is final. */
+int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
+				  struct viommu_answer *a, unsigned n, bool report)
+{
+	struct viommu_query cq[VIOMMU_BULK_MAX];
+	struct viommu_answer ca[VIOMMU_BULK_MAX];
+	unsigned idx[VIOMMU_BULK_MAX], m;
+	int err;
+
+	if (n > VIOMMU_BULK_MAX)
+		return -EINVAL;
+	if ((err = bpf_batch_run(fp, q, a, n, report)))
+		return err;
+	for (;;) {
+		m = 0;
+		for (unsigned i = 0; i < n; i++)
+			if (a[i].result == VIOMMU_FP_MORE) {
+				viommu_query_continue(&q[i], &a[i], &cq[m]);
+				idx[m++] = i;
+			}
+		if (!m)
+			return 0;
+		if ((err = bpf_batch_run(fp, cq, ca, m, report)))
+			return err;
+		for (unsigned k = 0; k < m; k++) {
+			struct viommu_answer *ai = &a[idx[k]];
+
+			viommu_answer_fold(&q[idx[k]], ai, &ca[k]);
+			/* A DMA past 2^64 faults only once folded: the program saw a HIT. */
+			if (report && ai->result == VIOMMU_FP_FAULT && ca[k].result == VIOMMU_FP_HIT) {
+				struct viommu_fault_rec rec = {
+					.endpoint = q[idx[k]].endpoint, .reason = (__u8)ai->reason,
+					.access = q[idx[k]].access, .address = ai->fault_addr,
+				};
+				LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &rec, .ctx_size_in = sizeof(rec));
+
+				bpf_prog_test_run_opts(bpf_program__fd(fp->skel->progs.viommu_report_fault), &o);
+			}
+		}
+	}
 }
 
 /* ---- self-check (tests and the fuzzer) ---- */
@@ -1025,6 +1065,43 @@ void viommu_fastpath_expected(const struct viommu_device *dev, const struct viom
 		a->result = VIOMMU_FP_FAULT;
 		a->reason = x.reason;
 		a->fault_addr = x.fault_addr;
+	}
+}
+
+bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_answer *want,
+			    const struct viommu_answer *got)
+{
+	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+
+	if (got->result == VIOMMU_FP_MORE) {
+		/* The checked part [iova, next - 1] is mapped with the access: the store's final
+		 * answer is a HIT with the same first extent, or a fault past the checked part, or
+		 * the fault of a DMA past 2^64 (at its first byte). */
+		bool wraps = last < q->iova;
+
+		if (got->next <= q->iova || (!wraps && got->next > last) ||
+		    got->ext_start > q->iova || got->ext_end < q->iova ||
+		    got->pa != got->ext_phys + (q->iova - got->ext_start) ||
+		    (got->ext_flags & q->access) != q->access)
+			return false;
+		if (want->result == VIOMMU_FP_HIT)
+			return got->pa == want->pa && got->ext_start == want->ext_start &&
+			       got->ext_end == want->ext_end;
+		return want->result == VIOMMU_FP_FAULT && want->reason == VIOMMU_FAULT_R_MAPPING &&
+		       (want->fault_addr >= got->next || (wraps && want->fault_addr == q->iova));
+	}
+	if (got->result != want->result)
+		return false;
+	switch (want->result) {
+	case VIOMMU_FP_HIT:
+		return got->pa == want->pa && got->ext_start == want->ext_start &&
+		       got->ext_end == want->ext_end;
+	case VIOMMU_FP_IDENT:
+		return got->pa == want->pa;
+	case VIOMMU_FP_FAULT:
+		return got->reason == want->reason && got->fault_addr == want->fault_addr;
+	default:
+		return false;
 	}
 }
 
