@@ -396,7 +396,7 @@ static unsigned model_seeds(void)
 {
 	const char *s = getenv("VIOMMU_MODEL_SEEDS");
 
-	return s ? (unsigned)strtoul(s, NULL, 0) : 24;
+	return s ? (unsigned)strtoul(s, NULL, 0) : 48;
 }
 
 TestSuite(model, .timeout = 60);
