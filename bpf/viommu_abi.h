@@ -34,7 +34,10 @@
 #endif
 #define VIOMMU_EP_ENTRIES (VIOMMU_EP_DENSE + VIOMMU_EP_SPARSE)
 #define VIOMMU_EP_INDEX_SLOTS (2 * VIOMMU_EP_SPARSE) /* open-addressed id -> entry index */
-#define VIOMMU_EP_INDEX_PROBES 8
+/* The longest probe sequence any sparse id can need: with linear probing and no deletion, an id
+ * sits d slots past its home only if those d slots are taken, so d < VIOMMU_EP_SPARSE. Readers
+ * bound their loop by meta.ep_probes (the longest the writer has used) and by this. */
+#define VIOMMU_EP_INDEX_PROBES_MAX VIOMMU_EP_SPARSE
 #ifndef VIOMMU_DOMAINS_MAX
 #define VIOMMU_DOMAINS_MAX 65536u /* domain slots; the device core's max_domains must fit */
 #endif
@@ -100,7 +103,22 @@ struct viommu_ep_entry { /* writer: device thread; seqlock: seq odd while being 
 };
 
 /* viommu_ep_index: for ids >= VIOMMU_EP_DENSE, u64 slots (id << 32 | entry index + 1), 0 = free.
- * Written once per endpoint (endpoints are never removed), probed linearly. */
+ * Written once per endpoint (endpoints are never removed), probed linearly from
+ * viommu_ep_hash(id); the writer probes the whole table, so any VIOMMU_EP_SPARSE ids fit, and
+ * records in meta.ep_probes the longest probe sequence it used (I8). */
+
+/* Home slot of sparse id @ep: murmur3's 32-bit finaliser, so every bit of the id moves the slot
+ * (ids differing only in the PCI segment, bits 16-31, spread like any others). One definition
+ * for the writer, the userspace reader and BPF. */
+static inline __u32 viommu_ep_hash(__u32 ep)
+{
+	ep ^= ep >> 16;
+	ep *= 0x85ebca6bu;
+	ep ^= ep >> 13;
+	ep *= 0xc2b2ae35u;
+	ep ^= ep >> 16;
+	return ep & (VIOMMU_EP_INDEX_SLOTS - 1);
+}
 
 /* ---- viommu_nodes: the radix node pool ---- */
 struct viommu_node { /* writer: device thread */
@@ -150,7 +168,10 @@ struct viommu_meta { /* writer: device thread */
 	__u32 hash_mask; /* buckets - 1 */
 	__u32 readers_max;
 	__u32 flags; /* VIOMMU_META_F_* */
-	__u32 pad0;
+	/* Sparse endpoint index: the longest probe sequence (slots read, home included) any
+	 * indexed id needs, <= VIOMMU_EP_INDEX_PROBES_MAX. Only grows; stored (release) before
+	 * the index slot that needed it. */
+	__u32 ep_probes;
 	/* Bumped once every 2^30 record frees + endpoint changes: a reader's private cache entry
 	 * filled before a bump is dropped, since a 32-bit generation it holds may since have
 	 * wrapped (I10). Written that rarely, so it shares the constant line. */
@@ -236,7 +257,19 @@ enum viommu_fp_result {
 	VIOMMU_FP_IDENT = 1, /* identity: pa = iova */
 	VIOMMU_FP_FAULT = 2, /* reason, fault_addr */
 	VIOMMU_FP_RETRY = 3, /* raced with the writer VIOMMU_RETRIES times: ask again */
+	/* A range over more than VIOMMU_SPAN_MAX extents: [iova, next - 1] is mapped with the
+	 * access (its first VIOMMU_SPAN_MAX extents checked); pa and ext_* as for HIT (the extent
+	 * holding iova); [next, last byte] is not checked yet. Ask again with the query
+	 * viommu_query_continue() makes (bpf/viommu_lookup.h) and fold its answer in with
+	 * viommu_answer_fold(). Userspace readers and viommu_fastpath_bpf_translate() do that
+	 * themselves: only BPF programs (the syscall batch, XDP) answer MORE to their callers. */
+	VIOMMU_FP_MORE = 4,
 };
+
+/* Extents one lookup checks before it answers VIOMMU_FP_MORE: bounds the BPF loop. */
+#ifndef VIOMMU_SPAN_MAX
+#define VIOMMU_SPAN_MAX 16
+#endif
 
 struct viommu_query {
 	__u32 endpoint;
@@ -254,6 +287,7 @@ struct viommu_answer {
 	__u32 ext_flags;
 	__u32 pad;
 	__u64 fault_addr;
+	__u64 next; /* MORE: the first byte not yet checked (iova < next <= last byte); else 0 */
 };
 
 /* The syscall program's context: a batch of queries in, answers out. */
@@ -285,7 +319,7 @@ _Static_assert(sizeof(struct viommu_share_hello) == 88, "share hello is 88 B");
 _Static_assert(offsetof(struct viommu_meta, epoch) == 64 && offsetof(struct viommu_meta, nodes_used) == 128,
 	       "meta: the epoch has a cache line of its own");
 _Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");
-_Static_assert(sizeof(struct viommu_answer) == 56, "answer is 56 B");
+_Static_assert(sizeof(struct viommu_answer) == 64, "answer is 64 B");
 _Static_assert(sizeof(struct viommu_fault_rec) == 24, "fault record is 24 B");
 _Static_assert(VIOMMU_LEVEL_SHIFT(5) == 12 && VIOMMU_LEVEL_SHIFT(0) == 57, "radix levels");
 #endif

@@ -11,6 +11,7 @@
  *   viommu_acc_ext(ctx, idx)       -> const struct viommu_extent_rec *
  *   viommu_acc_bucket(ctx, idx)    -> const struct viommu_hash_bucket *
  *   viommu_acc_hash_mask(ctx)      -> __u32
+ *   viommu_acc_ep_probes(ctx)      -> __u32   meta.ep_probes, loaded with acquire (0 if none)
  *   VIOMMU_LOAD_ACQ(p), VIOMMU_LOAD(p)   atomic 32/64-bit loads (acquire / at least relaxed)
  *   VIOMMU_FENCE_ACQ()             orders the VIOMMU_LOAD()s before it before the loads after it:
  *                                  an acquire fence, or only a compiler barrier when VIOMMU_LOAD
@@ -56,29 +57,41 @@ struct viommu_lk {
 	__u32 ep_idx, ep_seq, ext_idx, ext_gen;
 };
 
-/* Endpoint id -> table index, or -1. Ids >= VIOMMU_EP_DENSE live in the sparse index (I8). */
-VIOMMU_INLINE __s64 viommu_ep_slot(VIOMMU_CTX_PARAM, __u32 ep)
+#ifndef VIOMMU_EP_PROBE
+/* The sparse index's probe loop: @probes slots from @h, linear. BPF replaces it with bpf_loop()
+ * (viommu_maps.bpf.h): the verifier refuses a loop of VIOMMU_EP_INDEX_PROBES_MAX iterations
+ * walked in line ("sequence of jumps is too complex"). */
+VIOMMU_INLINE __s64 viommu_ep_probe(VIOMMU_CTX_PARAM, __u32 ep, __u32 h, __u32 probes)
 {
-	__u32 h;
-	int i;
-
-	if (ep < VIOMMU_EP_DENSE)
-		return ep;
-	h = (__u32)(ep * 2654435761u) & (VIOMMU_EP_INDEX_SLOTS - 1);
-	VIOMMU_UNROLL
-	for (i = 0; i < VIOMMU_EP_INDEX_PROBES; i++) {
+	for (__u32 i = 0; i < probes && i < VIOMMU_EP_INDEX_PROBES_MAX; i++) {
 		const __u64 *p = viommu_acc_ep_index(VIOMMU_CTX_ARG, (h + i) & (VIOMMU_EP_INDEX_SLOTS - 1));
 		__u64 v;
 
 		if (!p)
 			return -1;
-		v = VIOMMU_LOAD_ACQ(p);
+		v = VIOMMU_LOAD_ACQ(p); /* pairs with the writer's release of the slot (I8) */
 		if (!v)
 			return -1;
 		if ((__u32)(v >> 32) == ep)
 			return (__u32)v - 1;
 	}
 	return -1;
+}
+#define VIOMMU_EP_PROBE(ep, h, probes) viommu_ep_probe(VIOMMU_CTX_ARG, ep, h, probes)
+#endif
+
+/* Endpoint id -> table index, or -1. Ids >= VIOMMU_EP_DENSE live in the sparse index (I8):
+ * linear probing from viommu_ep_hash(), at most meta.ep_probes slots (every indexed id is that
+ * close to its home; usually 1 or 2) and never more than VIOMMU_EP_INDEX_PROBES_MAX. */
+VIOMMU_INLINE __s64 viommu_ep_slot(VIOMMU_CTX_PARAM, __u32 ep)
+{
+	if (ep < VIOMMU_EP_DENSE)
+		return ep;
+	/* The bound is loaded with acquire; the writer stores a larger bound before the index
+	 * slot that needs it. A reader that loads the older bound may stop short of an id indexed
+	 * since: it answers as if the lookup came before the insertion, when the id's entry said
+	 * UNKNOWN anyway (I8). */
+	return VIOMMU_EP_PROBE(ep, viommu_ep_hash(ep), viommu_acc_ep_probes(VIOMMU_CTX_ARG));
 }
 
 /*
@@ -259,14 +272,14 @@ VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, st
 	lk->result = VIOMMU_FP_RETRY;
 }
 
-#ifndef VIOMMU_SPAN_MAX
-#define VIOMMU_SPAN_MAX 16 /* extents one range query may cross */
-#endif
-
 /*
  * Translate [q->iova, q->iova + size - 1] for q->access: every byte mapped with that access,
  * possibly by adjacent extents. The answer carries the extent holding q->iova; @first (may be
- * NULL) gets the validated lookup of q->iova when the answer is a HIT.
+ * NULL) gets the validated lookup of q->iova when the answer is a HIT or MORE. After
+ * VIOMMU_SPAN_MAX extents, all mapped with the access, the answer is VIOMMU_FP_MORE with the
+ * first unchecked byte in a->next (continue with viommu_query_continue / viommu_answer_fold).
+ * Each extent is validated on its own (as a range query always was): a multi-extent answer is
+ * not one snapshot, each extent was mapped at some instant during the lookup.
  */
 VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query *q,
 				    struct viommu_answer *a, struct viommu_lk *first)
@@ -278,6 +291,7 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 	a->pa = 0; /* every outcome defines every field a caller reads */
 	a->fault_addr = 0;
 	a->reason = 0;
+	a->next = 0;
 	if (last < q->iova)
 		last = ~0ull;
 	VIOMMU_STAT(lookups);
@@ -324,7 +338,66 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 		}
 		cur = lk.ext_end + 1;
 	}
-	a->result = VIOMMU_FP_RETRY; /* more than VIOMMU_SPAN_MAX extents: ask the device */
+	/* VIOMMU_SPAN_MAX extents checked, each ending before `last`: cur <= last. */
+	a->result = VIOMMU_FP_MORE;
+	a->next = cur;
+}
+
+/*
+ * The query that checks what a MORE answer @a to @q left: [a->next, the last byte of @q]. A
+ * range that runs past 2^64 is continued only up to the top of the space; viommu_answer_fold()
+ * then faults the whole DMA at its first byte, as viommu_translate() and the store do.
+ */
+VIOMMU_INLINE void viommu_query_continue(const struct viommu_query *q, const struct viommu_answer *a,
+					 struct viommu_query *c)
+{
+	__u64 last = q->iova + (q->size ? q->size - 1 : 0);
+
+	if (last < q->iova)
+		last = ~0ull;
+	c->endpoint = q->endpoint;
+	c->access = q->access;
+	c->iova = a->next;
+	c->size = last - a->next + 1; /* a->next > q->iova >= 0, so this is at most 2^64 - 1 */
+}
+
+/*
+ * Fold the answer @c to viommu_query_continue(@q, @a) into @a, the MORE answer to @q so far.
+ * Returns 0 while @a is still MORE (ask again), 1 once it is final: HIT (pa and the extent are
+ * still those of q->iova), FAULT at the first byte that is not mapped with the access, or RETRY
+ * when the continuation raced with the writer (an endpoint that translated through a domain
+ * for the first part and is in identity now has been changed by the writer).
+ */
+VIOMMU_INLINE int viommu_answer_fold(const struct viommu_query *q, struct viommu_answer *a,
+				     const struct viommu_answer *c)
+{
+	a->next = 0;
+	switch (c->result) {
+	case VIOMMU_FP_MORE:
+		a->next = c->next;
+		return 0;
+	case VIOMMU_FP_HIT:
+		if (q->iova + (q->size ? q->size - 1 : 0) < q->iova) {
+			/* every byte up to the top is mapped; the DMA runs past 2^64 */
+			a->result = VIOMMU_FP_FAULT;
+			a->reason = VIOMMU_FAULT_MAPPING;
+			a->fault_addr = q->iova;
+			a->pa = 0;
+		} else {
+			a->result = VIOMMU_FP_HIT;
+		}
+		return 1;
+	case VIOMMU_FP_FAULT:
+		a->result = VIOMMU_FP_FAULT;
+		a->reason = c->reason;
+		a->fault_addr = c->fault_addr;
+		a->pa = 0;
+		return 1;
+	default: /* IDENT (the endpoint changed mid-range) or RETRY */
+		a->result = VIOMMU_FP_RETRY;
+		a->pa = 0;
+		return 1;
+	}
 }
 
 #endif

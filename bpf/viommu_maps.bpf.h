@@ -8,7 +8,9 @@
  *   ...
  *   struct viommu_query q = { .endpoint = ep, .iova = iova, .size = len, .access = VIOMMU_MAP_READ };
  *   struct viommu_answer a;
- *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_FP_HIT / IDENT / FAULT / RETRY
+ *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_FP_HIT / IDENT / FAULT / RETRY / MORE
+ *   // MORE: the range crosses more than VIOMMU_SPAN_MAX extents; [iova, a.next - 1] is mapped.
+ *   // Continue with viommu_query_continue(&q, &a, &q2) and viommu_answer_fold(&q, &a, &a2).
  *
  * A program of another object shares the device's maps by reusing the pinned maps
  * (bpf_map__reuse_fd / LIBBPF_PIN_BY_NAME on the same names) before load. viommu_hash_mask must be
@@ -83,6 +85,50 @@ static __always_inline const void *viommu_bpf_elem(void *map, __u32 idx)
 #define viommu_acc_ext(c, i) ((const struct viommu_extent_rec *)viommu_bpf_elem(&viommu_extents, (i)))
 #define viommu_acc_bucket(c, i) ((const struct viommu_hash_bucket *)viommu_bpf_elem(&viommu_hash, (i)))
 #define viommu_acc_hash_mask(c) (viommu_hash_mask)
+static __always_inline __u32 viommu_bpf_ep_probes(void)
+{
+	const struct viommu_meta *m = viommu_bpf_elem(&viommu_meta, 0);
+
+	return m ? VIOMMU_LOAD_ACQ(&m->ep_probes) : 0;
+}
+#define viommu_acc_ep_probes(c) viommu_bpf_ep_probes()
+
+/* The sparse endpoint index's probe loop through bpf_loop() (kernel 5.17+): the callback is
+ * verified once, whatever the bound (up to VIOMMU_EP_INDEX_PROBES_MAX). */
+struct viommu_ep_probe_ctx {
+	__u32 ep, h;
+	__s64 found;
+};
+
+static long viommu_ep_probe_cb(__u64 i, void *arg)
+{
+	struct viommu_ep_probe_ctx *c = arg;
+	const __u64 *p = viommu_bpf_elem(&viommu_ep_index,
+					 (c->h + (__u32)i) & (VIOMMU_EP_INDEX_SLOTS - 1));
+	__u64 v;
+
+	if (!p)
+		return 1;
+	v = VIOMMU_LOAD_ACQ(p); /* pairs with the writer's release of the slot (I8) */
+	if (!v)
+		return 1;
+	if ((__u32)(v >> 32) == c->ep) {
+		c->found = (__u32)v - 1;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline __s64 viommu_bpf_ep_probe(__u32 ep, __u32 h, __u32 probes)
+{
+	struct viommu_ep_probe_ctx c = { .ep = ep, .h = h, .found = -1 };
+
+	if (probes > VIOMMU_EP_INDEX_PROBES_MAX)
+		probes = VIOMMU_EP_INDEX_PROBES_MAX;
+	bpf_loop(probes, viommu_ep_probe_cb, &c, 0);
+	return c.found;
+}
+#define VIOMMU_EP_PROBE(ep, h, probes) viommu_bpf_ep_probe(ep, h, probes)
 
 #define VIOMMU_LOOKUP_BYTE(ep, iova, lk) viommu_lookup_byte_bpf(ep, iova, lk)
 struct viommu_lk;

@@ -79,8 +79,10 @@ int viommu_report_fault(struct viommu_fault_rec *rec)
  * XDP: a frame whose payload after the Ethernet header is a struct viommu_query followed by room
  * for a struct viommu_answer (a DMA descriptor as a datapath would see it). The program
  * translates it, writes the answer into the frame and returns XDP_TX on a translation (HIT or
- * IDENT), XDP_DROP on a fault (reported to the device), XDP_PASS for frames that are not ours or
- * too short, XDP_ABORTED when the lookup raced VIOMMU_RETRIES times.
+ * IDENT) and on MORE (a range over more than VIOMMU_SPAN_MAX extents: the first part is mapped,
+ * the sender continues with viommu_query_continue(), i.e. iova = answer.next), XDP_DROP on a
+ * fault (reported to the device), XDP_PASS for frames that are not ours or too short,
+ * XDP_ABORTED when the lookup raced VIOMMU_RETRIES times.
  */
 #define VIOMMU_ETH_P 0x88b5 /* IEEE local experimental ethertype */
 
@@ -105,6 +107,7 @@ int viommu_xdp(struct xdp_md *ctx)
 	switch (a.result) {
 	case VIOMMU_FP_HIT:
 	case VIOMMU_FP_IDENT:
+	case VIOMMU_FP_MORE:
 		return XDP_TX;
 	case VIOMMU_FP_FAULT:
 		viommu_bpf_report_fault(&q, &a);

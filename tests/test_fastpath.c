@@ -283,6 +283,139 @@ Test(fastpath, endpoints_above_the_dense_range_use_the_sparse_index)
 	viommu_reader_close(r);
 }
 
+/* ---- the sparse endpoint index: any VIOMMU_EP_SPARSE ids fit, whatever their bits ---- */
+
+/* Device with @n sparse endpoints @ids (added before or after the fast path is made), each
+ * attached to one of four domains that map [0x10000, 0x10fff] differently; every id must
+ * translate on the userspace reader, the BPF syscall program and the XDP program. */
+static void sparse_ids_all_translate(const uint32_t *ids, unsigned n, bool add_first)
+{
+	struct viommu_config cfg;
+	struct viommu_reader *r;
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	unsigned nq = 0;
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	dev = viommu_device_new(&cfg);
+	cr_assert_not_null(dev);
+	for (unsigned i = 0; add_first && i < n; i++)
+		cr_assert_eq(viommu_device_add_endpoint(dev, ids[i], true, NULL, 0), 0, "id 0x%x", ids[i]);
+	fp = viommu_fastpath_new(dev, NULL);
+	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
+		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	cr_assert_not_null(fp, "viommu_fastpath_new with %u sparse endpoints: %s", n, strerror(errno));
+	for (unsigned i = 0; !add_first && i < n; i++)
+		cr_assert_eq(viommu_device_add_endpoint(dev, ids[i], true, NULL, 0), 0,
+			     "endpoint %u (id 0x%x) refused", i, ids[i]);
+	for (unsigned i = 0; i < n; i++)
+		cr_assert_eq(req_attach(1 + i % 4, ids[i]), VIOMMU_S_OK, "attach id 0x%x", ids[i]);
+	for (uint32_t d = 1; d <= 4; d++)
+		cr_assert_eq(req_map(d, 0x10000, 0x10fff, (uint64_t)d << 20, 3), VIOMMU_S_OK);
+	cr_assert_leq(viommu_fastpath_view(fp)->meta->ep_probes, VIOMMU_EP_INDEX_PROBES_MAX);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	for (unsigned i = 0; i <= n; i++) {
+		if (i < n) {
+			q[nq++] = (struct viommu_query){ .endpoint = ids[i], .access = 1,
+							 .iova = 0x10000 + i % 4096, .size = 1 };
+		}
+		if (nq == VIOMMU_BULK_MAX || (i == n && nq)) {
+			struct viommu_answer a[VIOMMU_BULK_MAX];
+
+			viommu_reader_translate_bulk(r, q, a, nq);
+			for (unsigned k = 0; k < nq; k++)
+				cr_assert_eq(a[k].result, VIOMMU_FP_HIT, "id 0x%x: result %u", q[k].endpoint,
+					     a[k].result);
+			check_queries(r, q, nq);
+			nq = 0;
+		}
+	}
+	/* The XDP program, one descriptor per id. */
+	for (unsigned i = 0; i < n; i++) {
+		struct xdp_frame_sparse {
+			struct ethhdr eth;
+			struct viommu_query q;
+			struct viommu_answer a;
+		} __attribute__((packed)) in = { 0 }, out;
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = &in, .data_size_in = sizeof(in),
+			    .data_out = &out, .data_size_out = sizeof(out), .repeat = 1);
+
+		in.eth.h_proto = htons(0x88b5);
+		in.q = (struct viommu_query){ .endpoint = ids[i], .access = 2, .iova = 0x10008, .size = 8 };
+		cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_xdp_fd(fp), &o), 0);
+		cr_assert(out.a.result == VIOMMU_FP_HIT && out.a.pa == ((uint64_t)(1 + i % 4) << 20) + 8,
+			  "xdp: id 0x%x result %u pa 0x%llx", ids[i], out.a.result,
+			  (unsigned long long)out.a.pa);
+	}
+	/* Ids never declared still answer R_UNKNOWN. */
+	for (unsigned i = 0; i < 16; i++)
+		q[i] = (struct viommu_query){ .endpoint = 0xfff00000u + i * 0x10000u + 0x0100, .access = 1,
+					      .iova = 0x10000, .size = 1 };
+	check_queries(r, q, 16);
+	viommu_reader_close(r);
+}
+
+static void sparse_ids_same_low_bits(uint32_t *ids, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		ids[i] = (uint32_t)(i + 1) << 16 | 0x0100; /* one device (00:01.0) on segments 1..n */
+}
+
+Test(fastpath, nine_segments_of_the_same_device_all_attach)
+{
+	uint32_t ids[9];
+
+	sparse_ids_same_low_bits(ids, 9);
+	sparse_ids_all_translate(ids, 9, false);
+}
+
+Test(fastpath, the_whole_sparse_table_of_ids_with_the_same_low_16_bits_attaches_and_translates)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE];
+
+	sparse_ids_same_low_bits(ids, VIOMMU_EP_SPARSE);
+	sparse_ids_all_translate(ids, VIOMMU_EP_SPARSE, false);
+}
+
+Test(fastpath, a_fast_path_made_over_a_full_sparse_table_opens)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE];
+
+	sparse_ids_same_low_bits(ids, VIOMMU_EP_SPARSE);
+	sparse_ids_all_translate(ids, VIOMMU_EP_SPARSE, true);
+}
+
+Test(fastpath, the_whole_sparse_table_of_random_ids_attaches_and_translates)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE];
+
+	for (unsigned i = 0; i < VIOMMU_EP_SPARSE; i++) {
+		bool dup;
+
+		do {
+			ids[i] = VIOMMU_EP_DENSE + (uint32_t)(rnd() % (0xffffffffu - VIOMMU_EP_DENSE));
+			dup = false;
+			for (unsigned j = 0; j < i; j++)
+				dup |= ids[j] == ids[i];
+		} while (dup);
+	}
+	sparse_ids_all_translate(ids, VIOMMU_EP_SPARSE, false);
+}
+
+/* Ids that collide in the hash itself (the same home slot): the longest possible probe runs. */
+Test(fastpath, sparse_ids_that_share_one_home_slot_all_translate)
+{
+	uint32_t ids[VIOMMU_EP_SPARSE], home = viommu_ep_hash(0x10000), n = 0;
+
+	for (uint32_t id = 0x10001; n < 200; id++)
+		if (viommu_ep_hash(id) == home)
+			ids[n++] = id;
+	sparse_ids_all_translate(ids, n, false);
+	cr_assert_geq(viommu_fastpath_view(fp)->meta->ep_probes, n);
+}
+
 Test(fastpath, the_bulk_hit_mask_marks_translated_queries)
 {
 	struct viommu_reader *r = viommu_reader_open(fp);
@@ -300,6 +433,130 @@ Test(fastpath, the_bulk_hit_mask_marks_translated_queries)
 	cr_assert_eq(viommu_reader_translate_bulk(r, q, a, VIOMMU_BULK_MAX), want);
 	check_queries(r, q, VIOMMU_BULK_MAX);
 	viommu_reader_close(r);
+}
+
+/* ---- DMA ranges over more than VIOMMU_SPAN_MAX mappings (a scatter-gather list) ---- */
+
+#define RUN_PAGES 40u
+#define RUN_BASE 0x100000ull
+
+/* RUN_PAGES adjacent 4 KiB mappings from RUN_BASE (each its own MAP, physically scattered);
+ * page @ro_page read-only (or none), page @hole unmapped (or none). */
+static void map_run(uint32_t domain, unsigned ro_page, unsigned hole)
+{
+	for (unsigned i = 0; i < RUN_PAGES; i++) {
+		uint64_t va = RUN_BASE + ((uint64_t)i << 12);
+
+		if (i != hole)
+			cr_assert_eq(req_map(domain, va, va + 0xfff, 0x40000000ull + ((uint64_t)(i * 7 % 64) << 12),
+					     i == ro_page ? 1 : 3),
+				     VIOMMU_S_OK);
+	}
+}
+
+Test(fastpath, a_dma_across_more_than_16_mappings_gets_the_store_answer_on_every_path)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	unsigned n = 0;
+
+	cr_assert_not_null(r);
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(req_attach(2, 9), VIOMMU_S_OK);
+	map_run(1, ~0u, ~0u);
+	map_run(2, 25, 33); /* domain 2: page 25 read-only, page 33 unmapped */
+	for (unsigned ep = 8; ep <= 9; ep++)
+		for (unsigned acc = 1; acc <= 2; acc++) {
+			/* 16 extents exactly, 17, all 40, 16 then the byte after the run, from an
+			 * offset, and the whole run plus one unmapped byte. */
+			static const uint64_t spans[][2] = {
+				{ 0, 16 << 12 }, { 0, (16 << 12) + 1 }, { 0, RUN_PAGES << 12 },
+				{ (RUN_PAGES - 16) << 12, (16 << 12) + 1 }, { 0x123, (37 << 12) },
+				{ 0, (RUN_PAGES << 12) + 1 }, { 0xfff, (17 << 12) + 2 },
+			};
+
+			for (unsigned k = 0; k < sizeof(spans) / sizeof(spans[0]); k++)
+				q[n++] = (struct viommu_query){ .endpoint = ep, .access = acc,
+								.iova = RUN_BASE + spans[k][0],
+								.size = spans[k][1] };
+		}
+	check_queries(r, q, n);
+	for (unsigned i = 0; i < n; i++) {
+		struct viommu_answer a, want;
+
+		viommu_fastpath_expected(dev, &q[i], &want);
+		cr_assert_eq(viommu_reader_translate(r, &q[i], &a), want.result,
+			     "single lookup, query %u: %u (store %u)", i, a.result, want.result);
+		cr_assert(want.result != VIOMMU_FP_RETRY && want.result != VIOMMU_FP_MORE);
+	}
+	/* Spot checks of what the store says: a HIT across all 40, the hole, the read-only page. */
+	{
+		struct viommu_answer a;
+
+		cr_assert_eq(viommu_reader_translate(r, &q[2], &a), VIOMMU_FP_HIT);
+		cr_assert_eq(a.ext_start, RUN_BASE, "the extent of the first byte");
+		cr_assert_eq(viommu_reader_translate(r, &q[7 + 7 + 2], &a), VIOMMU_FP_FAULT); /* ep 9, read, all */
+		cr_assert_eq(a.fault_addr, RUN_BASE + (33ull << 12));
+		cr_assert_eq(viommu_reader_translate(r, &q[7 + 7 + 7 + 2], &a), VIOMMU_FP_FAULT); /* write */
+		cr_assert_eq(a.fault_addr, RUN_BASE + (25ull << 12));
+	}
+	viommu_reader_close(r);
+}
+
+Test(fastpath, a_dma_past_the_top_across_many_mappings_faults_at_its_first_byte)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	uint64_t top = ~0ull - (20ull << 12) + 1; /* the last 20 pages */
+	struct viommu_query q[3] = {
+		{ .endpoint = 8, .access = 1, .iova = top, .size = 20ull << 12 }, /* to the top: HIT */
+		{ .endpoint = 8, .access = 1, .iova = top, .size = (20ull << 12) + 1 }, /* past it */
+		{ .endpoint = 8, .access = 1, .iova = top + 0x800, .size = 1ull << 40 },
+	};
+	struct viommu_answer a;
+
+	cr_assert_not_null(r);
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	for (unsigned i = 0; i < 20; i++)
+		cr_assert_eq(req_map(1, top + ((uint64_t)i << 12), top + ((uint64_t)i << 12) + 0xfff,
+				     (uint64_t)(i + 1) << 20, 1), VIOMMU_S_OK);
+	check_queries(r, q, 3);
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_FP_HIT);
+	cr_assert_eq(viommu_reader_translate(r, &q[2], &a), VIOMMU_FP_FAULT);
+	cr_assert_eq(a.fault_addr, top + 0x800);
+	viommu_reader_close(r);
+}
+
+/* The syscall program itself answers MORE (the verifier bounds its loop); following `next` with
+ * viommu_query_continue / viommu_answer_fold reaches the store's answer. */
+Test(fastpath, the_syscall_program_answers_more_with_the_first_unchecked_byte)
+{
+	struct viommu_batch b = { 0 };
+	LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &b, .ctx_size_in = sizeof(b)); /* copied back */
+	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = RUN_BASE + 8,
+				  .size = (RUN_PAGES << 12) - 8 }; /* the whole run from byte 8 */
+	struct viommu_answer a, want;
+	unsigned runs = 0;
+
+	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	map_run(1, ~0u, ~0u);
+	b.n = 1;
+	b.q[0] = q;
+	cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &o), 0, "%s", strerror(errno));
+	a = b.a[0];
+	cr_assert_eq(a.result, VIOMMU_FP_MORE);
+	cr_assert_eq(a.next, RUN_BASE + ((uint64_t)VIOMMU_SPAN_MAX << 12));
+	cr_assert(a.ext_start == RUN_BASE && a.ext_end == RUN_BASE + 0xfff && a.pa == a.ext_phys + 8);
+	viommu_fastpath_expected(dev, &q, &want);
+	cr_assert(viommu_fastpath_agrees(&q, &want, &a), "MORE agrees with the store's HIT");
+	while (a.result == VIOMMU_FP_MORE) {
+		viommu_query_continue(&q, &a, &b.q[0]);
+		cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &o), 0);
+		viommu_answer_fold(&q, &a, &b.a[0]);
+		cr_assert_lt(++runs, 4);
+	}
+	cr_assert_eq(runs, 2, "40 extents: 16 + 16 + 8");
+	cr_assert(viommu_fastpath_agrees(&q, &want, &a));
+	cr_assert_eq(a.result, VIOMMU_FP_HIT);
 }
 
 /* ---- the XDP program, katran-style: fixture table through bpf_prog_test_run_opts ---- */
@@ -329,6 +586,12 @@ Test(fastpath, xdp_program_answers_the_fixture_table)
 		{ "unattached endpoint", { 9, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_DOMAIN, 0 },
 		{ "unknown endpoint", { 77, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_UNKNOWN, 0 },
 		{ "no ACCESS_PLATFORM", { 10, 3, 0xabc000, 1 }, XDP_TX, VIOMMU_FP_IDENT, 0, 0xabc000 },
+		{ "20 adjacent mappings: the first 16 checked", { 8, 1, 0x1000010, 20 << 12 }, XDP_TX,
+		  VIOMMU_FP_MORE, 0, 0x3000010 },
+		{ "16 adjacent mappings then a hole: more to check", { 8, 1, 0x1000000, (16 << 12) + 1 },
+		  XDP_TX, VIOMMU_FP_MORE, 0, 0x3000000 },
+		{ "the hole after them", { 8, 1, 0x1010000, 1 }, XDP_DROP, VIOMMU_FP_FAULT,
+		  VIOMMU_FAULT_R_MAPPING, 0 },
 	};
 	struct xdp_frame in, out;
 
@@ -336,6 +599,10 @@ Test(fastpath, xdp_program_answers_the_fixture_table)
 	cr_assert_eq(req_map(1, 0x10000, 0x10fff, 0x80000, 1), VIOMMU_S_OK);
 	cr_assert_eq(req_map(1, 0x11000, 0x11fff, 0x81000, 1), VIOMMU_S_OK);
 	cr_assert_eq(req_map(1, 0x40200000, 0x403fffff, 0x200000000, 3), VIOMMU_S_OK);
+	for (uint64_t p = 0; p < 20; p++) /* 0x1000000..0x1013fff, then a hole to 0x1014000 */
+		if (p != 16)
+			cr_assert_eq(req_map(1, 0x1000000 + (p << 12), 0x1000fff + (p << 12),
+					     0x3000000 + (p << 16), 1), VIOMMU_S_OK);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct xdp_case *c = &cases[i];
 		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = &in, .data_size_in = sizeof(in),
@@ -352,6 +619,13 @@ Test(fastpath, xdp_program_answers_the_fixture_table)
 			cr_assert_eq(out.a.reason, c->reason, "%s: reason %u", c->what, out.a.reason);
 		else
 			cr_assert_eq(out.a.pa, c->pa, "%s: pa 0x%llx", c->what, (unsigned long long)out.a.pa);
+		{
+			struct viommu_answer want, got = out.a;
+
+			viommu_fastpath_expected(dev, &c->q, &want);
+			cr_assert(viommu_fastpath_agrees(&c->q, &want, &got), "%s: agrees with the store",
+				  c->what);
+		}
 	}
 }
 

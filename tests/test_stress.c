@@ -539,6 +539,7 @@ static uint32_t answer_value(const struct viommu_query *q, const struct viommu_a
 	*ok = true;
 	switch (a->result) {
 	case VIOMMU_FP_HIT:
+	case VIOMMU_FP_MORE: /* the first part of a long range: its first extent, as a HIT */
 		*ok = (a->pa & 0xfff) == (q->iova & 0xfff) && a->ext_start <= q->iova &&
 		      q->iova <= a->ext_end && a->pa - a->ext_phys == q->iova - a->ext_start &&
 		      (a->ext_flags & q->access) == q->access;

@@ -378,13 +378,17 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 
 /* ---- observer callbacks ---- */
 
+/* Sparse id -> entry index, or -1; with @alloc, a new id gets the next free entry. Probes the
+ * whole table (linear probing from viommu_ep_hash(), no deletion), so any VIOMMU_EP_SPARSE ids
+ * fit whatever their bits; meta.ep_probes records the longest sequence used, which bounds the
+ * readers' probes (viommu_ep_slot). */
 static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc)
 {
-	uint32_t h = (uint32_t)(id * 2654435761u) & (VIOMMU_EP_INDEX_SLOTS - 1);
+	uint32_t h = viommu_ep_hash(id);
 
 	if (id < VIOMMU_EP_DENSE)
 		return id;
-	for (int i = 0; i < VIOMMU_EP_INDEX_PROBES; i++) {
+	for (uint32_t i = 0; i < VIOMMU_EP_INDEX_SLOTS; i++) {
 		__u64 *p = &fp->ep_index[(h + i) & (VIOMMU_EP_INDEX_SLOTS - 1)];
 		uint64_t v = LD(p);
 
@@ -396,12 +400,19 @@ static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc
 			if (!alloc || fp->sparse_used == VIOMMU_EP_SPARSE)
 				return -1;
 			e = VIOMMU_EP_DENSE + fp->sparse_used++;
-			/* The entry (state UNKNOWN, seq 0) exists before its index names it (I8). */
+			/* Release, before the slot: a reader that finds the slot by a fresh load of
+			 * the bound reaches it; one with the older bound answers as before the
+			 * insertion (the entry says UNKNOWN until the caller sets it anyway). Pairs
+			 * with the acquire of ep_probes in viommu_ep_slot(). */
+			if (i + 1 > LD(&fp->meta->ep_probes))
+				ST_REL(&fp->meta->ep_probes, i + 1);
+			/* The entry (state UNKNOWN, seq 0) exists before its index names it (I8).
+			 * Pairs with the acquire of the slot in viommu_ep_slot(). */
 			ST_REL(p, (uint64_t)id << 32 | (e + 1));
 			return e;
 		}
 	}
-	return -1;
+	return -1; /* unreachable: SLOTS = 2 * SPARSE, so a free slot exists while there is room */
 }
 
 static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st)
@@ -828,30 +839,70 @@ int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp)
 	return bpf_program__fd(fp->skel->progs.viommu_xlate_batch);
 }
 
-/* Concurrency: any thread (unlike the rest of this file): it only runs the syscall program on
- * a batch on the caller's stack; the maps are the programs' own. */
-int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
-				  struct viommu_answer *a, unsigned n, bool report)
+/* One run of the syscall program over @n queries. */
+static int bpf_batch_run(struct viommu_fastpath *fp, const struct viommu_query *q,
+			 struct viommu_answer *a, unsigned n, bool report)
 {
 	struct viommu_batch b;
 	LIBBPF_OPTS(bpf_test_run_opts, topts, .ctx_in = &b, .ctx_size_in = sizeof(b));
-	int err;
 
-	if (n > VIOMMU_BULK_MAX)
-		return -EINVAL;
 	b.n = n;
 	b.report_faults = report;
 	/* n == 0 may come with NULL arrays: memcpy must not see them (undefined even for 0 bytes). */
 	if (n)
 		memcpy(b.q, q, n * sizeof(*q));
-	err = bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &topts);
-	if (err)
+	if (bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &topts))
 		return -errno;
 	if (topts.retval)
 		return -EINVAL;
 	if (n)
 		memcpy(a, b.a, n * sizeof(*a));
 	return 0;
+}
+
+/* Concurrency: any thread (unlike the rest of this file): it only runs the syscall program on
+ * batches on the caller's stack; the maps are the programs' own. The program answers MORE for
+ * a range over more than VIOMMU_SPAN_MAX extents; such queries are continued in further runs
+ * (one run for all of them each time) until every answer is final. */
+int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
+				  struct viommu_answer *a, unsigned n, bool report)
+{
+	struct viommu_query cq[VIOMMU_BULK_MAX];
+	struct viommu_answer ca[VIOMMU_BULK_MAX];
+	unsigned idx[VIOMMU_BULK_MAX], m;
+	int err;
+
+	if (n > VIOMMU_BULK_MAX)
+		return -EINVAL;
+	if ((err = bpf_batch_run(fp, q, a, n, report)))
+		return err;
+	for (;;) {
+		m = 0;
+		for (unsigned i = 0; i < n; i++)
+			if (a[i].result == VIOMMU_FP_MORE) {
+				viommu_query_continue(&q[i], &a[i], &cq[m]);
+				idx[m++] = i;
+			}
+		if (!m)
+			return 0;
+		if ((err = bpf_batch_run(fp, cq, ca, m, report)))
+			return err;
+		for (unsigned k = 0; k < m; k++) {
+			struct viommu_answer *ai = &a[idx[k]];
+
+			viommu_answer_fold(&q[idx[k]], ai, &ca[k]);
+			/* A DMA past 2^64 faults only once folded: the program saw a HIT. */
+			if (report && ai->result == VIOMMU_FP_FAULT && ca[k].result == VIOMMU_FP_HIT) {
+				struct viommu_fault_rec rec = {
+					.endpoint = q[idx[k]].endpoint, .reason = (__u8)ai->reason,
+					.access = q[idx[k]].access, .address = ai->fault_addr,
+				};
+				LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &rec, .ctx_size_in = sizeof(rec));
+
+				bpf_prog_test_run_opts(bpf_program__fd(fp->skel->progs.viommu_report_fault), &o);
+			}
+		}
+	}
 }
 
 /* ---- self-check (tests and the fuzzer) ---- */
@@ -970,10 +1021,10 @@ static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
 	if ((e->seq & 1) || e->state != (uint8_t)st)
 		return -EUCLEAN;
 	if (st == VIOMMU_EP_ATTACHED &&
-	    (e->domain_slot != ep->domain->slot || e->root != fp->dom_root[ep->domain->slot] ||
-	     check_domain_records(c, ep->domain)))
+	    (e->domain_slot != ep->domain->slot || e->root != fp->dom_root[ep->domain->slot]))
 		return -EUCLEAN;
-	return 0;
+	/* Every domain with an endpoint, translated or not (no ACCESS_PLATFORM, bypass). */
+	return ep->domain ? check_domain_records(c, ep->domain) : 0;
 }
 
 /* The mirror is the maps, byte for byte, wherever a reader can reach. */
@@ -1038,10 +1089,39 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
 	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
 		return -EUCLEAN;
-	/* Domains without endpoints hold no extents the store would still translate, but their
-	 * records are live: count them from the radix, which must cover the store's. */
+	/* A domain lives while it has an endpoint: the records reached from the store's domains
+	 * are exactly the live ones. */
 	if (store_extents != c.extents)
 		return -EUCLEAN;
+	/* The sparse endpoint index (I8): every id once, above the dense range, naming its own
+	 * entry, reachable by linear probing from its home within meta.ep_probes slots. */
+	{
+		uint32_t n = 0;
+
+		for (uint32_t i = 0; i < VIOMMU_EP_INDEX_SLOTS; i++) {
+			uint64_t v = fp->ep_index[i];
+			uint32_t id = (uint32_t)(v >> 32), e = (uint32_t)v - 1, h, d;
+
+			if (!v)
+				continue;
+			n++;
+			h = viommu_ep_hash(id);
+			d = (i - h) & (VIOMMU_EP_INDEX_SLOTS - 1);
+			if (id < VIOMMU_EP_DENSE || e < VIOMMU_EP_DENSE ||
+			    e >= VIOMMU_EP_DENSE + fp->sparse_used || d >= fp->meta->ep_probes ||
+			    fp->meta->ep_probes > VIOMMU_EP_INDEX_PROBES_MAX)
+				return -EUCLEAN;
+			for (uint32_t k = 0; k < d; k++)
+				if (!fp->ep_index[(h + k) & (VIOMMU_EP_INDEX_SLOTS - 1)])
+					return -EUCLEAN; /* a reader would stop at this hole */
+			for (uint32_t j = 0; j < i; j++)
+				if (fp->ep_index[j] && ((uint32_t)(fp->ep_index[j] >> 32) == id ||
+							(uint32_t)fp->ep_index[j] - 1 == e))
+					return -EUCLEAN;
+		}
+		if (n != fp->sparse_used)
+			return -EUCLEAN;
+	}
 	/* Every hash entry is a live domain's non-empty level-4 slot, with its word (I6). */
 	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
 		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
@@ -1090,6 +1170,43 @@ void viommu_fastpath_expected(const struct viommu_device *dev, const struct viom
 		a->result = VIOMMU_FP_FAULT;
 		a->reason = x.reason;
 		a->fault_addr = x.fault_addr;
+	}
+}
+
+bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_answer *want,
+			    const struct viommu_answer *got)
+{
+	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+
+	if (got->result == VIOMMU_FP_MORE) {
+		/* The checked part [iova, next - 1] is mapped with the access: the store's final
+		 * answer is a HIT with the same first extent, or a fault past the checked part, or
+		 * the fault of a DMA past 2^64 (at its first byte). */
+		bool wraps = last < q->iova;
+
+		if (got->next <= q->iova || (!wraps && got->next > last) ||
+		    got->ext_start > q->iova || got->ext_end < q->iova ||
+		    got->pa != got->ext_phys + (q->iova - got->ext_start) ||
+		    (got->ext_flags & q->access) != q->access)
+			return false;
+		if (want->result == VIOMMU_FP_HIT)
+			return got->pa == want->pa && got->ext_start == want->ext_start &&
+			       got->ext_end == want->ext_end;
+		return want->result == VIOMMU_FP_FAULT && want->reason == VIOMMU_FAULT_R_MAPPING &&
+		       (want->fault_addr >= got->next || (wraps && want->fault_addr == q->iova));
+	}
+	if (got->result != want->result)
+		return false;
+	switch (want->result) {
+	case VIOMMU_FP_HIT:
+		return got->pa == want->pa && got->ext_start == want->ext_start &&
+		       got->ext_end == want->ext_end;
+	case VIOMMU_FP_IDENT:
+		return got->pa == want->pa;
+	case VIOMMU_FP_FAULT:
+		return got->reason == want->reason && got->fault_addr == want->fault_addr;
+	default:
+		return false;
 	}
 }
 

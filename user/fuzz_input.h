@@ -7,12 +7,16 @@
  *   then records, at most VIOMMU_FUZZ_MAX_OPS, each starting with an op byte (its low 7 bits
  *   taken modulo VIOMMU_FUZZ_OP_COUNT):
  *   REQUEST      u8 rd_len, le16 wr_len (clamped to VIOMMU_FUZZ_MAX_WR), rd_len bytes; op bit 7
- *                set: both parts are passed as two-element scatter lists split at half
+ *                set: both parts are passed as scatter lists: split at half when the low
+ *                bit of wr_len is set, else cut into up to 64 segments of 0-8 bytes
  *   TRANSLATE    u8 endpoint selector, u8 access, u8 log2 size, le64 iova
  *   RESET        u8 kind (bit 0: system reset)
  *   CONFIG_WRITE u8 offset, u8 len (<= 8), len bytes
  *   EVENTQ       u8 n: post n event buffers, then pop up to n faults
  *   BATCH        toggles a batch (queue kick) open/closed
+ *   MAP_RUN      u8 domain, u8 count, u8 log2 pages, le64 iova: (count % 64) + 1 MAP requests of
+ *                adjacent 2^(log2 % 3) page ranges from iova (page-aligned down), as Linux maps
+ *                a scatter-gather list; the fast-path fuzzer then probes DMA ranges across it
  * A record cut short by the end of the input ends the run.
  */
 #ifndef VIOMMU_FUZZ_INPUT_H
@@ -25,7 +29,8 @@ enum viommu_fuzz_op {
 	VIOMMU_FUZZ_OP_CONFIG_WRITE = 3,
 	VIOMMU_FUZZ_OP_EVENTQ = 4,
 	VIOMMU_FUZZ_OP_BATCH = 5,
-	VIOMMU_FUZZ_OP_COUNT = 6,
+	VIOMMU_FUZZ_OP_MAP_RUN = 6,
+	VIOMMU_FUZZ_OP_COUNT = 7,
 };
 #define VIOMMU_FUZZ_OP_SCATTER 0x80u
 

@@ -312,6 +312,20 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	return mask;
 }
 
+uint32_t viommu_reader_translate_rest(struct viommu_reader *r, const struct viommu_query *q,
+				      struct viommu_answer *a)
+{
+	struct viommu_query c;
+	struct viommu_answer ca;
+
+	/* Terminates: each MORE moves next forward by at least VIOMMU_SPAN_MAX extents. */
+	do {
+		viommu_query_continue(q, a, &c);
+		viommu_translate(r, &c, &ca, NULL);
+	} while (!viommu_answer_fold(q, a, &ca));
+	return a->result;
+}
+
 int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_query *q,
 			       const struct viommu_answer *a)
 {

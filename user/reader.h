@@ -73,11 +73,14 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp);
 struct viommu_reader *viommu_reader_open_socket(int sock);
 void viommu_reader_close(struct viommu_reader *r);
 
-/* Translate one query; inline, lock-free, wait-free but for VIOMMU_RETRIES bounded retries.
- * Returns a->result (enum viommu_fp_result). Does not report faults (see report_fault). */
+/* Translate one query; inline, lock-free, wait-free but for VIOMMU_RETRIES bounded retries per
+ * extent crossed. Returns a->result (enum viommu_fp_result): HIT, IDENT, FAULT, or RETRY only
+ * when a lookup raced with the writer; never MORE (a range over more than VIOMMU_SPAN_MAX
+ * extents is continued to its end). Does not report faults (see report_fault). */
 static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
 					       struct viommu_answer *a);
-/* Up to 64 queries; returns the mask of queries answered HIT or IDENT (bit i = q[i]). */
+/* Up to 64 queries, answered as viommu_reader_translate() does; returns the mask of queries
+ * answered HIT or IDENT (bit i = q[i]). */
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n);
 /* Send a fault this reader saw to the device's event queue: through the fast path's BPF ring
@@ -141,7 +144,13 @@ static inline int viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_ext(r, i) ((i) < (r)->extents_max ? &(r)->exts[i] : (const struct viommu_extent_rec *)0)
 #define viommu_acc_bucket(r, i) (&(r)->buckets[i])
 #define viommu_acc_hash_mask(r) ((r)->hash_mask)
+#define viommu_acc_ep_probes(r) __atomic_load_n(&(r)->meta->ep_probes, __ATOMIC_ACQUIRE)
 #include "viommu_lookup.h"
+
+/* Out of line, rare: the rest of a range that viommu_translate() answered MORE (more than
+ * VIOMMU_SPAN_MAX extents), continued until the answer @a is final. Returns a->result. */
+uint32_t viommu_reader_translate_rest(struct viommu_reader *r, const struct viommu_query *q,
+				      struct viommu_answer *a);
 
 static inline void viommu_reader_tlb_flush(struct viommu_reader *r)
 {
@@ -182,6 +191,9 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	/* Before the walk: a bump during it leaves the entry with the older value (dropped). */
 	wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
 	viommu_translate(r, q, a, &lk);
+	if (__builtin_expect(a->result == VIOMMU_FP_MORE, 0))
+		viommu_reader_translate_rest(r, q, a);
+	/* A HIT over many extents fills the entry with the first one (lk), validated as for one. */
 	if (a->result == VIOMMU_FP_HIT) {
 		t->wraps = wraps;
 		t->ep = q->endpoint;

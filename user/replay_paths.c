@@ -57,7 +57,9 @@ static enum viommu_xlate_result to_xlate(const struct viommu_answer *a, struct v
 		out->reason = (uint8_t)a->reason;
 		out->fault_addr = a->fault_addr;
 		return VIOMMU_XLATE_FAULT;
-	default: /* RETRY: cannot happen without a concurrent writer; shows as a mismatch */
+	default: /* RETRY: cannot happen without a concurrent writer; shows as a mismatch. (MORE
+		  * never gets here: the reader and viommu_fastpath_bpf_translate() continue a range
+		  * over more than VIOMMU_SPAN_MAX extents to its final answer.) */
 		out->reason = 0xff;
 		return VIOMMU_XLATE_FAULT;
 	}

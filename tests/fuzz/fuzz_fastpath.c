@@ -8,7 +8,10 @@
  * Devices (with their fast paths) are made once per config and kept across inputs: creating BPF
  * maps per input would cost ~50 ms. Each input starts with a system reset, and the reset's
  * result is itself checked: no domain, node or record left in use. The pools are tiny (32 nodes,
- * 16 records, 4 hash buckets) so exhaustion and rollback are exercised all the time.
+ * 16 records, 4 hash buckets) so exhaustion and rollback are exercised all the time; the
+ * selector's 512-byte-granule bit, which the fast path cannot serve, selects instead pools big
+ * enough (128 records) for MAP_RUN's runs of up to 64 adjacent mappings, whose probes cross
+ * more than VIOMMU_SPAN_MAX extents. Requests with op bit 7 arrive as long scatter lists.
  *
  * Oracles, besides the sanitizers, after every operation: viommu_device_check() and
  * viommu_fastpath_check() (radix identity, generations, slot counts, hash, no leak); and the
@@ -38,14 +41,20 @@ struct variant {
 
 static struct variant variants[256];
 
+#define SEL_BIG_POOLS VIOMMU_FUZZ_CFG_GRANULE_512
+
 static struct variant *variant_get(uint8_t sel)
 {
-	struct viommu_fastpath_opts o = { .nodes = 32, .extents = 16, .hash_buckets = 4 };
+	/* overcommit: keep the caps, so that the pools run out (the rollback paths) */
+	struct viommu_fastpath_opts o = { .nodes = 32, .extents = 16, .hash_buckets = 4, .overcommit = true };
 	struct variant *v = &variants[sel];
 
 	if (v->dev)
 		return v;
-	v->dev = make_device(sel);
+	if (sel & SEL_BIG_POOLS)
+		o = (struct viommu_fastpath_opts){ .nodes = 64, .extents = 128, .hash_buckets = 16,
+						   .overcommit = true };
+	v->dev = make_device(sel & SEL_MASK);
 	v->fp = viommu_fastpath_new(v->dev, &o);
 	if (!v->fp)
 		FAIL("viommu_fastpath_new: %s (run as root on a kernel with BPF)", strerror(errno));
@@ -126,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (take(&c, &sel, 1))
 		return 0;
-	v = variant_get(sel & SEL_MASK);
+	v = variant_get(sel & (SEL_MASK | SEL_BIG_POOLS));
 	m = viommu_fastpath_view(v->fp)->meta;
 	viommu_device_system_reset(v->dev);
 	if (m->domains_used || m->nodes_used || m->extents_used || m->hash_used)
@@ -143,8 +152,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				c.left = 0;
 				break;
 			}
-			viommu_device_request_buf(v->dev, rd, b[0], wr,
+			if (op & VIOMMU_FUZZ_OP_SCATTER)
+				request_scattered(v->dev, rd, b[0], wr,
 						  (b[1] | b[2] << 8) % (VIOMMU_FUZZ_MAX_WR + 1));
+			else
+				viommu_device_request_buf(v->dev, rd, b[0], wr,
+							  (b[1] | b[2] << 8) % (VIOMMU_FUZZ_MAX_WR + 1));
 			nq = add_queries(q, nq, rd, b[0]);
 			break;
 		case VIOMMU_FUZZ_OP_TRANSLATE:
@@ -183,6 +196,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				viommu_device_batch_begin(v->dev);
 			batch = !batch;
 			break;
+		case VIOMMU_FUZZ_OP_MAP_RUN: {
+			uint32_t d;
+			uint64_t s, e;
+
+			if (map_run(v->dev, &c, &d, &s, &e))
+				break;
+			/* DMAs across the run: all of it, from inside it, and one byte past it, by
+			 * every endpoint (whichever is attached to the domain). */
+			for (unsigned k = 0; k < 8 && nq < MAX_QUERIES; k++)
+				q[nq++] = (struct viommu_query){
+					.endpoint = endpoints[(d + k) % 8],
+					.access = 1u + (k & 1),
+					.iova = k < 4 ? s : s + (e - s) / 3 + k,
+					.size = k % 4 == 3 ? e - s + 2 : e - s + 1 - (k < 4 ? 0 : (e - s) / 3 + k),
+				};
+			break;
+		}
 		}
 		check_all(v, q, nq);
 	}

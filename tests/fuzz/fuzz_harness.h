@@ -97,4 +97,70 @@ static inline struct viommu_device *make_device(uint8_t sel)
 	return dev;
 }
 
+/* A request as the scatter lists a guest may post (op bit 7, user/fuzz_input.h): split at half
+ * (odd @wr_len), or cut into segments of 0-8 bytes, up to VIOMMU_FUZZ_SEGS, the rest in the
+ * last one. Returns the used length. */
+#define VIOMMU_FUZZ_SEGS 64
+static inline uint32_t request_scattered(struct viommu_device *dev, uint8_t *rd, size_t rd_len,
+					 uint8_t *wr, size_t wr_len)
+{
+	struct iovec r[VIOMMU_FUZZ_SEGS], w[VIOMMU_FUZZ_SEGS];
+	unsigned nr = 0, nw = 0;
+	size_t off;
+
+	if (wr_len & 1) {
+		struct iovec r2[2] = { { rd, rd_len / 2u }, { rd + rd_len / 2u, rd_len - rd_len / 2u } };
+		struct iovec w2[2] = { { wr, wr_len / 2 }, { wr + wr_len / 2, wr_len - wr_len / 2 } };
+
+		return viommu_device_request(dev, r2, 2, w2, 2);
+	}
+	for (off = 0; nr < VIOMMU_FUZZ_SEGS - 1 && off < rd_len; nr++) {
+		size_t len = (rd_len + nr * 5) % 9;
+
+		len = len > rd_len - off ? rd_len - off : len;
+		r[nr] = (struct iovec){ rd + off, len };
+		off += len;
+	}
+	r[nr++] = (struct iovec){ rd + off, rd_len - off };
+	for (off = 0; nw < VIOMMU_FUZZ_SEGS - 1 && off < wr_len; nw++) {
+		size_t len = (wr_len + nw * 3) % 9;
+
+		len = len > wr_len - off ? wr_len - off : len;
+		w[nw] = (struct iovec){ wr + off, len };
+		off += len;
+	}
+	w[nw++] = (struct iovec){ wr + off, wr_len - off };
+	return viommu_device_request(dev, r, nr, w, nw);
+}
+
+/* MAP_RUN (user/fuzz_input.h): adjacent MAP requests from a page-aligned IOVA. Returns 0 and
+ * the run's [*start, *end] (as far as it was asked for), or -1 when the input ran out. */
+static inline int map_run(struct viommu_device *dev, struct cursor *c, uint32_t *domain,
+			  uint64_t *start, uint64_t *end)
+{
+	uint8_t b[3], rd[64], wr[4];
+	uint64_t iova, sz;
+
+	if (take(c, b, 3) || take(c, &iova, 8)) {
+		c->left = 0;
+		return -1;
+	}
+	iova &= ~0xfffull;
+	sz = 0x1000ull << (b[2] % 3);
+	*domain = b[0];
+	*start = *end = iova;
+	for (unsigned i = 0; i <= b[1] % 64u; i++) {
+		uint64_t s = iova + i * sz;
+
+		if (s + sz - 1 < s)
+			break; /* the top of the space */
+		viommu_device_request_buf(dev, rd,
+					  viommu_req_map(rd, b[0], s, s + sz - 1, 0x80000000ull + (i * 7 % 64) * sz,
+							 (i + 1) % 23 ? 3 : 1),
+					  wr, sizeof(wr));
+		*end = s + sz - 1;
+	}
+	return 0;
+}
+
 #endif

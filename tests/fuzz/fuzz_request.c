@@ -70,10 +70,7 @@ static void do_request(struct viommu_device *dev, struct cursor *c, uint8_t op)
 	memset(wr, 0xa5, wr_len);
 	before = digest(dev);
 	if (op & VIOMMU_FUZZ_OP_SCATTER) {
-		struct iovec r[2] = { { rd, rd_len / 2u }, { rd + rd_len / 2u, rd_len - rd_len / 2u } };
-		struct iovec w[2] = { { wr, wr_len / 2 }, { wr + wr_len / 2, wr_len - wr_len / 2 } };
-
-		used = viommu_device_request(dev, r, 2, w, 2);
+		used = request_scattered(dev, rd, rd_len, wr, wr_len);
 	} else {
 		used = viommu_device_request_buf(dev, rd, rd_len, wr, wr_len);
 	}
@@ -211,6 +208,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				viommu_device_batch_begin(dev);
 			batch = !batch;
 			break;
+		case VIOMMU_FUZZ_OP_MAP_RUN: {
+			uint32_t d;
+			uint64_t s, e;
+
+			map_run(dev, &c, &d, &s, &e);
+			break;
+		}
 		}
 		if ((err = viommu_device_check(dev)))
 			FAIL("viommu_device_check: %d after op %u", err, ops);
