@@ -86,17 +86,17 @@
 #define VIOMMU_INDEX_MAX 0x3fffffffu
 
 /* ---- viommu_endpoints: endpoint id -> state (dense ids direct, others via viommu_ep_index) ---- */
-enum viommu_fp_state {
-	VIOMMU_FP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
-	VIOMMU_FP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
-	VIOMMU_FP_BYPASS = 2, /* identity (bypass) */
-	VIOMMU_FP_ATTACHED = 3, /* translate through domain `slot`, radix `root` */
-	VIOMMU_FP_IDENTITY = 4, /* no ACCESS_PLATFORM: identity */
+enum viommu_ep_state {
+	VIOMMU_EP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
+	VIOMMU_EP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
+	VIOMMU_EP_BYPASS = 2, /* identity (bypass) */
+	VIOMMU_EP_ATTACHED = 3, /* translate through domain `slot`, radix `root` */
+	VIOMMU_EP_IDENTITY = 4, /* no ACCESS_PLATFORM: identity */
 };
 
 struct viommu_ep_entry { /* writer: device thread; seqlock: seq odd while being written */
 	__u32 seq;
-	__u8 state; /* enum viommu_fp_state */
+	__u8 state; /* enum viommu_ep_state */
 	__u8 pad[3];
 	__u32 domain_slot;
 	__u32 root; /* index of the domain's level-0 node */
@@ -252,21 +252,21 @@ struct viommu_stats {
 };
 
 /* ---- queries and answers (bulk lookups, the syscall program, fault records) ---- */
-enum viommu_fp_result {
-	VIOMMU_FP_HIT = 0, /* pa valid, extent valid */
-	VIOMMU_FP_IDENT = 1, /* identity: pa = iova */
-	VIOMMU_FP_FAULT = 2, /* reason, fault_addr */
-	VIOMMU_FP_RETRY = 3, /* raced with the writer VIOMMU_RETRIES times: ask again */
+enum viommu_xlate_result {
+	VIOMMU_XLATE_HIT = 0, /* pa valid, extent valid */
+	VIOMMU_XLATE_IDENTITY = 1, /* identity: pa = iova */
+	VIOMMU_XLATE_FAULT = 2, /* reason, fault_addr */
+	VIOMMU_XLATE_RETRY = 3, /* raced with the writer VIOMMU_RETRIES times: ask again */
 	/* A range over more than VIOMMU_SPAN_MAX extents: [iova, next - 1] is mapped with the
 	 * access (its first VIOMMU_SPAN_MAX extents checked); pa and ext_* as for HIT (the extent
 	 * holding iova); [next, last byte] is not checked yet. Ask again with the query
 	 * viommu_query_continue() makes (bpf/viommu_lookup.h) and fold its answer in with
 	 * viommu_answer_fold(). Userspace readers and viommu_fastpath_bpf_translate() do that
 	 * themselves: only BPF programs (the syscall batch, XDP) answer MORE to their callers. */
-	VIOMMU_FP_MORE = 4,
+	VIOMMU_XLATE_MORE = 4,
 };
 
-/* Extents one lookup checks before it answers VIOMMU_FP_MORE: bounds the BPF loop. */
+/* Extents one lookup checks before it answers VIOMMU_XLATE_MORE: bounds the BPF loop. */
 #ifndef VIOMMU_SPAN_MAX
 #define VIOMMU_SPAN_MAX 16
 #endif
@@ -279,7 +279,7 @@ struct viommu_query {
 };
 
 struct viommu_answer {
-	__u32 result; /* enum viommu_fp_result */
+	__u32 result; /* enum viommu_xlate_result */
 	__u32 reason; /* fault reason */
 	__u64 pa;
 	__u64 ext_start, ext_end; /* the extent holding iova (HIT) */

@@ -6,9 +6,9 @@
  *   #include <bpf/bpf_helpers.h>
  *   #include "viommu_maps.bpf.h"
  *   ...
- *   struct viommu_query q = { .endpoint = ep, .iova = iova, .size = len, .access = VIOMMU_MAP_READ };
+ *   struct viommu_query q = { .endpoint = ep, .iova = iova, .size = len, .access = VIOMMU_MAP_F_READ };
  *   struct viommu_answer a;
- *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_FP_HIT / IDENT / FAULT / RETRY / MORE
+ *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_XLATE_HIT / IDENTITY / FAULT / RETRY / MORE
  *   // MORE: the range crosses more than VIOMMU_SPAN_MAX extents; [iova, a.next - 1] is mapped.
  *   // Continue with viommu_query_continue(&q, &a, &q2) and viommu_answer_fold(&q, &a, &a2).
  *
@@ -149,7 +149,7 @@ __noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk
 static __always_inline void viommu_bpf_translate(const struct viommu_query *q, struct viommu_answer *a)
 {
 	viommu_translate(0, q, a, 0);
-	if (a->result == VIOMMU_FP_FAULT) {
+	if (a->result == VIOMMU_XLATE_FAULT) {
 		struct viommu_stats *st = viommu_bpf_stats();
 
 		if (st && a->reason < 3)

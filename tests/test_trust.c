@@ -111,7 +111,7 @@ static bool translates(struct viommu_reader *r)
 	struct viommu_query q = { .endpoint = EP, .access = VIOMMU_MAP_F_READ, .iova = IOVA + 8, .size = 8 };
 	struct viommu_answer a;
 
-	return viommu_reader_translate(r, &q, &a) == VIOMMU_FP_HIT && a.pa == PA + 8;
+	return viommu_reader_translate(r, &q, &a) == VIOMMU_XLATE_HIT && a.pa == PA + 8;
 }
 
 /* The reader's side of the ordering check: inside a section, holding the translation, it says
@@ -183,7 +183,7 @@ static int remote_translates_and_reports(int sock)
 		return 10;
 	if (!translates(r))
 		return 11;
-	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_FP_FAULT || viommu_reader_report_fault(r, &bad, &a))
+	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_XLATE_FAULT || viommu_reader_report_fault(r, &bad, &a))
 		return 12;
 	/* Read-only for good: the view cannot be made writable. */
 	if (mprotect((void *)r->nodes, 4096, PROT_READ | PROT_WRITE) == 0)
@@ -284,10 +284,10 @@ Test(trust, a_reader_in_another_process_can_write_nothing_but_its_own_slot)
 	/* What the others see is what the store says. */
 	local = viommu_reader_open(fp);
 	cr_assert_not_null(local);
-	viommu_fastpath_expected(dev, &q, &want);
+	viommu_device_answer(dev, &q, &want);
 	viommu_reader_translate(local, &q, &user);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, &q, &bpf, 1, false), 0);
-	cr_assert(want.result == VIOMMU_FP_HIT && user.pa == want.pa && bpf.pa == want.pa);
+	cr_assert(want.result == VIOMMU_XLATE_HIT && user.pa == want.pa && bpf.pa == want.pa);
 	cr_assert_eq(viommu_fastpath_check(fp), 0);
 	/* Its bogus messages are dropped, none reaches the event queue. */
 	cr_assert_eq(viommu_fastpath_poll_faults(fp), 0);
@@ -441,7 +441,7 @@ static int remote_overstays(int sock)
 	if (viommu_reader_exit(r) != -ETIMEDOUT)
 		return 12;
 	bad.iova = 0x900000;
-	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_FP_FAULT ||
+	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_XLATE_FAULT ||
 	    viommu_reader_report_fault(r, &bad, &a) != -ENOTCONN)
 		return 13;
 	viommu_reader_close(r);
@@ -750,9 +750,9 @@ Test(trust, the_caps_are_lowered_to_what_the_pools_hold_for_a_node_hungry_layout
 					  .iova = (i << 48) - 0x10, .size = 0x20 };
 		struct viommu_answer u, b;
 
-		cr_assert_eq(viommu_reader_translate(r, &q, &u), VIOMMU_FP_HIT);
+		cr_assert_eq(viommu_reader_translate(r, &q, &u), VIOMMU_XLATE_HIT);
 		cr_assert_eq(viommu_fastpath_bpf_translate(fp, &q, &b, 1, false), 0);
-		cr_assert(b.result == VIOMMU_FP_HIT && b.pa == u.pa && u.pa == (i << 20) + 0xff0);
+		cr_assert(b.result == VIOMMU_XLATE_HIT && b.pa == u.pa && u.pa == (i << 20) + 0xff0);
 	}
 	viommu_reader_close(r);
 }

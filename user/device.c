@@ -940,16 +940,16 @@ int viommu_device_remove_observer(struct viommu_device *dev, void *ctx)
 
 /* ---- translation (the reference the fast path is checked against) ---- */
 
-static enum viommu_xlate_result fault(struct viommu_xlate *out, uint8_t reason, uint64_t addr)
+static enum viommu_xlate_result fault(struct viommu_answer *out, uint8_t reason, uint64_t addr)
 {
 	out->reason = reason;
 	out->fault_addr = addr;
-	return VIOMMU_XLATE_FAULT;
+	return out->result = VIOMMU_XLATE_FAULT;
 }
 
 enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev, uint32_t epid,
 						 uint64_t iova, uint64_t size, uint32_t access,
-						 struct viommu_xlate *out)
+						 struct viommu_answer *out)
 {
 	struct ep_priv *e = ep_find(dev, epid);
 	uint64_t last = iova + (size ? size - 1 : 0), cur = iova;
@@ -962,7 +962,7 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 	case VIOMMU_EP_IDENTITY:
 	case VIOMMU_EP_BYPASS:
 		out->pa = iova;
-		return VIOMMU_XLATE_IDENTITY;
+		return out->result = VIOMMU_XLATE_IDENTITY;
 	case VIOMMU_EP_BLOCKED:
 		return fault(out, VIOMMU_FAULT_R_DOMAIN, iova);
 	default:
@@ -994,7 +994,13 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 	}
 	if (iova + (size ? size - 1 : 0) < iova) /* runs past 2^64: the DMA as a whole faults */
 		return fault(out, VIOMMU_FAULT_R_MAPPING, iova);
-	return VIOMMU_XLATE_OK;
+	return out->result = VIOMMU_XLATE_HIT;
+}
+
+enum viommu_xlate_result viommu_device_answer(const struct viommu_device *dev,
+					      const struct viommu_query *q, struct viommu_answer *out)
+{
+	return viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, out);
 }
 
 /* ---- faults ---- */

@@ -26,6 +26,7 @@
 
 #include "avl.h"
 #include "btree.h"
+#include "viommu_abi.h"
 #include "wire.h"
 
 struct viommu_config {
@@ -78,14 +79,8 @@ struct viommu_domain {
 	struct viommu_btree extents; /* start -> struct viommu_extent */
 };
 
-/* What a DMA from an endpoint does right now; the fast path mirrors it per endpoint. */
-enum viommu_ep_state {
-	VIOMMU_EP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
-	VIOMMU_EP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
-	VIOMMU_EP_BYPASS = 2, /* unattached in bypass, or attached to a bypass domain: identity */
-	VIOMMU_EP_ATTACHED = 3, /* translated through its domain */
-	VIOMMU_EP_IDENTITY = 4, /* its device did not negotiate ACCESS_PLATFORM: identity */
-};
+/* What a DMA from an endpoint does right now: enum viommu_ep_state (bpf/viommu_abi.h), the
+ * same values the fast path publishes per endpoint. */
 
 struct viommu_endpoint {
 	struct viommu_avl_node node; /* key = endpoint id */
@@ -178,30 +173,19 @@ void viommu_device_batch_end(struct viommu_device *dev);
 int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_observer *obs);
 int viommu_device_remove_observer(struct viommu_device *dev, void *ctx);
 
-/* DMA translation on the authoritative state. */
-enum viommu_xlate_result {
-	VIOMMU_XLATE_OK = 0, /* translated: pa, extent */
-	VIOMMU_XLATE_IDENTITY = 1, /* bypass or no ACCESS_PLATFORM: pa = iova */
-	VIOMMU_XLATE_FAULT = 2, /* reason, fault_addr */
-};
-
-#define VIOMMU_ACCESS_READ  VIOMMU_MAP_F_READ
-#define VIOMMU_ACCESS_WRITE VIOMMU_MAP_F_WRITE
-
-struct viommu_xlate {
-	uint64_t pa; /* of byte iova */
-	uint64_t ext_start, ext_end, ext_phys; /* the extent holding byte iova (OK only) */
-	uint32_t ext_flags;
-	uint8_t reason; /* VIOMMU_FAULT_R_* (FAULT only) */
-	uint64_t fault_addr; /* first failing byte (FAULT only) */
-};
-
-/* Translate [iova, iova+size-1] (size 0 counts as 1) for @access (VIOMMU_ACCESS_*). Every byte
- * must be mapped with @access, possibly by adjacent extents; RESERVED and MSI regions of the
- * endpoint fault. Does not report the fault: see viommu_device_report_fault(). */
+/* DMA translation on the authoritative state, answered in the one answer type of every path
+ * (struct viommu_answer, bpf/viommu_abi.h). Translate [iova, iova+size-1] (size 0 counts as 1)
+ * for @access (VIOMMU_MAP_F_*): every byte must be mapped with @access, possibly by adjacent
+ * extents; RESERVED and MSI regions of the endpoint fault. HIT: pa of byte iova, the extent
+ * holding it; IDENTITY: pa = iova; FAULT: reason, fault_addr (the first failing byte). Never
+ * RETRY or MORE. Does not report the fault: see viommu_device_report_fault(). Returns
+ * out->result. */
 enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev, uint32_t ep,
 						 uint64_t iova, uint64_t size, uint32_t access,
-						 struct viommu_xlate *out);
+						 struct viommu_answer *out);
+/* The same for a query. */
+enum viommu_xlate_result viommu_device_answer(const struct viommu_device *dev,
+					      const struct viommu_query *q, struct viommu_answer *out);
 
 /* Fault reporting. The VMM posts event queue buffers (eventq_post adds @n); a fault takes one,
  * or is counted as dropped when none is posted (or max_pending_faults are queued).

@@ -429,15 +429,15 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 		dslot = ep->domain->slot;
 		root = fp->dom_root[dslot];
 	}
-	if (LD(&e->state) == VIOMMU_FP_UNKNOWN && st != VIOMMU_EP_UNKNOWN)
+	if (LD(&e->state) == VIOMMU_EP_UNKNOWN && st != VIOMMU_EP_UNKNOWN)
 		META_ADD(endpoints_used, 1);
-	else if (LD(&e->state) != VIOMMU_FP_UNKNOWN && st == VIOMMU_EP_UNKNOWN)
+	else if (LD(&e->state) != VIOMMU_EP_UNKNOWN && st == VIOMMU_EP_UNKNOWN)
 		META_ADD(endpoints_used, -1);
 	/* Leaving a translating state (identity, or a domain) removes translations readers may
 	 * hold, whatever the core calls the request: e.g. ATTACH of an endpoint that was in
 	 * global bypass removes its identity map. The next sync waits for readers (W5, I7). */
-	if ((LD(&e->state) == VIOMMU_FP_BYPASS || LD(&e->state) == VIOMMU_FP_IDENTITY ||
-	     LD(&e->state) == VIOMMU_FP_ATTACHED) &&
+	if ((LD(&e->state) == VIOMMU_EP_BYPASS || LD(&e->state) == VIOMMU_EP_IDENTITY ||
+	     LD(&e->state) == VIOMMU_EP_ATTACHED) &&
 	    (LD(&e->state) != (uint8_t)st || LD(&e->domain_slot) != dslot))
 		fp->ep_removed = true;
 	/* W3: seqlock write. Odd seq, then the fields, then the even seq. Each field store is a
@@ -447,7 +447,7 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	s = LD(&e->seq);
 	churn_count(fp);
 	ST(&e->seq, s + 1);
-	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state == enum viommu_fp_state */
+	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state, one byte in the entry */
 	ST_REL(&e->domain_slot, dslot);
 	ST_REL(&e->root, root);
 	ST_REL(&e->seq, s + 2); /* pairs with viommu_lookup_once()'s acquire of e->seq */
@@ -879,7 +879,7 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 	for (;;) {
 		m = 0;
 		for (unsigned i = 0; i < n; i++)
-			if (a[i].result == VIOMMU_FP_MORE) {
+			if (a[i].result == VIOMMU_XLATE_MORE) {
 				viommu_query_continue(&q[i], &a[i], &cq[m]);
 				idx[m++] = i;
 			}
@@ -892,7 +892,7 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 
 			viommu_answer_fold(&q[idx[k]], ai, &ca[k]);
 			/* A DMA past 2^64 faults only once folded: the program saw a HIT. */
-			if (report && ai->result == VIOMMU_FP_FAULT && ca[k].result == VIOMMU_FP_HIT) {
+			if (report && ai->result == VIOMMU_XLATE_FAULT && ca[k].result == VIOMMU_XLATE_HIT) {
 				struct viommu_fault_rec rec = {
 					.endpoint = q[idx[k]].endpoint, .reason = (__u8)ai->reason,
 					.access = q[idx[k]].access, .address = ai->fault_addr,
@@ -1147,38 +1147,12 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 	return 0;
 }
 
-void viommu_fastpath_expected(const struct viommu_device *dev, const struct viommu_query *q,
-			      struct viommu_answer *a)
-{
-	struct viommu_xlate x;
-
-	memset(a, 0, sizeof(*a));
-	switch (viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, &x)) {
-	case VIOMMU_XLATE_OK:
-		a->result = VIOMMU_FP_HIT;
-		a->pa = x.pa;
-		a->ext_start = x.ext_start;
-		a->ext_end = x.ext_end;
-		a->ext_phys = x.ext_phys;
-		a->ext_flags = x.ext_flags;
-		break;
-	case VIOMMU_XLATE_IDENTITY:
-		a->result = VIOMMU_FP_IDENT;
-		a->pa = q->iova;
-		break;
-	default:
-		a->result = VIOMMU_FP_FAULT;
-		a->reason = x.reason;
-		a->fault_addr = x.fault_addr;
-	}
-}
-
 bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_answer *want,
 			    const struct viommu_answer *got)
 {
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
-	if (got->result == VIOMMU_FP_MORE) {
+	if (got->result == VIOMMU_XLATE_MORE) {
 		/* The checked part [iova, next - 1] is mapped with the access: the store's final
 		 * answer is a HIT with the same first extent, or a fault past the checked part, or
 		 * the fault of a DMA past 2^64 (at its first byte). */
@@ -1189,21 +1163,21 @@ bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_an
 		    got->pa != got->ext_phys + (q->iova - got->ext_start) ||
 		    (got->ext_flags & q->access) != q->access)
 			return false;
-		if (want->result == VIOMMU_FP_HIT)
+		if (want->result == VIOMMU_XLATE_HIT)
 			return got->pa == want->pa && got->ext_start == want->ext_start &&
 			       got->ext_end == want->ext_end;
-		return want->result == VIOMMU_FP_FAULT && want->reason == VIOMMU_FAULT_R_MAPPING &&
+		return want->result == VIOMMU_XLATE_FAULT && want->reason == VIOMMU_FAULT_R_MAPPING &&
 		       (want->fault_addr >= got->next || (wraps && want->fault_addr == q->iova));
 	}
 	if (got->result != want->result)
 		return false;
 	switch (want->result) {
-	case VIOMMU_FP_HIT:
+	case VIOMMU_XLATE_HIT:
 		return got->pa == want->pa && got->ext_start == want->ext_start &&
 		       got->ext_end == want->ext_end;
-	case VIOMMU_FP_IDENT:
+	case VIOMMU_XLATE_IDENTITY:
 		return got->pa == want->pa;
-	case VIOMMU_FP_FAULT:
+	case VIOMMU_XLATE_FAULT:
 		return got->reason == want->reason && got->fault_addr == want->fault_addr;
 	default:
 		return false;

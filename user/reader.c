@@ -217,11 +217,11 @@ static void count(struct viommu_reader *r, const struct viommu_answer *a)
 
 	/* Counters of our own slot: relaxed, read racily by `viommu stat`. */
 	__atomic_store_n(&s->lookups, s->lookups + 1, __ATOMIC_RELAXED);
-	if (a->result == VIOMMU_FP_HIT)
+	if (a->result == VIOMMU_XLATE_HIT)
 		__atomic_store_n(&s->hits, s->hits + 1, __ATOMIC_RELAXED);
-	else if (a->result == VIOMMU_FP_IDENT)
+	else if (a->result == VIOMMU_XLATE_IDENTITY)
 		__atomic_store_n(&s->identity, s->identity + 1, __ATOMIC_RELAXED);
-	else if (a->result == VIOMMU_FP_RETRY)
+	else if (a->result == VIOMMU_XLATE_RETRY)
 		__atomic_store_n(&s->retries, s->retries + 1, __ATOMIC_RELAXED);
 }
 
@@ -258,7 +258,7 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 		if (q[i].endpoint >= VIOMMU_EP_DENSE) /* sparse ids: the lookup finds them */
 			continue;
 		e = &r->eps[q[i].endpoint];
-		if (__atomic_load_n(&e->state, __ATOMIC_RELAXED) != VIOMMU_FP_ATTACHED)
+		if (__atomic_load_n(&e->state, __ATOMIC_RELAXED) != VIOMMU_EP_ATTACHED)
 			continue;
 		key[i] = VIOMMU_HASH_KEY(__atomic_load_n(&e->domain_slot, __ATOMIC_RELAXED), q[i].iova);
 		__builtin_prefetch(&r->buckets[viommu_hash_index(key[i], r->hash_mask)]);
@@ -305,7 +305,7 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	prefetch_burst(r, q, n);
 	for (unsigned i = 0; i < n; i++) {
 		viommu_reader_translate(r, &q[i], &a[i]);
-		if (a[i].result == VIOMMU_FP_HIT || a[i].result == VIOMMU_FP_IDENT)
+		if (a[i].result == VIOMMU_XLATE_HIT || a[i].result == VIOMMU_XLATE_IDENTITY)
 			mask |= 1ull << i;
 		count(r, &a[i]);
 	}
@@ -336,7 +336,7 @@ int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_quer
 		.address = a->fault_addr,
 	};
 
-	if (a->result != VIOMMU_FP_FAULT || a->reason > 2)
+	if (a->result != VIOMMU_XLATE_FAULT || a->reason > 2)
 		return -EINVAL;
 	__atomic_store_n(&r->slot->faults[a->reason], r->slot->faults[a->reason] + 1, __ATOMIC_RELAXED);
 	if (r->conn >= 0) {

@@ -74,13 +74,13 @@ struct viommu_reader *viommu_reader_open_socket(int sock);
 void viommu_reader_close(struct viommu_reader *r);
 
 /* Translate one query; inline, lock-free, wait-free but for VIOMMU_RETRIES bounded retries per
- * extent crossed. Returns a->result (enum viommu_fp_result): HIT, IDENT, FAULT, or RETRY only
+ * extent crossed. Returns a->result (enum viommu_xlate_result): HIT, IDENTITY, FAULT, or RETRY only
  * when a lookup raced with the writer; never MORE (a range over more than VIOMMU_SPAN_MAX
  * extents is continued to its end). Does not report faults (see report_fault). */
 static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
 					       struct viommu_answer *a);
 /* Up to 64 queries, answered as viommu_reader_translate() does; returns the mask of queries
- * answered HIT or IDENT (bit i = q[i]). */
+ * answered HIT or IDENTITY (bit i = q[i]). */
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n);
 /* Send a fault this reader saw to the device's event queue: through the fast path's BPF ring
@@ -178,7 +178,7 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	    /* After the acquires above: a seq that wrapped back was stored after a bump of
 	     * meta.wraps (churn_count() in fastpath.c), so this load sees the bump. */
 	    __atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) == t->wraps) {
-		a->result = VIOMMU_FP_HIT;
+		a->result = VIOMMU_XLATE_HIT;
 		a->reason = 0;
 		a->pa = t->phys + (q->iova - t->start);
 		a->ext_start = t->start;
@@ -186,15 +186,15 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 		a->ext_phys = t->phys;
 		a->ext_flags = t->flags;
 		a->fault_addr = 0;
-		return VIOMMU_FP_HIT;
+		return VIOMMU_XLATE_HIT;
 	}
 	/* Before the walk: a bump during it leaves the entry with the older value (dropped). */
 	wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
 	viommu_translate(r, q, a, &lk);
-	if (__builtin_expect(a->result == VIOMMU_FP_MORE, 0))
+	if (__builtin_expect(a->result == VIOMMU_XLATE_MORE, 0))
 		viommu_reader_translate_rest(r, q, a);
 	/* A HIT over many extents fills the entry with the first one (lk), validated as for one. */
-	if (a->result == VIOMMU_FP_HIT) {
+	if (a->result == VIOMMU_XLATE_HIT) {
 		t->wraps = wraps;
 		t->ep = q->endpoint;
 		t->ep_seqp = &r->eps[lk.ep_idx].seq;
