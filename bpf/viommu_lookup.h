@@ -68,8 +68,8 @@ VIOMMU_INLINE __s64 viommu_ep_probe(VIOMMU_CTX_PARAM, __u32 ep, __u32 h, __u32 p
 		v = VIOMMU_LOAD_ACQ(p); /* pairs with the writer's release of the slot (I8) */
 		if (!v)
 			return -1;
-		if ((__u32)(v >> 32) == ep)
-			return (__u32)v - 1;
+		if (VIOMMU_EP_INDEX_ID(v) == ep)
+			return VIOMMU_EP_INDEX_ENTRY(v);
 	}
 	return -1;
 }
@@ -130,19 +130,17 @@ VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32
 				   __u64 iova, __u64 *entry)
 {
 	const struct viommu_node *n = viommu_acc_node(VIOMMU_CTX_ARG, idx);
-	__u32 shift = VIOMMU_LEVEL_SHIFT(level), s;
-	__u64 cover_mask;
+	__u32 s;
 
 	if (!n)
 		return 0;
 	s = VIOMMU_LOAD_ACQ(&n->seq); /* pairs with the writer's release of seq (W1) */
 	if ((s & 1) || (gen != ~0u && s != gen))
 		return 0;
-	cover_mask = level == 0 ? 0 : ~((1ull << (shift + VIOMMU_RADIX_BITS)) - 1);
 	if (VIOMMU_LOAD(&n->level) != level || VIOMMU_LOAD(&n->domain_slot) != dslot ||
-	    VIOMMU_LOAD(&n->base) != (iova & cover_mask))
+	    VIOMMU_LOAD(&n->base) != (iova & VIOMMU_COVER_MASK(level)))
 		return 0;
-	*entry = VIOMMU_LOAD_ACQ(&n->slot[(iova >> shift) & (VIOMMU_RADIX_FANOUT - 1)]);
+	*entry = VIOMMU_LOAD_ACQ(&n->slot[VIOMMU_SLOT_OF(level, iova)]);
 	VIOMMU_FENCE_ACQ();
 	return VIOMMU_LOAD(&n->seq) == s;
 }

@@ -32,13 +32,8 @@
 		__type(value, vtype);                          \
 	} name SEC(".maps")
 
-VIOMMU_MMAP_ARRAY(viommu_meta, 1, struct viommu_meta);
-VIOMMU_MMAP_ARRAY(viommu_endpoints, VIOMMU_EP_ENTRIES, struct viommu_ep_entry);
-VIOMMU_MMAP_ARRAY(viommu_ep_index, VIOMMU_EP_INDEX_SLOTS, __u64);
-VIOMMU_MMAP_ARRAY(viommu_nodes, VIOMMU_NODES_DEFAULT, struct viommu_node);
-VIOMMU_MMAP_ARRAY(viommu_extents, VIOMMU_EXTENTS_DEFAULT, struct viommu_extent_rec);
-VIOMMU_MMAP_ARRAY(viommu_hash, VIOMMU_HASH_BUCKETS_DEFAULT, struct viommu_hash_bucket);
-VIOMMU_MMAP_ARRAY(viommu_readers, VIOMMU_READER_INFOS, struct viommu_reader_info);
+#define VIOMMU_MMAP_ARRAY_X(id, name, type, n, who) VIOMMU_MMAP_ARRAY(name, n, type);
+VIOMMU_MAPS(VIOMMU_MMAP_ARRAY_X) /* the table in viommu_abi.h */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -112,8 +107,8 @@ static long viommu_ep_probe_cb(__u64 i, void *arg)
 	v = VIOMMU_LOAD_ACQ(p); /* pairs with the writer's release of the slot (I8) */
 	if (!v)
 		return 1;
-	if ((__u32)(v >> 32) == c->ep) {
-		c->found = (__u32)v - 1;
+	if (VIOMMU_EP_INDEX_ID(v) == c->ep) {
+		c->found = VIOMMU_EP_INDEX_ENTRY(v);
 		return 1;
 	}
 	return 0;

@@ -230,7 +230,7 @@ static int remote_scribbler(int sock)
 	p = mmap(NULL, h.data_bytes, PROT_READ, MAP_SHARED, fds[0], 0);
 	if (p == MAP_FAILED || mprotect(p, 4096, PROT_READ | PROT_WRITE) == 0)
 		res |= 2;
-	if (pwrite(fds[0], "x", 1, (off_t)h.off[VIOMMU_SHARE_EXTENTS]) == 1)
+	if (pwrite(fds[0], "x", 1, (off_t)h.off[VIOMMU_SHM_EXTENTS]) == 1)
 		res |= 4;
 	if (ftruncate(fds[0], 0) == 0)
 		res |= 8;
@@ -244,10 +244,10 @@ static int remote_scribbler(int sock)
 		res |= 64;
 	/* Its own slot it may write: garbage everywhere, including an `active` that claims to be
 	 * inside a section from the start of time. */
-	slot = mmap(NULL, VIOMMU_SHARE_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	slot = mmap(NULL, VIOMMU_READER_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
 	if (slot == MAP_FAILED)
 		return 254;
-	memset(slot, 0xa5, VIOMMU_SHARE_SLOT_BYTES);
+	memset(slot, 0xa5, VIOMMU_READER_SLOT_BYTES);
 	__atomic_store_n(&slot->active, 1, __ATOMIC_RELAXED);
 	/* Malformed messages and an fd it tries to push on the writer. */
 	send(sock, "short", 5, 0);

@@ -201,7 +201,7 @@ static void slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint
 		       uint32_t dslot, uint64_t word)
 {
 	struct viommu_node *n = &fp->nodes[idx];
-	uint32_t si = (uint32_t)(iova >> VIOMMU_LEVEL_SHIFT(level)) & (VIOMMU_RADIX_FANOUT - 1);
+	uint32_t si = VIOMMU_SLOT_OF(level, iova);
 	uint64_t old = LD(&n->slot[si]);
 
 	/* W4: the target (node or extent) is live before the slot names it; pairs with the
@@ -220,11 +220,6 @@ static void slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint
 }
 
 /* ---- extents <-> radix pieces ---- */
-
-static uint64_t cover_mask(int level) /* a level-L node covers the bits below this mask */
-{
-	return level == 0 ? 0 : ~((1ull << (VIOMMU_LEVEL_SHIFT(level) + VIOMMU_RADIX_BITS)) - 1);
-}
 
 /* The largest block that starts at @addr and ends at or before @end: its level. */
 static int piece_level(uint64_t addr, uint64_t end)
@@ -280,8 +275,7 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 	/* A 4 KiB page in a 2 MiB region that already has its level-5 node: one hash probe
 	 * instead of a walk from the root. */
 	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
-		if (LD(&fp->nodes[path[0]].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) &
-						(VIOMMU_RADIX_FANOUT - 1)]))
+		if (LD(&fp->nodes[path[0]].slot[VIOMMU_SLOT_OF(level, addr)]))
 			return -EEXIST;
 		slot_write(fp, path[0], level, addr, dslot, word);
 		return 0;
@@ -290,7 +284,7 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
 		struct viommu_node *n = &fp->nodes[path[l]];
-		uint64_t cur = LD(&n->slot[(addr >> VIOMMU_LEVEL_SHIFT(l)) & (VIOMMU_RADIX_FANOUT - 1)]);
+		uint64_t cur = LD(&n->slot[VIOMMU_SLOT_OF(l, addr)]);
 		uint32_t gen;
 
 		if (VIOMMU_SLOT_TAG(cur) == VIOMMU_SLOT_NODE) {
@@ -301,12 +295,11 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 			err = -EEXIST; /* a leaf above: the device core prevents overlaps */
 			break;
 		}
-		if ((err = node_alloc(fp, l + 1, dslot, addr & cover_mask(l + 1), &path[l + 1], &gen)))
+		if ((err = node_alloc(fp, l + 1, dslot, addr & VIOMMU_COVER_MASK(l + 1), &path[l + 1], &gen)))
 			break;
 		slot_write(fp, path[l], l, addr, dslot, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_NODE, path[l + 1], gen));
 	}
-	if (!err && LD(&fp->nodes[path[level]].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) &
-						    (VIOMMU_RADIX_FANOUT - 1)]))
+	if (!err && LD(&fp->nodes[path[level]].slot[VIOMMU_SLOT_OF(level, addr)]))
 		err = -EEXIST;
 	if (err) {
 		/* Nothing half-applied: the nodes this call linked hold nothing else; free them
@@ -334,8 +327,7 @@ static void piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
-		uint64_t cur = LD(&fp->nodes[path[l]].slot[(addr >> VIOMMU_LEVEL_SHIFT(l)) &
-							   (VIOMMU_RADIX_FANOUT - 1)]);
+		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);
 
 		if (VIOMMU_SLOT_TAG(cur) != VIOMMU_SLOT_NODE)
 			return; /* never installed (rollback of a partial map) */
@@ -392,8 +384,8 @@ static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc
 		__u64 *p = &fp->ep_index[(h + i) & (VIOMMU_EP_INDEX_SLOTS - 1)];
 		uint64_t v = LD(p);
 
-		if (v && (uint32_t)(v >> 32) == id)
-			return (uint32_t)v - 1;
+		if (v && VIOMMU_EP_INDEX_ID(v) == id)
+			return VIOMMU_EP_INDEX_ENTRY(v);
 		if (!v) {
 			uint32_t e;
 
@@ -408,7 +400,7 @@ static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc
 				ST_REL(&fp->meta->ep_probes, i + 1);
 			/* The entry (state UNKNOWN, seq 0) exists before its index names it (I8).
 			 * Pairs with the acquire of the slot in viommu_ep_slot(). */
-			ST_REL(p, (uint64_t)id << 32 | (e + 1));
+			ST_REL(p, VIOMMU_EP_INDEX_MAKE(id, e));
 			return e;
 		}
 	}
@@ -701,20 +693,18 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	if ((err = viommu_xlate_bpf__load(fp->skel)))
 		goto fail;
 
-	fp->maps[M_META] = fp->skel->maps.viommu_meta;
-	fp->maps[M_EPS] = fp->skel->maps.viommu_endpoints;
-	fp->maps[M_EPIDX] = fp->skel->maps.viommu_ep_index;
-	fp->maps[M_NODES] = fp->skel->maps.viommu_nodes;
-	fp->maps[M_EXTS] = fp->skel->maps.viommu_extents;
-	fp->maps[M_HASH] = fp->skel->maps.viommu_hash;
-	fp->maps[M_READERS] = fp->skel->maps.viommu_readers;
+	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) /* the table in viommu_abi.h */
+		if (!(fp->maps[i] = bpf_object__find_map_by_name(fp->skel->obj, viommu_shm_name[i]))) {
+			err = -ENOENT;
+			goto fail;
+		}
 	/* One reservation, every map at a page-aligned offset in it (the data maps first): the
 	 * mirror (share.c) is then one constant offset away from every byte of them. */
-	for (int i = 0; i < M_COUNT; i++) {
+	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) {
 		fp->off[i] = fp->base_len;
 		fp->len[i] = map_bytes(fp->maps[i]);
 		fp->base_len += fp->len[i];
-		if (i == M_DATA - 1)
+		if (i == VIOMMU_SHM_DATA - 1)
 			fp->data_len = fp->base_len;
 	}
 	fp->base = mmap(NULL, fp->base_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -723,19 +713,19 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		err = -errno;
 		goto fail;
 	}
-	for (int i = 0; i < M_COUNT; i++)
+	for (int i = 0; i < VIOMMU_SHM_COUNT; i++)
 		if (mmap(fp->base + fp->off[i], fp->len[i], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
 			 bpf_map__fd(fp->maps[i]), 0) == MAP_FAILED) {
 			err = -errno;
 			goto fail;
 		}
-	fp->meta = (void *)(fp->base + fp->off[M_META]);
-	fp->eps = (void *)(fp->base + fp->off[M_EPS]);
-	fp->ep_index = (void *)(fp->base + fp->off[M_EPIDX]);
-	fp->nodes = (void *)(fp->base + fp->off[M_NODES]);
-	fp->exts = (void *)(fp->base + fp->off[M_EXTS]);
-	fp->buckets = (void *)(fp->base + fp->off[M_HASH]);
-	fp->infos = (void *)(fp->base + fp->off[M_READERS]);
+	fp->meta = (void *)(fp->base + fp->off[VIOMMU_SHM_META]);
+	fp->eps = (void *)(fp->base + fp->off[VIOMMU_SHM_EPS]);
+	fp->ep_index = (void *)(fp->base + fp->off[VIOMMU_SHM_EP_INDEX]);
+	fp->nodes = (void *)(fp->base + fp->off[VIOMMU_SHM_NODES]);
+	fp->exts = (void *)(fp->base + fp->off[VIOMMU_SHM_EXTENTS]);
+	fp->buckets = (void *)(fp->base + fp->off[VIOMMU_SHM_HASH]);
+	fp->infos = (void *)(fp->base + fp->off[VIOMMU_SHM_READERS]);
 	fp->view = (struct viommu_fp_view){
 		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
 		.exts = fp->exts, .buckets = fp->buckets,
@@ -1030,17 +1020,17 @@ static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
 /* The mirror is the maps, byte for byte, wherever a reader can reach. */
 static int check_mirror(const struct viommu_fastpath *fp)
 {
-	const size_t used[M_DATA] = {
-		[M_META] = sizeof(struct viommu_meta), [M_EPS] = fp->len[M_EPS],
-		[M_EPIDX] = fp->len[M_EPIDX],
-		[M_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
-		[M_EXTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
-		[M_HASH] = fp->len[M_HASH],
+	const size_t used[VIOMMU_SHM_DATA] = {
+		[VIOMMU_SHM_META] = sizeof(struct viommu_meta), [VIOMMU_SHM_EPS] = fp->len[VIOMMU_SHM_EPS],
+		[VIOMMU_SHM_EP_INDEX] = fp->len[VIOMMU_SHM_EP_INDEX],
+		[VIOMMU_SHM_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
+		[VIOMMU_SHM_EXTENTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
+		[VIOMMU_SHM_HASH] = fp->len[VIOMMU_SHM_HASH],
 	};
 
 	if (!fp->mirror_delta)
 		return 0;
-	for (int i = 0; i < M_DATA; i++)
+	for (int i = 0; i < VIOMMU_SHM_DATA; i++)
 		if (memcmp(fp->base + fp->off[i], fp->base + fp->off[i] + fp->mirror_delta, used[i]))
 			return -EUCLEAN;
 	return 0;
@@ -1100,7 +1090,7 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 
 		for (uint32_t i = 0; i < VIOMMU_EP_INDEX_SLOTS; i++) {
 			uint64_t v = fp->ep_index[i];
-			uint32_t id = (uint32_t)(v >> 32), e = (uint32_t)v - 1, h, d;
+			uint32_t id = VIOMMU_EP_INDEX_ID(v), e = VIOMMU_EP_INDEX_ENTRY(v), h, d;
 
 			if (!v)
 				continue;
@@ -1115,8 +1105,8 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 				if (!fp->ep_index[(h + k) & (VIOMMU_EP_INDEX_SLOTS - 1)])
 					return -EUCLEAN; /* a reader would stop at this hole */
 			for (uint32_t j = 0; j < i; j++)
-				if (fp->ep_index[j] && ((uint32_t)(fp->ep_index[j] >> 32) == id ||
-							(uint32_t)fp->ep_index[j] - 1 == e))
+				if (fp->ep_index[j] && (VIOMMU_EP_INDEX_ID(fp->ep_index[j]) == id ||
+							VIOMMU_EP_INDEX_ENTRY(fp->ep_index[j]) == e))
 					return -EUCLEAN;
 		}
 		if (n != fp->sparse_used)
@@ -1126,17 +1116,16 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
 		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
 			uint64_t key = fp->buckets[b].key[w], iova, word = 0;
-			uint32_t d = (uint32_t)(key >> 43) - 1, idx;
+			uint32_t d = VIOMMU_HASH_KEY_DSLOT(key), idx;
 
 			if (!key)
 				continue;
-			if (!(key >> 43) || d >= VIOMMU_DOMAINS_MAX || !fp->dom_live[d])
+			if (!(key >> VIOMMU_HASH_KEY_SHIFT) || d >= VIOMMU_DOMAINS_MAX || !fp->dom_live[d])
 				return -EUCLEAN;
-			iova = (key & ((1ull << 43) - 1)) << VIOMMU_HASH_SHIFT;
+			iova = VIOMMU_HASH_KEY_IOVA(key);
 			idx = fp->dom_root[d];
 			for (int l = 0; l <= VIOMMU_HASH_LEVEL; l++) {
-				word = fp->nodes[idx].slot[(iova >> VIOMMU_LEVEL_SHIFT(l)) &
-							   (VIOMMU_RADIX_FANOUT - 1)];
+				word = fp->nodes[idx].slot[VIOMMU_SLOT_OF(l, iova)];
 				if (l < VIOMMU_HASH_LEVEL && VIOMMU_SLOT_TAG(word) != VIOMMU_SLOT_NODE)
 					return -EUCLEAN;
 				idx = VIOMMU_SLOT_IDX(word);

@@ -65,14 +65,10 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 /* Bytes of map @i of the message: its element size times its count. */
 static uint64_t share_bytes(const struct viommu_share_hello *h, int i)
 {
-	switch (i) {
-	case VIOMMU_SHARE_META: return sizeof(struct viommu_meta);
-	case VIOMMU_SHARE_EPS: return (uint64_t)VIOMMU_EP_ENTRIES * sizeof(struct viommu_ep_entry);
-	case VIOMMU_SHARE_EP_INDEX: return (uint64_t)VIOMMU_EP_INDEX_SLOTS * sizeof(__u64);
-	case VIOMMU_SHARE_NODES: return (uint64_t)h->nodes_max * sizeof(struct viommu_node);
-	case VIOMMU_SHARE_EXTENTS: return (uint64_t)h->extents_max * sizeof(struct viommu_extent_rec);
-	default: return (uint64_t)h->hash_buckets * sizeof(struct viommu_hash_bucket);
-	}
+	uint64_t n = i == VIOMMU_SHM_NODES ? h->nodes_max : i == VIOMMU_SHM_EXTENTS ? h->extents_max :
+		     i == VIOMMU_SHM_HASH ? h->hash_buckets : viommu_shm_entries[i];
+
+	return n * viommu_shm_elem_size[i]; /* the table in viommu_abi.h */
 }
 
 /* The writer's message, checked whole before anything is mapped: every map inside the memfd,
@@ -90,9 +86,9 @@ static int share_check(const struct viommu_share_hello *h, int data_fd, int slot
 		return -EPROTO;
 	if (fstat(data_fd, &ds) || fstat(slot_fd, &ss) || !S_ISREG(ds.st_mode) || !S_ISREG(ss.st_mode))
 		return -EPROTO;
-	if ((uint64_t)ds.st_size != h->data_bytes || (uint64_t)ss.st_size < VIOMMU_SHARE_SLOT_BYTES)
+	if ((uint64_t)ds.st_size != h->data_bytes || (uint64_t)ss.st_size < VIOMMU_READER_SLOT_BYTES)
 		return -EPROTO;
-	for (int i = 0; i < VIOMMU_SHARE_MAPS; i++) {
+	for (int i = 0; i < VIOMMU_SHM_DATA; i++) {
 		if (h->off[i] % page || h->off[i] < end || share_bytes(h, i) > h->data_bytes ||
 		    h->off[i] > h->data_bytes - share_bytes(h, i))
 			return -EPROTO;
@@ -154,7 +150,7 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 	}
 	r->data = d;
 	r->data_len = h.data_bytes;
-	r->slot = mmap(NULL, VIOMMU_SHARE_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	r->slot = mmap(NULL, VIOMMU_READER_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
 	if (r->slot == MAP_FAILED) {
 		r->slot = NULL;
 		err = -errno;
@@ -163,12 +159,12 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 	close(fds[0]);
 	close(fds[1]);
 	fds[0] = fds[1] = -1;
-	r->meta = (const void *)(d + h.off[VIOMMU_SHARE_META]);
-	r->eps = (const void *)(d + h.off[VIOMMU_SHARE_EPS]);
-	r->ep_index = (const void *)(d + h.off[VIOMMU_SHARE_EP_INDEX]);
-	r->nodes = (const void *)(d + h.off[VIOMMU_SHARE_NODES]);
-	r->exts = (const void *)(d + h.off[VIOMMU_SHARE_EXTENTS]);
-	r->buckets = (const void *)(d + h.off[VIOMMU_SHARE_HASH]);
+	r->meta = (const void *)(d + h.off[VIOMMU_SHM_META]);
+	r->eps = (const void *)(d + h.off[VIOMMU_SHM_EPS]);
+	r->ep_index = (const void *)(d + h.off[VIOMMU_SHM_EP_INDEX]);
+	r->nodes = (const void *)(d + h.off[VIOMMU_SHM_NODES]);
+	r->exts = (const void *)(d + h.off[VIOMMU_SHM_EXTENTS]);
+	r->buckets = (const void *)(d + h.off[VIOMMU_SHM_HASH]);
 	r->nodes_max = h.nodes_max;
 	r->extents_max = h.extents_max;
 	r->hash_mask = h.hash_buckets - 1;
@@ -202,7 +198,7 @@ void viommu_reader_close(struct viommu_reader *r)
 		viommu_fastpath_release_slot(r->fp, r->slot, r->token);
 	} else {
 		if (r->slot)
-			munmap(r->slot, VIOMMU_SHARE_SLOT_BYTES);
+			munmap(r->slot, VIOMMU_READER_SLOT_BYTES);
 		if (r->data)
 			munmap(r->data, r->data_len);
 		if (r->conn >= 0)
@@ -249,7 +245,6 @@ static __u64 prefetch_slot(const struct viommu_reader *r, __u64 key)
 static void prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n)
 {
 	__u64 key[VIOMMU_BULK_MAX], slot[VIOMMU_BULK_MAX];
-	const unsigned l5 = VIOMMU_LEVEL_SHIFT(VIOMMU_RADIX_LEVELS - 1);
 
 	for (unsigned i = 0; i < n; i++) {
 		const struct viommu_ep_entry *e;
@@ -275,7 +270,7 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 			slot[i] = 0;
 		} else if (VIOMMU_SLOT_TAG(slot[i]) == VIOMMU_SLOT_NODE && idx < r->nodes_max) {
 			__builtin_prefetch(&r->nodes[idx]);
-			__builtin_prefetch(&r->nodes[idx].slot[(q[i].iova >> l5) & (VIOMMU_RADIX_FANOUT - 1)]);
+			__builtin_prefetch(&r->nodes[idx].slot[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova)]);
 		} else {
 			slot[i] = 0;
 		}
@@ -287,7 +282,7 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 		if (!key[i] || VIOMMU_SLOT_TAG(slot[i]) != VIOMMU_SLOT_NODE)
 			continue;
 		ent = __atomic_load_n(&r->nodes[VIOMMU_SLOT_IDX(slot[i])]
-					       .slot[(q[i].iova >> l5) & (VIOMMU_RADIX_FANOUT - 1)],
+					       .slot[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova)],
 				      __ATOMIC_RELAXED);
 		idx = VIOMMU_SLOT_IDX(ent);
 		if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT && idx < r->extents_max)
