@@ -72,6 +72,7 @@ static void setup_with(uint32_t grace_timeout_ms)
 	cr_assert_neq(sh, MAP_FAILED);
 	viommu_config_default(&cfg);
 	cfg.bypass = 0;
+	cfg.max_pending_faults = 1u << 16; /* room for what one poll can move */
 	dev = viommu_device_new(&cfg);
 	cr_assert_not_null(dev);
 	cr_assert_eq(viommu_device_add_endpoint(dev, EP, true, NULL, 0), 0);
@@ -767,4 +768,74 @@ Test(trust, pools_that_cannot_hold_one_mapping_are_refused)
 	cr_assert_null(viommu_fastpath_new(dev, &o));
 	cr_assert_eq(errno, ENOSPC);
 	cr_assert_eq(viommu_device_config(dev)->max_mappings, cfg.max_mappings, "caps untouched");
+}
+
+/* ---- one fault path, safe from any thread ---- */
+
+#define FAULT_THREADS 4
+#define FAULTS_EACH 500
+
+static int reporters_done;
+
+static void *report_faults(void *arg)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q = { .endpoint = EP, .access = VIOMMU_MAP_F_WRITE, .size = 1 };
+	struct viommu_answer a;
+	uintptr_t sent = 0;
+
+	(void)arg;
+	if (!r)
+		return (void *)UINTPTR_MAX;
+	for (int i = 0; i < FAULTS_EACH; i++) {
+		int err;
+
+		q.iova = 0x100000 + ((uint64_t)i << 12); /* never mapped */
+		if (viommu_reader_translate(r, &q, &a) != VIOMMU_XLATE_FAULT)
+			break;
+		while ((err = viommu_reader_report_fault(r, &q, &a)) == -ENOBUFS)
+			usleep(100); /* the ring is full until the device thread drains it */
+		if (err)
+			break;
+		sent++;
+	}
+	viommu_reader_close(r);
+	__atomic_add_fetch(&reporters_done, 1, __ATOMIC_RELEASE);
+	return (void *)sent;
+}
+
+Test(trust, readers_on_many_threads_report_faults_while_the_device_thread_runs)
+{
+	pthread_t t[FAULT_THREADS];
+	struct viommu_wire_fault f;
+	uint64_t delivered = 0, sent = 0;
+
+	setup_with(0);
+	reporters_done = 0;
+	for (int i = 0; i < FAULT_THREADS; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, report_faults, NULL), 0);
+	/* The device thread keeps changing the device and moving faults into the event queue. */
+	for (unsigned n = 0; __atomic_load_n(&reporters_done, __ATOMIC_ACQUIRE) < FAULT_THREADS; n++) {
+		cr_assert_eq(test_map(dev, DOM, 0x40000000, 0x40000fff, 0x1000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+		cr_assert_eq(test_unmap(dev, DOM, 0x40000000, 0x40000fff), VIOMMU_S_OK);
+		viommu_device_eventq_post(dev, 4096);
+		cr_assert_geq(viommu_fastpath_poll_faults(fp), 0);
+		while (viommu_device_fault_pop(dev, &f) == 0)
+			delivered++;
+	}
+	for (int i = 0; i < FAULT_THREADS; i++) {
+		void *ret;
+
+		cr_assert_eq(pthread_join(t[i], &ret), 0);
+		cr_assert_neq((uintptr_t)ret, UINTPTR_MAX);
+		sent += (uintptr_t)ret;
+	}
+	viommu_device_eventq_post(dev, 4096);
+	cr_assert_geq(viommu_fastpath_poll_faults(fp), 0);
+	while (viommu_device_fault_pop(dev, &f) == 0)
+		delivered++;
+	cr_assert_eq(sent, FAULT_THREADS * FAULTS_EACH);
+	cr_assert_eq(viommu_device_stats(dev)->faults_dropped, 0, "the event queue had room");
+	cr_assert_eq(delivered, sent, "every fault reported from any thread reaches the event queue once");
+	cr_assert_eq(viommu_device_stats(dev)->faults_dropped, 0);
 }

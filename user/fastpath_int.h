@@ -103,6 +103,9 @@ struct viommu_fastpath {
 /* meta counters (`viommu stat`): one writer, relaxed */
 #define META_ADD(field, d) ST(&fp->meta->field, fp->meta->field + (d))
 
+/* fastpath.c: the sparse endpoint index: @id's entry, or -1 (with @alloc: made if absent). */
+int64_t fp_ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc);
+
 /* share.c */
 int fp_share_init(struct viommu_fastpath *fp);
 void fp_share_free(struct viommu_fastpath *fp);

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* Userspace readers: opening a view (this process or another), bulk lookups, fault reports. */
+/* Userspace readers: opening the view a reader in another process gets, bulk lookups, fault
+ * reports. Nothing here knows the device: readers of the device's process are made by the
+ * writer's side (share.c, viommu_reader_open). */
 #include "reader.h"
 
 #include <errno.h>
@@ -15,7 +17,6 @@
 
 #include <bpf/bpf.h>
 
-#include "fastpath.h"
 
 /* The writer's membarrier(GLOBAL_EXPEDITED) reaches only registered processes. A reader that
  * cannot register (seccomp, an old kernel) would lose the ordering R1 relies on without a word:
@@ -32,34 +33,10 @@ static void choose_grace_mode(struct viommu_reader *r)
 		__atomic_store_n(&r->slot->flags, VIOMMU_READER_F_FENCE, __ATOMIC_RELAXED);
 }
 
-struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
+void viommu_reader_ready(struct viommu_reader *r)
 {
-	const struct viommu_fp_view *v = viommu_fastpath_view(fp);
-	struct viommu_reader *r = calloc(1, sizeof(*r));
-
-	if (!r)
-		return NULL;
-	r->meta = v->meta;
-	r->eps = v->eps;
-	r->ep_index = v->ep_index;
-	r->nodes = v->nodes;
-	r->exts = v->exts;
-	r->buckets = v->buckets;
-	r->nodes_max = v->nodes_max;
-	r->extents_max = v->extents_max;
-	r->hash_mask = v->hash_mask;
-	r->fault_prog_fd = viommu_fastpath_fault_prog_fd(fp);
-	r->conn = -1;
-	r->slot = viommu_fastpath_claim_slot(fp, &r->token);
-	if (!r->slot) {
-		free(r);
-		errno = ENOSPC;
-		return NULL;
-	}
-	r->fp = fp;
 	choose_grace_mode(r);
 	viommu_reader_tlb_flush(r);
-	return r;
 }
 
 /* Bytes of map @i of the message: its element size times its count. */
@@ -175,8 +152,7 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 		goto fail;
 	}
 	r->conn = sock;
-	choose_grace_mode(r);
-	viommu_reader_tlb_flush(r);
+	viommu_reader_ready(r);
 	return r;
 fail:
 	for (int k = 0; k < 2; k++)
@@ -194,8 +170,8 @@ void viommu_reader_close(struct viommu_reader *r)
 {
 	if (!r)
 		return;
-	if (r->fp) {
-		viommu_fastpath_release_slot(r->fp, r->slot, r->token);
+	if (r->release) {
+		r->release(r); /* a reader of the device's process: its slot goes back */
 	} else {
 		if (r->slot)
 			munmap(r->slot, VIOMMU_READER_SLOT_BYTES);

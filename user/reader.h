@@ -58,14 +58,19 @@ struct viommu_reader {
 	int fault_prog_fd;
 	int conn;
 	/* private */
-	struct viommu_fastpath *fp; /* this process: the slot's owner */
+	void (*release)(struct viommu_reader *r); /* the device's process: gives the slot back */
+	void *owner; /* the device's process: the fast path the slot belongs to */
 	struct viommu_reader_tlb tlb[VIOMMU_READER_TLB];
 	void *data;
 	size_t data_len;
 };
 
-/* A reader in the device's process. NULL + errno (ENOSPC: all VIOMMU_READERS_MAX taken). */
+/* A reader in the device's process (share.c). NULL + errno (ENOSPC: all VIOMMU_READERS_MAX
+ * taken). Concurrency: any thread. */
 struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp);
+/* For the writer's side only: a reader whose view and slot are set goes live (grace mode, an
+ * empty reader TLB). */
+void viommu_reader_ready(struct viommu_reader *r);
 /* A reader in another process, from the writer's message on @sock (a connected AF_UNIX
  * SOCK_SEQPACKET socket whose other end the writer passed to viommu_fastpath_add_reader()).
  * The reader owns @sock from then on (closed by viommu_reader_close). Every field of the

@@ -25,6 +25,7 @@
 #include <bpf/libbpf.h>
 
 #include "fastpath_int.h"
+#include "reader.h"
 #include "xlate.skel.h"
 
 #define ALIGNED_SLOT 128 /* two cache lines: a reader's stores never share a line with another's */
@@ -101,6 +102,41 @@ void viommu_fastpath_release_slot(struct viommu_fastpath *fp, const struct viomm
 	 * our generation, so it fails once this store is in. */
 	__atomic_store_n(&fp->readers[i].owner, (FP_OWNER_GEN(token) << 2) | FP_READER_FREE,
 			 __ATOMIC_RELEASE);
+}
+
+static void release_local(struct viommu_reader *r)
+{
+	viommu_fastpath_release_slot(r->owner, r->slot, r->token);
+}
+
+struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
+{
+	const struct viommu_fp_view *v = &fp->view;
+	struct viommu_reader *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->meta = v->meta;
+	r->eps = v->eps;
+	r->ep_index = v->ep_index;
+	r->nodes = v->nodes;
+	r->exts = v->exts;
+	r->buckets = v->buckets;
+	r->nodes_max = v->nodes_max;
+	r->extents_max = v->extents_max;
+	r->hash_mask = v->hash_mask;
+	r->fault_prog_fd = viommu_fastpath_fault_prog_fd(fp);
+	r->conn = -1;
+	r->slot = viommu_fastpath_claim_slot(fp, &r->token);
+	if (!r->slot) {
+		free(r);
+		errno = ENOSPC;
+		return NULL;
+	}
+	r->owner = fp;
+	r->release = release_local;
+	viommu_reader_ready(r);
+	return r;
 }
 
 int viommu_fastpath_fault_prog_fd(const struct viommu_fastpath *fp)
