@@ -125,7 +125,7 @@ $(BUILD)/tsan/tests/%.o: tests/%.c $(SKELS) | deps
 
 $(BUILD)/libviommu.a: $(LIB_OBJS)
 	$(call msg,AR,$@)
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/viommu: $(BUILD)/obj/main.o $(BUILD)/libviommu.a
 	$(call msg,LD,$@)
@@ -148,7 +148,7 @@ $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
-FUZZ_LIB := user/avl.c user/btree.c user/device.c
+FUZZ_LIB := user/btree.c user/device.c
 FUZZ_HDRS := $(wildcard user/*.h tests/fuzz/*.h)
 $(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
 	$(call msg,FUZZ,$@)

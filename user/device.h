@@ -24,7 +24,6 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "avl.h"
 #include "btree.h"
 #include "viommu_abi.h"
 #include "wire.h"
@@ -71,7 +70,6 @@ struct viommu_extent {
 };
 
 struct viommu_domain {
-	struct viommu_avl_node node; /* key = domain id */
 	uint32_t id;
 	uint32_t slot; /* dense index < max_domains, stable for the domain's life */
 	bool bypass; /* created by ATTACH_F_BYPASS */
@@ -83,7 +81,6 @@ struct viommu_domain {
  * same values the fast path publishes per endpoint. */
 
 struct viommu_endpoint {
-	struct viommu_avl_node node; /* key = endpoint id */
 	uint32_t id;
 	bool access_platform;
 	uint8_t nresv;
