@@ -21,7 +21,7 @@
  * Concurrency: any number of readers, one writer (user/fastpath.c), no locks. The reader never
  * writes shared memory. Every answer is validated against generations (seq) so a lookup that
  * raced with the writer is retried, at most VIOMMU_RETRIES times, then answered VIOMMU_XLATE_RETRY.
- * docs/concurrency.md gives the protocol and the invariants (I1..I9) cited below.
+ * docs/concurrency.md gives the protocol and the invariants (I1..I11) cited below.
  */
 #ifndef VIOMMU_LOOKUP_H
 #define VIOMMU_LOOKUP_H

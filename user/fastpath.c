@@ -4,7 +4,7 @@
  *
  * Runs only on the device thread (one writer). Every store a reader may race with is a C11 atomic;
  * the comment at each release store names the acquire it pairs with in bpf/viommu_lookup.h.
- * Protocol and invariants: docs/concurrency.md (W1..W5 writer steps, I1..I9 invariants).
+ * Protocol and invariants: docs/concurrency.md (W1..W5 writer steps, I1..I11 invariants).
  */
 #include "fastpath.h"
 
