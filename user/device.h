@@ -8,9 +8,9 @@
  * request changes nothing), publishes the effect to every observer (the fast path, IOTLB bridges),
  * writes the tail (and PROBE properties) and returns the used length.
  *
- * The state kept here is authoritative: per-domain extent sets (B+tree, O(log n)), the domain and
- * endpoint tables (AVL). viommu_device_translate() answers DMA queries from it; the fast path answers the
- * same queries locklessly and is checked against this.
+ * The state kept here is authoritative: per-domain extent sets and the domain and endpoint
+ * tables, each a B+tree (O(log n)). viommu_device_translate() answers DMA queries from it; the
+ * fast path answers the same queries locklessly and is checked against this.
  *
  * Errors: functions return 0 or -errno; viommu_device_new() returns NULL and sets errno.
  * Concurrency: one thread owns a device; nothing here is safe to call concurrently. The fast path
