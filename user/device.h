@@ -66,7 +66,6 @@ struct viommu_extent {
 	uint64_t start, end; /* IOVA, inclusive; start is the key in the domain's B+tree */
 	uint64_t phys;
 	uint32_t flags; /* VIOMMU_MAP_F_* */
-	uint32_t fp_index; /* owned by the fast path (observer) */
 };
 
 struct viommu_domain {

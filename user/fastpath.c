@@ -197,8 +197,8 @@ static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
 }
 
 /* Write slot @si of node @idx (level @level), keeping the hash in step for level-4 slots. */
-static void slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint64_t iova,
-		       uint32_t dslot, uint64_t word)
+static uint64_t slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint64_t iova,
+			   uint32_t dslot, uint64_t word)
 {
 	struct viommu_node *n = &fp->nodes[idx];
 	uint32_t si = VIOMMU_SLOT_OF(level, iova);
@@ -217,6 +217,7 @@ static void slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint
 		else
 			hash_del(fp, dslot, iova);
 	}
+	return old;
 }
 
 /* ---- extents <-> radix pieces ---- */
@@ -311,18 +312,22 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 	return 0;
 }
 
-/* Remove the piece at (@addr, @level) if present, freeing nodes left empty (I2). */
-static void piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level)
+/* Remove the piece at (@addr, @level) if present, freeing nodes left empty (I2). Returns the
+ * word the piece's slot held (0 if none). */
+static uint64_t piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level)
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS];
+	uint64_t old;
 	int l;
 
 	/* As in piece_install(): clear the 4 KiB slot through the hash; walk only when the node
 	 * is left empty and must be pruned (the walk then finds the slot already clear). */
 	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
-		slot_write(fp, path[0], level, addr, dslot, 0);
+		old = slot_write(fp, path[0], level, addr, dslot, 0);
 		if (fp->node_used[path[0]])
-			return;
+			return old;
+	} else {
+		old = 0;
 	}
 
 	path[0] = fp->dom_root[dslot];
@@ -330,16 +335,19 @@ static void piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);
 
 		if (VIOMMU_SLOT_TAG(cur) != VIOMMU_SLOT_NODE)
-			return; /* never installed (rollback of a partial map) */
+			return old; /* never installed (rollback of a partial map) */
 		path[l + 1] = VIOMMU_SLOT_IDX(cur);
 	}
-	slot_write(fp, path[level], level, addr, dslot, 0);
+	old |= slot_write(fp, path[level], level, addr, dslot, 0);
 	path_prune(fp, dslot, addr, path, level);
+	return old;
 }
 
-/* Calls install/remove for every piece of [start, end] up to (not including) @stop_addr. */
+/* Calls install/remove for every piece of [start, end] up to (not including) @stop_addr.
+ * Removing, @cleared (may be NULL) gets a word one of the pieces held (they all name the same
+ * record), 0 if none was installed. */
 static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, uint64_t end,
-		  uint64_t word, bool install, uint64_t *stop_addr)
+		  uint64_t word, bool install, uint64_t *stop_addr, uint64_t *cleared)
 {
 	uint64_t addr = start;
 
@@ -360,7 +368,10 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 		} else {
 			if (stop_addr && addr == *stop_addr)
 				return 0;
-			piece_remove(fp, dslot, addr, level);
+			uint64_t old = piece_remove(fp, dslot, addr, level);
+
+			if (cleared && old)
+				*cleared = old;
 		}
 		if (end - addr == size - 1)
 			return 0;
@@ -486,16 +497,15 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 	if ((err = ext_alloc(fp, d->slot, x, &idx, &gen)))
 		return err;
 	err = pieces(fp, d->slot, x->start, x->end, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen),
-		     true, &stop);
+		     true, &stop, NULL);
 	if (err) {
 		/* Undo the pieces installed before the failing one: nothing half-applied, and
 		 * nothing was ever visible (the record never went live). */
-		pieces(fp, d->slot, x->start, x->end, 0, false, &stop);
+		pieces(fp, d->slot, x->start, x->end, 0, false, &stop, NULL);
 		ext_abort(fp, idx);
 		return err;
 	}
 	ext_publish(fp, idx, gen);
-	x->fp_index = idx;
 	META_ADD(publications, 1);
 	return 0;
 }
@@ -504,9 +514,14 @@ static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x
 {
 	struct viommu_fastpath *fp = ctx;
 
-	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it. */
-	pieces(fp, d->slot, x->start, x->end, 0, false, NULL);
-	ext_free(fp, x->fp_index);
+	uint64_t word = 0;
+
+	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it.
+	 * The pieces name the record (W4): that is how we know its index, with nothing of ours
+	 * kept in the core's extent. */
+	pieces(fp, d->slot, x->start, x->end, 0, false, NULL, &word);
+	if (VIOMMU_SLOT_TAG(word) == VIOMMU_SLOT_EXTENT)
+		ext_free(fp, VIOMMU_SLOT_IDX(word));
 	META_ADD(publications, 1);
 }
 

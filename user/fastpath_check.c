@@ -90,6 +90,23 @@ struct fp_check_store {
 	uint64_t extents;
 };
 
+/* The record the radix of domain slot @dslot names for @iova, or -1. */
+static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
+{
+	uint32_t idx = fp->dom_root[dslot];
+
+	for (int l = 0; l < VIOMMU_RADIX_LEVELS; l++) {
+		uint64_t w = fp->nodes[idx].slot[VIOMMU_SLOT_OF(l, iova)];
+
+		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT)
+			return VIOMMU_SLOT_IDX(w);
+		if (VIOMMU_SLOT_TAG(w) != VIOMMU_SLOT_NODE || VIOMMU_SLOT_IDX(w) >= fp->node_hwm)
+			return -1;
+		idx = VIOMMU_SLOT_IDX(w);
+	}
+	return -1;
+}
+
 static int check_domain_records(struct fp_check_store *c, const struct viommu_domain *d)
 {
 	const struct viommu_fastpath *fp = c->fp;
@@ -102,9 +119,11 @@ static int check_domain_records(struct fp_check_store *c, const struct viommu_do
 	     x = viommu_btree_next(&d->extents, key, &key)) {
 		const struct viommu_extent_rec *r;
 
-		if (x->fp_index >= fp->ext_hwm)
+		int64_t ri = record_at(fp, d->slot, x->start);
+
+		if (ri < 0 || ri >= fp->ext_hwm)
 			return -EUCLEAN;
-		r = &fp->exts[x->fp_index];
+		r = &fp->exts[ri];
 		if ((r->seq & 1) || r->domain_slot != d->slot || r->start != x->start ||
 		    r->end != x->end || r->phys != x->phys || r->flags != x->flags)
 			return -EUCLEAN;
