@@ -283,6 +283,32 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	return mask;
 }
 
+uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viommu_query *q,
+				      struct viommu_answer *a, struct viommu_reader_tlb *t)
+{
+	struct viommu_lk lk = { 0 };
+	/* Before the walk: a bump during it leaves the entry with the older value (dropped). */
+	uint64_t wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
+
+	viommu_translate(r, q, a, &lk);
+	if (__builtin_expect(a->result == VIOMMU_XLATE_MORE, 0))
+		viommu_reader_translate_rest(r, q, a);
+	/* A HIT over many extents fills the entry with the first one (lk), validated as for one. */
+	if (a->result == VIOMMU_XLATE_HIT) {
+		t->wraps = wraps;
+		t->ep = q->endpoint;
+		t->ep_seqp = &r->eps[lk.ep_idx].seq;
+		t->ep_seq = lk.ep_seq;
+		t->ext_seq = &r->exts[lk.ext_idx].seq;
+		t->ext_gen = lk.ext_gen;
+		t->flags = lk.ext_flags;
+		t->start = lk.ext_start;
+		t->end = lk.ext_end;
+		t->phys = lk.ext_phys;
+	}
+	return a->result;
+}
+
 uint32_t viommu_reader_translate_rest(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a)
 {
