@@ -28,7 +28,7 @@ LIB_SRCS  := $(filter-out user/main.c,$(wildcard user/*.c))
 BPF_SRCS  := $(wildcard bpf/*.bpf.c)
 BPF_HDRS  := $(wildcard bpf/*.h)
 TEST_SRCS := $(wildcard tests/test_*.c)
-BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_SRCS := $(filter-out %.bpf.c,$(wildcard bench/*.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 
 LIB_OBJS      := $(patsubst user/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
@@ -146,6 +146,21 @@ $(BUILD)/tsan/viommu-tests: $(TEST_OBJS_TSAN) $(LIB_OBJS_TSAN)
 $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
+
+# The benchmark's own BPF program (the bpf_hash baseline, not part of the device): built from
+# bench/, its skeleton a prerequisite of the benchmark's objects only.
+BENCH_SKEL := $(BUILD)/bench_hash.skel.h
+$(BUILD)/bench/bench_hash.bpf.o: bench/bench_hash.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -mcpu=v3 -Wall -Werror \
+		-Ivmlinux -Ibpf -c $< -o $@
+
+$(BENCH_SKEL): $(BUILD)/bench/bench_hash.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name viommu_bench_hash_bpf > $@.tmp && mv $@.tmp $@
+
+$(BENCH_OBJS): $(BENCH_SKEL)
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
 FUZZ_LIB := user/avl.c user/btree.c user/device.c

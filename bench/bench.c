@@ -985,7 +985,7 @@ static void run_lookup_identity(struct bench_ctx *c)
 
 /* ---- BPF: viommu's syscall program vs a per-page BPF hash, 64 queries per run ---- */
 
-/* bpf/bench_hash.bpf.c's key and value (the program defines them; sizes checked at load). */
+/* bench/bench_hash.bpf.c's key and value (the program defines them; sizes checked at load). */
 struct bench_hash_key {
 	uint32_t domain, pad;
 	uint64_t pfn;
@@ -1017,7 +1017,7 @@ static int hash_build(struct bench_world *w)
 	}
 	if (bpf_map__key_size(h->maps.viommu_bench_pages) != sizeof(*k) ||
 	    bpf_map__value_size(h->maps.viommu_bench_pages) != sizeof(*v))
-		bench_fail("bpf_hash: key/value layout differs from bpf/bench_hash.bpf.c");
+		bench_fail("bpf_hash: key/value layout differs from bench/bench_hash.bpf.c");
 	fd = bpf_map__fd(h->maps.viommu_bench_pages);
 	k = bench_calloc(chunk, sizeof(*k));
 	v = bench_calloc(chunk, sizeof(*v));
