@@ -147,20 +147,21 @@ $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
 
-# The benchmark's own BPF program (the bpf_hash baseline, not part of the device): built from
-# bench/, its skeleton a prerequisite of the benchmark's objects only.
-BENCH_SKEL := $(BUILD)/bench_hash.skel.h
-$(BUILD)/bench/bench_hash.bpf.o: bench/bench_hash.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
+# The benchmark's own BPF programs (bench/*.bpf.c: the bpf_hash baseline, not part of the
+# device): objects and skeletons in $(BUILD)/bench/, prerequisites of the bench's objects only.
+BENCH_SKELS := $(patsubst bench/%.bpf.c,$(BUILD)/bench/%.skel.h,$(wildcard bench/*.bpf.c))
+$(BUILD)/bench/%.bpf.o: bench/%.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
 	$(call msg,BPF,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -mcpu=v3 -Wall -Werror \
 		-Ivmlinux -Ibpf -c $< -o $@
 
-$(BENCH_SKEL): $(BUILD)/bench/bench_hash.bpf.o
+$(BUILD)/bench/%.skel.h: $(BUILD)/bench/%.bpf.o
 	$(call msg,SKEL,$@)
-	$(Q)$(BPFTOOL) gen skeleton $< name viommu_bench_hash_bpf > $@.tmp && mv $@.tmp $@
+	$(Q)$(BPFTOOL) gen skeleton $< name viommu_$(subst .,_,$*)_bpf > $@.tmp && mv $@.tmp $@
 
-$(BENCH_OBJS): $(BENCH_SKEL)
+$(BENCH_OBJS): $(BENCH_SKELS)
+$(BENCH_OBJS): INCLUDES += -I$(BUILD)/bench
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
 FUZZ_LIB := user/avl.c user/btree.c user/device.c
