@@ -28,7 +28,7 @@ LIB_SRCS  := $(filter-out user/main.c,$(wildcard user/*.c))
 BPF_SRCS  := $(wildcard bpf/*.bpf.c)
 BPF_HDRS  := $(wildcard bpf/*.h)
 TEST_SRCS := $(wildcard tests/test_*.c)
-BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_SRCS := $(filter-out %.bpf.c,$(wildcard bench/*.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 
 LIB_OBJS      := $(patsubst user/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
@@ -146,6 +146,22 @@ $(BUILD)/tsan/viommu-tests: $(TEST_OBJS_TSAN) $(LIB_OBJS_TSAN)
 $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
+
+# The benchmark's own BPF programs (bench/*.bpf.c: the bpf_hash baseline, not part of the
+# device): objects and skeletons in $(BUILD)/bench/, prerequisites of the bench's objects only.
+BENCH_SKELS := $(patsubst bench/%.bpf.c,$(BUILD)/bench/%.skel.h,$(wildcard bench/*.bpf.c))
+$(BUILD)/bench/%.bpf.o: bench/%.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -mcpu=v3 -Wall -Werror \
+		-Ivmlinux -Ibpf -c $< -o $@
+
+$(BUILD)/bench/%.skel.h: $(BUILD)/bench/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name viommu_$(subst .,_,$*)_bpf > $@.tmp && mv $@.tmp $@
+
+$(BENCH_OBJS): $(BENCH_SKELS)
+$(BENCH_OBJS): INCLUDES += -I$(BUILD)/bench
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
 FUZZ_LIB := user/btree.c user/device.c
