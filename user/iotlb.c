@@ -409,15 +409,41 @@ static bool discontiguous(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, u
 	return n.uaddr_lo + (iova - n.lo) != uaddr;
 }
 
+void viommu_iotlb_watch(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm)
+{
+	struct faulted *f = &it->faulted[it->faulted_next++ % FAULT_MEMORY];
+
+	f->ep = ep;
+	f->iova = iova;
+	f->perm = perm;
+	f->state = 1;
+}
+
+static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm,
+		  struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval, bool miss);
+
 int viommu_iotlb_answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm,
 			struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval)
+{
+	return answer(it, ep, iova, perm, out, inval, true);
+}
+
+int viommu_iotlb_lookup(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm,
+			struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval)
+{
+	return answer(it, ep, iova, perm, out, inval, false);
+}
+
+static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm,
+		  struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval, bool miss)
 {
 	uint64_t t0 = now_ns(), lo, hi, dt;
 	uint32_t allowed, want = perm ? perm & VIOMMU_IOTLB_PERM_RW : VIOMMU_IOTLB_PERM_RO;
 	struct byte_xlate x;
 	int ret = 0;
 
-	it->st.misses++;
+	if (miss)
+		it->st.misses++;
 	inval->size = 0;
 	lookup(it, ep, iova, 0, &x);
 	if (x.result == VIOMMU_FP_RETRY) {
@@ -433,20 +459,15 @@ int viommu_iotlb_answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uin
 		struct viommu_answer fa = { .result = VIOMMU_FP_FAULT, .reason = VIOMMU_FAULT_R_MAPPING,
 					    .fault_addr = iova };
 
+		ret = -EFAULT;
+		if (!miss)
+			goto out;
 		it->st.faults++;
 		if (viommu_reader_report_fault(it->reader, &q,
 					       x.result == VIOMMU_FP_FAULT ? &x.a : &fa))
 			it->st.faults_dropped++;
 		/* Remembered: a later MAP that covers it gets it answered (ops->remapped). */
-		{
-			struct faulted *f = &it->faulted[it->faulted_next++ % FAULT_MEMORY];
-
-			f->ep = ep;
-			f->iova = iova;
-			f->perm = (uint8_t)want;
-			f->state = 1;
-		}
-		ret = -EFAULT;
+		viommu_iotlb_watch(it, ep, iova, (uint8_t)want);
 		goto out;
 	}
 	if (!x.region) {
@@ -498,8 +519,11 @@ int viommu_iotlb_answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uin
 	out->size = hi - lo + 1; /* never 0: a region is at most 2^64 - 1 bytes */
 	out->uaddr = x.uaddr_lo + (lo - x.lo);
 	out->perm = (uint8_t)allowed;
-	it->st.updates++;
+	if (miss)
+		it->st.updates++;
 out:
+	if (!miss)
+		return ret;
 	dt = now_ns() - t0;
 	it->st.service_ns += dt;
 	if (dt > it->st.service_max_ns)

@@ -136,6 +136,16 @@ int viommu_iotlb_serve(struct viommu_iotlb *it, uint32_t ep);
 int viommu_iotlb_answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm,
 			struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval);
 
+/* The same answer for a prefill (rings, re-pushes): no miss counted, no fault reported, nothing
+ * remembered. 0, -EFAULT, -ENXIO, -EAGAIN as above. Device thread. */
+int viommu_iotlb_lookup(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm,
+			struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval);
+
+/* Call ops->remapped for (@ep, @iova, @perm) once a MAP (or a bypass) covers @iova: for prefills
+ * that found nothing mapped (rings after a reset). Remembers the last 64 such and faulted misses.
+ * Device thread. */
+void viommu_iotlb_watch(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm);
+
 /* Send every pending range (lazy mode: the VMM's flush timer; strict mode flushes at each
  * sync by itself). @wait: wait for confirmations. Returns how many ranges were sent or -errno. */
 int viommu_iotlb_flush(struct viommu_iotlb *it, bool wait);
