@@ -48,7 +48,7 @@ REPLAY_PATH ?= all
 TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke bench-smoke
+	unit unit-asan fuzz-smoke bench-smoke dpdk
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -196,9 +196,18 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-corpus/.s
 		>$(BUILD)/fuzz-smoke/fastpath.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/fastpath.log | tail -n 1; \
 	else tail -n 40 $(BUILD)/fuzz-smoke/fastpath.log; echo 'fuzz-smoke: the fast-path fuzzer FAILED'; exit 1; fi
 
+# The vhost-user frontend against Debian's dpdk-testpmd (tests/dpdk_testpmd.c).
+$(BUILD)/viommu-dpdk: $(BUILD)/obj/tests/dpdk_testpmd.o $(BUILD)/libviommu.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 # ---- the jobs ----
 run: $(BUILD)/viommu
 	$(BUILD)/viommu replay --dma-probes --stat --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
+
+dpdk: $(BUILD)/viommu-dpdk
+	@echo '== vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
+	$(Q)$(BUILD)/viommu-dpdk
 
 check-traces: $(BUILD)/viommu
 	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH)'
