@@ -276,7 +276,8 @@ static void backend(int lfd, enum hostile mode)
 		if (mode == H_TRUNCATED) {
 			if (write(bfd, "\x01\0\0\0\x01", 5) < 0)
 				_exit(3);
-			_exit(0);
+			close(bfd); /* the main channel stays open: only this one ends mid-message */
+			pause();
 		}
 		if (mode == H_OVERSIZED) {
 			put(bfd, 2, 1, NULL, 0, -1); /* CONFIG_CHANGE: not served */
