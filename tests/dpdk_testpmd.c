@@ -349,7 +349,7 @@ static pid_t start_testpmd(const char *dir, const char *sock)
 	if (!f)
 		return -1;
 	/* Retry guest-RX bursts that end at a miss instead of dropping the frames. */
-	fprintf(f, "set fwd macswap retry\nset burst tx delay 200 retry 64\n");
+	fprintf(f, "set fwd macswap retry\nset burst tx delay 500 retry 2000\n");
 	fclose(f);
 	snprintf(vdev, sizeof(vdev), "net_vhost0,iface=%s,queues=1,iommu-support=%d,client=0", sock,
 		 iommu);
