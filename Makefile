@@ -48,7 +48,7 @@ REPLAY_PATH ?= all
 TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke bench-smoke
+	unit unit-asan fuzz-smoke bench-smoke dpdk
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -66,6 +66,7 @@ help:
 	@echo '  make tsan       unit + stress tests under ThreadSanitizer'
 	@echo '  make stress     the long stress run'
 	@echo '  make bench      the benchmark suite (results in bench/results/)'
+	@echo '  make dpdk       the vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
 	@echo '  make vmlinux    regenerate vmlinux/vmlinux.h from the running kernel BTF'
 	@echo '  make clean      remove $(BUILD)/'
 	@echo '  V=1             show the full commands'
@@ -179,6 +180,13 @@ $(BUILD)/fuzz-fastpath: tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(FUZZ_HDRS) $(BP
 	$(Q)$(CLANG) -std=gnu11 $(WARN) $(INCLUDES) -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(LDLIBS)
 
+# The vhost-user backend-channel parser (user/vhost_user.c), alone: any byte stream.
+$(BUILD)/fuzz-vhost-user: tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c user/vhost_user.h user/iotlb.h | deps
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -std=gnu11 $(WARN) $(INCLUDES) -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c
+
 # Seeds: the recorded traces' requests in the fuzzer's input format (user/fuzz_input.h),
 # written by the replayer itself.
 $(BUILD)/fuzz-corpus/.seeded: $(BUILD)/viommu $(TRACES)
@@ -194,7 +202,7 @@ fuzz: $(BUILD)/fuzz-$(FUZZ_TARGET) $(BUILD)/fuzz-corpus/.seeded
 
 # A bounded run from the seeds, then every regression input once. The log is kept in $(BUILD)
 # and shown only on failure.
-fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-corpus/.seeded
+fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-corpus/.seeded
 	@echo '== request fuzzer: $(FUZZ_SMOKE_RUNS) inputs from the trace seeds, then the regressions'
 	$(Q)mkdir -p $(BUILD)/fuzz-smoke
 	$(Q)if $(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
@@ -211,10 +219,24 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-corpus/.s
 		tests/fuzz/regressions \
 		>$(BUILD)/fuzz-smoke/fastpath.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/fastpath.log | tail -n 1; \
 	else tail -n 40 $(BUILD)/fuzz-smoke/fastpath.log; echo 'fuzz-smoke: the fast-path fuzzer FAILED'; exit 1; fi
+	@echo '== vhost-user backend-channel parser fuzzer: $(FUZZ_SMOKE_RUNS) inputs'
+	$(Q)if $(BUILD)/fuzz-vhost-user -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
+		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-vhost-user- \
+		>$(BUILD)/fuzz-smoke/vhost-user.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/vhost-user.log | tail -n 1; \
+	else tail -n 40 $(BUILD)/fuzz-smoke/vhost-user.log; echo 'fuzz-smoke: the vhost-user parser fuzzer FAILED'; exit 1; fi
+
+# The vhost-user frontend against Debian's dpdk-testpmd (tests/dpdk_testpmd.c).
+$(BUILD)/viommu-dpdk: $(BUILD)/obj/tests/dpdk_testpmd.o $(BUILD)/libviommu.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- the jobs ----
 run: $(BUILD)/viommu
 	$(BUILD)/viommu replay --dma-probes --stat --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
+
+dpdk: $(BUILD)/viommu-dpdk
+	@echo '== vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
+	$(Q)$(BUILD)/viommu-dpdk
 
 check-traces: $(BUILD)/viommu
 	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH)'
@@ -230,12 +252,14 @@ unit-asan: $(BUILD)/asan/viommu-tests
 	@echo '== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer'
 	$(Q)ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2
 
-test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath
+test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath \
+	$(BUILD)/fuzz-vhost-user $(BUILD)/viommu-dpdk
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory unit-asan
 	$(Q)$(MAKE) --no-print-directory check-traces
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 	$(Q)$(MAKE) --no-print-directory bench-smoke
+	$(Q)$(MAKE) --no-print-directory dpdk
 
 # Every benchmark scenario on tiny worlds: each implementation checked against the device core's
 # translations; no timing is judged.
