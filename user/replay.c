@@ -101,6 +101,7 @@ struct run {
 	struct viommu_replay_reader readers[3];
 	unsigned nreaders;
 	bool in_batch;
+	bool read_failed; /* the stream could not be read to its end: an I/O error */
 	uint64_t requests, probes, mismatches;
 	uint64_t by_type[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT + 1]; /* [..][COUNT] = used 0 */
 	double busy_s; /* time spent inside the device's request path */
@@ -1106,7 +1107,9 @@ static int run_stream(struct run *r, FILE *fp)
 	}
 	if (!err && ferror(fp)) {
 		err = errno ? -errno : -EIO;
-		fprintf(r->err, "%s: read error after line %u: %s\n", r->path, lineno, strerror(-err));
+		r->read_failed = true;
+		fprintf(r->err, "%s: cannot read: read error after line %u: %s\n", r->path, lineno,
+			strerror(-err));
 	}
 	free(buf);
 	if (!err && !r->dev)
@@ -1142,7 +1145,9 @@ int viommu_replay_stream(FILE *fp, const char *name, const struct viommu_replay_
 		}
 		viommu_device_free(r.dev);
 	}
-	if (err)
+	if (err && r.read_failed)
+		tot->unreadable++;
+	else if (err)
 		r.mismatches++;
 	tot->requests += r.requests;
 	tot->probes += r.probes;
@@ -1163,11 +1168,11 @@ int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 	fp = fopen(path, "r");
 	if (!fp || fstat(fileno(fp), &st)) {
 		err = -errno;
-		fprintf(err_out, "%s: %s\n", path, strerror(errno));
+		fprintf(err_out, "%s: cannot read: %s\n", path, strerror(errno));
 	} else if (S_ISDIR(st.st_mode)) {
 		/* fopen() takes a directory; reading it fails. Say so rather than replay nothing. */
 		err = -EISDIR;
-		fprintf(err_out, "%s: is a directory, not a trace file\n", path);
+		fprintf(err_out, "%s: cannot read: is a directory, not a trace file\n", path);
 	} else {
 		err = viommu_replay_stream(fp, path, opts, tot);
 		fclose(fp);
@@ -1176,7 +1181,7 @@ int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 	if (fp)
 		fclose(fp);
 	tot->files++;
-	tot->mismatches++;
+	tot->unreadable++;
 	return err;
 }
 
