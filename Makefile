@@ -47,8 +47,22 @@ REPLAY_PATH ?= all
 
 TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
 
+# The version, said in one place; `viommu --version` adds the commit (git describe) when built
+# from a git tree.
+VIOMMU_VERSION := 0.1.0
+GIT_DESCRIBE := $(shell git describe --always --dirty 2>/dev/null)
+
+# The BPF target arch (bpf_tracing.h's PT_REGS_* need it) from the host, as the kernel's
+# Makefile names them. vmlinux/vmlinux.h is this host's too: `make vmlinux` on another arch.
+BPF_ARCH ?= $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/i.86/x86/' -e 's/aarch64/arm64/' \
+	-e 's/arm.*/arm/' -e 's/ppc64.*/powerpc/' -e 's/s390x/s390/' -e 's/riscv64/riscv/' \
+	-e 's/loongarch64/loongarch/' -e 's/mips.*/mips/')
+
+# A recipe that fails leaves no half-written target behind.
+.DELETE_ON_ERROR:
+
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke bench-smoke dpdk
+	unit unit-asan fuzz-smoke bench-smoke dpdk FORCE
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -69,7 +83,16 @@ help:
 	@echo '  make dpdk       the vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
 	@echo '  make vmlinux    regenerate vmlinux/vmlinux.h from the running kernel BTF'
 	@echo '  make clean      remove $(BUILD)/'
+	@echo '  make check-traces  the recorded traces and conformance scripts (REPLAY_PATH=$(REPLAY_PATH))'
+	@echo '  make fuzz-smoke the bounded fuzzer runs of make test'
 	@echo '  V=1             show the full commands'
+	@echo '  BPF_ARCH=...    the BPF target arch (default from uname -m: $(BPF_ARCH))'
+	@echo ''
+	@echo 'The CLI ($(BUILD)/viommu --help; $(BUILD)/viommu CMD --help for a command):'
+	@echo '  viommu [-v] replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet]'
+	@echo '                     [--dump-requests=DIR] FILE...   run and check trace files'
+	@echo '  viommu [-v] stat PIN_DIR      a running fast path'"'"'s counters, from its pins'
+	@echo '  viommu --version              -v: libbpf'"'"'s debug messages too'
 
 deps:
 	$(Q)sh .ci/install-deps
@@ -78,7 +101,7 @@ deps:
 $(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
 	$(call msg,BPF,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -mcpu=v3 -Wall -Werror \
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -mcpu=v3 -Wall -Werror \
 		-Ivmlinux -Ibpf -c $< -o $@
 
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
@@ -89,6 +112,14 @@ vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/vmlinux.h
 
 # ---- user space ----
+# Rewritten only when the version string changes, so main.o is rebuilt only then.
+$(BUILD)/version.h: FORCE
+	$(Q)mkdir -p $(@D)
+	$(Q)printf '#define VIOMMU_VERSION "%s"\n' '$(VIOMMU_VERSION)$(if $(GIT_DESCRIBE), ($(GIT_DESCRIBE)))' \
+		> $@.tmp && { cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@; }
+
+$(BUILD)/obj/main.o: $(BUILD)/version.h
+
 $(BUILD)/obj/%.o: user/%.c $(SKELS) | deps
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
@@ -154,7 +185,7 @@ BENCH_SKELS := $(patsubst bench/%.bpf.c,$(BUILD)/bench/%.skel.h,$(wildcard bench
 $(BUILD)/bench/%.bpf.o: bench/%.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
 	$(call msg,BPF,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -mcpu=v3 -Wall -Werror \
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -mcpu=v3 -Wall -Werror \
 		-Ivmlinux -Ibpf -c $< -o $@
 
 $(BUILD)/bench/%.skel.h: $(BUILD)/bench/%.bpf.o
@@ -165,7 +196,10 @@ $(BENCH_OBJS): $(BENCH_SKELS)
 $(BENCH_OBJS): INCLUDES += -I$(BUILD)/bench
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
-FUZZ_LIB := user/btree.c user/device.c
+# The device core alone (no BPF): device.c and the sources of the user/ headers it includes,
+# directly or not.
+FUZZ_LIB = $(sort user/device.c $(wildcard $(patsubst %.h,%.c,$(filter user/%.h, \
+	$(shell $(CC) -MM -Iuser -Ibpf user/device.c 2>/dev/null)))))
 FUZZ_HDRS := $(wildcard user/*.h tests/fuzz/*.h)
 $(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
 	$(call msg,FUZZ,$@)

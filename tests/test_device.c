@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "device.h"
+#include "requests.h"
 
 #define MSI_START 0xfee00000ull
 #define MSI_END 0xfeefffffull
@@ -51,45 +52,6 @@ static void teardown(void)
 	if (dev)
 		viommu_device_free(dev);
 	dev = NULL;
-}
-
-/* ---- request helpers: the wire layout as Linux places it ---- */
-
-static uint8_t submit(const uint8_t *rd, size_t rd_len)
-{
-	uint8_t tail[4] = { 0xee, 0xee, 0xee, 0xee };
-
-	cr_assert_eq(viommu_device_request_buf(dev, rd, rd_len, tail, sizeof(tail)), 4);
-	cr_assert(!tail[1] && !tail[2] && !tail[3], "tail reserved bytes are zero");
-	return tail[0];
-}
-
-static uint8_t attach(uint32_t domain, uint32_t ep, uint32_t flags)
-{
-	uint8_t r[64];
-
-	return submit(r, viommu_req_attach(r, domain, ep, flags));
-}
-
-static uint8_t detach(uint32_t domain, uint32_t ep)
-{
-	uint8_t r[64];
-
-	return submit(r, viommu_req_detach(r, domain, ep));
-}
-
-static uint8_t map(uint32_t domain, uint64_t start, uint64_t end, uint64_t phys, uint32_t flags)
-{
-	uint8_t r[64];
-
-	return submit(r, viommu_req_map(r, domain, start, end, phys, flags));
-}
-
-static uint8_t unmap(uint32_t domain, uint64_t start, uint64_t end)
-{
-	uint8_t r[64];
-
-	return submit(r, viommu_req_unmap(r, domain, start, end));
 }
 
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
@@ -180,7 +142,7 @@ Test(config, device_new_refuses_caps_of_zero_or_above_the_limits)
 	viommu_config_default(&cfg);
 	cfg.max_domains = VIOMMU_MAX_DOMAINS_LIMIT;
 	setup_with(&cfg);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_domain(dev, 5)->slot, 0, "slots are handed out from 0");
 }
 
@@ -295,7 +257,7 @@ Test(request, scatter_lists_split_anywhere_give_the_same_answer)
 {
 	uint8_t r[36] = { VIOMMU_T_MAP }, w[8];
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
 	for (size_t cut = 0; cut <= sizeof(r); cut++) {
 		for (size_t wcut = 0; wcut <= sizeof(w); wcut++) {
 			struct iovec rd[2] = { { r, cut }, { r + cut, sizeof(r) - cut } };
@@ -328,7 +290,7 @@ Test(request, empty_segments_given_as_null_are_skipped)
 	struct iovec pwr[4] = { { NULL, 0 }, { pw, 100 }, { NULL, 0 }, { pw + 100, sizeof(pw) - 100 } };
 	struct iovec none[2] = { { NULL, 0 }, { NULL, 0 } };
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
 	viommu_req_map(r, 5, 0x1000, 0x1fff, 0x9000, RW);
 	memset(w, 0xa5, sizeof(w));
 	cr_assert_eq(viommu_device_request(dev, rd, 5, wr, 4), sizeof(w));
@@ -351,19 +313,19 @@ Test(request, empty_segments_given_as_null_are_skipped)
 
 Test(request, map_and_unmap_without_map_unmap_negotiated_are_unsupp)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
 						       ~VIOMMU_FBIT(VIOMMU_F_MAP_UNMAP)),
 		     0);
-	cr_assert_eq(map(5, 0, 0xfff, 0, RW), VIOMMU_S_UNSUPP);
-	cr_assert_eq(unmap(5, 0, 0xfff), VIOMMU_S_UNSUPP);
+	cr_assert_eq(test_map(dev, 5, 0, 0xfff, 0, RW), VIOMMU_S_UNSUPP);
+	cr_assert_eq(test_unmap(dev, 5, 0, 0xfff), VIOMMU_S_UNSUPP);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 0);
 }
 
 Test(request, statistics_count_each_type_and_status)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(attach(5, 99, 0), VIOMMU_S_NOENT);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 99, 0), VIOMMU_S_NOENT);
 	cr_assert_eq(viommu_device_stats(dev)->requests[VIOMMU_T_ATTACH][VIOMMU_S_OK], 1);
 	cr_assert_eq(viommu_device_stats(dev)->requests[VIOMMU_T_ATTACH][VIOMMU_S_NOENT], 1);
 }
@@ -374,39 +336,39 @@ TestSuite(attach, .init = setup, .fini = teardown);
 
 Test(attach, creates_the_domain_and_the_last_detach_destroys_it_with_its_mappings)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(attach(5, 2, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
-	cr_assert_eq(detach(5, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 2, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_detach(dev, 5, 1), VIOMMU_S_OK);
 	cr_assert_eq(pa_of(2, 0x1000), 0x9000, "the domain lives while an endpoint remains");
-	cr_assert_eq(detach(5, 2), VIOMMU_S_OK);
+	cr_assert_eq(test_detach(dev, 5, 2), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_nr_domains(dev), 0);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 0);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
 	assert_fault(1, 0x1000, VIOMMU_FAULT_R_MAPPING); /* a new domain 5, empty */
 }
 
 Test(attach, attaching_an_attached_endpoint_moves_it)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
-	cr_assert_eq(attach(6, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 6, 1, 0), VIOMMU_S_OK);
 	cr_assert_null(viommu_device_domain(dev, 5), "the old domain died with its last endpoint");
 	assert_fault(1, 0x1000, VIOMMU_FAULT_R_MAPPING);
-	cr_assert_eq(detach(5, 1), VIOMMU_S_INVAL, "it is no longer attached to 5");
+	cr_assert_eq(test_detach(dev, 5, 1), VIOMMU_S_INVAL, "it is no longer attached to 5");
 	cr_assert_eq(viommu_device_endpoint(dev, 1)->domain->id, 6);
-	cr_assert_eq(attach(6, 1, 0), VIOMMU_S_OK, "re-attaching to the same domain is a no-op");
+	cr_assert_eq(test_attach(dev, 6, 1, 0), VIOMMU_S_OK, "re-attaching to the same domain is a no-op");
 	cr_assert_eq(viommu_device_domain(dev, 6)->nr_endpoints, 1);
 }
 
 Test(attach, bypass_mismatch_is_inval_and_the_endpoint_stays_where_it_was)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
-	cr_assert_eq(attach(7, 2, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
-	cr_assert_eq(attach(7, 1, 0), VIOMMU_S_INVAL);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 7, 2, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 7, 1, 0), VIOMMU_S_INVAL);
 	cr_assert_eq(pa_of(1, 0x1000), 0x9000, "QEMU leaves it detached; we must not");
-	cr_assert_eq(attach(5, 2, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_INVAL);
+	cr_assert_eq(test_attach(dev, 5, 2, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_INVAL);
 	cr_assert_eq(viommu_device_endpoint_state(dev, 2), VIOMMU_EP_BYPASS);
 }
 
@@ -414,12 +376,12 @@ Test(attach, unknown_flags_reserved_bytes_and_unknown_endpoints_are_refused)
 {
 	uint8_t r[20] = { VIOMMU_T_ATTACH };
 
-	cr_assert_eq(attach(5, 1, 1u << 1), VIOMMU_S_INVAL);
-	cr_assert_eq(attach(5, 99, 0), VIOMMU_S_NOENT);
+	cr_assert_eq(test_attach(dev, 5, 1, 1u << 1), VIOMMU_S_INVAL);
+	cr_assert_eq(test_attach(dev, 5, 99, 0), VIOMMU_S_NOENT);
 	viommu_put_le32(r + 4, 5);
 	viommu_put_le32(r + 8, 1);
 	r[16] = 1;
-	cr_assert_eq(submit(r, sizeof(r)), VIOMMU_S_INVAL);
+	cr_assert_eq(test_submit(dev, r, sizeof(r)), VIOMMU_S_INVAL);
 	cr_assert_eq(viommu_device_nr_domains(dev), 0);
 }
 
@@ -428,15 +390,15 @@ Test(attach, bypass_flag_without_bypass_config_is_inval)
 	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
 						       ~VIOMMU_FBIT(VIOMMU_F_BYPASS_CONFIG)),
 		     0);
-	cr_assert_eq(attach(5, 1, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_INVAL);
+	cr_assert_eq(test_attach(dev, 5, 1, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_INVAL);
 	cr_assert_eq(viommu_device_nr_domains(dev), 0);
 }
 
 Test(attach, endpoint_whose_reserved_regions_are_mapped_in_the_domain_is_unsupp)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x10000, 0x10fff, 0x9000, RW), VIOMMU_S_OK);
-	cr_assert_eq(attach(5, 3, 0), VIOMMU_S_UNSUPP); /* endpoint 3 reserves 0x10000-0x1ffff */
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x10000, 0x10fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 3, 0), VIOMMU_S_UNSUPP); /* endpoint 3 reserves 0x10000-0x1ffff */
 	cr_assert_null(viommu_device_endpoint(dev, 3)->domain);
 	cr_assert_eq(viommu_device_domain(dev, 5)->nr_endpoints, 1);
 }
@@ -450,10 +412,10 @@ Test(attach, domain_outside_domain_range_is_range)
 	cfg.domain_start = 10;
 	cfg.domain_end = 20;
 	setup_with(&cfg);
-	cr_assert_eq(attach(9, 1, 0), VIOMMU_S_RANGE);
-	cr_assert_eq(attach(21, 1, 0), VIOMMU_S_RANGE);
-	cr_assert_eq(attach(20, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(detach(21, 1), VIOMMU_S_RANGE);
+	cr_assert_eq(test_attach(dev, 9, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_eq(test_attach(dev, 21, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_eq(test_attach(dev, 20, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_detach(dev, 21, 1), VIOMMU_S_RANGE);
 }
 
 Test(attach, domain_range_applies_when_offered_even_if_not_negotiated)
@@ -467,10 +429,10 @@ Test(attach, domain_range_applies_when_offered_even_if_not_negotiated)
 	setup_with(&cfg);
 	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
 						       ~VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE)), 0);
-	cr_assert_eq(attach(9, 1, 0), VIOMMU_S_RANGE);
-	cr_assert_eq(attach(21, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_eq(test_attach(dev, 9, 1, 0), VIOMMU_S_RANGE);
+	cr_assert_eq(test_attach(dev, 21, 1, 0), VIOMMU_S_RANGE);
 	cr_assert_null(viommu_device_endpoint(dev, 1)->domain);
-	cr_assert_eq(attach(10, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 10, 1, 0), VIOMMU_S_OK);
 }
 
 Test(attach, domain_range_does_not_apply_when_not_offered)
@@ -483,8 +445,8 @@ Test(attach, domain_range_does_not_apply_when_not_offered)
 	cfg.domain_end = 20;
 	cfg.features &= ~VIOMMU_FBIT(VIOMMU_F_DOMAIN_RANGE);
 	setup_with(&cfg);
-	cr_assert_eq(attach(9, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(attach(0xffffffff, 2, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 9, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 0xffffffff, 2, 0), VIOMMU_S_OK);
 }
 
 static int collect_ep(const struct viommu_endpoint *ep, void *arg)
@@ -500,13 +462,13 @@ Test(attach, each_domain_endpoint_lists_who_the_device_attached)
 	uint32_t ids[8] = { 0 };
 	uint8_t r[64];
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(attach(5, 2, 0), VIOMMU_S_OK);
-	cr_assert_eq(attach(6, 4, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 2, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 6, 4, 0), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_for_each_domain_endpoint(dev, 5, collect_ep, ids), 0);
 	cr_assert_eq(ids[0], 2);
 	cr_assert(ids[1] + ids[2] == 3 && ids[1] != ids[2]);
-	cr_assert_eq(submit(r, viommu_req_detach(r, 5, 1)), VIOMMU_S_OK);
+	cr_assert_eq(test_submit(dev, r, viommu_req_detach(r, 5, 1)), VIOMMU_S_OK);
 	ids[0] = 0;
 	viommu_device_for_each_domain_endpoint(dev, 5, collect_ep, ids);
 	cr_assert_eq(ids[0], 1);
@@ -524,18 +486,18 @@ Test(attach, domain_cap_answers_nomem_and_changes_nothing)
 	viommu_config_default(&cfg);
 	cfg.max_domains = 1;
 	setup_with(&cfg);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(attach(6, 2, 0), VIOMMU_S_NOMEM);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 6, 2, 0), VIOMMU_S_NOMEM);
 	cr_assert_null(viommu_device_endpoint(dev, 2)->domain);
 	cr_assert_eq(viommu_device_nr_domains(dev), 1);
 }
 
 Test(attach, detach_of_an_endpoint_not_in_that_domain_is_inval_and_keeps_it)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(detach(6, 1), VIOMMU_S_INVAL);
-	cr_assert_eq(detach(5, 2), VIOMMU_S_INVAL);
-	cr_assert_eq(detach(5, 99), VIOMMU_S_NOENT);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_detach(dev, 6, 1), VIOMMU_S_INVAL);
+	cr_assert_eq(test_detach(dev, 5, 2), VIOMMU_S_INVAL);
+	cr_assert_eq(test_detach(dev, 5, 99), VIOMMU_S_NOENT);
 	cr_assert_eq(viommu_device_endpoint(dev, 1)->domain->id, 5);
 }
 
@@ -545,66 +507,66 @@ TestSuite(map, .init = setup, .fini = teardown);
 
 Test(map, overlapping_a_mapping_is_inval_and_leaves_it)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x2000, 0x3fff, 0x9000, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x3000, 0x4fff, 0x7000, RW), VIOMMU_S_INVAL);
-	cr_assert_eq(map(5, 0x1000, 0x2fff, 0x7000, RW), VIOMMU_S_INVAL);
-	cr_assert_eq(map(5, 0x0, 0x8fff, 0x7000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x3fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x3000, 0x4fff, 0x7000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x2fff, 0x7000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, 0x0, 0x8fff, 0x7000, RW), VIOMMU_S_INVAL);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 1);
 	cr_assert_eq(pa_of(1, 0x3000), 0xa000);
 }
 
 Test(map, misaligned_or_wrapping_ranges_are_range_and_bad_flags_inval)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1001, 0x1fff, 0x9000, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x1000, 0x1ffe, 0x9000, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9800, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x1000, 0x2fff, UINT64_MAX - 0xfff, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x2000, 0x1fff, 0x9000, RW), VIOMMU_S_INVAL);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9000, 1u << 3), VIOMMU_S_INVAL);
-	cr_assert_eq(map(6, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_NOENT);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1001, 0x1fff, 0x9000, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1ffe, 0x9000, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9800, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x2fff, UINT64_MAX - 0xfff, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x1fff, 0x9000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, 1u << 3), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 6, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_NOENT);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 0);
 }
 
 Test(map, mmio_flag_needs_f_mmio)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9000, RW | VIOMMU_MAP_F_MMIO), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, RW | VIOMMU_MAP_F_MMIO), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
 						       ~VIOMMU_FBIT(VIOMMU_F_MMIO)),
 		     0);
-	cr_assert_eq(map(5, 0x2000, 0x2fff, 0x9000, RW | VIOMMU_MAP_F_MMIO), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0x9000, RW | VIOMMU_MAP_F_MMIO), VIOMMU_S_INVAL);
 }
 
 Test(map, over_a_reserved_region_of_an_attached_endpoint_is_inval)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, MSI_START, MSI_START + 0xfff, 0x9000, RW), VIOMMU_S_INVAL);
-	cr_assert_eq(map(5, MSI_START - 0x1000, MSI_START + 0xfff, 0x9000, RW), VIOMMU_S_INVAL);
-	cr_assert_eq(map(5, MSI_START - 0x1000, MSI_START - 1, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, MSI_START, MSI_START + 0xfff, 0x9000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, MSI_START - 0x1000, MSI_START + 0xfff, 0x9000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, MSI_START - 0x1000, MSI_START - 1, 0x9000, RW), VIOMMU_S_OK);
 }
 
 Test(map, into_a_bypass_domain_is_inval)
 {
-	cr_assert_eq(attach(7, 1, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
-	cr_assert_eq(map(7, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_INVAL);
-	cr_assert_eq(unmap(7, 0x1000, 0x1fff), VIOMMU_S_INVAL);
+	cr_assert_eq(test_attach(dev, 7, 1, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 7, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_unmap(dev, 7, 0x1000, 0x1fff), VIOMMU_S_INVAL);
 }
 
 Test(map, the_last_page_of_the_64_bit_space_maps_and_unmaps)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, UINT64_MAX - 0xfff, UINT64_MAX, 0x5000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, UINT64_MAX - 0xfff, UINT64_MAX, 0x5000, RW), VIOMMU_S_OK);
 	cr_assert_eq(pa_of(1, UINT64_MAX), 0x5fff);
-	cr_assert_eq(unmap(5, UINT64_MAX - 0xfff, UINT64_MAX), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(dev, 5, UINT64_MAX - 0xfff, UINT64_MAX), VIOMMU_S_OK);
 	assert_fault(1, UINT64_MAX, VIOMMU_FAULT_R_MAPPING);
 }
 
 Test(map, a_2_pow_48_byte_extent_is_one_mapping)
 {
-	cr_assert_eq(attach(5, 2, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 1ull << 48, (2ull << 48) - 1, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 2, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 1ull << 48, (2ull << 48) - 1, 0, RW), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 1);
 	cr_assert_eq(pa_of(2, (1ull << 48) + 0x123456789ull), 0x123456789ull);
 	cr_assert_eq(pa_of(2, (2ull << 48) - 1), (1ull << 48) - 1);
@@ -619,17 +581,17 @@ Test(map, mapping_caps_answer_nomem_and_change_nothing)
 	cfg.max_mappings_per_domain = 2;
 	cfg.max_mappings = 3;
 	setup_with(&cfg);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(attach(6, 2, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x2000, 0x2fff, 0, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x3000, 0x3fff, 0, RW), VIOMMU_S_NOMEM, "per domain");
-	cr_assert_eq(map(6, 0x1000, 0x1fff, 0, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(6, 0x2000, 0x2fff, 0, RW), VIOMMU_S_NOMEM, "in all");
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 6, 2, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x3000, 0x3fff, 0, RW), VIOMMU_S_NOMEM, "per domain");
+	cr_assert_eq(test_map(dev, 6, 0x1000, 0x1fff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 6, 0x2000, 0x2fff, 0, RW), VIOMMU_S_NOMEM, "in all");
 	cr_assert_eq(viommu_device_nr_mappings(dev), 3);
 	assert_fault(1, 0x3000, VIOMMU_FAULT_R_MAPPING);
-	cr_assert_eq(unmap(5, 0x1000, 0x1fff), VIOMMU_S_OK);
-	cr_assert_eq(map(6, 0x2000, 0x2fff, 0, RW), VIOMMU_S_OK, "room again after an UNMAP");
+	cr_assert_eq(test_unmap(dev, 5, 0x1000, 0x1fff), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 6, 0x2000, 0x2fff, 0, RW), VIOMMU_S_OK, "room again after an UNMAP");
 }
 
 Test(map, input_range_is_enforced)
@@ -641,10 +603,10 @@ Test(map, input_range_is_enforced)
 	cfg.input_start = 0x100000;
 	cfg.input_end = 0xffffffff;
 	setup_with(&cfg);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0xff000, 0x100fff, 0, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0xfffff000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0xff000, 0x100fff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0xfffff000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
 }
 
 Test(map, input_range_applies_when_offered_even_if_not_negotiated)
@@ -658,10 +620,10 @@ Test(map, input_range_applies_when_offered_even_if_not_negotiated)
 	setup_with(&cfg);
 	cr_assert_eq(viommu_device_negotiate(dev, viommu_device_features(dev) &
 						       ~VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE)), 0);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0xff000, 0xfffff, 0, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0xff000, 0xfffff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x100000, 0x100fff, 0, RW), VIOMMU_S_OK);
 }
 
 Test(map, input_range_does_not_apply_when_not_offered)
@@ -674,9 +636,9 @@ Test(map, input_range_does_not_apply_when_not_offered)
 	cfg.input_end = 0xffffffff;
 	cfg.features &= ~VIOMMU_FBIT(VIOMMU_F_INPUT_RANGE);
 	setup_with(&cfg);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x0, 0xfff, 0, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x0, 0xfff, 0, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x100000000, 0x100000fff, 0, RW), VIOMMU_S_OK);
 }
 
 Test(map, granule_comes_from_the_lowest_bit_of_page_size_mask)
@@ -687,36 +649,36 @@ Test(map, granule_comes_from_the_lowest_bit_of_page_size_mask)
 	viommu_config_default(&cfg);
 	cfg.page_size_mask = ~0xffffull; /* 64 KiB */
 	setup_with(&cfg);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0, RW), VIOMMU_S_RANGE);
-	cr_assert_eq(map(5, 0x10000, 0x1ffff, 0x20000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0, RW), VIOMMU_S_RANGE);
+	cr_assert_eq(test_map(dev, 5, 0x10000, 0x1ffff, 0x20000, RW), VIOMMU_S_OK);
 }
 
 Test(map, unmap_that_would_split_a_mapping_is_range_and_removes_nothing)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x11000, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x2000, 0x5fff, 0x12000, RW), VIOMMU_S_OK);
-	cr_assert_eq(unmap(5, 0x1000, 0x2fff), VIOMMU_S_RANGE, "would split the second at its end");
-	cr_assert_eq(unmap(5, 0x3000, 0x5fff), VIOMMU_S_RANGE, "would split the second at its start");
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x11000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x5fff, 0x12000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(dev, 5, 0x1000, 0x2fff), VIOMMU_S_RANGE, "would split the second at its end");
+	cr_assert_eq(test_unmap(dev, 5, 0x3000, 0x5fff), VIOMMU_S_RANGE, "would split the second at its start");
 	cr_assert_eq(viommu_device_nr_mappings(dev), 2);
 	cr_assert_eq(pa_of(1, 0x1000), 0x11000, "the first survived the rejected UNMAP");
-	cr_assert_eq(unmap(5, 0, 0xffff), VIOMMU_S_OK, "whole mappings inside the range go");
+	cr_assert_eq(test_unmap(dev, 5, 0, 0xffff), VIOMMU_S_OK, "whole mappings inside the range go");
 	cr_assert_eq(viommu_device_nr_mappings(dev), 0);
-	cr_assert_eq(unmap(5, 0, 0xffff), VIOMMU_S_OK, "unmapping nothing succeeds");
+	cr_assert_eq(test_unmap(dev, 5, 0, 0xffff), VIOMMU_S_OK, "unmapping nothing succeeds");
 }
 
 Test(map, unmap_with_reserved_bytes_set_is_inval_and_removes_nothing)
 {
 	uint8_t r[28] = { VIOMMU_T_UNMAP };
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x11000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x11000, RW), VIOMMU_S_OK);
 	viommu_put_le32(r + 4, 5);
 	viommu_put_le64(r + 8, 0x1000);
 	viommu_put_le64(r + 16, 0x1fff);
 	r[24] = 1;
-	cr_assert_eq(submit(r, sizeof(r)), VIOMMU_S_INVAL);
+	cr_assert_eq(test_submit(dev, r, sizeof(r)), VIOMMU_S_INVAL);
 	cr_assert_eq(pa_of(1, 0x1000), 0x11000);
 }
 
@@ -805,10 +767,10 @@ Test(translate, a_range_may_span_adjacent_extents_but_not_a_hole)
 {
 	struct viommu_answer x;
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x50000, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x2000, 0x2fff, 0x90000, RW), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x4000, 0x4fff, 0xa0000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x50000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0x90000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x4000, 0x4fff, 0xa0000, RW), VIOMMU_S_OK);
 	cr_assert_eq(xlate(1, 0x1ff0, 0x20, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_HIT);
 	cr_assert_eq(x.pa, 0x50ff0);
 	cr_assert_eq(x.ext_start, 0x1000);
@@ -822,8 +784,8 @@ Test(translate, permissions_are_checked_for_the_access)
 {
 	struct viommu_answer x;
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x50000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x50000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
 	cr_assert_eq(xlate(1, 0x1000, 8, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_HIT);
 	cr_assert_eq(xlate(1, 0x1000, 8, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_FAULT);
 	cr_assert_eq(x.reason, VIOMMU_FAULT_R_MAPPING);
@@ -839,9 +801,9 @@ Test(translate, endpoint_state_decides_identity_domain_fault_or_unknown)
 	cr_assert_eq(xlate(4, 0x1234, 4, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_IDENTITY,
 		     "no ACCESS_PLATFORM: physical addresses whatever the guest does");
 	cr_assert_eq(x.pa, 0x1234);
-	cr_assert_eq(attach(5, 4, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 4, 0), VIOMMU_S_OK);
 	cr_assert_eq(xlate(4, 0x1234, 4, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_IDENTITY);
-	cr_assert_eq(attach(7, 2, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 7, 2, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
 	cr_assert_eq(xlate(2, 0x1234, 4, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_IDENTITY);
 	cr_assert_eq(viommu_device_config_write(dev, offsetof(struct viommu_wire_config, bypass), &one, 1),
 		     0);
@@ -850,10 +812,10 @@ Test(translate, endpoint_state_decides_identity_domain_fault_or_unknown)
 
 Test(translate, reserved_regions_fault_even_inside_a_mapping)
 {
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x0, 0xffff, 0x100000, RW), VIOMMU_S_OK);
-	cr_assert_eq(attach(6, 3, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(6, 0x0, 0xffff, 0x100000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x0, 0xffff, 0x100000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 6, 3, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 6, 0x0, 0xffff, 0x100000, RW), VIOMMU_S_OK);
 	cr_assert_eq(pa_of(3, 0xfff0), 0x10fff0);
 	assert_fault(3, MSI_START, VIOMMU_FAULT_R_MAPPING);
 }
@@ -862,8 +824,8 @@ Test(translate, a_range_running_past_2_pow_64_faults)
 {
 	struct viommu_answer x;
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, UINT64_MAX - 0xfff, UINT64_MAX, 0x5000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, UINT64_MAX - 0xfff, UINT64_MAX, 0x5000, RW), VIOMMU_S_OK);
 	cr_assert_eq(xlate(1, UINT64_MAX - 7, 8, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_HIT);
 	cr_assert_eq(xlate(1, UINT64_MAX - 7, 16, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_FAULT);
 }
@@ -925,8 +887,8 @@ Test(reset, device_reset_detaches_everything_and_keeps_bypass)
 	uint8_t one = 1, v;
 	uint32_t off = offsetof(struct viommu_wire_config, bypass);
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_config_write(dev, off, &one, 1), 0);
 	viommu_device_reset(dev);
 	cr_assert_eq(viommu_device_nr_domains(dev), 0);
@@ -942,7 +904,7 @@ Test(reset, system_reset_also_restores_the_initial_bypass)
 	uint8_t one = 1, v;
 	uint32_t off = offsetof(struct viommu_wire_config, bypass);
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
 	cr_assert_eq(viommu_device_config_write(dev, off, &one, 1), 0);
 	viommu_device_system_reset(dev);
 	viommu_device_config_read(dev, off, &v, 1);
@@ -1018,8 +980,8 @@ Test(observer, a_late_observer_is_told_the_current_state_first)
 	struct log l = { .fail_map_at = -1 };
 	struct viommu_observer o = obs_tmpl;
 
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
 	o.ctx = &l;
 	cr_assert_eq(viommu_device_add_observer(dev, &o), 0);
 	cr_assert_str_eq(l.ev[0], "dom+ 5");
@@ -1035,8 +997,8 @@ Test(observer, a_failed_observer_map_undoes_the_map_and_answers_nomem)
 
 	o.ctx = &l;
 	cr_assert_eq(viommu_device_add_observer(dev, &o), 0);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x2000, 0x2fff, 0x9000, RW), VIOMMU_S_NOMEM);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0x9000, RW), VIOMMU_S_NOMEM);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 0);
 	assert_fault(1, 0x2000, VIOMMU_FAULT_R_MAPPING);
 }
@@ -1048,12 +1010,12 @@ Test(observer, removal_is_flagged_to_sync_once_per_batch)
 
 	o.ctx = &l;
 	cr_assert_eq(viommu_device_add_observer(dev, &o), 0);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x2000, 0x2fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0x9000, RW), VIOMMU_S_OK);
 	l.syncs = l.removed_syncs = 0;
 	viommu_device_batch_begin(dev);
-	cr_assert_eq(map(5, 0x3000, 0x3fff, 0x9000, RW), VIOMMU_S_OK);
-	cr_assert_eq(unmap(5, 0x2000, 0x2fff), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x3000, 0x3fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(dev, 5, 0x2000, 0x2fff), VIOMMU_S_OK);
 	cr_assert_eq(l.syncs, 0, "no sync inside a batch");
 	viommu_device_batch_end(dev);
 	cr_assert_eq(l.syncs, 1);
@@ -1067,10 +1029,10 @@ Test(observer, detaching_the_last_endpoint_unmaps_then_destroys_the_domain)
 
 	o.ctx = &l;
 	cr_assert_eq(viommu_device_add_observer(dev, &o), 0);
-	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
-	cr_assert_eq(map(5, 0x2000, 0x2fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0x9000, RW), VIOMMU_S_OK);
 	l.n = 0;
-	cr_assert_eq(detach(5, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_detach(dev, 5, 1), VIOMMU_S_OK);
 	cr_assert_str_eq(l.ev[0], "ep 1 1", "the endpoint leaves first (blocked)");
 	cr_assert_str_eq(l.ev[1], "unmap 5 2000");
 	cr_assert_str_eq(l.ev[2], "dom- 5");

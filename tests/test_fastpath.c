@@ -25,6 +25,8 @@
 #include "device.h"
 #include "fastpath.h"
 #include "reader.h"
+#include "bpf_access.h"
+#include "requests.h"
 
 #define MSI_START 0xfee00000ull
 #define MSI_END 0xfeefffffull
@@ -43,8 +45,8 @@ static void fp_setup_with(const struct viommu_config *cfg, const struct viommu_f
 	cr_assert_eq(viommu_device_add_endpoint(dev, 10, false, NULL, 0), 0);
 	cr_assert_eq(viommu_device_add_endpoint(dev, 0x123456, true, &msi, 1), 0);
 	fp = viommu_fastpath_new(dev, o);
-	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
-		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	if (!fp)
+		test_skip_if_kernel_refuses_bpf(errno);
 	cr_assert_not_null(fp, "viommu_fastpath_new: %s", strerror(errno));
 }
 
@@ -68,35 +70,6 @@ static void fp_teardown(void)
 	viommu_device_free(dev);
 	fp = NULL;
 	dev = NULL;
-}
-
-static uint8_t submit(const uint8_t *r, size_t len)
-{
-	uint8_t t[4];
-
-	cr_assert_eq(viommu_device_request_buf(dev, r, len, t, sizeof(t)), 4);
-	return t[0];
-}
-
-static uint8_t req_attach(uint32_t domain, uint32_t ep)
-{
-	uint8_t r[64];
-
-	return submit(r, viommu_req_attach(r, domain, ep, 0));
-}
-
-static uint8_t req_map(uint32_t domain, uint64_t start, uint64_t end, uint64_t phys, uint32_t flags)
-{
-	uint8_t r[64];
-
-	return submit(r, viommu_req_map(r, domain, start, end, phys, flags));
-}
-
-static uint8_t req_unmap(uint32_t domain, uint64_t start, uint64_t end)
-{
-	uint8_t r[64];
-
-	return submit(r, viommu_req_unmap(r, domain, start, end));
 }
 
 static void assert_same(const struct viommu_query *q, const struct viommu_answer *want,
@@ -156,8 +129,8 @@ static void random_differential(int rounds, unsigned regions, uint64_t window)
 	struct viommu_query q[VIOMMU_BULK_MAX];
 
 	cr_assert_not_null(r);
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_attach(2, 9), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
 	for (int round = 0; round < rounds; round++) {
 		uint32_t domain = 1 + (uint32_t)(rnd() % 2);
 		uint64_t size = sizes[rnd() % (sizeof(sizes) / sizeof(sizes[0]))];
@@ -166,11 +139,11 @@ static void random_differential(int rounds, unsigned regions, uint64_t window)
 		uint64_t phys = (rnd() % (1ull << 40)) & ~0xfffull;
 
 		if (rnd() % 3)
-			req_map(domain, start, start + size - 1, phys, 1 + (uint32_t)(rnd() % 3));
+			test_map(dev, domain, start, start + size - 1, phys, 1 + (uint32_t)(rnd() % 3));
 		else
-			req_unmap(domain, start, start + (rnd() % 4 + 1) * size - 1);
+			test_unmap(dev, domain, start, start + (rnd() % 4 + 1) * size - 1);
 		if (round % 20 == 0)
-			req_attach(1 + (uint32_t)(rnd() % 3), 8 + (uint32_t)(rnd() % 2));
+			test_attach(dev, 1 + (uint32_t)(rnd() % 3), 8 + (uint32_t)(rnd() % 2), 0);
 		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
 			q[i].endpoint = 8 + (uint32_t)(rnd() % 3);
 			q[i].iova = (rnd() % regions) << 39 | (rnd() % window);
@@ -214,11 +187,11 @@ Test(fastpath, a_huge_extent_is_a_handful_of_radix_entries)
 	struct viommu_query q[8];
 	uint32_t before;
 
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	before = m->nodes_used;
 	/* Linux's identity domain without BYPASS_CONFIG: [0, 2^48-1] minus the MSI window. */
-	cr_assert_eq(req_map(1, 0, MSI_START - 1, 0, 3), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, MSI_END + 1, (1ull << 48) - 1, MSI_END + 1, 3), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0, MSI_START - 1, 0, 3), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, MSI_END + 1, (1ull << 48) - 1, MSI_END + 1, 3), VIOMMU_S_OK);
 	cr_assert_leq(m->nodes_used - before, 8, "%u nodes for 2^48 bytes", m->nodes_used - before);
 	for (unsigned i = 0; i < 8; i++) {
 		q[i].endpoint = 8;
@@ -228,7 +201,7 @@ Test(fastpath, a_huge_extent_is_a_handful_of_radix_entries)
 	}
 	q[0].iova = MSI_START + 0x10; /* the hole faults */
 	check_queries(r, q, 8);
-	cr_assert_eq(req_unmap(1, 0, (1ull << 48) - 1), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(dev, 1, 0, (1ull << 48) - 1), VIOMMU_S_OK);
 	cr_assert_eq(m->nodes_used, before, "every node the extents used is freed");
 	viommu_reader_close(r);
 }
@@ -242,8 +215,8 @@ Test(fastpath, the_last_page_of_the_address_space_translates)
 	};
 	struct viommu_answer a;
 
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, ~0ull - 0xfff, ~0ull, 0x5000, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, ~0ull - 0xfff, ~0ull, 0x5000, 1), VIOMMU_S_OK);
 	check_queries(r, q, 2);
 	viommu_reader_translate(r, &q[0], &a);
 	cr_assert_eq(a.pa, 0x5fff);
@@ -256,7 +229,7 @@ Test(fastpath, endpoints_without_access_platform_translate_as_identity)
 	struct viommu_query q = { .endpoint = 10, .access = 2, .iova = 0x1234, .size = 1 };
 	struct viommu_answer a;
 
-	cr_assert_eq(req_attach(1, 10), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 10, 0), VIOMMU_S_OK);
 	cr_assert_eq(viommu_reader_translate(r, &q, &a), VIOMMU_XLATE_IDENTITY);
 	cr_assert_eq(a.pa, 0x1234);
 	check_queries(r, &q, 1);
@@ -273,8 +246,8 @@ Test(fastpath, endpoints_above_the_dense_range_use_the_sparse_index)
 	};
 	struct viommu_answer a;
 
-	cr_assert_eq(req_attach(5, 0x123456), VIOMMU_S_OK);
-	cr_assert_eq(req_map(5, 0x2000, 0x2fff, 0x9000, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 5, 0x123456, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0x9000, 1), VIOMMU_S_OK);
 	check_queries(r, q, 3);
 	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_XLATE_HIT);
 	cr_assert_eq(a.pa, 0x9000);
@@ -303,16 +276,16 @@ static void sparse_ids_all_translate(const uint32_t *ids, unsigned n, bool add_f
 	for (unsigned i = 0; add_first && i < n; i++)
 		cr_assert_eq(viommu_device_add_endpoint(dev, ids[i], true, NULL, 0), 0, "id 0x%x", ids[i]);
 	fp = viommu_fastpath_new(dev, NULL);
-	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
-		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	if (!fp)
+		test_skip_if_kernel_refuses_bpf(errno);
 	cr_assert_not_null(fp, "viommu_fastpath_new with %u sparse endpoints: %s", n, strerror(errno));
 	for (unsigned i = 0; !add_first && i < n; i++)
 		cr_assert_eq(viommu_device_add_endpoint(dev, ids[i], true, NULL, 0), 0,
 			     "endpoint %u (id 0x%x) refused", i, ids[i]);
 	for (unsigned i = 0; i < n; i++)
-		cr_assert_eq(req_attach(1 + i % 4, ids[i]), VIOMMU_S_OK, "attach id 0x%x", ids[i]);
+		cr_assert_eq(test_attach(dev, 1 + i % 4, ids[i], 0), VIOMMU_S_OK, "attach id 0x%x", ids[i]);
 	for (uint32_t d = 1; d <= 4; d++)
-		cr_assert_eq(req_map(d, 0x10000, 0x10fff, (uint64_t)d << 20, 3), VIOMMU_S_OK);
+		cr_assert_eq(test_map(dev, d, 0x10000, 0x10fff, (uint64_t)d << 20, 3), VIOMMU_S_OK);
 	cr_assert_leq(viommu_fastpath_view(fp)->meta->ep_probes, VIOMMU_EP_INDEX_PROBES_MAX);
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
@@ -423,8 +396,8 @@ Test(fastpath, the_bulk_hit_mask_marks_translated_queries)
 	struct viommu_answer a[VIOMMU_BULK_MAX];
 	uint64_t want = 0;
 
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, 0, (32ull << 12) - 1, 0x100000, 3), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0, (32ull << 12) - 1, 0x100000, 3), VIOMMU_S_OK);
 	for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
 		q[i] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = (uint64_t)i << 12, .size = 8 };
 		if (i < 32)
@@ -448,7 +421,7 @@ static void map_run(uint32_t domain, unsigned ro_page, unsigned hole)
 		uint64_t va = RUN_BASE + ((uint64_t)i << 12);
 
 		if (i != hole)
-			cr_assert_eq(req_map(domain, va, va + 0xfff, 0x40000000ull + ((uint64_t)(i * 7 % 64) << 12),
+			cr_assert_eq(test_map(dev, domain, va, va + 0xfff, 0x40000000ull + ((uint64_t)(i * 7 % 64) << 12),
 					     i == ro_page ? 1 : 3),
 				     VIOMMU_S_OK);
 	}
@@ -461,8 +434,8 @@ Test(fastpath, a_dma_across_more_than_16_mappings_gets_the_store_answer_on_every
 	unsigned n = 0;
 
 	cr_assert_not_null(r);
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_attach(2, 9), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
 	map_run(1, ~0u, ~0u);
 	map_run(2, 25, 33); /* domain 2: page 25 read-only, page 33 unmapped */
 	for (unsigned ep = 8; ep <= 9; ep++)
@@ -515,9 +488,9 @@ Test(fastpath, a_dma_past_the_top_across_many_mappings_faults_at_its_first_byte)
 	struct viommu_answer a;
 
 	cr_assert_not_null(r);
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	for (unsigned i = 0; i < 20; i++)
-		cr_assert_eq(req_map(1, top + ((uint64_t)i << 12), top + ((uint64_t)i << 12) + 0xfff,
+		cr_assert_eq(test_map(dev, 1, top + ((uint64_t)i << 12), top + ((uint64_t)i << 12) + 0xfff,
 				     (uint64_t)(i + 1) << 20, 1), VIOMMU_S_OK);
 	check_queries(r, q, 3);
 	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_XLATE_HIT);
@@ -537,7 +510,7 @@ Test(fastpath, the_syscall_program_answers_more_with_the_first_unchecked_byte)
 	struct viommu_answer a, want;
 	unsigned runs = 0;
 
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	map_run(1, ~0u, ~0u);
 	b.n = 1;
 	b.q[0] = q;
@@ -595,13 +568,13 @@ Test(fastpath, xdp_program_answers_the_fixture_table)
 	};
 	struct xdp_frame in, out;
 
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, 0x10000, 0x10fff, 0x80000, 1), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, 0x11000, 0x11fff, 0x81000, 1), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, 0x40200000, 0x403fffff, 0x200000000, 3), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x10000, 0x10fff, 0x80000, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x11000, 0x11fff, 0x81000, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x40200000, 0x403fffff, 0x200000000, 3), VIOMMU_S_OK);
 	for (uint64_t p = 0; p < 20; p++) /* 0x1000000..0x1013fff, then a hole to 0x1014000 */
 		if (p != 16)
-			cr_assert_eq(req_map(1, 0x1000000 + (p << 12), 0x1000fff + (p << 12),
+			cr_assert_eq(test_map(dev, 1, 0x1000000 + (p << 12), 0x1000fff + (p << 12),
 					     0x3000000 + (p << 16), 1), VIOMMU_S_OK);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct xdp_case *c = &cases[i];
@@ -649,7 +622,7 @@ Test(fastpath, faults_seen_by_bpf_reach_the_device_event_queue)
 	struct viommu_answer a;
 	struct viommu_wire_fault f;
 
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	viommu_device_eventq_post(dev, 1);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, &q, &a, 1, true), 0);
 	cr_assert_eq(a.result, VIOMMU_XLATE_FAULT);
@@ -678,17 +651,17 @@ Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 	viommu_config_default(&cfg);
 	fp_setup_with(&cfg, &o);
 	m = viommu_fastpath_view(fp)->meta;
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK); /* root: 1 node */
-	cr_assert_eq(req_map(1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 5 more: pool full */
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK); /* root: 1 node */
+	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 5 more: pool full */
 	nodes = m->nodes_used;
 	cr_assert_eq(nodes, 6);
 	/* Needs new level-3..5 nodes under another 512 GiB region: no room. */
-	cr_assert_eq(req_map(1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
+	cr_assert_eq(test_map(dev, 1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
 	cr_assert_eq(m->nodes_used, nodes);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 1);
 	cr_assert_eq(m->extents_used, 1);
 	/* Another domain cannot get a root either. */
-	cr_assert_eq(req_attach(2, 9), VIOMMU_S_NOMEM);
+	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_NOMEM);
 	cr_assert_null(viommu_device_domain(dev, 2));
 	cr_assert_eq(viommu_device_endpoint_state(dev, 9), VIOMMU_EP_BYPASS);
 }
@@ -706,13 +679,13 @@ Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 	viommu_config_default(&cfg);
 	fp_setup_with(&cfg, &o);
 	m = viommu_fastpath_view(fp)->meta;
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 6 nodes */
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 6 nodes */
 	/* Needs 4 new nodes (levels 2-5) with 2 left: two are linked, the third fails. */
-	cr_assert_eq(req_map(1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
+	cr_assert_eq(test_map(dev, 1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
 	cr_assert_eq(m->nodes_used, 6, "the two nodes linked before the failure are freed");
 	/* So a map that needs exactly two new nodes fits. */
-	cr_assert_eq(req_map(1, 1ull << 30, (1ull << 30) + 0xfff, 0x3000, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 1ull << 30, (1ull << 30) + 0xfff, 0x3000, 1), VIOMMU_S_OK);
 	cr_assert_eq(m->nodes_used, 8);
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
@@ -727,7 +700,7 @@ Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 struct refused_reader {
 	struct viommu_reader *r;
 	int stop;
-	uint64_t hits, lookups;
+	uint64_t hits, faults, retries, lookups; /* lookups: atomic, the test waits on it */
 };
 
 static void *refused_reader_main(void *arg)
@@ -738,9 +711,20 @@ static void *refused_reader_main(void *arg)
 
 	while (!__atomic_load_n(&rr->stop, __ATOMIC_ACQUIRE)) {
 		viommu_reader_tlb_flush(rr->r);
-		if (viommu_reader_translate(rr->r, &q, &a) == VIOMMU_XLATE_HIT)
+		switch (viommu_reader_translate(rr->r, &q, &a)) {
+		case VIOMMU_XLATE_HIT:
 			rr->hits++;
-		rr->lookups++;
+			break;
+		case VIOMMU_XLATE_FAULT:
+			rr->faults++;
+			break;
+		case VIOMMU_XLATE_RETRY: /* raced with the writer's attempt */
+			rr->retries++;
+			break;
+		default:
+			break;
+		}
+		__atomic_store_n(&rr->lookups, rr->lookups + 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -750,24 +734,34 @@ Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
 	struct viommu_config cfg;
 	struct viommu_fastpath_opts o = { .nodes = 6, .overcommit = true };
 	struct refused_reader rr = { 0 };
+	uint64_t before;
 	pthread_t th;
 
 	fp_teardown();
 	viommu_config_default(&cfg);
 	cfg.bypass = 0;
 	fp_setup_with(&cfg, &o);
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, 0x1000, 0x1fff, 0x100000, 3), VIOMMU_S_OK); /* the pool is full */
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x100000, 3), VIOMMU_S_OK); /* the pool is full */
 	rr.r = viommu_reader_open(fp);
 	cr_assert_not_null(rr.r);
 	cr_assert_eq(pthread_create(&th, NULL, refused_reader_main, &rr), 0);
+	while (!__atomic_load_n(&rr.lookups, __ATOMIC_RELAXED)) /* it is looking up already */
+		usleep(100);
 	/* Its first 2 MiB piece fits in the existing level-5 node; the second needs nodes. */
 	for (int i = 0; i < 5000; i++)
-		cr_assert_eq(req_map(1, 0x2000, 0x200fff, 0x200000, 3), VIOMMU_S_NOMEM);
+		cr_assert_eq(test_map(dev, 1, 0x2000, 0x200fff, 0x200000, 3), VIOMMU_S_NOMEM);
+	before = __atomic_load_n(&rr.lookups, __ATOMIC_RELAXED);
 	__atomic_store_n(&rr.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(th, NULL);
 	viommu_reader_close(rr.r);
-	cr_log_info("%llu lookups during 5000 refused MAPs", (unsigned long long)rr.lookups);
+	cr_log_info("%llu lookups during 5000 refused MAPs", (unsigned long long)before);
+	cr_assert_gt(before, 0, "the reader looked the address up while the MAPs were refused");
+	cr_assert_eq(rr.faults + rr.retries, rr.lookups,
+		     "every lookup faulted or met the writer (%llu hits, %llu faults, %llu retries of %llu)",
+		     (unsigned long long)rr.hits, (unsigned long long)rr.faults,
+		     (unsigned long long)rr.retries, (unsigned long long)rr.lookups);
+	cr_assert_gt(rr.faults, 0);
 	cr_assert_eq(rr.hits, 0, "a refused MAP was seen %llu times", (unsigned long long)rr.hits);
 }
 
@@ -784,23 +778,97 @@ Test(fastpath, a_device_granule_below_4k_is_refused_with_enotsup)
 	viommu_device_free(d);
 }
 
-Test(fastpath, unmap_waits_for_a_reader_inside_its_critical_section)
-{
-	struct viommu_reader *r = viommu_reader_open(fp);
-	const struct viommu_meta *m = viommu_fastpath_view(fp)->meta;
-	uint64_t gp;
+/* A reader thread of the device's process: inside its section, holding the translation, it
+ * says so, keeps it for a while, marks its use done, and only then exits. */
+struct holder {
+	struct viommu_reader *r;
+	int ready, done_using, result;
+};
 
-	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, 0x3000, 0x3fff, 0x55000, 1), VIOMMU_S_OK);
+static void *hold_translation_main(void *arg)
+{
+	struct holder *h = arg;
+	struct viommu_query q = { .endpoint = 8, .access = VIOMMU_MAP_F_READ, .iova = 0x3008, .size = 8 };
+	struct viommu_answer a;
+
+	viommu_reader_enter(h->r);
+	if (viommu_reader_translate(h->r, &q, &a) != VIOMMU_XLATE_HIT || a.pa != 0x55008) {
+		h->result = 1;
+		viommu_reader_exit(h->r);
+		__atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
+		return NULL;
+	}
+	__atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
+	usleep(100 * 1000);
+	__atomic_store_n(&h->done_using, 1, __ATOMIC_RELAXED);
+	h->result = viommu_reader_exit(h->r) ? 2 : 0;
+	return NULL;
+}
+
+/* A strict UNMAP while a reader thread is inside its section using the translation returns
+ * only after the reader's use is done, in either grace-period mode. */
+static void unmap_waits_for_the_reader(bool reader_fence)
+{
+	struct viommu_config cfg;
+	/* A grace timeout no descheduled reader reaches: waited for, not revoked. */
+	struct viommu_fastpath_opts o = { .reader_fence = reader_fence, .grace_timeout_ms = 20000 };
+	const struct viommu_meta *m;
+	struct holder h = { 0 };
+	uint64_t gp;
+	uint32_t revoked;
+	pthread_t th;
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	fp_setup_with(&cfg, &o);
+	m = viommu_fastpath_view(fp)->meta;
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x3000, 0x3fff, 0x55000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	h.r = viommu_reader_open(fp);
+	cr_assert_not_null(h.r);
 	gp = m->grace_periods;
-	/* No reader inside: the UNMAP completes with a grace period and nothing to wait for. */
-	cr_assert_eq(req_unmap(1, 0x3000, 0x3fff), VIOMMU_S_OK);
+	revoked = m->readers_revoked;
+	cr_assert_eq(pthread_create(&th, NULL, hold_translation_main, &h), 0);
+	while (!__atomic_load_n(&h.ready, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	cr_assert_eq(h.result, 0, "the reader translated inside its section");
+	cr_assert_eq(test_unmap(dev, 1, 0x3000, 0x3fff), VIOMMU_S_OK);
+	/* Ordered by the reader's release in exit() and the scan's acquire (R2/W5). */
+	cr_assert_eq(__atomic_load_n(&h.done_using, __ATOMIC_RELAXED), 1,
+		     "the strict UNMAP completed while the reader still used the translation");
 	cr_assert_eq(m->grace_periods, gp + 1);
-	/* A reader that entered before the epoch moved holds the epoch back. */
-	viommu_reader_enter(r);
-	cr_assert_neq(__atomic_load_n(&r->slot->active, __ATOMIC_RELAXED), 0);
-	cr_assert_lt(__atomic_load_n(&r->slot->active, __ATOMIC_RELAXED), m->epoch + 2);
-	viommu_reader_exit(r);
-	cr_assert_eq(r->slot->active, 0);
-	viommu_reader_close(r);
+	cr_assert_eq(m->readers_revoked, revoked, "the reader was waited for, not revoked");
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert_eq(h.result, 0, "the reader's exit reported its section intact");
+	viommu_reader_close(h.r);
+}
+
+Test(fastpath, a_strict_unmap_waits_for_a_reader_thread_inside_its_critical_section)
+{
+	unmap_waits_for_the_reader(false);
+}
+
+Test(fastpath, a_strict_unmap_in_reader_fence_mode_waits_for_a_reader_thread_inside_its_section)
+{
+	unmap_waits_for_the_reader(true);
+}
+
+/* The classification tests/bpf_access.h makes, tried where the kernel serves BPF: a program
+ * the verifier rejects fails with an errno the BPF tests would once have skipped on. */
+Test(fastpath, a_program_the_verifier_rejects_is_not_mistaken_for_a_kernel_that_refuses_bpf)
+{
+	struct bpf_insn bad[] = { /* r0 = r2: r2 was never written */
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_0, .src_reg = BPF_REG_2 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	const char *why = test_bpf_refusal();
+	int fd;
+
+	if (why)
+		cr_skip_test("the kernel refuses BPF to this process: %s", why);
+	fd = bpf_prog_load(BPF_PROG_TYPE_XDP, NULL, "GPL", bad, 2, NULL);
+	cr_assert_lt(fd, 0, "the verifier took a read of an uninitialised register");
+	cr_assert(errno == EACCES || errno == EINVAL, "errno %d", errno);
+	cr_assert_null(test_bpf_refusal(), "a rejection does not change the probe's answer");
 }

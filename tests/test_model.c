@@ -32,6 +32,8 @@
 #include "device.h"
 #include "fastpath.h"
 #include "reader.h"
+#include "bpf_access.h"
+#include "requests.h"
 
 #define M_EPS 4
 #define M_DOMAINS 6 /* domain ids 1..6 */
@@ -215,14 +217,6 @@ static struct viommu_device *dev;
 static struct viommu_fastpath *fp;
 static struct viommu_reader *rd;
 
-static uint8_t submit(const uint8_t *r, size_t len)
-{
-	uint8_t t[4];
-
-	cr_assert_eq(viommu_device_request_buf(dev, r, len, t, sizeof(t)), 4);
-	return t[0];
-}
-
 static void setup_device(void)
 {
 	struct viommu_config cfg;
@@ -235,8 +229,8 @@ static void setup_device(void)
 	for (int i = 0; i < M_EPS; i++)
 		cr_assert_eq(viommu_device_add_endpoint(dev, ep_ids[i], ep_ids[i] != 10, NULL, 0), 0);
 	fp = viommu_fastpath_new(dev, &o);
-	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
-		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	if (!fp)
+		test_skip_if_kernel_refuses_bpf(errno);
 	cr_assert_not_null(fp, "viommu_fastpath_new: %s", strerror(errno));
 	rd = viommu_reader_open(fp);
 	cr_assert_not_null(rd);
@@ -280,7 +274,6 @@ static const char *const op_names[] = { "ATTACH", "DETACH", "MAP", "UNMAP", "MAP
 
 static void step(unsigned seed, unsigned n)
 {
-	uint8_t r[64];
 	uint32_t d = 1 + (uint32_t)(rnd() % M_DOMAINS);
 	uint32_t ep = rnd() % 16 ? ep_ids[rnd() % M_EPS] : 77; /* sometimes unknown */
 	uint64_t start = rnd_iova_page(), pages = rnd_pages(), phys = (rnd() % (1ull << 36)) << 12;
@@ -292,20 +285,20 @@ static void step(unsigned seed, unsigned n)
 	switch (op) {
 	case 0:
 		want = m_attach(d, ep);
-		got = submit(r, viommu_req_attach(r, d, ep, 0));
+		got = test_attach(dev, d, ep, 0);
 		break;
 	case 1:
 		want = m_detach(d, ep);
-		got = submit(r, viommu_req_detach(r, d, ep));
+		got = test_detach(dev, d, ep);
 		break;
 	case 2:
 		want = m_map(d, start, start + (pages << 12) - 1, phys, flags);
-		got = submit(r, viommu_req_map(r, d, start, start + (pages << 12) - 1, phys, flags));
+		got = test_map(dev, d, start, start + (pages << 12) - 1, phys, flags);
 		break;
 	case 3: /* often not on mapping boundaries: splits are refused */
 		pages = rnd() % 4 ? pages : 64 + rnd() % 64;
 		want = m_unmap(d, start, start + (pages << 12) - 1);
-		got = submit(r, viommu_req_unmap(r, d, start, start + (pages << 12) - 1));
+		got = test_unmap(dev, d, start, start + (pages << 12) - 1);
 		break;
 	default: { /* a scatter list's worth of adjacent small mappings, as Linux maps one */
 		unsigned k = 17 + (unsigned)(rnd() % 48), sz = 1 + (unsigned)(rnd() % 2);
@@ -314,7 +307,7 @@ static void step(unsigned seed, unsigned n)
 			uint32_t a = ep_ids[rnd() % 3];
 
 			want = m_attach(d, a);
-			got = submit(r, viommu_req_attach(r, d, a, 0));
+			got = test_attach(dev, d, a, 0);
 			cr_assert_eq(got, want, "seed %u step %u: ATTACH before a run: device %s, model %s",
 				     seed, n, viommu_status_name(got), viommu_status_name(want));
 		}
@@ -323,8 +316,8 @@ static void step(unsigned seed, unsigned n)
 			uint32_t f = rnd() % 32 ? 3 : 1; /* now and then a read-only hole in the run */
 
 			want = m_map(d, s, s + ((uint64_t)sz << 12) - 1, phys + ((uint64_t)(i * 5 % 97) << 12), f);
-			got = submit(r, viommu_req_map(r, d, s, s + ((uint64_t)sz << 12) - 1,
-						       phys + ((uint64_t)(i * 5 % 97) << 12), f));
+			got = test_map(dev, d, s, s + ((uint64_t)sz << 12) - 1,
+				       phys + ((uint64_t)(i * 5 % 97) << 12), f);
 			cr_assert_eq(got, want, "seed %u step %u: MAP run piece %u: device %s, model %s", seed, n,
 				     i, viommu_status_name(got), viommu_status_name(want));
 		}

@@ -88,7 +88,7 @@ static unsigned count_substr(const char *s, const char *sub)
 
 TestSuite(replay, .init = setup, .fini = teardown);
 
-Test(replay, a_directory_given_as_a_trace_is_an_error_not_an_empty_trace)
+Test(replay, a_directory_given_as_a_trace_is_an_io_error_not_an_empty_trace)
 {
 	struct viommu_replay_opts o = opts();
 	struct viommu_replay_totals t = { 0 };
@@ -96,19 +96,41 @@ Test(replay, a_directory_given_as_a_trace_is_an_error_not_an_empty_trace)
 
 	cr_assert_eq(viommu_replay_file(dir, &o, &t), -EISDIR);
 	cr_assert_eq(t.files, 1);
-	cr_assert_eq(t.mismatches, 1, "counted, so `viommu replay` exits non-zero");
+	cr_assert_eq(t.unreadable, 1, "counted, so `viommu replay` exits non-zero");
+	cr_assert_eq(t.mismatches, 0, "an I/O error, not a mismatch");
 	e = errors(NULL);
-	cr_assert(strstr(e, "is a directory"), "said clearly: %s", e);
+	cr_assert(strstr(e, "cannot read: is a directory"), "said clearly: %s", e);
 	free(e);
 }
 
-Test(replay, a_missing_file_is_an_error)
+Test(replay, a_missing_file_is_an_io_error_not_a_mismatch)
 {
 	struct viommu_replay_opts o = opts();
 	struct viommu_replay_totals t = { 0 };
+	char *e;
 
 	cr_assert_eq(viommu_replay_file("/nonexistent/viommu.trace", &o, &t), -ENOENT);
-	cr_assert_eq(t.mismatches, 1);
+	cr_assert_eq(t.unreadable, 1);
+	cr_assert_eq(t.mismatches, 0);
+	e = errors(NULL);
+	cr_assert(strstr(e, "/nonexistent/viommu.trace: cannot read: "), "said clearly: %s", e);
+	free(e);
+}
+
+Test(replay, a_file_that_opens_but_cannot_be_read_is_an_io_error_not_a_mismatch)
+{
+	/* Reading /proc/self/mem at offset 0 (never mapped) fails with EIO after the open. */
+	struct viommu_replay_opts o = opts();
+	struct viommu_replay_totals t = { 0 };
+	char *e;
+
+	cr_assert_eq(viommu_replay_file("/proc/self/mem", &o, &t), -EIO);
+	cr_assert_eq(t.files, 1);
+	cr_assert_eq(t.unreadable, 1);
+	cr_assert_eq(t.mismatches, 0);
+	e = errors(NULL);
+	cr_assert(strstr(e, "/proc/self/mem: cannot read: read error"), "said clearly: %s", e);
+	free(e);
 }
 
 Test(replay, a_huge_token_is_echoed_cut_to_64_characters)

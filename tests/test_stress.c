@@ -36,6 +36,12 @@
 #include "device.h"
 #include "fastpath.h"
 #include "reader.h"
+#include "bpf_access.h"
+
+/* Requests reach the device scattered over two buffers and are counted (below). */
+static uint8_t stress_request(struct viommu_device *dev, const uint8_t *rd, size_t len);
+#define TEST_SUBMIT stress_request
+#include "requests.h"
 
 #define LD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
@@ -204,8 +210,8 @@ static void stress_setup(uint8_t bypass)
 	for (int e = 0; e < NEP; e++)
 		cr_assert_eq(viommu_device_add_endpoint(S.dev, stress_eps[e], true, &msi, 1), 0);
 	S.fp = viommu_fastpath_new(S.dev, &o);
-	if (!S.fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
-		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	if (!S.fp)
+		test_skip_if_kernel_refuses_bpf(errno);
 	cr_assert_not_null(S.fp, "viommu_fastpath_new: %s", strerror(errno));
 }
 
@@ -227,47 +233,19 @@ static void stress_teardown(void)
 /* ---- requests, as the driver lays them out in the request queue ---- */
 
 /* The readable part is handed over in two pieces at a random split: the device gathers it. */
-static uint8_t request(const uint8_t *rd, size_t len)
+static uint8_t stress_request(struct viommu_device *dev, const uint8_t *rd, size_t len)
 {
 	uint8_t tail[4] = { 0xff };
 	size_t cut = (size_t)(xorshift(&S.rng) % (len + 1));
 	struct iovec r[2] = { { (void *)rd, cut }, { (void *)(rd + cut), len - cut } };
 	struct iovec w = { tail, sizeof(tail) };
 
-	if (viommu_device_request(S.dev, r, 2, &w, 1) != sizeof(tail))
+	if (viommu_device_request(dev, r, 2, &w, 1) != sizeof(tail))
 		report_bad("writer: request type %u was not answered", rd[0]);
 	S.w_requests++;
 	if (rd[0] <= VIOMMU_T_MAX && tail[0] < VIOMMU_S_COUNT)
 		S.w_status[rd[0]][tail[0]]++;
 	return tail[0];
-}
-
-static uint8_t req_attach(uint32_t domain, uint32_t ep, uint32_t flags)
-{
-	uint8_t r[64];
-
-	return request(r, viommu_req_attach(r, domain, ep, flags));
-}
-
-static uint8_t req_detach(uint32_t domain, uint32_t ep)
-{
-	uint8_t r[64];
-
-	return request(r, viommu_req_detach(r, domain, ep));
-}
-
-static uint8_t req_map(uint32_t domain, uint64_t start, uint64_t end, uint64_t phys, uint32_t flags)
-{
-	uint8_t r[64];
-
-	return request(r, viommu_req_map(r, domain, start, end, phys, flags));
-}
-
-static uint8_t req_unmap(uint32_t domain, uint64_t start, uint64_t end)
-{
-	uint8_t r[64];
-
-	return request(r, viommu_req_unmap(r, domain, start, end));
 }
 
 /* ---- the writer's history ---- */
@@ -380,7 +358,7 @@ static void churn_map(uint32_t d)
 	probe = S.probe[k] & ~0xfffull;
 	flags = flags == 0 ? VIOMMU_MAP_F_WRITE : flags == 3 ? 3 : VIOMMU_MAP_F_READ;
 	if (xorshift(&S.rng) % 64 == 0) { /* huge and far: a level-2 leaf */
-		req_map(d, FAR, FAR + (512ull << 30) - 1, phys, flags);
+		test_map(S.dev, d, FAR, FAR + (512ull << 30) - 1, phys, flags);
 		return;
 	}
 	if (sz >= (1ull << 30))
@@ -391,7 +369,7 @@ static void churn_map(uint32_t d)
 		start = probe - (xorshift(&S.rng) % (sz / 4096)) * 4096;
 	if (start < WIN)
 		start = WIN;
-	req_map(d, start, start + sz - 1, phys, flags);
+	test_map(S.dev, d, start, start + sz - 1, phys, flags);
 }
 
 static void churn_unmap(uint32_t d)
@@ -401,28 +379,28 @@ static void churn_unmap(uint32_t d)
 	uint64_t r = xorshift(&S.rng) % 100;
 
 	if (r < 2 || !dom) {
-		req_unmap(d, WIN, WIN + WIN_SIZE - 1); /* everything near the probes */
+		test_unmap(S.dev, d, WIN, WIN + WIN_SIZE - 1); /* everything near the probes */
 		return;
 	}
 	if (r < 4) {
-		req_unmap(d, FAR, ~0ull);
+		test_unmap(S.dev, d, FAR, ~0ull);
 		return;
 	}
 	x = viommu_btree_ceil(&dom->extents, WIN + xorshift(&S.rng) % WIN_SIZE, NULL);
 	if (!x)
 		x = viommu_btree_first(&dom->extents, NULL);
 	if (!x) {
-		req_unmap(d, WIN, WIN + 0xfff); /* nothing there: answered OK, nothing changes */
+		test_unmap(S.dev, d, WIN, WIN + 0xfff); /* nothing there: answered OK, nothing changes */
 		return;
 	}
 	if (r < 75)
-		req_unmap(d, x->start, x->end);
+		test_unmap(S.dev, d, x->start, x->end);
 	else if (r < 90) /* this one and whatever follows in the next 16 MiB, unless split */
-		req_unmap(d, x->start, x->end + (xorshift(&S.rng) % 4096) * 4096);
+		test_unmap(S.dev, d, x->start, x->end + (xorshift(&S.rng) % 4096) * 4096);
 	else if (x->end > x->start + 0xfff) /* a split: refused with S_RANGE, nothing changes */
-		req_unmap(d, x->start, x->start + 0xfff);
+		test_unmap(S.dev, d, x->start, x->start + 0xfff);
 	else
-		req_unmap(d, x->start, x->end);
+		test_unmap(S.dev, d, x->start, x->end);
 }
 
 /* One request; the caller records it. */
@@ -439,7 +417,7 @@ static void churn_request(void)
 			dom = domain(d);
 		}
 		if (!dom) {
-			req_attach(d, ep, 0);
+			test_attach(S.dev, d, ep, 0);
 		} else if (dom->extents.count >= MAX_EXTENTS) {
 			churn_unmap(d);
 		} else {
@@ -448,16 +426,16 @@ static void churn_request(void)
 	} else if (r < 90) {
 		churn_unmap(d);
 	} else if (r < 95) {
-		req_attach(d, ep, 0);
+		test_attach(S.dev, d, ep, 0);
 	} else if (r < 98) {
 		const struct viommu_endpoint *e = viommu_device_endpoint(S.dev, ep);
 
 		if (e->domain)
-			req_detach(e->domain->id, ep);
+			test_detach(S.dev, e->domain->id, ep);
 		else
-			req_detach(d, ep); /* not attached: S_INVAL, nothing changes */
+			test_detach(S.dev, d, ep); /* not attached: S_INVAL, nothing changes */
 	} else {
-		req_attach(BYPASS_DOMAIN, ep, VIOMMU_ATTACH_F_BYPASS);
+		test_attach(S.dev, BYPASS_DOMAIN, ep, VIOMMU_ATTACH_F_BYPASS);
 	}
 }
 
@@ -884,15 +862,15 @@ static uint64_t round_phys;
 static void setup_mapped(struct holder *h)
 {
 	round_phys = ((round_phys + 0x12345000ull) % (1ull << 40)) & ~0x1fffffull;
-	cr_assert_eq(req_attach(1, 8, 0), VIOMMU_S_OK);
-	cr_assert_eq(req_map(1, WIN, WIN + (2ull << 20) - 1, round_phys, 3), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(S.dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(S.dev, 1, WIN, WIN + (2ull << 20) - 1, round_phys, 3), VIOMMU_S_OK);
 	h->want_result = VIOMMU_XLATE_HIT;
 	h->want_pa = round_phys + (h->q.iova - WIN);
 }
 
 static void setup_bypass_domain(struct holder *h)
 {
-	cr_assert_eq(req_attach(BYPASS_DOMAIN, 8, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(S.dev, BYPASS_DOMAIN, 8, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
 	h->want_result = VIOMMU_XLATE_IDENTITY;
 	h->want_pa = h->q.iova;
 }
@@ -905,17 +883,17 @@ static void setup_unattached_bypass(struct holder *h)
 
 static void rm_unmap(void)
 {
-	cr_assert_eq(req_unmap(1, WIN, WIN + (2ull << 20) - 1), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(S.dev, 1, WIN, WIN + (2ull << 20) - 1), VIOMMU_S_OK);
 }
 
 static void rm_detach(void)
 {
-	cr_assert_eq(req_detach(1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_detach(S.dev, 1, 8), VIOMMU_S_OK);
 }
 
 static void rm_move(void)
 {
-	cr_assert_eq(req_attach(2, 8, 0), VIOMMU_S_OK); /* domain 1 dies with it */
+	cr_assert_eq(test_attach(S.dev, 2, 8, 0), VIOMMU_S_OK); /* domain 1 dies with it */
 }
 
 static void rm_reset(void)

@@ -35,6 +35,7 @@
 #include "device.h"
 #include "fastpath.h"
 #include "reader.h"
+#include "bpf_access.h"
 #include "requests.h"
 #include "stat.h"
 
@@ -77,10 +78,10 @@ static void setup_with(uint32_t grace_timeout_ms)
 	cr_assert_not_null(dev);
 	cr_assert_eq(viommu_device_add_endpoint(dev, EP, true, NULL, 0), 0);
 	fp = viommu_fastpath_new(dev, &o);
-	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
-		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	if (!fp)
+		test_skip_if_kernel_refuses_bpf(errno);
 	cr_assert_not_null(fp, "viommu_fastpath_new: %s", strerror(errno));
-	cr_assert_eq(test_attach(dev, DOM, EP), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, DOM, EP, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, DOM, IOVA, IOVA + 0xfff, PA, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
 	viommu_device_eventq_post(dev, 64);
 }
@@ -726,8 +727,8 @@ Test(trust, the_caps_are_lowered_to_what_the_pools_hold_for_a_node_hungry_layout
 	dev = viommu_device_new(&cfg);
 	cr_assert_eq(viommu_device_add_endpoint(dev, EP, true, NULL, 0), 0);
 	fp = viommu_fastpath_new(dev, &o);
-	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
-		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	if (!fp)
+		test_skip_if_kernel_refuses_bpf(errno);
 	cr_assert_not_null(fp);
 	maps = viommu_device_config(dev)->max_mappings;
 	cr_assert_eq(viommu_device_config(dev)->max_domains, 512 / 8);
@@ -736,7 +737,7 @@ Test(trust, the_caps_are_lowered_to_what_the_pools_hold_for_a_node_hungry_layout
 	/* Every mapping the caps allow, each straddling a 256 TiB boundary (a fresh path of
 	 * level 2-5 nodes on each side), is taken and answered on every path; one more is NOMEM
 	 * from the caps, the same on every path. */
-	cr_assert_eq(test_attach(dev, DOM, EP), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, DOM, EP, 0), VIOMMU_S_OK);
 	for (uint64_t i = 1; i <= maps; i++) {
 		uint64_t b = i << 48;
 

@@ -101,6 +101,7 @@ struct run {
 	struct viommu_replay_reader readers[3];
 	unsigned nreaders;
 	bool in_batch;
+	bool read_failed; /* the stream could not be read to its end: an I/O error */
 	uint64_t requests, probes, mismatches;
 	uint64_t by_type[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT + 1]; /* [..][COUNT] = used 0 */
 	double busy_s; /* time spent inside the device's request path */
@@ -593,19 +594,18 @@ static void seed_add(struct run *r, const uint8_t *rd, size_t rd_len, size_t wr_
 		seed_flush(r);
 }
 
-/* Build and submit one request line; check status/used. */
-static int do_request(struct run *r, const struct line *l)
-{
-	uint8_t rd[MAX_RAW], *wr;
-	size_t rd_len = 0, wr_len = 4;
-	uint64_t v[5] = { 0 }, used_expect = 0;
-	int status_expect = -2, err = 0;
-	bool want_used = false;
-	const char *s;
-	uint32_t used;
-	double t0;
+/* What a request line says besides its request: the expected status and used length. */
+struct request_expect {
+	int status; /* -2: none given, -1: ERR (any error), else VIOMMU_S_* */
+	bool want_used;
+	uint64_t used;
+};
 
-	memset(rd, 0, sizeof(rd));
+/* The line's numbers (v[i] for verb_keys[verb][i], i < 5) and its expectations. */
+static int request_args(struct run *r, const struct line *l, uint64_t v[5], struct request_expect *e)
+{
+	const char *s;
+
 	for (unsigned i = 0; i < 5 && verb_keys[l->verb][i]; i++) {
 		if (!strcmp(verb_keys[l->verb][i], "resv_mem") || !strcmp(verb_keys[l->verb][i], "hex"))
 			continue;
@@ -614,17 +614,26 @@ static int do_request(struct run *r, const struct line *l)
 			return -EINVAL;
 		}
 	}
-	if ((s = get(l, "status")) && status_parse(s, &status_expect)) {
+	e->status = -2;
+	if ((s = get(l, "status")) && status_parse(s, &e->status)) {
 		ERR(r, l, "bad status '" SHOW_FMT "'", SHOW(s));
 		return -EINVAL;
 	}
 	if ((s = get(l, "used"))) {
-		want_used = true;
-		if (parse_u64(s, &used_expect)) {
+		e->want_used = true;
+		if (parse_u64(s, &e->used)) {
 			ERR(r, l, "bad used=");
 			return -EINVAL;
 		}
 	}
+	return 0;
+}
+
+/* The request's readable part in @rd (MAX_RAW bytes, zeroed) and the writable length. */
+static int build_request(struct run *r, const struct line *l, const uint64_t v[5], uint8_t *rd,
+			 size_t *rd_len, size_t *wr_len)
+{
+	*wr_len = 4;
 	switch (l->verb) {
 	case V_ATTACH:
 	case V_DETACH:
@@ -632,36 +641,36 @@ static int do_request(struct run *r, const struct line *l)
 			ERR(r, l, "domain, endpoint and flags are 32-bit");
 			return -EINVAL;
 		}
-		rd_len = l->verb == V_ATTACH ?
-				 viommu_req_attach(rd, (uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2]) :
-				 viommu_req_detach(rd, (uint32_t)v[0], (uint32_t)v[1]);
-		break;
+		*rd_len = l->verb == V_ATTACH ?
+				  viommu_req_attach(rd, (uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2]) :
+				  viommu_req_detach(rd, (uint32_t)v[0], (uint32_t)v[1]);
+		return 0;
 	case V_MAP:
 		if (v[0] > UINT32_MAX || v[4] > UINT32_MAX) {
 			ERR(r, l, "domain and flags are 32-bit");
 			return -EINVAL;
 		}
-		rd_len = viommu_req_map(rd, (uint32_t)v[0], v[1], v[2], v[3], (uint32_t)v[4]);
-		break;
+		*rd_len = viommu_req_map(rd, (uint32_t)v[0], v[1], v[2], v[3], (uint32_t)v[4]);
+		return 0;
 	case V_UNMAP:
 		if (v[0] > UINT32_MAX) {
 			ERR(r, l, "domain is 32-bit");
 			return -EINVAL;
 		}
-		rd_len = viommu_req_unmap(rd, (uint32_t)v[0], v[1], v[2]);
-		break;
+		*rd_len = viommu_req_unmap(rd, (uint32_t)v[0], v[1], v[2]);
+		return 0;
 	case V_PROBE:
 		if (v[0] > UINT32_MAX) {
 			ERR(r, l, "endpoint is 32-bit");
 			return -EINVAL;
 		}
-		rd_len = viommu_req_probe(rd, (uint32_t)v[0]);
-		wr_len = viommu_device_config(r->dev)->probe_size + 4;
-		break;
+		*rd_len = viommu_req_probe(rd, (uint32_t)v[0]);
+		*wr_len = viommu_device_config(r->dev)->probe_size + 4;
+		return 0;
 	case V_RAW: {
 		uint64_t w;
 
-		if (hexbytes(get(l, "hex"), rd, sizeof(rd), &rd_len)) {
+		if (hexbytes(get(l, "hex"), rd, MAX_RAW, rd_len)) {
 			ERR(r, l, "bad hex= (pairs of hex digits, at most %d bytes)", MAX_RAW);
 			return -EINVAL;
 		}
@@ -669,17 +678,23 @@ static int do_request(struct run *r, const struct line *l)
 			ERR(r, l, "bad writable= (at most %u)", MAX_WRITABLE);
 			return -EINVAL;
 		}
-		wr_len = (size_t)w;
-		break;
+		*wr_len = (size_t)w;
+		return 0;
 	}
 	default:
 		return -EINVAL;
 	}
-	wr = calloc(1, wr_len ? wr_len : 1);
-	if (!wr)
-		return -ENOMEM;
-	/* A device must not rely on the writable buffer's contents: poison it. */
-	memset(wr, 0xa5, wr_len);
+}
+
+/* Hand the request to the device inside the current batch (opening one), timed and counted;
+ * returns the used length. */
+static uint32_t submit_request(struct run *r, const uint8_t *rd, size_t rd_len, uint8_t *wr,
+			       size_t wr_len)
+{
+	unsigned type = rd_len ? rd[0] : 0, st;
+	uint32_t used;
+	double t0;
+
 	if (!r->in_batch) {
 		viommu_device_batch_begin(r->dev);
 		r->in_batch = true;
@@ -689,25 +704,29 @@ static int do_request(struct run *r, const struct line *l)
 	used = viommu_device_request_buf(r->dev, rd, rd_len, wr, wr_len);
 	r->busy_s += now_s() - t0;
 	r->requests++;
-	{
-		unsigned type = rd_len ? rd[0] : 0;
-		unsigned st = used >= 4 ? wr[used - 4] : VIOMMU_S_COUNT;
+	st = used >= 4 ? wr[used - 4] : VIOMMU_S_COUNT;
+	if (type > VIOMMU_T_MAX)
+		type = 0;
+	if (st > VIOMMU_S_COUNT)
+		st = VIOMMU_S_COUNT;
+	r->by_type[type][used ? st : VIOMMU_S_COUNT]++;
+	return used;
+}
 
-		if (type > VIOMMU_T_MAX)
-			type = 0;
-		if (st > VIOMMU_S_COUNT)
-			st = VIOMMU_S_COUNT;
-		r->by_type[type][used ? st : VIOMMU_S_COUNT]++;
-	}
-	if (want_used && used != used_expect)
-		MISMATCH(r, l, "used length %u, expected %llu", used, (unsigned long long)used_expect);
-	if (status_expect != -2) {
+/* The used length and status against the line's expectations; nothing written but the tail
+ * (and an accepted PROBE's properties) into the poisoned buffer. */
+static void check_used(struct run *r, const struct line *l, const struct request_expect *e,
+		       const uint8_t *rd, size_t rd_len, const uint8_t *wr, size_t wr_len, uint32_t used)
+{
+	if (e->want_used && used != e->used)
+		MISMATCH(r, l, "used length %u, expected %llu", used, (unsigned long long)e->used);
+	if (e->status != -2) {
 		if (!used)
 			MISMATCH(r, l, "no status written (used 0), expected %s",
-				 status_expect < 0 ? "ERR" : viommu_status_name((unsigned)status_expect));
-		else if (status_expect == -1 ? wr[used - 4] == VIOMMU_S_OK : wr[used - 4] != status_expect)
+				 e->status < 0 ? "ERR" : viommu_status_name((unsigned)e->status));
+		else if (e->status == -1 ? wr[used - 4] == VIOMMU_S_OK : wr[used - 4] != e->status)
 			MISMATCH(r, l, "status %s, expected %s", viommu_status_name(wr[used - 4]),
-				 status_expect < 0 ? "ERR" : viommu_status_name((unsigned)status_expect));
+				 e->status < 0 ? "ERR" : viommu_status_name((unsigned)e->status));
 		else if (used && (wr[used - 3] | wr[used - 2] | wr[used - 1]))
 			MISMATCH(r, l, "tail reserved bytes not zeroed");
 	}
@@ -726,60 +745,85 @@ static int do_request(struct run *r, const struct line *l)
 				break;
 			}
 	}
-	/* PROBE: the RESV_MEM properties, exactly and in order. */
-	if (l->verb == V_PROBE && used && wr[used - 4] == VIOMMU_S_OK) {
-		struct viommu_resv want[MAX_RESV_EXPECT];
-		unsigned nwant = 0, ngot = 0;
-		size_t off = 0, psize = wr_len - 4;
+}
 
-		for (unsigned i = 0; i < l->nkv; i++) {
-			if (strcmp(l->kv[i].key, "resv_mem"))
-				continue;
-			if (nwant == MAX_RESV_EXPECT || resv_parse(l->kv[i].val, &want[nwant])) {
-				ERR(r, l, "bad resv_mem=" SHOW_FMT, SHOW(l->kv[i].val));
-				err = -EINVAL;
-				goto out;
-			}
-			nwant++;
+/* An accepted PROBE line: the RESV_MEM properties, exactly and in order. */
+static int check_probe(struct run *r, const struct line *l, const uint8_t *wr, size_t wr_len)
+{
+	struct viommu_resv want[MAX_RESV_EXPECT];
+	unsigned nwant = 0, ngot = 0;
+	size_t off = 0, psize = wr_len - 4;
+
+	for (unsigned i = 0; i < l->nkv; i++) {
+		if (strcmp(l->kv[i].key, "resv_mem"))
+			continue;
+		if (nwant == MAX_RESV_EXPECT || resv_parse(l->kv[i].val, &want[nwant])) {
+			ERR(r, l, "bad resv_mem=" SHOW_FMT, SHOW(l->kv[i].val));
+			return -EINVAL;
 		}
-		while (off + 4 <= psize) {
-			uint16_t type = viommu_le16(wr + off) & VIOMMU_PROBE_T_MASK;
-			uint16_t len = viommu_le16(wr + off + 2);
-
-			if (type == VIOMMU_PROBE_T_NONE)
-				break;
-			if (off + 4 + len > psize) {
-				MISMATCH(r, l, "property at %zu runs past the buffer", off);
-				break;
-			}
-			if (type == VIOMMU_PROBE_T_RESV_MEM && len == 20) {
-				uint8_t sub = wr[off + 4];
-				uint64_t a = viommu_le64(wr + off + 8), b = viommu_le64(wr + off + 16);
-
-				if (ngot >= nwant || want[ngot].subtype != sub || want[ngot].start != a ||
-				    want[ngot].end != b)
-					MISMATCH(r, l, "unexpected RESV_MEM %u:0x%llx:0x%llx", sub,
-						 (unsigned long long)a, (unsigned long long)b);
-				ngot++;
-			}
-			off += 4 + len;
-		}
-		for (size_t i = off; i < psize && i < viommu_device_config(r->dev)->probe_size; i++)
-			if (wr[i]) {
-				MISMATCH(r, l, "property buffer not zero-filled after the last property");
-				break;
-			}
-		if (ngot < nwant)
-			MISMATCH(r, l, "%u RESV_MEM properties, expected %u", ngot, nwant);
+		nwant++;
 	}
+	while (off + 4 <= psize) {
+		uint16_t type = viommu_le16(wr + off) & VIOMMU_PROBE_T_MASK;
+		uint16_t len = viommu_le16(wr + off + 2);
+
+		if (type == VIOMMU_PROBE_T_NONE)
+			break;
+		if (off + 4 + len > psize) {
+			MISMATCH(r, l, "property at %zu runs past the buffer", off);
+			break;
+		}
+		if (type == VIOMMU_PROBE_T_RESV_MEM && len == 20) {
+			uint8_t sub = wr[off + 4];
+			uint64_t a = viommu_le64(wr + off + 8), b = viommu_le64(wr + off + 16);
+
+			if (ngot >= nwant || want[ngot].subtype != sub || want[ngot].start != a ||
+			    want[ngot].end != b)
+				MISMATCH(r, l, "unexpected RESV_MEM %u:0x%llx:0x%llx", sub,
+					 (unsigned long long)a, (unsigned long long)b);
+			ngot++;
+		}
+		off += 4 + len;
+	}
+	for (size_t i = off; i < psize && i < viommu_device_config(r->dev)->probe_size; i++)
+		if (wr[i]) {
+			MISMATCH(r, l, "property buffer not zero-filled after the last property");
+			break;
+		}
+	if (ngot < nwant)
+		MISMATCH(r, l, "%u RESV_MEM properties, expected %u", ngot, nwant);
+	return 0;
+}
+
+/* Build and submit one request line; check status/used. */
+static int do_request(struct run *r, const struct line *l)
+{
+	uint8_t rd[MAX_RAW], *wr;
+	size_t rd_len = 0, wr_len = 4;
+	uint64_t v[5] = { 0 };
+	struct request_expect e = { 0 };
+	uint32_t used;
+	int err;
+
+	memset(rd, 0, sizeof(rd));
+	if ((err = request_args(r, l, v, &e)) || (err = build_request(r, l, v, rd, &rd_len, &wr_len)))
+		return err;
+	wr = calloc(1, wr_len ? wr_len : 1);
+	if (!wr)
+		return -ENOMEM;
+	/* A device must not rely on the writable buffer's contents: poison it. */
+	memset(wr, 0xa5, wr_len);
+	used = submit_request(r, rd, rd_len, wr, wr_len);
+	check_used(r, l, &e, rd, rd_len, wr, wr_len, used);
+	if (l->verb == V_PROBE && used && wr[used - 4] == VIOMMU_S_OK)
+		err = check_probe(r, l, wr, wr_len);
 	/* --dma-probes: after an accepted MAP / UNMAP line, as the device now stands. */
-	if (used && wr[used - 4] == VIOMMU_S_OK) {
+	if (!err && used && wr[used - 4] == VIOMMU_S_OK) {
 		if (r->o->dma_probes && l->verb == V_MAP)
 			dma_probe_map(r, l, (uint32_t)v[0], v[1], v[2], v[3], v[4]);
 		else if (r->o->dma_probes && l->verb == V_UNMAP)
 			dma_probe_unmap(r, l, (uint32_t)v[0], v[1]);
 	}
-out:
 	free(wr);
 	return err;
 }
@@ -815,7 +859,8 @@ static int do_translate(struct run *r, const struct line *l)
 }
 
 /* One set-up line (before the first request): device config, an endpoint, negotiation. */
-static int setup_line(struct run *r, const struct line *l)
+/* A `device` line: config fields, each checked to fit. */
+static int setup_device(struct run *r, const struct line *l)
 {
 	static const struct {
 		const char *key;
@@ -835,68 +880,80 @@ static int setup_line(struct run *r, const struct line *l)
 	};
 	struct viommu_config *cfg = &r->cfg;
 
-	if (l->verb == V_DEVICE) {
-		for (unsigned k = 0; k < l->nkv; k++) {
-			for (unsigned d = 0; d < sizeof(dev_keys) / sizeof(dev_keys[0]); d++) {
-				uint64_t v;
+	for (unsigned k = 0; k < l->nkv; k++) {
+		for (unsigned d = 0; d < sizeof(dev_keys) / sizeof(dev_keys[0]); d++) {
+			uint64_t v;
 
-				if (strcmp(l->kv[k].key, dev_keys[d].key))
-					continue;
-				if (parse_u64(l->kv[k].val, &v) ||
-				    (dev_keys[d].size < 8 && v >> (8 * dev_keys[d].size))) {
-					ERR(r, l, "bad %s=", dev_keys[d].key);
-					return -EINVAL;
-				}
-				if (dev_keys[d].size == 8)
-					*(uint64_t *)((char *)cfg + dev_keys[d].off) = v;
-				else if (dev_keys[d].size == 4)
-					*(uint32_t *)((char *)cfg + dev_keys[d].off) = (uint32_t)v;
-				else
-					*(uint8_t *)((char *)cfg + dev_keys[d].off) = (uint8_t)v;
+			if (strcmp(l->kv[k].key, dev_keys[d].key))
+				continue;
+			if (parse_u64(l->kv[k].val, &v) ||
+			    (dev_keys[d].size < 8 && v >> (8 * dev_keys[d].size))) {
+				ERR(r, l, "bad %s=", dev_keys[d].key);
+				return -EINVAL;
 			}
+			if (dev_keys[d].size == 8)
+				*(uint64_t *)((char *)cfg + dev_keys[d].off) = v;
+			else if (dev_keys[d].size == 4)
+				*(uint32_t *)((char *)cfg + dev_keys[d].off) = (uint32_t)v;
+			else
+				*(uint8_t *)((char *)cfg + dev_keys[d].off) = (uint8_t)v;
 		}
-	} else if (l->verb == V_NEGOTIATE) {
+	}
+	return 0;
+}
+
+/* An `endpoint` line: kept until the device is created at the first request. */
+static int setup_endpoint(struct run *r, const struct line *l)
+{
+	struct ep_decl *d;
+	uint64_t id, ap;
+
+	if (r->neps == r->eps_cap) {
+		size_t nc = r->eps_cap ? 2 * r->eps_cap : 16;
+		struct ep_decl *n = realloc(r->eps, nc * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		r->eps = n;
+		r->eps_cap = nc;
+	}
+	d = &r->eps[r->neps];
+	memset(d, 0, sizeof(*d));
+	d->lineno = l->lineno;
+	if (get_u64(l, "id", 0, &id) || id > UINT32_MAX ||
+	    get_u64(l, "access_platform", 1, &ap) || ap > 1) {
+		ERR(r, l, "bad id= or access_platform=");
+		return -EINVAL;
+	}
+	d->id = (uint32_t)id;
+	d->access_platform = ap;
+	for (unsigned k = 0; k < l->nkv; k++) {
+		if (strcmp(l->kv[k].key, "resv"))
+			continue;
+		if (d->nresv == VIOMMU_MAX_RESV || resv_parse(l->kv[k].val, &d->resv[d->nresv])) {
+			ERR(r, l, "bad resv=" SHOW_FMT " (msi|reserved:START:END, at most %d)",
+			    SHOW(l->kv[k].val), VIOMMU_MAX_RESV);
+			return -EINVAL;
+		}
+		d->nresv++;
+	}
+	r->neps++;
+	return 0;
+}
+
+static int setup_line(struct run *r, const struct line *l)
+{
+	if (l->verb == V_DEVICE)
+		return setup_device(r, l);
+	if (l->verb == V_NEGOTIATE) {
 		if (get_u64(l, "features", 0, &r->negotiate)) {
 			ERR(r, l, "bad features=");
 			return -EINVAL;
 		}
 		r->have_negotiate = true;
-	} else {
-		struct ep_decl *d;
-		uint64_t id, ap;
-
-		if (r->neps == r->eps_cap) {
-			size_t nc = r->eps_cap ? 2 * r->eps_cap : 16;
-			struct ep_decl *n = realloc(r->eps, nc * sizeof(*n));
-
-			if (!n)
-				return -ENOMEM;
-			r->eps = n;
-			r->eps_cap = nc;
-		}
-		d = &r->eps[r->neps];
-		memset(d, 0, sizeof(*d));
-		d->lineno = l->lineno;
-		if (get_u64(l, "id", 0, &id) || id > UINT32_MAX ||
-		    get_u64(l, "access_platform", 1, &ap) || ap > 1) {
-			ERR(r, l, "bad id= or access_platform=");
-			return -EINVAL;
-		}
-		d->id = (uint32_t)id;
-		d->access_platform = ap;
-		for (unsigned k = 0; k < l->nkv; k++) {
-			if (strcmp(l->kv[k].key, "resv"))
-				continue;
-			if (d->nresv == VIOMMU_MAX_RESV || resv_parse(l->kv[k].val, &d->resv[d->nresv])) {
-				ERR(r, l, "bad resv=" SHOW_FMT " (msi|reserved:START:END, at most %d)",
-				    SHOW(l->kv[k].val), VIOMMU_MAX_RESV);
-				return -EINVAL;
-			}
-			d->nresv++;
-		}
-		r->neps++;
+		return 0;
 	}
-	return 0;
+	return setup_endpoint(r, l);
 }
 
 static int open_readers(struct run *r);
@@ -1106,7 +1163,9 @@ static int run_stream(struct run *r, FILE *fp)
 	}
 	if (!err && ferror(fp)) {
 		err = errno ? -errno : -EIO;
-		fprintf(r->err, "%s: read error after line %u: %s\n", r->path, lineno, strerror(-err));
+		r->read_failed = true;
+		fprintf(r->err, "%s: cannot read: read error after line %u: %s\n", r->path, lineno,
+			strerror(-err));
 	}
 	free(buf);
 	if (!err && !r->dev)
@@ -1142,7 +1201,9 @@ int viommu_replay_stream(FILE *fp, const char *name, const struct viommu_replay_
 		}
 		viommu_device_free(r.dev);
 	}
-	if (err)
+	if (err && r.read_failed)
+		tot->unreadable++;
+	else if (err)
 		r.mismatches++;
 	tot->requests += r.requests;
 	tot->probes += r.probes;
@@ -1163,11 +1224,11 @@ int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 	fp = fopen(path, "r");
 	if (!fp || fstat(fileno(fp), &st)) {
 		err = -errno;
-		fprintf(err_out, "%s: %s\n", path, strerror(errno));
+		fprintf(err_out, "%s: cannot read: %s\n", path, strerror(errno));
 	} else if (S_ISDIR(st.st_mode)) {
 		/* fopen() takes a directory; reading it fails. Say so rather than replay nothing. */
 		err = -EISDIR;
-		fprintf(err_out, "%s: is a directory, not a trace file\n", path);
+		fprintf(err_out, "%s: cannot read: is a directory, not a trace file\n", path);
 	} else {
 		err = viommu_replay_stream(fp, path, opts, tot);
 		fclose(fp);
@@ -1176,7 +1237,7 @@ int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
 	if (fp)
 		fclose(fp);
 	tot->files++;
-	tot->mismatches++;
+	tot->unreadable++;
 	return err;
 }
 

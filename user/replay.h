@@ -53,11 +53,13 @@ struct viommu_replay_opts {
 /* Totals over the files of one run (zero it before the first file). */
 struct viommu_replay_totals {
 	uint64_t files, requests, probes, mismatches;
+	uint64_t unreadable; /* files that could not be opened or read: I/O errors, not mismatches */
 	bool dump_failed; /* a seed could not be written: said once, counted once, no more seeds */
 };
 
-/* Replays @path; adds to @tot. Returns 0, or -errno when the file cannot be read (a directory is
- * -EISDIR) or a line cannot be parsed or run (the error, with file and line, is printed and
+/* Replays @path; adds to @tot. Returns 0, or -errno when the file cannot be opened or read (a
+ * directory is -EISDIR; said as "PATH: cannot read: ..." and counted in tot->unreadable, not as
+ * a mismatch) or a line cannot be parsed or run (the error, with file and line, is printed and
  * counted as a mismatch). The file is streamed: each line runs before the next is read, so the
  * memory used does not depend on the file's length; lines before a bad one have run. */
 int viommu_replay_file(const char *path, const struct viommu_replay_opts *opts,
