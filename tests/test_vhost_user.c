@@ -88,7 +88,7 @@ Test(iotlb, a_miss_is_answered_with_the_whole_extent_clipped_to_its_memory_regio
 	struct viommu_iotlb *it = new_iotlb(false, NULL);
 	struct viommu_iotlb_entry e, inv;
 
-	cr_assert_eq(test_attach(dev, 1, EP), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
 	/* 64 KiB mapped, the last 16 KiB of it beyond the region's end */
 	cr_assert_eq(test_map(dev, 1, 0x10000000, 0x1000ffff, 0x100000 + sizeof(memory) - 0xc000,
 			      VIOMMU_MAP_F_WRITE), VIOMMU_S_OK);
@@ -110,7 +110,7 @@ Test(iotlb, a_miss_for_an_unmapped_or_read_only_iova_is_a_fault_on_the_event_que
 	struct viommu_iotlb_entry e, inv;
 	struct viommu_wire_fault f;
 
-	cr_assert_eq(test_attach(dev, 1, EP), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x2000, 0x2fff, 0x100000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
 	cr_assert_eq(viommu_iotlb_answer(it, EP, 0x5000, 1, &e, &inv), -EFAULT);
 	cr_assert_eq(viommu_iotlb_answer(it, EP, 0x2000, VIOMMU_IOTLB_PERM_RW, &e, &inv), -EFAULT);
@@ -127,7 +127,7 @@ Test(iotlb, adjacent_extents_with_discontiguous_memory_are_never_answered_adjace
 	struct viommu_iotlb *it = new_iotlb(true, NULL);
 	struct viommu_iotlb_entry e, inv;
 
-	cr_assert_eq(test_attach(dev, 1, EP), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
 	/* A: 3 pages at 0x10000; B right after it in IOVA, far away in memory */
 	cr_assert_eq(test_map(dev, 1, 0x10000, 0x12fff, 0x100000, 3), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x13000, 0x13fff, 0x180000, 3), VIOMMU_S_OK);
@@ -173,7 +173,7 @@ Test(iotlb, an_unmap_is_invalidated_and_confirmed_before_the_request_returns, .i
 	struct viommu_iotlb *it = new_iotlb(false, &ops);
 	uint8_t r[64], t[4];
 
-	cr_assert_eq(test_attach(dev, 1, EP), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x4000, 0x5fff, 0x100000, 3), VIOMMU_S_OK);
 	cr_assert_eq(inval_calls, 0);
 	viommu_device_request_buf(dev, r, viommu_req_unmap(r, 1, 0x4000, 0x5fff), t, 4);
@@ -336,7 +336,7 @@ static struct viommu_vhost_user *frontend(const char *path, int *memfd)
 	m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, *memfd, 0);
 	r = (struct viommu_iotlb_region){ 0, 1 << 20, m, *memfd, 0 };
 	cr_assert_eq(viommu_iotlb_add_region(viommu_vhost_user_iotlb(vu), &r), 0);
-	cr_assert_eq(test_attach(dev, 1, EP), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x7000, 0x7fff, 0x3000, 3), VIOMMU_S_OK);
 	cr_assert_eq(viommu_vhost_user_connect(vu, path, 0), 0, "%s", viommu_vhost_user_error(vu));
 	return vu;
