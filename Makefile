@@ -48,7 +48,7 @@ REPLAY_PATH ?= all
 TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke bench-smoke
+	unit unit-asan fuzz-smoke bench-smoke vhost-net
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -66,6 +66,8 @@ help:
 	@echo '  make tsan       unit + stress tests under ThreadSanitizer'
 	@echo '  make stress     the long stress run'
 	@echo '  make bench      the benchmark suite (results in bench/results/)'
+	@echo '  make vhost-net  kernel vhost-net through the bridge, in a booted Debian 6.1 guest (QEMU TCG);'
+	@echo '                  VHOST_NET_SEED, VHOST_NET_FRAMES, VHOST_NET_SIZES'
 	@echo '  make vmlinux    regenerate vmlinux/vmlinux.h from the running kernel BTF'
 	@echo '  make clean      remove $(BUILD)/'
 	@echo '  V=1             show the full commands'
@@ -196,6 +198,13 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-corpus/.s
 		>$(BUILD)/fuzz-smoke/fastpath.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/fastpath.log | tail -n 1; \
 	else tail -n 40 $(BUILD)/fuzz-smoke/fastpath.log; echo 'fuzz-smoke: the fast-path fuzzer FAILED'; exit 1; fi
 
+# The vhost-net test's guest payload: static (it is the guest's only program besides busybox).
+$(BUILD)/guest/vhost-net-test: tests/vhost_net/vhost_net_test.c $(BUILD)/libviommu.a | deps
+	$(call msg,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -static -o $@ $< $(BUILD)/libviommu.a $(LDLIBS) 2>$@.log || \
+		{ cat $@.log; exit 1; }
+
 # ---- the jobs ----
 run: $(BUILD)/viommu
 	$(BUILD)/viommu replay --dma-probes --stat --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
@@ -220,6 +229,7 @@ test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-
 	$(Q)$(MAKE) --no-print-directory check-traces
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 	$(Q)$(MAKE) --no-print-directory bench-smoke
+	$(Q)$(MAKE) --no-print-directory vhost-net
 
 # Every benchmark scenario on tiny worlds: each implementation checked against the device core's
 # translations; no timing is judged.
@@ -228,6 +238,15 @@ bench-smoke: $(BUILD)/viommu-bench
 	$(Q)$(BUILD)/viommu-bench --smoke > $(BUILD)/bench-smoke.log 2>&1 || \
 		{ tail -n 40 $(BUILD)/bench-smoke.log; echo 'bench-smoke: FAILED'; exit 1; }
 	$(Q)tail -n 1 $(BUILD)/bench-smoke.log
+
+# Boots Debian's 6.1 kernel under QEMU TCG (tests/vhost_net/run-guest) and runs the test as its
+# /init payload; VHOST_NET_* from the environment go on the guest's command line.
+VHOST_NET_FRAMES ?= 2000
+vhost-net: $(BUILD)/guest/vhost-net-test
+	@echo '== vhost-net in a Debian 6.1 guest under QEMU TCG (the kernel module through the bridge)'
+	$(Q)tests/vhost_net/run-guest $(BUILD) $(BUILD)/guest/vhost-net-test \
+		VHOST_NET_FRAMES=$(VHOST_NET_FRAMES) $(if $(VHOST_NET_SEED),VHOST_NET_SEED=$(VHOST_NET_SEED)) \
+		$(if $(VHOST_NET_SIZES),VHOST_NET_SIZES=$(VHOST_NET_SIZES))
 
 # halt_on_error: a race inside criterion's forked test process must fail the test.
 tsan: $(BUILD)/tsan/viommu-tests
