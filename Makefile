@@ -48,7 +48,7 @@ REPLAY_PATH ?= all
 TARGETS := $(BUILD)/viommu $(BUILD)/viommu-tests $(BUILD)/viommu-bench
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke bench-smoke vhost-net
+	unit unit-asan fuzz-smoke bench-smoke vhost-net dpdk
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -205,9 +205,18 @@ $(BUILD)/guest/vhost-net-test: tests/vhost_net/vhost_net_test.c $(BUILD)/libviom
 	$(Q)$(CC) $(ALL_CFLAGS) -static -o $@ $< $(BUILD)/libviommu.a $(LDLIBS) 2>$@.log || \
 		{ cat $@.log; exit 1; }
 
+# The vhost-user frontend against Debian's dpdk-testpmd (tests/dpdk_testpmd.c).
+$(BUILD)/viommu-dpdk: $(BUILD)/obj/tests/dpdk_testpmd.o $(BUILD)/libviommu.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 # ---- the jobs ----
 run: $(BUILD)/viommu
 	$(BUILD)/viommu replay --dma-probes --stat --path=$(REPLAY_PATH) tests/traces/linux-6.12-lazy.trace
+
+dpdk: $(BUILD)/viommu-dpdk
+	@echo '== vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
+	$(Q)$(BUILD)/viommu-dpdk
 
 check-traces: $(BUILD)/viommu
 	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH)'
