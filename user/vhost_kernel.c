@@ -20,45 +20,35 @@
 
 #include "device.h"
 #include "fastpath.h"
-#include "reader.h"
+#include "iotlb.h"
 
 #ifndef VIRTIO_F_ACCESS_PLATFORM
 #define VIRTIO_F_ACCESS_PLATFORM 33
 #endif
 #define VHOST_PERM_MASK 3u /* VHOST_ACCESS_RO | VHOST_ACCESS_WO: the MAP_F_READ / WRITE bits */
 #define PAGE_4K 4096ull
-#define OPS_MAX 1024u /* queued removals beyond this collapse into one full invalidation */
+#define OPS_MAX 1024u /* MAP prefills per sync; beyond, left to MISSes */
 #define TIMES_MAX 65536u
-#define RETRY_MAX 64u
-
-enum op_kind { OP_INVALIDATE, OP_INVALIDATE_ALL, OP_UPDATE };
-
-struct op {
-	uint8_t kind;
-	uint32_t flags; /* UPDATE: VIOMMU_MAP_F_* */
-	uint64_t start, end, phys; /* inclusive IOVA range; UPDATE: phys of start */
-};
+#define RETRY_MAX 64u /* lookups racing the writer before a MISS is left unanswered */
 
 struct viommu_vhost_kernel {
 	struct viommu_fastpath *fp;
 	struct viommu_device *dev;
-	struct viommu_reader *reader;
+	struct viommu_iotlb *core; /* answers, regions, invalidation ranges (user/iotlb.h) */
 	int fd, epfd, evfd, stopfd;
 	uint32_t endpoint;
 	struct viommu_vhost_opts opts;
-	unsigned nregions;
-	struct viommu_vhost_region regions[VIOMMU_VHOST_REGIONS_MAX];
 
-	/* Device thread only: what the endpoint can reach now. */
-	enum viommu_ep_state state;
-	const struct viommu_domain *domain;
+	/* PREFILL_MAP: extents mapped in the endpoint's domain since the last sync (device thread). */
+	uint32_t domain; /* the endpoint's domain id while attached */
+	bool attached;
+	uint64_t (*prefill)[2];
+	unsigned nprefill;
 
-	/* Under lock: the fd's writes, the op queue, counters, service times. */
+	/* Serialises the service thread with the device thread (thread mode), and the counters. */
 	pthread_mutex_t lock;
-	struct op *ops;
-	unsigned nops;
-	bool ops_all; /* the queue overflowed: one full invalidation stands for it */
 	uint64_t pushed_since_all; /* UPDATEs since the last full invalidation (prefill budget) */
+	uint64_t faults_base, unbacked_base; /* the core's counters at the last reset_stats */
 	struct viommu_vhost_stats st;
 	uint32_t *times;
 	unsigned ntimes;
@@ -120,38 +110,6 @@ int viommu_vhost_kernel_negotiate(int fd, uint64_t features, uint64_t *acked, co
 	return 0;
 }
 
-int viommu_vhost_clip(const struct viommu_vhost_region *regions, unsigned n, uint64_t iova,
-		      uint64_t ext_start, uint64_t ext_end, uint64_t ext_phys, bool page,
-		      uint64_t *lo, uint64_t *hi, uint64_t *uaddr)
-{
-	uint64_t pa = ext_phys + (iova - ext_start), below, above;
-
-	for (unsigned i = 0; i < n; i++) {
-		const struct viommu_vhost_region *r = &regions[i];
-
-		if (pa < r->gpa || pa - r->gpa >= r->size)
-			continue;
-		/* Bytes of the extent on each side of iova that stay inside the region. */
-		below = iova - ext_start;
-		if (below > pa - r->gpa)
-			below = pa - r->gpa;
-		above = ext_end - iova;
-		if (above > r->size - 1 - (pa - r->gpa))
-			above = r->size - 1 - (pa - r->gpa);
-		if (page) {
-			if (below > (iova & (PAGE_4K - 1)))
-				below = iova & (PAGE_4K - 1);
-			if (above > PAGE_4K - 1 - (iova & (PAGE_4K - 1)))
-				above = PAGE_4K - 1 - (iova & (PAGE_4K - 1));
-		}
-		*lo = iova - below;
-		*hi = iova + above;
-		*uaddr = r->uaddr + (pa - below - r->gpa);
-		return (int)i;
-	}
-	return -1;
-}
-
 /* ---- writing to the kernel (under b->lock) ---- */
 
 static int write_msg(struct viommu_vhost_kernel *b, uint8_t type, uint64_t iova, uint64_t size,
@@ -184,312 +142,179 @@ static int write_msg(struct viommu_vhost_kernel *b, uint8_t type, uint64_t iova,
 	return b->st.last_write_error;
 }
 
-static int invalidate(struct viommu_vhost_kernel *b, uint64_t start, uint64_t end)
+/* The core's flush: [first, last] of the endpoint's translations, written at its sync (strict:
+ * inside the request, before its used length; once write() returns no vhost worker uses the old
+ * translation, the kernel's handler holding every vq mutex) or at viommu_iotlb_flush (lazy). */
+static int core_invalidate(void *ctx, uint32_t ep, uint64_t first, uint64_t last)
 {
-	/* Removes every entry overlapping [start, end] whole: every answer we made inside an
-	 * extent, however it was clipped. */
-	return write_msg(b, VHOST_IOTLB_INVALIDATE, start, end - start + 1, 0, 0);
-}
-
-static int invalidate_all(struct viommu_vhost_kernel *b)
-{
-	/* Not size 0 ("everything" only on kernels with the 2023 fix): [0, 2^64 - 2] overlaps
-	 * every entry we can have made (none is the single byte 2^64 - 1). */
-	int err = write_msg(b, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
-
-	if (!err) {
-		b->st.invalidate_all++;
-		b->pushed_since_all = 0;
-	}
-	return err;
-}
-
-/* UPDATEs for the extent [start, end] at @phys: one per memory region it crosses; pieces over
- * no region (holes, MMIO) are left to MISSes, which fault. */
-static int push_extent(struct viommu_vhost_kernel *b, uint64_t start, uint64_t end, uint64_t phys,
-		       uint32_t flags, bool prefill)
-{
-	uint64_t iova = start, lo, hi, ua, pa, next;
-	uint8_t perm = flags & VHOST_PERM_MASK;
+	struct viommu_vhost_kernel *b = ctx;
 	int err;
 
-	if (!perm)
-		return 0;
+	(void)ep;
+	if (first == 0 && last == UINT64_MAX) {
+		/* Not size 0 ("everything" only on kernels with the 2023 fix): [0, 2^64 - 2] overlaps
+		 * every entry we can have made (none is the single byte 2^64 - 1). */
+		err = write_msg(b, VHOST_IOTLB_INVALIDATE, 0, UINT64_MAX, 0, 0);
+		if (!err) {
+			b->st.invalidate_all++;
+			b->pushed_since_all = 0;
+		}
+		return err;
+	}
+	/* Removes every entry overlapping the range whole: every answer made inside it. */
+	return write_msg(b, VHOST_IOTLB_INVALIDATE, first, last - first + 1, 0, 0);
+}
+
+static int core_complete(void *ctx, bool strict)
+{
+	(void)ctx;
+	(void)strict; /* write() is synchronous: nothing to wait for */
+	return 0;
+}
+
+/* Push the entries for [iova, last] now, from the fast path (no MISS). -EFAULT: a byte of it is
+ * not mapped for reading. Device thread (or under the lock in thread mode). */
+static int push_range(struct viommu_vhost_kernel *b, uint64_t iova, uint64_t last, bool budget)
+{
 	for (;;) {
-		if (viommu_vhost_clip(b->regions, b->nregions, iova, start, end, phys, false, &lo, &hi,
-				      &ua) >= 0) {
-			err = write_msg(b, VHOST_IOTLB_UPDATE, lo, hi - lo + 1, ua, perm);
-			if (err)
-				return err;
-			if (prefill)
-				b->st.prefilled++;
-			if (hi >= end)
-				return 0;
-			iova = hi + 1;
-			continue;
+		struct viommu_iotlb_entry e, inval;
+		int err = viommu_iotlb_lookup(b->core, b->endpoint, iova, VIOMMU_IOTLB_PERM_RO, &e, &inval);
+
+		for (unsigned t = 0; err == -EAGAIN && t < RETRY_MAX; t++) {
+			sched_yield();
+			err = viommu_iotlb_lookup(b->core, b->endpoint, iova, VIOMMU_IOTLB_PERM_RO, &e, &inval);
 		}
-		/* skip to the next region that starts inside the rest of the extent */
-		pa = phys + (iova - start);
-		next = UINT64_MAX;
-		for (unsigned i = 0; i < b->nregions; i++)
-			if (b->regions[i].gpa > pa && b->regions[i].gpa < next)
-				next = b->regions[i].gpa;
-		if (next == UINT64_MAX || next - pa > end - iova)
-			return 0;
-		iova += next - pa;
-	}
-}
-
-/* Write the queued ops in order (under b->lock). */
-static void run_ops(struct viommu_vhost_kernel *b)
-{
-	if (b->ops_all) {
-		invalidate_all(b);
-		b->ops_all = false;
-	}
-	for (unsigned i = 0; i < b->nops; i++) {
-		struct op *o = &b->ops[i];
-
-		switch (o->kind) {
-		case OP_INVALIDATE_ALL:
-			invalidate_all(b);
-			break;
-		case OP_INVALIDATE:
-			invalidate(b, o->start, o->end);
-			break;
-		case OP_UPDATE:
-			if (b->pushed_since_all >= b->opts.max_iotlb_entries / 2)
-				b->st.prefill_skipped++;
-			else
-				push_extent(b, o->start, o->end, o->phys, o->flags, true);
-			break;
-		}
-	}
-	b->nops = 0;
-}
-
-static void queue_op(struct viommu_vhost_kernel *b, uint8_t kind, uint64_t start, uint64_t end,
-		     uint64_t phys, uint32_t flags)
-{
-	pthread_mutex_lock(&b->lock);
-	if (kind == OP_INVALIDATE_ALL) {
-		/* Everything queued before is subsumed by it, removals and prefills alike. */
-		b->nops = 0;
-		b->ops_all = true;
-	} else if (b->nops == OPS_MAX) {
-		if (kind == OP_UPDATE) {
+		if (err)
+			return err == -EAGAIN ? -EAGAIN : -EFAULT;
+		if (budget && b->pushed_since_all >= b->opts.max_iotlb_entries / 2) {
 			b->st.prefill_skipped++;
-		} else {
-			b->nops = 0;
-			b->ops_all = true;
+			return 0;
 		}
-	} else {
-		b->ops[b->nops++] = (struct op){ .kind = kind, .flags = flags, .start = start,
-						 .end = end, .phys = phys };
-	}
-	pthread_mutex_unlock(&b->lock);
-}
-
-static void poke(struct viommu_vhost_kernel *b)
-{
-	uint64_t one = 1;
-
-	if (write(b->evfd, &one, sizeof(one)) < 0) {
-		/* the counter is saturated: it is readable anyway */
+		if (inval.size && (err = write_msg(b, VHOST_IOTLB_INVALIDATE, inval.iova, inval.size, 0, 0)))
+			return err;
+		if ((err = write_msg(b, VHOST_IOTLB_UPDATE, e.iova, e.size, e.uaddr, e.perm)))
+			return err;
+		b->st.prefilled++;
+		if (e.iova + e.size - 1 >= last || e.iova + e.size == 0)
+			return 0;
+		iova = e.iova + e.size;
 	}
 }
 
-/* ---- observer (device thread) ---- */
+/* ---- PREFILL_MAP: a small observer of our own, after the core's ---- */
 
-static bool reaches(enum viommu_ep_state s)
-{
-	return s == VIOMMU_EP_ATTACHED || s == VIOMMU_EP_BYPASS || s == VIOMMU_EP_IDENTITY;
-}
-
-static int obs_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st)
+static int pobs_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st)
 {
 	struct viommu_vhost_kernel *b = ctx;
 
-	if (ep->id != b->endpoint)
-		return 0;
-	if (st == b->state && ep->domain == b->domain)
-		return 0;
-	/* Leaving a state with access (detach, re-attach elsewhere, bypass off, reset): the kernel
-	 * may hold answers from any extent of the old domain, or identity answers. */
-	if (reaches(b->state))
-		queue_op(b, OP_INVALIDATE_ALL, 0, 0, 0, 0);
-	b->state = st;
-	b->domain = st == VIOMMU_EP_ATTACHED ? ep->domain : NULL;
-	/* With PREFILL_MAP the new domain's extents are pushed as they are mapped; those mapped
-	 * before the attach are left to MISSes. */
+	if (ep->id == b->endpoint) {
+		b->attached = st == VIOMMU_EP_ATTACHED && ep->domain;
+		b->domain = b->attached ? ep->domain->id : 0;
+	}
 	return 0;
 }
 
-static int obs_map(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext)
+static int pobs_map(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext)
 {
 	struct viommu_vhost_kernel *b = ctx;
 
-	if (dom == b->domain && b->opts.prefill == VIOMMU_VHOST_PREFILL_MAP)
-		queue_op(b, OP_UPDATE, ext->start, ext->end, ext->phys, ext->flags);
+	if (!b->attached || dom->id != b->domain)
+		return 0;
+	if (b->nprefill == OPS_MAX)
+		b->st.prefill_skipped++;
+	else {
+		b->prefill[b->nprefill][0] = ext->start;
+		b->prefill[b->nprefill++][1] = ext->end;
+	}
 	return 0;
 }
 
-static void obs_unmap(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext)
-{
-	struct viommu_vhost_kernel *b = ctx;
-
-	if (dom == b->domain)
-		queue_op(b, OP_INVALIDATE, ext->start, ext->end, 0, 0);
-}
-
-static void obs_sync(void *ctx, bool removed)
+static void pobs_sync(void *ctx, bool removed)
 {
 	struct viommu_vhost_kernel *b = ctx;
 
 	(void)removed;
-	if (b->opts.lazy) {
-		poke(b); /* the service thread writes them */
-		return;
-	}
-	/* Strict: the fast path (an earlier observer) has unpublished and waited for its readers;
-	 * our service thread's lookups that saw the old translation wrote their UPDATEs under the
-	 * lock, so these INVALIDATEs come after them. Once write() returns, no vhost worker uses
-	 * the old translation (the kernel handler holds every vq mutex). */
-	pthread_mutex_lock(&b->lock);
-	run_ops(b);
-	pthread_mutex_unlock(&b->lock);
+	/* After the fast path published (an earlier observer): what is still mapped now is pushed;
+	 * an extent mapped and unmapped in the same batch is found unmapped and skipped. */
+	for (unsigned i = 0; i < b->nprefill; i++)
+		push_range(b, b->prefill[i][0], b->prefill[i][1], true);
+	b->nprefill = 0;
 }
 
-/* ---- MISS service ---- */
-
-static void report_fault(struct viommu_vhost_kernel *b, const struct viommu_query *q,
-			 struct viommu_answer *a)
-{
-	b->st.faults++;
-	if (a->result != VIOMMU_FP_FAULT) { /* a translation to no VMM memory */
-		memset(a, 0, sizeof(*a));
-		a->result = VIOMMU_FP_FAULT;
-		a->reason = VIOMMU_FAULT_R_MAPPING;
-		a->fault_addr = q->iova;
-		b->st.faults_no_region++;
-	} else if (a->reason == VIOMMU_FAULT_R_DOMAIN) {
-		b->st.faults_domain++;
-	} else if (a->reason == VIOMMU_FAULT_R_UNKNOWN) {
-		b->st.faults_unknown++;
-	} else {
-		b->st.faults_mapping++;
-	}
-	/* Dropped when the event queue is full: the device counts that (faults_dropped). */
-	(void)viommu_reader_report_fault(b->reader, q, a);
-}
-
-/* Under b->lock, inside a reader section. */
+/* One MISS (under b->lock). The lookup is the core's: a fast-path reader, the whole extent
+ * clipped to its region, the mapping's permission; a fault goes to the event queue. */
 static void answer_miss(struct viommu_vhost_kernel *b, uint64_t iova, uint8_t perm)
 {
-	struct viommu_query q = { .endpoint = b->endpoint, .access = perm & VHOST_PERM_MASK,
-				  .iova = iova, .size = 1 };
-	struct viommu_answer a;
-	uint64_t lo, hi, ua, start, end, phys;
-	uint32_t flags;
-	unsigned tries = 0;
+	struct viommu_iotlb_entry e, inval;
+	int err = viommu_iotlb_answer(b->core, b->endpoint, iova, perm, &e, &inval);
 
-	if (!q.access)
-		q.access = VIOMMU_MAP_F_READ;
-	while (viommu_reader_translate(b->reader, &q, &a) == VIOMMU_FP_RETRY && ++tries < RETRY_MAX) {
+	/* A lookup that raced the writer: the kernel does not repeat a MISS by itself (the vq
+	 * waits for an UPDATE holding it), so ask again. */
+	for (unsigned t = 0; err == -EAGAIN && t < RETRY_MAX; t++) {
 		b->st.retries++;
 		sched_yield();
+		err = viommu_iotlb_answer(b->core, b->endpoint, iova, perm, &e, &inval);
 	}
-	if (a.result == VIOMMU_FP_HIT) {
-		start = a.ext_start;
-		end = a.ext_end;
-		phys = a.ext_phys;
-		flags = a.ext_flags;
-	} else if (a.result == VIOMMU_FP_IDENT) {
-		/* bypass / no ACCESS_PLATFORM: identity, as large as the region allows */
-		start = 0;
-		end = UINT64_MAX;
-		phys = 0;
-		flags = VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE;
-	} else {
-		if (a.result == VIOMMU_FP_RETRY) { /* never final in practice; never garbage */
-			a.result = VIOMMU_FP_FAULT;
-			a.reason = VIOMMU_FAULT_R_MAPPING;
-			a.fault_addr = iova;
-		}
-		report_fault(b, &q, &a);
+	if (err == -EAGAIN)
+		b->st.unanswered++;
+	if (err)
+		return; /* -EFAULT: faulted (reported by the core); -ENXIO: no VMM memory */
+	if (inval.size && write_msg(b, VHOST_IOTLB_INVALIDATE, inval.iova, inval.size, 0, 0))
 		return;
-	}
-	if (viommu_vhost_clip(b->regions, b->nregions, iova, start, end, phys,
-			      b->opts.answer == VIOMMU_VHOST_ANSWER_PAGE, &lo, &hi, &ua) < 0) {
-		report_fault(b, &q, &a);
-		return;
-	}
 	/* The mapping's permission, never an echo of the request (the used ring's MISS at
 	 * SET_BACKEND asks RO, the worker then needs WO). */
-	write_msg(b, VHOST_IOTLB_UPDATE, lo, hi - lo + 1, ua, flags & VHOST_PERM_MASK);
+	write_msg(b, VHOST_IOTLB_UPDATE, e.iova, e.size, e.uaddr, e.perm);
 }
 
 int viommu_vhost_kernel_service(struct viommu_vhost_kernel *b)
 {
 	struct vhost_msg_v2 m;
-	uint64_t t0, cnt;
+	uint64_t t0, cnt, dt;
 	int handled = 0;
 	ssize_t n;
 
-	/* Lazy invalidations (and MAP prefills) first: then MISSes answered below are answered
-	 * after the removals they may follow. */
-	if (read(b->evfd, &cnt, sizeof(cnt)) == sizeof(cnt) || b->opts.lazy) {
-		pthread_mutex_lock(&b->lock);
-		if (b->nops || b->ops_all)
-			run_ops(b);
-		pthread_mutex_unlock(&b->lock);
+	if (read(b->evfd, &cnt, sizeof(cnt)) < 0) {
+		/* EAGAIN: no lazy flush asked for */
 	}
+	pthread_mutex_lock(&b->lock);
+	/* Lazy mode: the ranges the core kept since the last sync, before any answer. */
+	if (b->opts.lazy && viommu_iotlb_pending(b->core))
+		viommu_iotlb_flush(b->core, false);
 	for (;;) {
 		n = read(b->fd, &m, sizeof(m));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN)
-				return handled;
-			return -errno;
+			pthread_mutex_unlock(&b->lock);
+			return errno == EAGAIN ? handled : -errno;
 		}
 		if (n == 0)
-			return handled; /* a buffer too small: never with 72 bytes */
+			break; /* a buffer too small: never with 72 bytes */
 		t0 = now_ns();
-		pthread_mutex_lock(&b->lock);
 		handled++;
 		if (n != (ssize_t)sizeof(m) || (m.type != VHOST_IOTLB_MSG_V2 && m.type != VHOST_IOTLB_MSG)) {
 			b->st.bad_messages++;
 		} else if (m.iotlb.type == VHOST_IOTLB_MISS) {
 			b->st.misses++;
-			/* Lookup and UPDATE inside one reader section and under the lock (see the
-			 * contract in vhost_kernel.h). */
-			viommu_reader_enter(b->reader);
 			answer_miss(b, m.iotlb.iova, m.iotlb.perm);
-			if (viommu_reader_exit(b->reader) == -ETIMEDOUT) {
-				/* Revoked: the translation may have been removed meanwhile; the device
-				 * thread's INVALIDATE waits for our lock, so it still comes after. */
-			}
-			uint64_t dt = now_ns() - t0;
+			dt = now_ns() - t0;
 			b->st.service_ns += dt;
 			if (b->ntimes < TIMES_MAX)
 				b->times[b->ntimes++] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
 		} else if (m.iotlb.type == VHOST_IOTLB_ACCESS_FAIL) {
-			struct viommu_query q = { .endpoint = b->endpoint, .iova = m.iotlb.iova,
-						  .size = 1, .access = m.iotlb.perm & VHOST_PERM_MASK };
-			struct viommu_answer a = { .result = VIOMMU_FP_FAULT,
-						   .reason = VIOMMU_FAULT_R_MAPPING,
-						   .fault_addr = m.iotlb.iova };
+			/* The kernel found no access where we answered one: a fault, as for a MISS
+			 * the core cannot answer (the core reports it when the IOVA faults now). */
+			struct viommu_iotlb_entry e, inval;
 
-			if (!q.access)
-				q.access = VIOMMU_MAP_F_READ;
 			b->st.access_fails++;
-			report_fault(b, &q, &a);
+			if (!viommu_iotlb_answer(b->core, b->endpoint, m.iotlb.iova, m.iotlb.perm, &e, &inval))
+				b->st.access_fails_mapped++;
 		} else {
 			b->st.bad_messages++;
 		}
-		pthread_mutex_unlock(&b->lock);
 	}
+	pthread_mutex_unlock(&b->lock);
+	return handled;
 }
 
 static void *service_thread(void *arg)
@@ -510,34 +335,22 @@ static void *service_thread(void *arg)
 
 int viommu_vhost_kernel_prefill(struct viommu_vhost_kernel *b, uint64_t iova, uint64_t size)
 {
-	uint64_t last = iova + (size ? size - 1 : 0);
-	int err = 0;
+	int err;
 
 	pthread_mutex_lock(&b->lock);
-	viommu_reader_enter(b->reader);
-	for (;;) {
-		struct viommu_query q = { .endpoint = b->endpoint, .access = VIOMMU_MAP_F_READ,
-					  .iova = iova, .size = 1 };
-		struct viommu_answer a;
-		uint64_t lo, hi, ua;
-
-		if (viommu_reader_translate(b->reader, &q, &a) != VIOMMU_FP_HIT ||
-		    viommu_vhost_clip(b->regions, b->nregions, iova, a.ext_start, a.ext_end, a.ext_phys,
-				      false, &lo, &hi, &ua) < 0) {
-			err = -EFAULT;
-			break;
-		}
-		err = write_msg(b, VHOST_IOTLB_UPDATE, lo, hi - lo + 1, ua, a.ext_flags & VHOST_PERM_MASK);
-		if (err)
-			break;
-		b->st.prefilled++;
-		if (hi >= last)
-			break;
-		iova = hi + 1;
-	}
-	viommu_reader_exit(b->reader);
+	err = push_range(b, iova, iova + (size ? size - 1 : 0), false);
 	pthread_mutex_unlock(&b->lock);
 	return err;
+}
+
+void viommu_vhost_kernel_lock(struct viommu_vhost_kernel *b)
+{
+	pthread_mutex_lock(&b->lock);
+}
+
+void viommu_vhost_kernel_unlock(struct viommu_vhost_kernel *b)
+{
+	pthread_mutex_unlock(&b->lock);
 }
 
 int viommu_vhost_kernel_fd(const struct viommu_vhost_kernel *b)
@@ -547,8 +360,13 @@ int viommu_vhost_kernel_fd(const struct viommu_vhost_kernel *b)
 
 void viommu_vhost_kernel_stats(struct viommu_vhost_kernel *b, struct viommu_vhost_stats *out)
 {
+	const struct viommu_iotlb_stats *cs;
+
 	pthread_mutex_lock(&b->lock);
 	*out = b->st;
+	cs = viommu_iotlb_stats(b->core);
+	out->faults = cs->faults - b->faults_base;
+	out->unbacked = cs->unbacked - b->unbacked_base;
 	pthread_mutex_unlock(&b->lock);
 }
 
@@ -556,6 +374,8 @@ void viommu_vhost_kernel_reset_stats(struct viommu_vhost_kernel *b)
 {
 	pthread_mutex_lock(&b->lock);
 	memset(&b->st, 0, sizeof(b->st));
+	b->faults_base = viommu_iotlb_stats(b->core)->faults;
+	b->unbacked_base = viommu_iotlb_stats(b->core)->unbacked;
 	b->ntimes = 0;
 	pthread_mutex_unlock(&b->lock);
 }
@@ -573,8 +393,6 @@ unsigned viommu_vhost_kernel_service_times(struct viommu_vhost_kernel *b, uint32
 
 static void bridge_free(struct viommu_vhost_kernel *b)
 {
-	if (b->reader)
-		viommu_reader_close(b->reader);
 	if (b->epfd >= 0)
 		close(b->epfd);
 	if (b->evfd >= 0)
@@ -583,7 +401,7 @@ static void bridge_free(struct viommu_vhost_kernel *b)
 		close(b->stopfd);
 	pthread_mutex_destroy(&b->lock);
 	free(b->times);
-	free(b->ops);
+	free(b->prefill);
 	free(b);
 }
 
@@ -594,25 +412,12 @@ struct viommu_vhost_kernel *viommu_vhost_kernel_attach(struct viommu_fastpath *f
 						       const struct viommu_vhost_opts *opts)
 {
 	struct viommu_vhost_kernel *b;
-	struct viommu_observer obs;
 	struct epoll_event ev;
 	int err;
 
 	if (!fp || vhost_fd < 0 || !nregions || nregions > VIOMMU_VHOST_REGIONS_MAX) {
 		errno = EINVAL;
 		return NULL;
-	}
-	for (unsigned i = 0; i < nregions; i++) {
-		if (!regions[i].size || regions[i].gpa + regions[i].size - 1 < regions[i].gpa) {
-			errno = EINVAL;
-			return NULL;
-		}
-		for (unsigned j = 0; j < i; j++)
-			if (regions[i].gpa < regions[j].gpa + regions[j].size &&
-			    regions[j].gpa < regions[i].gpa + regions[i].size) {
-				errno = EINVAL;
-				return NULL;
-			}
 	}
 	b = calloc(1, sizeof(*b));
 	if (!b)
@@ -627,15 +432,13 @@ struct viommu_vhost_kernel *viommu_vhost_kernel_attach(struct viommu_fastpath *f
 		b->opts = *opts;
 	if (!b->opts.max_iotlb_entries)
 		b->opts.max_iotlb_entries = 2048;
-	b->nregions = nregions;
-	memcpy(b->regions, regions, nregions * sizeof(*regions));
-	b->ops = calloc(OPS_MAX, sizeof(*b->ops));
+	b->prefill = calloc(OPS_MAX, sizeof(*b->prefill));
 	b->times = calloc(TIMES_MAX, sizeof(*b->times));
-	b->reader = viommu_reader_open(fp);
 	b->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	b->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	b->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!b->ops || !b->times || !b->reader || b->evfd < 0 || b->stopfd < 0 || b->epfd < 0)
+	errno = ENOMEM;
+	if (!b->prefill || !b->times || b->evfd < 0 || b->stopfd < 0 || b->epfd < 0)
 		goto fail;
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = b->fd };
 	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->fd, &ev) < 0)
@@ -647,24 +450,44 @@ struct viommu_vhost_kernel *viommu_vhost_kernel_attach(struct viommu_fastpath *f
 	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->stopfd, &ev) < 0)
 		goto fail;
 
-	b->state = VIOMMU_EP_UNKNOWN;
-	obs = (struct viommu_observer){ .ctx = b, .endpoint_changed = obs_endpoint_changed,
-					.map = obs_map, .unmap = obs_unmap, .sync = obs_sync };
-	/* Tells us the current state at once (endpoint_changed, and a map per extent). */
-	err = viommu_device_add_observer(b->dev, &obs);
-	if (err) {
+	/* The core: observes the device after the fast path, so its flush at sync comes after the
+	 * fast path has unpublished and waited for its readers. */
+	{
+		struct viommu_iotlb_opts co = { .lazy = b->opts.lazy,
+						.per_page = b->opts.answer == VIOMMU_VHOST_ANSWER_PAGE };
+		struct viommu_iotlb_ops ops = { .ctx = b, .invalidate = core_invalidate,
+						.complete = core_complete };
+
+		b->core = viommu_iotlb_new(fp, &co, &ops);
+		if (!b->core)
+			goto fail;
+	}
+	for (unsigned i = 0; i < nregions; i++) {
+		struct viommu_iotlb_region r = { .gpa = regions[i].gpa, .size = regions[i].size,
+						 .hva = (void *)(uintptr_t)regions[i].uaddr, .fd = -1 };
+
+		if ((err = viommu_iotlb_add_region(b->core, &r))) {
+			errno = -err;
+			goto fail;
+		}
+	}
+	if ((err = viommu_iotlb_serve(b->core, endpoint))) {
 		errno = -err;
 		goto fail;
 	}
-	/* What the initial replay queued (MAP prefills): the kernel's IOTLB is new and empty. */
-	pthread_mutex_lock(&b->lock);
-	b->ops_all = false;
-	run_ops(b);
-	pthread_mutex_unlock(&b->lock);
+	if (b->opts.prefill == VIOMMU_VHOST_PREFILL_MAP) {
+		struct viommu_observer obs = { .ctx = b, .endpoint_changed = pobs_endpoint_changed,
+					       .map = pobs_map, .sync = pobs_sync };
+
+		if ((err = viommu_device_add_observer(b->dev, &obs))) {
+			errno = -err;
+			goto fail;
+		}
+		b->nprefill = 0; /* the replay of what was mapped before: left to MISSes */
+	}
 	if (b->opts.thread) {
 		err = pthread_create(&b->thread, NULL, service_thread, b);
 		if (err) {
-			viommu_device_remove_observer(b->dev, b);
 			errno = err;
 			goto fail;
 		}
@@ -673,6 +496,9 @@ struct viommu_vhost_kernel *viommu_vhost_kernel_attach(struct viommu_fastpath *f
 	return b;
 fail:
 	err = errno ? errno : ENOMEM;
+	if (b->opts.prefill == VIOMMU_VHOST_PREFILL_MAP)
+		viommu_device_remove_observer(b->dev, b);
+	viommu_iotlb_free(b->core);
 	bridge_free(b);
 	errno = err;
 	return NULL;
@@ -684,16 +510,16 @@ void viommu_vhost_kernel_detach(struct viommu_vhost_kernel *b)
 
 	if (!b)
 		return;
-	viommu_device_remove_observer(b->dev, b);
 	if (b->has_thread) {
 		if (write(b->stopfd, &one, sizeof(one)) < 0) {
 			/* cannot fail on a fresh eventfd */
 		}
 		pthread_join(b->thread, NULL);
 	}
-	pthread_mutex_lock(&b->lock);
-	b->nops = 0;
-	invalidate_all(b);
-	pthread_mutex_unlock(&b->lock);
+	if (b->opts.prefill == VIOMMU_VHOST_PREFILL_MAP)
+		viommu_device_remove_observer(b->dev, b);
+	viommu_iotlb_free(b->core);
+	/* Nothing the kernel holds from us may outlive the bridge. */
+	core_invalidate(b, b->endpoint, 0, UINT64_MAX);
 	bridge_free(b);
 }

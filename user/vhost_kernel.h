@@ -21,18 +21,25 @@
  *   ... VHOST_NET_SET_BACKEND; then either opts.thread, or poll viommu_vhost_kernel_fd(b) in
  *   the VMM's loop and call viommu_vhost_kernel_service(b) when it is readable.
  *
+ * The translation work is the shared bridge core's (user/iotlb.h: regions, whole-extent answers
+ * clipped to one region, invalidation ranges from the device's observer events, faults); this
+ * file adds the kernel's wire protocol, ring prefill, MAP prefill and the service loop.
+ *
  * Concurrency contract (docs/vhost.md):
  *   - attach, detach, prefill and the observer callbacks run on the device thread (the thread
  *     that calls viommu_device_request(); the device core calls the callbacks).
- *   - service runs on ONE thread at a time: the bridge's own (opts.thread) or the VMM's loop;
- *     any thread, not necessarily the device thread. It never takes the device's lock.
+ *   - fd mode (default): the VMM polls viommu_vhost_kernel_fd() in the device thread's loop and
+ *     calls viommu_vhost_kernel_service() there. Nothing else to do.
+ *   - thread mode (opts.thread): the bridge's own thread polls and serves. The bridge core is a
+ *     device-thread object, so the two threads take turns on the bridge's lock: the service
+ *     thread holds it while it answers, the device thread while it calls into the device
+ *     (viommu_vhost_kernel_lock/unlock around requests, batches and resets). Strict
+ *     INVALIDATEs are written inside the request (at the core's sync) under that lock, so an
+ *     UPDATE is never written between a removal and its INVALIDATE.
  *   - stats may be called from any thread.
- *   - One bridge-private mutex orders the fd writes: a MISS is looked up and its UPDATE written
- *     under it, and the device thread writes INVALIDATEs under it, after the fast path has
- *     unpublished (the fast path observes first). So an UPDATE built from a translation that is
- *     being removed is written before the INVALIDATE that removes it, never after.
- *   - The fast path must be created before the bridge (its observer then syncs first) and freed
- *     after it; the vhost fd must stay open until detach returns.
+ *   - The fast path must be created before the bridge (its observer then syncs first: the core
+ *     flushes after the fast path has unpublished) and freed after it; the vhost fd must stay
+ *     open until detach returns.
  *
  * Errors: 0 or -errno; attach returns NULL and sets errno.
  */
@@ -42,13 +49,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "iotlb.h"
+
 struct viommu_fastpath;
 
 /* A VMM memory region: guest-physical [gpa, gpa + size) is at VMM virtual address uaddr. */
 struct viommu_vhost_region {
 	uint64_t gpa, size, uaddr;
 };
-#define VIOMMU_VHOST_REGIONS_MAX 64 /* VHOST_SET_MEM_TABLE takes at most 64 by default */
+#define VIOMMU_VHOST_REGIONS_MAX VIOMMU_IOTLB_MAX_REGIONS /* the bridge core's limit */
 
 enum viommu_vhost_prefill {
 	VIOMMU_VHOST_PREFILL_NONE = 0, /* answer MISSes only (the rings must still be pushed by hand) */
@@ -80,12 +89,14 @@ struct viommu_vhost_stats {
 	uint64_t updates; /* UPDATE messages written (answers and prefills) */
 	uint64_t invalidates; /* INVALIDATE messages written */
 	uint64_t invalidate_all; /* ... of them, the whole IOVA space (DETACH, reset, bypass) */
-	uint64_t faults; /* MISSes answered with a fault (no UPDATE), ACCESS_FAILs included */
-	uint64_t faults_mapping, faults_domain, faults_unknown, faults_no_region;
-	uint64_t access_fails; /* ACCESS_FAIL messages read */
+	uint64_t faults; /* MISSes and ACCESS_FAILs answered with a fault (no UPDATE): the core's count */
+	uint64_t unbacked; /* MISSes translated to no VMM memory (MMIO): no UPDATE, no fault */
+	uint64_t access_fails; /* ACCESS_FAIL messages read (each a fault unless mapped now) */
+	uint64_t access_fails_mapped; /* ... for an IOVA that is mapped now (no fault) */
 	uint64_t prefilled; /* UPDATEs pushed without a MISS */
 	uint64_t prefill_skipped; /* MAP prefills left to MISSes (entry budget) */
 	uint64_t retries; /* lookups that raced with the writer and were asked again */
+	uint64_t unanswered; /* MISSes left unanswered after VHOST_RETRIES racing lookups */
 	uint64_t write_errors; /* writes the kernel refused (each counted, the error kept) */
 	uint64_t bad_messages; /* reads that were no MISS / ACCESS_FAIL */
 	uint64_t service_ns; /* total time from a MISS read to its answer written */
@@ -135,13 +146,11 @@ void viommu_vhost_kernel_reset_stats(struct viommu_vhost_kernel *b);
  * copies up to @n into @out and returns how many were recorded. Any thread. */
 unsigned viommu_vhost_kernel_service_times(struct viommu_vhost_kernel *b, uint32_t *out, unsigned n);
 
-/* The answer the bridge writes for a translation: @iova was found in the extent
- * [ext_start, ext_end] at physical ext_phys (identity: ext_* = the region). Returns the region
- * index and sets [*lo, *hi] (inclusive IOVAs) and *uaddr (of *lo), clipped to the region holding
- * the physical address of @iova and, with @page, to @iova's 4 KiB page; -1 when no region holds
- * it. Pure; exposed for tests. */
-int viommu_vhost_clip(const struct viommu_vhost_region *regions, unsigned n, uint64_t iova,
-		      uint64_t ext_start, uint64_t ext_end, uint64_t ext_phys, bool page,
-		      uint64_t *lo, uint64_t *hi, uint64_t *uaddr);
+/* Thread mode (opts.thread): the device thread holds the bridge's lock around everything it asks
+ * of the device (requests, batches, resets, config writes), so the bridge thread's MISS service
+ * never runs inside a request. In fd mode they are not needed (everything is on one thread).
+ * The lock is the bridge's, never the device's own. */
+void viommu_vhost_kernel_lock(struct viommu_vhost_kernel *b);
+void viommu_vhost_kernel_unlock(struct viommu_vhost_kernel *b);
 
 #endif

@@ -143,15 +143,43 @@ static uint64_t now_ns(void)
 static struct viommu_device *dev;
 static struct viommu_fastpath *fp;
 
+/* The bridge in thread mode: the device thread holds its lock while it calls into the device
+ * (user/vhost_kernel.h, the concurrency contract). */
+static struct viommu_vhost_kernel *bridge;
+static bool bridge_thread;
+static void dev_lock(void)
+{
+	if (bridge && bridge_thread)
+		viommu_vhost_kernel_lock(bridge);
+}
+
+static void dev_unlock(void)
+{
+	if (bridge && bridge_thread)
+		viommu_vhost_kernel_unlock(bridge);
+}
+
 static uint8_t request(const uint8_t *r, size_t len)
 {
 	uint8_t tail[4] = { 0xff };
 
+	dev_lock();
 	viommu_device_batch_begin(dev);
 	if (viommu_device_request_buf(dev, r, len, tail, sizeof(tail)) != sizeof(tail))
 		tail[0] = 0xff;
 	viommu_device_batch_end(dev); /* observers synced: strict INVALIDATEs are done */
+	dev_unlock();
 	return tail[0];
+}
+
+static void device_reset(void)
+{
+	dev_lock();
+	viommu_device_batch_begin(dev);
+	viommu_device_reset(dev);
+	viommu_device_batch_end(dev);
+	dev_unlock();
+	viommu_device_eventq_post(dev, 256); /* a reset returned the driver's event buffers */
 }
 
 static uint8_t map_one(unsigned m)
@@ -196,6 +224,7 @@ static unsigned drain_faults(uint64_t want_addr_lo, uint64_t want_addr_hi, unsig
 	struct viommu_wire_fault f;
 	unsigned n = 0;
 
+	dev_lock();
 	viommu_fastpath_poll_faults(fp);
 	while (viommu_device_fault_pop(dev, &f) == 0) {
 		uint64_t addr = viommu_le64(&f.address);
@@ -207,6 +236,7 @@ static unsigned drain_faults(uint64_t want_addr_lo, uint64_t want_addr_hi, unsig
 			(*in_range)++;
 	}
 	viommu_device_eventq_post(dev, n);
+	dev_unlock();
 	return n;
 }
 
@@ -413,8 +443,6 @@ static long pkt_recv(unsigned ms)
 
 /* ---- vhost-net ---- */
 static int vhost = -1;
-static struct viommu_vhost_kernel *bridge;
-
 struct counts {
 	uint64_t tx, rx, corrupt, lost, stale;
 };
@@ -659,6 +687,7 @@ static int bridge_start(enum viommu_vhost_answer answer, bool thread)
 	bridge = viommu_vhost_kernel_attach(fp, vhost, EP, regions, 2, &o);
 	if (!bridge)
 		return -errno;
+	bridge_thread = thread;
 	service_fn = thread ? NULL : service_bridge;
 	return 0;
 }
@@ -1058,10 +1087,7 @@ int main(void)
 			for (unsigned i = 0; i < k; i++)
 				avail_push(&txq, tx_chain(i, 0, tx_seq++, 9000, tx_slot_iova(i), tx_slot_map(i)));
 			kick(&txq);
-			viommu_device_batch_begin(dev);
-			viommu_device_reset(dev);
-			viommu_device_batch_end(dev);
-			viommu_device_eventq_post(dev, 256); /* a reset returned the driver's buffers */
+			device_reset();
 			usleep(200000);
 			faults_seen += drain_faults(0, UINT64_MAX, NULL);
 			CHECK(attach() == VIOMMU_S_OK, "re-ATTACH after reset");
@@ -1109,10 +1135,7 @@ int main(void)
 		CHECK(attach() == VIOMMU_S_OK, "re-ATTACH");
 		map_all();
 		check_access_back("re-attach", M_TXVICTIM, M_RXVICTIM, pending, &c);
-		viommu_device_batch_begin(dev);
-		viommu_device_reset(dev);
-		viommu_device_batch_end(dev);
-		viommu_device_eventq_post(dev, 256);
+		device_reset();
 		f = check_no_access("reset", M_TXVICTIM, M_RXVICTIM, &c, &pending);
 		CHECK(f >= 1, "reset: faults (%u)", f);
 		faults_seen += f;
