@@ -127,7 +127,7 @@ $(BUILD)/tsan/tests/%.o: tests/%.c $(SKELS) | deps
 
 $(BUILD)/libviommu.a: $(LIB_OBJS)
 	$(call msg,AR,$@)
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/viommu: $(BUILD)/obj/main.o $(BUILD)/libviommu.a
 	$(call msg,LD,$@)
@@ -150,12 +150,12 @@ $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
-FUZZ_LIB := user/avl.c user/btree.c user/device.c
+FUZZ_LIB := user/btree.c user/device.c
 FUZZ_HDRS := $(wildcard user/*.h tests/fuzz/*.h)
-$(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(FUZZ_HDRS) | deps
+$(BUILD)/fuzz-request: tests/fuzz/fuzz_request.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -g -O1 -fsanitize=fuzzer,address,undefined \
+	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_request.c $(FUZZ_LIB)
 
 # The same over the device core with the fast path (real BPF maps and program) attached.

@@ -20,7 +20,7 @@ static void answer_hit(struct viommu_answer *a, uint64_t pa, uint64_t start, uin
 		       uint64_t phys, uint32_t flags)
 {
 	memset(a, 0, sizeof(*a));
-	a->result = VIOMMU_FP_HIT;
+	a->result = VIOMMU_XLATE_HIT;
 	a->pa = pa;
 	a->ext_start = start;
 	a->ext_end = end;
@@ -31,7 +31,7 @@ static void answer_hit(struct viommu_answer *a, uint64_t pa, uint64_t start, uin
 static void answer_fault(struct viommu_answer *a, uint64_t addr)
 {
 	memset(a, 0, sizeof(*a));
-	a->result = VIOMMU_FP_FAULT;
+	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = 2; /* VIRTIO_IOMMU_FAULT_R_MAPPING */
 	a->fault_addr = addr;
 }

@@ -41,10 +41,10 @@ __noinline int viommu_bench_one(struct viommu_query *q, struct viommu_answer *a)
 	k.pfn = q->iova >> 12;
 	v = bpf_map_lookup_elem(&viommu_bench_pages, &k);
 	if (v && (v->perm & q->access) == q->access) {
-		a->result = VIOMMU_FP_HIT;
+		a->result = VIOMMU_XLATE_HIT;
 		a->pa = v->pa + (q->iova & 0xfff);
 	} else {
-		a->result = VIOMMU_FP_FAULT;
+		a->result = VIOMMU_XLATE_FAULT;
 		a->reason = 2;
 		a->fault_addr = q->iova;
 	}

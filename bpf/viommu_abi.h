@@ -65,6 +65,11 @@
 /* Level L indexes bits [shift(L)+8 .. shift(L)]; a leaf there covers 2^shift(L) bytes:
  * L5 4 KiB, L4 2 MiB, L3 1 GiB, L2 512 GiB, L1 256 TiB, L0 2^57 B (only 128 slots used). */
 #define VIOMMU_LEVEL_SHIFT(l) (VIOMMU_PAGE_SHIFT + VIOMMU_RADIX_BITS * (VIOMMU_RADIX_LEVELS - 1 - (l)))
+/* A level-L node covers the IOVAs that agree with its base above this mask (level 0: all). */
+#define VIOMMU_COVER_MASK(l) \
+	((l) == 0 ? 0ull : ~((1ull << (VIOMMU_LEVEL_SHIFT(l) + VIOMMU_RADIX_BITS)) - 1))
+/* Slot of @iova in a level-L node. */
+#define VIOMMU_SLOT_OF(l, iova) ((__u32)((iova) >> VIOMMU_LEVEL_SHIFT(l)) & (VIOMMU_RADIX_FANOUT - 1))
 #define VIOMMU_HASH_LEVEL 4 /* the hash indexes the content of level-4 slots (2 MiB regions) */
 #define VIOMMU_HASH_SHIFT VIOMMU_LEVEL_SHIFT(VIOMMU_HASH_LEVEL) /* 21 */
 
@@ -86,17 +91,17 @@
 #define VIOMMU_INDEX_MAX 0x3fffffffu
 
 /* ---- viommu_endpoints: endpoint id -> state (dense ids direct, others via viommu_ep_index) ---- */
-enum viommu_fp_state {
-	VIOMMU_FP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
-	VIOMMU_FP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
-	VIOMMU_FP_BYPASS = 2, /* identity (bypass) */
-	VIOMMU_FP_ATTACHED = 3, /* translate through domain `slot`, radix `root` */
-	VIOMMU_FP_IDENTITY = 4, /* no ACCESS_PLATFORM: identity */
+enum viommu_ep_state {
+	VIOMMU_EP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
+	VIOMMU_EP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
+	VIOMMU_EP_BYPASS = 2, /* identity (bypass) */
+	VIOMMU_EP_ATTACHED = 3, /* translate through domain `slot`, radix `root` */
+	VIOMMU_EP_IDENTITY = 4, /* no ACCESS_PLATFORM: identity */
 };
 
 struct viommu_ep_entry { /* writer: device thread; seqlock: seq odd while being written */
 	__u32 seq;
-	__u8 state; /* enum viommu_fp_state */
+	__u8 state; /* enum viommu_ep_state */
 	__u8 pad[3];
 	__u32 domain_slot;
 	__u32 root; /* index of the domain's level-0 node */
@@ -106,6 +111,10 @@ struct viommu_ep_entry { /* writer: device thread; seqlock: seq odd while being 
  * Written once per endpoint (endpoints are never removed), probed linearly from
  * viommu_ep_hash(id); the writer probes the whole table, so any VIOMMU_EP_SPARSE ids fit, and
  * records in meta.ep_probes the longest probe sequence it used (I8). */
+
+#define VIOMMU_EP_INDEX_MAKE(id, entry) (((__u64)(id) << 32) | ((__u64)(entry) + 1))
+#define VIOMMU_EP_INDEX_ID(v) ((__u32)((v) >> 32))
+#define VIOMMU_EP_INDEX_ENTRY(v) ((__u32)(v) - 1) /* the viommu_endpoints index (v != 0) */
 
 /* Home slot of sparse id @ep: murmur3's 32-bit finaliser, so every bit of the id moves the slot
  * (ids differing only in the PCI segment, bits 16-31, spread like any others). One definition
@@ -148,8 +157,13 @@ struct viommu_hash_bucket { /* writer: device thread; one cache line */
 	__u64 key[VIOMMU_HASH_WAYS]; /* 0 empty; else VIOMMU_HASH_KEY() */
 	__u64 val[VIOMMU_HASH_WAYS]; /* a slot word (node or extent) */
 };
+/* Key: (domain slot + 1) above bit 43, the 2 MiB region number below (IOVA bits 63..21). */
+#define VIOMMU_HASH_KEY_SHIFT 43
 #define VIOMMU_HASH_KEY(dslot, iova) \
-	((((__u64)(dslot) + 1) << 43) | ((__u64)(iova) >> VIOMMU_HASH_SHIFT))
+	((((__u64)(dslot) + 1) << VIOMMU_HASH_KEY_SHIFT) | ((__u64)(iova) >> VIOMMU_HASH_SHIFT))
+#define VIOMMU_HASH_KEY_DSLOT(key) ((__u32)((key) >> VIOMMU_HASH_KEY_SHIFT) - 1) /* key != 0 */
+#define VIOMMU_HASH_KEY_IOVA(key) \
+	(((key) & ((1ull << VIOMMU_HASH_KEY_SHIFT) - 1)) << VIOMMU_HASH_SHIFT)
 
 static inline __u32 viommu_hash_index(__u64 key, __u32 mask)
 {
@@ -224,15 +238,46 @@ struct viommu_reader_info {
 	__u64 pad;
 };
 
+/* ---- the shared maps, written once: X(ID, name, element type, entries, who writes) ----
+ * Every list of the maps (the BPF definitions in viommu_maps.bpf.h, the writer's, the pins, the
+ * copy a reader in another process gets, `viommu stat`'s checks) is made from this table. The
+ * data maps, those a lookup reads, come first. Entries of NODES, EXTENTS and HASH are the
+ * defaults: the writer sizes those three at load time (viommu_fastpath_opts). Not listed: the
+ * per-CPU viommu_stats (BPF readers' counters), the viommu_faults ring buffer and viommu_sync. */
+#define VIOMMU_MAPS(X)                                                                           \
+	X(META, viommu_meta, struct viommu_meta, 1, "device thread")                            \
+	X(EPS, viommu_endpoints, struct viommu_ep_entry, VIOMMU_EP_ENTRIES, "device thread")     \
+	X(EP_INDEX, viommu_ep_index, __u64, VIOMMU_EP_INDEX_SLOTS, "device thread")              \
+	X(NODES, viommu_nodes, struct viommu_node, VIOMMU_NODES_DEFAULT, "device thread")        \
+	X(EXTENTS, viommu_extents, struct viommu_extent_rec, VIOMMU_EXTENTS_DEFAULT, "device thread") \
+	X(HASH, viommu_hash, struct viommu_hash_bucket, VIOMMU_HASH_BUCKETS_DEFAULT, "device thread") \
+	X(READERS, viommu_readers, struct viommu_reader_info, VIOMMU_READER_INFOS,               \
+	  "device thread (a summary of the readers, for viommu stat)")
+#define VIOMMU_SHM_ID_(id, ...) VIOMMU_SHM_##id,
+enum viommu_shm_id { VIOMMU_MAPS(VIOMMU_SHM_ID_) VIOMMU_SHM_COUNT };
+#define VIOMMU_SHM_DATA VIOMMU_SHM_READERS /* maps [0, VIOMMU_SHM_DATA): what lookups read */
+#ifndef __bpf__
+#define VIOMMU_SHM_NAME_(id, name, ...) [VIOMMU_SHM_##id] = #name,
+#define VIOMMU_SHM_SIZE_(id, name, type, ...) [VIOMMU_SHM_##id] = sizeof(type),
+#define VIOMMU_SHM_ENTRIES_(id, name, type, n, ...) [VIOMMU_SHM_##id] = (n),
+static const char *const viommu_shm_name[VIOMMU_SHM_COUNT] __attribute__((unused)) = {
+	VIOMMU_MAPS(VIOMMU_SHM_NAME_)
+};
+static const __u32 viommu_shm_elem_size[VIOMMU_SHM_COUNT] __attribute__((unused)) = {
+	VIOMMU_MAPS(VIOMMU_SHM_SIZE_)
+};
+static const __u32 viommu_shm_entries[VIOMMU_SHM_COUNT] __attribute__((unused)) = {
+	VIOMMU_MAPS(VIOMMU_SHM_ENTRIES_)
+};
+#endif
+
 /* ---- sharing with a reader in another process: the one message the writer sends ----
  * Over a connected AF_UNIX SOCK_SEQPACKET socket, with two fds (SCM_RIGHTS): the data memfd
  * (sealed: every mapping of it outside the writer is read-only) and the reader's slot memfd
- * (one page, VIOMMU_SHARE_SLOT_BYTES). The reader validates every field against the memfd's
+ * (one page, VIOMMU_READER_SLOT_BYTES). The reader validates every field against the memfd's
  * size before mapping anything. The reader sends struct viommu_fault_rec messages back; the
  * connection's end is the reader's end. */
-enum { VIOMMU_SHARE_META, VIOMMU_SHARE_EPS, VIOMMU_SHARE_EP_INDEX, VIOMMU_SHARE_NODES,
-       VIOMMU_SHARE_EXTENTS, VIOMMU_SHARE_HASH, VIOMMU_SHARE_MAPS };
-#define VIOMMU_SHARE_SLOT_BYTES 4096u
+#define VIOMMU_READER_SLOT_BYTES 4096u
 struct viommu_share_hello {
 	__u32 magic; /* VIOMMU_ABI_MAGIC */
 	__u32 abi_version;
@@ -241,7 +286,7 @@ struct viommu_share_hello {
 	__u32 token; /* the value the writer stores in the slot's `revoked` if it revokes it */
 	__u32 pad;
 	__u64 data_bytes; /* size of the data memfd */
-	__u64 off[VIOMMU_SHARE_MAPS]; /* page-aligned offset of each map's copy in the memfd */
+	__u64 off[VIOMMU_SHM_DATA]; /* page-aligned offset of each map's copy in the memfd */
 };
 
 /* ---- viommu_stats: per-CPU counters of BPF readers ---- */
@@ -252,21 +297,21 @@ struct viommu_stats {
 };
 
 /* ---- queries and answers (bulk lookups, the syscall program, fault records) ---- */
-enum viommu_fp_result {
-	VIOMMU_FP_HIT = 0, /* pa valid, extent valid */
-	VIOMMU_FP_IDENT = 1, /* identity: pa = iova */
-	VIOMMU_FP_FAULT = 2, /* reason, fault_addr */
-	VIOMMU_FP_RETRY = 3, /* raced with the writer VIOMMU_RETRIES times: ask again */
+enum viommu_xlate_result {
+	VIOMMU_XLATE_HIT = 0, /* pa valid, extent valid */
+	VIOMMU_XLATE_IDENTITY = 1, /* identity: pa = iova */
+	VIOMMU_XLATE_FAULT = 2, /* reason, fault_addr */
+	VIOMMU_XLATE_RETRY = 3, /* raced with the writer VIOMMU_RETRIES times: ask again */
 	/* A range over more than VIOMMU_SPAN_MAX extents: [iova, next - 1] is mapped with the
 	 * access (its first VIOMMU_SPAN_MAX extents checked); pa and ext_* as for HIT (the extent
 	 * holding iova); [next, last byte] is not checked yet. Ask again with the query
 	 * viommu_query_continue() makes (bpf/viommu_lookup.h) and fold its answer in with
 	 * viommu_answer_fold(). Userspace readers and viommu_fastpath_bpf_translate() do that
 	 * themselves: only BPF programs (the syscall batch, XDP) answer MORE to their callers. */
-	VIOMMU_FP_MORE = 4,
+	VIOMMU_XLATE_MORE = 4,
 };
 
-/* Extents one lookup checks before it answers VIOMMU_FP_MORE: bounds the BPF loop. */
+/* Extents one lookup checks before it answers VIOMMU_XLATE_MORE: bounds the BPF loop. */
 #ifndef VIOMMU_SPAN_MAX
 #define VIOMMU_SPAN_MAX 16
 #endif
@@ -279,7 +324,7 @@ struct viommu_query {
 };
 
 struct viommu_answer {
-	__u32 result; /* enum viommu_fp_result */
+	__u32 result; /* enum viommu_xlate_result */
 	__u32 reason; /* fault reason */
 	__u64 pa;
 	__u64 ext_start, ext_end; /* the extent holding iova (HIT) */

@@ -20,19 +20,15 @@
  *
  * Concurrency: any number of readers, one writer (user/fastpath.c), no locks. The reader never
  * writes shared memory. Every answer is validated against generations (seq) so a lookup that
- * raced with the writer is retried, at most VIOMMU_RETRIES times, then answered VIOMMU_FP_RETRY.
- * docs/concurrency.md gives the protocol and the invariants (I1..I9) cited below.
+ * raced with the writer is retried, at most VIOMMU_RETRIES times, then answered VIOMMU_XLATE_RETRY.
+ * docs/concurrency.md gives the protocol and the invariants (I1..I11) cited below.
  */
 #ifndef VIOMMU_LOOKUP_H
 #define VIOMMU_LOOKUP_H
 
 #include "viommu_abi.h"
+#include "viommu_spec.h"
 
-#define VIOMMU_MAP_READ  1u
-#define VIOMMU_MAP_WRITE 2u
-#define VIOMMU_FAULT_UNKNOWN 0
-#define VIOMMU_FAULT_DOMAIN  1
-#define VIOMMU_FAULT_MAPPING 2
 
 #ifndef VIOMMU_INLINE
 #define VIOMMU_INLINE static inline __attribute__((always_inline))
@@ -49,7 +45,7 @@
 
 /* One lookup's outcome (for one byte). */
 struct viommu_lk {
-	__u32 result; /* enum viommu_fp_result */
+	__u32 result; /* enum viommu_xlate_result */
 	__u32 reason;
 	__u64 ext_start, ext_end, ext_phys;
 	__u32 ext_flags;
@@ -72,8 +68,8 @@ VIOMMU_INLINE __s64 viommu_ep_probe(VIOMMU_CTX_PARAM, __u32 ep, __u32 h, __u32 p
 		v = VIOMMU_LOAD_ACQ(p); /* pairs with the writer's release of the slot (I8) */
 		if (!v)
 			return -1;
-		if ((__u32)(v >> 32) == ep)
-			return (__u32)v - 1;
+		if (VIOMMU_EP_INDEX_ID(v) == ep)
+			return VIOMMU_EP_INDEX_ENTRY(v);
 	}
 	return -1;
 }
@@ -134,19 +130,17 @@ VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32
 				   __u64 iova, __u64 *entry)
 {
 	const struct viommu_node *n = viommu_acc_node(VIOMMU_CTX_ARG, idx);
-	__u32 shift = VIOMMU_LEVEL_SHIFT(level), s;
-	__u64 cover_mask;
+	__u32 s;
 
 	if (!n)
 		return 0;
 	s = VIOMMU_LOAD_ACQ(&n->seq); /* pairs with the writer's release of seq (W1) */
 	if ((s & 1) || (gen != ~0u && s != gen))
 		return 0;
-	cover_mask = level == 0 ? 0 : ~((1ull << (shift + VIOMMU_RADIX_BITS)) - 1);
 	if (VIOMMU_LOAD(&n->level) != level || VIOMMU_LOAD(&n->domain_slot) != dslot ||
-	    VIOMMU_LOAD(&n->base) != (iova & cover_mask))
+	    VIOMMU_LOAD(&n->base) != (iova & VIOMMU_COVER_MASK(level)))
 		return 0;
-	*entry = VIOMMU_LOAD_ACQ(&n->slot[(iova >> shift) & (VIOMMU_RADIX_FANOUT - 1)]);
+	*entry = VIOMMU_LOAD_ACQ(&n->slot[VIOMMU_SLOT_OF(level, iova)]);
 	VIOMMU_FENCE_ACQ();
 	return VIOMMU_LOAD(&n->seq) == s;
 }
@@ -167,8 +161,8 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	ei = viommu_ep_slot(VIOMMU_CTX_ARG, ep);
 	e = ei < 0 ? 0 : viommu_acc_ep(VIOMMU_CTX_ARG, (__u32)ei);
 	if (!e) {
-		lk->result = VIOMMU_FP_FAULT;
-		lk->reason = VIOMMU_FAULT_UNKNOWN;
+		lk->result = VIOMMU_XLATE_FAULT;
+		lk->reason = VIOMMU_FAULT_R_UNKNOWN;
 		return 1;
 	}
 	s1 = VIOMMU_LOAD_ACQ(&e->seq); /* pairs with the writer's release of the entry (W3) */
@@ -180,10 +174,10 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	VIOMMU_FENCE_ACQ();
 	if (VIOMMU_LOAD(&e->seq) != s1)
 		return 0;
-	if (state != VIOMMU_FP_ATTACHED) {
-		lk->result = state == VIOMMU_FP_BYPASS || state == VIOMMU_FP_IDENTITY ?
-				     VIOMMU_FP_IDENT : VIOMMU_FP_FAULT;
-		lk->reason = state == VIOMMU_FP_BLOCKED ? VIOMMU_FAULT_DOMAIN : VIOMMU_FAULT_UNKNOWN;
+	if (state != VIOMMU_EP_ATTACHED) {
+		lk->result = state == VIOMMU_EP_BYPASS || state == VIOMMU_EP_IDENTITY ?
+				     VIOMMU_XLATE_IDENTITY : VIOMMU_XLATE_FAULT;
+		lk->reason = state == VIOMMU_EP_BLOCKED ? VIOMMU_FAULT_R_DOMAIN : VIOMMU_FAULT_R_UNKNOWN;
 		return 1;
 	}
 
@@ -250,10 +244,10 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	lk->ep_idx = (__u32)ei;
 	lk->ep_seq = s1;
 	if (found == 2) {
-		lk->result = VIOMMU_FP_FAULT;
-		lk->reason = VIOMMU_FAULT_MAPPING;
+		lk->result = VIOMMU_XLATE_FAULT;
+		lk->reason = VIOMMU_FAULT_R_MAPPING;
 	} else {
-		lk->result = VIOMMU_FP_HIT;
+		lk->result = VIOMMU_XLATE_HIT;
 	}
 	return 1;
 }
@@ -269,14 +263,14 @@ VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, st
 			return;
 		VIOMMU_STAT(retries);
 	}
-	lk->result = VIOMMU_FP_RETRY;
+	lk->result = VIOMMU_XLATE_RETRY;
 }
 
 /*
  * Translate [q->iova, q->iova + size - 1] for q->access: every byte mapped with that access,
  * possibly by adjacent extents. The answer carries the extent holding q->iova; @first (may be
  * NULL) gets the validated lookup of q->iova when the answer is a HIT or MORE. After
- * VIOMMU_SPAN_MAX extents, all mapped with the access, the answer is VIOMMU_FP_MORE with the
+ * VIOMMU_SPAN_MAX extents, all mapped with the access, the answer is VIOMMU_XLATE_MORE with the
  * first unchecked byte in a->next (continue with viommu_query_continue / viommu_answer_fold).
  * Each extent is validated on its own (as a range query always was): a multi-extent answer is
  * not one snapshot, each extent was mapped at some instant during the lookup.
@@ -298,18 +292,18 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 	VIOMMU_UNROLL
 	for (i = 0; i < VIOMMU_SPAN_MAX; i++) {
 		VIOMMU_LOOKUP_BYTE(q->endpoint, cur, &lk);
-		if (lk.result == VIOMMU_FP_HIT && (lk.ext_flags & q->access) != q->access) {
-			lk.result = VIOMMU_FP_FAULT;
-			lk.reason = VIOMMU_FAULT_MAPPING;
+		if (lk.result == VIOMMU_XLATE_HIT && (lk.ext_flags & q->access) != q->access) {
+			lk.result = VIOMMU_XLATE_FAULT;
+			lk.reason = VIOMMU_FAULT_R_MAPPING;
 		}
-		if (lk.result != VIOMMU_FP_HIT) {
-			if (i > 0 && lk.result == VIOMMU_FP_IDENT) /* state changed mid-range */
-				lk.result = VIOMMU_FP_RETRY;
+		if (lk.result != VIOMMU_XLATE_HIT) {
+			if (i > 0 && lk.result == VIOMMU_XLATE_IDENTITY) /* state changed mid-range */
+				lk.result = VIOMMU_XLATE_RETRY;
 			a->result = lk.result;
 			a->reason = lk.reason;
-			a->pa = lk.result == VIOMMU_FP_IDENT ? q->iova : 0;
+			a->pa = lk.result == VIOMMU_XLATE_IDENTITY ? q->iova : 0;
 			a->fault_addr = cur;
-			if (lk.result == VIOMMU_FP_IDENT)
+			if (lk.result == VIOMMU_XLATE_IDENTITY)
 				VIOMMU_STAT(identity);
 			return;
 		}
@@ -327,19 +321,19 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 				/* The range runs past 2^64: every byte that exists is mapped, so the
 				 * DMA as a whole is at fault; report its first byte (not byte 0, which
 				 * it never touched). */
-				a->result = VIOMMU_FP_FAULT;
-				a->reason = VIOMMU_FAULT_MAPPING;
+				a->result = VIOMMU_XLATE_FAULT;
+				a->reason = VIOMMU_FAULT_R_MAPPING;
 				a->fault_addr = q->iova;
 				return;
 			}
-			a->result = VIOMMU_FP_HIT;
+			a->result = VIOMMU_XLATE_HIT;
 			VIOMMU_STAT(hits);
 			return;
 		}
 		cur = lk.ext_end + 1;
 	}
 	/* VIOMMU_SPAN_MAX extents checked, each ending before `last`: cur <= last. */
-	a->result = VIOMMU_FP_MORE;
+	a->result = VIOMMU_XLATE_MORE;
 	a->next = cur;
 }
 
@@ -373,28 +367,28 @@ VIOMMU_INLINE int viommu_answer_fold(const struct viommu_query *q, struct viommu
 {
 	a->next = 0;
 	switch (c->result) {
-	case VIOMMU_FP_MORE:
+	case VIOMMU_XLATE_MORE:
 		a->next = c->next;
 		return 0;
-	case VIOMMU_FP_HIT:
+	case VIOMMU_XLATE_HIT:
 		if (q->iova + (q->size ? q->size - 1 : 0) < q->iova) {
 			/* every byte up to the top is mapped; the DMA runs past 2^64 */
-			a->result = VIOMMU_FP_FAULT;
-			a->reason = VIOMMU_FAULT_MAPPING;
+			a->result = VIOMMU_XLATE_FAULT;
+			a->reason = VIOMMU_FAULT_R_MAPPING;
 			a->fault_addr = q->iova;
 			a->pa = 0;
 		} else {
-			a->result = VIOMMU_FP_HIT;
+			a->result = VIOMMU_XLATE_HIT;
 		}
 		return 1;
-	case VIOMMU_FP_FAULT:
-		a->result = VIOMMU_FP_FAULT;
+	case VIOMMU_XLATE_FAULT:
+		a->result = VIOMMU_XLATE_FAULT;
 		a->reason = c->reason;
 		a->fault_addr = c->fault_addr;
 		a->pa = 0;
 		return 1;
-	default: /* IDENT (the endpoint changed mid-range) or RETRY */
-		a->result = VIOMMU_FP_RETRY;
+	default: /* IDENTITY (the endpoint changed mid-range) or RETRY */
+		a->result = VIOMMU_XLATE_RETRY;
 		a->pa = 0;
 		return 1;
 	}

@@ -6,9 +6,9 @@
  *   #include <bpf/bpf_helpers.h>
  *   #include "viommu_maps.bpf.h"
  *   ...
- *   struct viommu_query q = { .endpoint = ep, .iova = iova, .size = len, .access = VIOMMU_MAP_READ };
+ *   struct viommu_query q = { .endpoint = ep, .iova = iova, .size = len, .access = VIOMMU_MAP_F_READ };
  *   struct viommu_answer a;
- *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_FP_HIT / IDENT / FAULT / RETRY / MORE
+ *   viommu_bpf_translate(&q, &a);   // a.result: VIOMMU_XLATE_HIT / IDENTITY / FAULT / RETRY / MORE
  *   // MORE: the range crosses more than VIOMMU_SPAN_MAX extents; [iova, a.next - 1] is mapped.
  *   // Continue with viommu_query_continue(&q, &a, &q2) and viommu_answer_fold(&q, &a, &a2).
  *
@@ -32,13 +32,8 @@
 		__type(value, vtype);                          \
 	} name SEC(".maps")
 
-VIOMMU_MMAP_ARRAY(viommu_meta, 1, struct viommu_meta);
-VIOMMU_MMAP_ARRAY(viommu_endpoints, VIOMMU_EP_ENTRIES, struct viommu_ep_entry);
-VIOMMU_MMAP_ARRAY(viommu_ep_index, VIOMMU_EP_INDEX_SLOTS, __u64);
-VIOMMU_MMAP_ARRAY(viommu_nodes, VIOMMU_NODES_DEFAULT, struct viommu_node);
-VIOMMU_MMAP_ARRAY(viommu_extents, VIOMMU_EXTENTS_DEFAULT, struct viommu_extent_rec);
-VIOMMU_MMAP_ARRAY(viommu_hash, VIOMMU_HASH_BUCKETS_DEFAULT, struct viommu_hash_bucket);
-VIOMMU_MMAP_ARRAY(viommu_readers, VIOMMU_READER_INFOS, struct viommu_reader_info);
+#define VIOMMU_MMAP_ARRAY_X(id, name, type, n, who) VIOMMU_MMAP_ARRAY(name, n, type);
+VIOMMU_MAPS(VIOMMU_MMAP_ARRAY_X) /* the table in viommu_abi.h */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -112,8 +107,8 @@ static long viommu_ep_probe_cb(__u64 i, void *arg)
 	v = VIOMMU_LOAD_ACQ(p); /* pairs with the writer's release of the slot (I8) */
 	if (!v)
 		return 1;
-	if ((__u32)(v >> 32) == c->ep) {
-		c->found = (__u32)v - 1;
+	if (VIOMMU_EP_INDEX_ID(v) == c->ep) {
+		c->found = VIOMMU_EP_INDEX_ENTRY(v);
 		return 1;
 	}
 	return 0;
@@ -149,7 +144,7 @@ __noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk
 static __always_inline void viommu_bpf_translate(const struct viommu_query *q, struct viommu_answer *a)
 {
 	viommu_translate(0, q, a, 0);
-	if (a->result == VIOMMU_FP_FAULT) {
+	if (a->result == VIOMMU_XLATE_FAULT) {
 		struct viommu_stats *st = viommu_bpf_stats();
 
 		if (st && a->reason < 3)

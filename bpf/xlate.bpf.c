@@ -57,7 +57,7 @@ int viommu_xlate_batch(struct viommu_batch *b)
 		if (i >= n)
 			break;
 		q = b->q[i];
-		if (viommu_xlate_one(&q, &a) == VIOMMU_FP_FAULT && report)
+		if (viommu_xlate_one(&q, &a) == VIOMMU_XLATE_FAULT && report)
 			viommu_bpf_report_fault(&q, &a);
 		b->a[i] = a;
 	}
@@ -70,7 +70,7 @@ int viommu_report_fault(struct viommu_fault_rec *rec)
 {
 	struct viommu_fault_rec r = *rec;
 
-	if (r.reason > VIOMMU_FAULT_MAPPING)
+	if (r.reason > VIOMMU_FAULT_R_MAPPING)
 		return -1;
 	return bpf_ringbuf_output(&viommu_faults, &r, sizeof(r), 0);
 }
@@ -79,7 +79,7 @@ int viommu_report_fault(struct viommu_fault_rec *rec)
  * XDP: a frame whose payload after the Ethernet header is a struct viommu_query followed by room
  * for a struct viommu_answer (a DMA descriptor as a datapath would see it). The program
  * translates it, writes the answer into the frame and returns XDP_TX on a translation (HIT or
- * IDENT) and on MORE (a range over more than VIOMMU_SPAN_MAX extents: the first part is mapped,
+ * IDENTITY) and on MORE (a range over more than VIOMMU_SPAN_MAX extents: the first part is mapped,
  * the sender continues with viommu_query_continue(), i.e. iova = answer.next), XDP_DROP on a
  * fault (reported to the device), XDP_PASS for frames that are not ours or too short,
  * XDP_ABORTED when the lookup raced VIOMMU_RETRIES times.
@@ -105,11 +105,11 @@ int viommu_xdp(struct xdp_md *ctx)
 	viommu_xlate_one(&q, &a);
 	*ap = a;
 	switch (a.result) {
-	case VIOMMU_FP_HIT:
-	case VIOMMU_FP_IDENT:
-	case VIOMMU_FP_MORE:
+	case VIOMMU_XLATE_HIT:
+	case VIOMMU_XLATE_IDENTITY:
+	case VIOMMU_XLATE_MORE:
 		return XDP_TX;
-	case VIOMMU_FP_FAULT:
+	case VIOMMU_XLATE_FAULT:
 		viommu_bpf_report_fault(&q, &a);
 		return XDP_DROP;
 	default:

@@ -95,25 +95,25 @@ static uint8_t unmap(uint32_t domain, uint64_t start, uint64_t end)
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
 
 static enum viommu_xlate_result xlate(uint32_t ep, uint64_t iova, uint64_t size, uint32_t access,
-				      struct viommu_xlate *x)
+				      struct viommu_answer *x)
 {
 	return viommu_device_translate(dev, ep, iova, size, access, x);
 }
 
 static uint64_t pa_of(uint32_t ep, uint64_t iova)
 {
-	struct viommu_xlate x;
+	struct viommu_answer x;
 
-	cr_assert_eq(xlate(ep, iova, 1, VIOMMU_ACCESS_READ, &x), VIOMMU_XLATE_OK,
+	cr_assert_eq(xlate(ep, iova, 1, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_HIT,
 		     "iova 0x%llx of endpoint %u translates", (unsigned long long)iova, ep);
 	return x.pa;
 }
 
 static void assert_fault(uint32_t ep, uint64_t iova, uint8_t reason)
 {
-	struct viommu_xlate x;
+	struct viommu_answer x;
 
-	cr_assert_eq(xlate(ep, iova, 1, VIOMMU_ACCESS_READ, &x), VIOMMU_XLATE_FAULT,
+	cr_assert_eq(xlate(ep, iova, 1, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_FAULT,
 		     "iova 0x%llx of endpoint %u faults", (unsigned long long)iova, ep);
 	cr_assert_eq(x.reason, reason);
 }
@@ -803,49 +803,49 @@ TestSuite(translate, .init = setup, .fini = teardown);
 
 Test(translate, a_range_may_span_adjacent_extents_but_not_a_hole)
 {
-	struct viommu_xlate x;
+	struct viommu_answer x;
 
 	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
 	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x50000, RW), VIOMMU_S_OK);
 	cr_assert_eq(map(5, 0x2000, 0x2fff, 0x90000, RW), VIOMMU_S_OK);
 	cr_assert_eq(map(5, 0x4000, 0x4fff, 0xa0000, RW), VIOMMU_S_OK);
-	cr_assert_eq(xlate(1, 0x1ff0, 0x20, VIOMMU_ACCESS_READ, &x), VIOMMU_XLATE_OK);
+	cr_assert_eq(xlate(1, 0x1ff0, 0x20, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_HIT);
 	cr_assert_eq(x.pa, 0x50ff0);
 	cr_assert_eq(x.ext_start, 0x1000);
 	cr_assert_eq(x.ext_end, 0x1fff);
-	cr_assert_eq(xlate(1, 0x2ff0, 0x20, VIOMMU_ACCESS_READ, &x), VIOMMU_XLATE_FAULT);
+	cr_assert_eq(xlate(1, 0x2ff0, 0x20, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_FAULT);
 	cr_assert_eq(x.reason, VIOMMU_FAULT_R_MAPPING);
 	cr_assert_eq(x.fault_addr, 0x3000, "the first byte that fails");
 }
 
 Test(translate, permissions_are_checked_for_the_access)
 {
-	struct viommu_xlate x;
+	struct viommu_answer x;
 
 	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
 	cr_assert_eq(map(5, 0x1000, 0x1fff, 0x50000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
-	cr_assert_eq(xlate(1, 0x1000, 8, VIOMMU_ACCESS_READ, &x), VIOMMU_XLATE_OK);
-	cr_assert_eq(xlate(1, 0x1000, 8, VIOMMU_ACCESS_WRITE, &x), VIOMMU_XLATE_FAULT);
+	cr_assert_eq(xlate(1, 0x1000, 8, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_HIT);
+	cr_assert_eq(xlate(1, 0x1000, 8, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_FAULT);
 	cr_assert_eq(x.reason, VIOMMU_FAULT_R_MAPPING);
 }
 
 Test(translate, endpoint_state_decides_identity_domain_fault_or_unknown)
 {
-	struct viommu_xlate x;
+	struct viommu_answer x;
 	uint8_t one = 1;
 
 	assert_fault(1, 0x1000, VIOMMU_FAULT_R_DOMAIN);
 	assert_fault(99, 0x1000, VIOMMU_FAULT_R_UNKNOWN);
-	cr_assert_eq(xlate(4, 0x1234, 4, VIOMMU_ACCESS_WRITE, &x), VIOMMU_XLATE_IDENTITY,
+	cr_assert_eq(xlate(4, 0x1234, 4, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_IDENTITY,
 		     "no ACCESS_PLATFORM: physical addresses whatever the guest does");
 	cr_assert_eq(x.pa, 0x1234);
 	cr_assert_eq(attach(5, 4, 0), VIOMMU_S_OK);
-	cr_assert_eq(xlate(4, 0x1234, 4, VIOMMU_ACCESS_WRITE, &x), VIOMMU_XLATE_IDENTITY);
+	cr_assert_eq(xlate(4, 0x1234, 4, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_IDENTITY);
 	cr_assert_eq(attach(7, 2, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
-	cr_assert_eq(xlate(2, 0x1234, 4, VIOMMU_ACCESS_WRITE, &x), VIOMMU_XLATE_IDENTITY);
+	cr_assert_eq(xlate(2, 0x1234, 4, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_IDENTITY);
 	cr_assert_eq(viommu_device_config_write(dev, offsetof(struct viommu_wire_config, bypass), &one, 1),
 		     0);
-	cr_assert_eq(xlate(1, 0x1234, 4, VIOMMU_ACCESS_WRITE, &x), VIOMMU_XLATE_IDENTITY);
+	cr_assert_eq(xlate(1, 0x1234, 4, VIOMMU_MAP_F_WRITE, &x), VIOMMU_XLATE_IDENTITY);
 }
 
 Test(translate, reserved_regions_fault_even_inside_a_mapping)
@@ -860,12 +860,12 @@ Test(translate, reserved_regions_fault_even_inside_a_mapping)
 
 Test(translate, a_range_running_past_2_pow_64_faults)
 {
-	struct viommu_xlate x;
+	struct viommu_answer x;
 
 	cr_assert_eq(attach(5, 1, 0), VIOMMU_S_OK);
 	cr_assert_eq(map(5, UINT64_MAX - 0xfff, UINT64_MAX, 0x5000, RW), VIOMMU_S_OK);
-	cr_assert_eq(xlate(1, UINT64_MAX - 7, 8, VIOMMU_ACCESS_READ, &x), VIOMMU_XLATE_OK);
-	cr_assert_eq(xlate(1, UINT64_MAX - 7, 16, VIOMMU_ACCESS_READ, &x), VIOMMU_XLATE_FAULT);
+	cr_assert_eq(xlate(1, UINT64_MAX - 7, 8, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_HIT);
+	cr_assert_eq(xlate(1, UINT64_MAX - 7, 16, VIOMMU_MAP_F_READ, &x), VIOMMU_XLATE_FAULT);
 }
 
 /* ---- faults ---- */
@@ -876,7 +876,7 @@ Test(faults, are_dropped_and_counted_without_posted_event_buffers)
 {
 	struct viommu_wire_fault f;
 
-	cr_assert_eq(viommu_device_report_fault(dev, 1, VIOMMU_FAULT_R_DOMAIN, VIOMMU_ACCESS_READ, 0x1000),
+	cr_assert_eq(viommu_device_report_fault(dev, 1, VIOMMU_FAULT_R_DOMAIN, VIOMMU_MAP_F_READ, 0x1000),
 		     -ENOBUFS);
 	cr_assert_eq(viommu_device_stats(dev)->faults_dropped, 1);
 	cr_assert_eq(viommu_device_fault_pop(dev, &f), -ENOENT);
@@ -887,9 +887,9 @@ Test(faults, are_queued_in_order_in_the_wire_format)
 	struct viommu_wire_fault f;
 
 	viommu_device_eventq_post(dev, 2);
-	cr_assert_eq(viommu_device_report_fault(dev, 1, VIOMMU_FAULT_R_DOMAIN, VIOMMU_ACCESS_READ, 0x1000), 0);
-	cr_assert_eq(viommu_device_report_fault(dev, 2, VIOMMU_FAULT_R_MAPPING, VIOMMU_ACCESS_WRITE, 0x2000), 0);
-	cr_assert_eq(viommu_device_report_fault(dev, 3, VIOMMU_FAULT_R_MAPPING, VIOMMU_ACCESS_WRITE, 0x3000),
+	cr_assert_eq(viommu_device_report_fault(dev, 1, VIOMMU_FAULT_R_DOMAIN, VIOMMU_MAP_F_READ, 0x1000), 0);
+	cr_assert_eq(viommu_device_report_fault(dev, 2, VIOMMU_FAULT_R_MAPPING, VIOMMU_MAP_F_WRITE, 0x2000), 0);
+	cr_assert_eq(viommu_device_report_fault(dev, 3, VIOMMU_FAULT_R_MAPPING, VIOMMU_MAP_F_WRITE, 0x3000),
 		     -ENOBUFS, "only two buffers were posted");
 	cr_assert_eq(viommu_device_fault_pop(dev, &f), 0);
 	cr_assert_eq(f.reason, VIOMMU_FAULT_R_DOMAIN);

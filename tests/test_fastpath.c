@@ -105,14 +105,14 @@ static void assert_same(const struct viommu_query *q, const struct viommu_answer
 	cr_assert_eq(got->result, want->result, "%s: ep %u iova 0x%llx size %llu: result %u, store %u",
 		     who, q->endpoint, (unsigned long long)q->iova, (unsigned long long)q->size,
 		     got->result, want->result);
-	if (want->result == VIOMMU_FP_HIT || want->result == VIOMMU_FP_IDENT)
+	if (want->result == VIOMMU_XLATE_HIT || want->result == VIOMMU_XLATE_IDENTITY)
 		cr_assert_eq(got->pa, want->pa, "%s: iova 0x%llx pa 0x%llx, store 0x%llx", who,
 			     (unsigned long long)q->iova, (unsigned long long)got->pa,
 			     (unsigned long long)want->pa);
-	if (want->result == VIOMMU_FP_HIT)
+	if (want->result == VIOMMU_XLATE_HIT)
 		cr_assert(got->ext_start == want->ext_start && got->ext_end == want->ext_end,
 			  "%s: the whole extent is returned", who);
-	if (want->result == VIOMMU_FP_FAULT)
+	if (want->result == VIOMMU_XLATE_FAULT)
 		cr_assert(got->reason == want->reason && got->fault_addr == want->fault_addr,
 			  "%s: iova 0x%llx fault reason %u addr 0x%llx, store %u 0x%llx", who,
 			  (unsigned long long)q->iova, got->reason, (unsigned long long)got->fault_addr,
@@ -125,7 +125,7 @@ static void check_queries(struct viommu_reader *r, const struct viommu_query *q,
 	struct viommu_answer want[VIOMMU_BULK_MAX], user[VIOMMU_BULK_MAX], bpf[VIOMMU_BULK_MAX];
 
 	for (unsigned i = 0; i < n; i++)
-		viommu_fastpath_expected(dev, &q[i], &want[i]);
+		viommu_device_answer(dev, &q[i], &want[i]);
 	viommu_reader_translate_bulk(r, q, user, n);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, bpf, n, false), 0);
 	for (unsigned i = 0; i < n; i++) {
@@ -257,7 +257,7 @@ Test(fastpath, endpoints_without_access_platform_translate_as_identity)
 	struct viommu_answer a;
 
 	cr_assert_eq(req_attach(1, 10), VIOMMU_S_OK);
-	cr_assert_eq(viommu_reader_translate(r, &q, &a), VIOMMU_FP_IDENT);
+	cr_assert_eq(viommu_reader_translate(r, &q, &a), VIOMMU_XLATE_IDENTITY);
 	cr_assert_eq(a.pa, 0x1234);
 	check_queries(r, &q, 1);
 	viommu_reader_close(r);
@@ -276,9 +276,9 @@ Test(fastpath, endpoints_above_the_dense_range_use_the_sparse_index)
 	cr_assert_eq(req_attach(5, 0x123456), VIOMMU_S_OK);
 	cr_assert_eq(req_map(5, 0x2000, 0x2fff, 0x9000, 1), VIOMMU_S_OK);
 	check_queries(r, q, 3);
-	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_FP_HIT);
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_XLATE_HIT);
 	cr_assert_eq(a.pa, 0x9000);
-	cr_assert_eq(viommu_reader_translate(r, &q[1], &a), VIOMMU_FP_FAULT);
+	cr_assert_eq(viommu_reader_translate(r, &q[1], &a), VIOMMU_XLATE_FAULT);
 	cr_assert_eq(a.reason, VIOMMU_FAULT_R_UNKNOWN);
 	viommu_reader_close(r);
 }
@@ -326,7 +326,7 @@ static void sparse_ids_all_translate(const uint32_t *ids, unsigned n, bool add_f
 
 			viommu_reader_translate_bulk(r, q, a, nq);
 			for (unsigned k = 0; k < nq; k++)
-				cr_assert_eq(a[k].result, VIOMMU_FP_HIT, "id 0x%x: result %u", q[k].endpoint,
+				cr_assert_eq(a[k].result, VIOMMU_XLATE_HIT, "id 0x%x: result %u", q[k].endpoint,
 					     a[k].result);
 			check_queries(r, q, nq);
 			nq = 0;
@@ -345,7 +345,7 @@ static void sparse_ids_all_translate(const uint32_t *ids, unsigned n, bool add_f
 		in.eth.h_proto = htons(0x88b5);
 		in.q = (struct viommu_query){ .endpoint = ids[i], .access = 2, .iova = 0x10008, .size = 8 };
 		cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_xdp_fd(fp), &o), 0);
-		cr_assert(out.a.result == VIOMMU_FP_HIT && out.a.pa == ((uint64_t)(1 + i % 4) << 20) + 8,
+		cr_assert(out.a.result == VIOMMU_XLATE_HIT && out.a.pa == ((uint64_t)(1 + i % 4) << 20) + 8,
 			  "xdp: id 0x%x result %u pa 0x%llx", ids[i], out.a.result,
 			  (unsigned long long)out.a.pa);
 	}
@@ -484,20 +484,20 @@ Test(fastpath, a_dma_across_more_than_16_mappings_gets_the_store_answer_on_every
 	for (unsigned i = 0; i < n; i++) {
 		struct viommu_answer a, want;
 
-		viommu_fastpath_expected(dev, &q[i], &want);
+		viommu_device_answer(dev, &q[i], &want);
 		cr_assert_eq(viommu_reader_translate(r, &q[i], &a), want.result,
 			     "single lookup, query %u: %u (store %u)", i, a.result, want.result);
-		cr_assert(want.result != VIOMMU_FP_RETRY && want.result != VIOMMU_FP_MORE);
+		cr_assert(want.result != VIOMMU_XLATE_RETRY && want.result != VIOMMU_XLATE_MORE);
 	}
 	/* Spot checks of what the store says: a HIT across all 40, the hole, the read-only page. */
 	{
 		struct viommu_answer a;
 
-		cr_assert_eq(viommu_reader_translate(r, &q[2], &a), VIOMMU_FP_HIT);
+		cr_assert_eq(viommu_reader_translate(r, &q[2], &a), VIOMMU_XLATE_HIT);
 		cr_assert_eq(a.ext_start, RUN_BASE, "the extent of the first byte");
-		cr_assert_eq(viommu_reader_translate(r, &q[7 + 7 + 2], &a), VIOMMU_FP_FAULT); /* ep 9, read, all */
+		cr_assert_eq(viommu_reader_translate(r, &q[7 + 7 + 2], &a), VIOMMU_XLATE_FAULT); /* ep 9, read, all */
 		cr_assert_eq(a.fault_addr, RUN_BASE + (33ull << 12));
-		cr_assert_eq(viommu_reader_translate(r, &q[7 + 7 + 7 + 2], &a), VIOMMU_FP_FAULT); /* write */
+		cr_assert_eq(viommu_reader_translate(r, &q[7 + 7 + 7 + 2], &a), VIOMMU_XLATE_FAULT); /* write */
 		cr_assert_eq(a.fault_addr, RUN_BASE + (25ull << 12));
 	}
 	viommu_reader_close(r);
@@ -520,8 +520,8 @@ Test(fastpath, a_dma_past_the_top_across_many_mappings_faults_at_its_first_byte)
 		cr_assert_eq(req_map(1, top + ((uint64_t)i << 12), top + ((uint64_t)i << 12) + 0xfff,
 				     (uint64_t)(i + 1) << 20, 1), VIOMMU_S_OK);
 	check_queries(r, q, 3);
-	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_FP_HIT);
-	cr_assert_eq(viommu_reader_translate(r, &q[2], &a), VIOMMU_FP_FAULT);
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_XLATE_HIT);
+	cr_assert_eq(viommu_reader_translate(r, &q[2], &a), VIOMMU_XLATE_FAULT);
 	cr_assert_eq(a.fault_addr, top + 0x800);
 	viommu_reader_close(r);
 }
@@ -543,12 +543,12 @@ Test(fastpath, the_syscall_program_answers_more_with_the_first_unchecked_byte)
 	b.q[0] = q;
 	cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &o), 0, "%s", strerror(errno));
 	a = b.a[0];
-	cr_assert_eq(a.result, VIOMMU_FP_MORE);
+	cr_assert_eq(a.result, VIOMMU_XLATE_MORE);
 	cr_assert_eq(a.next, RUN_BASE + ((uint64_t)VIOMMU_SPAN_MAX << 12));
 	cr_assert(a.ext_start == RUN_BASE && a.ext_end == RUN_BASE + 0xfff && a.pa == a.ext_phys + 8);
-	viommu_fastpath_expected(dev, &q, &want);
+	viommu_device_answer(dev, &q, &want);
 	cr_assert(viommu_fastpath_agrees(&q, &want, &a), "MORE agrees with the store's HIT");
-	while (a.result == VIOMMU_FP_MORE) {
+	while (a.result == VIOMMU_XLATE_MORE) {
 		viommu_query_continue(&q, &a, &b.q[0]);
 		cr_assert_eq(bpf_prog_test_run_opts(viommu_fastpath_syscall_fd(fp), &o), 0);
 		viommu_answer_fold(&q, &a, &b.a[0]);
@@ -556,7 +556,7 @@ Test(fastpath, the_syscall_program_answers_more_with_the_first_unchecked_byte)
 	}
 	cr_assert_eq(runs, 2, "40 extents: 16 + 16 + 8");
 	cr_assert(viommu_fastpath_agrees(&q, &want, &a));
-	cr_assert_eq(a.result, VIOMMU_FP_HIT);
+	cr_assert_eq(a.result, VIOMMU_XLATE_HIT);
 }
 
 /* ---- the XDP program, katran-style: fixture table through bpf_prog_test_run_opts ---- */
@@ -578,19 +578,19 @@ struct xdp_case {
 Test(fastpath, xdp_program_answers_the_fixture_table)
 {
 	static const struct xdp_case cases[] = {
-		{ "mapped read", { 8, 1, 0x10010, 16 }, XDP_TX, VIOMMU_FP_HIT, 0, 0x80010 },
-		{ "read-only mapping written", { 8, 2, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_MAPPING, 0 },
-		{ "two adjacent mappings", { 8, 1, 0x10ff0, 0x20 }, XDP_TX, VIOMMU_FP_HIT, 0, 0x80ff0 },
-		{ "unmapped", { 8, 1, 0x40000, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_MAPPING, 0 },
-		{ "2 MiB leaf", { 8, 3, 0x40201234, 1 }, XDP_TX, VIOMMU_FP_HIT, 0, 0x200001234 },
-		{ "unattached endpoint", { 9, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_DOMAIN, 0 },
-		{ "unknown endpoint", { 77, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_FP_FAULT, VIOMMU_FAULT_R_UNKNOWN, 0 },
-		{ "no ACCESS_PLATFORM", { 10, 3, 0xabc000, 1 }, XDP_TX, VIOMMU_FP_IDENT, 0, 0xabc000 },
+		{ "mapped read", { 8, 1, 0x10010, 16 }, XDP_TX, VIOMMU_XLATE_HIT, 0, 0x80010 },
+		{ "read-only mapping written", { 8, 2, 0x10010, 1 }, XDP_DROP, VIOMMU_XLATE_FAULT, VIOMMU_FAULT_R_MAPPING, 0 },
+		{ "two adjacent mappings", { 8, 1, 0x10ff0, 0x20 }, XDP_TX, VIOMMU_XLATE_HIT, 0, 0x80ff0 },
+		{ "unmapped", { 8, 1, 0x40000, 1 }, XDP_DROP, VIOMMU_XLATE_FAULT, VIOMMU_FAULT_R_MAPPING, 0 },
+		{ "2 MiB leaf", { 8, 3, 0x40201234, 1 }, XDP_TX, VIOMMU_XLATE_HIT, 0, 0x200001234 },
+		{ "unattached endpoint", { 9, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_XLATE_FAULT, VIOMMU_FAULT_R_DOMAIN, 0 },
+		{ "unknown endpoint", { 77, 1, 0x10010, 1 }, XDP_DROP, VIOMMU_XLATE_FAULT, VIOMMU_FAULT_R_UNKNOWN, 0 },
+		{ "no ACCESS_PLATFORM", { 10, 3, 0xabc000, 1 }, XDP_TX, VIOMMU_XLATE_IDENTITY, 0, 0xabc000 },
 		{ "20 adjacent mappings: the first 16 checked", { 8, 1, 0x1000010, 20 << 12 }, XDP_TX,
-		  VIOMMU_FP_MORE, 0, 0x3000010 },
+		  VIOMMU_XLATE_MORE, 0, 0x3000010 },
 		{ "16 adjacent mappings then a hole: more to check", { 8, 1, 0x1000000, (16 << 12) + 1 },
-		  XDP_TX, VIOMMU_FP_MORE, 0, 0x3000000 },
-		{ "the hole after them", { 8, 1, 0x1010000, 1 }, XDP_DROP, VIOMMU_FP_FAULT,
+		  XDP_TX, VIOMMU_XLATE_MORE, 0, 0x3000000 },
+		{ "the hole after them", { 8, 1, 0x1010000, 1 }, XDP_DROP, VIOMMU_XLATE_FAULT,
 		  VIOMMU_FAULT_R_MAPPING, 0 },
 	};
 	struct xdp_frame in, out;
@@ -615,14 +615,14 @@ Test(fastpath, xdp_program_answers_the_fixture_table)
 			     strerror(errno));
 		cr_assert_eq((int)o.retval, c->action, "%s: action %u", c->what, o.retval);
 		cr_assert_eq(out.a.result, c->result, "%s: result %u", c->what, out.a.result);
-		if (c->result == VIOMMU_FP_FAULT)
+		if (c->result == VIOMMU_XLATE_FAULT)
 			cr_assert_eq(out.a.reason, c->reason, "%s: reason %u", c->what, out.a.reason);
 		else
 			cr_assert_eq(out.a.pa, c->pa, "%s: pa 0x%llx", c->what, (unsigned long long)out.a.pa);
 		{
 			struct viommu_answer want, got = out.a;
 
-			viommu_fastpath_expected(dev, &c->q, &want);
+			viommu_device_answer(dev, &c->q, &want);
 			cr_assert(viommu_fastpath_agrees(&c->q, &want, &got), "%s: agrees with the store",
 				  c->what);
 		}
@@ -652,7 +652,7 @@ Test(fastpath, faults_seen_by_bpf_reach_the_device_event_queue)
 	cr_assert_eq(req_attach(1, 8), VIOMMU_S_OK);
 	viommu_device_eventq_post(dev, 1);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, &q, &a, 1, true), 0);
-	cr_assert_eq(a.result, VIOMMU_FP_FAULT);
+	cr_assert_eq(a.result, VIOMMU_XLATE_FAULT);
 	cr_assert_eq(viommu_fastpath_poll_faults(fp), 1);
 	cr_assert_eq(viommu_device_fault_pop(dev, &f), 0);
 	cr_assert_eq(f.reason, VIOMMU_FAULT_R_MAPPING);
@@ -716,7 +716,7 @@ Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 	cr_assert_eq(m->nodes_used, 8);
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
-	viommu_fastpath_expected(dev, &q, &want);
+	viommu_device_answer(dev, &q, &want);
 	cr_assert_eq(viommu_reader_translate(r, &q, &got), want.result);
 	viommu_reader_close(r);
 	viommu_device_reset(dev);
@@ -738,7 +738,7 @@ static void *refused_reader_main(void *arg)
 
 	while (!__atomic_load_n(&rr->stop, __ATOMIC_ACQUIRE)) {
 		viommu_reader_tlb_flush(rr->r);
-		if (viommu_reader_translate(rr->r, &q, &a) == VIOMMU_FP_HIT)
+		if (viommu_reader_translate(rr->r, &q, &a) == VIOMMU_XLATE_HIT)
 			rr->hits++;
 		rr->lookups++;
 	}

@@ -162,7 +162,7 @@ static uint8_t m_unmap(uint32_t d, uint64_t start, uint64_t end)
 
 static void m_fault(struct viommu_answer *a, uint32_t reason, uint64_t addr)
 {
-	a->result = VIOMMU_FP_FAULT;
+	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = reason;
 	a->fault_addr = addr;
 }
@@ -178,7 +178,7 @@ static void m_translate(const struct viommu_query *q, struct viommu_answer *a)
 	if (e < 0)
 		return m_fault(a, VIOMMU_FAULT_R_UNKNOWN, q->iova);
 	if (q->endpoint == 10) {
-		a->result = VIOMMU_FP_IDENT;
+		a->result = VIOMMU_XLATE_IDENTITY;
 		a->pa = q->iova;
 		return;
 	}
@@ -206,7 +206,7 @@ static void m_translate(const struct viommu_query *q, struct viommu_answer *a)
 			break;
 		cur = x->end + 1;
 	}
-	a->result = VIOMMU_FP_HIT;
+	a->result = VIOMMU_XLATE_HIT;
 }
 
 /* ---- the device side ---- */
@@ -341,13 +341,13 @@ static void same(unsigned seed, unsigned n, const char *who, const struct viommu
 {
 	bool ok = got->result == want->result;
 
-	if (ok && want->result == VIOMMU_FP_HIT)
+	if (ok && want->result == VIOMMU_XLATE_HIT)
 		ok = got->pa == want->pa && got->ext_start == want->ext_start &&
 		     got->ext_end == want->ext_end && got->ext_phys == want->ext_phys &&
 		     got->ext_flags == want->ext_flags;
-	else if (ok && want->result == VIOMMU_FP_IDENT)
+	else if (ok && want->result == VIOMMU_XLATE_IDENTITY)
 		ok = got->pa == want->pa;
-	else if (ok && want->result == VIOMMU_FP_FAULT)
+	else if (ok && want->result == VIOMMU_XLATE_FAULT)
 		ok = got->reason == want->reason && got->fault_addr == want->fault_addr;
 	cr_assert(ok, "seed %u step %u: %s: ep 0x%x iova 0x%llx size 0x%llx access %u: result %u pa 0x%llx "
 		      "extent [0x%llx, 0x%llx] reason %u addr 0x%llx; model: result %u pa 0x%llx extent "
@@ -383,13 +383,13 @@ static void probe(unsigned seed, unsigned n, unsigned nq, unsigned *long_hits)
 	viommu_reader_translate_bulk(rd, q, user, nq);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, bpf, nq, false), 0);
 	for (unsigned i = 0; i < nq; i++) {
-		viommu_fastpath_expected(dev, &q[i], &store);
+		viommu_device_answer(dev, &q[i], &store);
 		same(seed, n, "the store", &q[i], &want[i], &store);
 		same(seed, n, "the userspace reader (bulk)", &q[i], &want[i], &user[i]);
 		viommu_reader_translate(rd, &q[i], &one);
 		same(seed, n, "the userspace reader", &q[i], &want[i], &one);
 		same(seed, n, "the BPF program", &q[i], &want[i], &bpf[i]);
-		if (want[i].result == VIOMMU_FP_HIT && want[i].ext_end - q[i].iova < q[i].size - 1) {
+		if (want[i].result == VIOMMU_XLATE_HIT && want[i].ext_end - q[i].iova < q[i].size - 1) {
 			/* crossed into another extent: count those that crossed many */
 			uint64_t last = q[i].iova + q[i].size - 1;
 			unsigned crossed = 0;

@@ -274,10 +274,10 @@ static uint8_t req_unmap(uint32_t domain, uint64_t start, uint64_t end)
 
 static uint32_t truth(uint32_t ep, int p)
 {
-	struct viommu_xlate x;
+	struct viommu_answer x;
 
 	switch (viommu_device_translate(S.dev, ep, S.probe[p], 1, S.access[p], &x)) {
-	case VIOMMU_XLATE_OK:
+	case VIOMMU_XLATE_HIT:
 		return V_MAKE(K_HIT, x.pa >> 12);
 	case VIOMMU_XLATE_IDENTITY:
 		return V_MAKE(K_IDENT, 0);
@@ -540,13 +540,13 @@ static uint32_t answer_value(const struct viommu_query *q, const struct viommu_a
 {
 	*ok = true;
 	switch (a->result) {
-	case VIOMMU_FP_HIT:
-	case VIOMMU_FP_MORE: /* the first part of a long range: its first extent, as a HIT */
+	case VIOMMU_XLATE_HIT:
+	case VIOMMU_XLATE_MORE: /* the first part of a long range: its first extent, as a HIT */
 		*ok = (a->pa & 0xfff) == (q->iova & 0xfff) && a->ext_start <= q->iova &&
 		      q->iova <= a->ext_end && a->pa - a->ext_phys == q->iova - a->ext_start &&
 		      (a->ext_flags & q->access) == q->access;
 		return V_MAKE(K_HIT, a->pa >> 12);
-	case VIOMMU_FP_IDENT:
+	case VIOMMU_XLATE_IDENTITY:
 		*ok = a->pa == q->iova;
 		return V_MAKE(K_IDENT, 0);
 	default:
@@ -573,13 +573,13 @@ static void check_answer(struct reader_counts *c, const char *who, int e, int p,
 	int res;
 
 	c->lookups++;
-	if (a->result == VIOMMU_FP_RETRY) {
+	if (a->result == VIOMMU_XLATE_RETRY) {
 		c->retries++;
 		return;
 	}
-	c->hits += a->result == VIOMMU_FP_HIT;
-	c->ident += a->result == VIOMMU_FP_IDENT;
-	c->faults += a->result == VIOMMU_FP_FAULT;
+	c->hits += a->result == VIOMMU_XLATE_HIT;
+	c->ident += a->result == VIOMMU_XLATE_IDENTITY;
+	c->faults += a->result == VIOMMU_XLATE_FAULT;
 	val = answer_value(q, a, &ok);
 	if (!ok) {
 		report_bad("%s: ep 0x%x iova 0x%llx: inconsistent answer result %u pa 0x%llx extent "
@@ -590,7 +590,7 @@ static void check_answer(struct reader_counts *c, const char *who, int e, int p,
 		return;
 	}
 	/* Only a translation (HIT, identity) is held: a fault gives the holder nothing to use. */
-	lower = a->result == VIOMMU_FP_FAULT ? d0 : d_hold;
+	lower = a->result == VIOMMU_XLATE_FAULT ? d0 : d_hold;
 	res = hist_check(e, p, val, lower, d1);
 	if (res == CHECK_BAD && (d1 & 1)) {
 		c->rechecks++;
@@ -670,8 +670,8 @@ static void *user_reader(void *argp)
 			uint64_t mask = viommu_reader_translate_bulk(r, q, a, n);
 
 			for (unsigned i = 0; i < n; i++)
-				if (!!(mask >> i & 1) != (a[i].result == VIOMMU_FP_HIT ||
-							   a[i].result == VIOMMU_FP_IDENT))
+				if (!!(mask >> i & 1) != (a[i].result == VIOMMU_XLATE_HIT ||
+							   a[i].result == VIOMMU_XLATE_IDENTITY))
 					report_bad("%s: bulk mask bit %u disagrees with result %u", who, i,
 						   a[i].result);
 		} else {
@@ -886,20 +886,20 @@ static void setup_mapped(struct holder *h)
 	round_phys = ((round_phys + 0x12345000ull) % (1ull << 40)) & ~0x1fffffull;
 	cr_assert_eq(req_attach(1, 8, 0), VIOMMU_S_OK);
 	cr_assert_eq(req_map(1, WIN, WIN + (2ull << 20) - 1, round_phys, 3), VIOMMU_S_OK);
-	h->want_result = VIOMMU_FP_HIT;
+	h->want_result = VIOMMU_XLATE_HIT;
 	h->want_pa = round_phys + (h->q.iova - WIN);
 }
 
 static void setup_bypass_domain(struct holder *h)
 {
 	cr_assert_eq(req_attach(BYPASS_DOMAIN, 8, VIOMMU_ATTACH_F_BYPASS), VIOMMU_S_OK);
-	h->want_result = VIOMMU_FP_IDENT;
+	h->want_result = VIOMMU_XLATE_IDENTITY;
 	h->want_pa = h->q.iova;
 }
 
 static void setup_unattached_bypass(struct holder *h)
 {
-	h->want_result = VIOMMU_FP_IDENT; /* config bypass = 1, endpoint 8 not attached */
+	h->want_result = VIOMMU_XLATE_IDENTITY; /* config bypass = 1, endpoint 8 not attached */
 	h->want_pa = h->q.iova;
 }
 
@@ -931,15 +931,15 @@ static void rm_bypass_off(void)
 }
 
 static const struct removal removals[] = {
-	{ "UNMAP of the mapping", 0, setup_mapped, rm_unmap, VIOMMU_FP_FAULT },
-	{ "DETACH of the endpoint", 0, setup_mapped, rm_detach, VIOMMU_FP_FAULT },
-	{ "ATTACH moving the endpoint to an empty domain", 0, setup_mapped, rm_move, VIOMMU_FP_FAULT },
-	{ "device reset", 0, setup_mapped, rm_reset, VIOMMU_FP_FAULT },
-	{ "ATTACH from a bypass domain", 0, setup_bypass_domain, rm_move, VIOMMU_FP_FAULT },
+	{ "UNMAP of the mapping", 0, setup_mapped, rm_unmap, VIOMMU_XLATE_FAULT },
+	{ "DETACH of the endpoint", 0, setup_mapped, rm_detach, VIOMMU_XLATE_FAULT },
+	{ "ATTACH moving the endpoint to an empty domain", 0, setup_mapped, rm_move, VIOMMU_XLATE_FAULT },
+	{ "device reset", 0, setup_mapped, rm_reset, VIOMMU_XLATE_FAULT },
+	{ "ATTACH from a bypass domain", 0, setup_bypass_domain, rm_move, VIOMMU_XLATE_FAULT },
 	{ "ATTACH of an endpoint in global bypass", 1, setup_unattached_bypass, rm_move,
-	  VIOMMU_FP_FAULT },
+	  VIOMMU_XLATE_FAULT },
 	{ "bypass 1 -> 0 in the config space", 1, setup_unattached_bypass, rm_bypass_off,
-	  VIOMMU_FP_FAULT },
+	  VIOMMU_XLATE_FAULT },
 };
 
 static void removal_waits_for_holder(void);

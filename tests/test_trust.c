@@ -72,6 +72,7 @@ static void setup_with(uint32_t grace_timeout_ms)
 	cr_assert_neq(sh, MAP_FAILED);
 	viommu_config_default(&cfg);
 	cfg.bypass = 0;
+	cfg.max_pending_faults = 1u << 16; /* room for what one poll can move */
 	dev = viommu_device_new(&cfg);
 	cr_assert_not_null(dev);
 	cr_assert_eq(viommu_device_add_endpoint(dev, EP, true, NULL, 0), 0);
@@ -111,7 +112,7 @@ static bool translates(struct viommu_reader *r)
 	struct viommu_query q = { .endpoint = EP, .access = VIOMMU_MAP_F_READ, .iova = IOVA + 8, .size = 8 };
 	struct viommu_answer a;
 
-	return viommu_reader_translate(r, &q, &a) == VIOMMU_FP_HIT && a.pa == PA + 8;
+	return viommu_reader_translate(r, &q, &a) == VIOMMU_XLATE_HIT && a.pa == PA + 8;
 }
 
 /* The reader's side of the ordering check: inside a section, holding the translation, it says
@@ -183,7 +184,7 @@ static int remote_translates_and_reports(int sock)
 		return 10;
 	if (!translates(r))
 		return 11;
-	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_FP_FAULT || viommu_reader_report_fault(r, &bad, &a))
+	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_XLATE_FAULT || viommu_reader_report_fault(r, &bad, &a))
 		return 12;
 	/* Read-only for good: the view cannot be made writable. */
 	if (mprotect((void *)r->nodes, 4096, PROT_READ | PROT_WRITE) == 0)
@@ -230,7 +231,7 @@ static int remote_scribbler(int sock)
 	p = mmap(NULL, h.data_bytes, PROT_READ, MAP_SHARED, fds[0], 0);
 	if (p == MAP_FAILED || mprotect(p, 4096, PROT_READ | PROT_WRITE) == 0)
 		res |= 2;
-	if (pwrite(fds[0], "x", 1, (off_t)h.off[VIOMMU_SHARE_EXTENTS]) == 1)
+	if (pwrite(fds[0], "x", 1, (off_t)h.off[VIOMMU_SHM_EXTENTS]) == 1)
 		res |= 4;
 	if (ftruncate(fds[0], 0) == 0)
 		res |= 8;
@@ -244,10 +245,10 @@ static int remote_scribbler(int sock)
 		res |= 64;
 	/* Its own slot it may write: garbage everywhere, including an `active` that claims to be
 	 * inside a section from the start of time. */
-	slot = mmap(NULL, VIOMMU_SHARE_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	slot = mmap(NULL, VIOMMU_READER_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
 	if (slot == MAP_FAILED)
 		return 254;
-	memset(slot, 0xa5, VIOMMU_SHARE_SLOT_BYTES);
+	memset(slot, 0xa5, VIOMMU_READER_SLOT_BYTES);
 	__atomic_store_n(&slot->active, 1, __ATOMIC_RELAXED);
 	/* Malformed messages and an fd it tries to push on the writer. */
 	send(sock, "short", 5, 0);
@@ -284,10 +285,10 @@ Test(trust, a_reader_in_another_process_can_write_nothing_but_its_own_slot)
 	/* What the others see is what the store says. */
 	local = viommu_reader_open(fp);
 	cr_assert_not_null(local);
-	viommu_fastpath_expected(dev, &q, &want);
+	viommu_device_answer(dev, &q, &want);
 	viommu_reader_translate(local, &q, &user);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, &q, &bpf, 1, false), 0);
-	cr_assert(want.result == VIOMMU_FP_HIT && user.pa == want.pa && bpf.pa == want.pa);
+	cr_assert(want.result == VIOMMU_XLATE_HIT && user.pa == want.pa && bpf.pa == want.pa);
 	cr_assert_eq(viommu_fastpath_check(fp), 0);
 	/* Its bogus messages are dropped, none reaches the event queue. */
 	cr_assert_eq(viommu_fastpath_poll_faults(fp), 0);
@@ -441,7 +442,7 @@ static int remote_overstays(int sock)
 	if (viommu_reader_exit(r) != -ETIMEDOUT)
 		return 12;
 	bad.iova = 0x900000;
-	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_FP_FAULT ||
+	if (viommu_reader_translate(r, &bad, &a) != VIOMMU_XLATE_FAULT ||
 	    viommu_reader_report_fault(r, &bad, &a) != -ENOTCONN)
 		return 13;
 	viommu_reader_close(r);
@@ -750,9 +751,9 @@ Test(trust, the_caps_are_lowered_to_what_the_pools_hold_for_a_node_hungry_layout
 					  .iova = (i << 48) - 0x10, .size = 0x20 };
 		struct viommu_answer u, b;
 
-		cr_assert_eq(viommu_reader_translate(r, &q, &u), VIOMMU_FP_HIT);
+		cr_assert_eq(viommu_reader_translate(r, &q, &u), VIOMMU_XLATE_HIT);
 		cr_assert_eq(viommu_fastpath_bpf_translate(fp, &q, &b, 1, false), 0);
-		cr_assert(b.result == VIOMMU_FP_HIT && b.pa == u.pa && u.pa == (i << 20) + 0xff0);
+		cr_assert(b.result == VIOMMU_XLATE_HIT && b.pa == u.pa && u.pa == (i << 20) + 0xff0);
 	}
 	viommu_reader_close(r);
 }
@@ -767,4 +768,74 @@ Test(trust, pools_that_cannot_hold_one_mapping_are_refused)
 	cr_assert_null(viommu_fastpath_new(dev, &o));
 	cr_assert_eq(errno, ENOSPC);
 	cr_assert_eq(viommu_device_config(dev)->max_mappings, cfg.max_mappings, "caps untouched");
+}
+
+/* ---- one fault path, safe from any thread ---- */
+
+#define FAULT_THREADS 4
+#define FAULTS_EACH 500
+
+static int reporters_done;
+
+static void *report_faults(void *arg)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q = { .endpoint = EP, .access = VIOMMU_MAP_F_WRITE, .size = 1 };
+	struct viommu_answer a;
+	uintptr_t sent = 0;
+
+	(void)arg;
+	if (!r)
+		return (void *)UINTPTR_MAX;
+	for (int i = 0; i < FAULTS_EACH; i++) {
+		int err;
+
+		q.iova = 0x100000 + ((uint64_t)i << 12); /* never mapped */
+		if (viommu_reader_translate(r, &q, &a) != VIOMMU_XLATE_FAULT)
+			break;
+		while ((err = viommu_reader_report_fault(r, &q, &a)) == -ENOBUFS)
+			usleep(100); /* the ring is full until the device thread drains it */
+		if (err)
+			break;
+		sent++;
+	}
+	viommu_reader_close(r);
+	__atomic_add_fetch(&reporters_done, 1, __ATOMIC_RELEASE);
+	return (void *)sent;
+}
+
+Test(trust, readers_on_many_threads_report_faults_while_the_device_thread_runs)
+{
+	pthread_t t[FAULT_THREADS];
+	struct viommu_wire_fault f;
+	uint64_t delivered = 0, sent = 0;
+
+	setup_with(0);
+	reporters_done = 0;
+	for (int i = 0; i < FAULT_THREADS; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, report_faults, NULL), 0);
+	/* The device thread keeps changing the device and moving faults into the event queue. */
+	for (unsigned n = 0; __atomic_load_n(&reporters_done, __ATOMIC_ACQUIRE) < FAULT_THREADS; n++) {
+		cr_assert_eq(test_map(dev, DOM, 0x40000000, 0x40000fff, 0x1000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+		cr_assert_eq(test_unmap(dev, DOM, 0x40000000, 0x40000fff), VIOMMU_S_OK);
+		viommu_device_eventq_post(dev, 4096);
+		cr_assert_geq(viommu_fastpath_poll_faults(fp), 0);
+		while (viommu_device_fault_pop(dev, &f) == 0)
+			delivered++;
+	}
+	for (int i = 0; i < FAULT_THREADS; i++) {
+		void *ret;
+
+		cr_assert_eq(pthread_join(t[i], &ret), 0);
+		cr_assert_neq((uintptr_t)ret, UINTPTR_MAX);
+		sent += (uintptr_t)ret;
+	}
+	viommu_device_eventq_post(dev, 4096);
+	cr_assert_geq(viommu_fastpath_poll_faults(fp), 0);
+	while (viommu_device_fault_pop(dev, &f) == 0)
+		delivered++;
+	cr_assert_eq(sent, FAULT_THREADS * FAULTS_EACH);
+	cr_assert_eq(viommu_device_stats(dev)->faults_dropped, 0, "the event queue had room");
+	cr_assert_eq(delivered, sent, "every fault reported from any thread reaches the event queue once");
+	cr_assert_eq(viommu_device_stats(dev)->faults_dropped, 0);
 }

@@ -18,8 +18,8 @@ struct viommu_device {
 	uint64_t negotiated;
 	uint8_t bypass; /* current config `bypass` */
 
-	struct viommu_avl endpoints; /* struct viommu_endpoint */
-	struct viommu_avl domains; /* struct viommu_domain */
+	struct viommu_btree endpoints; /* id -> struct ep_priv */
+	struct viommu_btree domains; /* id -> struct dom_priv */
 	uint64_t nr_mappings;
 
 	uint32_t *slot_free; /* stack of freed domain slots */
@@ -111,8 +111,8 @@ struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
 	dev->granule = cfg->page_size_mask & -cfg->page_size_mask;
 	dev->negotiated = cfg->features;
 	dev->bypass = cfg->bypass;
-	viommu_avl_init(&dev->endpoints);
-	viommu_avl_init(&dev->domains);
+	viommu_btree_init(&dev->endpoints);
+	viommu_btree_init(&dev->domains);
 	dev->slot_free = calloc(cfg->max_domains, sizeof(*dev->slot_free));
 	dev->faults = calloc(cfg->max_pending_faults, sizeof(*dev->faults));
 	if (!dev->slot_free || !dev->faults) {
@@ -123,15 +123,6 @@ struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
 	return dev;
 }
 
-static void free_tree(struct viommu_avl_node *n, size_t off)
-{
-	if (!n)
-		return;
-	free_tree(n->left, off);
-	free_tree(n->right, off);
-	free((char *)n - off);
-}
-
 static void domain_free_extents(struct viommu_domain *d)
 {
 	viommu_btree_destroy(&d->extents, free);
@@ -139,18 +130,17 @@ static void domain_free_extents(struct viommu_domain *d)
 
 void viommu_device_free(struct viommu_device *dev)
 {
-	struct viommu_avl_node *n;
+	struct dom_priv *dp;
+	uint64_t key;
 
 	if (!dev)
 		return;
-	while ((n = viommu_avl_first(&dev->domains))) {
-		struct viommu_domain *d = viommu_avl_entry(n, struct viommu_domain, node);
-
-		viommu_avl_remove(&dev->domains, n->key);
-		domain_free_extents(d);
-		free(viommu_avl_entry(d, struct dom_priv, dom));
+	while ((dp = viommu_btree_first(&dev->domains, &key))) {
+		viommu_btree_remove(&dev->domains, key);
+		domain_free_extents(&dp->dom);
+		free(dp);
 	}
-	free_tree(dev->endpoints.root, offsetof(struct ep_priv, ep.node));
+	viommu_btree_destroy(&dev->endpoints, free);
 	free(dev->slot_free);
 	free(dev->faults);
 	free(dev);
@@ -179,18 +169,20 @@ int viommu_device_limit_caps(struct viommu_device *dev, uint32_t max_domains, ui
 	return 0;
 }
 
+/* The core's private wrapper of a domain. */
+static struct dom_priv *dom_priv_of(struct viommu_domain *d)
+{
+	return (struct dom_priv *)((char *)d - offsetof(struct dom_priv, dom));
+}
+
 static struct ep_priv *ep_find(const struct viommu_device *dev, uint32_t id)
 {
-	struct viommu_avl_node *n = viommu_avl_find(&dev->endpoints, id);
-
-	return n ? viommu_avl_entry(n, struct ep_priv, ep.node) : NULL;
+	return viommu_btree_find(&dev->endpoints, id);
 }
 
 static struct dom_priv *dom_find(const struct viommu_device *dev, uint32_t id)
 {
-	struct viommu_avl_node *n = viommu_avl_find(&dev->domains, id);
-
-	return n ? viommu_avl_entry(n, struct dom_priv, dom.node) : NULL;
+	return viommu_btree_find(&dev->domains, id);
 }
 
 /* Is an unattached endpoint in bypass? BYPASS_CONFIG offered: config `bypass` decides, even if
@@ -318,18 +310,23 @@ static struct dom_priv *domain_create(struct viommu_device *dev, uint32_t id, bo
 	if ((!dev->slot_free_n && dev->slot_hwm == dev->cfg.max_domains) ||
 	    !(dp = calloc(1, sizeof(*dp))))
 		return NULL;
-	dp->dom.node.key = id;
 	dp->dom.id = id;
 	dp->dom.bypass = bypass;
-	/* Freed slots first (LIFO), then a new one: the stack's pages are touched only as used. */
-	dp->dom.slot = dev->slot_free_n ? dev->slot_free[--dev->slot_free_n] : dev->slot_hwm++;
 	viommu_btree_init(&dp->dom.extents);
-	if (notify_domain_created(dev, &dp->dom)) {
-		dev->slot_free[dev->slot_free_n++] = dp->dom.slot;
+	/* Into the table first: the only step that can fail for want of memory, before any
+	 * observer hears of the domain. */
+	if (viommu_btree_insert(&dev->domains, id, dp)) {
 		free(dp);
 		return NULL;
 	}
-	viommu_avl_insert(&dev->domains, &dp->dom.node);
+	/* Freed slots first (LIFO), then a new one: the stack's pages are touched only as used. */
+	dp->dom.slot = dev->slot_free_n ? dev->slot_free[--dev->slot_free_n] : dev->slot_hwm++;
+	if (notify_domain_created(dev, &dp->dom)) {
+		dev->slot_free[dev->slot_free_n++] = dp->dom.slot;
+		viommu_btree_remove(&dev->domains, id);
+		free(dp);
+		return NULL;
+	}
 	return dp;
 }
 
@@ -346,7 +343,7 @@ static void domain_destroy(struct viommu_device *dev, struct dom_priv *dp)
 	for (unsigned i = 0; i < dev->nobs; i++)
 		if (dev->obs[i].domain_destroyed)
 			dev->obs[i].domain_destroyed(dev->obs[i].ctx, d);
-	viommu_avl_remove(&dev->domains, d->id);
+	viommu_btree_remove(&dev->domains, d->id);
 	dev->slot_free[dev->slot_free_n++] = d->slot;
 	dev->dirty = dev->removed = true;
 	free(dp);
@@ -371,7 +368,7 @@ static void ep_detach(struct viommu_device *dev, struct ep_priv *e, bool notify)
 
 	if (!e->ep.domain)
 		return;
-	dp = viommu_avl_entry(e->ep.domain, struct dom_priv, dom);
+	dp = dom_priv_of(e->ep.domain);
 	dom_unlink_ep(dp, e);
 	e->ep.domain = NULL;
 	if (notify)
@@ -416,17 +413,19 @@ int viommu_device_add_endpoint(struct viommu_device *dev, uint32_t id, bool acce
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->ep.node.key = id;
 	e->ep.id = id;
 	e->ep.access_platform = access_platform;
 	e->ep.nresv = (uint8_t)nresv;
 	if (nresv)
 		memcpy(e->ep.resv, resv, nresv * sizeof(*resv));
-	viommu_avl_insert(&dev->endpoints, &e->ep.node);
+	if (viommu_btree_insert(&dev->endpoints, id, e)) {
+		free(e);
+		return -ENOMEM;
+	}
 	if (notify_ep(dev, &e->ep)) {
 		/* An observer has no room for it: refuse the endpoint everywhere. */
 		notify_ep_state(dev, &e->ep, VIOMMU_EP_UNKNOWN);
-		viommu_avl_remove(&dev->endpoints, id);
+		viommu_btree_remove(&dev->endpoints, id);
 		free(e);
 		sync_observers(dev);
 		return -ENOSPC;
@@ -435,24 +434,17 @@ int viommu_device_add_endpoint(struct viommu_device *dev, uint32_t id, bool acce
 	return 0;
 }
 
-static int for_each_ep(struct viommu_avl_node *n, int (*fn)(const struct viommu_endpoint *, void *),
-		       void *arg)
-{
-	int ret;
-
-	if (!n)
-		return 0;
-	if ((ret = for_each_ep(n->left, fn, arg)))
-		return ret;
-	if ((ret = fn(viommu_avl_entry(n, struct viommu_endpoint, node), arg)))
-		return ret;
-	return for_each_ep(n->right, fn, arg);
-}
-
 int viommu_device_for_each_endpoint(const struct viommu_device *dev,
 				    int (*fn)(const struct viommu_endpoint *ep, void *arg), void *arg)
 {
-	return for_each_ep(dev->endpoints.root, fn, arg);
+	uint64_t key;
+	int ret;
+
+	for (struct ep_priv *e = viommu_btree_first(&dev->endpoints, &key); e;
+	     e = viommu_btree_next(&dev->endpoints, key, &key))
+		if ((ret = fn(&e->ep, arg)))
+			return ret;
+	return 0;
 }
 
 static int renotify_ep(const struct viommu_endpoint *ep, void *arg)
@@ -537,16 +529,15 @@ int viommu_device_config_write(struct viommu_device *dev, uint32_t off, const vo
 
 static void reset(struct viommu_device *dev)
 {
-	struct viommu_avl_node *n;
+	struct dom_priv *dp;
+	uint64_t key;
 
 	/* Endpoints first, so no reader follows an endpoint into a dying domain. */
-	for (n = viommu_avl_first(&dev->endpoints); n; n = viommu_avl_next(&dev->endpoints, n->key)) {
-		struct ep_priv *e = viommu_avl_entry(n, struct ep_priv, ep.node);
-
+	for (struct ep_priv *e = viommu_btree_first(&dev->endpoints, &key); e;
+	     e = viommu_btree_next(&dev->endpoints, key, &key))
 		ep_detach(dev, e, true);
-	}
-	while ((n = viommu_avl_first(&dev->domains)))
-		domain_destroy(dev, viommu_avl_entry(n, struct dom_priv, dom.node));
+	while ((dp = viommu_btree_first(&dev->domains, NULL)))
+		domain_destroy(dev, dp);
 	dev->fault_head = dev->fault_count = dev->event_credits = 0;
 	dev->removed = dev->dirty = true;
 }
@@ -603,7 +594,7 @@ static uint8_t do_attach(struct viommu_device *dev, const uint8_t *r)
 	 * old-domain or new-domain state, then let the old domain die if it is now empty. */
 	{
 		struct dom_priv *old = e->ep.domain ?
-			viommu_avl_entry(e->ep.domain, struct dom_priv, dom) : NULL;
+			dom_priv_of(e->ep.domain) : NULL;
 
 		if (old)
 			dom_unlink_ep(old, e);
@@ -897,15 +888,18 @@ uint32_t viommu_device_request_buf(struct viommu_device *dev, const void *rd, si
 int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_observer *obs)
 {
 	struct viommu_observer *o;
-	struct viommu_avl_node *n;
+	struct dom_priv *dp;
+	struct ep_priv *e;
+	uint64_t key;
 
 	if (dev->nobs >= VIOMMU_MAX_OBSERVERS)
 		return -ENOSPC;
 	o = &dev->obs[dev->nobs];
 	*o = *obs;
 	/* Tell the newcomer the current state: domains with their extents, then endpoints. */
-	for (n = viommu_avl_first(&dev->domains); n; n = viommu_avl_next(&dev->domains, n->key)) {
-		struct viommu_domain *d = viommu_avl_entry(n, struct viommu_domain, node);
+	for (dp = viommu_btree_first(&dev->domains, &key); dp;
+	     dp = viommu_btree_next(&dev->domains, key, &key)) {
+		struct viommu_domain *d = &dp->dom;
 		int err = o->domain_created ? o->domain_created(o->ctx, d) : 0;
 
 		for (struct viommu_extent *x = viommu_btree_first(&d->extents, NULL); !err && x;
@@ -914,8 +908,9 @@ int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_ob
 		if (err)
 			return err; /* the observer is not registered; it cleans up its own state */
 	}
-	for (n = viommu_avl_first(&dev->endpoints); n; n = viommu_avl_next(&dev->endpoints, n->key)) {
-		struct viommu_endpoint *ep = viommu_avl_entry(n, struct viommu_endpoint, node);
+	for (e = viommu_btree_first(&dev->endpoints, &key); e;
+	     e = viommu_btree_next(&dev->endpoints, key, &key)) {
+		struct viommu_endpoint *ep = &e->ep;
 
 		if (o->endpoint_changed && o->endpoint_changed(o->ctx, ep, ep_state(dev, ep)))
 			return -ENOSPC;
@@ -940,16 +935,16 @@ int viommu_device_remove_observer(struct viommu_device *dev, void *ctx)
 
 /* ---- translation (the reference the fast path is checked against) ---- */
 
-static enum viommu_xlate_result fault(struct viommu_xlate *out, uint8_t reason, uint64_t addr)
+static enum viommu_xlate_result fault(struct viommu_answer *out, uint8_t reason, uint64_t addr)
 {
 	out->reason = reason;
 	out->fault_addr = addr;
-	return VIOMMU_XLATE_FAULT;
+	return out->result = VIOMMU_XLATE_FAULT;
 }
 
 enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev, uint32_t epid,
 						 uint64_t iova, uint64_t size, uint32_t access,
-						 struct viommu_xlate *out)
+						 struct viommu_answer *out)
 {
 	struct ep_priv *e = ep_find(dev, epid);
 	uint64_t last = iova + (size ? size - 1 : 0), cur = iova;
@@ -962,7 +957,7 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 	case VIOMMU_EP_IDENTITY:
 	case VIOMMU_EP_BYPASS:
 		out->pa = iova;
-		return VIOMMU_XLATE_IDENTITY;
+		return out->result = VIOMMU_XLATE_IDENTITY;
 	case VIOMMU_EP_BLOCKED:
 		return fault(out, VIOMMU_FAULT_R_DOMAIN, iova);
 	default:
@@ -994,7 +989,13 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 	}
 	if (iova + (size ? size - 1 : 0) < iova) /* runs past 2^64: the DMA as a whole faults */
 		return fault(out, VIOMMU_FAULT_R_MAPPING, iova);
-	return VIOMMU_XLATE_OK;
+	return out->result = VIOMMU_XLATE_HIT;
+}
+
+enum viommu_xlate_result viommu_device_answer(const struct viommu_device *dev,
+					      const struct viommu_query *q, struct viommu_answer *out)
+{
+	return viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, out);
 }
 
 /* ---- faults ---- */
@@ -1099,24 +1100,16 @@ static int check_ep(const struct viommu_endpoint *ep, void *arg)
 	return linked ? 0 : (c->err = -EUCLEAN);
 }
 
-static int check_domain(const struct viommu_device *dev, const struct viommu_avl_node *n,
+static int check_domain(const struct viommu_device *dev, const struct dom_priv *dp, uint64_t id,
 			uint64_t *mappings, uint32_t *endpoints, uint32_t *slots, size_t *nslots)
 {
-	const struct dom_priv *dp;
 	const struct viommu_extent *e;
 	uint64_t prev_end = 0, key;
 	bool first = true;
 	uint32_t neps = 0;
-	int err;
 
-	if (!n)
-		return 0;
-	if ((err = check_domain(dev, n->left, mappings, endpoints, slots, nslots)) ||
-	    (err = check_domain(dev, n->right, mappings, endpoints, slots, nslots)))
-		return err;
-	dp = viommu_avl_entry(n, struct dom_priv, dom.node);
 	slots[(*nslots)++] = dp->dom.slot;
-	if (dp->dom.id != n->key || dp->dom.slot >= dev->cfg.max_domains ||
+	if (dp->dom.id != id || dp->dom.slot >= dev->cfg.max_domains ||
 	    !dp->dom.nr_endpoints || viommu_btree_check(&dp->dom.extents) ||
 	    dp->dom.extents.count > dev->cfg.max_mappings_per_domain ||
 	    (dp->dom.bypass && dp->dom.extents.count))
@@ -1156,7 +1149,7 @@ int viommu_device_check(const struct viommu_device *dev)
 	size_t nslots = 0;
 	int err;
 
-	if (viommu_avl_check(&dev->endpoints) || viommu_avl_check(&dev->domains) ||
+	if (viommu_btree_check(&dev->endpoints) || viommu_btree_check(&dev->domains) ||
 	    dev->domains.count > dev->cfg.max_domains ||
 	    dev->slot_free_n + dev->domains.count != dev->slot_hwm ||
 	    dev->slot_hwm > dev->cfg.max_domains ||
@@ -1166,7 +1159,14 @@ int viommu_device_check(const struct viommu_device *dev)
 	slots = malloc((dev->domains.count + 1) * sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
-	err = check_domain(dev, dev->domains.root, &mappings, &endpoints, slots, &nslots);
+	err = 0;
+	{
+		uint64_t key;
+
+		for (const struct dom_priv *dp = viommu_btree_first(&dev->domains, &key); dp && !err;
+		     dp = viommu_btree_next(&dev->domains, key, &key))
+			err = check_domain(dev, dp, key, &mappings, &endpoints, slots, &nslots);
+	}
 	/* Slots of live domains are unique. */
 	qsort(slots, nslots, sizeof(*slots), cmp_u32);
 	for (size_t i = 1; !err && i < nslots; i++)

@@ -8,9 +8,9 @@
  * request changes nothing), publishes the effect to every observer (the fast path, IOTLB bridges),
  * writes the tail (and PROBE properties) and returns the used length.
  *
- * The state kept here is authoritative: per-domain extent sets (B+tree, O(log n)), the domain and
- * endpoint tables (AVL). viommu_device_translate() answers DMA queries from it; the fast path answers the
- * same queries locklessly and is checked against this.
+ * The state kept here is authoritative: per-domain extent sets and the domain and endpoint
+ * tables, each a B+tree (O(log n)). viommu_device_translate() answers DMA queries from it; the
+ * fast path answers the same queries locklessly and is checked against this.
  *
  * Errors: functions return 0 or -errno; viommu_device_new() returns NULL and sets errno.
  * Concurrency: one thread owns a device; nothing here is safe to call concurrently. The fast path
@@ -24,8 +24,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "avl.h"
 #include "btree.h"
+#include "viommu_abi.h"
 #include "wire.h"
 
 struct viommu_config {
@@ -66,11 +66,9 @@ struct viommu_extent {
 	uint64_t start, end; /* IOVA, inclusive; start is the key in the domain's B+tree */
 	uint64_t phys;
 	uint32_t flags; /* VIOMMU_MAP_F_* */
-	uint32_t fp_index; /* owned by the fast path (observer) */
 };
 
 struct viommu_domain {
-	struct viommu_avl_node node; /* key = domain id */
 	uint32_t id;
 	uint32_t slot; /* dense index < max_domains, stable for the domain's life */
 	bool bypass; /* created by ATTACH_F_BYPASS */
@@ -78,17 +76,10 @@ struct viommu_domain {
 	struct viommu_btree extents; /* start -> struct viommu_extent */
 };
 
-/* What a DMA from an endpoint does right now; the fast path mirrors it per endpoint. */
-enum viommu_ep_state {
-	VIOMMU_EP_UNKNOWN = 0, /* no such endpoint: fault R_UNKNOWN */
-	VIOMMU_EP_BLOCKED = 1, /* unattached, not in bypass: fault R_DOMAIN */
-	VIOMMU_EP_BYPASS = 2, /* unattached in bypass, or attached to a bypass domain: identity */
-	VIOMMU_EP_ATTACHED = 3, /* translated through its domain */
-	VIOMMU_EP_IDENTITY = 4, /* its device did not negotiate ACCESS_PLATFORM: identity */
-};
+/* What a DMA from an endpoint does right now: enum viommu_ep_state (bpf/viommu_abi.h), the
+ * same values the fast path publishes per endpoint. */
 
 struct viommu_endpoint {
-	struct viommu_avl_node node; /* key = endpoint id */
 	uint32_t id;
 	bool access_platform;
 	uint8_t nresv;
@@ -178,30 +169,19 @@ void viommu_device_batch_end(struct viommu_device *dev);
 int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_observer *obs);
 int viommu_device_remove_observer(struct viommu_device *dev, void *ctx);
 
-/* DMA translation on the authoritative state. */
-enum viommu_xlate_result {
-	VIOMMU_XLATE_OK = 0, /* translated: pa, extent */
-	VIOMMU_XLATE_IDENTITY = 1, /* bypass or no ACCESS_PLATFORM: pa = iova */
-	VIOMMU_XLATE_FAULT = 2, /* reason, fault_addr */
-};
-
-#define VIOMMU_ACCESS_READ  VIOMMU_MAP_F_READ
-#define VIOMMU_ACCESS_WRITE VIOMMU_MAP_F_WRITE
-
-struct viommu_xlate {
-	uint64_t pa; /* of byte iova */
-	uint64_t ext_start, ext_end, ext_phys; /* the extent holding byte iova (OK only) */
-	uint32_t ext_flags;
-	uint8_t reason; /* VIOMMU_FAULT_R_* (FAULT only) */
-	uint64_t fault_addr; /* first failing byte (FAULT only) */
-};
-
-/* Translate [iova, iova+size-1] (size 0 counts as 1) for @access (VIOMMU_ACCESS_*). Every byte
- * must be mapped with @access, possibly by adjacent extents; RESERVED and MSI regions of the
- * endpoint fault. Does not report the fault: see viommu_device_report_fault(). */
+/* DMA translation on the authoritative state, answered in the one answer type of every path
+ * (struct viommu_answer, bpf/viommu_abi.h). Translate [iova, iova+size-1] (size 0 counts as 1)
+ * for @access (VIOMMU_MAP_F_*): every byte must be mapped with @access, possibly by adjacent
+ * extents; RESERVED and MSI regions of the endpoint fault. HIT: pa of byte iova, the extent
+ * holding it; IDENTITY: pa = iova; FAULT: reason, fault_addr (the first failing byte). Never
+ * RETRY or MORE. Does not report the fault: see viommu_device_report_fault(). Returns
+ * out->result. */
 enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev, uint32_t ep,
 						 uint64_t iova, uint64_t size, uint32_t access,
-						 struct viommu_xlate *out);
+						 struct viommu_answer *out);
+/* The same for a query. */
+enum viommu_xlate_result viommu_device_answer(const struct viommu_device *dev,
+					      const struct viommu_query *q, struct viommu_answer *out);
 
 /* Fault reporting. The VMM posts event queue buffers (eventq_post adds @n); a fault takes one,
  * or is counted as dropped when none is posted (or max_pending_faults are queued).

@@ -4,7 +4,7 @@
  *
  * Runs only on the device thread (one writer). Every store a reader may race with is a C11 atomic;
  * the comment at each release store names the acquire it pairs with in bpf/viommu_lookup.h.
- * Protocol and invariants: docs/concurrency.md (W1..W5 writer steps, I1..I9 invariants).
+ * Protocol and invariants: docs/concurrency.md (W1..W5 writer steps, I1..I11 invariants).
  */
 #include "fastpath.h"
 
@@ -197,11 +197,11 @@ static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
 }
 
 /* Write slot @si of node @idx (level @level), keeping the hash in step for level-4 slots. */
-static void slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint64_t iova,
-		       uint32_t dslot, uint64_t word)
+static uint64_t slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint64_t iova,
+			   uint32_t dslot, uint64_t word)
 {
 	struct viommu_node *n = &fp->nodes[idx];
-	uint32_t si = (uint32_t)(iova >> VIOMMU_LEVEL_SHIFT(level)) & (VIOMMU_RADIX_FANOUT - 1);
+	uint32_t si = VIOMMU_SLOT_OF(level, iova);
 	uint64_t old = LD(&n->slot[si]);
 
 	/* W4: the target (node or extent) is live before the slot names it; pairs with the
@@ -217,14 +217,10 @@ static void slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint
 		else
 			hash_del(fp, dslot, iova);
 	}
+	return old;
 }
 
 /* ---- extents <-> radix pieces ---- */
-
-static uint64_t cover_mask(int level) /* a level-L node covers the bits below this mask */
-{
-	return level == 0 ? 0 : ~((1ull << (VIOMMU_LEVEL_SHIFT(level) + VIOMMU_RADIX_BITS)) - 1);
-}
 
 /* The largest block that starts at @addr and ends at or before @end: its level. */
 static int piece_level(uint64_t addr, uint64_t end)
@@ -280,8 +276,7 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 	/* A 4 KiB page in a 2 MiB region that already has its level-5 node: one hash probe
 	 * instead of a walk from the root. */
 	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
-		if (LD(&fp->nodes[path[0]].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) &
-						(VIOMMU_RADIX_FANOUT - 1)]))
+		if (LD(&fp->nodes[path[0]].slot[VIOMMU_SLOT_OF(level, addr)]))
 			return -EEXIST;
 		slot_write(fp, path[0], level, addr, dslot, word);
 		return 0;
@@ -290,7 +285,7 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
 		struct viommu_node *n = &fp->nodes[path[l]];
-		uint64_t cur = LD(&n->slot[(addr >> VIOMMU_LEVEL_SHIFT(l)) & (VIOMMU_RADIX_FANOUT - 1)]);
+		uint64_t cur = LD(&n->slot[VIOMMU_SLOT_OF(l, addr)]);
 		uint32_t gen;
 
 		if (VIOMMU_SLOT_TAG(cur) == VIOMMU_SLOT_NODE) {
@@ -301,12 +296,11 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 			err = -EEXIST; /* a leaf above: the device core prevents overlaps */
 			break;
 		}
-		if ((err = node_alloc(fp, l + 1, dslot, addr & cover_mask(l + 1), &path[l + 1], &gen)))
+		if ((err = node_alloc(fp, l + 1, dslot, addr & VIOMMU_COVER_MASK(l + 1), &path[l + 1], &gen)))
 			break;
 		slot_write(fp, path[l], l, addr, dslot, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_NODE, path[l + 1], gen));
 	}
-	if (!err && LD(&fp->nodes[path[level]].slot[(addr >> VIOMMU_LEVEL_SHIFT(level)) &
-						    (VIOMMU_RADIX_FANOUT - 1)]))
+	if (!err && LD(&fp->nodes[path[level]].slot[VIOMMU_SLOT_OF(level, addr)]))
 		err = -EEXIST;
 	if (err) {
 		/* Nothing half-applied: the nodes this call linked hold nothing else; free them
@@ -318,36 +312,42 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 	return 0;
 }
 
-/* Remove the piece at (@addr, @level) if present, freeing nodes left empty (I2). */
-static void piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level)
+/* Remove the piece at (@addr, @level) if present, freeing nodes left empty (I2). Returns the
+ * word the piece's slot held (0 if none). */
+static uint64_t piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level)
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS];
+	uint64_t old;
 	int l;
 
 	/* As in piece_install(): clear the 4 KiB slot through the hash; walk only when the node
 	 * is left empty and must be pruned (the walk then finds the slot already clear). */
 	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
-		slot_write(fp, path[0], level, addr, dslot, 0);
+		old = slot_write(fp, path[0], level, addr, dslot, 0);
 		if (fp->node_used[path[0]])
-			return;
+			return old;
+	} else {
+		old = 0;
 	}
 
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
-		uint64_t cur = LD(&fp->nodes[path[l]].slot[(addr >> VIOMMU_LEVEL_SHIFT(l)) &
-							   (VIOMMU_RADIX_FANOUT - 1)]);
+		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);
 
 		if (VIOMMU_SLOT_TAG(cur) != VIOMMU_SLOT_NODE)
-			return; /* never installed (rollback of a partial map) */
+			return old; /* never installed (rollback of a partial map) */
 		path[l + 1] = VIOMMU_SLOT_IDX(cur);
 	}
-	slot_write(fp, path[level], level, addr, dslot, 0);
+	old |= slot_write(fp, path[level], level, addr, dslot, 0);
 	path_prune(fp, dslot, addr, path, level);
+	return old;
 }
 
-/* Calls install/remove for every piece of [start, end] up to (not including) @stop_addr. */
+/* Calls install/remove for every piece of [start, end] up to (not including) @stop_addr.
+ * Removing, @cleared (may be NULL) gets a word one of the pieces held (they all name the same
+ * record), 0 if none was installed. */
 static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, uint64_t end,
-		  uint64_t word, bool install, uint64_t *stop_addr)
+		  uint64_t word, bool install, uint64_t *stop_addr, uint64_t *cleared)
 {
 	uint64_t addr = start;
 
@@ -368,7 +368,10 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 		} else {
 			if (stop_addr && addr == *stop_addr)
 				return 0;
-			piece_remove(fp, dslot, addr, level);
+			uint64_t old = piece_remove(fp, dslot, addr, level);
+
+			if (cleared && old)
+				*cleared = old;
 		}
 		if (end - addr == size - 1)
 			return 0;
@@ -382,7 +385,7 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
  * whole table (linear probing from viommu_ep_hash(), no deletion), so any VIOMMU_EP_SPARSE ids
  * fit whatever their bits; meta.ep_probes records the longest sequence used, which bounds the
  * readers' probes (viommu_ep_slot). */
-static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc)
+int64_t fp_ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc)
 {
 	uint32_t h = viommu_ep_hash(id);
 
@@ -392,8 +395,8 @@ static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc
 		__u64 *p = &fp->ep_index[(h + i) & (VIOMMU_EP_INDEX_SLOTS - 1)];
 		uint64_t v = LD(p);
 
-		if (v && (uint32_t)(v >> 32) == id)
-			return (uint32_t)v - 1;
+		if (v && VIOMMU_EP_INDEX_ID(v) == id)
+			return VIOMMU_EP_INDEX_ENTRY(v);
 		if (!v) {
 			uint32_t e;
 
@@ -408,7 +411,7 @@ static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc
 				ST_REL(&fp->meta->ep_probes, i + 1);
 			/* The entry (state UNKNOWN, seq 0) exists before its index names it (I8).
 			 * Pairs with the acquire of the slot in viommu_ep_slot(). */
-			ST_REL(p, (uint64_t)id << 32 | (e + 1));
+			ST_REL(p, VIOMMU_EP_INDEX_MAKE(id, e));
 			return e;
 		}
 	}
@@ -418,7 +421,7 @@ static int64_t ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc
 static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum viommu_ep_state st)
 {
 	struct viommu_fastpath *fp = ctx;
-	int64_t i = ep_index_find(fp, ep->id, st != VIOMMU_EP_UNKNOWN);
+	int64_t i = fp_ep_index_find(fp, ep->id, st != VIOMMU_EP_UNKNOWN);
 	struct viommu_ep_entry *e;
 	uint32_t s, dslot = 0, root = 0;
 
@@ -429,15 +432,15 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 		dslot = ep->domain->slot;
 		root = fp->dom_root[dslot];
 	}
-	if (LD(&e->state) == VIOMMU_FP_UNKNOWN && st != VIOMMU_EP_UNKNOWN)
+	if (LD(&e->state) == VIOMMU_EP_UNKNOWN && st != VIOMMU_EP_UNKNOWN)
 		META_ADD(endpoints_used, 1);
-	else if (LD(&e->state) != VIOMMU_FP_UNKNOWN && st == VIOMMU_EP_UNKNOWN)
+	else if (LD(&e->state) != VIOMMU_EP_UNKNOWN && st == VIOMMU_EP_UNKNOWN)
 		META_ADD(endpoints_used, -1);
 	/* Leaving a translating state (identity, or a domain) removes translations readers may
 	 * hold, whatever the core calls the request: e.g. ATTACH of an endpoint that was in
 	 * global bypass removes its identity map. The next sync waits for readers (W5, I7). */
-	if ((LD(&e->state) == VIOMMU_FP_BYPASS || LD(&e->state) == VIOMMU_FP_IDENTITY ||
-	     LD(&e->state) == VIOMMU_FP_ATTACHED) &&
+	if ((LD(&e->state) == VIOMMU_EP_BYPASS || LD(&e->state) == VIOMMU_EP_IDENTITY ||
+	     LD(&e->state) == VIOMMU_EP_ATTACHED) &&
 	    (LD(&e->state) != (uint8_t)st || LD(&e->domain_slot) != dslot))
 		fp->ep_removed = true;
 	/* W3: seqlock write. Odd seq, then the fields, then the even seq. Each field store is a
@@ -447,7 +450,7 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	s = LD(&e->seq);
 	churn_count(fp);
 	ST(&e->seq, s + 1);
-	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state == enum viommu_fp_state */
+	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state, one byte in the entry */
 	ST_REL(&e->domain_slot, dslot);
 	ST_REL(&e->root, root);
 	ST_REL(&e->seq, s + 2); /* pairs with viommu_lookup_once()'s acquire of e->seq */
@@ -494,16 +497,15 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 	if ((err = ext_alloc(fp, d->slot, x, &idx, &gen)))
 		return err;
 	err = pieces(fp, d->slot, x->start, x->end, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen),
-		     true, &stop);
+		     true, &stop, NULL);
 	if (err) {
 		/* Undo the pieces installed before the failing one: nothing half-applied, and
 		 * nothing was ever visible (the record never went live). */
-		pieces(fp, d->slot, x->start, x->end, 0, false, &stop);
+		pieces(fp, d->slot, x->start, x->end, 0, false, &stop, NULL);
 		ext_abort(fp, idx);
 		return err;
 	}
 	ext_publish(fp, idx, gen);
-	x->fp_index = idx;
 	META_ADD(publications, 1);
 	return 0;
 }
@@ -512,9 +514,14 @@ static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x
 {
 	struct viommu_fastpath *fp = ctx;
 
-	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it. */
-	pieces(fp, d->slot, x->start, x->end, 0, false, NULL);
-	ext_free(fp, x->fp_index);
+	uint64_t word = 0;
+
+	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it.
+	 * The pieces name the record (W4): that is how we know its index, with nothing of ours
+	 * kept in the core's extent. */
+	pieces(fp, d->slot, x->start, x->end, 0, false, NULL, &word);
+	if (VIOMMU_SLOT_TAG(word) == VIOMMU_SLOT_EXTENT)
+		ext_free(fp, VIOMMU_SLOT_IDX(word));
 	META_ADD(publications, 1);
 }
 
@@ -701,20 +708,18 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	if ((err = viommu_xlate_bpf__load(fp->skel)))
 		goto fail;
 
-	fp->maps[M_META] = fp->skel->maps.viommu_meta;
-	fp->maps[M_EPS] = fp->skel->maps.viommu_endpoints;
-	fp->maps[M_EPIDX] = fp->skel->maps.viommu_ep_index;
-	fp->maps[M_NODES] = fp->skel->maps.viommu_nodes;
-	fp->maps[M_EXTS] = fp->skel->maps.viommu_extents;
-	fp->maps[M_HASH] = fp->skel->maps.viommu_hash;
-	fp->maps[M_READERS] = fp->skel->maps.viommu_readers;
+	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) /* the table in viommu_abi.h */
+		if (!(fp->maps[i] = bpf_object__find_map_by_name(fp->skel->obj, viommu_shm_name[i]))) {
+			err = -ENOENT;
+			goto fail;
+		}
 	/* One reservation, every map at a page-aligned offset in it (the data maps first): the
 	 * mirror (share.c) is then one constant offset away from every byte of them. */
-	for (int i = 0; i < M_COUNT; i++) {
+	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) {
 		fp->off[i] = fp->base_len;
 		fp->len[i] = map_bytes(fp->maps[i]);
 		fp->base_len += fp->len[i];
-		if (i == M_DATA - 1)
+		if (i == VIOMMU_SHM_DATA - 1)
 			fp->data_len = fp->base_len;
 	}
 	fp->base = mmap(NULL, fp->base_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -723,19 +728,19 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		err = -errno;
 		goto fail;
 	}
-	for (int i = 0; i < M_COUNT; i++)
+	for (int i = 0; i < VIOMMU_SHM_COUNT; i++)
 		if (mmap(fp->base + fp->off[i], fp->len[i], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
 			 bpf_map__fd(fp->maps[i]), 0) == MAP_FAILED) {
 			err = -errno;
 			goto fail;
 		}
-	fp->meta = (void *)(fp->base + fp->off[M_META]);
-	fp->eps = (void *)(fp->base + fp->off[M_EPS]);
-	fp->ep_index = (void *)(fp->base + fp->off[M_EPIDX]);
-	fp->nodes = (void *)(fp->base + fp->off[M_NODES]);
-	fp->exts = (void *)(fp->base + fp->off[M_EXTS]);
-	fp->buckets = (void *)(fp->base + fp->off[M_HASH]);
-	fp->infos = (void *)(fp->base + fp->off[M_READERS]);
+	fp->meta = (void *)(fp->base + fp->off[VIOMMU_SHM_META]);
+	fp->eps = (void *)(fp->base + fp->off[VIOMMU_SHM_EPS]);
+	fp->ep_index = (void *)(fp->base + fp->off[VIOMMU_SHM_EP_INDEX]);
+	fp->nodes = (void *)(fp->base + fp->off[VIOMMU_SHM_NODES]);
+	fp->exts = (void *)(fp->base + fp->off[VIOMMU_SHM_EXTENTS]);
+	fp->buckets = (void *)(fp->base + fp->off[VIOMMU_SHM_HASH]);
+	fp->infos = (void *)(fp->base + fp->off[VIOMMU_SHM_READERS]);
 	fp->view = (struct viommu_fp_view){
 		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
 		.exts = fp->exts, .buckets = fp->buckets,
@@ -879,7 +884,7 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 	for (;;) {
 		m = 0;
 		for (unsigned i = 0; i < n; i++)
-			if (a[i].result == VIOMMU_FP_MORE) {
+			if (a[i].result == VIOMMU_XLATE_MORE) {
 				viommu_query_continue(&q[i], &a[i], &cq[m]);
 				idx[m++] = i;
 			}
@@ -892,7 +897,7 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 
 			viommu_answer_fold(&q[idx[k]], ai, &ca[k]);
 			/* A DMA past 2^64 faults only once folded: the program saw a HIT. */
-			if (report && ai->result == VIOMMU_FP_FAULT && ca[k].result == VIOMMU_FP_HIT) {
+			if (report && ai->result == VIOMMU_XLATE_FAULT && ca[k].result == VIOMMU_XLATE_HIT) {
 				struct viommu_fault_rec rec = {
 					.endpoint = q[idx[k]].endpoint, .reason = (__u8)ai->reason,
 					.access = q[idx[k]].access, .address = ai->fault_addr,
@@ -902,311 +907,6 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 				bpf_prog_test_run_opts(bpf_program__fd(fp->skel->progs.viommu_report_fault), &o);
 			}
 		}
-	}
-}
-
-/* ---- self-check (tests and the fuzzer) ---- */
-
-struct fp_check {
-	const struct viommu_fastpath *fp;
-	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
-	uint32_t nodes, extents;
-};
-
-/* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
-static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
-		      uint64_t base)
-{
-	const struct viommu_fastpath *fp = c->fp;
-	const struct viommu_node *n;
-	uint32_t used = 0;
-
-	if (idx >= fp->node_hwm)
-		return -EUCLEAN;
-	n = &fp->nodes[idx];
-	if ((n->seq & 1) || (gen != ~0u && n->seq != gen) || n->level != level ||
-	    n->domain_slot != dslot || n->base != base)
-		return -EUCLEAN;
-	c->nodes++;
-	for (uint32_t si = 0; si < VIOMMU_RADIX_FANOUT; si++) {
-		uint64_t w = n->slot[si], start = base + ((uint64_t)si << VIOMMU_LEVEL_SHIFT(level));
-		uint64_t last = start + ((1ull << VIOMMU_LEVEL_SHIFT(level)) - 1);
-		int err;
-
-		if (!w)
-			continue;
-		used++;
-		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_NODE) {
-			if (level == VIOMMU_RADIX_LEVELS - 1)
-				return -EUCLEAN;
-			if ((err = check_node(c, dslot, VIOMMU_SLOT_IDX(w), VIOMMU_SLOT_GEN(w), level + 1,
-					      start)))
-				return err;
-		} else if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT) {
-			const struct viommu_extent_rec *x;
-			uint32_t xi = VIOMMU_SLOT_IDX(w);
-
-			if (xi >= fp->ext_hwm)
-				return -EUCLEAN;
-			x = &fp->exts[xi];
-			if (x->seq != VIOMMU_SLOT_GEN(w) || (x->seq & 1) || x->domain_slot != dslot ||
-			    start < x->start || last > x->end)
-				return -EUCLEAN;
-			if (!c->ext_seen[xi]) {
-				c->ext_seen[xi] = 1;
-				c->extents++;
-			}
-		} else {
-			return -EUCLEAN;
-		}
-		/* The hash holds a level-4 slot's word or nothing (I6). */
-		if (level == VIOMMU_HASH_LEVEL) {
-			uint64_t key = VIOMMU_HASH_KEY(dslot, start);
-			const struct viommu_hash_bucket *b =
-				&fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
-
-			for (int wy = 0; wy < VIOMMU_HASH_WAYS; wy++)
-				if (b->key[wy] == key && b->val[wy] != w)
-					return -EUCLEAN;
-		}
-	}
-	if (used != fp->node_used[idx] || (level > 0 && !used))
-		return -EUCLEAN; /* I2: no empty non-root node stays linked */
-	return 0;
-}
-
-static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents);
-
-/* The shared state says what the store says: every endpoint's entry, every extent's record. */
-struct fp_check_store {
-	const struct viommu_fastpath *fp;
-	uint8_t *dom_seen;
-	uint64_t extents;
-};
-
-static int check_domain_records(struct fp_check_store *c, const struct viommu_domain *d)
-{
-	const struct viommu_fastpath *fp = c->fp;
-	uint64_t key;
-
-	if (c->dom_seen[d->slot])
-		return 0;
-	c->dom_seen[d->slot] = 1;
-	for (const struct viommu_extent *x = viommu_btree_first(&d->extents, &key); x;
-	     x = viommu_btree_next(&d->extents, key, &key)) {
-		const struct viommu_extent_rec *r;
-
-		if (x->fp_index >= fp->ext_hwm)
-			return -EUCLEAN;
-		r = &fp->exts[x->fp_index];
-		if ((r->seq & 1) || r->domain_slot != d->slot || r->start != x->start ||
-		    r->end != x->end || r->phys != x->phys || r->flags != x->flags)
-			return -EUCLEAN;
-		c->extents++;
-	}
-	return 0;
-}
-
-static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
-{
-	struct fp_check_store *c = arg;
-	const struct viommu_fastpath *fp = c->fp;
-	enum viommu_ep_state st = viommu_device_endpoint_state(fp->dev, ep->id);
-	int64_t i = ep_index_find((struct viommu_fastpath *)fp, ep->id, false);
-	const struct viommu_ep_entry *e;
-
-	if (i < 0)
-		return st == VIOMMU_EP_UNKNOWN ? 0 : -EUCLEAN;
-	e = &fp->eps[i];
-	if ((e->seq & 1) || e->state != (uint8_t)st)
-		return -EUCLEAN;
-	if (st == VIOMMU_EP_ATTACHED &&
-	    (e->domain_slot != ep->domain->slot || e->root != fp->dom_root[ep->domain->slot]))
-		return -EUCLEAN;
-	/* Every domain with an endpoint, translated or not (no ACCESS_PLATFORM, bypass). */
-	return ep->domain ? check_domain_records(c, ep->domain) : 0;
-}
-
-/* The mirror is the maps, byte for byte, wherever a reader can reach. */
-static int check_mirror(const struct viommu_fastpath *fp)
-{
-	const size_t used[M_DATA] = {
-		[M_META] = sizeof(struct viommu_meta), [M_EPS] = fp->len[M_EPS],
-		[M_EPIDX] = fp->len[M_EPIDX],
-		[M_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
-		[M_EXTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
-		[M_HASH] = fp->len[M_HASH],
-	};
-
-	if (!fp->mirror_delta)
-		return 0;
-	for (int i = 0; i < M_DATA; i++)
-		if (memcmp(fp->base + fp->off[i], fp->base + fp->off[i] + fp->mirror_delta, used[i]))
-			return -EUCLEAN;
-	return 0;
-}
-
-int viommu_fastpath_check(const struct viommu_fastpath *fp)
-{
-	struct fp_check_store cs = { .fp = fp };
-	int serr;
-
-	/* First: the shared state against the store (a map written by anyone but the writer, e.g.
-	 * through a pin, differs from it), and the mirror against the maps. */
-	cs.dom_seen = calloc(VIOMMU_DOMAINS_MAX, 1);
-	if (!cs.dom_seen)
-		return -ENOMEM;
-	serr = viommu_device_for_each_endpoint(fp->dev, check_endpoint, &cs);
-	free(cs.dom_seen);
-	if (serr)
-		return -EUCLEAN;
-	if (check_mirror(fp))
-		return -EUCLEAN;
-	return viommu_fastpath_check_radix(fp, cs.extents);
-}
-
-static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents)
-{
-	struct fp_check c = { .fp = fp };
-	uint32_t domains = 0;
-	int err = 0;
-
-	c.ext_seen = calloc(fp->ext_hwm + 1, 1);
-	if (!c.ext_seen)
-		return -ENOMEM;
-	for (uint32_t d = 0; d < fp->dom_slots && !err; d++) {
-		if (!fp->dom_live[d])
-			continue;
-		domains++;
-		err = check_node(&c, d, fp->dom_root[d], ~0u, 0, 0);
-	}
-	free(c.ext_seen);
-	if (err)
-		return err;
-	/* Every node and record in use is reachable: nothing leaked. */
-	if (domains != fp->meta->domains_used || c.nodes != fp->meta->nodes_used ||
-	    c.extents != fp->meta->extents_used ||
-	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
-	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
-		return -EUCLEAN;
-	/* A domain lives while it has an endpoint: the records reached from the store's domains
-	 * are exactly the live ones. */
-	if (store_extents != c.extents)
-		return -EUCLEAN;
-	/* The sparse endpoint index (I8): every id once, above the dense range, naming its own
-	 * entry, reachable by linear probing from its home within meta.ep_probes slots. */
-	{
-		uint32_t n = 0;
-
-		for (uint32_t i = 0; i < VIOMMU_EP_INDEX_SLOTS; i++) {
-			uint64_t v = fp->ep_index[i];
-			uint32_t id = (uint32_t)(v >> 32), e = (uint32_t)v - 1, h, d;
-
-			if (!v)
-				continue;
-			n++;
-			h = viommu_ep_hash(id);
-			d = (i - h) & (VIOMMU_EP_INDEX_SLOTS - 1);
-			if (id < VIOMMU_EP_DENSE || e < VIOMMU_EP_DENSE ||
-			    e >= VIOMMU_EP_DENSE + fp->sparse_used || d >= fp->meta->ep_probes ||
-			    fp->meta->ep_probes > VIOMMU_EP_INDEX_PROBES_MAX)
-				return -EUCLEAN;
-			for (uint32_t k = 0; k < d; k++)
-				if (!fp->ep_index[(h + k) & (VIOMMU_EP_INDEX_SLOTS - 1)])
-					return -EUCLEAN; /* a reader would stop at this hole */
-			for (uint32_t j = 0; j < i; j++)
-				if (fp->ep_index[j] && ((uint32_t)(fp->ep_index[j] >> 32) == id ||
-							(uint32_t)fp->ep_index[j] - 1 == e))
-					return -EUCLEAN;
-		}
-		if (n != fp->sparse_used)
-			return -EUCLEAN;
-	}
-	/* Every hash entry is a live domain's non-empty level-4 slot, with its word (I6). */
-	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
-		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
-			uint64_t key = fp->buckets[b].key[w], iova, word = 0;
-			uint32_t d = (uint32_t)(key >> 43) - 1, idx;
-
-			if (!key)
-				continue;
-			if (!(key >> 43) || d >= VIOMMU_DOMAINS_MAX || !fp->dom_live[d])
-				return -EUCLEAN;
-			iova = (key & ((1ull << 43) - 1)) << VIOMMU_HASH_SHIFT;
-			idx = fp->dom_root[d];
-			for (int l = 0; l <= VIOMMU_HASH_LEVEL; l++) {
-				word = fp->nodes[idx].slot[(iova >> VIOMMU_LEVEL_SHIFT(l)) &
-							   (VIOMMU_RADIX_FANOUT - 1)];
-				if (l < VIOMMU_HASH_LEVEL && VIOMMU_SLOT_TAG(word) != VIOMMU_SLOT_NODE)
-					return -EUCLEAN;
-				idx = VIOMMU_SLOT_IDX(word);
-			}
-			if (!word || word != fp->buckets[b].val[w])
-				return -EUCLEAN;
-		}
-	return 0;
-}
-
-void viommu_fastpath_expected(const struct viommu_device *dev, const struct viommu_query *q,
-			      struct viommu_answer *a)
-{
-	struct viommu_xlate x;
-
-	memset(a, 0, sizeof(*a));
-	switch (viommu_device_translate(dev, q->endpoint, q->iova, q->size, q->access, &x)) {
-	case VIOMMU_XLATE_OK:
-		a->result = VIOMMU_FP_HIT;
-		a->pa = x.pa;
-		a->ext_start = x.ext_start;
-		a->ext_end = x.ext_end;
-		a->ext_phys = x.ext_phys;
-		a->ext_flags = x.ext_flags;
-		break;
-	case VIOMMU_XLATE_IDENTITY:
-		a->result = VIOMMU_FP_IDENT;
-		a->pa = q->iova;
-		break;
-	default:
-		a->result = VIOMMU_FP_FAULT;
-		a->reason = x.reason;
-		a->fault_addr = x.fault_addr;
-	}
-}
-
-bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_answer *want,
-			    const struct viommu_answer *got)
-{
-	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
-
-	if (got->result == VIOMMU_FP_MORE) {
-		/* The checked part [iova, next - 1] is mapped with the access: the store's final
-		 * answer is a HIT with the same first extent, or a fault past the checked part, or
-		 * the fault of a DMA past 2^64 (at its first byte). */
-		bool wraps = last < q->iova;
-
-		if (got->next <= q->iova || (!wraps && got->next > last) ||
-		    got->ext_start > q->iova || got->ext_end < q->iova ||
-		    got->pa != got->ext_phys + (q->iova - got->ext_start) ||
-		    (got->ext_flags & q->access) != q->access)
-			return false;
-		if (want->result == VIOMMU_FP_HIT)
-			return got->pa == want->pa && got->ext_start == want->ext_start &&
-			       got->ext_end == want->ext_end;
-		return want->result == VIOMMU_FP_FAULT && want->reason == VIOMMU_FAULT_R_MAPPING &&
-		       (want->fault_addr >= got->next || (wraps && want->fault_addr == q->iova));
-	}
-	if (got->result != want->result)
-		return false;
-	switch (want->result) {
-	case VIOMMU_FP_HIT:
-		return got->pa == want->pa && got->ext_start == want->ext_start &&
-		       got->ext_end == want->ext_end;
-	case VIOMMU_FP_IDENT:
-		return got->pa == want->pa;
-	case VIOMMU_FP_FAULT:
-		return got->reason == want->reason && got->fault_addr == want->fault_addr;
-	default:
-		return false;
 	}
 }
 

@@ -89,7 +89,7 @@ int viommu_fastpath_fault_prog_fd(const struct viommu_fastpath *fp);
 
 /* Translate @n (<= VIOMMU_BULK_MAX) queries in one BPF_PROG_TEST_RUN of the syscall program,
  * plus one more run per VIOMMU_SPAN_MAX extents for queries whose ranges cross more (the
- * program answers those VIOMMU_FP_MORE; the answers here are final: HIT, IDENT, FAULT, or
+ * program answers those VIOMMU_XLATE_MORE; the answers here are final: HIT, IDENTITY, FAULT, or
  * RETRY after a race with the writer). @report: faults go to the ring buffer (see
  * poll_faults). Returns 0 or -errno.
  * Concurrency: a reader; any thread, concurrently with the writer (the batch lives on the stack). */
@@ -118,12 +118,8 @@ struct viommu_fp_view {
 const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp);
 struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp);
 
-/* The answer every reader must give for @q: the device core's authoritative translation
- * (viommu_device_translate) in fast-path terms. For differential tests and benchmarks. */
-void viommu_fastpath_expected(const struct viommu_device *dev, const struct viommu_query *q,
-			      struct viommu_answer *a);
-/* Whether @got, a fast-path answer to @q, agrees with @want (from viommu_fastpath_expected):
- * the same result, pa, extent, fault reason and address; or VIOMMU_FP_MORE (only BPF programs
+/* Whether @got, a fast-path answer to @q, agrees with @want (from viommu_device_answer):
+ * the same result, pa, extent, fault reason and address; or VIOMMU_XLATE_MORE (only BPF programs
  * answer it) with a consistent first extent and `next`, where the store's final answer is that
  * HIT, or a fault at or after `next` (or, for a DMA past 2^64, at its first byte). */
 bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_answer *want,

@@ -11,15 +11,6 @@
 
 #include "fastpath.h"
 
-/* The maps, the data maps first in the order the share message lists them (viommu_abi.h):
- * maps [0, M_DATA) are what readers read, and what the mirror copies. */
-enum {
-	M_META = VIOMMU_SHARE_META, M_EPS = VIOMMU_SHARE_EPS, M_EPIDX = VIOMMU_SHARE_EP_INDEX,
-	M_NODES = VIOMMU_SHARE_NODES, M_EXTS = VIOMMU_SHARE_EXTENTS, M_HASH = VIOMMU_SHARE_HASH,
-	M_READERS = VIOMMU_SHARE_MAPS, M_COUNT
-};
-#define M_DATA M_READERS
-
 /*
  * A reader's registration. `owner` is (generation << 2) | state: readers in the device's
  * process claim and release theirs from any thread (CAS), the writer revokes with a CAS that
@@ -40,11 +31,11 @@ struct fp_reader {
 struct viommu_fastpath {
 	struct viommu_device *dev;
 	struct viommu_xlate_bpf *skel;
-	struct bpf_map *maps[M_COUNT];
+	struct bpf_map *maps[VIOMMU_SHM_COUNT];
 	/* Every map is mapped into one reservation at base + off[i], so the mirror (the sealed
 	 * memfd readers in other processes map) is one constant offset away from any map byte. */
 	char *base;
-	size_t base_len, off[M_COUNT], len[M_COUNT], data_len;
+	size_t base_len, off[VIOMMU_SHM_COUNT], len[VIOMMU_SHM_COUNT], data_len;
 	struct viommu_fp_view view;
 
 	/* writable aliases of the view */
@@ -111,6 +102,9 @@ struct viommu_fastpath {
 #define ST_SC(p, v) FP_STORE(fp, p, v, __ATOMIC_SEQ_CST)
 /* meta counters (`viommu stat`): one writer, relaxed */
 #define META_ADD(field, d) ST(&fp->meta->field, fp->meta->field + (d))
+
+/* fastpath.c: the sparse endpoint index: @id's entry, or -1 (with @alloc: made if absent). */
+int64_t fp_ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc);
 
 /* share.c */
 int fp_share_init(struct viommu_fastpath *fp);

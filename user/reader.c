@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* Userspace readers: opening a view (this process or another), bulk lookups, fault reports. */
+/* Userspace readers: opening the view a reader in another process gets, bulk lookups, fault
+ * reports. Nothing here knows the device: readers of the device's process are made by the
+ * writer's side (share.c, viommu_reader_open). */
 #include "reader.h"
 
 #include <errno.h>
@@ -15,7 +17,6 @@
 
 #include <bpf/bpf.h>
 
-#include "fastpath.h"
 
 /* The writer's membarrier(GLOBAL_EXPEDITED) reaches only registered processes. A reader that
  * cannot register (seccomp, an old kernel) would lose the ordering R1 relies on without a word:
@@ -32,47 +33,19 @@ static void choose_grace_mode(struct viommu_reader *r)
 		__atomic_store_n(&r->slot->flags, VIOMMU_READER_F_FENCE, __ATOMIC_RELAXED);
 }
 
-struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
+void viommu_reader_ready(struct viommu_reader *r)
 {
-	const struct viommu_fp_view *v = viommu_fastpath_view(fp);
-	struct viommu_reader *r = calloc(1, sizeof(*r));
-
-	if (!r)
-		return NULL;
-	r->meta = v->meta;
-	r->eps = v->eps;
-	r->ep_index = v->ep_index;
-	r->nodes = v->nodes;
-	r->exts = v->exts;
-	r->buckets = v->buckets;
-	r->nodes_max = v->nodes_max;
-	r->extents_max = v->extents_max;
-	r->hash_mask = v->hash_mask;
-	r->fault_prog_fd = viommu_fastpath_fault_prog_fd(fp);
-	r->conn = -1;
-	r->slot = viommu_fastpath_claim_slot(fp, &r->token);
-	if (!r->slot) {
-		free(r);
-		errno = ENOSPC;
-		return NULL;
-	}
-	r->fp = fp;
 	choose_grace_mode(r);
 	viommu_reader_tlb_flush(r);
-	return r;
 }
 
 /* Bytes of map @i of the message: its element size times its count. */
 static uint64_t share_bytes(const struct viommu_share_hello *h, int i)
 {
-	switch (i) {
-	case VIOMMU_SHARE_META: return sizeof(struct viommu_meta);
-	case VIOMMU_SHARE_EPS: return (uint64_t)VIOMMU_EP_ENTRIES * sizeof(struct viommu_ep_entry);
-	case VIOMMU_SHARE_EP_INDEX: return (uint64_t)VIOMMU_EP_INDEX_SLOTS * sizeof(__u64);
-	case VIOMMU_SHARE_NODES: return (uint64_t)h->nodes_max * sizeof(struct viommu_node);
-	case VIOMMU_SHARE_EXTENTS: return (uint64_t)h->extents_max * sizeof(struct viommu_extent_rec);
-	default: return (uint64_t)h->hash_buckets * sizeof(struct viommu_hash_bucket);
-	}
+	uint64_t n = i == VIOMMU_SHM_NODES ? h->nodes_max : i == VIOMMU_SHM_EXTENTS ? h->extents_max :
+		     i == VIOMMU_SHM_HASH ? h->hash_buckets : viommu_shm_entries[i];
+
+	return n * viommu_shm_elem_size[i]; /* the table in viommu_abi.h */
 }
 
 /* The writer's message, checked whole before anything is mapped: every map inside the memfd,
@@ -90,9 +63,9 @@ static int share_check(const struct viommu_share_hello *h, int data_fd, int slot
 		return -EPROTO;
 	if (fstat(data_fd, &ds) || fstat(slot_fd, &ss) || !S_ISREG(ds.st_mode) || !S_ISREG(ss.st_mode))
 		return -EPROTO;
-	if ((uint64_t)ds.st_size != h->data_bytes || (uint64_t)ss.st_size < VIOMMU_SHARE_SLOT_BYTES)
+	if ((uint64_t)ds.st_size != h->data_bytes || (uint64_t)ss.st_size < VIOMMU_READER_SLOT_BYTES)
 		return -EPROTO;
-	for (int i = 0; i < VIOMMU_SHARE_MAPS; i++) {
+	for (int i = 0; i < VIOMMU_SHM_DATA; i++) {
 		if (h->off[i] % page || h->off[i] < end || share_bytes(h, i) > h->data_bytes ||
 		    h->off[i] > h->data_bytes - share_bytes(h, i))
 			return -EPROTO;
@@ -154,7 +127,7 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 	}
 	r->data = d;
 	r->data_len = h.data_bytes;
-	r->slot = mmap(NULL, VIOMMU_SHARE_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	r->slot = mmap(NULL, VIOMMU_READER_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
 	if (r->slot == MAP_FAILED) {
 		r->slot = NULL;
 		err = -errno;
@@ -163,12 +136,12 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 	close(fds[0]);
 	close(fds[1]);
 	fds[0] = fds[1] = -1;
-	r->meta = (const void *)(d + h.off[VIOMMU_SHARE_META]);
-	r->eps = (const void *)(d + h.off[VIOMMU_SHARE_EPS]);
-	r->ep_index = (const void *)(d + h.off[VIOMMU_SHARE_EP_INDEX]);
-	r->nodes = (const void *)(d + h.off[VIOMMU_SHARE_NODES]);
-	r->exts = (const void *)(d + h.off[VIOMMU_SHARE_EXTENTS]);
-	r->buckets = (const void *)(d + h.off[VIOMMU_SHARE_HASH]);
+	r->meta = (const void *)(d + h.off[VIOMMU_SHM_META]);
+	r->eps = (const void *)(d + h.off[VIOMMU_SHM_EPS]);
+	r->ep_index = (const void *)(d + h.off[VIOMMU_SHM_EP_INDEX]);
+	r->nodes = (const void *)(d + h.off[VIOMMU_SHM_NODES]);
+	r->exts = (const void *)(d + h.off[VIOMMU_SHM_EXTENTS]);
+	r->buckets = (const void *)(d + h.off[VIOMMU_SHM_HASH]);
 	r->nodes_max = h.nodes_max;
 	r->extents_max = h.extents_max;
 	r->hash_mask = h.hash_buckets - 1;
@@ -179,8 +152,7 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 		goto fail;
 	}
 	r->conn = sock;
-	choose_grace_mode(r);
-	viommu_reader_tlb_flush(r);
+	viommu_reader_ready(r);
 	return r;
 fail:
 	for (int k = 0; k < 2; k++)
@@ -198,11 +170,11 @@ void viommu_reader_close(struct viommu_reader *r)
 {
 	if (!r)
 		return;
-	if (r->fp) {
-		viommu_fastpath_release_slot(r->fp, r->slot, r->token);
+	if (r->release) {
+		r->release(r); /* a reader of the device's process: its slot goes back */
 	} else {
 		if (r->slot)
-			munmap(r->slot, VIOMMU_SHARE_SLOT_BYTES);
+			munmap(r->slot, VIOMMU_READER_SLOT_BYTES);
 		if (r->data)
 			munmap(r->data, r->data_len);
 		if (r->conn >= 0)
@@ -217,11 +189,11 @@ static void count(struct viommu_reader *r, const struct viommu_answer *a)
 
 	/* Counters of our own slot: relaxed, read racily by `viommu stat`. */
 	__atomic_store_n(&s->lookups, s->lookups + 1, __ATOMIC_RELAXED);
-	if (a->result == VIOMMU_FP_HIT)
+	if (a->result == VIOMMU_XLATE_HIT)
 		__atomic_store_n(&s->hits, s->hits + 1, __ATOMIC_RELAXED);
-	else if (a->result == VIOMMU_FP_IDENT)
+	else if (a->result == VIOMMU_XLATE_IDENTITY)
 		__atomic_store_n(&s->identity, s->identity + 1, __ATOMIC_RELAXED);
-	else if (a->result == VIOMMU_FP_RETRY)
+	else if (a->result == VIOMMU_XLATE_RETRY)
 		__atomic_store_n(&s->retries, s->retries + 1, __ATOMIC_RELAXED);
 }
 
@@ -249,7 +221,6 @@ static __u64 prefetch_slot(const struct viommu_reader *r, __u64 key)
 static void prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n)
 {
 	__u64 key[VIOMMU_BULK_MAX], slot[VIOMMU_BULK_MAX];
-	const unsigned l5 = VIOMMU_LEVEL_SHIFT(VIOMMU_RADIX_LEVELS - 1);
 
 	for (unsigned i = 0; i < n; i++) {
 		const struct viommu_ep_entry *e;
@@ -258,7 +229,7 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 		if (q[i].endpoint >= VIOMMU_EP_DENSE) /* sparse ids: the lookup finds them */
 			continue;
 		e = &r->eps[q[i].endpoint];
-		if (__atomic_load_n(&e->state, __ATOMIC_RELAXED) != VIOMMU_FP_ATTACHED)
+		if (__atomic_load_n(&e->state, __ATOMIC_RELAXED) != VIOMMU_EP_ATTACHED)
 			continue;
 		key[i] = VIOMMU_HASH_KEY(__atomic_load_n(&e->domain_slot, __ATOMIC_RELAXED), q[i].iova);
 		__builtin_prefetch(&r->buckets[viommu_hash_index(key[i], r->hash_mask)]);
@@ -275,7 +246,7 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 			slot[i] = 0;
 		} else if (VIOMMU_SLOT_TAG(slot[i]) == VIOMMU_SLOT_NODE && idx < r->nodes_max) {
 			__builtin_prefetch(&r->nodes[idx]);
-			__builtin_prefetch(&r->nodes[idx].slot[(q[i].iova >> l5) & (VIOMMU_RADIX_FANOUT - 1)]);
+			__builtin_prefetch(&r->nodes[idx].slot[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova)]);
 		} else {
 			slot[i] = 0;
 		}
@@ -287,7 +258,7 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 		if (!key[i] || VIOMMU_SLOT_TAG(slot[i]) != VIOMMU_SLOT_NODE)
 			continue;
 		ent = __atomic_load_n(&r->nodes[VIOMMU_SLOT_IDX(slot[i])]
-					       .slot[(q[i].iova >> l5) & (VIOMMU_RADIX_FANOUT - 1)],
+					       .slot[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova)],
 				      __ATOMIC_RELAXED);
 		idx = VIOMMU_SLOT_IDX(ent);
 		if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT && idx < r->extents_max)
@@ -305,11 +276,37 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	prefetch_burst(r, q, n);
 	for (unsigned i = 0; i < n; i++) {
 		viommu_reader_translate(r, &q[i], &a[i]);
-		if (a[i].result == VIOMMU_FP_HIT || a[i].result == VIOMMU_FP_IDENT)
+		if (a[i].result == VIOMMU_XLATE_HIT || a[i].result == VIOMMU_XLATE_IDENTITY)
 			mask |= 1ull << i;
 		count(r, &a[i]);
 	}
 	return mask;
+}
+
+uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viommu_query *q,
+				      struct viommu_answer *a, struct viommu_reader_tlb *t)
+{
+	struct viommu_lk lk = { 0 };
+	/* Before the walk: a bump during it leaves the entry with the older value (dropped). */
+	uint64_t wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
+
+	viommu_translate(r, q, a, &lk);
+	if (__builtin_expect(a->result == VIOMMU_XLATE_MORE, 0))
+		viommu_reader_translate_rest(r, q, a);
+	/* A HIT over many extents fills the entry with the first one (lk), validated as for one. */
+	if (a->result == VIOMMU_XLATE_HIT) {
+		t->wraps = wraps;
+		t->ep = q->endpoint;
+		t->ep_seqp = &r->eps[lk.ep_idx].seq;
+		t->ep_seq = lk.ep_seq;
+		t->ext_seq = &r->exts[lk.ext_idx].seq;
+		t->ext_gen = lk.ext_gen;
+		t->flags = lk.ext_flags;
+		t->start = lk.ext_start;
+		t->end = lk.ext_end;
+		t->phys = lk.ext_phys;
+	}
+	return a->result;
 }
 
 uint32_t viommu_reader_translate_rest(struct viommu_reader *r, const struct viommu_query *q,
@@ -336,7 +333,7 @@ int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_quer
 		.address = a->fault_addr,
 	};
 
-	if (a->result != VIOMMU_FP_FAULT || a->reason > 2)
+	if (a->result != VIOMMU_XLATE_FAULT || a->reason > 2)
 		return -EINVAL;
 	__atomic_store_n(&r->slot->faults[a->reason], r->slot->faults[a->reason] + 1, __ATOMIC_RELAXED);
 	if (r->conn >= 0) {

@@ -256,14 +256,15 @@ static int parse_line(struct run *f, char *buf, unsigned lineno, struct line *l)
 		(r)->mismatches++;                                               \
 	} while (0)
 
-static enum viommu_xlate_result store_translate(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
-						uint32_t access, struct viommu_xlate *out)
+static enum viommu_xlate_result store_translate(void *ctx, const struct viommu_query *q,
+						struct viommu_answer *out)
 {
 	struct viommu_device *dev = ctx;
-	enum viommu_xlate_result res = viommu_device_translate(dev, ep, iova, size, access, out);
+	enum viommu_xlate_result res = viommu_device_answer(dev, q, out);
 
 	if (res == VIOMMU_XLATE_FAULT)
-		viommu_device_report_fault(dev, ep, out->reason, access, out->fault_addr);
+		viommu_device_report_fault(dev, q->endpoint, (uint8_t)out->reason, q->access,
+					   out->fault_addr);
 	return res;
 }
 
@@ -364,10 +365,17 @@ static int expect_parse(const char *s, struct expect *e)
 	return 0;
 }
 
-static const char *reason_name(uint8_t r)
+static const char *reason_name(uint32_t r)
 {
 	return r == VIOMMU_FAULT_R_DOMAIN ? "fault:domain" :
 	       r == VIOMMU_FAULT_R_MAPPING ? "fault:mapping" : "fault:unknown";
+}
+
+/* What a non-HIT answer was, for a mismatch message. */
+static const char *answer_name(const struct viommu_answer *a)
+{
+	return a->result == VIOMMU_XLATE_IDENTITY ? "bypass" :
+	       a->result == VIOMMU_XLATE_FAULT ? reason_name(a->reason) : "retry (raced a writer)";
 }
 
 /* Run one probe through every reader and check the answer and each fault report. */
@@ -383,30 +391,29 @@ static void probe(struct run *r, const struct line *l, uint32_t ep, uint64_t iov
 		; /* nothing stale from earlier lines */
 	for (unsigned i = 0; i < r->nreaders; i++) {
 		struct viommu_replay_reader *rd = &r->readers[i];
-		struct viommu_xlate x;
+		struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = size };
+		struct viommu_answer x;
 		enum viommu_xlate_result res;
 
 		viommu_device_eventq_post(r->dev, 1); /* the driver keeps a buffer posted */
-		res = rd->translate(rd->ctx, ep, iova, size, access, &x);
+		res = rd->translate(rd->ctx, &q, &x);
 		switch (e->kind) {
 		case 0:
-			if (res != VIOMMU_XLATE_OK || x.pa != e->pa)
+			if (res != VIOMMU_XLATE_HIT || x.pa != e->pa)
 				MISMATCH(r, l, "[%s] expected 0x%llx, got %s 0x%llx", rd->name,
 					 (unsigned long long)e->pa,
-					 res == VIOMMU_XLATE_OK ? "pa" :
-					 res == VIOMMU_XLATE_IDENTITY ? "bypass" : reason_name(x.reason),
+					 res == VIOMMU_XLATE_HIT ? "pa" : answer_name(&x),
 					 (unsigned long long)(res == VIOMMU_XLATE_FAULT ? x.fault_addr : x.pa));
 			break;
 		case 1:
 			if (res != VIOMMU_XLATE_IDENTITY || x.pa != iova)
 				MISMATCH(r, l, "[%s] expected bypass, got %s", rd->name,
-					 res == VIOMMU_XLATE_OK ? "a translation" : reason_name(x.reason));
+					 res == VIOMMU_XLATE_HIT ? "a translation" : answer_name(&x));
 			break;
 		case 2:
 			if (res != VIOMMU_XLATE_FAULT || x.reason != e->reason)
 				MISMATCH(r, l, "[%s] expected %s, got %s", rd->name, reason_name(e->reason),
-					 res == VIOMMU_XLATE_OK ? "a translation" :
-					 res == VIOMMU_XLATE_IDENTITY ? "bypass" : reason_name(x.reason));
+					 res == VIOMMU_XLATE_HIT ? "a translation" : answer_name(&x));
 			break;
 		}
 		/* Exactly one report for a fault, none otherwise. */
@@ -502,7 +509,7 @@ static void dma_probe_unmap(struct run *r, const struct line *l, uint32_t domain
 		return;
 	if (p.st != VIOMMU_EP_ATTACHED)
 		e.kind = 1;
-	probe(r, l, p.ep, start, 1, VIOMMU_ACCESS_READ, &e);
+	probe(r, l, p.ep, start, 1, VIOMMU_MAP_F_READ, &e);
 }
 
 static int hexbytes(const char *s, uint8_t *out, size_t cap, size_t *len)
@@ -790,11 +797,11 @@ static int do_translate(struct run *r, const struct line *l)
 		return -EINVAL;
 	}
 	if (!strcmp(acc, "r"))
-		access = VIOMMU_ACCESS_READ;
+		access = VIOMMU_MAP_F_READ;
 	else if (!strcmp(acc, "w"))
-		access = VIOMMU_ACCESS_WRITE;
+		access = VIOMMU_MAP_F_WRITE;
 	else if (!strcmp(acc, "rw"))
-		access = VIOMMU_ACCESS_READ | VIOMMU_ACCESS_WRITE;
+		access = VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE;
 	else {
 		ERR(r, l, "access= is r, w or rw");
 		return -EINVAL;

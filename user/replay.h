@@ -28,8 +28,9 @@ enum viommu_replay_path {
 struct viommu_replay_reader {
 	const char *name;
 	void *ctx;
-	enum viommu_xlate_result (*translate)(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
-					      uint32_t access, struct viommu_xlate *out);
+	/* The final answer (never MORE); RETRY only if a writer raced, which replay never has. */
+	enum viommu_xlate_result (*translate)(void *ctx, const struct viommu_query *q,
+					      struct viommu_answer *out);
 	void (*print_stat)(void *ctx, FILE *out);
 	void (*close)(void *ctx);
 };

@@ -39,52 +39,24 @@ static void fp_put(void)
 	}
 }
 
-static enum viommu_xlate_result to_xlate(const struct viommu_answer *a, struct viommu_xlate *out)
-{
-	memset(out, 0, sizeof(*out));
-	switch (a->result) {
-	case VIOMMU_FP_HIT:
-		out->pa = a->pa;
-		out->ext_start = a->ext_start;
-		out->ext_end = a->ext_end;
-		out->ext_phys = a->ext_phys;
-		out->ext_flags = a->ext_flags;
-		return VIOMMU_XLATE_OK;
-	case VIOMMU_FP_IDENT:
-		out->pa = a->pa;
-		return VIOMMU_XLATE_IDENTITY;
-	case VIOMMU_FP_FAULT:
-		out->reason = (uint8_t)a->reason;
-		out->fault_addr = a->fault_addr;
-		return VIOMMU_XLATE_FAULT;
-	default: /* RETRY: cannot happen without a concurrent writer; shows as a mismatch. (MORE
-		  * never gets here: the reader and viommu_fastpath_bpf_translate() continue a range
-		  * over more than VIOMMU_SPAN_MAX extents to its final answer.) */
-		out->reason = 0xff;
-		return VIOMMU_XLATE_FAULT;
-	}
-}
-
 struct user_ctx {
 	struct viommu_fastpath *fp;
 	struct viommu_reader *r;
 };
 
-static enum viommu_xlate_result user_translate(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
-					       uint32_t access, struct viommu_xlate *out)
+static enum viommu_xlate_result user_translate(void *ctx, const struct viommu_query *q,
+					       struct viommu_answer *a)
 {
 	struct user_ctx *c = ctx;
-	struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = size };
-	struct viommu_answer a;
 
-	viommu_reader_translate_bulk(c->r, &q, &a, 1);
-	if (a.result == VIOMMU_FP_FAULT) {
-		viommu_reader_report_fault(c->r, &q, &a);
+	viommu_reader_translate_bulk(c->r, q, a, 1);
+	if (a->result == VIOMMU_XLATE_FAULT) {
+		viommu_reader_report_fault(c->r, q, a);
 		/* The report travels through the fault ring buffer: the device thread (us) moves
 		 * it into the event queue. */
 		viommu_fastpath_poll_faults(c->fp);
 	}
-	return to_xlate(&a, out);
+	return a->result;
 }
 
 static void user_stat(void *ctx, FILE *out)
@@ -126,17 +98,15 @@ int viommu_replay_open_user(struct viommu_device *dev, struct viommu_replay_read
 	return 0;
 }
 
-static enum viommu_xlate_result bpf_translate(void *ctx, uint32_t ep, uint64_t iova, uint64_t size,
-					      uint32_t access, struct viommu_xlate *out)
+static enum viommu_xlate_result bpf_translate(void *ctx, const struct viommu_query *q,
+					      struct viommu_answer *a)
 {
 	struct viommu_fastpath *fp = ctx;
-	struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = size };
-	struct viommu_answer a = { .result = VIOMMU_FP_RETRY };
 
-	if (viommu_fastpath_bpf_translate(fp, &q, &a, 1, true))
-		a.result = VIOMMU_FP_RETRY;
+	if (viommu_fastpath_bpf_translate(fp, q, a, 1, true))
+		a->result = VIOMMU_XLATE_RETRY;
 	viommu_fastpath_poll_faults(fp);
-	return to_xlate(&a, out);
+	return a->result;
 }
 
 static void bpf_stat(void *ctx, FILE *out)

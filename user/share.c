@@ -25,6 +25,7 @@
 #include <bpf/libbpf.h>
 
 #include "fastpath_int.h"
+#include "reader.h"
 #include "xlate.skel.h"
 
 #define ALIGNED_SLOT 128 /* two cache lines: a reader's stores never share a line with another's */
@@ -103,6 +104,41 @@ void viommu_fastpath_release_slot(struct viommu_fastpath *fp, const struct viomm
 			 __ATOMIC_RELEASE);
 }
 
+static void release_local(struct viommu_reader *r)
+{
+	viommu_fastpath_release_slot(r->owner, r->slot, r->token);
+}
+
+struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
+{
+	const struct viommu_fp_view *v = &fp->view;
+	struct viommu_reader *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->meta = v->meta;
+	r->eps = v->eps;
+	r->ep_index = v->ep_index;
+	r->nodes = v->nodes;
+	r->exts = v->exts;
+	r->buckets = v->buckets;
+	r->nodes_max = v->nodes_max;
+	r->extents_max = v->extents_max;
+	r->hash_mask = v->hash_mask;
+	r->fault_prog_fd = viommu_fastpath_fault_prog_fd(fp);
+	r->conn = -1;
+	r->slot = viommu_fastpath_claim_slot(fp, &r->token);
+	if (!r->slot) {
+		free(r);
+		errno = ENOSPC;
+		return NULL;
+	}
+	r->owner = fp;
+	r->release = release_local;
+	viommu_reader_ready(r);
+	return r;
+}
+
 int viommu_fastpath_fault_prog_fd(const struct viommu_fastpath *fp)
 {
 	return bpf_program__fd(fp->skel->progs.viommu_report_fault);
@@ -137,7 +173,7 @@ void fp_reader_drop(struct viommu_fastpath *fp, uint32_t i)
 	if (rd->conn < 0)
 		return;
 	close(rd->conn);
-	munmap(rd->slot, VIOMMU_SHARE_SLOT_BYTES);
+	munmap(rd->slot, VIOMMU_READER_SLOT_BYTES);
 	rd->conn = -1;
 	rd->slot = NULL;
 	rd->pid = 0;
@@ -169,11 +205,11 @@ int fp_reader_reap(struct viommu_fastpath *fp, uint32_t i)
  * both) into a fresh memfd, then seal it. From then on every data store goes to both. */
 static int mirror_begin(struct viommu_fastpath *fp)
 {
-	const size_t used[M_DATA] = {
-		[M_META] = fp->len[M_META], [M_EPS] = fp->len[M_EPS], [M_EPIDX] = fp->len[M_EPIDX],
-		[M_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
-		[M_EXTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
-		[M_HASH] = fp->len[M_HASH],
+	const size_t used[VIOMMU_SHM_DATA] = {
+		[VIOMMU_SHM_META] = fp->len[VIOMMU_SHM_META], [VIOMMU_SHM_EPS] = fp->len[VIOMMU_SHM_EPS], [VIOMMU_SHM_EP_INDEX] = fp->len[VIOMMU_SHM_EP_INDEX],
+		[VIOMMU_SHM_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
+		[VIOMMU_SHM_EXTENTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
+		[VIOMMU_SHM_HASH] = fp->len[VIOMMU_SHM_HASH],
 	};
 	int fd = memfd_create("viommu-data", MFD_CLOEXEC | MFD_ALLOW_SEALING), err;
 	char *m;
@@ -191,7 +227,7 @@ static int mirror_begin(struct viommu_fastpath *fp)
 		close(fd);
 		return err;
 	}
-	for (int i = 0; i < M_DATA; i++)
+	for (int i = 0; i < VIOMMU_SHM_DATA; i++)
 		memcpy(m + fp->off[i], fp->base + fp->off[i], used[i]);
 	/* Our mapping stays writable; every later mapping is read-only and can never become
 	 * writable (the kernel clears VM_MAYWRITE), write() and fallocate() fail, the size is
@@ -219,13 +255,13 @@ static int slot_memfd(struct viommu_reader_slot **slot)
 		return -errno;
 	/* Sealed size: a reader that could shrink its page would make our next load of it a
 	 * SIGBUS in the device thread. */
-	if (ftruncate(fd, VIOMMU_SHARE_SLOT_BYTES) ||
+	if (ftruncate(fd, VIOMMU_READER_SLOT_BYTES) ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
 		err = -errno;
 		close(fd);
 		return err;
 	}
-	m = mmap(NULL, VIOMMU_SHARE_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	m = mmap(NULL, VIOMMU_READER_SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (m == MAP_FAILED) {
 		err = -errno;
 		close(fd);
@@ -274,7 +310,7 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn)
 		.nodes_max = fp->nodes_max, .extents_max = fp->extents_max,
 		.hash_buckets = fp->view.hash_mask + 1, .token = token, .data_bytes = fp->data_len,
 	};
-	for (int k = 0; k < VIOMMU_SHARE_MAPS; k++)
+	for (int k = 0; k < VIOMMU_SHM_DATA; k++)
 		h.off[k] = fp->off[k]; /* enum viommu_share order == M_* order */
 	memset(cbuf, 0, sizeof(cbuf));
 	c = CMSG_FIRSTHDR(&msg);
@@ -285,7 +321,7 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn)
 	if (sendmsg(conn, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
 		err = errno ? -errno : -EIO;
 		close(fds[1]);
-		munmap(slot, VIOMMU_SHARE_SLOT_BYTES);
+		munmap(slot, VIOMMU_READER_SLOT_BYTES);
 		return err;
 	}
 	close(fds[1]); /* the reader holds its own; ours is the mapping */
@@ -376,14 +412,14 @@ void fp_readers_summarise(struct viommu_fastpath *fp)
 
 /* ---- pins ---- */
 
-enum { PIN_MAPS = M_COUNT, PIN_STATS = M_COUNT, PIN_FAULT_PROG, PIN_COUNT };
-static const char *const pin_names[PIN_COUNT] = {
-	[M_META] = "viommu_meta", [M_EPS] = "viommu_endpoints", [M_EPIDX] = "viommu_ep_index",
-	[M_NODES] = "viommu_nodes", [M_EXTS] = "viommu_extents", [M_HASH] = "viommu_hash",
-	[M_READERS] = "viommu_readers", [PIN_STATS] = "viommu_stats",
-	[PIN_FAULT_PROG] = "viommu_report_fault",
-};
+/* The pins: every shared map (the table in viommu_abi.h), the BPF readers' counters, the fault
+ * program. */
+enum { PIN_MAPS = VIOMMU_SHM_COUNT, PIN_STATS = VIOMMU_SHM_COUNT, PIN_FAULT_PROG, PIN_COUNT };
 
+static const char *pin_name(int i)
+{
+	return i < PIN_MAPS ? viommu_shm_name[i] : i == PIN_STATS ? "viommu_stats" : "viommu_report_fault";
+}
 static int pin_fd(const struct viommu_fastpath *fp, int i)
 {
 	if (i < PIN_MAPS)
@@ -439,7 +475,7 @@ int viommu_fastpath_pin(struct viommu_fastpath *fp, const char *dir)
 		goto fail;
 	}
 	for (int i = 0; i < PIN_COUNT; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, pin_names[i]);
+		snprintf(path, sizeof(path), "%s/%s", dir, pin_name(i));
 		if (bpf_obj_pin(pin_fd(fp, i), path)) {
 			err = -errno; /* EEXIST: another device's pin; it is left alone */
 			goto fail;
@@ -467,7 +503,7 @@ void viommu_fastpath_unpin(struct viommu_fastpath *fp)
 
 		if (!(fp->pins_made & (1u << i)))
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", fp->pin_dir, pin_names[i]);
+		snprintf(path, sizeof(path), "%s/%s", fp->pin_dir, pin_name(i));
 		/* Only if the pin still names our object. */
 		fd = bpf_obj_get(path);
 		if (fd >= 0) {

@@ -129,7 +129,8 @@ int viommu_stat_pinned(const char *dir, FILE *out)
 	int mfd, rfd = -1, sfd = -1, err = 0;
 	uint32_t zero = 0;
 
-	mfd = open_checked(dir, "viommu_meta", BPF_MAP_TYPE_ARRAY, sizeof(meta), 1);
+	mfd = open_checked(dir, viommu_shm_name[VIOMMU_SHM_META], BPF_MAP_TYPE_ARRAY,
+			   viommu_shm_elem_size[VIOMMU_SHM_META], viommu_shm_entries[VIOMMU_SHM_META]);
 	if (mfd < 0)
 		return mfd;
 	/* A syscall read of the element (no mapping): sizes were checked, so it fits. */
@@ -142,7 +143,8 @@ int viommu_stat_pinned(const char *dir, FILE *out)
 		err = -EPROTO;
 		goto out;
 	}
-	rfd = open_checked(dir, "viommu_readers", BPF_MAP_TYPE_ARRAY, sizeof(*infos), VIOMMU_READER_INFOS);
+	rfd = open_checked(dir, viommu_shm_name[VIOMMU_SHM_READERS], BPF_MAP_TYPE_ARRAY,
+			   viommu_shm_elem_size[VIOMMU_SHM_READERS], viommu_shm_entries[VIOMMU_SHM_READERS]);
 	if (rfd < 0) {
 		err = rfd;
 		goto out;

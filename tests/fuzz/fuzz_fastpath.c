@@ -69,12 +69,12 @@ static void same(const struct viommu_query *q, const struct viommu_answer *want,
 {
 	bool ok = got->result == want->result;
 
-	if (ok && want->result == VIOMMU_FP_HIT)
+	if (ok && want->result == VIOMMU_XLATE_HIT)
 		ok = got->pa == want->pa && got->ext_start == want->ext_start &&
 		     got->ext_end == want->ext_end;
-	else if (ok && want->result == VIOMMU_FP_IDENT)
+	else if (ok && want->result == VIOMMU_XLATE_IDENTITY)
 		ok = got->pa == want->pa;
-	else if (ok && want->result == VIOMMU_FP_FAULT)
+	else if (ok && want->result == VIOMMU_XLATE_FAULT)
 		ok = got->reason == want->reason && got->fault_addr == want->fault_addr;
 	if (!ok)
 		FAIL("%s disagrees with the store: ep %u iova 0x%llx size 0x%llx access %u: result %u "
@@ -96,7 +96,7 @@ static void check_all(struct variant *v, const struct viommu_query *q, unsigned 
 	for (unsigned i = 0; i < nq; i++) {
 		struct viommu_answer want, got;
 
-		viommu_fastpath_expected(v->dev, &q[i], &want);
+		viommu_device_answer(v->dev, &q[i], &want);
 		viommu_reader_translate(v->r, &q[i], &got);
 		same(&q[i], &want, &got, "the userspace reader");
 	}
@@ -223,7 +223,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (viommu_fastpath_bpf_translate(v->fp, q, got, nq, false))
 			FAIL("viommu_fastpath_bpf_translate: %s", strerror(errno));
 		for (unsigned i = 0; i < nq; i++) {
-			viommu_fastpath_expected(v->dev, &q[i], &want[i]);
+			viommu_device_answer(v->dev, &q[i], &want[i]);
 			same(&q[i], &want[i], &got[i], "the BPF program");
 		}
 	}

@@ -100,7 +100,7 @@ static void do_translate(struct viommu_device *dev, struct cursor *c)
 {
 	uint8_t sel, access, size_log;
 	uint64_t iova, size, last;
-	struct viommu_xlate x;
+	struct viommu_answer x;
 	enum viommu_xlate_result res;
 	enum viommu_ep_state st;
 	uint32_t ep;
@@ -110,13 +110,13 @@ static void do_translate(struct viommu_device *dev, struct cursor *c)
 		return;
 	}
 	ep = sel < 8 ? endpoints[sel] : sel; /* sel >= 8: an id that mostly does not exist */
-	access &= VIOMMU_ACCESS_READ | VIOMMU_ACCESS_WRITE;
+	access &= VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE;
 	size = size_log >= 64 ? 0 : 1ull << (size_log % 64);
 	last = iova + (size ? size - 1 : 0);
 	st = viommu_device_endpoint_state(dev, ep);
 	res = viommu_device_translate(dev, ep, iova, size, access, &x);
 	switch (res) {
-	case VIOMMU_XLATE_OK: {
+	case VIOMMU_XLATE_HIT: {
 		const struct viommu_endpoint *e = viommu_device_endpoint(dev, ep);
 		const struct viommu_extent *ext;
 

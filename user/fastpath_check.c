@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Checks of the fast path, for tests, the fuzzers and the replayer: the writer's self-check of
+ * the whole shared state (against the device core's store, the mirror against the maps, the
+ * radix, the hash and the sparse index against each other) and the oracle that says whether a
+ * fast-path answer agrees with the store's. Device thread (the self-check reads writer state).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastpath_int.h"
+
+/* ---- self-check (tests and the fuzzer) ---- */
+
+struct fp_check {
+	const struct viommu_fastpath *fp;
+	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
+	uint32_t nodes, extents;
+};
+
+/* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
+static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
+		      uint64_t base)
+{
+	const struct viommu_fastpath *fp = c->fp;
+	const struct viommu_node *n;
+	uint32_t used = 0;
+
+	if (idx >= fp->node_hwm)
+		return -EUCLEAN;
+	n = &fp->nodes[idx];
+	if ((n->seq & 1) || (gen != ~0u && n->seq != gen) || n->level != level ||
+	    n->domain_slot != dslot || n->base != base)
+		return -EUCLEAN;
+	c->nodes++;
+	for (uint32_t si = 0; si < VIOMMU_RADIX_FANOUT; si++) {
+		uint64_t w = n->slot[si], start = base + ((uint64_t)si << VIOMMU_LEVEL_SHIFT(level));
+		uint64_t last = start + ((1ull << VIOMMU_LEVEL_SHIFT(level)) - 1);
+		int err;
+
+		if (!w)
+			continue;
+		used++;
+		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_NODE) {
+			if (level == VIOMMU_RADIX_LEVELS - 1)
+				return -EUCLEAN;
+			if ((err = check_node(c, dslot, VIOMMU_SLOT_IDX(w), VIOMMU_SLOT_GEN(w), level + 1,
+					      start)))
+				return err;
+		} else if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT) {
+			const struct viommu_extent_rec *x;
+			uint32_t xi = VIOMMU_SLOT_IDX(w);
+
+			if (xi >= fp->ext_hwm)
+				return -EUCLEAN;
+			x = &fp->exts[xi];
+			if (x->seq != VIOMMU_SLOT_GEN(w) || (x->seq & 1) || x->domain_slot != dslot ||
+			    start < x->start || last > x->end)
+				return -EUCLEAN;
+			if (!c->ext_seen[xi]) {
+				c->ext_seen[xi] = 1;
+				c->extents++;
+			}
+		} else {
+			return -EUCLEAN;
+		}
+		/* The hash holds a level-4 slot's word or nothing (I6). */
+		if (level == VIOMMU_HASH_LEVEL) {
+			uint64_t key = VIOMMU_HASH_KEY(dslot, start);
+			const struct viommu_hash_bucket *b =
+				&fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+
+			for (int wy = 0; wy < VIOMMU_HASH_WAYS; wy++)
+				if (b->key[wy] == key && b->val[wy] != w)
+					return -EUCLEAN;
+		}
+	}
+	if (used != fp->node_used[idx] || (level > 0 && !used))
+		return -EUCLEAN; /* I2: no empty non-root node stays linked */
+	return 0;
+}
+
+static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents);
+
+/* The shared state says what the store says: every endpoint's entry, every extent's record. */
+struct fp_check_store {
+	const struct viommu_fastpath *fp;
+	uint8_t *dom_seen;
+	uint64_t extents;
+};
+
+/* The record the radix of domain slot @dslot names for @iova, or -1. */
+static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
+{
+	uint32_t idx = fp->dom_root[dslot];
+
+	for (int l = 0; l < VIOMMU_RADIX_LEVELS; l++) {
+		uint64_t w = fp->nodes[idx].slot[VIOMMU_SLOT_OF(l, iova)];
+
+		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT)
+			return VIOMMU_SLOT_IDX(w);
+		if (VIOMMU_SLOT_TAG(w) != VIOMMU_SLOT_NODE || VIOMMU_SLOT_IDX(w) >= fp->node_hwm)
+			return -1;
+		idx = VIOMMU_SLOT_IDX(w);
+	}
+	return -1;
+}
+
+static int check_domain_records(struct fp_check_store *c, const struct viommu_domain *d)
+{
+	const struct viommu_fastpath *fp = c->fp;
+	uint64_t key;
+
+	if (c->dom_seen[d->slot])
+		return 0;
+	c->dom_seen[d->slot] = 1;
+	for (const struct viommu_extent *x = viommu_btree_first(&d->extents, &key); x;
+	     x = viommu_btree_next(&d->extents, key, &key)) {
+		const struct viommu_extent_rec *r;
+
+		int64_t ri = record_at(fp, d->slot, x->start);
+
+		if (ri < 0 || ri >= fp->ext_hwm)
+			return -EUCLEAN;
+		r = &fp->exts[ri];
+		if ((r->seq & 1) || r->domain_slot != d->slot || r->start != x->start ||
+		    r->end != x->end || r->phys != x->phys || r->flags != x->flags)
+			return -EUCLEAN;
+		c->extents++;
+	}
+	return 0;
+}
+
+static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
+{
+	struct fp_check_store *c = arg;
+	const struct viommu_fastpath *fp = c->fp;
+	enum viommu_ep_state st = viommu_device_endpoint_state(fp->dev, ep->id);
+	int64_t i = fp_ep_index_find((struct viommu_fastpath *)fp, ep->id, false);
+	const struct viommu_ep_entry *e;
+
+	if (i < 0)
+		return st == VIOMMU_EP_UNKNOWN ? 0 : -EUCLEAN;
+	e = &fp->eps[i];
+	if ((e->seq & 1) || e->state != (uint8_t)st)
+		return -EUCLEAN;
+	if (st == VIOMMU_EP_ATTACHED &&
+	    (e->domain_slot != ep->domain->slot || e->root != fp->dom_root[ep->domain->slot]))
+		return -EUCLEAN;
+	/* Every domain with an endpoint, translated or not (no ACCESS_PLATFORM, bypass). */
+	return ep->domain ? check_domain_records(c, ep->domain) : 0;
+}
+
+/* The mirror is the maps, byte for byte, wherever a reader can reach. */
+static int check_mirror(const struct viommu_fastpath *fp)
+{
+	const size_t used[VIOMMU_SHM_DATA] = {
+		[VIOMMU_SHM_META] = sizeof(struct viommu_meta), [VIOMMU_SHM_EPS] = fp->len[VIOMMU_SHM_EPS],
+		[VIOMMU_SHM_EP_INDEX] = fp->len[VIOMMU_SHM_EP_INDEX],
+		[VIOMMU_SHM_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
+		[VIOMMU_SHM_EXTENTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
+		[VIOMMU_SHM_HASH] = fp->len[VIOMMU_SHM_HASH],
+	};
+
+	if (!fp->mirror_delta)
+		return 0;
+	for (int i = 0; i < VIOMMU_SHM_DATA; i++)
+		if (memcmp(fp->base + fp->off[i], fp->base + fp->off[i] + fp->mirror_delta, used[i]))
+			return -EUCLEAN;
+	return 0;
+}
+
+int viommu_fastpath_check(const struct viommu_fastpath *fp)
+{
+	struct fp_check_store cs = { .fp = fp };
+	int serr;
+
+	/* First: the shared state against the store (a map written by anyone but the writer, e.g.
+	 * through a pin, differs from it), and the mirror against the maps. */
+	cs.dom_seen = calloc(VIOMMU_DOMAINS_MAX, 1);
+	if (!cs.dom_seen)
+		return -ENOMEM;
+	serr = viommu_device_for_each_endpoint(fp->dev, check_endpoint, &cs);
+	free(cs.dom_seen);
+	if (serr)
+		return -EUCLEAN;
+	if (check_mirror(fp))
+		return -EUCLEAN;
+	return viommu_fastpath_check_radix(fp, cs.extents);
+}
+
+static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents)
+{
+	struct fp_check c = { .fp = fp };
+	uint32_t domains = 0;
+	int err = 0;
+
+	c.ext_seen = calloc(fp->ext_hwm + 1, 1);
+	if (!c.ext_seen)
+		return -ENOMEM;
+	for (uint32_t d = 0; d < fp->dom_slots && !err; d++) {
+		if (!fp->dom_live[d])
+			continue;
+		domains++;
+		err = check_node(&c, d, fp->dom_root[d], ~0u, 0, 0);
+	}
+	free(c.ext_seen);
+	if (err)
+		return err;
+	/* Every node and record in use is reachable: nothing leaked. */
+	if (domains != fp->meta->domains_used || c.nodes != fp->meta->nodes_used ||
+	    c.extents != fp->meta->extents_used ||
+	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
+	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
+		return -EUCLEAN;
+	/* A domain lives while it has an endpoint: the records reached from the store's domains
+	 * are exactly the live ones. */
+	if (store_extents != c.extents)
+		return -EUCLEAN;
+	/* The sparse endpoint index (I8): every id once, above the dense range, naming its own
+	 * entry, reachable by linear probing from its home within meta.ep_probes slots. */
+	{
+		uint32_t n = 0;
+
+		for (uint32_t i = 0; i < VIOMMU_EP_INDEX_SLOTS; i++) {
+			uint64_t v = fp->ep_index[i];
+			uint32_t id = VIOMMU_EP_INDEX_ID(v), e = VIOMMU_EP_INDEX_ENTRY(v), h, d;
+
+			if (!v)
+				continue;
+			n++;
+			h = viommu_ep_hash(id);
+			d = (i - h) & (VIOMMU_EP_INDEX_SLOTS - 1);
+			if (id < VIOMMU_EP_DENSE || e < VIOMMU_EP_DENSE ||
+			    e >= VIOMMU_EP_DENSE + fp->sparse_used || d >= fp->meta->ep_probes ||
+			    fp->meta->ep_probes > VIOMMU_EP_INDEX_PROBES_MAX)
+				return -EUCLEAN;
+			for (uint32_t k = 0; k < d; k++)
+				if (!fp->ep_index[(h + k) & (VIOMMU_EP_INDEX_SLOTS - 1)])
+					return -EUCLEAN; /* a reader would stop at this hole */
+			for (uint32_t j = 0; j < i; j++)
+				if (fp->ep_index[j] && (VIOMMU_EP_INDEX_ID(fp->ep_index[j]) == id ||
+							VIOMMU_EP_INDEX_ENTRY(fp->ep_index[j]) == e))
+					return -EUCLEAN;
+		}
+		if (n != fp->sparse_used)
+			return -EUCLEAN;
+	}
+	/* Every hash entry is a live domain's non-empty level-4 slot, with its word (I6). */
+	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
+		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
+			uint64_t key = fp->buckets[b].key[w], iova, word = 0;
+			uint32_t d = VIOMMU_HASH_KEY_DSLOT(key), idx;
+
+			if (!key)
+				continue;
+			if (!(key >> VIOMMU_HASH_KEY_SHIFT) || d >= VIOMMU_DOMAINS_MAX || !fp->dom_live[d])
+				return -EUCLEAN;
+			iova = VIOMMU_HASH_KEY_IOVA(key);
+			idx = fp->dom_root[d];
+			for (int l = 0; l <= VIOMMU_HASH_LEVEL; l++) {
+				word = fp->nodes[idx].slot[VIOMMU_SLOT_OF(l, iova)];
+				if (l < VIOMMU_HASH_LEVEL && VIOMMU_SLOT_TAG(word) != VIOMMU_SLOT_NODE)
+					return -EUCLEAN;
+				idx = VIOMMU_SLOT_IDX(word);
+			}
+			if (!word || word != fp->buckets[b].val[w])
+				return -EUCLEAN;
+		}
+	return 0;
+}
+
+bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_answer *want,
+			    const struct viommu_answer *got)
+{
+	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+
+	if (got->result == VIOMMU_XLATE_MORE) {
+		/* The checked part [iova, next - 1] is mapped with the access: the store's final
+		 * answer is a HIT with the same first extent, or a fault past the checked part, or
+		 * the fault of a DMA past 2^64 (at its first byte). */
+		bool wraps = last < q->iova;
+
+		if (got->next <= q->iova || (!wraps && got->next > last) ||
+		    got->ext_start > q->iova || got->ext_end < q->iova ||
+		    got->pa != got->ext_phys + (q->iova - got->ext_start) ||
+		    (got->ext_flags & q->access) != q->access)
+			return false;
+		if (want->result == VIOMMU_XLATE_HIT)
+			return got->pa == want->pa && got->ext_start == want->ext_start &&
+			       got->ext_end == want->ext_end;
+		return want->result == VIOMMU_XLATE_FAULT && want->reason == VIOMMU_FAULT_R_MAPPING &&
+		       (want->fault_addr >= got->next || (wraps && want->fault_addr == q->iova));
+	}
+	if (got->result != want->result)
+		return false;
+	switch (want->result) {
+	case VIOMMU_XLATE_HIT:
+		return got->pa == want->pa && got->ext_start == want->ext_start &&
+		       got->ext_end == want->ext_end;
+	case VIOMMU_XLATE_IDENTITY:
+		return got->pa == want->pa;
+	case VIOMMU_XLATE_FAULT:
+		return got->reason == want->reason && got->fault_addr == want->fault_addr;
+	default:
+		return false;
+	}
+}
+
