@@ -354,7 +354,7 @@ int viommu_iotlb_serve(struct viommu_iotlb *it, uint32_t ep)
 /* What byte @iova of @ep translates to, whatever the access: 1 and *uaddr / *region-clipped
  * extent when it is backed by a region; 0 when it has no translation or no region; -EAGAIN. */
 struct byte_xlate {
-	uint32_t result; /* VIOMMU_FP_* */
+	uint32_t result; /* VIOMMU_XLATE_* */
 	uint64_t lo, hi; /* the extent clipped to the region (IOVA, inclusive) */
 	uint64_t uaddr_lo; /* user address of lo */
 	uint32_t flags;
@@ -372,12 +372,12 @@ static void lookup(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint32_t
 	x->result = viommu_reader_translate(it->reader, &q, &x->a);
 	viommu_reader_exit(it->reader);
 	x->region = NULL;
-	if (x->result == VIOMMU_FP_HIT) {
+	if (x->result == VIOMMU_XLATE_HIT) {
 		start = x->a.ext_start;
 		end = x->a.ext_end;
 		pa = x->a.pa;
 		x->flags = x->a.ext_flags;
-	} else if (x->result == VIOMMU_FP_IDENT) {
+	} else if (x->result == VIOMMU_XLATE_IDENTITY) {
 		start = 0;
 		end = UINT64_MAX;
 		pa = iova;
@@ -402,7 +402,7 @@ static bool discontiguous(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, u
 	struct byte_xlate n;
 
 	lookup(it, ep, iova, 0, &n);
-	if (n.result == VIOMMU_FP_RETRY)
+	if (n.result == VIOMMU_XLATE_RETRY)
 		return true; /* cannot tell: assume the worst */
 	if (!n.region)
 		return false; /* no translation or no memory: never answered, nothing held */
@@ -446,7 +446,7 @@ static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t p
 		it->st.misses++;
 	inval->size = 0;
 	lookup(it, ep, iova, 0, &x);
-	if (x.result == VIOMMU_FP_RETRY) {
+	if (x.result == VIOMMU_XLATE_RETRY) {
 		it->st.retries++;
 		ret = -EAGAIN;
 		goto out;
@@ -454,9 +454,9 @@ static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t p
 	allowed = x.flags & (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE);
 	if (allowed & VIOMMU_MAP_F_WRITE)
 		allowed |= VIOMMU_MAP_F_READ; /* widened: see iotlb.h */
-	if (x.result == VIOMMU_FP_FAULT || (want & ~allowed)) {
+	if (x.result == VIOMMU_XLATE_FAULT || (want & ~allowed)) {
 		struct viommu_query q = { .endpoint = ep, .access = want, .iova = iova, .size = 1 };
-		struct viommu_answer fa = { .result = VIOMMU_FP_FAULT, .reason = VIOMMU_FAULT_R_MAPPING,
+		struct viommu_answer fa = { .result = VIOMMU_XLATE_FAULT, .reason = VIOMMU_FAULT_R_MAPPING,
 					    .fault_addr = iova };
 
 		ret = -EFAULT;
@@ -464,7 +464,7 @@ static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t p
 			goto out;
 		it->st.faults++;
 		if (viommu_reader_report_fault(it->reader, &q,
-					       x.result == VIOMMU_FP_FAULT ? &x.a : &fa))
+					       x.result == VIOMMU_XLATE_FAULT ? &x.a : &fa))
 			it->st.faults_dropped++;
 		/* Remembered: a later MAP that covers it gets it answered (ops->remapped). */
 		viommu_iotlb_watch(it, ep, iova, (uint8_t)want);
