@@ -28,7 +28,7 @@ LIB_SRCS  := $(filter-out user/main.c,$(wildcard user/*.c))
 BPF_SRCS  := $(wildcard bpf/*.bpf.c)
 BPF_HDRS  := $(wildcard bpf/*.h)
 TEST_SRCS := $(wildcard tests/test_*.c)
-BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_SRCS := $(filter-out %.bpf.c,$(wildcard bench/*.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 
 LIB_OBJS      := $(patsubst user/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
@@ -66,6 +66,7 @@ help:
 	@echo '  make tsan       unit + stress tests under ThreadSanitizer'
 	@echo '  make stress     the long stress run'
 	@echo '  make bench      the benchmark suite (results in bench/results/)'
+	@echo '  make dpdk       the vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
 	@echo '  make vhost-net  kernel vhost-net through the bridge, in a booted Debian 6.1 guest (QEMU TCG);'
 	@echo '                  VHOST_NET_SEED, VHOST_NET_FRAMES, VHOST_NET_SIZES'
 	@echo '  make vmlinux    regenerate vmlinux/vmlinux.h from the running kernel BTF'
@@ -149,6 +150,22 @@ $(BUILD)/viommu-bench: $(BENCH_OBJS) $(BUILD)/libviommu.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs glib-2.0 2>/dev/null) $(LDLIBS)
 
+# The benchmark's own BPF programs (bench/*.bpf.c: the bpf_hash baseline, not part of the
+# device): objects and skeletons in $(BUILD)/bench/, prerequisites of the bench's objects only.
+BENCH_SKELS := $(patsubst bench/%.bpf.c,$(BUILD)/bench/%.skel.h,$(wildcard bench/*.bpf.c))
+$(BUILD)/bench/%.bpf.o: bench/%.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_x86 -mcpu=v3 -Wall -Werror \
+		-Ivmlinux -Ibpf -c $< -o $@
+
+$(BUILD)/bench/%.skel.h: $(BUILD)/bench/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name viommu_$(subst .,_,$*)_bpf > $@.tmp && mv $@.tmp $@
+
+$(BENCH_OBJS): $(BENCH_SKELS)
+$(BENCH_OBJS): INCLUDES += -I$(BUILD)/bench
+
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
 FUZZ_LIB := user/btree.c user/device.c
 FUZZ_HDRS := $(wildcard user/*.h tests/fuzz/*.h)
@@ -165,6 +182,13 @@ $(BUILD)/fuzz-fastpath: tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(FUZZ_HDRS) $(BP
 	$(Q)$(CLANG) -std=gnu11 $(WARN) $(INCLUDES) -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(LDLIBS)
 
+# The vhost-user backend-channel parser (user/vhost_user.c), alone: any byte stream.
+$(BUILD)/fuzz-vhost-user: tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c user/vhost_user.h user/iotlb.h | deps
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -std=gnu11 $(WARN) $(INCLUDES) -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c
+
 # Seeds: the recorded traces' requests in the fuzzer's input format (user/fuzz_input.h),
 # written by the replayer itself.
 $(BUILD)/fuzz-corpus/.seeded: $(BUILD)/viommu $(TRACES)
@@ -180,7 +204,7 @@ fuzz: $(BUILD)/fuzz-$(FUZZ_TARGET) $(BUILD)/fuzz-corpus/.seeded
 
 # A bounded run from the seeds, then every regression input once. The log is kept in $(BUILD)
 # and shown only on failure.
-fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-corpus/.seeded
+fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-corpus/.seeded
 	@echo '== request fuzzer: $(FUZZ_SMOKE_RUNS) inputs from the trace seeds, then the regressions'
 	$(Q)mkdir -p $(BUILD)/fuzz-smoke
 	$(Q)if $(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
@@ -197,6 +221,11 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-corpus/.s
 		tests/fuzz/regressions \
 		>$(BUILD)/fuzz-smoke/fastpath.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/fastpath.log | tail -n 1; \
 	else tail -n 40 $(BUILD)/fuzz-smoke/fastpath.log; echo 'fuzz-smoke: the fast-path fuzzer FAILED'; exit 1; fi
+	@echo '== vhost-user backend-channel parser fuzzer: $(FUZZ_SMOKE_RUNS) inputs'
+	$(Q)if $(BUILD)/fuzz-vhost-user -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
+		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-vhost-user- \
+		>$(BUILD)/fuzz-smoke/vhost-user.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/vhost-user.log | tail -n 1; \
+	else tail -n 40 $(BUILD)/fuzz-smoke/vhost-user.log; echo 'fuzz-smoke: the vhost-user parser fuzzer FAILED'; exit 1; fi
 
 # The vhost-net test's guest payload: static (it is the guest's only program besides busybox).
 $(BUILD)/guest/vhost-net-test: tests/vhost_net/vhost_net_test.c $(BUILD)/libviommu.a | deps
@@ -232,12 +261,14 @@ unit-asan: $(BUILD)/asan/viommu-tests
 	@echo '== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer'
 	$(Q)ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2
 
-test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath
+test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath \
+	$(BUILD)/fuzz-vhost-user $(BUILD)/viommu-dpdk
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory unit-asan
 	$(Q)$(MAKE) --no-print-directory check-traces
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 	$(Q)$(MAKE) --no-print-directory bench-smoke
+	$(Q)$(MAKE) --no-print-directory dpdk
 	$(Q)$(MAKE) --no-print-directory vhost-net
 
 # Every benchmark scenario on tiny worlds: each implementation checked against the device core's

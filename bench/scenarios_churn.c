@@ -1,0 +1,373 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The writer against its readers: grace_period (a MAP+UNMAP pair lazy, strict with membarrier,
+ * strict with reader fences, strict waiting for BPF readers; one pair per kick and 64) and
+ * churn_readers (reader threads doing enter/translate/exit while the writer churns strict
+ * pairs; the readers' slowdown against quiet, and the writer's rate).
+ */
+#define _GNU_SOURCE
+#include "scenarios.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- grace_period: a MAP+UNMAP pair, strict (W5 per UNMAP) vs lazy ---- */
+
+struct bench_grace {
+	struct bench_world *w[4]; /* lazy, strict, strict + reader_fence, strict + bpf_grace */
+	struct bench_mu set[4];
+	unsigned nw;
+};
+
+static const char *const grace_names[] = { "lazy", "strict", "strict_fence", "strict_bpf" };
+
+int setup_grace(struct bench_ctx *c)
+{
+	struct bench_grace *g = bench_calloc(1, sizeof(*g));
+	struct bench_world_spec spec = { BENCH_4K, bench_opt.mode == BENCH_SMOKE ? 256 : 1024 };
+
+	/* bpf_grace waits for an RCU grace period per UNMAP (milliseconds): full suite only. */
+	g->nw = bench_opt.mode == BENCH_FULL ? 4 : 3;
+	for (unsigned i = 0; i < g->nw; i++) {
+		struct viommu_fastpath_opts o = { .lazy = i == 0, .reader_fence = i == 2, .bpf_grace = i == 3,
+						  .overcommit = true };
+
+		g->w[i] = bench_world_build(spec, &o, false);
+		if (!g->w[i])
+			bench_fail("grace_period: viommu_fastpath_new: %s", strerror(errno));
+		bench_mu_pages(&g->set[i], g->w[i], 1024, false, 0x5005);
+	}
+	c->priv = g;
+	return 0;
+}
+
+void teardown_grace(struct bench_ctx *c)
+{
+	struct bench_grace *g = c->priv;
+
+	for (unsigned i = 0; i < g->nw; i++) {
+		bench_world_free(g->w[i]);
+		bench_mu_free(&g->set[i]);
+	}
+	free(g);
+}
+
+static uint64_t run_mu_batch(struct bench_job *j, size_t ops)
+{
+	struct bench_mu_job *mj = j->ctx;
+	uint64_t sum;
+
+	/* One queue kick of 64 pairs: observers sync (one grace period) at batch end. */
+	viommu_device_batch_begin(mj->dev);
+	sum = bench_mu_run_device(j, ops * BENCH_BATCH);
+	viommu_device_batch_end(mj->dev);
+	return sum;
+}
+
+static uint64_t run_mu_batches(struct bench_job *j, size_t ops)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < ops; i++)
+		sum += run_mu_batch(j, 1);
+	return sum;
+}
+
+/* A grace_period job: the pairs, and the grace periods they cost (from the fast path's meta). */
+struct bench_grace_job {
+	struct bench_mu_job mj; /* first: the pair runners take the job's ctx as a bench_mu_job */
+	const struct viommu_meta *vm;
+	bool batched;
+	uint64_t gp, gp_ns;
+};
+
+static uint64_t run_grace_job(struct bench_job *j, size_t ops)
+{
+	struct bench_grace_job *g = j->ctx;
+	uint64_t gp0 = g->vm->grace_periods, ns0 = g->vm->grace_ns_total, sum;
+
+	sum = g->batched ? run_mu_batches(j, ops) : bench_mu_run_device(j, ops);
+	g->gp += g->vm->grace_periods - gp0;
+	g->gp_ns += g->vm->grace_ns_total - ns0;
+	return sum;
+}
+
+void run_grace(struct bench_ctx *c)
+{
+	struct bench_grace *g = c->priv;
+	struct bench_grace_job gj[8];
+	struct bench_job j[8];
+	struct bench_stats st[8];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < g->nw; i++) {
+		for (int batched = 0; batched < 2; batched++, n++) {
+			gj[n] = (struct bench_grace_job){ { &g->set[i], g->w[i]->dev },
+							 viommu_fastpath_view(g->w[i]->fp)->meta, batched, 0, 0 };
+			j[n] = (struct bench_job){ .run = run_grace_job, .ctx = &gj[n], .per_op = batched ? BENCH_BATCH : 1 };
+		}
+	}
+	bench_measure_group(j, n, st);
+	for (unsigned k = 0; k < n; k++) {
+		unsigned i = k / 2;
+		char variant[24], note[64];
+
+		snprintf(variant, sizeof(variant), "%s%s", grace_names[i], gj[k].batched ? "_batch64" : "");
+		if (gj[k].gp)
+			snprintf(note, sizeof(note), "mean grace period %.2f us", gj[k].gp_ns / 1e3 / gj[k].gp);
+		else
+			snprintf(note, sizeof(note), "no grace period");
+		if (i > 0 && st[gj[k].batched].median > 0)
+			snprintf(note + strlen(note), sizeof(note) - strlen(note), "; x%.1f lazy",
+				 st[k].median / st[gj[k].batched].median);
+		bench_row_print(bench_row_add("grace_period", "4k", g->w[i]->spec.extents, 1, "viommu", variant, &st[k],
+					      note));
+	}
+	/* After all that churn each fast path still answers like the store. */
+	for (unsigned i = 0; i < g->nw; i++) {
+		struct bench_qset s;
+
+		bench_qset_make(&s, g->w[i], Q_HIT, 1024, 0x6006);
+		bench_impl_verify(I_VIOMMU, g->w[i], "grace_period", &s, s.n);
+		bench_qset_free(&s);
+	}
+}
+
+/* ---- churn_readers: reader threads translate while the writer maps and unmaps ---- */
+
+struct bench_churn_reader {
+	pthread_t th;
+	struct viommu_fastpath *fp;
+	const struct bench_qset *qs;
+	pthread_barrier_t *start;
+	size_t ops, off;
+	int cpu;
+	uint64_t ns, bad, retries;
+	unsigned *done;
+};
+
+static void *churn_reader_main(void *arg)
+{
+	struct bench_churn_reader *cr = arg;
+	struct viommu_reader *r = viommu_reader_open(cr->fp);
+	const size_t mask = cr->qs->n - 1;
+	struct viommu_answer a;
+	uint64_t t0, sum = 0;
+
+	if (cr->cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(cr->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	pthread_barrier_wait(cr->start);
+	if (!r) {
+		cr->bad = ~0ull;
+		__atomic_add_fetch(cr->done, 1, __ATOMIC_RELEASE);
+		return NULL;
+	}
+	t0 = bench_now_ns();
+	for (size_t i = 0; i < cr->ops; i++) {
+		size_t k = (i + cr->off) & mask;
+		uint32_t res;
+
+		/* One DMA: enter, translate, use, exit (a strict UNMAP waits for exactly this). */
+		viommu_reader_enter(r);
+		while ((res = viommu_reader_translate(r, &cr->qs->q[k], &a)) == VIOMMU_XLATE_RETRY)
+			cr->retries++;
+		sum += a.pa;
+		viommu_reader_exit(r);
+		/* The queried extents are never churned: any other answer is a wrong translation. */
+		if (res != VIOMMU_XLATE_HIT || a.pa != cr->qs->want[k].pa)
+			cr->bad++;
+	}
+	cr->ns = bench_now_ns() - t0;
+	__atomic_add_fetch(cr->done, 1, __ATOMIC_RELEASE);
+	bench_sink += sum;
+	viommu_reader_close(r);
+	return NULL;
+}
+
+struct bench_churn {
+	struct bench_world *w;
+	struct bench_mu set;
+	bool fence; /* grace periods by reader fences (viommu_fastpath_opts.reader_fence) */
+};
+
+static int setup_churn_mode(struct bench_ctx *c, bool fence)
+{
+	struct bench_churn *ch = bench_calloc(1, sizeof(*ch));
+	struct bench_world_spec spec = { BENCH_4K, bench_opt.mode == BENCH_SMOKE ? 1024 : 65536 };
+	/* strict: readers meet grace periods */
+	struct viommu_fastpath_opts o = { .lazy = false, .reader_fence = fence, .overcommit = true };
+
+	ch->fence = fence;
+	ch->w = bench_world_build(spec, &o, false);
+	if (!ch->w)
+		bench_fail("churn_readers: viommu_fastpath_new: %s", strerror(errno));
+	bench_mu_pages(&ch->set, ch->w, 4096, false, 0x7007);
+	bench_qset_make(&c->qs, ch->w, Q_HIT, bench_opt.nq, 0x8008);
+	c->w = ch->w;
+	c->priv = ch;
+	return 0;
+}
+
+int setup_churn(struct bench_ctx *c)
+{
+	return setup_churn_mode(c, false);
+}
+
+int setup_churn_fence(struct bench_ctx *c)
+{
+	return setup_churn_mode(c, true);
+}
+
+void teardown_churn(struct bench_ctx *c)
+{
+	struct bench_churn *ch = c->priv;
+
+	bench_world_free(ch->w);
+	bench_mu_free(&ch->set);
+	free(ch);
+	bench_qset_free(&c->qs);
+	c->w = NULL;
+}
+
+/* One repetition: @nthreads readers of @ops lookups each; the writer churns if @churn.
+ * Returns the readers' mean ns per lookup; *pairs_s: the writer's MAP+UNMAP pairs per second. */
+static double churn_rep(struct bench_ctx *c, unsigned nthreads, size_t ops, bool churn, double *pairs_s,
+			uint64_t *retries)
+{
+	struct bench_churn *ch = c->priv;
+	struct bench_churn_reader cr[2];
+	struct bench_mu_job mj = { &ch->set, ch->w->dev };
+	struct bench_job j = { .run = bench_mu_run_device, .ctx = &mj, .per_op = 1 };
+	pthread_barrier_t start;
+	unsigned done = 0;
+	uint64_t pairs = 0, t0;
+	double ns = 0;
+
+	pthread_barrier_init(&start, NULL, nthreads + 1);
+	for (unsigned i = 0; i < nthreads; i++) {
+		cr[i] = (struct bench_churn_reader){
+			.fp = ch->w->fp, .qs = &c->qs, .start = &start, .ops = ops, .off = i * 7919,
+			.cpu = bench_machine.ncpu > 1 ? (int)((bench_machine.ncpu - 1 - i) % bench_machine.ncpu) : -1, .done = &done,
+		};
+		if (pthread_create(&cr[i].th, NULL, churn_reader_main, &cr[i]))
+			bench_fail("pthread_create: %s", strerror(errno));
+	}
+	pthread_barrier_wait(&start);
+	t0 = bench_now_ns();
+	if (churn) {
+		/* The writer: MAP+UNMAP pairs of gap pages (never the queried extents) until the
+		 * readers are done, each UNMAP with its strict grace period. --smoke's runs are too
+		 * short for the writer to get a CPU beside two readers: it churns at least 256 pairs,
+		 * so the readers' answers are still checked against a moving writer. */
+		const uint64_t min_pairs = bench_opt.mode == BENCH_SMOKE ? 256 : 0;
+
+		while (__atomic_load_n(&done, __ATOMIC_ACQUIRE) < nthreads || pairs < min_pairs) {
+			bench_sink += bench_mu_run_device(&j, 16);
+			pairs += 16;
+		}
+	}
+	*pairs_s = pairs * 1e9 / (double)(bench_now_ns() - t0);
+	for (unsigned i = 0; i < nthreads; i++) {
+		pthread_join(cr[i].th, NULL);
+		if (cr[i].bad == ~0ull)
+			bench_fail("churn_readers: viommu_reader_open failed in a reader thread");
+		if (cr[i].bad)
+			bench_fail("churn_readers: reader %u got %llu wrong translations", i,
+				   (unsigned long long)cr[i].bad);
+		ns += (double)cr[i].ns / (double)ops;
+		*retries += cr[i].retries;
+	}
+	pthread_barrier_destroy(&start);
+	return ns / nthreads;
+}
+
+/* One reader count's measurements: quiet and churn repetitions alternated. */
+struct bench_churn_meas {
+	struct bench_stats st[2]; /* quiet, churn: the readers' ns per lookup */
+	double ps[64]; /* the writer's pairs/s in each churn repetition, sorted */
+	unsigned reps;
+	uint64_t gp, gns, rt[2]; /* grace periods and their ns; retries (quiet, churn) */
+};
+
+static void churn_measure(struct bench_ctx *c, unsigned nthreads, size_t ops, struct bench_churn_meas *cm)
+{
+	struct bench_churn *ch = c->priv;
+	const struct viommu_meta *vm = viommu_fastpath_view(ch->w->fp)->meta;
+	double ns[2][64], pairs_s;
+	uint64_t retries = 0;
+
+	cm->reps = bench_opt.reps < 64 ? bench_opt.reps : 64;
+	churn_rep(c, nthreads, ops / 4, true, &pairs_s, &retries); /* warm-up */
+	/* Quiet and churn repetitions alternate, so load drifting on the machine hits both. */
+	for (unsigned k = 0; k < cm->reps; k++) {
+		uint64_t gp0 = vm->grace_periods, gns0 = vm->grace_ns_total;
+
+		ns[0][k] = churn_rep(c, nthreads, ops, false, &pairs_s, &cm->rt[0]);
+		ns[1][k] = churn_rep(c, nthreads, ops, true, &cm->ps[k], &cm->rt[1]);
+		cm->gp += vm->grace_periods - gp0;
+		cm->gns += vm->grace_ns_total - gns0;
+	}
+	bench_stats_of(ns[0], cm->reps, ops, &cm->st[0]);
+	bench_stats_of(ns[1], cm->reps, ops, &cm->st[1]);
+	qsort(cm->ps, cm->reps, sizeof(cm->ps[0]), bench_cmp_double);
+}
+
+/* The quiet row and the churn row (the readers' loss, the writer's median rate). */
+static void churn_rows(struct bench_ctx *c, unsigned nthreads, const struct bench_churn_meas *cm)
+{
+	struct bench_churn *ch = c->priv;
+	const double writer = cm->ps[cm->reps / 2];
+
+	for (int churn = 0; churn < 2; churn++) {
+		double loss = (cm->st[1].median - cm->st[0].median) / cm->st[0].median * 100;
+		struct bench_row *r;
+		char note[64];
+
+		if (!churn)
+			snprintf(note, sizeof(note), "enter/translate/exit per lookup");
+		else
+			snprintf(note, sizeof(note), "%+.1f%%; writer %.0fK pairs/s, grace %.1f us%s", loss,
+				 writer / 1e3, cm->gp ? cm->gns / 1e3 / cm->gp : 0.0,
+				 nthreads + 1 > (unsigned)bench_machine.ncpu ? "; 3 thr/2 CPU" : "");
+		r = bench_row_add("churn_readers", "4k", ch->w->spec.extents, nthreads, "viommu",
+				  ch->fence ? (churn ? "churn_fence" : "quiet_fence") : (churn ? "churn" : "quiet"),
+				  &cm->st[churn], note);
+		if (churn) {
+			r->loss_pct = loss;
+			r->extra = writer;
+		}
+		if (cm->rt[churn])
+			snprintf(r->note + strlen(r->note), sizeof(r->note) - strlen(r->note),
+				 "; %llu retries", (unsigned long long)cm->rt[churn]);
+		bench_row_print(r);
+	}
+}
+
+void run_churn(struct bench_ctx *c)
+{
+	double pairs_s, ns;
+	size_t ops;
+	uint64_t retries = 0;
+
+	/* Size one repetition to bench_opt.rep_ns from a single quiet reader. */
+	ns = churn_rep(c, 1, c->qs.n, false, &pairs_s, &retries);
+	ops = (size_t)(bench_opt.rep_ns / (ns > 1 ? ns : 1));
+	if (ops < c->qs.n)
+		ops = c->qs.n;
+	for (unsigned nthreads = 1; nthreads <= 2; nthreads++) {
+		struct bench_churn_meas cm = { 0 };
+
+		churn_measure(c, nthreads, ops, &cm);
+		churn_rows(c, nthreads, &cm);
+	}
+}
