@@ -62,7 +62,7 @@ BPF_ARCH ?= $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/i.86/x86/' -e 's/aar
 .DELETE_ON_ERROR:
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke bench-smoke dpdk FORCE
+	unit unit-asan fuzz-smoke bench-smoke vhost-net dpdk FORCE
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -81,6 +81,8 @@ help:
 	@echo '  make stress     the long stress run'
 	@echo '  make bench      the benchmark suite (results in bench/results/)'
 	@echo '  make dpdk       the vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
+	@echo '  make vhost-net  kernel vhost-net through the bridge, in a booted Debian 6.1 guest (QEMU TCG);'
+	@echo '                  VHOST_NET_SEED, VHOST_NET_FRAMES, VHOST_NET_SIZES'
 	@echo '  make vmlinux    regenerate vmlinux/vmlinux.h from the running kernel BTF'
 	@echo '  make clean      remove $(BUILD)/'
 	@echo '  make check-traces  the recorded traces and conformance scripts (REPLAY_PATH=$(REPLAY_PATH))'
@@ -259,6 +261,13 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-use
 		>$(BUILD)/fuzz-smoke/vhost-user.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/vhost-user.log | tail -n 1; \
 	else tail -n 40 $(BUILD)/fuzz-smoke/vhost-user.log; echo 'fuzz-smoke: the vhost-user parser fuzzer FAILED'; exit 1; fi
 
+# The vhost-net test's guest payload: static (it is the guest's only program besides busybox).
+$(BUILD)/guest/vhost-net-test: tests/vhost_net/vhost_net_test.c $(BUILD)/libviommu.a | deps
+	$(call msg,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -static -o $@ $< $(BUILD)/libviommu.a $(LDLIBS) 2>$@.log || \
+		{ cat $@.log; exit 1; }
+
 # The vhost-user frontend against Debian's dpdk-testpmd (tests/dpdk_testpmd.c).
 $(BUILD)/viommu-dpdk: $(BUILD)/obj/tests/dpdk_testpmd.o $(BUILD)/libviommu.a
 	$(call msg,LD,$@)
@@ -294,6 +303,7 @@ test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 	$(Q)$(MAKE) --no-print-directory bench-smoke
 	$(Q)$(MAKE) --no-print-directory dpdk
+	$(Q)$(MAKE) --no-print-directory vhost-net
 
 # Every benchmark scenario on tiny worlds: each implementation checked against the device core's
 # translations; no timing is judged.
@@ -302,6 +312,15 @@ bench-smoke: $(BUILD)/viommu-bench
 	$(Q)$(BUILD)/viommu-bench --smoke > $(BUILD)/bench-smoke.log 2>&1 || \
 		{ tail -n 40 $(BUILD)/bench-smoke.log; echo 'bench-smoke: FAILED'; exit 1; }
 	$(Q)tail -n 1 $(BUILD)/bench-smoke.log
+
+# Boots Debian's 6.1 kernel under QEMU TCG (tests/vhost_net/run-guest) and runs the test as its
+# /init payload; VHOST_NET_* from the environment go on the guest's command line.
+VHOST_NET_FRAMES ?= 2000
+vhost-net: $(BUILD)/guest/vhost-net-test
+	@echo '== vhost-net in a Debian 6.1 guest under QEMU TCG (the kernel module through the bridge)'
+	$(Q)tests/vhost_net/run-guest $(BUILD) $(BUILD)/guest/vhost-net-test \
+		VHOST_NET_FRAMES=$(VHOST_NET_FRAMES) $(if $(VHOST_NET_SEED),VHOST_NET_SEED=$(VHOST_NET_SEED)) \
+		$(if $(VHOST_NET_SIZES),VHOST_NET_SIZES=$(VHOST_NET_SIZES))
 
 # halt_on_error: a race inside criterion's forked test process must fail the test.
 tsan: $(BUILD)/tsan/viommu-tests
