@@ -402,7 +402,7 @@ static unsigned model_seeds(void)
 	return s ? (unsigned)strtoul(s, NULL, 0) : 48;
 }
 
-TestSuite(model, .timeout = 60);
+TestSuite(model); /* no .timeout: see tests/test_trust.c */
 
 Test(model, random_request_sequences_agree_with_the_spec_model_on_every_path)
 {

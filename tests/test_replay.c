@@ -260,7 +260,7 @@ static long max_rss_kib(void)
 	return ru.ru_maxrss;
 }
 
-Test(replay, memory_does_not_grow_with_the_trace_length, .timeout = 120)
+Test(replay, memory_does_not_grow_with_the_trace_length) /* no .timeout: see test_trust.c */
 {
 	/* 2M lines through a pipe: loaded whole, they took ~1.1 GB (~550 B a line). Streamed, the
 	 * peak must not move by more than a few MiB (64 MiB allows for the sanitizer build). */
