@@ -1026,6 +1026,19 @@ int viommu_device_report_fault(struct viommu_device *dev, uint32_t ep, uint8_t r
 	return 0;
 }
 
+uint32_t viommu_device_eventq_credits(const struct viommu_device *dev)
+{
+	return dev->event_credits;
+}
+
+int viommu_device_fault_peek(const struct viommu_device *dev, uint32_t i, struct viommu_wire_fault *buf)
+{
+	if (i >= dev->fault_count)
+		return -ENOENT;
+	*buf = dev->faults[(dev->fault_head + i) % dev->cfg.max_pending_faults];
+	return 0;
+}
+
 int viommu_device_fault_pop(struct viommu_device *dev, struct viommu_wire_fault *buf)
 {
 	if (!dev->fault_count)

@@ -191,6 +191,10 @@ void viommu_device_eventq_post(struct viommu_device *dev, uint32_t n);
 int viommu_device_report_fault(struct viommu_device *dev, uint32_t ep, uint8_t reason,
 			       uint32_t access, uint64_t addr);
 int viommu_device_fault_pop(struct viommu_device *dev, struct viommu_wire_fault *buf);
+/* Event queue buffers posted and not taken by a fault yet; the @i-th oldest queued fault
+ * (0 or -ENOENT), without popping it. For save/restore (image.h). */
+uint32_t viommu_device_eventq_credits(const struct viommu_device *dev);
+int viommu_device_fault_peek(const struct viommu_device *dev, uint32_t i, struct viommu_wire_fault *buf);
 
 /* Introspection. */
 const struct viommu_device_stats *viommu_device_stats(const struct viommu_device *dev);

@@ -38,7 +38,7 @@ static const char usage_main[] =
 
 static const char usage_replay[] =
 	"usage: viommu replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet]\n"
-	"                     [--dump-requests=DIR] [-v|--verbose] FILE...\n"
+	"                     [--dump-requests=DIR] [--restore-every=N] [-v|--verbose] FILE...\n"
 	"\n"
 	"Runs trace files (tests/traces/FORMAT.md) through the device core and checks every\n"
 	"expectation; the last line is 'replay: F files, R requests, P probes, M mismatches'\n"
@@ -52,6 +52,9 @@ static const char usage_replay[] =
 	"  --stat                print each path's counters after each file\n"
 	"  --quiet               print only mismatches, errors and the totals\n"
 	"  --dump-requests=DIR   also write the requests as request-fuzzer seeds\n"
+	"  --restore-every=N     after every N requests (between batches), save the device, free\n"
+	"                        it and restore it from the image, as a live migration would;\n"
+	"                        the answers must not change\n"
 	"  -v, --verbose         pass libbpf's debug messages through (the user and bpf paths)\n"
 	"  -h, --help            this text\n"
 	"\n"
@@ -137,6 +140,14 @@ static int cmd_replay(int argc, char **argv)
 			o.quiet = true;
 		} else if (!strncmp(argv[i], "--dump-requests=", 16) && argv[i][16]) {
 			o.dump_dir = argv[i] + 16;
+		} else if (!strncmp(argv[i], "--restore-every=", 16)) {
+			char *end;
+
+			o.restore_every = strtoull(argv[i] + 16, &end, 0);
+			if (!argv[i][16] || *end || !o.restore_every) {
+				fprintf(stderr, "viommu replay: --restore-every takes a number of requests > 0\n");
+				return EXIT_USAGE;
+			}
 		} else if (!is_file_arg(argv[i])) {
 			fprintf(stderr, "viommu replay: unknown option %s\n", argv[i]);
 			fputs(usage_replay, stderr);

@@ -6,6 +6,8 @@
  * that line (with the line number), after the lines before it have run.
  */
 #include "replay.h"
+
+#include "image.h"
 #include "fuzz_input.h"
 
 #include <ctype.h>
@@ -102,6 +104,9 @@ struct run {
 	unsigned nreaders;
 	bool in_batch;
 	bool read_failed; /* the stream could not be read to its end: an I/O error */
+	bool reopening; /* open_readers() after a restore: skips were said the first time */
+	uint64_t restores;
+	bool restore_due;
 	uint64_t requests, probes, mismatches;
 	uint64_t by_type[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT + 1]; /* [..][COUNT] = used 0 */
 	double busy_s; /* time spent inside the device's request path */
@@ -796,6 +801,44 @@ static int check_probe(struct run *r, const struct line *l, const uint8_t *wr, s
 }
 
 /* Build and submit one request line; check status/used. */
+static int open_readers(struct run *r);
+
+static void close_readers(struct run *r)
+{
+	for (unsigned i = 0; i < r->nreaders; i++)
+		if (r->readers[i].close)
+			r->readers[i].close(r->readers[i].ctx);
+	r->nreaders = 0;
+}
+
+/* --restore-every: the device goes through an image (saved, freed, restored, its readers and
+ * fast path made anew), as in a live migration; a failure is a mismatch. */
+static void restore_cycle(struct run *r, const struct line *l)
+{
+	char why[200];
+	void *img = NULL;
+	size_t len = 0;
+	int err = viommu_device_save(r->dev, &img, &len);
+
+	if (err) {
+		MISMATCH(r, l, "cannot save the device: %s", strerror(-err));
+		return;
+	}
+	close_readers(r);
+	viommu_device_free(r->dev);
+	r->dev = viommu_device_restore(img, len, why, sizeof(why));
+	free(img);
+	if (!r->dev) {
+		MISMATCH(r, l, "the device's own image was refused: %s", why);
+		return; /* the run stops at this line (no device) */
+	}
+	r->restores++;
+	r->reopening = true;
+	if (open_readers(r))
+		MISMATCH(r, l, "cannot reopen the readers after a restore");
+	r->reopening = false;
+}
+
 static int do_request(struct run *r, const struct line *l)
 {
 	uint8_t rd[MAX_RAW], *wr;
@@ -825,6 +868,8 @@ static int do_request(struct run *r, const struct line *l)
 			dma_probe_unmap(r, l, (uint32_t)v[0], v[1]);
 	}
 	free(wr);
+	if (r->o->restore_every && r->requests % r->o->restore_every == 0)
+		r->restore_due = true; /* at the next line that leaves no batch open */
 	return err;
 }
 
@@ -956,8 +1001,6 @@ static int setup_line(struct run *r, const struct line *l)
 	return setup_endpoint(r, l);
 }
 
-static int open_readers(struct run *r);
-
 /* At the first request (or the end of a file without one): create the device from the set-up
  * lines, declare the topology, negotiate, open the readers. */
 static int start(struct run *r)
@@ -1026,8 +1069,9 @@ static int open_readers(struct run *r)
 		if (err == -ENOTSUP) {
 			/* The fast path serves 4 KiB-granule devices only (fastpath.h): the store
 			 * still answers, and the skip is said, not hidden. */
-			fprintf(r->o->out, "%s: the %s path does not serve this device (%s): skipped\n",
-				r->path, table[i].name, strerror(-err));
+			if (!r->reopening)
+				fprintf(r->o->out, "%s: the %s path does not serve this device (%s): skipped\n",
+					r->path, table[i].name, strerror(-err));
 			continue;
 		}
 		if (err) {
@@ -1068,10 +1112,11 @@ static void summary(struct run *r, FILE *out)
 					(unsigned long long)r->by_type[t][s]);
 		fputc('\n', out);
 	}
-	viommu_device_for_each_endpoint(r->dev, count_ep, eps);
+	if (r->dev)
+		viommu_device_for_each_endpoint(r->dev, count_ep, eps);
 	fprintf(out, "  final: %u domains, %u/%u endpoints attached, %llu mappings\n",
-		viommu_device_nr_domains(r->dev), eps[1], eps[0],
-		(unsigned long long)viommu_device_nr_mappings(r->dev));
+		r->dev ? viommu_device_nr_domains(r->dev) : 0, eps[1], eps[0],
+		(unsigned long long)(r->dev ? viommu_device_nr_mappings(r->dev) : 0));
 	if (r->busy_s > 0)
 		fprintf(out, "  %llu requests in %.3f ms of device time: %.0f requests/s\n",
 			(unsigned long long)r->requests, r->busy_s * 1e3, r->requests / r->busy_s);
@@ -1120,6 +1165,12 @@ static int exec_line(struct run *r, const struct line *l)
 	default:
 		err = do_request(r, l);
 		break;
+	}
+	if (!err && r->restore_due && !r->in_batch) {
+		r->restore_due = false;
+		restore_cycle(r, l);
+		if (!r->dev)
+			return -EIO;
 	}
 	return err;
 }

@@ -46,6 +46,10 @@ struct viommu_replay_opts {
 	bool stat; /* print each reader's stats after each file */
 	bool quiet; /* only mismatches and the totals */
 	const char *dump_dir; /* if set, also write the requests as fuzzer seeds (fuzz_input.h) */
+	/* Live migration, every N requests (0 = never): between two batches the device is saved,
+	 * freed and restored from the image (image.h), with its readers and fast path made anew;
+	 * every later answer must be what it would have been. */
+	uint64_t restore_every;
 	FILE *out; /* summaries and stats */
 	FILE *err; /* errors and mismatches (tokens echoed cut to 64 characters); NULL = stderr */
 };
