@@ -90,7 +90,8 @@ struct viommu_vhost_stats {
 	uint64_t invalidates; /* INVALIDATE messages written */
 	uint64_t invalidate_all; /* ... of them, the whole IOVA space (DETACH, reset, bypass) */
 	uint64_t faults; /* MISSes and ACCESS_FAILs answered with a fault (no UPDATE): the core's count */
-	uint64_t unbacked; /* MISSes translated to no VMM memory (MMIO): no UPDATE, no fault */
+	uint64_t unbacked; /* MISSes translated to no VMM memory (MMIO): no UPDATE, a fault (also
+			    * counted in faults) */
 	uint64_t access_fails; /* ACCESS_FAIL messages read (each a fault unless mapped now) */
 	uint64_t access_fails_mapped; /* ... for an IOVA that is mapped now (no fault) */
 	uint64_t prefilled; /* UPDATEs pushed without a MISS */
