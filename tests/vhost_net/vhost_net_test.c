@@ -1159,7 +1159,7 @@ int main(void)
 	/* Figure: IOMMU on vs off, in blocks that alternate in one run (on-off, off-on, ...), the tap
 	 * handed between the two vhost-nets; the ratio of each round, their median. */
 	double onoff_med = 0, onoff_min = 0, onoff_max = 0, fps_on = 0, fps_off = 0;
-	unsigned ab_rounds = 8, ab_blk = frames / 4 / BATCH * BATCH;
+	unsigned ab_rounds = 12, ab_blk = frames / 4 / BATCH * BATCH;
 	uint64_t ab_misses = 0;
 	{
 		struct counts c = { 0 };
