@@ -76,9 +76,10 @@ enum viommu_vhost_answer {
 struct viommu_vhost_opts {
 	enum viommu_vhost_prefill prefill;
 	enum viommu_vhost_answer answer;
-	/* Lazy invalidation: INVALIDATEs are written by the service thread soon after the request
-	 * completes, not before (a guest in lazy mode tolerates that window; the fast path's own
-	 * `lazy` option is the same choice for readers). Default strict. */
+	/* Lazy invalidation (a guest in lazy mode; the fast path's own `lazy` option is the same
+	 * choice for readers): the core sends at sync without waiting. The kernel's write() is
+	 * synchronous, so INVALIDATEs are still written inside the request, as in strict mode;
+	 * service() also flushes any ranges the core kept. Default strict. */
 	bool lazy;
 	bool thread; /* run an own service thread; else the VMM polls viommu_vhost_kernel_fd() */
 	uint32_t max_iotlb_entries; /* vhost.ko's max_iotlb_entries; 0: 2048 */
