@@ -473,6 +473,18 @@ static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t p
 	if (!x.region) {
 		it->st.unbacked++;
 		ret = -ENXIO;
+		if (miss && it->opts.fault_unbacked) {
+			/* The guest mapped the IOVA to something that is not memory (MMIO): no
+			 * consumer can reach it, and the guest learns why its queue stopped. */
+			struct viommu_query q = { .endpoint = ep, .access = want, .iova = iova, .size = 1 };
+			struct viommu_answer fa = { .result = VIOMMU_XLATE_FAULT,
+						    .reason = VIOMMU_FAULT_R_MAPPING, .fault_addr = iova };
+
+			it->st.faults++;
+			if (viommu_reader_report_fault(it->reader, &q, &fa))
+				it->st.faults_dropped++;
+			viommu_iotlb_watch(it, ep, iova, (uint8_t)want);
+		}
 		goto out;
 	}
 	lo = x.lo;

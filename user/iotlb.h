@@ -60,6 +60,12 @@ struct viommu_iotlb_opts {
 	 * adjacent (DPDK 22.11): answers at a boundary with discontiguous memory are split so the
 	 * boundary granule is answered alone, after invalidating the neighbour's (iotlb.c). */
 	bool quirk_adjacent_join;
+	/* A miss whose IOVA translates to a PA in no memory region (MMIO, a hole) is also a fault
+	 * on the event queue (R_MAPPING at the IOVA), still -ENXIO and counted as unbacked. Off:
+	 * no answer and no fault (the consumer's queue waits silently). The kernel bridge sets it:
+	 * vhost-net never repeats a MISS, so the guest would not otherwise learn why its queue
+	 * stopped. */
+	bool fault_unbacked;
 };
 
 /* A consumer-side IOTLB entry: [iova, iova + size) at user address uaddr, perm RO/WO/RW. */
@@ -90,7 +96,8 @@ struct viommu_iotlb_stats {
 	uint64_t flushes; /* syncs or flush calls that sent something */
 	uint64_t faults; /* misses with no translation (unmapped, forbidden, blocked, unknown) */
 	uint64_t faults_dropped; /* ... whose fault report the event queue refused */
-	uint64_t unbacked; /* misses whose PA is in no memory region (no answer, no fault) */
+	uint64_t unbacked; /* misses whose PA is in no memory region (no answer; a fault only with
+			    * opts.fault_unbacked, then also counted in faults) */
 	uint64_t retries; /* lookups that raced the writer too often (no answer; consumer re-misses) */
 	uint64_t boundary_splits; /* quirk_adjacent_join: answers split at a discontiguous boundary */
 	uint64_t service_ns; /* total time inside viommu_iotlb_answer */
@@ -128,7 +135,8 @@ int viommu_iotlb_serve(struct viommu_iotlb *it, uint32_t ep);
  *    neighbours' boundary bytes, see iotlb.c).
  * -EFAULT: no translation for @perm (unmapped, not permitted, blocked, unknown endpoint,
  *    reserved region): reported on the device's event queue (faults / faults_dropped).
- * -ENXIO: translated, but the PA is in no memory region (MMIO): nothing to answer (unbacked).
+ * -ENXIO: translated, but the PA is in no memory region (MMIO): nothing to answer (unbacked);
+ *    with opts.fault_unbacked also reported as a fault (faults / faults_dropped).
  * -EAGAIN: the lookup kept racing the writer (retries): the consumer will miss again.
  * Device thread (a bridge on another thread could send an UPDATE after the INVALIDATE that
  * should have removed it).

@@ -258,7 +258,7 @@ static void answer_miss(struct viommu_vhost_kernel *b, uint64_t iova, uint8_t pe
 	if (err == -EAGAIN)
 		b->st.unanswered++;
 	if (err)
-		return; /* -EFAULT: faulted (reported by the core); -ENXIO: no VMM memory */
+		return; /* -EFAULT: faulted; -ENXIO: no VMM memory, faulted too (both reported by the core) */
 	if (inval.size && write_msg(b, VHOST_IOTLB_INVALIDATE, inval.iova, inval.size, 0, 0))
 		return;
 	/* The mapping's permission, never an echo of the request (the used ring's MISS at
@@ -453,8 +453,11 @@ struct viommu_vhost_kernel *viommu_vhost_kernel_attach(struct viommu_fastpath *f
 	/* The core: observes the device after the fast path, so its flush at sync comes after the
 	 * fast path has unpublished and waited for its readers. */
 	{
+		/* fault_unbacked: the kernel never repeats a MISS, so an IOVA mapped to MMIO would
+		 * otherwise stall its queue with nothing on the event queue. */
 		struct viommu_iotlb_opts co = { .lazy = b->opts.lazy,
-						.per_page = b->opts.answer == VIOMMU_VHOST_ANSWER_PAGE };
+						.per_page = b->opts.answer == VIOMMU_VHOST_ANSWER_PAGE,
+						.fault_unbacked = true };
 		struct viommu_iotlb_ops ops = { .ctx = b, .invalidate = core_invalidate,
 						.complete = core_complete };
 

@@ -76,9 +76,10 @@ enum viommu_vhost_answer {
 struct viommu_vhost_opts {
 	enum viommu_vhost_prefill prefill;
 	enum viommu_vhost_answer answer;
-	/* Lazy invalidation: INVALIDATEs are written by the service thread soon after the request
-	 * completes, not before (a guest in lazy mode tolerates that window; the fast path's own
-	 * `lazy` option is the same choice for readers). Default strict. */
+	/* Lazy invalidation (a guest in lazy mode; the fast path's own `lazy` option is the same
+	 * choice for readers): the core sends at sync without waiting. The kernel's write() is
+	 * synchronous, so INVALIDATEs are still written inside the request, as in strict mode;
+	 * service() also flushes any ranges the core kept. Default strict. */
 	bool lazy;
 	bool thread; /* run an own service thread; else the VMM polls viommu_vhost_kernel_fd() */
 	uint32_t max_iotlb_entries; /* vhost.ko's max_iotlb_entries; 0: 2048 */
@@ -90,7 +91,8 @@ struct viommu_vhost_stats {
 	uint64_t invalidates; /* INVALIDATE messages written */
 	uint64_t invalidate_all; /* ... of them, the whole IOVA space (DETACH, reset, bypass) */
 	uint64_t faults; /* MISSes and ACCESS_FAILs answered with a fault (no UPDATE): the core's count */
-	uint64_t unbacked; /* MISSes translated to no VMM memory (MMIO): no UPDATE, no fault */
+	uint64_t unbacked; /* MISSes translated to no VMM memory (MMIO): no UPDATE, a fault (also
+			    * counted in faults) */
 	uint64_t access_fails; /* ACCESS_FAIL messages read (each a fault unless mapped now) */
 	uint64_t access_fails_mapped; /* ... for an IOVA that is mapped now (no fault) */
 	uint64_t prefilled; /* UPDATEs pushed without a MISS */

@@ -33,6 +33,7 @@
 #include <linux/vhost.h>
 #include <net/ethernet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -58,6 +59,10 @@
 
 #define EP 0x18u /* PCI 00:03.0, as the recorded Linux traces */
 #define DOMAIN 1u
+/* A second endpoint in a domain of its own: the same MAP/UNMAP work as the churn in DOMAIN, but
+ * no bridge serves it, so it sends vhost nothing (the control of the invalidation-stall figure). */
+#define EP2 0x20u
+#define DOMAIN2 2u
 
 #define QSZ 256u
 #define RING_SIZE 0x4000ull /* desc 4096 + avail, used at +8 KiB */
@@ -448,7 +453,7 @@ struct counts {
 };
 static struct counts tot;
 
-static int vhost_setup_rings(int fd, bool iova)
+static int vhost_setup_rings(int fd, bool iova, bool init)
 {
 	struct vq *qs[2] = { &rxq, &txq };
 
@@ -465,7 +470,8 @@ static int vhost_setup_rings(int fd, bool iova)
 		};
 		struct vhost_vring_file k = { q->index, q->kick }, c = { q->index, q->call };
 
-		vq_init(q);
+		if (init)
+			vq_init(q);
 		k.fd = q->kick;
 		c.fd = q->call;
 		if (ioctl(fd, VHOST_SET_VRING_NUM, &num) < 0 || ioctl(fd, VHOST_SET_VRING_BASE, &vbase) < 0 ||
@@ -679,21 +685,33 @@ static void run_rx(unsigned n, unsigned *size_i, struct counts *c)
 
 /* ---- phases ---- */
 
+static int bridge_open(const struct viommu_vhost_opts *o)
+{
+	bridge = viommu_vhost_kernel_attach(fp, vhost, EP, regions, 2, o);
+	if (!bridge)
+		return -errno;
+	bridge_thread = o->thread;
+	service_fn = o->thread ? NULL : service_bridge;
+	return 0;
+}
+
 static int bridge_start(enum viommu_vhost_answer answer, bool thread)
 {
 	struct viommu_vhost_opts o = { .prefill = VIOMMU_VHOST_PREFILL_RINGS, .answer = answer,
 				       .thread = thread };
 
-	bridge = viommu_vhost_kernel_attach(fp, vhost, EP, regions, 2, &o);
-	if (!bridge)
-		return -errno;
-	bridge_thread = thread;
-	service_fn = thread ? NULL : service_bridge;
-	return 0;
+	return bridge_open(&o);
 }
 
+/* The summary counts every bridge of the run. */
+static uint64_t all_invalidates, all_faults;
 static void bridge_stop(void)
 {
+	struct viommu_vhost_stats st;
+
+	viommu_vhost_kernel_stats(bridge, &st);
+	all_invalidates += st.invalidates;
+	all_faults += st.faults;
 	viommu_vhost_kernel_detach(bridge);
 	bridge = NULL;
 	service_fn = NULL;
@@ -836,6 +854,152 @@ static void check_access_back(const char *what, unsigned tx_m, unsigned rx_m, ui
 	printf("  %s: the parked TX and RX completed\n", what);
 }
 
+/* ---- the figures: interleaved blocks in one run ---- */
+
+/* A second vhost-net on the same rings without ACCESS_PLATFORM (descriptors hold GPAs): the
+ * IOMMU-off side. Only one of the two holds the tap at a time. */
+static int off_fd = -1;
+
+static int vring_base(int fd, struct vq *q)
+{
+	struct vhost_vring_state st = { q->index, q->avail_idx };
+
+	return ioctl(fd, VHOST_SET_VRING_BASE, &st) < 0 ? -errno : 0;
+}
+
+/* Hand the tap and both queues from vhost fd @from to @to, between blocks: every buffer posted
+ * was used, so the next one @to takes is at the avail index; SET_BACKEND reads used->idx. */
+static int backend_switch(int from, int to)
+{
+	int err;
+
+	if ((err = set_backend(from, -1)) || (err = vring_base(to, &rxq)) || (err = vring_base(to, &txq)))
+		return err;
+	return set_backend(to, tapfd);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Churn beside TX (a thread of its own, one cycle per millisecond, while TX runs; it plays the
+ * device thread, every request under the bridge's lock): the TX victim, an extent no frame of
+ * the block uses, is unmapped and mapped again. In DOMAIN each UNMAP is an
+ * INVALIDATE that takes every vq mutex and empties vhost's ring caches, and the prefill's UPDATE
+ * empties them again; in DOMAIN2 the same requests reach no bridge. */
+static unsigned churn_cycles;
+static bool churn_stop;
+static void churn_none(void)
+{
+}
+
+static void churn_own(void)
+{
+	CHECK(unmap_one(M_TXVICTIM) == VIOMMU_S_OK && map_one(M_TXVICTIM) == VIOMMU_S_OK, "churn");
+	CHECK(!viommu_vhost_kernel_prefill(bridge, maps[M_TXVICTIM].iova, maps[M_TXVICTIM].size),
+	      "churn prefill");
+	churn_cycles++;
+}
+
+static void churn_other(void)
+{
+	uint8_t r[64];
+	const struct mapping *m = &maps[M_TXVICTIM];
+
+	CHECK(request(r, viommu_req_unmap(r, DOMAIN2, m->iova, m->iova + m->size - 1)) == VIOMMU_S_OK &&
+	      request(r, viommu_req_map(r, DOMAIN2, m->iova, m->iova + m->size - 1, m->gpa, m->flags)) ==
+		      VIOMMU_S_OK, "control churn");
+	churn_cycles++;
+}
+
+static void *churn_main(void *arg)
+{
+	void (*fn)(void) = (void (*)(void))arg;
+
+	while (!__atomic_load_n(&churn_stop, __ATOMIC_ACQUIRE)) {
+		fn();
+		usleep(1000);
+	}
+	return NULL;
+}
+
+/* ---- hostile rings ---- */
+
+/* The driver moves queue @q's ring to IOVA @iova, its memory to @gpa (copied: the queue is idle;
+ * @copy false when @gpa is no memory), the VMM tells vhost as QEMU does: backend off, ring
+ * addresses, base, the ring pushed (SET_BACKEND reads used->idx), backend on. Returns the first
+ * refusal (-errno); *@prefill_err gets the prefill's. */
+static int ring_move(struct vq *q, uint64_t iova, uint64_t gpa, bool copy, int *prefill_err)
+{
+	struct vhost_vring_file off = { q->index, -1 }, on = { q->index, tapfd };
+	struct vhost_vring_addr a = { .index = q->index, .desc_user_addr = iova,
+				      .avail_user_addr = iova + QSZ * sizeof(struct vring_desc),
+				      .used_user_addr = iova + USED_OFF };
+	struct vhost_vring_state base = { q->index, q->avail_idx };
+
+	if (ioctl(vhost, VHOST_NET_SET_BACKEND, &off) < 0)
+		return -errno;
+	if (copy) {
+		uint8_t *to = gpa_ptr(gpa);
+
+		memmove(to, q->desc, RING_SIZE);
+		q->desc = (struct vring_desc *)to;
+		q->avail = (uint16_t *)(to + QSZ * sizeof(struct vring_desc));
+		q->used = to + USED_OFF;
+	}
+	if (ioctl(vhost, VHOST_SET_VRING_ADDR, &a) < 0 || ioctl(vhost, VHOST_SET_VRING_BASE, &base) < 0)
+		return -errno;
+	*prefill_err = viommu_vhost_kernel_prefill(bridge, iova, RING_SIZE);
+	return ioctl(vhost, VHOST_NET_SET_BACKEND, &on) < 0 ? -errno : 0;
+}
+
+static uint8_t map_raw(uint32_t domain, uint64_t iova, uint64_t last, uint64_t gpa, uint32_t flags)
+{
+	uint8_t r[64];
+
+	return request(r, viommu_req_map(r, domain, iova, last, gpa, flags));
+}
+
+static uint8_t unmap_raw(uint32_t domain, uint64_t iova, uint64_t last)
+{
+	uint8_t r[64];
+
+	return request(r, viommu_req_unmap(r, domain, iova, last));
+}
+
+/* The MAP/UNMAP flood on its own thread, concurrent with traffic: it plays the device thread
+ * (every request under the bridge's lock, dev_lock) while the bridge's thread serves misses. */
+static bool flood_stop;
+static unsigned flood_maps, flood_unmaps;
+static void *flood_main(void *arg)
+{
+	uint64_t s = (uint64_t)seed * 0x2545f4914f6cdd1dull + 7;
+	uint8_t st;
+
+	(void)arg;
+	while (!__atomic_load_n(&flood_stop, __ATOMIC_ACQUIRE)) {
+		/* unrelated extents, some right next to the pools the traffic uses */
+		uint64_t iova = (rnd(&s) & 1) ? 0x20000000ull + (uint64_t)(rnd(&s) % 4096) * 0x10000
+					      : maps[M_RXPOOL0].iova - 0x10000 * (1 + rnd(&s) % 4);
+
+		st = map_raw(DOMAIN, iova, iova + 0xffff, 0x900000 + (rnd(&s) % 16) * 0x10000,
+			     VIOMMU_MAP_F_READ);
+		flood_maps++;
+		if (st == VIOMMU_S_OK && unmap_raw(DOMAIN, iova, iova + 0xffff) == VIOMMU_S_OK)
+			flood_unmaps++;
+	}
+	return NULL;
+}
+
 static unsigned parse_sizes(const char *s)
 {
 	unsigned n = 0, cap = 16;
@@ -862,10 +1026,10 @@ int main(void)
 	const char *e;
 	unsigned frames = 2000, size_i = 0, faults_seen = 0;
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts fo = { .nodes = 4096, .extents = 1u << 16, .hash_buckets = 4096 };
+	struct viommu_fastpath_opts fo = { .nodes = 16384, .extents = 1u << 16, .hash_buckets = 4096 };
 	struct viommu_vhost_stats st;
 	uint64_t acked, misses_extent, misses_page, extents_used = 0, t0;
-	double fps_extent, fps_page, fps_off = 0;
+	double fps_extent, fps_page;
 	uint32_t p50, p90, pending;
 	const char *why;
 	int memfd, err;
@@ -902,7 +1066,8 @@ int main(void)
 	viommu_config_default(&cfg);
 	cfg.bypass = 0; /* a detached endpoint is blocked, not identity */
 	dev = viommu_device_new(&cfg);
-	if (!dev || viommu_device_add_endpoint(dev, EP, true, NULL, 0)) {
+	if (!dev || viommu_device_add_endpoint(dev, EP, true, NULL, 0) ||
+	    viommu_device_add_endpoint(dev, EP2, true, NULL, 0)) {
 		perror("viommu_device_new");
 		return 1;
 	}
@@ -914,6 +1079,14 @@ int main(void)
 	viommu_device_eventq_post(dev, 256);
 	CHECK(attach() == VIOMMU_S_OK, "ATTACH");
 	map_all();
+	{
+		uint8_t r[64];
+		const struct mapping *m = &maps[M_TXVICTIM];
+
+		CHECK(request(r, viommu_req_attach(r, DOMAIN2, EP2, 0)) == VIOMMU_S_OK &&
+		      map_raw(DOMAIN2, m->iova, m->iova + m->size - 1, m->gpa, m->flags) == VIOMMU_S_OK,
+		      "the control endpoint's ATTACH and MAP");
+	}
 
 	/* vhost-net: owner, ACCESS_PLATFORM + MSG_V2, the bridge, memory, rings (IOVAs), tap. */
 	vhost = open("/dev/vhost-net", O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -927,11 +1100,23 @@ int main(void)
 		return 1;
 	}
 	if ((err = bridge_start(VIOMMU_VHOST_ANSWER_EXTENT, true)) ||
-	    (err = vhost_mem_table(vhost, true)) || (err = vhost_setup_rings(vhost, true)) ||
+	    (err = vhost_mem_table(vhost, true)) || (err = vhost_setup_rings(vhost, true, true)) ||
 	    (err = tap_setup())) {
 		printf("vhost-net: setup (%s): %s\n", !bridge ? "bridge" : tapfd < 0 ? "vhost" : "tap",
 		       strerror(-err));
 		return 1;
+	}
+	/* The IOMMU-off twin on the same rings (GPAs, no IOTLB); it takes the tap only in its blocks. */
+	{
+		uint64_t f1 = 1ull << 32;
+
+		off_fd = open("/dev/vhost-net", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		if (off_fd < 0 || ioctl(off_fd, VHOST_SET_OWNER) < 0 ||
+		    ioctl(off_fd, VHOST_SET_FEATURES, &f1) < 0 || vhost_mem_table(off_fd, false) ||
+		    vhost_setup_rings(off_fd, false, false)) {
+			printf("vhost-net: the IOMMU-off vhost-net: %s\n", strerror(errno));
+			return 1;
+		}
 	}
 	/* The used rings must be in the IOTLB before SET_BACKEND (it reads used->idx). */
 	CHECK(!viommu_vhost_kernel_prefill(bridge, maps[M_RXRING].iova, RING_SIZE) &&
@@ -969,8 +1154,129 @@ int main(void)
 		      (unsigned long long)st.misses);
 		CHECK(st.faults == 0, "extents: no faults in clean traffic");
 		add(&c);
-		bridge_stop();
 	}
+
+	/* Figure: IOMMU on vs off, in blocks that alternate in one run (on-off, off-on, ...), the tap
+	 * handed between the two vhost-nets; the ratio of each round, their median. */
+	double onoff_med = 0, onoff_min = 0, onoff_max = 0, fps_on = 0, fps_off = 0;
+	unsigned ab_rounds = 12, ab_blk = frames / 4 / BATCH * BATCH;
+	uint64_t ab_misses = 0;
+	{
+		struct counts c = { 0 };
+		double ratio[16], on_t = 0, off_t = 0;
+		bool cur_on = true;
+		unsigned want = 0;
+
+		if (ab_blk < BATCH)
+			ab_blk = BATCH;
+		viommu_vhost_kernel_reset_stats(bridge);
+		for (unsigned r = 0; r < ab_rounds; r++) {
+			double f[2] = { 0, 0 };
+
+			for (unsigned j = 0; j < 2; j++) {
+				bool on = (r & 1) ? j == 1 : j == 0;
+				uint64_t t;
+
+				if (on != cur_on) {
+					err = backend_switch(on ? off_fd : vhost, on ? vhost : off_fd);
+					CHECK(!err, "hand the tap to the IOMMU-%s vhost-net: %s", on ? "on" : "off",
+					      strerror(-err));
+					cur_on = on;
+				}
+				gpa_mode = !on;
+				t = now_ns();
+				traffic(ab_blk, &size_i, &c);
+				t = now_ns() - t;
+				gpa_mode = false;
+				want += ab_blk;
+				f[on] = 2.0 * ab_blk * 1e9 / (double)t;
+				*(on ? &on_t : &off_t) += (double)t;
+			}
+			ratio[r] = f[1] / f[0];
+		}
+		if (!cur_on)
+			CHECK(!backend_switch(off_fd, vhost), "the tap back to the IOMMU-on vhost-net");
+		viommu_vhost_kernel_stats(bridge, &st);
+		ab_misses = st.misses;
+		fps_on = 2.0 * ab_blk * ab_rounds * 1e9 / on_t;
+		fps_off = 2.0 * ab_blk * ab_rounds * 1e9 / off_t;
+		onoff_med = median(ratio, ab_rounds);
+		onoff_min = ratio[0];
+		onoff_max = ratio[ab_rounds - 1];
+		printf("  on/off: %u rounds of %u frames per direction each side, alternating: %llu tx, "
+		       "%llu rx, %llu corrupt, %llu lost; %.0f vs %.0f frames/s; ratio median %.3f "
+		       "(min %.3f, max %.3f); %llu misses on the on side\n", ab_rounds, ab_blk,
+		       (unsigned long long)c.tx, (unsigned long long)c.rx, (unsigned long long)c.corrupt,
+		       (unsigned long long)c.lost, fps_on, fps_off, onoff_med, onoff_min, onoff_max,
+		       (unsigned long long)ab_misses);
+		CHECK(c.tx == want && c.rx == want, "on/off: every frame arrives");
+		CHECK(ab_misses == 0, "on/off: no misses once the extents are in the IOTLB");
+		add(&c);
+	}
+
+	/* Figure: TX of buffers in untouched extents while the TX victim is unmapped and mapped again
+	 * beside it (each UNMAP an INVALIDATE to vhost), against the same requests in a domain no
+	 * bridge serves (no INVALIDATE) and against no churn; the three interleaved, TX only. */
+	double stall_med = 0, stall_quiet_med = 0, fps_quiet = 0, fps_inval = 0, fps_ctrl = 0;
+	unsigned inval_cycles = 0;
+	double inval_per_s = 0;
+	{
+		struct counts c = { 0 };
+		void (*churn[3])(void) = { churn_none, churn_other, churn_own };
+		double t_sum[3] = { 0, 0, 0 }, vs_ctrl[16], vs_quiet[16];
+		unsigned cycles[3] = { 0, 0, 0 }, want = 0;
+		uint64_t inv0;
+
+		viommu_vhost_kernel_stats(bridge, &st);
+		inv0 = st.invalidates;
+		for (unsigned r = 0; r < ab_rounds; r++) {
+			double f[3];
+
+			for (unsigned j = 0; j < 3; j++) {
+				unsigned k = (r + j) % 3;
+				uint64_t t;
+
+				pthread_t th;
+
+				churn_cycles = 0;
+				__atomic_store_n(&churn_stop, false, __ATOMIC_RELEASE);
+				if (k && pthread_create(&th, NULL, churn_main, (void *)churn[k]))
+					fail("churn thread");
+				t = now_ns();
+				run_tx(ab_blk, &size_i, &c);
+				t = now_ns() - t;
+				__atomic_store_n(&churn_stop, true, __ATOMIC_RELEASE);
+				if (k)
+					pthread_join(th, NULL);
+				want += ab_blk;
+				cycles[k] += churn_cycles;
+				t_sum[k] += (double)t;
+				f[k] = ab_blk * 1e9 / (double)t;
+			}
+			vs_ctrl[r] = f[2] / f[1];
+			vs_quiet[r] = f[2] / f[0];
+		}
+		viommu_vhost_kernel_stats(bridge, &st);
+		fps_quiet = ab_blk * ab_rounds * 1e9 / t_sum[0];
+		fps_ctrl = ab_blk * ab_rounds * 1e9 / t_sum[1];
+		fps_inval = ab_blk * ab_rounds * 1e9 / t_sum[2];
+		stall_med = median(vs_ctrl, ab_rounds);
+		stall_quiet_med = median(vs_quiet, ab_rounds);
+		inval_cycles = cycles[2];
+		inval_per_s = cycles[2] * 1e9 / t_sum[2];
+		printf("  invalidation beside TX: %llu tx, %llu corrupt, %llu lost; TX frames/s quiet %.0f, "
+		       "churn without INVALIDATE %.0f (%u cycles), with %.0f (%u cycles, %.0f "
+		       "INVALIDATEs/s); with/without median %.3f, with/quiet median %.3f; %llu faults\n",
+		       (unsigned long long)c.tx, (unsigned long long)c.corrupt, (unsigned long long)c.lost,
+		       fps_quiet, fps_ctrl, cycles[1], fps_inval, cycles[2], inval_per_s, stall_med,
+		       stall_quiet_med, (unsigned long long)st.faults);
+		CHECK(c.tx == want, "invalidation beside TX: every frame arrives");
+		CHECK(st.invalidates - inv0 >= cycles[2], "an INVALIDATE per churn UNMAP (%llu for %u)",
+		      (unsigned long long)(st.invalidates - inv0), cycles[2]);
+		CHECK(st.faults == 0, "invalidation beside TX: no faults");
+		add(&c);
+	}
+	bridge_stop();
 
 	/* Phase 2: per-page answers (QEMU's way), the VMM's loop driving the bridge by its fd. */
 	{
@@ -1043,6 +1349,136 @@ int main(void)
 			run_tx(k, &size_i, &c);
 			run_rx(k, &size_i, &c);
 		}
+		/* Rings at absurd IOVAs: the TX ring moved (backend off, addresses, base, push, backend
+		 * on) to the top of the 64-bit space, to a page-unaligned IOVA whose descriptor table
+		 * crosses a page, across two extents, and onto MMIO; traffic runs on each that vhost
+		 * takes; a MAP at an unaligned IOVA is refused. */
+		{
+			static const struct {
+				const char *name;
+				uint64_t map_iova[2], map_size[2], map_gpa[2], ring_iova, ring_gpa;
+				bool memory;
+			} places[] = {
+				{ "top of the IOVA space", { 0ull - 0x4000, 0 }, { 0x4000, 0 }, { 0x40000, 0 },
+				  0ull - 0x4000, 0x40000, true },
+				{ "unaligned", { 0x70000000, 0 }, { 0x6000, 0 }, { 0x30000, 0 }, 0x70000ff0,
+				  0x30ff0, true },
+				{ "across two extents", { 0x71000000, 0x71001000 }, { 0x1000, 0x4000 },
+				  { 0x38000, 0x39000 }, 0x71000800, 0x38800, true },
+				{ "on MMIO", { 0x72000000, 0 }, { 0x4000, 0 }, { 0xfee00000, 0 }, 0x72000000,
+				  0xfee00000, false },
+			};
+			unsigned prev = ~0u, moved = 0;
+
+			for (unsigned i = 0; i < sizeof(places) / sizeof(places[0]); i++) {
+				struct counts rc = { 0 };
+				int perr = 0, berr;
+				unsigned f, in = 0;
+
+				for (unsigned m = 0; m < 2 && places[i].map_size[m]; m++)
+					CHECK(map_raw(DOMAIN, places[i].map_iova[m],
+						      places[i].map_iova[m] + places[i].map_size[m] - 1,
+						      places[i].map_gpa[m], RW) == VIOMMU_S_OK,
+					      "MAP the ring %s", places[i].name);
+				drain_faults(0, 0, NULL);
+				berr = ring_move(&txq, places[i].ring_iova, places[i].ring_gpa,
+						 places[i].memory, &perr);
+				if (places[i].memory) {
+					CHECK(!berr && !perr, "TX ring %s: vhost takes it (%s, prefill %s)",
+					      places[i].name, strerror(-berr), strerror(-perr));
+					traffic(BATCH, &size_i, &rc);
+					CHECK(rc.tx == BATCH && rc.rx == BATCH && !rc.corrupt,
+					      "TX ring %s: every frame arrives", places[i].name);
+					moved++;
+				} else {
+					/* vhost reads used->idx at SET_BACKEND: a MISS the bridge cannot answer
+					 * with memory, so a fault, and vhost refuses the ring (EFAULT). */
+					usleep(100000);
+					f = drain_faults(places[i].ring_iova, places[i].ring_iova + RING_SIZE - 1, &in);
+					CHECK(berr == -EFAULT && perr == -EFAULT && in >= 1,
+					      "TX ring %s: refused with a fault (SET_BACKEND %s, prefill %s, %u "
+					      "faults, %u at the ring)", places[i].name, strerror(-berr),
+					      strerror(-perr), f, in);
+				}
+				printf("  ring %s (IOVA %#llx): %s\n", places[i].name,
+				       (unsigned long long)places[i].ring_iova,
+				       places[i].memory ? (rc.tx == BATCH && rc.rx == BATCH ? "traffic flows"
+											    : "traffic FAILED")
+							: (berr == -EFAULT && in ? "refused, a fault at the ring"
+										 : "NOT refused"));
+				add(&rc);
+				/* the guest unmaps where the ring was (an INVALIDATE each) */
+				if (prev != ~0u)
+					for (unsigned m = 0; m < 2 && places[prev].map_size[m]; m++)
+						CHECK(unmap_raw(DOMAIN, places[prev].map_iova[m],
+								places[prev].map_iova[m] + places[prev].map_size[m] - 1) ==
+						      VIOMMU_S_OK, "UNMAP the old ring %s", places[prev].name);
+				prev = ~0u;
+				if (!places[i].memory)
+					for (unsigned m = 0; m < 2 && places[i].map_size[m]; m++)
+						unmap_raw(DOMAIN, places[i].map_iova[m],
+							  places[i].map_iova[m] + places[i].map_size[m] - 1);
+				else
+					prev = i;
+			}
+			{
+				int perr = 0, berr = ring_move(&txq, maps[M_TXRING].iova, maps[M_TXRING].gpa,
+							       true, &perr);
+				struct counts rc = { 0 };
+
+				CHECK(!berr && !perr, "the TX ring back home");
+				for (unsigned m = 0; prev != ~0u && m < 2 && places[prev].map_size[m]; m++)
+					unmap_raw(DOMAIN, places[prev].map_iova[m],
+						  places[prev].map_iova[m] + places[prev].map_size[m] - 1);
+				traffic(BATCH, &size_i, &rc);
+				CHECK(rc.tx == BATCH && rc.rx == BATCH && !rc.corrupt, "TX ring home: every frame");
+				add(&rc);
+			}
+			CHECK(map_raw(DOMAIN, 0x73000010, 0x7300100f, 0x30000, RW) != VIOMMU_S_OK,
+			      "a MAP at an unaligned IOVA is refused");
+			CHECK(map_raw(DOMAIN, 0x73000000, 0x73000fff, 0x30010, RW) != VIOMMU_S_OK,
+			      "a MAP of an unaligned address is refused");
+			(void)moved;
+		}
+
+		/* A MAP/UNMAP flood on its own thread concurrent with traffic, the bridge's thread
+		 * answering one page per miss meanwhile (so it serves misses all along): thread mode's
+		 * contract under load. */
+		{
+			struct counts fc = { 0 };
+			pthread_t th;
+			uint64_t inv0;
+
+			bridge_stop();
+			CHECK(!bridge_start(VIOMMU_VHOST_ANSWER_PAGE, true), "page bridge, thread mode");
+			viommu_vhost_kernel_stats(bridge, &st);
+			inv0 = st.invalidates;
+			flood_maps = flood_unmaps = 0;
+			__atomic_store_n(&flood_stop, false, __ATOMIC_RELEASE);
+			CHECK(!pthread_create(&th, NULL, flood_main, NULL), "flood thread");
+			traffic(4 * BATCH, &size_i, &fc);
+			__atomic_store_n(&flood_stop, true, __ATOMIC_RELEASE);
+			pthread_join(th, NULL);
+			viommu_vhost_kernel_stats(bridge, &st);
+			printf("  concurrent flood: %u MAP / %u UNMAP on their own thread during %llu tx, "
+			       "%llu rx (%llu corrupt, %llu lost); bridge: %llu misses served, %llu "
+			       "INVALIDATEs, %llu faults, %llu unanswered, %llu refused writes\n",
+			       flood_maps, flood_unmaps, (unsigned long long)fc.tx, (unsigned long long)fc.rx,
+			       (unsigned long long)fc.corrupt, (unsigned long long)fc.lost,
+			       (unsigned long long)st.misses, (unsigned long long)(st.invalidates - inv0),
+			       (unsigned long long)st.faults, (unsigned long long)st.unanswered,
+			       (unsigned long long)st.write_errors);
+			CHECK(fc.tx == 4 * BATCH && fc.rx == 4 * BATCH && !fc.corrupt,
+			      "concurrent flood: every frame arrives");
+			CHECK(flood_unmaps > 0 && st.misses > 0, "concurrent flood: both sides worked");
+			CHECK(st.invalidates - inv0 >= flood_unmaps, "concurrent flood: an INVALIDATE per UNMAP");
+			CHECK(st.faults == 0 && st.unanswered == 0 && st.write_errors == 0,
+			      "concurrent flood: no fault, every miss answered, no refused write");
+			add(&fc);
+			bridge_stop();
+			CHECK(!bridge_start(VIOMMU_VHOST_ANSWER_EXTENT, true), "extent bridge again");
+		}
+
 		/* The TX ring unmapped under traffic: the batch stalls (faults), re-MAP resumes it. */
 		{
 			unsigned base = txq.used_seen, k = 8;
@@ -1122,6 +1558,82 @@ int main(void)
 		add(&c);
 	}
 
+	/* PREFILL_MAP: every MAP pushed at its sync, so traffic takes no miss; past
+	 * max_iotlb_entries / 2 UPDATEs since the last full invalidation the rest is left to misses
+	 * (vhost evicts its oldest entry beyond 2048, in use or not). */
+	{
+		struct viommu_vhost_opts o = { .prefill = VIOMMU_VHOST_PREFILL_MAP, .thread = true };
+		static const unsigned again[] = { M_RXRING, M_TXRING, M_RXHDR, M_TXHDR, M_TXPOOL0,
+						  M_TXPOOL1, M_RXPOOL0, M_RXPOOL1 };
+		struct counts c = { 0 };
+		unsigned many = 1100, mapped = 0;
+		uint64_t misses_before;
+
+		bridge_stop(); /* a full INVALIDATE: vhost holds nothing of ours now */
+		CHECK(!bridge_open(&o), "PREFILL_MAP bridge");
+		for (unsigned i = 0; i < sizeof(again) / sizeof(again[0]); i++)
+			CHECK(unmap_one(again[i]) == VIOMMU_S_OK && map_one(again[i]) == VIOMMU_S_OK,
+			      "re-MAP %s", maps[again[i]].name);
+		viommu_vhost_kernel_stats(bridge, &st);
+		misses_before = st.misses;
+		traffic(2 * BATCH, &size_i, &c);
+		viommu_vhost_kernel_stats(bridge, &st);
+		printf("  prefill on MAP: %llu pushed, %llu tx, %llu rx, %llu misses\n",
+		       (unsigned long long)st.prefilled, (unsigned long long)c.tx, (unsigned long long)c.rx,
+		       (unsigned long long)(st.misses - misses_before));
+		CHECK(st.prefilled >= 8 && st.misses == misses_before,
+		      "prefill on MAP: the traffic takes no miss (%llu)",
+		      (unsigned long long)(st.misses - misses_before));
+		for (unsigned i = 0; i < many; i++)
+			mapped += map_raw(DOMAIN, 0x40000000ull + i * 0x2000ull, 0x40000fffull + i * 0x2000ull,
+					  0x900000, VIOMMU_MAP_F_READ) == VIOMMU_S_OK;
+		viommu_vhost_kernel_stats(bridge, &st);
+		traffic(2 * BATCH, &size_i, &c);
+		printf("  prefill budget: %u more MAPs, %llu pushed in all, %llu left to misses "
+		       "(budget %u)\n", mapped, (unsigned long long)st.prefilled,
+		       (unsigned long long)st.prefill_skipped, 2048 / 2);
+		CHECK(mapped == many && st.updates <= 2048 / 2 && st.prefill_skipped >= many + 8 - 2048 / 2,
+		      "prefill budget: at most max_iotlb_entries / 2 UPDATEs (%llu), the rest skipped",
+		      (unsigned long long)st.updates);
+		CHECK(c.tx == 4 * BATCH && c.rx == 4 * BATCH && !c.corrupt, "prefill: every frame arrives");
+		for (unsigned i = 0; i < many; i++)
+			unmap_raw(DOMAIN, 0x40000000ull + i * 0x2000ull, 0x40000fffull + i * 0x2000ull);
+		add(&c);
+		bridge_stop();
+	}
+
+	/* Lazy mode (the guest's choice): the kernel's write() is synchronous, so the bridge still
+	 * invalidates inside the request; no stale access either. */
+	{
+		struct viommu_vhost_opts o = { .prefill = VIOMMU_VHOST_PREFILL_RINGS, .lazy = true,
+					       .thread = true };
+		struct counts c = { 0 };
+		unsigned f;
+
+		CHECK(!bridge_open(&o), "lazy bridge");
+		CHECK(!viommu_vhost_kernel_prefill(bridge, maps[M_RXRING].iova, RING_SIZE) &&
+		      !viommu_vhost_kernel_prefill(bridge, maps[M_TXRING].iova, RING_SIZE), "lazy: rings");
+		traffic(BATCH, &size_i, &c);
+		tx_one(M_TXVICTIM, 1514); /* warm */
+		c.tx += wait_used(&txq, (uint16_t)(txq.used_seen + 1), 5000, service_fn) ==
+				(uint16_t)(txq.used_seen + 1) && pkt_recv(3000) == 1514;
+		txq.used_seen = used_idx(&txq);
+		CHECK(unmap_one(M_TXVICTIM) == VIOMMU_S_OK && unmap_one(M_RXVICTIM) == VIOMMU_S_OK,
+		      "lazy: UNMAP victims");
+		viommu_vhost_kernel_stats(bridge, &st);
+		CHECK(st.invalidates >= 2, "lazy: the INVALIDATEs are written by the time UNMAP completes");
+		f = check_no_access("lazy unmap", M_TXVICTIM, M_RXVICTIM, &c, &pending);
+		CHECK(f >= 2, "lazy unmap: faults (%u)", f);
+		faults_seen += f;
+		CHECK(map_one(M_TXVICTIM) == VIOMMU_S_OK && map_one(M_RXVICTIM) == VIOMMU_S_OK,
+		      "lazy: re-MAP");
+		check_access_back("lazy re-map", M_TXVICTIM, M_RXVICTIM, pending, &c);
+		CHECK(c.tx == BATCH + 2 && c.rx == BATCH + 1, "lazy: every frame arrives");
+		add(&c);
+		bridge_stop();
+		CHECK(!bridge_start(VIOMMU_VHOST_ANSWER_EXTENT, true), "extent bridge again");
+	}
+
 	/* Phase 5: DETACH and reset leave vhost nothing it can reach. */
 	{
 		struct counts c = { 0 };
@@ -1141,48 +1653,23 @@ int main(void)
 		faults_seen += f;
 		add(&c);
 	}
-	viommu_vhost_kernel_stats(bridge, &st);
-	uint64_t invalidations = st.invalidates;
-	uint64_t faults_total = st.faults;
 	bridge_stop();
+	set_backend(vhost, -1);
+	close(off_fd);
+	uint64_t invalidations = all_invalidates;
+	uint64_t faults_total = all_faults;
 
-	/* Figure: the same traffic through a vhost-net without ACCESS_PLATFORM (no IOTLB). */
-	{
-		struct counts c = { 0 };
-		unsigned n = frames / 2 < BATCH ? BATCH : frames / 2;
-		int off;
-
-		set_backend(vhost, -1);
-		/* The frame the last phase sent to a guest that could not take it is still queued
-		 * on the tap: drop it. */
-		fcntl(tapfd, F_SETFL, fcntl(tapfd, F_GETFL) | O_NONBLOCK);
-		while (read(tapfd, rxbuf, sizeof(rxbuf)) > 0)
-			;
-		off = open("/dev/vhost-net", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-		uint64_t f1 = 1ull << 32;
-		if (off < 0 || ioctl(off, VHOST_SET_OWNER) < 0 || ioctl(off, VHOST_SET_FEATURES, &f1) < 0 ||
-		    vhost_mem_table(off, false) || vhost_setup_rings(off, false) || set_backend(off, tapfd)) {
-			fail("IOMMU-off vhost-net setup: %s", strerror(errno));
-		} else {
-			gpa_mode = true;
-			txq.used_seen = rxq.used_seen = 0;
-			t0 = now_ns();
-			traffic(n, &size_i, &c);
-			fps_off = (double)(c.tx + c.rx) * 1e9 / (double)(now_ns() - t0);
-			gpa_mode = false;
-			printf("  iommu off: %llu tx, %llu rx, %llu corrupt, %llu lost; %.0f frames/s\n",
-			       (unsigned long long)c.tx, (unsigned long long)c.rx,
-			       (unsigned long long)c.corrupt, (unsigned long long)c.lost, fps_off);
-			CHECK(c.tx == n && c.rx == n, "iommu off: every frame arrives");
-			add(&c);
-		}
-	}
 	printf("vhost-net figures: miss service p50 %u ns p90 %u ns; frames/s extents %.0f, pages "
-	       "%.0f, iommu off %.0f; on/off %.3f, extents/pages %.2f; misses per frame extents %.4f "
-	       "pages %.3f\n",
-	       p50, p90, fps_extent, fps_page, fps_off, fps_off > 0 ? fps_extent / fps_off : 0,
-	       fps_page > 0 ? fps_extent / fps_page : 0, (double)misses_extent / (2.0 * frames),
-	       (double)misses_page / (2.0 * (frames / 4 < BATCH ? BATCH : frames / 4)));
+	       "%.0f; extents/pages %.2f; misses per frame extents %.4f pages %.3f; on/off "
+	       "interleaved %u rounds: median %.3f (min %.3f, max %.3f; %.0f vs %.0f frames/s); TX "
+	       "beside %.0f INVALIDATEs/s: with/without median %.3f, with/quiet %.3f (%.0f, %.0f, "
+	       "%.0f frames/s)\n",
+	       p50, p90, fps_extent, fps_page, fps_page > 0 ? fps_extent / fps_page : 0,
+	       (double)misses_extent / (2.0 * frames),
+	       (double)misses_page / (2.0 * (frames / 4 < BATCH ? BATCH : frames / 4)), ab_rounds,
+	       onoff_med, onoff_min, onoff_max, fps_on, fps_off, inval_per_s, stall_med,
+	       stall_quiet_med, fps_inval, fps_ctrl, fps_quiet);
+	(void)inval_cycles;
 	CHECK(tot.corrupt == 0 && tot.stale == 0 && tot.lost == 0, "every frame, none corrupt or stale");
 	printf("vhost-net: %llu tx, %llu rx, %llu corrupt, %llu misses / %llu extents, %llu "
 	       "invalidations, %llu stale, %llu faults\n",
