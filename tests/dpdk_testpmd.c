@@ -91,6 +91,7 @@ static uint32_t tx_gpa_of[NTX], rx_gpa_of[NRX];
 static int tx_free[NTX], ntx_free;
 static int rx_wait[NRX], rx_wait_head, rx_wait_n; /* unmapped RX slots, FIFO */
 static uint32_t seed = 1;
+static uint64_t tx_stride = SLOT;
 static uint64_t tx, rx, corrupt, stale, extents, lost_allowed;
 static uint8_t *seen; /* per frame: came back */
 static uint32_t *sizes, nsizes;
@@ -234,8 +235,8 @@ static bool send_frame(uint32_t seq)
 	gpa = tx_gpa_of[slot];
 	memset(mem + gpa, 0, HDR);
 	make_frame(mem + gpa + HDR, seq, len);
-	map(TX_IOVA + (uint64_t)slot * SLOT, SLOT, gpa, VIOMMU_MAP_F_READ);
-	Q->desc[i] = (struct desc){ dma_addr(TX_IOVA + (uint64_t)slot * SLOT, gpa), HDR + len, 0, 0 };
+	map(TX_IOVA + (uint64_t)slot * tx_stride, SLOT, gpa, VIOMMU_MAP_F_READ);
+	Q->desc[i] = (struct desc){ dma_addr(TX_IOVA + (uint64_t)slot * tx_stride, gpa), HDR + len, 0, 0 };
 	Q->avail->ring[i] = i;
 	tx_slot_at[i] = slot;
 	__atomic_store_n(&Q->avail->idx, (uint16_t)(Q->avail->idx + 1), __ATOMIC_RELEASE);
@@ -280,7 +281,7 @@ static void reap(uint64_t nframes)
 		uint32_t id = T->used->ring[T->last_used % QSZ].id % QSZ;
 		int slot = tx_slot_at[id];
 
-		unmap(TX_IOVA + (uint64_t)slot * SLOT, SLOT);
+		unmap(TX_IOVA + (uint64_t)slot * tx_stride, SLOT);
 		memset(mem + tx_gpa_of[slot], POISON, SLOT);
 		tx_free[ntx_free++] = slot;
 		T->last_used++;
@@ -396,6 +397,8 @@ int main(void)
 		nframes = (uint32_t)strtoul(e, NULL, 0);
 	if ((e = getenv("DPDK_SIZES")))
 		snprintf(sizes_buf, sizeof(sizes_buf), "%s", e);
+	if ((e = getenv("DPDK_TX_STRIDE")))
+		tx_stride = strtoull(e, NULL, 0);
 	if ((e = getenv("DPDK_IOMMU")))
 		iommu = atoi(e) != 0;
 	sizes = calloc(64, sizeof(*sizes));
