@@ -143,7 +143,8 @@ static void held_remove(struct viommu_iotlb *it, uint32_t ep, uint64_t first, ui
 
 	while (j < it->nheld && it->held[j].ep == ep && it->held[j].iova <= last)
 		j++;
-	memmove(&it->held[i], &it->held[j], (it->nheld - j) * sizeof(it->held[0]));
+	if (j > i) /* (held may still be NULL: memmove's arguments must not be) */
+		memmove(&it->held[i], &it->held[j], (it->nheld - j) * sizeof(it->held[0]));
 	it->nheld -= j - i;
 	/* A full invalidation (vhost-user's is [0, 2^64 - 2]) of the only endpoint: whatever the
 	 * record lost is gone from the consumer too. */
