@@ -184,6 +184,70 @@ Test(iotlb, an_unmap_is_invalidated_and_confirmed_before_the_request_returns, .i
 	viommu_iotlb_free(it);
 }
 
+static int lazy_complete(void *ctx, bool strict)
+{
+	(void)ctx;
+	cr_assert(!strict);
+	complete_calls++;
+	return 0;
+}
+
+Test(iotlb, with_the_record_a_discontiguous_neighbour_is_split_off_only_while_it_is_held,
+     .init = setup, .fini = teardown)
+{
+	struct viommu_iotlb_opts o = { .quirk_adjacent_join = true, .track_held = true };
+	struct viommu_iotlb *it = viommu_iotlb_new(fp, &o, NULL);
+	struct viommu_iotlb_region r = { 0x100000, sizeof(memory), memory, -1, 0 };
+	struct viommu_iotlb_entry e, inv;
+
+	cr_assert(it);
+	cr_assert_eq(viommu_iotlb_add_region(it, &r), 0);
+	cr_assert_eq(viommu_iotlb_serve(it, EP), 0);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x10000, 0x12fff, 0x100000, 3), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x13000, 0x13fff, 0x180000, 3), VIOMMU_S_OK);
+	/* Nothing held next to A: A whole, nothing to invalidate. */
+	cr_assert_eq(viommu_iotlb_answer(it, EP, 0x10000, 1, &e, &inv), 0);
+	cr_assert(e.iova == 0x10000 && e.size == 0x3000 && inv.size == 0);
+	/* The same answer again (the consumer evicted it): no INVALIDATE either. */
+	cr_assert_eq(viommu_iotlb_answer(it, EP, 0x11000, 1, &e, &inv), 0);
+	cr_assert(e.iova == 0x10000 && e.size == 0x3000 && inv.size == 0);
+	/* B while A is held: A's byte next to B goes (A whole, in the consumer), B alone. */
+	cr_assert_eq(viommu_iotlb_answer(it, EP, 0x13000, 1, &e, &inv), 0);
+	cr_assert(e.iova == 0x13000 && e.size == 0x1000);
+	cr_assert(inv.iova == 0x12fff && inv.size == 0x1001);
+	/* A again while B is held: A's interior, not touching B: nothing to invalidate. */
+	cr_assert_eq(viommu_iotlb_answer(it, EP, 0x10000, 1, &e, &inv), 0);
+	cr_assert(e.iova == 0x10000 && e.size == 0x2000 && inv.size == 0);
+	/* B unmapped (invalidated: gone from the record): A's last page has no held neighbour. */
+	cr_assert_eq(test_unmap(dev, 1, 0x13000, 0x13fff), VIOMMU_S_OK);
+	cr_assert_eq(viommu_iotlb_answer(it, EP, 0x12000, 1, &e, &inv), 0);
+	cr_assert(e.iova == 0x10000 && e.size == 0x3000);
+	cr_assert(inv.iova == 0x10000 && inv.size == 0x3000); /* the interior is held: replaced */
+	cr_assert_eq(viommu_iotlb_stats(it)->held_entries, 1);
+	viommu_iotlb_free(it);
+}
+
+Test(iotlb, lazy_mode_returns_the_unmap_without_waiting_and_keeps_nothing_pending,
+     .init = setup, .fini = teardown)
+{
+	struct viommu_iotlb_ops ops = { .invalidate = rec_invalidate, .complete = lazy_complete };
+	struct viommu_iotlb_opts o = { .lazy = true };
+	struct viommu_iotlb *it = viommu_iotlb_new(fp, &o, &ops);
+	uint8_t r[64], t[4];
+
+	cr_assert(it);
+	cr_assert_eq(viommu_iotlb_serve(it, EP), 0);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x4000, 0x5fff, 0x100000, 3), VIOMMU_S_OK);
+	viommu_device_request_buf(dev, r, viommu_req_unmap(r, 1, 0x4000, 0x5fff), t, 4);
+	/* Sent at the sync, completed without waiting (lazy_complete asserts !strict). */
+	cr_assert(inval_calls == 1 && complete_calls == 1 && inval_first == 0x4000 && inval_last == 0x5fff);
+	cr_assert_eq(viommu_iotlb_pending(it), 0);
+	cr_assert_eq(viommu_iotlb_flush(it, true), 0); /* nothing left for the VMM's timer */
+	viommu_iotlb_free(it);
+}
+
 /* ---- the hostile backend ---- */
 
 enum hostile {

@@ -33,6 +33,8 @@
 
 #define GRANULE 4096ull
 #define FAULT_MEMORY 64 /* faulted misses remembered for `remapped` */
+#define HELD_MAX 65536 /* track_held: entries recorded before the record turns conservative */
+#define PREFILL_MAX 512 /* prefill: MAPs queued between two syncs */
 
 struct served {
 	uint32_t id;
@@ -49,6 +51,20 @@ struct faulted {
 	uint64_t iova;
 };
 
+/* track_held: an entry the consumer may hold, [iova, last] at uaddr. Sorted by iova; disjoint
+ * (an answer that overlaps a recorded entry other than itself invalidates its range first, and
+ * an invalidation removes every overlapping entry whole, as the consumers do). */
+struct held {
+	uint32_t ep;
+	uint64_t iova, last, uaddr;
+};
+
+struct prefill {
+	uint32_t ep;
+	uint8_t perm;
+	uint64_t iova;
+};
+
 struct viommu_iotlb {
 	struct viommu_fastpath *fp;
 	struct viommu_device *dev;
@@ -62,6 +78,11 @@ struct viommu_iotlb {
 	struct faulted faulted[FAULT_MEMORY];
 	unsigned faulted_next;
 	bool in_flush;
+	struct held *held;
+	unsigned nheld, held_cap;
+	bool held_overflow; /* entries were lost: assume anything may be held */
+	struct prefill prefill[PREFILL_MAX];
+	unsigned nprefill;
 	struct viommu_iotlb_stats st;
 };
 
@@ -84,6 +105,78 @@ static struct served *served_find(struct viommu_iotlb *it, uint32_t ep)
 static bool translating(enum viommu_ep_state st)
 {
 	return st == VIOMMU_EP_ATTACHED || st == VIOMMU_EP_BYPASS || st == VIOMMU_EP_IDENTITY;
+}
+
+/* ---- the record of what the consumer may hold (track_held) ---- */
+
+/* Index of the first entry whose (ep, last) is at or after (@ep, @iova). */
+static unsigned held_lower(const struct viommu_iotlb *it, uint32_t ep, uint64_t iova)
+{
+	unsigned lo = 0, hi = it->nheld;
+
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		const struct held *h = &it->held[mid];
+
+		if (h->ep < ep || (h->ep == ep && h->last < iova))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The recorded entry of @ep holding byte @iova, or NULL. */
+static const struct held *held_at(const struct viommu_iotlb *it, uint32_t ep, uint64_t iova)
+{
+	unsigned i = held_lower(it, ep, iova);
+
+	if (i < it->nheld && it->held[i].ep == ep && it->held[i].iova <= iova)
+		return &it->held[i];
+	return NULL;
+}
+
+/* Forget every entry of @ep overlapping [first, last] (the consumer removes them whole). */
+static void held_remove(struct viommu_iotlb *it, uint32_t ep, uint64_t first, uint64_t last)
+{
+	unsigned i = held_lower(it, ep, first), j = i;
+
+	while (j < it->nheld && it->held[j].ep == ep && it->held[j].iova <= last)
+		j++;
+	if (j > i) /* (held may still be NULL: memmove's arguments must not be) */
+		memmove(&it->held[i], &it->held[j], (it->nheld - j) * sizeof(it->held[0]));
+	it->nheld -= j - i;
+	/* A full invalidation (vhost-user's is [0, 2^64 - 2]) of the only endpoint: whatever the
+	 * record lost is gone from the consumer too. */
+	if (first == 0 && last >= UINT64_MAX - 1 && it->nserved <= 1)
+		it->held_overflow = false;
+	it->st.held_entries = it->nheld;
+}
+
+/* Record [iova, last] at @uaddr (nothing of @ep overlaps it: see answer()). */
+static void held_add(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint64_t last,
+		     uint64_t uaddr)
+{
+	unsigned i;
+
+	if (it->nheld == it->held_cap) {
+		unsigned cap = it->held_cap ? it->held_cap * 2 : 256;
+		struct held *n = cap <= HELD_MAX ? realloc(it->held, cap * sizeof(*n)) : NULL;
+
+		if (!n) {
+			if (!it->held_overflow)
+				it->st.held_overflows++;
+			it->held_overflow = true;
+			return;
+		}
+		it->held = n;
+		it->held_cap = cap;
+	}
+	i = held_lower(it, ep, iova);
+	memmove(&it->held[i + 1], &it->held[i], (it->nheld - i) * sizeof(it->held[0]));
+	it->held[i] = (struct held){ ep, iova, last, uaddr };
+	it->nheld++;
+	it->st.held_entries = it->nheld;
 }
 
 /* ---- ranges ---- */
@@ -184,6 +277,19 @@ static int obs_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 		if (s && s->state == VIOMMU_EP_ATTACHED && s->domain == d->id)
 			f->state = 2;
 	}
+	if (it->opts.prefill && it->ops.remapped)
+		for (unsigned i = 0; i < it->nserved; i++) {
+			struct served *s = &it->served[i];
+
+			if (s->state != VIOMMU_EP_ATTACHED || s->domain != d->id)
+				continue;
+			if (it->nprefill == PREFILL_MAX) {
+				it->st.prefills_dropped++;
+				continue;
+			}
+			/* Answered at sync, once the fast path has published the MAP. */
+			it->prefill[it->nprefill++] = (struct prefill){ s->id, VIOMMU_IOTLB_PERM_RO, x->start };
+		}
 	return 0;
 }
 
@@ -215,6 +321,8 @@ static int flush(struct viommu_iotlb *it, bool wait)
 			s->nranges--;
 			it->st.invalidates++;
 			sent++;
+			if (it->opts.track_held)
+				held_remove(it, s->id, first, last);
 			if (it->ops.invalidate && (err = it->ops.invalidate(it->ops.ctx, s->id, first, last)))
 				it->st.invalidate_errors++;
 		}
@@ -243,6 +351,18 @@ static void obs_sync(void *ctx, bool removed)
 				it->ops.remapped(it->ops.ctx, it->faulted[i].ep, it->faulted[i].iova,
 						 it->faulted[i].perm);
 			}
+	if (it->ops.remapped && !it->in_flush) {
+		unsigned n = it->nprefill;
+
+		/* Taken first: the callback may run the bridge's event loop. A MAP unmapped again
+		 * before this sync finds nothing and sends nothing. */
+		it->nprefill = 0;
+		for (unsigned i = 0; i < n; i++) {
+			it->st.prefills++;
+			it->ops.remapped(it->ops.ctx, it->prefill[i].ep, it->prefill[i].iova,
+					 it->prefill[i].perm);
+		}
+	}
 }
 
 /* ---- life ---- */
@@ -291,6 +411,7 @@ void viommu_iotlb_free(struct viommu_iotlb *it)
 		return;
 	viommu_device_remove_observer(it->dev, it);
 	viommu_reader_close(it->reader);
+	free(it->held);
 	free(it);
 }
 
@@ -409,6 +530,34 @@ static bool discontiguous(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, u
 	return n.uaddr_lo + (iova - n.lo) != uaddr;
 }
 
+/* quirk_adjacent_join: whether the consumer may hold byte @iova (next to an answer) at a user
+ * address other than @uaddr (what would follow on from the answer). Without track_held, or when
+ * the record overflowed, whenever that byte translates elsewhere (it may have been answered). */
+static bool neighbour_conflicts(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint64_t uaddr)
+{
+	const struct held *h;
+
+	if (!it->opts.track_held || it->held_overflow)
+		return discontiguous(it, ep, iova, uaddr);
+	h = held_at(it, ep, iova);
+	return h && h->uaddr + (iova - h->iova) != uaddr;
+}
+
+/* quirk_adjacent_join: whether [lo, hi] must be invalidated before answering it at @uaddr: the
+ * consumer may hold an entry there (other than exactly this answer, which it would keep). */
+static bool own_range_held(struct viommu_iotlb *it, uint32_t ep, uint64_t lo, uint64_t hi,
+			   uint64_t uaddr)
+{
+	unsigned i;
+
+	if (!it->opts.track_held || it->held_overflow)
+		return true;
+	i = held_lower(it, ep, lo);
+	if (i >= it->nheld || it->held[i].ep != ep || it->held[i].iova > hi)
+		return false; /* nothing recorded in [lo, hi] */
+	return !(it->held[i].iova == lo && it->held[i].last == hi && it->held[i].uaddr == uaddr);
+}
+
 void viommu_iotlb_watch(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm)
 {
 	struct faulted *f = &it->faulted[it->faulted_next++ % FAULT_MEMORY];
@@ -497,9 +646,10 @@ static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t p
 	}
 	if (it->opts.quirk_adjacent_join) {
 		uint64_t ulo = x.uaddr_lo + (lo - x.lo), uhi = ulo + (hi - lo);
-		bool pd = lo > 0 && discontiguous(it, ep, lo - 1, ulo - 1);
-		bool nd = hi < UINT64_MAX && discontiguous(it, ep, hi + 1, uhi + 1);
+		bool pd = lo > 0 && neighbour_conflicts(it, ep, lo - 1, ulo - 1);
+		bool nd = hi < UINT64_MAX && neighbour_conflicts(it, ep, hi + 1, uhi + 1);
 		uint64_t ilo = lo, ihi = hi, first, last;
+		bool own;
 
 		if (pd || nd) {
 			it->st.boundary_splits++;
@@ -519,11 +669,18 @@ static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t p
 				pd = pd && lo == x.lo;
 			}
 		}
-		/* Our own range always; the neighbour's byte where the granule touches it. */
+		/* Our own range, unless the record shows nothing there but this very answer (an UPDATE
+		 * whose IOVA already starts an entry is dropped); the neighbour's byte where the
+		 * granule touches it. */
+		own = own_range_held(it, ep, lo, hi, x.uaddr_lo + (lo - x.lo));
 		first = pd ? lo - 1 : lo;
 		last = nd ? hi + 1 : hi;
-		inval->iova = first;
-		inval->size = last - first + 1;
+		if (own || pd || nd) {
+			inval->iova = first;
+			inval->size = last - first + 1;
+		} else {
+			it->st.held_spared++;
+		}
 		inval->uaddr = 0;
 		inval->perm = 0;
 	}
@@ -531,6 +688,12 @@ static int answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t p
 	out->size = hi - lo + 1; /* never 0: a region is at most 2^64 - 1 bytes */
 	out->uaddr = x.uaddr_lo + (lo - x.lo);
 	out->perm = (uint8_t)allowed;
+	if (it->opts.track_held && it->opts.quirk_adjacent_join) {
+		if (inval->size)
+			held_remove(it, ep, inval->iova, inval->iova + inval->size - 1);
+		if (!held_at(it, ep, lo))
+			held_add(it, ep, lo, hi, out->uaddr);
+	}
 	if (miss)
 		it->st.updates++;
 out:

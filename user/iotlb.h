@@ -66,6 +66,17 @@ struct viommu_iotlb_opts {
 	 * vhost-net never repeats a MISS, so the guest would not otherwise learn why its queue
 	 * stopped. */
 	bool fault_unbacked;
+	/* Keep a record of what the consumer may hold (every answer the bridge sends, less every
+	 * range invalidated): with quirk_adjacent_join, a boundary is split and the neighbour
+	 * invalidated only when the record holds the neighbour's byte with a user address that does
+	 * not follow on, and an answer invalidates its own range first only when the record holds
+	 * something else there. Without it, every answer at a discontiguous boundary is split and
+	 * invalidates (as before). The record over-approximates the consumer (evictions are not
+	 * seen), never under: the quirk's safety does not depend on the consumer's evictions. */
+	bool track_held;
+	/* Push an answer for each MAP in a served endpoint's domain at the device's sync, through
+	 * ops->remapped (as for a faulted miss the MAP covered): the consumer need not miss. */
+	bool prefill;
 };
 
 /* A consumer-side IOTLB entry: [iova, iova + size) at user address uaddr, perm RO/WO/RW. */
@@ -102,6 +113,12 @@ struct viommu_iotlb_stats {
 	uint64_t boundary_splits; /* quirk_adjacent_join: answers split at a discontiguous boundary */
 	uint64_t service_ns; /* total time inside viommu_iotlb_answer */
 	uint64_t service_max_ns;
+	/* Added with track_held / prefill (zero without them). */
+	uint64_t held_spared; /* quirk answers that sent no INVALIDATE thanks to the record */
+	uint64_t held_entries; /* entries in the record now */
+	uint64_t held_overflows; /* the record filled up: conservative until a full invalidation */
+	uint64_t prefills; /* MAPs pushed through ops->remapped */
+	uint64_t prefills_dropped; /* MAPs beyond the prefill queue between two syncs */
 };
 
 struct viommu_iotlb;
@@ -145,7 +162,8 @@ int viommu_iotlb_answer(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uin
 			struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval);
 
 /* The same answer for a prefill (rings, re-pushes): no miss counted, no fault reported, nothing
- * remembered. 0, -EFAULT, -ENXIO, -EAGAIN as above. Device thread. */
+ * remembered for `remapped` (with track_held, the answer goes into the record like a miss's: the
+ * bridge must send what either returns). 0, -EFAULT, -ENXIO, -EAGAIN as above. Device thread. */
 int viommu_iotlb_lookup(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm,
 			struct viommu_iotlb_entry *out, struct viommu_iotlb_entry *inval);
 

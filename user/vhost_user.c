@@ -535,6 +535,7 @@ void viommu_vhost_user_opts_default(struct viommu_vhost_user_opts *o)
 	o->vring_num = 256;
 	o->quirk_repush_rings = true;
 	o->iotlb.quirk_adjacent_join = true;
+	o->iotlb.track_held = true;
 }
 
 struct viommu_vhost_user *viommu_vhost_user_new(struct viommu_fastpath *fp,
