@@ -91,7 +91,8 @@ help:
 	@echo '  BPF_ARCH=...    the BPF target arch (default from uname -m: $(BPF_ARCH))'
 	@echo ''
 	@echo 'The CLI ($(BUILD)/viommu --help; $(BUILD)/viommu CMD --help for a command):'
-	@echo '  viommu [-v] replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet]'
+	@echo '  viommu [-v] replay [--path=store|user|bpf|all] [--via=direct|virtqueue|virtqueue-plain]'
+	@echo '                     [--dma-probes] [--stat] [--quiet]'
 	@echo '                     [--dump-requests=DIR] FILE...   run and check trace files'
 	@echo '  viommu [-v] stat PIN_DIR      a running fast path'"'"'s counters, from its pins'
 	@echo '  viommu --version              -v: libbpf'"'"'s debug messages too'
@@ -281,11 +282,29 @@ dpdk: $(BUILD)/viommu-dpdk
 	@echo '== vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
 	$(Q)$(BUILD)/viommu-dpdk
 
+# Each set runs directly, then through real virtqueues (with and without INDIRECT_DESC and
+# EVENT_IDX): the summary line and the exit status must be the direct path's, word for word.
+VIAS := virtqueue virtqueue-plain
+define replay_vias
+	$(Q)$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(1) > $(BUILD)/check-traces/direct.log 2>&1; \
+	echo "exit $$?" >> $(BUILD)/check-traces/direct.log; \
+	grep -v '^exit ' $(BUILD)/check-traces/direct.log; \
+	want=$$(grep -h '^replay:\|^exit ' $(BUILD)/check-traces/direct.log); \
+	case "$$want" in *'exit 0') ;; *) exit 1 ;; esac; \
+	for via in $(VIAS); do \
+		$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) --via=$$via $(1) \
+			> $(BUILD)/check-traces/$$via.log 2>&1; echo "exit $$?" >> $(BUILD)/check-traces/$$via.log; \
+		got=$$(grep -h '^replay:\|^exit ' $(BUILD)/check-traces/$$via.log); \
+		if [ "$$got" = "$$want" ]; then echo "  --via=$$via: the same"; \
+		else tail -n 20 $(BUILD)/check-traces/$$via.log; echo "check-traces: --via=$$via differs"; exit 1; fi; \
+	done
+endef
+
 check-traces: $(BUILD)/viommu
-	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH)'
-	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) $(TRACES) $(REPLAY_TESTS)
-	$(Q)$(if $(CONFORMANCE),$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(CONFORMANCE),\
-		echo 'no conformance scripts in tests/conformance/')
+	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH); each also --via=$(subst $(eval) ,/,$(VIAS))'
+	$(Q)mkdir -p $(BUILD)/check-traces
+	$(call replay_vias,--dma-probes $(TRACES) $(REPLAY_TESTS))
+	$(if $(CONFORMANCE),$(call replay_vias,$(CONFORMANCE)),@echo 'no conformance scripts in tests/conformance/')
 
 unit: $(BUILD)/viommu-tests
 	@echo '== unit tests'
