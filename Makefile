@@ -244,7 +244,7 @@ FUZZ_TARGET ?= request
 ifeq ($(FUZZ_TARGET),virtqueue)
 fuzz: $(BUILD)/fuzz-virtqueue
 	mkdir -p $(BUILD)/fuzz-virtqueue-corpus tests/fuzz/virtqueue-regressions
-	$(BUILD)/fuzz-virtqueue -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	$(BUILD)/fuzz-virtqueue -max_total_time=$(FUZZ_SECONDS) -max_len=2048 -len_control=0 -print_final_stats=1 \
 		-artifact_prefix=tests/fuzz/virtqueue-regressions/crash- $(BUILD)/fuzz-virtqueue-corpus \
 		tests/fuzz/virtqueue-seeds
 else
@@ -280,7 +280,7 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-use
 	else tail -n 40 $(BUILD)/fuzz-smoke/vhost-user.log; echo 'fuzz-smoke: the vhost-user parser fuzzer FAILED'; exit 1; fi
 	@echo '== virtqueue fuzzer: $(FUZZ_SMOKE_RUNS) hostile rings from tests/fuzz/virtqueue-seeds/, then its regressions'
 	$(Q)mkdir -p $(BUILD)/fuzz-virtqueue-corpus
-	$(Q)if $(BUILD)/fuzz-virtqueue -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
+	$(Q)if $(BUILD)/fuzz-virtqueue -runs=$(FUZZ_SMOKE_RUNS) -seed=1 -max_len=2048 -len_control=0 \
 		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-virtqueue- $(BUILD)/fuzz-virtqueue-corpus \
 		tests/fuzz/virtqueue-seeds \
 		>$(BUILD)/fuzz-smoke/virtqueue.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/virtqueue.log | tail -n 1; \
