@@ -811,3 +811,30 @@ Test(vq_device, passes_config_space_reads_and_writes_to_the_device)
 	cr_assert_eq(viommu_virtio_status(v.vd), 0);
 	vdev_down(&v);
 }
+
+Test(vq_walker, refuses_a_chain_of_more_host_segments_than_the_device_takes)
+{
+	/* 31 tiny regions adjacent in guest space: one descriptor over them is 31 segments, and a
+	 * table of 100 such descriptors is 3100, above VIOMMU_VQ_MAX_IOV. */
+	struct viommu_mem_region r[32];
+	static uint8_t tiny[31][64];
+	struct viommu_vq_config cfg = { QSIZE, DESC, AVAIL, USED };
+	struct guest g;
+
+	walker(&g, true);
+	r[0] = (struct viommu_mem_region){ .gpa = GPA, .size = MEM_SIZE, .hva = g.mem, .fd = -1 };
+	for (unsigned i = 0; i < 31; i++)
+		r[i + 1] = (struct viommu_mem_region){ .gpa = 1ull << 32 | i * 64ull, .size = 64,
+						       .hva = tiny[i], .fd = -1 };
+	viommu_mem_free(g.m);
+	g.m = viommu_mem_new(r, 32);
+	cr_assert(g.m);
+	cr_assert_eq(viommu_vq_init(g.vq, g.m, &cfg, true, false), 0);
+	for (unsigned i = 0; i < 100; i++)
+		put_desc(&g, ITAB, i, 1ull << 32, 31 * 64, i < 99 ? VIOMMU_VRING_DESC_F_NEXT : 0,
+			 (uint16_t)(i + 1));
+	put_desc(&g, DESC, 0, ITAB, 16 * 100, VIOMMU_VRING_DESC_F_INDIRECT, 0);
+	post(&g, 0);
+	assert_bad(&g, VIOMMU_VQ_BAD_IOV);
+	guest_fini(&g);
+}
