@@ -76,7 +76,7 @@ help:
 	@echo '                  scripts on all paths, both fuzzers (bounded), bench smoke run;'
 	@echo '                  installs missing Debian packages first'
 	@echo '  make fuzz       run a fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS));'
-	@echo '                  FUZZ_TARGET=request (device core) or fastpath (with the BPF fast path)'
+	@echo '                  FUZZ_TARGET=request (device core), fastpath (with the BPF fast path) or virtqueue (the ring walker)'
 	@echo '  make tsan       unit + stress tests under ThreadSanitizer'
 	@echo '  make stress     the long stress run'
 	@echo '  make bench      the benchmark suite (results in bench/results/)'
@@ -91,7 +91,8 @@ help:
 	@echo '  BPF_ARCH=...    the BPF target arch (default from uname -m: $(BPF_ARCH))'
 	@echo ''
 	@echo 'The CLI ($(BUILD)/viommu --help; $(BUILD)/viommu CMD --help for a command):'
-	@echo '  viommu [-v] replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet]'
+	@echo '  viommu [-v] replay [--path=store|user|bpf|all] [--via=direct|virtqueue|virtqueue-plain]'
+	@echo '                     [--dma-probes] [--stat] [--quiet]'
 	@echo '                     [--dump-requests=DIR] FILE...   run and check trace files'
 	@echo '  viommu [-v] stat PIN_DIR      a running fast path'"'"'s counters, from its pins'
 	@echo '  viommu --version              -v: libbpf'"'"'s debug messages too'
@@ -216,6 +217,14 @@ $(BUILD)/fuzz-fastpath: tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(FUZZ_HDRS) $(BP
 	$(Q)$(CLANG) -std=gnu11 $(WARN) $(INCLUDES) -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(LDLIBS)
 
+# The split-ring walker and the virtio transport (user/virtqueue.c) over the device core:
+# hostile rings, descriptors and indirect tables, kicks, resets, memory map changes.
+$(BUILD)/fuzz-virtqueue: tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB)
+
 # The vhost-user backend-channel parser (user/vhost_user.c), alone: any byte stream.
 $(BUILD)/fuzz-vhost-user: tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c user/vhost_user.h user/iotlb.h | deps
 	$(call msg,FUZZ,$@)
@@ -232,13 +241,22 @@ $(BUILD)/fuzz-corpus/.seeded: $(BUILD)/viommu $(TRACES)
 	$(Q)touch $@
 
 FUZZ_TARGET ?= request
+ifeq ($(FUZZ_TARGET),virtqueue)
+fuzz: $(BUILD)/fuzz-virtqueue
+	mkdir -p $(BUILD)/fuzz-virtqueue-corpus tests/fuzz/virtqueue-regressions
+	$(BUILD)/fuzz-virtqueue -max_total_time=$(FUZZ_SECONDS) -max_len=2048 -len_control=0 -print_final_stats=1 \
+		-artifact_prefix=tests/fuzz/virtqueue-regressions/crash- $(BUILD)/fuzz-virtqueue-corpus \
+		tests/fuzz/virtqueue-seeds
+else
 fuzz: $(BUILD)/fuzz-$(FUZZ_TARGET) $(BUILD)/fuzz-corpus/.seeded
 	$(BUILD)/fuzz-$(FUZZ_TARGET) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		-artifact_prefix=tests/fuzz/regressions/crash- $(BUILD)/fuzz-corpus tests/fuzz/regressions
+endif
 
 # A bounded run from the seeds, then every regression input once. The log is kept in $(BUILD)
 # and shown only on failure.
-fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-corpus/.seeded
+fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-virtqueue \
+	$(BUILD)/fuzz-corpus/.seeded
 	@echo '== request fuzzer: $(FUZZ_SMOKE_RUNS) inputs from the trace seeds, then the regressions'
 	$(Q)mkdir -p $(BUILD)/fuzz-smoke
 	$(Q)if $(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
@@ -260,6 +278,17 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-use
 		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-vhost-user- \
 		>$(BUILD)/fuzz-smoke/vhost-user.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/vhost-user.log | tail -n 1; \
 	else tail -n 40 $(BUILD)/fuzz-smoke/vhost-user.log; echo 'fuzz-smoke: the vhost-user parser fuzzer FAILED'; exit 1; fi
+	@echo '== virtqueue fuzzer: $(FUZZ_SMOKE_RUNS) hostile rings from tests/fuzz/virtqueue-seeds/, then its regressions'
+	$(Q)mkdir -p $(BUILD)/fuzz-virtqueue-corpus
+	$(Q)if $(BUILD)/fuzz-virtqueue -runs=$(FUZZ_SMOKE_RUNS) -seed=1 -max_len=2048 -len_control=0 \
+		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-virtqueue- $(BUILD)/fuzz-virtqueue-corpus \
+		tests/fuzz/virtqueue-seeds \
+		>$(BUILD)/fuzz-smoke/virtqueue.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/virtqueue.log | tail -n 1; \
+	else tail -n 40 $(BUILD)/fuzz-smoke/virtqueue.log; echo 'fuzz-smoke: the virtqueue fuzzer FAILED'; exit 1; fi
+	$(Q)regs=$$(find tests/fuzz/virtqueue-regressions -type f ! -name .keep 2>/dev/null); \
+	if [ -n "$$regs" ]; then $(BUILD)/fuzz-virtqueue $$regs >$(BUILD)/fuzz-smoke/virtqueue-regressions.log 2>&1 \
+		|| { tail -n 40 $(BUILD)/fuzz-smoke/virtqueue-regressions.log; echo 'fuzz-smoke: a virtqueue regression input fails'; exit 1; }; \
+	echo "$$(echo "$$regs" | wc -l) virtqueue regression inputs pass"; fi
 
 # The vhost-net test's guest payload: static (it is the guest's only program besides busybox).
 $(BUILD)/guest/vhost-net-test: tests/vhost_net/vhost_net_test.c $(BUILD)/libviommu.a | deps
@@ -281,11 +310,29 @@ dpdk: $(BUILD)/viommu-dpdk
 	@echo '== vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
 	$(Q)$(BUILD)/viommu-dpdk
 
+# Each set runs directly, then through real virtqueues (with and without INDIRECT_DESC and
+# EVENT_IDX): the summary line and the exit status must be the direct path's, word for word.
+VIAS := virtqueue virtqueue-plain
+define replay_vias
+	$(Q)$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(1) > $(BUILD)/check-traces/direct.log 2>&1; \
+	echo "exit $$?" >> $(BUILD)/check-traces/direct.log; \
+	grep -v '^exit ' $(BUILD)/check-traces/direct.log; \
+	want=$$(grep -h '^replay:\|^exit ' $(BUILD)/check-traces/direct.log); \
+	case "$$want" in *'exit 0') ;; *) exit 1 ;; esac; \
+	for via in $(VIAS); do \
+		$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) --via=$$via $(1) \
+			> $(BUILD)/check-traces/$$via.log 2>&1; echo "exit $$?" >> $(BUILD)/check-traces/$$via.log; \
+		got=$$(grep -h '^replay:\|^exit ' $(BUILD)/check-traces/$$via.log); \
+		if [ "$$got" = "$$want" ]; then echo "  --via=$$via: the same"; \
+		else tail -n 20 $(BUILD)/check-traces/$$via.log; echo "check-traces: --via=$$via differs"; exit 1; fi; \
+	done
+endef
+
 check-traces: $(BUILD)/viommu
-	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH)'
-	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) $(TRACES) $(REPLAY_TESTS)
-	$(Q)$(if $(CONFORMANCE),$(BUILD)/viommu replay --quiet --path=$(REPLAY_PATH) $(CONFORMANCE),\
-		echo 'no conformance scripts in tests/conformance/')
+	@echo '== recorded Linux traces and replayer regressions (with DMA probes), conformance scripts, --path=$(REPLAY_PATH); each also --via=$(subst $(eval) ,/,$(VIAS))'
+	$(Q)mkdir -p $(BUILD)/check-traces
+	$(call replay_vias,--dma-probes $(TRACES) $(REPLAY_TESTS))
+	$(if $(CONFORMANCE),$(call replay_vias,$(CONFORMANCE)),@echo 'no conformance scripts in tests/conformance/')
 
 unit: $(BUILD)/viommu-tests
 	@echo '== unit tests'
@@ -296,7 +343,7 @@ unit-asan: $(BUILD)/asan/viommu-tests
 	$(Q)ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2
 
 test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath \
-	$(BUILD)/fuzz-vhost-user $(BUILD)/viommu-dpdk
+	$(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-virtqueue $(BUILD)/viommu-dpdk
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory unit-asan
 	$(Q)$(MAKE) --no-print-directory check-traces

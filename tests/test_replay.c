@@ -355,3 +355,74 @@ Test(replay, dma_probes_follow_the_device_not_the_trace_syntax)
 		     "identity MAP and UNMAP: one each");
 	free(e);
 }
+
+/* The same text replayed directly and through the rings (both feature sets): equal totals. */
+static void replay_all_ways(const char *text, uint64_t want_requests, uint64_t want_probes,
+			    uint64_t want_mismatches)
+{
+	static const enum viommu_replay_via vias[] = { VIOMMU_VIA_DIRECT, VIOMMU_VIA_VIRTQUEUE,
+						       VIOMMU_VIA_VIRTQUEUE_PLAIN };
+	const char *path = write_file("via.trace", text);
+
+	for (unsigned i = 0; i < 3; i++) {
+		struct viommu_replay_opts o = opts();
+		struct viommu_replay_totals t = { 0 };
+
+		o.via = vias[i];
+		o.dma_probes = true;
+		viommu_replay_file(path, &o, &t);
+		cr_assert_eq(t.requests, want_requests, "via %u: %llu requests", i,
+			     (unsigned long long)t.requests);
+		cr_assert_eq(t.probes, want_probes, "via %u: %llu probes", i,
+			     (unsigned long long)t.probes);
+		cr_assert_eq(t.mismatches, want_mismatches, "via %u: %llu mismatches", i,
+			     (unsigned long long)t.mismatches);
+	}
+}
+
+Test(replay, via_virtqueue_a_batch_larger_than_the_ring_is_flushed_and_retried)
+{
+	char *text = malloc(300 * 96 + 256);
+	size_t off = 0;
+
+	cr_assert(text);
+	off += sprintf(text + off, "attach domain=1 endpoint=8 flags=0 status=OK\n");
+	for (unsigned i = 0; i < 300; i++)
+		off += sprintf(text + off, "raw hex=0300000001000000%016llx writable=4 status=INVAL used=4\n",
+			       (unsigned long long)0);
+	sprintf(text + off, "kick n=301\n");
+	/* Truncated MAPs (INVAL, no probes): 300 of them cannot fit a ring of 256 (128 pairs plain). */
+	replay_all_ways(text, 301, 0, 0);
+	free(text);
+}
+
+Test(replay, via_virtqueue_a_wrong_expectation_is_a_mismatch_as_directly)
+{
+	replay_all_ways("attach domain=1 endpoint=8 flags=0 status=OK\n"
+			"map domain=1 virt_start=0x1000 virt_end=0x1fff phys_start=0x8000 flags=3 status=INVAL\n"
+			"kick n=2\n",
+			2, 2, 1);
+}
+
+Test(replay, via_virtqueue_faults_beyond_the_event_queue_size_all_come_back)
+{
+	char text[100 * 64];
+	size_t off = 0;
+
+	off += sprintf(text + off, "device bypass=0\nendpoint id=8\n");
+	for (unsigned i = 0; i < 100; i++)
+		off += sprintf(text + off, "translate endpoint=8 iova=0x%x access=r expect=fault:domain\n",
+			       0x1000 * i);
+	replay_all_ways(text, 0, 100, 0);
+}
+
+Test(replay, via_virtqueue_a_reset_brings_the_rings_up_again)
+{
+	replay_all_ways("attach domain=1 endpoint=8 flags=0 status=OK\n"
+			"reset\n"
+			"translate endpoint=8 iova=0x1000 access=r expect=bypass\n"
+			"attach domain=2 endpoint=8 flags=0 status=OK\n"
+			"system_reset\n"
+			"probe endpoint=8 status=OK used=516 resv_mem=msi:0xfee00000:0xfeefffff\n",
+			3, 1, 0);
+}

@@ -37,8 +37,9 @@ static const char usage_main[] =
 	"  --version      the version\n";
 
 static const char usage_replay[] =
-	"usage: viommu replay [--path=store|user|bpf|all] [--dma-probes] [--stat] [--quiet]\n"
-	"                     [--dump-requests=DIR] [--restore-every=N] [-v|--verbose] FILE...\n"
+	"usage: viommu replay [--path=store|user|bpf|all] [--via=direct|virtqueue|virtqueue-plain]\n"
+	"                     [--dma-probes] [--stat] [--quiet] [--dump-requests=DIR]\n"
+	"                     [--restore-every=N] [-v|--verbose] FILE...\n"
 	"\n"
 	"Runs trace files (tests/traces/FORMAT.md) through the device core and checks every\n"
 	"expectation; the last line is 'replay: F files, R requests, P probes, M mismatches'\n"
@@ -46,6 +47,11 @@ static const char usage_replay[] =
 	"\n"
 	"  --path=PATH           who answers translate lines (default store; all = every path,\n"
 	"                        each checked against the expectation)\n"
+	"  --via=HOW             how requests reach the device: direct (default: each request\n"
+	"                        handed to the core), virtqueue (a guest driver lays them out in\n"
+	"                        split rings in shared memory as Linux does, INDIRECT_DESC and\n"
+	"                        EVENT_IDX negotiated; faults come back on the event queue),\n"
+	"                        virtqueue-plain (the same without either feature)\n"
 	"  --dma-probes          after every accepted MAP/UNMAP, probe its first and last byte\n"
 	"                        through an endpoint the device has in that domain (address from\n"
 	"                        the line; identity if the endpoint has no ACCESS_PLATFORM)\n"
@@ -130,6 +136,17 @@ static int cmd_replay(int argc, char **argv)
 		} else if (!strncmp(argv[i], "--path=", 7)) {
 			if (parse_paths(argv[i] + 7, &o.paths)) {
 				fprintf(stderr, "viommu replay: --path is store, user, bpf or all\n");
+				return EXIT_USAGE;
+			}
+		} else if (!strncmp(argv[i], "--via=", 6)) {
+			if (!strcmp(argv[i] + 6, "direct")) {
+				o.via = VIOMMU_VIA_DIRECT;
+			} else if (!strcmp(argv[i] + 6, "virtqueue")) {
+				o.via = VIOMMU_VIA_VIRTQUEUE;
+			} else if (!strcmp(argv[i] + 6, "virtqueue-plain")) {
+				o.via = VIOMMU_VIA_VIRTQUEUE_PLAIN;
+			} else {
+				fprintf(stderr, "viommu replay: --via is direct, virtqueue or virtqueue-plain\n");
 				return EXIT_USAGE;
 			}
 		} else if (!strcmp(argv[i], "--dma-probes")) {

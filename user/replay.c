@@ -9,6 +9,7 @@
 
 #include "image.h"
 #include "fuzz_input.h"
+#include "replay_vq.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -77,6 +78,8 @@ struct line {
 	struct kv kv[MAX_TOKENS];
 };
 
+struct pending;
+
 /* An `endpoint` set-up line, kept until the device is created at the first request. */
 struct ep_decl {
 	unsigned lineno;
@@ -103,6 +106,11 @@ struct run {
 	struct viommu_replay_reader readers[3];
 	unsigned nreaders;
 	bool in_batch;
+	/* --via=virtqueue: the guest driver, and the requests in its ring not yet answered */
+	struct viommu_vq_driver *drv;
+	struct pending *pend;
+	size_t npend, pend_cap;
+	bool vq_broken; /* the device failed the rings: the file stops */
 	bool read_failed; /* the stream could not be read to its end: an I/O error */
 	bool reopening; /* open_readers() after a restore: skips were said the first time */
 	uint64_t restores;
@@ -331,10 +339,16 @@ static int resv_parse(const char *s, struct viommu_resv *r)
 }
 
 static double now_s(void);
+static void vq_flush(struct run *r);
 
-/* Completes the pending batch: observers sync (grace periods) here, so it counts as device time. */
+/* Completes the pending batch: observers sync (grace periods) here, so it counts as device time.
+ * Via virtqueue: the driver kicks once and every request of the batch is answered. */
 static void end_batch(struct run *r)
 {
+	if (r->drv) {
+		vq_flush(r);
+		return;
+	}
 	if (r->in_batch) {
 		double t0 = now_s();
 
@@ -384,6 +398,22 @@ static const char *answer_name(const struct viommu_answer *a)
 	       a->result == VIOMMU_XLATE_FAULT ? reason_name(a->reason) : "retry (raced a writer)";
 }
 
+/* The next fault report: popped from the device, or via virtqueue read off the event queue. */
+static int fault_pop(struct run *r, struct viommu_wire_fault *fr)
+{
+	int err;
+
+	if (!r->drv)
+		return viommu_device_fault_pop(r->dev, fr);
+	err = viommu_vq_driver_event_pop(r->drv, fr);
+	if (err == -EPROTO) {
+		fprintf(r->err, "%s: via virtqueue: %s\n", r->path, viommu_vq_driver_problem(r->drv));
+		r->mismatches++;
+		r->vq_broken = true;
+	}
+	return err;
+}
+
 /* Run one probe through every reader and check the answer and each fault report. */
 static void probe(struct run *r, const struct line *l, uint32_t ep, uint64_t iova, uint64_t size,
 		  uint32_t access, const struct expect *e)
@@ -393,7 +423,7 @@ static void probe(struct run *r, const struct line *l, uint32_t ep, uint64_t iov
 
 	end_batch(r);
 	r->probes++;
-	while (viommu_device_fault_pop(r->dev, &fr) == 0)
+	while (fault_pop(r, &fr) == 0)
 		; /* nothing stale from earlier lines */
 	for (unsigned i = 0; i < r->nreaders; i++) {
 		struct viommu_replay_reader *rd = &r->readers[i];
@@ -401,7 +431,8 @@ static void probe(struct run *r, const struct line *l, uint32_t ep, uint64_t iov
 		struct viommu_answer x;
 		enum viommu_xlate_result res;
 
-		viommu_device_eventq_post(r->dev, 1); /* the driver keeps a buffer posted */
+		if (!r->drv) /* via virtqueue the driver keeps the event queue full */
+			viommu_device_eventq_post(r->dev, 1); /* the driver keeps a buffer posted */
 		res = rd->translate(rd->ctx, &q, &x);
 		switch (e->kind) {
 		case 0:
@@ -423,7 +454,7 @@ static void probe(struct run *r, const struct line *l, uint32_t ep, uint64_t iov
 			break;
 		}
 		/* Exactly one report for a fault, none otherwise. */
-		if (viommu_device_fault_pop(r->dev, &fr) == 0) {
+		if (fault_pop(r, &fr) == 0) {
 			uint32_t flags = viommu_le32(&fr.flags);
 			uint64_t addr = viommu_le64(&fr.address);
 
@@ -438,7 +469,7 @@ static void probe(struct run *r, const struct line *l, uint32_t ep, uint64_t iov
 					 "[%s] fault report reason=%u endpoint=%u flags=0x%x address=0x%llx",
 					 rd->name, fr.reason, viommu_le32(&fr.endpoint), flags,
 					 (unsigned long long)addr);
-			if (viommu_device_fault_pop(r->dev, &fr) == 0)
+			if (fault_pop(r, &fr) == 0)
 				MISMATCH(r, l, "[%s] more than one fault report", rd->name);
 		} else if (e->kind == 2) {
 			MISMATCH(r, l, "[%s] no fault report on the event queue", rd->name);
@@ -606,6 +637,18 @@ struct request_expect {
 	uint64_t used;
 };
 
+/* --via=virtqueue: a request line in the ring, answered at the next flush. The line is copied
+ * (its strings live in the line buffer, which the next line overwrites). */
+struct pending {
+	struct line l;
+	char *text;
+	uint64_t v[5];
+	struct request_expect e;
+	uint8_t *rd;
+	size_t rd_len, wr_len;
+	int token;
+};
+
 /* The line's numbers (v[i] for verb_keys[verb][i], i < 5) and its expectations. */
 static int request_args(struct run *r, const struct line *l, uint64_t v[5], struct request_expect *e)
 {
@@ -696,7 +739,6 @@ static int build_request(struct run *r, const struct line *l, const uint64_t v[5
 static uint32_t submit_request(struct run *r, const uint8_t *rd, size_t rd_len, uint8_t *wr,
 			       size_t wr_len)
 {
-	unsigned type = rd_len ? rd[0] : 0, st;
 	uint32_t used;
 	double t0;
 
@@ -708,6 +750,15 @@ static uint32_t submit_request(struct run *r, const uint8_t *rd, size_t rd_len, 
 	t0 = now_s();
 	used = viommu_device_request_buf(r->dev, rd, rd_len, wr, wr_len);
 	r->busy_s += now_s() - t0;
+	return used;
+}
+
+/* A request answered (directly or through the rings): counted by type and status. */
+static void count_request(struct run *r, const uint8_t *rd, size_t rd_len, const uint8_t *wr,
+			  uint32_t used)
+{
+	unsigned type = rd_len ? rd[0] : 0, st;
+
 	r->requests++;
 	st = used >= 4 ? wr[used - 4] : VIOMMU_S_COUNT;
 	if (type > VIOMMU_T_MAX)
@@ -715,7 +766,6 @@ static uint32_t submit_request(struct run *r, const uint8_t *rd, size_t rd_len, 
 	if (st > VIOMMU_S_COUNT)
 		st = VIOMMU_S_COUNT;
 	r->by_type[type][used ? st : VIOMMU_S_COUNT]++;
-	return used;
 }
 
 /* The used length and status against the line's expectations; nothing written but the tail
@@ -800,6 +850,143 @@ static int check_probe(struct run *r, const struct line *l, const uint8_t *wr, s
 	return 0;
 }
 
+/* A request's answer against its line: counted, status and used length checked, PROBE
+ * properties checked, then --dma-probes. */
+static int finish_request(struct run *r, const struct line *l, const uint64_t v[5],
+			  const struct request_expect *e, const uint8_t *rd, size_t rd_len,
+			  const uint8_t *wr, size_t wr_len, uint32_t used)
+{
+	int err = 0;
+
+	count_request(r, rd, rd_len, wr, used);
+	check_used(r, l, e, rd, rd_len, wr, wr_len, used);
+	if (l->verb == V_PROBE && used && wr[used - 4] == VIOMMU_S_OK)
+		err = check_probe(r, l, wr, wr_len);
+	/* --dma-probes: after an accepted MAP / UNMAP line, as the device now stands. */
+	if (!err && used && wr[used - 4] == VIOMMU_S_OK) {
+		if (r->o->dma_probes && l->verb == V_MAP)
+			dma_probe_map(r, l, (uint32_t)v[0], v[1], v[2], v[3], v[4]);
+		else if (r->o->dma_probes && l->verb == V_UNMAP)
+			dma_probe_unmap(r, l, (uint32_t)v[0], v[1]);
+	}
+	return err;
+}
+
+/* ---- --via=virtqueue ---- */
+
+static void pending_free(struct pending *p)
+{
+	free(p->text);
+	free(p->rd);
+}
+
+/* The requests of the batch in the ring: one kick, every answer, then each checked in order
+ * (a --dma-probes probe inside finish_request ends no batch: none is pending any more). */
+static void vq_flush(struct run *r)
+{
+	size_t n = r->npend;
+	double t0;
+	int err;
+
+	if (!n)
+		return;
+	r->npend = 0;
+	t0 = now_s();
+	err = viommu_vq_driver_flush(r->drv);
+	r->busy_s += now_s() - t0;
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = &r->pend[i];
+		const uint8_t *wr;
+
+		if (!err && !r->vq_broken) {
+			uint32_t used = viommu_vq_driver_result(r->drv, p->token, &wr);
+
+			if (finish_request(r, &p->l, p->v, &p->e, p->rd, p->rd_len, wr, p->wr_len, used))
+				r->vq_broken = true; /* a bad expectation: the file stops, as directly */
+		}
+		pending_free(p);
+	}
+	if (err) {
+		fprintf(r->err, "%s:%u: via virtqueue: %s\n", r->path, r->pend[0].l.lineno,
+			err == -EPROTO ? viommu_vq_driver_problem(r->drv) : strerror(-err));
+		r->mismatches++;
+		r->vq_broken = true;
+	}
+}
+
+/* Copy @l (and the strings it points into) into @p. */
+static int line_dup(struct pending *p, const struct line *l)
+{
+	size_t len = 0, off = 0;
+
+	for (unsigned i = 0; i < l->nkv; i++)
+		len += strlen(l->kv[i].key) + strlen(l->kv[i].val) + 2;
+	p->l = *l;
+	p->text = malloc(len ? len : 1);
+	if (!p->text)
+		return -ENOMEM;
+	for (unsigned i = 0; i < l->nkv; i++) {
+		size_t k = strlen(l->kv[i].key) + 1, v = strlen(l->kv[i].val) + 1;
+
+		memcpy(p->text + off, l->kv[i].key, k);
+		p->l.kv[i].key = p->text + off;
+		memcpy(p->text + off + k, l->kv[i].val, v);
+		p->l.kv[i].val = p->text + off + k;
+		off += k + v;
+	}
+	return 0;
+}
+
+/* Put a request line in the ring; flushed when the ring is full, at the batch's end, or at once
+ * when --dma-probes will probe it (the direct path's probe ends its batch there too). */
+static int vq_request(struct run *r, const struct line *l, const uint64_t v[5],
+		      const struct request_expect *e, const uint8_t *rd, size_t rd_len, size_t wr_len)
+{
+	struct pending *p;
+	int token;
+
+	if (r->vq_broken)
+		return -EIO;
+	seed_add(r, rd, rd_len, wr_len);
+	token = viommu_vq_driver_add(r->drv, rd, rd_len, wr_len);
+	if (token == -ENOSPC) {
+		vq_flush(r); /* Linux: the queue is full, sync and retry */
+		if (r->vq_broken)
+			return -EIO;
+		token = viommu_vq_driver_add(r->drv, rd, rd_len, wr_len);
+	}
+	if (token < 0) {
+		ERR(r, l, "via virtqueue: the request does not fit the guest's buffers: %s",
+		    strerror(-token));
+		return token;
+	}
+	if (r->npend == r->pend_cap) {
+		size_t nc = r->pend_cap ? 2 * r->pend_cap : 64;
+		struct pending *np = realloc(r->pend, nc * sizeof(*np));
+
+		if (!np)
+			return -ENOMEM;
+		r->pend = np;
+		r->pend_cap = nc;
+	}
+	p = &r->pend[r->npend];
+	memset(p, 0, sizeof(*p));
+	if (line_dup(p, l) || !(p->rd = malloc(rd_len ? rd_len : 1))) {
+		pending_free(p);
+		return -ENOMEM;
+	}
+	memcpy(p->rd, rd, rd_len);
+	memcpy(p->v, v, sizeof(p->v));
+	p->e = *e;
+	p->rd_len = rd_len;
+	p->wr_len = wr_len;
+	p->token = token;
+	r->npend++;
+	if (r->o->dma_probes && (l->verb == V_MAP || l->verb == V_UNMAP))
+		vq_flush(r);
+	return r->vq_broken ? -EIO : 0;
+}
+
 /* Build and submit one request line; check status/used. */
 static int open_readers(struct run *r);
 
@@ -851,22 +1038,15 @@ static int do_request(struct run *r, const struct line *l)
 	memset(rd, 0, sizeof(rd));
 	if ((err = request_args(r, l, v, &e)) || (err = build_request(r, l, v, rd, &rd_len, &wr_len)))
 		return err;
+	if (r->drv)
+		return vq_request(r, l, v, &e, rd, rd_len, wr_len);
 	wr = calloc(1, wr_len ? wr_len : 1);
 	if (!wr)
 		return -ENOMEM;
 	/* A device must not rely on the writable buffer's contents: poison it. */
 	memset(wr, 0xa5, wr_len);
 	used = submit_request(r, rd, rd_len, wr, wr_len);
-	check_used(r, l, &e, rd, rd_len, wr, wr_len, used);
-	if (l->verb == V_PROBE && used && wr[used - 4] == VIOMMU_S_OK)
-		err = check_probe(r, l, wr, wr_len);
-	/* --dma-probes: after an accepted MAP / UNMAP line, as the device now stands. */
-	if (!err && used && wr[used - 4] == VIOMMU_S_OK) {
-		if (r->o->dma_probes && l->verb == V_MAP)
-			dma_probe_map(r, l, (uint32_t)v[0], v[1], v[2], v[3], v[4]);
-		else if (r->o->dma_probes && l->verb == V_UNMAP)
-			dma_probe_unmap(r, l, (uint32_t)v[0], v[1]);
-	}
+	err = finish_request(r, l, v, &e, rd, rd_len, wr, wr_len, used);
 	free(wr);
 	if (r->o->restore_every && r->requests % r->o->restore_every == 0)
 		r->restore_due = true; /* at the next line that leaves no batch open */
@@ -1025,11 +1205,27 @@ static int start(struct run *r)
 	free(r->eps); /* the device holds the topology now */
 	r->eps = NULL;
 	r->eps_cap = 0;
-	if (r->have_negotiate && viommu_device_negotiate(r->dev, r->negotiate)) {
+	if (r->have_negotiate && ((r->negotiate & ~viommu_device_features(r->dev)) ||
+				  (!r->o->via && viommu_device_negotiate(r->dev, r->negotiate)))) {
 		fprintf(r->err, "%s: negotiate features=0x%llx is not a subset of the offered 0x%llx\n",
 			r->path, (unsigned long long)r->negotiate,
 			(unsigned long long)viommu_device_features(r->dev));
 		return -EINVAL;
+	}
+	if (r->o->via) {
+		/* The guest negotiates through the transport and brings the rings up. */
+		unsigned flags = r->o->via == VIOMMU_VIA_VIRTQUEUE ?
+					 VIOMMU_VQ_DRIVER_INDIRECT | VIOMMU_VQ_DRIVER_EVENT_IDX : 0;
+
+		r->drv = viommu_vq_driver_new(r->dev,
+					      r->have_negotiate ? r->negotiate :
+								  viommu_device_features(r->dev),
+					      flags);
+		if (!r->drv) {
+			fprintf(r->err, "%s: cannot bring the device up on virtqueues: %s\n", r->path,
+				strerror(errno));
+			return -errno;
+		}
 	}
 	return open_readers(r);
 }
@@ -1148,16 +1344,29 @@ static int exec_line(struct run *r, const struct line *l)
 		end_batch(r);
 		b = (uint8_t)v;
 		/* Ignored by the device unless BYPASS_CONFIG was negotiated (spec). */
-		viommu_device_config_write(r->dev, offsetof(struct viommu_wire_config, bypass), &b, 1);
+		if (r->drv)
+			viommu_vq_driver_config_write(r->drv, offsetof(struct viommu_wire_config, bypass),
+						      &b, 1);
+		else
+			viommu_device_config_write(r->dev, offsetof(struct viommu_wire_config, bypass),
+						   &b, 1);
 		break;
 	}
 	case V_RESET:
 	case V_SYSTEM_RESET:
 		end_batch(r);
-		if (l->verb == V_RESET)
+		if (r->drv) {
+			/* Status 0 (or a platform reset), then the driver brings the device up again. */
+			if ((err = viommu_vq_driver_reset(r->drv, l->verb == V_SYSTEM_RESET))) {
+				ERR(r, l, "via virtqueue: the device did not come back up: %s",
+				    strerror(-err));
+				r->vq_broken = true;
+			}
+		} else if (l->verb == V_RESET) {
 			viommu_device_reset(r->dev);
-		else
+		} else {
 			viommu_device_system_reset(r->dev);
+		}
 		break;
 	case V_TRANSLATE:
 		err = do_translate(r, l);
@@ -1208,7 +1417,7 @@ static int run_stream(struct run *r, FILE *fp)
 			break;
 		if (r->implicit_eps)
 			implicit_endpoint(r, &l);
-		if ((err = exec_line(r, &l)))
+		if ((err = exec_line(r, &l)) || (r->vq_broken && (err = -EIO)))
 			break;
 		errno = 0;
 	}
@@ -1221,6 +1430,11 @@ static int run_stream(struct run *r, FILE *fp)
 	free(buf);
 	if (!err && !r->dev)
 		err = start(r); /* set-up lines only, or nothing: the device still reports its state */
+	if (!err && r->drv) {
+		end_batch(r); /* the rest of the ring's last batch, answered and checked */
+		if (r->vq_broken)
+			err = -EIO;
+	}
 	return err;
 }
 
@@ -1250,6 +1464,9 @@ int viommu_replay_stream(FILE *fp, const char *name, const struct viommu_replay_
 			if (r.readers[i].close)
 				r.readers[i].close(r.readers[i].ctx);
 		}
+		for (size_t i = 0; i < r.npend; i++)
+			pending_free(&r.pend[i]); /* a file stopped with requests in the ring */
+		viommu_vq_driver_free(r.drv);
 		viommu_device_free(r.dev);
 	}
 	if (err && r.read_failed)
@@ -1261,6 +1478,7 @@ int viommu_replay_stream(FILE *fp, const char *name, const struct viommu_replay_
 	tot->mismatches += r.mismatches;
 	free(r.seed);
 	free(r.eps);
+	free(r.pend);
 	return err;
 }
 

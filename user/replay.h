@@ -38,8 +38,16 @@ struct viommu_replay_reader {
 /* Opens the reader of one path on @dev (registering observers as needed); 0 or -errno. */
 typedef int (*viommu_replay_open_fn)(struct viommu_device *dev, struct viommu_replay_reader *r);
 
+/* How requests reach the device. */
+enum viommu_replay_via {
+	VIOMMU_VIA_DIRECT = 0, /* viommu_device_request(), one batch per `kick` line */
+	VIOMMU_VIA_VIRTQUEUE, /* real split rings (replay_vq.h), INDIRECT_DESC and EVENT_IDX */
+	VIOMMU_VIA_VIRTQUEUE_PLAIN, /* the same, neither negotiated: chained descriptors */
+};
+
 struct viommu_replay_opts {
 	unsigned paths; /* VIOMMU_PATH_* */
+	enum viommu_replay_via via;
 	bool dma_probes; /* after each OK MAP/UNMAP line, probe it through an endpoint the device has
 			  * attached to that domain (address from the line; identity for an endpoint
 			  * without ACCESS_PLATFORM, as the device treats it) */
