@@ -225,6 +225,13 @@ $(BUILD)/fuzz-virtqueue: tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB
 	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB)
 
+# The save/restore image (user/image.c) as untrusted input, over the device core.
+$(BUILD)/fuzz-image: tests/fuzz/fuzz_image.c user/image.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_image.c user/image.c $(FUZZ_LIB)
+
 # The vhost-user backend-channel parser (user/vhost_user.c), alone: any byte stream.
 $(BUILD)/fuzz-vhost-user: tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c user/vhost_user.h user/iotlb.h | deps
 	$(call msg,FUZZ,$@)
@@ -256,7 +263,7 @@ endif
 # A bounded run from the seeds, then every regression input once. The log is kept in $(BUILD)
 # and shown only on failure.
 fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-virtqueue \
-	$(BUILD)/fuzz-corpus/.seeded
+	$(BUILD)/fuzz-image $(BUILD)/fuzz-corpus/.seeded
 	@echo '== request fuzzer: $(FUZZ_SMOKE_RUNS) inputs from the trace seeds, then the regressions'
 	$(Q)mkdir -p $(BUILD)/fuzz-smoke
 	$(Q)if $(BUILD)/fuzz-request -runs=$(FUZZ_SMOKE_RUNS) -seed=1 \
@@ -278,6 +285,13 @@ fuzz-smoke: $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath $(BUILD)/fuzz-vhost-use
 		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-vhost-user- \
 		>$(BUILD)/fuzz-smoke/vhost-user.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/vhost-user.log | tail -n 1; \
 	else tail -n 40 $(BUILD)/fuzz-smoke/vhost-user.log; echo 'fuzz-smoke: the vhost-user parser fuzzer FAILED'; exit 1; fi
+	@echo '== save/restore image fuzzer: $(FUZZ_SMOKE_RUNS) images from tests/fuzz/image-seeds/'
+	$(Q)mkdir -p $(BUILD)/fuzz-image-corpus
+	$(Q)if $(BUILD)/fuzz-image -runs=$(FUZZ_SMOKE_RUNS) -seed=1 -max_len=4096 \
+		-artifact_prefix=$(BUILD)/fuzz-smoke/crash-image- $(BUILD)/fuzz-image-corpus \
+		tests/fuzz/image-seeds \
+		>$(BUILD)/fuzz-smoke/image.log 2>&1; then grep -h '^#.*DONE' $(BUILD)/fuzz-smoke/image.log | tail -n 1; \
+	else tail -n 40 $(BUILD)/fuzz-smoke/image.log; echo 'fuzz-smoke: the image fuzzer FAILED'; exit 1; fi
 	@echo '== virtqueue fuzzer: $(FUZZ_SMOKE_RUNS) hostile rings from tests/fuzz/virtqueue-seeds/, then its regressions'
 	$(Q)mkdir -p $(BUILD)/fuzz-virtqueue-corpus
 	$(Q)if $(BUILD)/fuzz-virtqueue -runs=$(FUZZ_SMOKE_RUNS) -seed=1 -max_len=2048 -len_control=0 \
@@ -333,6 +347,10 @@ check-traces: $(BUILD)/viommu
 	$(Q)mkdir -p $(BUILD)/check-traces
 	$(call replay_vias,--dma-probes $(TRACES) $(REPLAY_TESTS))
 	$(if $(CONFORMANCE),$(call replay_vias,$(CONFORMANCE)),@echo 'no conformance scripts in tests/conformance/')
+	@echo '== the same through save/restore: the store after every request, every path every 1000'
+	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=store --restore-every=1 $(TRACES) $(REPLAY_TESTS)
+	$(Q)$(BUILD)/viommu replay --quiet --path=store --restore-every=1 $(CONFORMANCE)
+	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) --restore-every=1000 $(TRACES)
 
 unit: $(BUILD)/viommu-tests
 	@echo '== unit tests'

@@ -284,13 +284,18 @@ static int check_structure(struct in *in)
 		return bad(in, "checksum mismatch: the image is damaged");
 	records = viommu_le32(p + 28);
 	while (off < in->len) {
-		uint16_t type = viommu_le16(p + off);
-		uint32_t rlen = viommu_le32(p + off + 4);
-		size_t padded = ((size_t)rlen + 7) & ~(size_t)7;
+		uint16_t type;
+		uint32_t rlen;
+		size_t padded;
 		bool ok;
 
-		if (in->len - off < REC_HDR_BYTES || viommu_le16(p + off + 2) ||
-		    padded > in->len - off - REC_HDR_BYTES)
+		/* The record header must fit before a byte of it is read (found by the fuzzer). */
+		if (in->len - off < REC_HDR_BYTES)
+			return bad(in, "record %u at byte %zu: truncated", n, off);
+		type = viommu_le16(p + off);
+		rlen = viommu_le32(p + off + 4);
+		padded = ((size_t)rlen + 7) & ~(size_t)7;
+		if (viommu_le16(p + off + 2) || padded > in->len - off - REC_HDR_BYTES)
 			return bad(in, "record %u at byte %zu: truncated", n, off);
 		switch (type) {
 		case REC_CONFIG: ok = rlen == CONFIG_BYTES && last == 0; break;

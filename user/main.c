@@ -173,6 +173,11 @@ static int cmd_replay(int argc, char **argv)
 			nfiles++;
 		}
 	}
+	if (o.restore_every && o.via != VIOMMU_VIA_DIRECT) {
+		/* The image holds the device, not the rings' state (the transport's own). */
+		fprintf(stderr, "viommu replay: --restore-every works with --via=direct only\n");
+		return EXIT_USAGE;
+	}
 	if (!nfiles) {
 		fputs(usage_replay, stderr);
 		return EXIT_USAGE;
