@@ -372,6 +372,33 @@ static void churn_map(uint32_t d)
 	test_map(S.dev, d, start, start + sz - 1, phys, flags);
 }
 
+/* The first extent of @dom at or after @from, else its first one, else NULL. */
+struct extent_pick {
+	uint64_t from;
+	const struct viommu_extent *first, *found;
+};
+
+static int pick_extent(const struct viommu_extent *x, void *arg)
+{
+	struct extent_pick *p = arg;
+
+	if (!p->first)
+		p->first = x;
+	if (x->start >= p->from) {
+		p->found = x;
+		return 1;
+	}
+	return 0;
+}
+
+static const struct viommu_extent *extent_from(const struct viommu_domain *dom, uint64_t from)
+{
+	struct extent_pick p = { .from = from };
+
+	viommu_domain_for_each_extent(dom, pick_extent, &p);
+	return p.found ? p.found : p.first;
+}
+
 static void churn_unmap(uint32_t d)
 {
 	const struct viommu_domain *dom = domain(d);
@@ -386,9 +413,7 @@ static void churn_unmap(uint32_t d)
 		test_unmap(S.dev, d, FAR, ~0ull);
 		return;
 	}
-	x = viommu_btree_ceil(&dom->extents, WIN + xorshift(&S.rng) % WIN_SIZE, NULL);
-	if (!x)
-		x = viommu_btree_first(&dom->extents, NULL);
+	x = extent_from(dom, WIN + xorshift(&S.rng) % WIN_SIZE);
 	if (!x) {
 		test_unmap(S.dev, d, WIN, WIN + 0xfff); /* nothing there: answered OK, nothing changes */
 		return;
@@ -418,7 +443,7 @@ static void churn_request(void)
 		}
 		if (!dom) {
 			test_attach(S.dev, d, ep, 0);
-		} else if (dom->extents.count >= MAX_EXTENTS) {
+		} else if (viommu_domain_nr_extents(dom) >= MAX_EXTENTS) {
 			churn_unmap(d);
 		} else {
 			churn_map(d);

@@ -8,6 +8,8 @@
  */
 #include "device.h"
 
+#include "btree.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +46,7 @@ struct ep_priv {
 
 struct dom_priv {
 	struct viommu_domain dom;
+	struct viommu_btree extents; /* start -> struct viommu_extent */
 	struct ep_priv *eps;
 };
 
@@ -123,9 +126,9 @@ struct viommu_device *viommu_device_new(const struct viommu_config *cfg)
 	return dev;
 }
 
-static void domain_free_extents(struct viommu_domain *d)
+static void domain_free_extents(struct dom_priv *dp)
 {
-	viommu_btree_destroy(&d->extents, free);
+	viommu_btree_destroy(&dp->extents, free);
 }
 
 void viommu_device_free(struct viommu_device *dev)
@@ -137,7 +140,7 @@ void viommu_device_free(struct viommu_device *dev)
 		return;
 	while ((dp = viommu_btree_first(&dev->domains, &key))) {
 		viommu_btree_remove(&dev->domains, key);
-		domain_free_extents(&dp->dom);
+		domain_free_extents(dp);
 		free(dp);
 	}
 	viommu_btree_destroy(&dev->endpoints, free);
@@ -312,7 +315,7 @@ static struct dom_priv *domain_create(struct viommu_device *dev, uint32_t id, bo
 		return NULL;
 	dp->dom.id = id;
 	dp->dom.bypass = bypass;
-	viommu_btree_init(&dp->dom.extents);
+	viommu_btree_init(&dp->extents);
 	/* Into the table first: the only step that can fail for want of memory, before any
 	 * observer hears of the domain. */
 	if (viommu_btree_insert(&dev->domains, id, dp)) {
@@ -335,11 +338,11 @@ static void domain_destroy(struct viommu_device *dev, struct dom_priv *dp)
 	struct viommu_domain *d = &dp->dom;
 	struct viommu_extent *x;
 
-	for (x = viommu_btree_first(&d->extents, NULL); x;
-	     x = viommu_btree_next(&d->extents, x->start, NULL))
+	for (x = viommu_btree_first(&dp->extents, NULL); x;
+	     x = viommu_btree_next(&dp->extents, x->start, NULL))
 		notify_unmap(dev, d, x);
-	dev->nr_mappings -= d->extents.count;
-	viommu_btree_destroy(&d->extents, free);
+	dev->nr_mappings -= dp->extents.count;
+	viommu_btree_destroy(&dp->extents, free);
 	for (unsigned i = 0; i < dev->nobs; i++)
 		if (dev->obs[i].domain_destroyed)
 			dev->obs[i].domain_destroyed(dev->obs[i].ctx, d);
@@ -432,6 +435,25 @@ int viommu_device_add_endpoint(struct viommu_device *dev, uint32_t id, bool acce
 	}
 	sync_observers(dev);
 	return 0;
+}
+
+int viommu_domain_for_each_extent(const struct viommu_domain *d,
+				  int (*fn)(const struct viommu_extent *x, void *arg), void *arg)
+{
+	const struct dom_priv *dp = (const struct dom_priv *)((const char *)d - offsetof(struct dom_priv, dom));
+	uint64_t key;
+	int ret;
+
+	for (const struct viommu_extent *x = viommu_btree_first(&dp->extents, &key); x;
+	     x = viommu_btree_next(&dp->extents, key, &key))
+		if ((ret = fn(x, arg)))
+			return ret;
+	return 0;
+}
+
+uint64_t viommu_domain_nr_extents(const struct viommu_domain *d)
+{
+	return ((const struct dom_priv *)((const char *)d - offsetof(struct dom_priv, dom)))->extents.count;
 }
 
 int viommu_device_for_each_endpoint(const struct viommu_device *dev,
@@ -581,7 +603,7 @@ static uint8_t do_attach(struct viommu_device *dev, const uint8_t *r)
 			return VIOMMU_S_OK;
 		/* The endpoint's reserved regions must not be mapped in its new domain. */
 		for (unsigned i = 0; i < e->ep.nresv; i++) {
-			struct viommu_extent *x = viommu_btree_floor(&dp->dom.extents, e->ep.resv[i].end, NULL);
+			struct viommu_extent *x = viommu_btree_floor(&dp->extents, e->ep.resv[i].end, NULL);
 
 			if (x && x->end >= e->ep.resv[i].start)
 				return VIOMMU_S_UNSUPP;
@@ -678,14 +700,14 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 	 * granule; any larger granule answered RANGE above) is malformed. */
 	if (end == start)
 		return VIOMMU_S_INVAL;
-	x = viommu_btree_floor(&dp->dom.extents, end, NULL);
+	x = viommu_btree_floor(&dp->extents, end, NULL);
 	if (x && x->end >= start)
 		return VIOMMU_S_INVAL;
 	for (struct ep_priv *e = dp->eps; e; e = e->dom_next)
 		for (unsigned i = 0; i < e->ep.nresv; i++)
 			if (ranges_overlap(start, end, e->ep.resv[i].start, e->ep.resv[i].end))
 				return VIOMMU_S_INVAL;
-	if (dp->dom.extents.count >= dev->cfg.max_mappings_per_domain ||
+	if (dp->extents.count >= dev->cfg.max_mappings_per_domain ||
 	    dev->nr_mappings >= dev->cfg.max_mappings)
 		return VIOMMU_S_NOMEM;
 	if (!(x = calloc(1, sizeof(*x))))
@@ -694,12 +716,12 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 	x->end = end;
 	x->phys = phys;
 	x->flags = flags;
-	if (viommu_btree_insert(&dp->dom.extents, start, x)) { /* -ENOMEM: the tree is unchanged */
+	if (viommu_btree_insert(&dp->extents, start, x)) { /* -ENOMEM: the tree is unchanged */
 		free(x);
 		return VIOMMU_S_NOMEM;
 	}
 	if (notify_map(dev, &dp->dom, x)) {
-		viommu_btree_remove(&dp->dom.extents, start);
+		viommu_btree_remove(&dp->extents, start);
 		free(x);
 		return VIOMMU_S_NOMEM;
 	}
@@ -722,15 +744,15 @@ static uint8_t do_unmap(struct viommu_device *dev, const uint8_t *r)
 	if ((st = check_range(dev, domain, start, end, &dp)))
 		return st;
 	/* Atomic: only the extents holding `start` or `end` can be split; check both first. */
-	x = viommu_btree_floor(&dp->dom.extents, start, NULL);
+	x = viommu_btree_floor(&dp->extents, start, NULL);
 	if (x && x->start < start && x->end >= start)
 		return VIOMMU_S_RANGE;
-	x = viommu_btree_floor(&dp->dom.extents, end, NULL);
+	x = viommu_btree_floor(&dp->extents, end, NULL);
 	if (x && x->end > end)
 		return VIOMMU_S_RANGE;
-	while ((x = viommu_btree_ceil(&dp->dom.extents, start, &key)) && key <= end) {
+	while ((x = viommu_btree_ceil(&dp->extents, start, &key)) && key <= end) {
 		notify_unmap(dev, &dp->dom, x);
-		viommu_btree_remove(&dp->dom.extents, key);
+		viommu_btree_remove(&dp->extents, key);
 		free(x);
 		dev->nr_mappings--;
 	}
@@ -902,8 +924,8 @@ int viommu_device_add_observer(struct viommu_device *dev, const struct viommu_ob
 		struct viommu_domain *d = &dp->dom;
 		int err = o->domain_created ? o->domain_created(o->ctx, d) : 0;
 
-		for (struct viommu_extent *x = viommu_btree_first(&d->extents, NULL); !err && x;
-		     x = viommu_btree_next(&d->extents, x->start, NULL))
+		for (struct viommu_extent *x = viommu_btree_first(&dp->extents, NULL); !err && x;
+		     x = viommu_btree_next(&dp->extents, x->start, NULL))
 			err = o->map ? o->map(o->ctx, d, x) : 0;
 		if (err)
 			return err; /* the observer is not registered; it cleans up its own state */
@@ -966,7 +988,7 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 	if (last < iova) /* the range runs past 2^64: the byte after the top does not exist */
 		last = UINT64_MAX;
 	for (;;) {
-		struct viommu_extent *x = viommu_btree_floor(&e->ep.domain->extents, cur, NULL);
+		struct viommu_extent *x = viommu_btree_floor(&dom_priv_of(e->ep.domain)->extents, cur, NULL);
 
 		if (!x || x->end < cur || (x->flags & access) != access)
 			return fault(out, VIOMMU_FAULT_R_MAPPING, cur);
@@ -1123,9 +1145,9 @@ static int check_domain(const struct viommu_device *dev, const struct dom_priv *
 
 	slots[(*nslots)++] = dp->dom.slot;
 	if (dp->dom.id != id || dp->dom.slot >= dev->cfg.max_domains ||
-	    !dp->dom.nr_endpoints || viommu_btree_check(&dp->dom.extents) ||
-	    dp->dom.extents.count > dev->cfg.max_mappings_per_domain ||
-	    (dp->dom.bypass && dp->dom.extents.count))
+	    !dp->dom.nr_endpoints || viommu_btree_check(&dp->extents) ||
+	    dp->extents.count > dev->cfg.max_mappings_per_domain ||
+	    (dp->dom.bypass && dp->extents.count))
 		return -EUCLEAN;
 	for (const struct ep_priv *e = dp->eps; e; e = e->dom_next)
 		if (++neps > dp->dom.nr_endpoints || e->ep.domain != &dp->dom)
@@ -1134,8 +1156,8 @@ static int check_domain(const struct viommu_device *dev, const struct dom_priv *
 		return -EUCLEAN;
 	*endpoints += neps;
 	/* Extents: ordered, disjoint, inside input_range (when offered), granule-aligned. */
-	for (e = viommu_btree_first(&dp->dom.extents, &key); e;
-	     e = viommu_btree_next(&dp->dom.extents, key, &key)) {
+	for (e = viommu_btree_first(&dp->extents, &key); e;
+	     e = viommu_btree_next(&dp->extents, key, &key)) {
 		if (e->start != key || e->end < e->start || (!first && e->start <= prev_end) ||
 		    !input_in_range(dev, e->start, e->end) ||
 		    (e->start & (dev->granule - 1)) || ((e->end + 1) & (dev->granule - 1)))

@@ -24,7 +24,6 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "btree.h"
 #include "viommu_abi.h"
 #include "wire.h"
 
@@ -73,7 +72,6 @@ struct viommu_domain {
 	uint32_t slot; /* dense index < max_domains, stable for the domain's life */
 	bool bypass; /* created by ATTACH_F_BYPASS */
 	uint32_t nr_endpoints;
-	struct viommu_btree extents; /* start -> struct viommu_extent */
 };
 
 /* What a DMA from an endpoint does right now: enum viommu_ep_state (bpf/viommu_abi.h), the
@@ -201,6 +199,11 @@ const struct viommu_device_stats *viommu_device_stats(const struct viommu_device
 uint32_t viommu_device_nr_domains(const struct viommu_device *dev);
 uint64_t viommu_device_nr_mappings(const struct viommu_device *dev);
 const struct viommu_domain *viommu_device_domain(const struct viommu_device *dev, uint32_t id);
+/* Calls @fn for each extent of domain @d (ascending start); stops at a non-zero return and
+ * returns it. The count of them. */
+int viommu_domain_for_each_extent(const struct viommu_domain *d,
+				  int (*fn)(const struct viommu_extent *x, void *arg), void *arg);
+uint64_t viommu_domain_nr_extents(const struct viommu_domain *d);
 /* Calls @fn for each endpoint (ascending id); stops at a non-zero return and returns it. */
 int viommu_device_for_each_endpoint(const struct viommu_device *dev,
 				    int (*fn)(const struct viommu_endpoint *ep, void *arg), void *arg);

@@ -107,29 +107,37 @@ static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint6
 	return -1;
 }
 
+struct record_check {
+	struct fp_check_store *c;
+	uint32_t dslot;
+};
+
+/* The record the radix names for extent @x is live and says what @x says. */
+static int check_record(const struct viommu_extent *x, void *arg)
+{
+	struct record_check *rc = arg;
+	const struct viommu_fastpath *fp = rc->c->fp;
+	int64_t ri = record_at(fp, rc->dslot, x->start);
+	const struct viommu_extent_rec *r;
+
+	if (ri < 0 || ri >= fp->ext_hwm)
+		return -EUCLEAN;
+	r = &fp->exts[ri];
+	if ((r->seq & 1) || r->domain_slot != rc->dslot || r->start != x->start || r->end != x->end ||
+	    r->phys != x->phys || r->flags != x->flags)
+		return -EUCLEAN;
+	rc->c->extents++;
+	return 0;
+}
+
 static int check_domain_records(struct fp_check_store *c, const struct viommu_domain *d)
 {
-	const struct viommu_fastpath *fp = c->fp;
-	uint64_t key;
+	struct record_check rc = { c, d->slot };
 
 	if (c->dom_seen[d->slot])
 		return 0;
 	c->dom_seen[d->slot] = 1;
-	for (const struct viommu_extent *x = viommu_btree_first(&d->extents, &key); x;
-	     x = viommu_btree_next(&d->extents, key, &key)) {
-		const struct viommu_extent_rec *r;
-
-		int64_t ri = record_at(fp, d->slot, x->start);
-
-		if (ri < 0 || ri >= fp->ext_hwm)
-			return -EUCLEAN;
-		r = &fp->exts[ri];
-		if ((r->seq & 1) || r->domain_slot != d->slot || r->start != x->start ||
-		    r->end != x->end || r->phys != x->phys || r->flags != x->flags)
-			return -EUCLEAN;
-		c->extents++;
-	}
-	return 0;
+	return viommu_domain_for_each_extent(d, check_record, &rc);
 }
 
 static int check_endpoint(const struct viommu_endpoint *ep, void *arg)

@@ -164,28 +164,34 @@ static void save_config(struct out *o, const struct viommu_device *dev)
 	}
 }
 
+struct map_pass {
+	struct out *o;
+	uint32_t domain;
+};
+
+static int save_map(const struct viommu_extent *x, void *arg)
+{
+	struct map_pass *m = arg;
+	uint8_t *p = rec(m->o, REC_MAP, MAP_BYTES);
+
+	if (!p)
+		return -ENOMEM;
+	viommu_put_le32(p, m->domain);
+	viommu_put_le32(p + 4, x->flags);
+	viommu_put_le64(p + 8, x->start);
+	viommu_put_le64(p + 16, x->end);
+	viommu_put_le64(p + 24, x->phys);
+	return 0;
+}
+
 static void save_maps(struct out *o, const struct viommu_device *dev, uint32_t *doms, size_t ndoms)
 {
 	qsort(doms, ndoms, sizeof(*doms), cmp_u32);
 	for (size_t i = 0; i < ndoms; i++) {
-		const struct viommu_domain *d;
-		uint64_t key;
+		struct map_pass m = { o, doms[i] };
 
-		if (i && doms[i] == doms[i - 1])
-			continue;
-		d = viommu_device_domain(dev, doms[i]);
-		for (const struct viommu_extent *x = viommu_btree_first(&d->extents, &key); x;
-		     x = viommu_btree_next(&d->extents, key, &key)) {
-			uint8_t *p = rec(o, REC_MAP, MAP_BYTES);
-
-			if (!p)
-				return;
-			viommu_put_le32(p, d->id);
-			viommu_put_le32(p + 4, x->flags);
-			viommu_put_le64(p + 8, x->start);
-			viommu_put_le64(p + 16, x->end);
-			viommu_put_le64(p + 24, x->phys);
-		}
+		if (!i || doms[i] != doms[i - 1])
+			viommu_domain_for_each_extent(viommu_device_domain(dev, doms[i]), save_map, &m);
 	}
 }
 

@@ -27,6 +27,29 @@ static uint64_t mix(uint64_t h, uint64_t v)
 	return h * 0xff51afd7ed558ccdull;
 }
 
+static int digest_extent(const struct viommu_extent *x, void *arg)
+{
+	uint64_t *h = arg;
+
+	*h = mix(mix(mix(mix(*h, x->start), x->end), x->phys), x->flags);
+	return 0;
+}
+
+struct find_extent {
+	uint64_t start;
+	const struct viommu_extent *x;
+};
+
+static int find_extent(const struct viommu_extent *x, void *arg)
+{
+	struct find_extent *f = arg;
+
+	if (x->start != f->start)
+		return 0;
+	f->x = x;
+	return 1;
+}
+
 /* A digest of everything a request can change. */
 static int digest_ep(const struct viommu_endpoint *ep, void *arg)
 {
@@ -36,10 +59,7 @@ static int digest_ep(const struct viommu_endpoint *ep, void *arg)
 	if (!ep->domain)
 		return 0;
 	*h = mix(*h, ep->domain->id | (uint64_t)ep->domain->bypass << 32);
-	for (const struct viommu_extent *x = viommu_btree_first(&ep->domain->extents, NULL); x;
-	     x = viommu_btree_next(&ep->domain->extents, x->start, NULL)) {
-		*h = mix(mix(mix(mix(*h, x->start), x->end), x->phys), x->flags);
-	}
+	viommu_domain_for_each_extent(ep->domain, digest_extent, h);
 	return 0;
 }
 
@@ -125,7 +145,12 @@ static void do_translate(struct viommu_device *dev, struct cursor *c)
 		if (iova < x.ext_start || iova > x.ext_end || x.pa != x.ext_phys + (iova - x.ext_start) ||
 		    (x.ext_flags & access) != access)
 			FAIL("translation inconsistent with its extent");
-		ext = viommu_btree_find(&e->domain->extents, x.ext_start);
+		{
+			struct find_extent f = { x.ext_start, NULL };
+
+			viommu_domain_for_each_extent(e->domain, find_extent, &f);
+			ext = f.x;
+		}
 		if (!ext || ext->end != x.ext_end || ext->phys != x.ext_phys)
 			FAIL("translated through an extent the domain does not hold");
 		break;
