@@ -62,7 +62,7 @@ BPF_ARCH ?= $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/i.86/x86/' -e 's/aar
 .DELETE_ON_ERROR:
 
 .PHONY: all test run clean help deps vmlinux fuzz tsan stress bench check-traces \
-	unit unit-asan fuzz-smoke bench-smoke vhost-net dpdk FORCE
+	unit unit-asan fuzz-smoke bench-smoke vhost-net dpdk FORCE install uninstall examples
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -197,6 +197,69 @@ $(BUILD)/bench/%.skel.h: $(BUILD)/bench/%.bpf.o
 
 $(BENCH_OBJS): $(BENCH_SKELS)
 $(BENCH_OBJS): INCLUDES += -I$(BUILD)/bench
+
+# ---- the library as a user links it: static, shared (soname, only viommu_* exported),
+# headers, pkg-config, the CLI ----
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+SO_MAJOR   := 0
+SO_NAME    := libviommu.so.$(SO_MAJOR)
+SO_FILE    := libviommu.so.$(VIOMMU_VERSION)
+# Every header a user includes: the control plane's (not the writer's internals or the fuzzers'),
+# the ABI and the spec constants, and the header a BPF program includes to translate.
+PUBLIC_HDRS := $(filter-out user/fastpath_int.h user/fuzz_input.h,$(wildcard user/*.h)) \
+	bpf/viommu_abi.h bpf/viommu_spec.h bpf/viommu_lookup.h bpf/viommu_maps.bpf.h
+LIB_OBJS_PIC := $(patsubst user/%.c,$(BUILD)/pic/%.o,$(LIB_SRCS))
+
+$(BUILD)/pic/%.o: user/%.c $(SKELS) | deps
+	$(call msg,CC-PIC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+
+$(BUILD)/$(SO_FILE): $(LIB_OBJS_PIC) user/libviommu.map
+	$(call msg,LD,$@)
+	$(Q)$(CC) -shared -Wl,-soname,$(SO_NAME) -Wl,--version-script=user/libviommu.map \
+		-o $@ $(LIB_OBJS_PIC) $(LDLIBS)
+
+$(BUILD)/viommu.pc: user/viommu.pc.in FORCE
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VIOMMU_VERSION)|' $< > $@.tmp
+	$(Q)if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+
+install: $(BUILD)/viommu $(BUILD)/libviommu.a $(BUILD)/$(SO_FILE) $(BUILD)/viommu.pc
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/viommu $(DESTDIR)$(BINDIR)
+	install -m 0644 $(BUILD)/libviommu.a $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(BUILD)/$(SO_FILE) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(SO_FILE) $(DESTDIR)$(LIBDIR)/$(SO_NAME)
+	ln -sf $(SO_NAME) $(DESTDIR)$(LIBDIR)/libviommu.so
+	install -m 0644 $(PUBLIC_HDRS) $(DESTDIR)$(INCLUDEDIR)/viommu/
+	install -m 0644 $(BUILD)/viommu.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 0755 $(BUILD)/viommu $(DESTDIR)$(BINDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libviommu.a $(DESTDIR)$(LIBDIR)/$(SO_FILE) \
+		$(DESTDIR)$(LIBDIR)/$(SO_NAME) $(DESTDIR)$(LIBDIR)/libviommu.so \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/viommu.pc $(DESTDIR)$(BINDIR)/viommu
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/viommu
+
+# examples/, built against an installed copy through pkg-config as a user would, and run.
+EXAMPLE_PREFIX := $(CURDIR)/$(BUILD)/example-prefix
+examples: FORCE
+	@echo '== examples/ against an installed copy (pkg-config --cflags --libs viommu)'
+	$(Q)rm -rf $(EXAMPLE_PREFIX)
+	$(Q)$(MAKE) --no-print-directory install PREFIX=$(EXAMPLE_PREFIX) >$(BUILD)/example-install.log
+	$(Q)for f in examples/*.c; do \
+		$(CC) -std=gnu11 -Wall -Wextra -Werror $$f \
+			$$(PKG_CONFIG_PATH=$(EXAMPLE_PREFIX)/lib/pkgconfig pkg-config --cflags --libs viommu) \
+			-o $(BUILD)/example-$$(basename $$f .c) || exit 1; \
+		LD_LIBRARY_PATH=$(EXAMPLE_PREFIX)/lib $(BUILD)/example-$$(basename $$f .c) || exit 1; \
+	done
+	$(Q)nm -D --defined-only $(EXAMPLE_PREFIX)/lib/libviommu.so | awk '$$3 !~ /^viommu_/ && $$2 ~ /[TDBR]/ { print; bad = 1 } END { exit bad }' \
+		|| { echo 'libviommu.so exports names outside viommu_*'; exit 1; }
+	$(Q)$(MAKE) --no-print-directory uninstall PREFIX=$(EXAMPLE_PREFIX) >/dev/null
+	$(Q)test -z "$$(find $(EXAMPLE_PREFIX) -type f)" || { echo 'make uninstall left files behind'; exit 1; }
 
 # The fuzzer: clang + libFuzzer over the request path, with ASan and UBSan.
 # The device core alone (no BPF): device.c and the sources of the user/ headers it includes,
@@ -369,6 +432,7 @@ test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-
 	$(Q)$(MAKE) --no-print-directory bench-smoke
 	$(Q)$(MAKE) --no-print-directory dpdk
 	$(Q)$(MAKE) --no-print-directory vhost-net
+	$(Q)$(MAKE) --no-print-directory examples
 
 # Every benchmark scenario on tiny worlds: each implementation checked against the device core's
 # translations; no timing is judged.
