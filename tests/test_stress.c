@@ -972,7 +972,7 @@ static void removal_waits_for_holder(void)
 	mine = viommu_reader_open(S.fp);
 	held = viommu_reader_open(S.fp);
 	cr_assert(mine && held);
-	cr_assert_eq(held->fence, fence_mode, "the readers follow the fast path's grace mode");
+	cr_assert_eq(viommu_reader_fence_mode(held), fence_mode, "the readers follow the fast path's grace mode");
 	for (unsigned round = 0; round < rounds; round++) {
 		const struct removal *k = &removals[round % nkinds];
 		struct holder h = { .r = held };

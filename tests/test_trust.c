@@ -484,7 +484,7 @@ static int remote_sandboxed(int sock)
 	r = viommu_reader_open_socket(sock);
 	if (!r)
 		return 10;
-	if (!r->fence || !(r->slot->flags & VIOMMU_READER_F_FENCE))
+	if (!viommu_reader_fence_mode(r))
 		return 11;
 	res = hold_translation(r, 100);
 	viommu_reader_close(r);
@@ -493,10 +493,20 @@ static int remote_sandboxed(int sock)
 
 Test(trust, a_sandboxed_reader_without_membarrier_takes_the_fence_mode_and_says_so)
 {
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *out;
 	pid_t pid;
 
 	setup_with(10000);
 	pid = spawn_remote(remote_sandboxed);
+	wait_flag(&sh->ready);
+	/* It says so: its slot's flag reaches the writer's summary (`viommu stat`). */
+	out = open_memstream(&buf, &len);
+	viommu_fastpath_print_stat(fp, out);
+	fclose(out);
+	cr_assert_not_null(strstr(buf, " 1 fence mode"), "stat: %s", buf);
+	free(buf);
 	unmap_must_wait_for_the_reader();
 	expect_exit(pid, 0);
 }
@@ -550,7 +560,7 @@ static void *nested_holder(void *arg)
 
 	viommu_reader_enter(r);
 	viommu_reader_enter(r);
-	if (viommu_reader_exit(r) || !__atomic_load_n(&r->slot->active, __ATOMIC_RELAXED)) {
+	if (viommu_reader_exit(r) || !viommu_reader_inside(r)) {
 		__atomic_store_n(&sh->result, 1, __ATOMIC_RELAXED); /* the inner exit ended it */
 		viommu_reader_exit(r);
 		__atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
@@ -578,7 +588,7 @@ Test(trust, enter_and_exit_nest_and_only_the_outermost_exit_ends_the_section)
 	unmap_must_wait_for_the_reader();
 	cr_assert_eq(pthread_join(t, NULL), 0);
 	cr_assert_eq(sh->result, 0, "nested section check %d failed", sh->result);
-	cr_assert_eq(r->slot->active, 0);
+	cr_assert(!viommu_reader_inside(r));
 	viommu_reader_close(r);
 }
 

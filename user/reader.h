@@ -96,6 +96,19 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_query *q,
 			       const struct viommu_answer *a);
 
+/* Does enter() fence (the fast path's reader-fence mode, or this reader's own because it could
+ * not register for membarrier)? Is the reader inside a critical section? Any thread; racy reads
+ * of this reader's own state, for tests and diagnostics. */
+static inline bool viommu_reader_fence_mode(const struct viommu_reader *r)
+{
+	return r->fence;
+}
+
+static inline bool viommu_reader_inside(const struct viommu_reader *r)
+{
+	return __atomic_load_n(&r->slot->active, __ATOMIC_RELAXED) != 0;
+}
+
 /* Grace-period critical section (see above). Cost: two plain stores, no fence (the writer uses
  * membarrier), or an exchange in fence mode. Acts as rcu_read_lock()/rcu_read_unlock() for the
  * fast path's translations, and nests as they do: only the outermost pair marks the reader.
