@@ -793,7 +793,7 @@ static void *hold_translation_main(void *arg)
 
 	viommu_reader_enter(h->r);
 	if (viommu_reader_translate(h->r, &q, &a) != VIOMMU_XLATE_HIT || a.pa != 0x55008) {
-		h->result = 1;
+		__atomic_store_n(&h->result, 1, __ATOMIC_RELAXED);
 		viommu_reader_exit(h->r);
 		__atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
 		return NULL;
@@ -801,7 +801,7 @@ static void *hold_translation_main(void *arg)
 	__atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
 	usleep(100 * 1000);
 	__atomic_store_n(&h->done_using, 1, __ATOMIC_RELAXED);
-	h->result = viommu_reader_exit(h->r) ? 2 : 0;
+	__atomic_store_n(&h->result, viommu_reader_exit(h->r) ? 2 : 0, __ATOMIC_RELAXED);
 	return NULL;
 }
 
@@ -832,7 +832,7 @@ static void unmap_waits_for_the_reader(bool reader_fence)
 	cr_assert_eq(pthread_create(&th, NULL, hold_translation_main, &h), 0);
 	while (!__atomic_load_n(&h.ready, __ATOMIC_ACQUIRE))
 		usleep(1000);
-	cr_assert_eq(h.result, 0, "the reader translated inside its section");
+	cr_assert_eq(__atomic_load_n(&h.result, __ATOMIC_RELAXED), 0, "the reader translated inside its section");
 	cr_assert_eq(test_unmap(dev, 1, 0x3000, 0x3fff), VIOMMU_S_OK);
 	/* Ordered by the reader's release in exit() and the scan's acquire (R2/W5). */
 	cr_assert_eq(__atomic_load_n(&h.done_using, __ATOMIC_RELAXED), 1,
