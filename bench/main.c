@@ -255,6 +255,25 @@ static void print_header(void)
 	}
 }
 
+/* The fast path's own account of a world (pools in use, the BPF readers' walks and hash hits),
+ * as `#` lines: the sparse world's memory and lookup paths come from here. */
+static void world_stat_print(struct bench_world *w)
+{
+	char *buf = NULL, *line, *save = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return;
+	viommu_fastpath_print_stat(w->fp, f);
+	fclose(f);
+	printf("# fast path of the %s x %u world, after its scenarios:\n", bench_size_names[w->spec.size],
+	       w->spec.extents);
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		printf("#   %s\n", line);
+	free(buf);
+}
+
 /* The scenarios that want @spec, in one world built for them. Returns false when the kernel
  * refuses the fast path in --smoke: the run ends there, successfully. */
 static bool run_world(const struct bench_world_spec *spec)
@@ -291,6 +310,8 @@ static bool run_world(const struct bench_world_spec *spec)
 		sc->run(&c);
 		sc->teardown(&c);
 	}
+	if (spec->size == BENCH_SPARSE)
+		world_stat_print(w);
 	bench_world_free(w);
 	return true;
 }
