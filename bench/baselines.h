@@ -87,4 +87,27 @@ uint64_t bench_slist_run(struct bench_slist *l, const struct viommu_query *q, si
 uint64_t bench_slist_run_bulk(struct bench_slist *l, const struct viommu_query *q, size_t qmask,
 			      size_t start, size_t ops, uint64_t *faults);
 
+/* ---- flat: the floor (bench/flat.c, bench/bench_flat.bpf.c) ---- */
+/*
+ * Not a peer: the lower bound of any page-granular translator. One 8-byte entry per 4 KiB page
+ * of the extents' IOVA span, indexed directly by page number, in a BPF_F_MMAPABLE array map
+ * read through mmap of the map fd as viommu's maps are, and by a syscall program with viommu's
+ * batch context. One endpoint's table; it answers the byte at iova (the query's size is not
+ * checked), with no extent in the answer. It exists only for dense layouts: a span of more than
+ * BENCH_FLAT_PAGES_MAX pages is refused (E2BIG).
+ */
+#define BENCH_FLAT_PAGES_MAX (1ull << 24) /* 128 MiB of entries */
+struct bench_flat;
+/* @x: @n extents in ascending order. NULL + errno (E2BIG: span too large; else the kernel's). */
+struct bench_flat *bench_flat_new(const struct bench_extent *x, size_t n, uint32_t endpoint);
+void bench_flat_free(struct bench_flat *f);
+uint64_t bench_flat_pages(const struct bench_flat *f); /* entries (the span in pages) */
+int bench_flat_prog_fd(const struct bench_flat *f); /* the syscall batch program */
+void bench_flat_translate(const struct bench_flat *f, const struct viommu_query *q, struct viommu_answer *a);
+uint64_t bench_flat_run(const struct bench_flat *f, const struct viommu_query *q, size_t qmask,
+			size_t start, size_t ops, uint64_t *faults);
+/* @ops batches of 64: every entry's line prefetched, then all read. */
+uint64_t bench_flat_run_bulk(const struct bench_flat *f, const struct viommu_query *q, size_t qmask,
+			     size_t start, size_t ops, uint64_t *faults);
+
 #endif

@@ -196,29 +196,60 @@ static void bpf_verify(struct bench_ctx *c, struct bench_bpf_ctx *bc)
 	}
 }
 
+/* The flat table's program (the floor read from BPF the same way): every answer as the store's. */
+static void bpf_flat_verify(struct bench_ctx *c, struct bench_bpf_ctx *bc)
+{
+	for (size_t i = 0; i < c->qs.n; i += BENCH_BATCH) {
+		int err = hash_translate(bc->hash_fd, &c->qs.q[i], bc->a, BENCH_BATCH);
+
+		if (err)
+			bench_fail("flat (BPF): BPF_PROG_TEST_RUN: %s", strerror(-err));
+		for (unsigned k = 0; k < BENCH_BATCH; k++)
+			bench_check_answer("flat (BPF)", "bpf_lookup", &c->qs.q[i + k], &c->qs.want[i + k], &bc->a[k], false);
+	}
+}
+
 void run_bpf_lookup(struct bench_ctx *c)
 {
 	struct bench_world *w = c->w;
-	struct bench_bpf_ctx bc[2] = { { .fp = w->fp, .hash_fd = -1 }, { .fp = w->fp, .hash_fd = -1 } };
-	struct bench_job j[2];
-	struct bench_stats st[2];
-	unsigned n = 1;
+	struct bench_bpf_ctx bc[3] = { { .fp = w->fp, .hash_fd = -1 }, { .fp = w->fp, .hash_fd = -1 },
+				       { .fp = w->fp, .hash_fd = -1 } };
+	struct bench_job j[3];
+	struct bench_stats st[3];
+	unsigned n = 1, ih = 0, iflat = 0;
 	char note[64];
 
 	bpf_verify(c, bc);
 	j[0] = (struct bench_job){ .run = run_bpf_viommu, .ctx = &bc[0], .q = c->qs.q, .qmask = c->qs.n - 1,
 				   .per_op = BENCH_BATCH };
 	if (w->hash) {
-		j[1] = j[0];
-		j[1].run = run_bpf_hash;
-		j[1].ctx = &bc[1];
-		n = 2;
+		ih = n++;
+		j[ih] = j[0];
+		j[ih].run = run_bpf_hash; /* runs whichever program bc->hash_fd is */
+		j[ih].ctx = &bc[1];
+	}
+	if (w->flat) {
+		bc[2].hash_fd = bench_flat_prog_fd(w->flat);
+		bpf_flat_verify(c, &bc[2]);
+		iflat = n++;
+		j[iflat] = j[0];
+		j[iflat].run = run_bpf_hash;
+		j[iflat].ctx = &bc[2];
 	}
 	bench_measure_group(j, n, st);
 	snprintf(note, sizeof(note), "64 queries/test run; program alone %.1f ns",
 		 prog_ns_per_lookup(viommu_fastpath_syscall_fd(w->fp), &j[0], 1024));
 	bench_row_print(bench_row_add("bpf_lookup", bench_size_names[w->spec.size], w->spec.extents, 1, "viommu",
 				      "syscall64", &st[0], note));
+	if (w->flat) {
+		snprintf(note, sizeof(note), "the floor: 8 B/page; program alone %.1f ns",
+			 prog_ns_per_lookup(bc[2].hash_fd, &j[iflat], 1024));
+		bench_row_print(bench_row_add("bpf_lookup", bench_size_names[w->spec.size], w->spec.extents, 1, "flat",
+					      "syscall64", &st[iflat], note));
+	} else {
+		printf("# bpf_lookup %s x %u: flat skipped (no flat table for this layout: dense layouts only)\n",
+		       bench_size_names[w->spec.size], w->spec.extents);
+	}
 	if (!w->hash) {
 		printf("# bpf_lookup %s x %u: bpf_hash skipped: %s\n", bench_size_names[w->spec.size],
 		       w->spec.extents, w->hash_err == -E2BIG ? "too many pages for one element per page" :
@@ -226,9 +257,9 @@ void run_bpf_lookup(struct bench_ctx *c)
 		return;
 	}
 	snprintf(note, sizeof(note), "%llu elements (1/page); program alone %.1f ns",
-		 (unsigned long long)w->pages, prog_ns_per_lookup(bc[1].hash_fd, &j[1], 1024));
+		 (unsigned long long)w->pages, prog_ns_per_lookup(bc[1].hash_fd, &j[ih], 1024));
 	bench_row_print(bench_row_add("bpf_lookup", bench_size_names[w->spec.size], w->spec.extents, 1, "bpf_hash",
-				      "syscall64", &st[1], note));
+				      "syscall64", &st[ih], note));
 }
 
 /* ---- XDP: the program on descriptor frames, BPF_PROG_TEST_RUN with repeat ---- */

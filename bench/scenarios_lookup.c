@@ -85,6 +85,22 @@ static uint64_t run_itree_bulk(struct bench_job *j, size_t ops)
 	return sum;
 }
 
+static uint64_t run_flat(struct bench_job *j, size_t ops)
+{
+	uint64_t sum = bench_flat_run(j->ctx, j->q, j->qmask, j->cursor, ops, &j->faults);
+
+	j->cursor += ops;
+	return sum;
+}
+
+static uint64_t run_flat_bulk(struct bench_job *j, size_t ops)
+{
+	uint64_t sum = bench_flat_run_bulk(j->ctx, j->q, j->qmask, j->cursor, ops, &j->faults);
+
+	j->cursor += ops;
+	return sum;
+}
+
 static uint64_t run_slist(struct bench_job *j, size_t ops)
 {
 	uint64_t sum = bench_slist_run(j->ctx, j->q, j->qmask, j->cursor, ops, &j->faults);
@@ -101,7 +117,8 @@ static uint64_t run_slist_bulk(struct bench_job *j, size_t ops)
 	return sum;
 }
 
-/* Check every implementation on @s, then time them together; one row per implementation. */
+/* Check every implementation on @s, then time them together; one row per implementation, and
+ * one for the flat table (the floor, not a peer) where the world has one. */
 static void lookup_rows(struct bench_world *w, const char *scenario, const struct bench_qset *s,
 			bool bulk, bool expect_faults)
 {
@@ -109,9 +126,10 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 	static uint64_t (*const batch[])(struct bench_job *, size_t) = { run_viommu_bulk, run_gtree_bulk,
 									  run_itree_bulk, run_slist_bulk };
 	void *ctx[] = { w->rd, w->gtree, w->itree, w->slist };
-	struct bench_job j[I_COUNT];
-	struct bench_stats st[I_COUNT];
-	int impls[I_COUNT];
+	struct bench_job j[I_COUNT + 1];
+	struct bench_stats st[I_COUNT + 1];
+	const char *names[I_COUNT + 1];
+	int impls[I_COUNT + 1];
 	unsigned n = 0;
 
 	for (int impl = 0; impl < I_COUNT; impl++) {
@@ -124,7 +142,25 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 			.run = bulk ? batch[impl] : single[impl], .ctx = ctx[impl], .q = s->q,
 			.qmask = nq - 1, .per_op = bulk ? BENCH_BATCH : 1,
 		};
+		names[n] = bench_impl_names[impl];
 		impls[n++] = impl;
+	}
+	if (w->flat) {
+		struct viommu_answer a;
+
+		for (size_t i = 0; i < s->n; i++) {
+			bench_flat_translate(w->flat, &s->q[i], &a);
+			bench_check_answer("flat", scenario, &s->q[i], &s->want[i], &a, false);
+		}
+		j[n] = (struct bench_job){
+			.run = bulk ? run_flat_bulk : run_flat, .ctx = w->flat, .q = s->q,
+			.qmask = s->n - 1, .per_op = bulk ? BENCH_BATCH : 1,
+		};
+		names[n] = "flat";
+		impls[n++] = -1;
+	} else {
+		printf("# %s %s x %u: flat skipped (no flat table for this layout: dense layouts only)\n", scenario,
+		       bench_size_names[w->spec.size], w->spec.extents);
 	}
 	bench_measure_group(j, n, st);
 	for (unsigned k = 0; k < n; k++) {
@@ -133,16 +169,18 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		char note[64] = "";
 
 		if (expect_faults ? j[k].faults == 0 : j[k].faults != 0)
-			bench_fail("%s: %s answered %llu faults", scenario, bench_impl_names[impl],
-				   (unsigned long long)j[k].faults);
+			bench_fail("%s: %s answered %llu faults", scenario, names[k], (unsigned long long)j[k].faults);
 		if (nq < s->n)
 			snprintf(note, sizeof(note), "%zu of %zu queries", nq, s->n);
 		else if (impl == I_GTREE)
 			snprintf(note, sizeof(note), "mutex per lookup");
 		else if (impl == I_SLIST)
 			snprintf(note, sizeof(note), bulk ? "rwlock per 64" : "rwlock per lookup");
+		else if (impl < 0)
+			snprintf(note, sizeof(note), "the floor: 8 B/page, %.1f MiB%s",
+				 bench_flat_pages(w->flat) * 8.0 / (1 << 20), bulk ? ", prefetched" : "");
 		bench_row_print(bench_row_add(scenario, bench_size_names[w->spec.size], w->spec.extents, 1,
-					      bench_impl_names[impl], bulk ? "bulk64" : "-", &st[k], note));
+					      names[k], bulk ? "bulk64" : "-", &st[k], note));
 	}
 }
 

@@ -31,7 +31,22 @@ static uint8_t req_attach(struct viommu_device *dev, uint32_t domain, uint32_t e
 
 /* ---------------------------------------------------------------- worlds ---- */
 
-const char *const bench_size_names[4] = { "4k", "2m", "mixed", "2^48" };
+const char *const bench_size_names[5] = { "4k", "2m", "mixed", "2^48", "sparse" };
+
+/* @n single pages scattered over 48 bits, ascending: one at a random page of each of @n equal
+ * slices of [2^32, 2^48), never the slice's last page (the page after each is a gap). */
+static void sparse_layout(struct bench_extent *x, size_t n, uint64_t seed)
+{
+	uint64_t s = seed, slice = (((1ull << 48) - (1ull << 32)) / n) & ~4095ull;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t iova = (1ull << 32) + i * slice + (bench_rand(&s) % (slice / 4096 - 1)) * 4096;
+		uint64_t phys = (bench_rand(&s) % (1ull << 40)) & ~4095ull;
+
+		x[i] = (struct bench_extent){ iova, iova + 4095, phys ? phys : 4096,
+					      VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE };
+	}
+}
 
 /* The extent list: ascending IOVAs, each extent naturally aligned (as IOVA allocators and huge
  * pages place them), one gap after about one extent in four so that misses and new MAPs have
@@ -52,6 +67,19 @@ static void world_layout(struct bench_world *w, uint64_t seed)
 		/* Linux's identity domain without BYPASS_CONFIG: one extent of 2^48 bytes. */
 		w->ext[0] = (struct bench_extent){ 0, (1ull << 48) - 1, 0, VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE };
 		w->pages = 1ull << 36;
+		return;
+	}
+	if (w->spec.size == BENCH_SPARSE) {
+		sparse_layout(w->ext, n, seed);
+		for (size_t i = 0; i < n; i++)
+			if (i % 4 == 0)
+				w->gaps[w->ngaps++] = w->ext[i].end + 1;
+		w->pages = n;
+		w->nother = n / 4 ? n / 4 : 1;
+		for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1; d++) {
+			w->other[d] = bench_calloc(w->nother, sizeof(*w->other[d]));
+			sparse_layout(w->other[d], w->nother, seed + 0x1000 * (d + 1));
+		}
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -92,18 +120,19 @@ static struct viommu_device *world_device(void)
 	return dev;
 }
 
-static void world_populate(struct bench_world *w, struct viommu_device *dev)
+static void world_populate_domain(struct viommu_device *dev, uint32_t domain, uint32_t ep,
+				  const struct bench_extent *ext, size_t n)
 {
 	uint8_t r[VIOMMU_RD_LEN(struct viommu_wire_map)];
 	uint8_t st;
 
-	if ((st = req_attach(dev, BENCH_DOMAIN, BENCH_EP)) != VIOMMU_S_OK)
+	if ((st = req_attach(dev, domain, ep)) != VIOMMU_S_OK)
 		bench_fail("ATTACH: status %u", st);
 	viommu_device_batch_begin(dev);
-	for (size_t i = 0; i < w->n; i++) {
-		const struct bench_extent *x = &w->ext[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct bench_extent *x = &ext[i];
 
-		viommu_req_map(r, BENCH_DOMAIN, x->start, x->end, x->phys, x->flags);
+		viommu_req_map(r, domain, x->start, x->end, x->phys, x->flags);
 		if ((st = bench_req_send(dev, r, sizeof(r))) != VIOMMU_S_OK)
 			bench_fail("MAP [0x%llx, 0x%llx] of extent %zu: status %u",
 				   (unsigned long long)x->start, (unsigned long long)x->end, i, st);
@@ -113,6 +142,16 @@ static void world_populate(struct bench_world *w, struct viommu_device *dev)
 		}
 	}
 	viommu_device_batch_end(dev);
+}
+
+static void world_populate(struct bench_world *w, struct viommu_device *dev)
+{
+	world_populate_domain(dev, BENCH_DOMAIN, BENCH_EP, w->ext, w->n);
+	for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1 && w->other[d]; d++) {
+		if (viommu_device_add_endpoint(dev, BENCH_EP + 1 + d, true, NULL, 0))
+			bench_fail("viommu_device_add_endpoint failed");
+		world_populate_domain(dev, BENCH_DOMAIN + 1 + d, BENCH_EP + 1 + d, w->other[d], w->nother);
+	}
 }
 
 /* A store-only device with the world's extents (the viommu_store rows). */
@@ -132,6 +171,9 @@ void bench_world_free(struct bench_world *w)
 	bench_gtree_free(w->gtree);
 	bench_itree_free(w->itree);
 	bench_slist_free(w->slist);
+	bench_flat_free(w->flat);
+	for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1; d++)
+		free(w->other[d]);
 	viommu_reader_close(w->rd);
 	viommu_fastpath_free(w->fp);
 	viommu_device_free(w->dev);
@@ -151,32 +193,41 @@ bool bench_fp_refused(int err)
 /* Size the pools for the world (smaller maps load faster): a level-5 node per 2 MiB region
  * holding a piece smaller than 2 MiB, level-4/3/2 nodes per 1 GiB / 512 GiB / 256 TiB
  * region, with slack; the hash at no more than half load. */
-static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts *o)
+static void pool_count(const struct bench_extent *ext, size_t n, uint64_t *nodes, uint64_t *regions)
 {
-	uint64_t last[4] = { ~0ull, ~0ull, ~0ull, ~0ull }, nodes = 64, regions = 0, prev2m = ~0ull;
+	uint64_t last[4] = { ~0ull, ~0ull, ~0ull, ~0ull }, prev2m = ~0ull;
 	static const unsigned shift[4] = { 21, 30, 39, 48 };
-	uint64_t buckets = 1024;
 
-	for (size_t i = 0; w->spec.size != BENCH_IDENT && i < w->n; i++) {
-		const struct bench_extent *x = &w->ext[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct bench_extent *x = &ext[i];
 
 		for (uint64_t r = x->start >> 21; r <= x->end >> 21; r++)
 			if (r != prev2m) {
-				regions++;
+				(*regions)++;
 				prev2m = r;
 			}
 		for (int l = 0; l < 4; l++) {
 			if ((l > 0 || x->end - x->start + 1 < (2ull << 20)) && (x->start >> shift[l]) != last[l]) {
-				nodes++;
+				(*nodes)++;
 				last[l] = x->start >> shift[l];
 			}
 		}
 	}
+}
+
+static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts *o)
+{
+	uint64_t nodes = 64, regions = 0, buckets = 1024;
+
+	if (w->spec.size != BENCH_IDENT)
+		pool_count(w->ext, w->n, &nodes, &regions);
+	for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1 && w->other[d]; d++)
+		pool_count(w->other[d], w->nother, &nodes, &regions);
 	while (buckets * VIOMMU_HASH_WAYS < 2 * regions && buckets < (1u << 22))
 		buckets *= 2;
 	o->hash_buckets = (uint32_t)buckets;
 	o->nodes = (uint32_t)(nodes + nodes / 4 + 64);
-	o->extents = (uint32_t)w->n + 4096;
+	o->extents = (uint32_t)(w->n + (BENCH_SPARSE_DOMAINS - 1) * w->nother) + 4096;
 }
 
 /* gtree, itree and sorted_list holding the world's extents. */
@@ -193,6 +244,10 @@ static void world_baselines(struct bench_world *w)
 		    bench_itree_map(w->itree, &w->ext[i]) || bench_slist_append(w->slist, &w->ext[i]))
 			bench_fail("a baseline refused extent %zu", i);
 	}
+	/* The floor, where the layout is dense enough for one. */
+	w->flat = bench_flat_new(w->ext, w->n, BENCH_EP);
+	if (!w->flat)
+		w->flat_err = errno;
 	/* The tree must be a valid augmented red-black tree before anything is timed. */
 	if (w->n <= (1u << 16) && bench_itree_check(w->itree))
 		bench_fail("itree: red-black or augmentation invariant broken after set-up");
@@ -228,8 +283,8 @@ struct bench_world *bench_world_build(struct bench_world_spec spec, const struct
 	t0 = bench_now_ns();
 	world_populate(w, w->dev);
 	w->populate_s = (bench_now_ns() - t0) / 1e9;
-	if (viommu_device_nr_mappings(w->dev) != w->n)
-		bench_fail("the device holds %llu mappings, not %zu",
+	if (viommu_device_nr_mappings(w->dev) != w->n + (w->other[0] ? (BENCH_SPARSE_DOMAINS - 1) * w->nother : 0))
+		bench_fail("the device holds %llu mappings, not %zu (+ the other domains')",
 			   (unsigned long long)viommu_device_nr_mappings(w->dev), w->n);
 	if (baselines)
 		world_baselines(w);
@@ -238,6 +293,13 @@ struct bench_world *bench_world_build(struct bench_world_spec spec, const struct
 	       bench_size_names[spec.size], bench_fmt_count(spec.extents, nb, sizeof(nb)), w->n,
 	       (unsigned long long)w->pages, w->populate_s,
 	       w->n / (w->populate_s > 0 ? w->populate_s : 1) / 1e6, o.lazy ? "lazy" : "strict");
+	if (baselines && w->flat)
+		printf("# flat: %llu entries of 8 B (%.1f MiB), one per page of the span\n",
+		       (unsigned long long)bench_flat_pages(w->flat), bench_flat_pages(w->flat) * 8.0 / (1 << 20));
+	else if (baselines)
+		printf("# flat: skipped for this world: %s (a flat table exists only for dense layouts: "
+		       "at most 2^24 pages of span)\n",
+		       w->flat_err == E2BIG ? "its IOVA span is too large" : strerror(w->flat_err));
 	return w;
 }
 

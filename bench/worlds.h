@@ -50,8 +50,12 @@ static inline uint8_t bench_req_send(struct viommu_device *dev, const uint8_t *r
 
 /* ---- worlds ---- */
 
-enum bench_size { BENCH_4K, BENCH_2M, BENCH_MIXED, BENCH_IDENT };
-extern const char *const bench_size_names[4];
+/* BENCH_SPARSE: 4 KiB extents scattered over 48 bits (one in each of N equal slices of
+ * [2^32, 2^48)), and BENCH_SPARSE_DOMAINS - 1 other domains (endpoints BENCH_EP + 1...) holding
+ * N / 4 such extents each; queries go to BENCH_EP's domain, the one the peers hold. */
+enum bench_size { BENCH_4K, BENCH_2M, BENCH_MIXED, BENCH_IDENT, BENCH_SPARSE };
+extern const char *const bench_size_names[5];
+#define BENCH_SPARSE_DOMAINS 4u
 
 struct bench_world_spec {
 	enum bench_size size;
@@ -74,6 +78,12 @@ struct bench_world {
 	struct bench_gtree *gtree;
 	struct bench_itree *itree;
 	struct bench_slist *slist;
+	struct bench_flat *flat; /* NULL: the span is not dense enough (flat_err says why) */
+	int flat_err;
+	/* BENCH_SPARSE: the other domains' extents (domain BENCH_DOMAIN + 1 + d, endpoint
+	 * BENCH_EP + 1 + d), in the device only. */
+	struct bench_extent *other[BENCH_SPARSE_DOMAINS - 1];
+	size_t nother;
 	struct viommu_bench_hash_bpf *hash; /* bpf_hash, built on demand (scenarios_bpf.c) */
 	int hash_err; /* why bpf_hash is absent (0: not tried) */
 	double populate_s;
