@@ -413,7 +413,17 @@ check-traces: $(BUILD)/viommu
 	@echo '== the same through save/restore: the store after every request, every path every 1000'
 	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=store --restore-every=1 $(TRACES) $(REPLAY_TESTS)
 	$(Q)$(BUILD)/viommu replay --quiet --path=store --restore-every=1 $(CONFORMANCE)
-	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) --restore-every=1000 $(TRACES)
+	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) --restore-every=1000 $(TRACES) \
+		> $(BUILD)/check-traces/restore-direct.log 2>&1 || { cat $(BUILD)/check-traces/restore-direct.log; exit 1; }
+	@echo '== and via the rings every 1000, the transport in the image, the 1000th request in flight'
+	$(Q)want=$$(grep -h '^replay:' $(BUILD)/check-traces/restore-direct.log); echo "$$want"; \
+	for via in $(VIAS); do \
+		$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) --via=$$via --restore-every=1000 \
+			$(TRACES) > $(BUILD)/check-traces/restore-$$via.log 2>&1 || { tail -n 20 $(BUILD)/check-traces/restore-$$via.log; exit 1; }; \
+		got=$$(grep -h '^replay:' $(BUILD)/check-traces/restore-$$via.log); \
+		if [ "$$got" = "$$want" ]; then echo "  --via=$$via --restore-every=1000: the same"; \
+		else tail -n 20 $(BUILD)/check-traces/restore-$$via.log; echo "check-traces: --via=$$via --restore-every=1000 differs"; exit 1; fi; \
+	done
 
 unit: $(BUILD)/viommu-tests
 	@echo '== unit tests'
