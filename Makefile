@@ -282,18 +282,19 @@ $(BUILD)/fuzz-fastpath: tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(FUZZ_HDRS) $(BP
 
 # The split-ring walker and the virtio transport (user/virtqueue.c) over the device core:
 # hostile rings, descriptors and indirect tables, kicks, resets, memory map changes.
-$(BUILD)/fuzz-virtqueue: tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
+$(BUILD)/fuzz-virtqueue: tests/fuzz/fuzz_virtqueue.c user/virtqueue.c user/image.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB)
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_virtqueue.c user/virtqueue.c user/image.c $(FUZZ_LIB)
 
-# The save/restore image (user/image.c) as untrusted input, over the device core.
-$(BUILD)/fuzz-image: tests/fuzz/fuzz_image.c user/image.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
+# The save/restore image (user/image.c) as untrusted input, over the device core, and its
+# TRANSPORT record over the virtio transport (user/virtqueue.c).
+$(BUILD)/fuzz-image: tests/fuzz/fuzz_image.c user/image.c user/virtqueue.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_image.c user/image.c $(FUZZ_LIB)
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_image.c user/image.c user/virtqueue.c $(FUZZ_LIB)
 
 # The vhost-user backend-channel parser (user/vhost_user.c), alone: any byte stream.
 $(BUILD)/fuzz-vhost-user: tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c user/vhost_user.h user/iotlb.h | deps

@@ -1059,7 +1059,12 @@ static int tr_apply(struct viommu_virtio *vd, const uint8_t *t, struct viommu_me
 	while (viommu_device_fault_peek(vd->dev, queued, &wf) == 0)
 		queued++;
 	if (!vd->vq[VIOMMU_VIRTIO_EVENTQ].ready) {
-		if (credited)
+		/* A ring that fell out of a new memory map leaves its count behind, unused until the
+		 * reset the device asked for clears it; otherwise a disabled eventq holds nothing. */
+		bool stranded = vd->q[VIOMMU_VIRTIO_EVENTQ].configured && driver_ok &&
+				(st & VIOMMU_VIRTIO_S_NEEDS_RESET);
+
+		if (credited && !stranded)
 			return tr_bad(why, why_len, "transport: event buffers credited on a disabled eventq");
 	} else if ((uint16_t)(credited - vd->vq[VIOMMU_VIRTIO_EVENTQ].last_avail) !=
 		   (uint64_t)viommu_device_eventq_credits(vd->dev) + queued) {
