@@ -285,18 +285,19 @@ $(BUILD)/fuzz-fastpath: tests/fuzz/fuzz_fastpath.c $(LIB_SRCS) $(FUZZ_HDRS) $(BP
 
 # The split-ring walker and the virtio transport (user/virtqueue.c) over the device core:
 # hostile rings, descriptors and indirect tables, kicks, resets, memory map changes.
-$(BUILD)/fuzz-virtqueue: tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
+$(BUILD)/fuzz-virtqueue: tests/fuzz/fuzz_virtqueue.c user/virtqueue.c user/image.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_virtqueue.c user/virtqueue.c $(FUZZ_LIB)
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_virtqueue.c user/virtqueue.c user/image.c $(FUZZ_LIB)
 
-# The save/restore image (user/image.c) as untrusted input, over the device core.
-$(BUILD)/fuzz-image: tests/fuzz/fuzz_image.c user/image.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
+# The save/restore image (user/image.c) as untrusted input, over the device core, and its
+# TRANSPORT record over the virtio transport (user/virtqueue.c).
+$(BUILD)/fuzz-image: tests/fuzz/fuzz_image.c user/image.c user/virtqueue.c $(FUZZ_LIB) $(FUZZ_HDRS) $(BPF_HDRS) | deps
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) -std=gnu11 $(WARN) -Iuser -Ibpf -g -O1 -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_image.c user/image.c $(FUZZ_LIB)
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_image.c user/image.c user/virtqueue.c $(FUZZ_LIB)
 
 # The vhost-user backend-channel parser (user/vhost_user.c), alone: any byte stream.
 $(BUILD)/fuzz-vhost-user: tests/fuzz/fuzz_vhost_user.c user/vhost_user_msg.c user/vhost_user.h user/iotlb.h | deps
@@ -416,7 +417,17 @@ check-traces: $(BUILD)/viommu
 	@echo '== the same through save/restore: the store after every request, every path every 1000'
 	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=store --restore-every=1 $(TRACES) $(REPLAY_TESTS)
 	$(Q)$(BUILD)/viommu replay --quiet --path=store --restore-every=1 $(CONFORMANCE)
-	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) --restore-every=1000 $(TRACES)
+	$(Q)$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) --restore-every=1000 $(TRACES) \
+		> $(BUILD)/check-traces/restore-direct.log 2>&1 || { cat $(BUILD)/check-traces/restore-direct.log; exit 1; }
+	@echo '== and via the rings every 1000, the transport in the image, the 1000th request in flight'
+	$(Q)want=$$(grep -h '^replay:' $(BUILD)/check-traces/restore-direct.log); echo "$$want"; \
+	for via in $(VIAS); do \
+		$(BUILD)/viommu replay --quiet --dma-probes --path=$(REPLAY_PATH) --via=$$via --restore-every=1000 \
+			$(TRACES) > $(BUILD)/check-traces/restore-$$via.log 2>&1 || { tail -n 20 $(BUILD)/check-traces/restore-$$via.log; exit 1; }; \
+		got=$$(grep -h '^replay:' $(BUILD)/check-traces/restore-$$via.log); \
+		if [ "$$got" = "$$want" ]; then echo "  --via=$$via --restore-every=1000: the same"; \
+		else tail -n 20 $(BUILD)/check-traces/restore-$$via.log; echo "check-traces: --via=$$via --restore-every=1000 differs"; exit 1; fi; \
+	done
 
 unit: $(BUILD)/viommu-tests
 	@echo '== unit tests'

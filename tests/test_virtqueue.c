@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "image.h"
 #include "requests.h"
 #include "virtqueue.h"
 
@@ -837,4 +838,195 @@ Test(vq_walker, refuses_a_chain_of_more_host_segments_than_the_device_takes)
 	post(&g, 0);
 	assert_bad(&g, VIOMMU_VQ_BAD_IOV);
 	guest_fini(&g);
+}
+
+/* ---- save and restore of the transport (docs/image.md, TRANSPORT) ---- */
+
+static struct viommu_mem *guest_map(struct vdev *v)
+{
+	struct viommu_mem_region r = { .gpa = GPA, .size = MEM_SIZE, .hva = v->g.mem, .fd = -1 };
+	struct viommu_mem *m = viommu_mem_new(&r, 1);
+
+	cr_assert(m);
+	return m;
+}
+
+/* A device mid-traffic: one request answered, three event buffers posted and one fault queued
+ * in one of them, two requests made available and not kicked (in flight), EVENT_IDX with the
+ * driver's used_event at 0 (the next publication needs no notification). Returns the tails of
+ * the two requests in flight. */
+static void mid_traffic(struct vdev *v, uint64_t *t2, uint64_t *t3)
+{
+	uint8_t r[64];
+
+	vdev_up(v, VIOMMU_FBIT(VIOMMU_VIRTIO_F_EVENT_IDX));
+	queue_req(v, r, viommu_req_attach(r, 1, 8, 0));
+	cr_assert_eq(viommu_virtio_kick(v->vd, 0), 0);
+	cr_assert_eq(v->calls[0], 1);
+	for (uint16_t i = 0; i < 3; i++)
+		post_event(v, i, 24, VIOMMU_VRING_DESC_F_WRITE);
+	cr_assert_eq(viommu_virtio_kick(v->vd, 1), 0);
+	cr_assert_eq(viommu_device_report_fault(v->dev, 8, VIOMMU_FAULT_R_MAPPING, VIOMMU_MAP_F_WRITE,
+						0x7000),
+		     0);
+	*t2 = queue_req(v, r, viommu_req_map(r, 1, 0x1000, 0x1fff, 0x80000, 3));
+	*t3 = queue_req(v, r, viommu_req_map(r, 1, 0x1000, 0x1fff, 0x80000, 3));
+}
+
+/* FNV-1a over the records: an image edited in a test is resealed, so only the edit is judged. */
+static void reseal(uint8_t *img, size_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 32; i < len; i++)
+		h = (h ^ img[i]) * 16777619u;
+	memcpy(img + 24, &(uint32_t){ htole32(h) }, 4);
+}
+
+Test(virtqueue, a_transport_saved_mid_traffic_completes_its_requests_in_flight_after_restore)
+{
+	struct vdev v;
+	uint64_t t2, t3;
+	void *img, *again;
+	size_t len, len2;
+	char why[200] = "";
+	struct viommu_wire_fault *f;
+
+	mid_traffic(&v, &t2, &t3);
+	cr_assert_eq(viommu_virtio_save(v.vd, &img, &len), 0);
+	viommu_virtio_free(v.vd);
+	viommu_device_free(v.dev);
+
+	v.dev = viommu_device_restore(img, len, why, sizeof(why));
+	cr_assert(v.dev, "%s", why);
+	v.vd = viommu_virtio_restore(v.dev, guest_map(&v), img, len, why, sizeof(why));
+	cr_assert(v.vd, "%s", why);
+	viommu_virtio_set_call_cb(v.vd, 0, on_call, &v);
+	viommu_virtio_set_call_cb(v.vd, 1, on_call, &v);
+	cr_assert_eq(viommu_virtio_save(v.vd, &again, &len2), 0);
+	cr_assert(len2 == len && !memcmp(img, again, len), "restored, it saves to the same bytes");
+	free(again);
+	free(img);
+
+	cr_assert_eq(viommu_virtio_status(v.vd) & VIOMMU_VIRTIO_S_DRIVER_OK, VIOMMU_VIRTIO_S_DRIVER_OK);
+	cr_assert_eq(viommu_virtio_kick(v.vd, 0), 0);
+	cr_assert_eq(used_idx(&v, USED), 3, "both requests in flight were answered");
+	cr_assert_eq(*(uint8_t *)gp(&v.g, t2), VIOMMU_S_OK);
+	cr_assert_eq(*(uint8_t *)gp(&v.g, t3), VIOMMU_S_INVAL, "in order: the second MAP overlaps");
+	cr_assert_eq(viommu_device_nr_mappings(v.dev), 1);
+	cr_assert_eq(v.calls[0], 1, "used_event 0 was crossed before the save: no new notification");
+	cr_assert_eq(le16toh(*(uint16_t *)gp(&v.g, USED + 4 + 8 * QSIZE)), 3, "avail_event asked");
+
+	cr_assert_eq(viommu_virtio_deliver_faults(v.vd), 1, "the queued fault reaches its buffer");
+	cr_assert_eq(used_idx(&v, EQ_USED), 1);
+	f = gp(&v.g, BUF + 0x8000);
+	cr_assert_eq(le32toh(f->endpoint), 8);
+	cr_assert_eq(le64toh(f->address), 0x7000);
+	cr_assert_eq(v.calls[1], 1);
+	cr_assert_eq(viommu_device_eventq_credits(v.dev), 2, "two posted buffers still free");
+	vdev_down(&v);
+}
+
+struct tr_edit {
+	const char *what;
+	unsigned off, size; /* in the TRANSPORT payload; a little-endian field */
+	uint64_t xor;
+};
+
+static const struct tr_edit tr_edits[] = {
+	{ "a feature not offered", 0, 8, 1ull << 40 },
+	{ "features without VERSION_1", 0, 8, 1ull << 32 },
+	{ "device features unlike the device's negotiation", 0, 8, 1ull << 1 },
+	{ "an unknown status bit", 8, 1, 0x10 },
+	{ "DRIVER_OK without FEATURES_OK", 8, 1, VIOMMU_VIRTIO_S_FEATURES_OK },
+	{ "queues enabled without DRIVER_OK", 8, 1, VIOMMU_VIRTIO_S_DRIVER_OK },
+	{ "a reserved byte after the status", 9, 1, 1 },
+	{ "event buffers held unlike the device's credits and faults", 10, 2, 1 },
+	{ "event buffers held: 2^16 - 1 more", 10, 2, 0x8000 },
+	{ "a reserved header byte", 13, 1, 0x40 },
+	{ "a queue size not a power of 2", 16 + 24, 2, QSIZE ^ 3 },
+	{ "a queue size above the maximum", 16 + 24, 2, QSIZE ^ 2048 },
+	{ "a queue size of 0", 16 + 24, 2, QSIZE },
+	{ "a misaligned descriptor table", 16, 8, 8 },
+	{ "a misaligned used ring", 16 + 16, 8, 2 },
+	{ "a descriptor table outside guest memory", 16, 8, DESC ^ (GPA + MEM_SIZE) },
+	{ "a used ring running past the end of guest memory", 16 + 16, 8, USED ^ (GPA + MEM_SIZE - 64) },
+	{ "an avail ring at a wrapping address", 56 + 8, 8, EQ_AVAIL ^ ~1ull },
+	{ "a request in flight inside the device", 16 + 28, 2, 1 },
+	{ "a used index behind", 56 + 30, 2, 0x100 },
+	{ "an unknown queue flag", 16 + 26, 1, 0x80 },
+	{ "a reserved queue byte", 16 + 27, 1, 1 },
+	{ "a reserved queue tail byte", 56 + 39, 1, 0x80 },
+	{ "a queue disabled under DRIVER_OK without NEEDS_RESET", 56 + 26, 1, 2 },
+	{ "a queue not set up with a state", 56 + 26, 1, 7 },
+};
+
+Test(virtqueue, hostile_transport_records_are_refused_whole_leaving_device_and_memory_alone)
+{
+	struct vdev v;
+	uint64_t t2, t3;
+	uint8_t *img, *bad;
+	size_t len;
+	char why[200];
+	size_t at;
+
+	mid_traffic(&v, &t2, &t3);
+	cr_assert_eq(viommu_virtio_save(v.vd, (void **)&img, &len), 0);
+	at = len - 8 - VIOMMU_IMAGE_TRANSPORT_BYTES; /* the record right before END's header */
+	cr_assert_eq(le16toh(*(uint16_t *)(img + at - 8)), 8, "TRANSPORT is the last record");
+	bad = malloc(len);
+	cr_assert(bad);
+	for (size_t i = 0; i < sizeof(tr_edits) / sizeof(tr_edits[0]); i++) {
+		const struct tr_edit *e = &tr_edits[i];
+		struct viommu_device *dev;
+		struct viommu_mem *mem = guest_map(&v);
+		uint64_t x = 0;
+
+		memcpy(bad, img, len);
+		memcpy(&x, bad + at + e->off, e->size);
+		x = htole64(le64toh(x) ^ e->xor);
+		memcpy(bad + at + e->off, &x, e->size);
+		reseal(bad, len);
+		dev = viommu_device_restore(bad, len, why, sizeof(why));
+		cr_assert(dev, "%s: the device's records are intact: %s", e->what, why);
+		why[0] = 0;
+		errno = 0;
+		cr_assert_null(viommu_virtio_restore(dev, mem, bad, len, why, sizeof(why)), "%s: accepted",
+			       e->what);
+		cr_assert_eq(errno, EINVAL, "%s", e->what);
+		cr_assert(why[0], "%s: no reason given", e->what);
+		cr_assert_eq(viommu_device_check(dev), 0);
+		cr_assert_eq(viommu_device_eventq_credits(dev), 2, "%s: device touched", e->what);
+		cr_assert_eq(viommu_device_nr_mappings(dev), 0, "%s: device touched", e->what);
+		cr_assert(viommu_mem_ptr(mem, DESC, 16), "%s: the memory map is still the caller's", e->what);
+		viommu_mem_free(mem); /* a double free under ASan if restore had taken it */
+		viommu_device_free(dev);
+	}
+	free(bad);
+
+	/* Unedited it is accepted; without memory, or from a device-only image, it is not. */
+	{
+		struct viommu_device *dev = viommu_device_restore(img, len, why, sizeof(why));
+		struct viommu_mem *mem = guest_map(&v);
+		struct viommu_virtio *vd;
+		void *plain;
+		size_t plen;
+
+		cr_assert(dev);
+		cr_assert_null(viommu_virtio_restore(dev, NULL, img, len, why, sizeof(why)),
+			       "DRIVER_OK needs a memory map");
+		cr_assert_eq(viommu_device_save(dev, &plain, &plen), 0);
+		errno = 0;
+		cr_assert_null(viommu_virtio_restore(dev, mem, plain, plen, why, sizeof(why)),
+			       "a device-only image holds no transport");
+		cr_assert_eq(errno, EINVAL);
+		viommu_mem_free(mem);
+		free(plain);
+		vd = viommu_virtio_restore(dev, guest_map(&v), img, len, why, sizeof(why));
+		cr_assert(vd, "%s", why);
+		viommu_virtio_free(vd);
+		viommu_device_free(dev);
+	}
+	free(img);
+	vdev_down(&v);
 }

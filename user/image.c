@@ -22,6 +22,7 @@ enum rec_type {
 	REC_MAP = 5,
 	REC_FAULT = 6,
 	REC_END = 7,
+	REC_TRANSPORT = 8, /* optional, between the last FAULT and END (virtqueue.h) */
 };
 #define CONFIG_BYTES 72
 #define STATE_BYTES 16
@@ -195,7 +196,9 @@ static void save_maps(struct out *o, const struct viommu_device *dev, uint32_t *
 	}
 }
 
-int viommu_device_save(const struct viommu_device *dev, void **image, size_t *len)
+/* The device's records, then @tlen bytes of @transport as a TRANSPORT record if @transport. */
+static int save_image(const struct viommu_device *dev, const void *transport, size_t tlen,
+		      void **image, size_t *len)
 {
 	struct out o = { 0 };
 	struct attach_pass a = { .o = &o };
@@ -223,6 +226,12 @@ int viommu_device_save(const struct viommu_device *dev, void **image, size_t *le
 		if (p)
 			memcpy(p, &f, FAULT_BYTES); /* already little-endian: the wire's own bytes */
 	}
+	if (transport) {
+		uint8_t *p = rec(&o, REC_TRANSPORT, tlen);
+
+		if (p)
+			memcpy(p, transport, tlen);
+	}
 	rec(&o, REC_END, 0);
 	if (o.err) {
 		free(o.buf);
@@ -237,6 +246,19 @@ int viommu_device_save(const struct viommu_device *dev, void **image, size_t *le
 	*image = o.buf;
 	*len = o.len;
 	return 0;
+}
+
+int viommu_device_save(const struct viommu_device *dev, void **image, size_t *len)
+{
+	return save_image(dev, NULL, 0, image, len);
+}
+
+int viommu_image_save_with_transport(const struct viommu_device *dev, const void *transport,
+				     void **image, size_t *len)
+{
+	if (!transport)
+		return -EINVAL;
+	return save_image(dev, transport, VIOMMU_IMAGE_TRANSPORT_BYTES, image, len);
 }
 
 /* ---- restore ---- */
@@ -314,6 +336,9 @@ static int check_structure(struct in *in)
 		case REC_ATTACH: ok = rlen == ATTACH_BYTES && last >= REC_STATE && last <= REC_ATTACH; break;
 		case REC_MAP: ok = rlen == MAP_BYTES && last >= REC_STATE && last <= REC_MAP; break;
 		case REC_FAULT: ok = rlen == FAULT_BYTES && last >= REC_STATE && last <= REC_FAULT; break;
+		case REC_TRANSPORT:
+			ok = rlen == VIOMMU_IMAGE_TRANSPORT_BYTES && last >= REC_STATE && last <= REC_FAULT;
+			break;
 		case REC_END: ok = rlen == 0 && last >= REC_STATE; break;
 		default: return bad(in, "record %u: unknown type %u", n, type);
 		}
@@ -455,7 +480,7 @@ static int build(struct in *in, struct viommu_device **out)
 		if ((type == REC_ATTACH || type == REC_MAP) && !batch) {
 			viommu_device_batch_begin(dev);
 			batch = true;
-		} else if ((type == REC_FAULT || type == REC_END) && batch) {
+		} else if ((type == REC_FAULT || type == REC_TRANSPORT || type == REC_END) && batch) {
 			viommu_device_batch_end(dev);
 			batch = false;
 		}
@@ -479,6 +504,8 @@ static int build(struct in *in, struct viommu_device **out)
 			viommu_device_eventq_post(dev, 1);
 			err = restore_fault(in, dev, p, nfault++);
 			break;
+		case REC_TRANSPORT:
+			break; /* the transport's (viommu_virtio_restore), checked there */
 		default: /* REC_END */
 			viommu_device_eventq_post(dev, credits);
 			break;
@@ -509,4 +536,31 @@ struct viommu_device *viommu_device_restore(const void *image, size_t len, char 
 		return NULL;
 	}
 	return dev;
+}
+
+int viommu_image_transport(const void *image, size_t len, const void **payload, char *why,
+			   size_t why_len)
+{
+	struct in in = { image, len, why, why_len };
+	int err;
+
+	if (why && why_len)
+		why[0] = 0;
+	if (len > VIOMMU_IMAGE_MAX_BYTES)
+		return bad(&in, "image of %zu bytes: more than the %llu accepted", len,
+			   (unsigned long long)VIOMMU_IMAGE_MAX_BYTES);
+	if ((err = check_structure(&in)))
+		return err;
+	/* Well formed: walk the records to the one TRANSPORT, which comes right before END. */
+	for (size_t off = HDR_BYTES; off < len;) {
+		const uint8_t *h = in.img + off;
+
+		if (viommu_le16(h) == REC_TRANSPORT) {
+			*payload = h + REC_HDR_BYTES;
+			return 0;
+		}
+		off += REC_HDR_BYTES + (((size_t)viommu_le32(h + 4) + 7) & ~(size_t)7);
+	}
+	bad(&in, "the image holds no transport record (a device saved alone)");
+	return -ENOENT;
 }

@@ -35,4 +35,18 @@ int viommu_device_save(const struct viommu_device *dev, void **image, size_t *le
  * ENOMEM. */
 struct viommu_device *viommu_device_restore(const void *image, size_t len, char *why, size_t why_len);
 
+/* ---- the transport's record (virtqueue.h: viommu_virtio_save / viommu_virtio_restore) ----
+ * The image code carries it, the transport encodes and checks it (docs/image.md, TRANSPORT). */
+#define VIOMMU_IMAGE_TRANSPORT_BYTES 96u
+
+/* Like viommu_device_save, with one TRANSPORT record of VIOMMU_IMAGE_TRANSPORT_BYTES bytes from
+ * @transport before END. 0, -EINVAL (@transport NULL), -ENOMEM. */
+int viommu_image_save_with_transport(const struct viommu_device *dev, const void *transport,
+				     void **image, size_t *len);
+/* The TRANSPORT record's payload in @image (VIOMMU_IMAGE_TRANSPORT_BYTES bytes, pointing into
+ * @image), after the image's whole structure was checked as viommu_device_restore checks it.
+ * 0; -ENOENT (a well-formed image without one), -EINVAL (malformed: @why), -EPROTO. */
+int viommu_image_transport(const void *image, size_t len, const void **payload, char *why,
+			   size_t why_len);
+
 #endif

@@ -111,6 +111,7 @@ struct run {
 	struct pending *pend;
 	size_t npend, pend_cap;
 	bool vq_broken; /* the device failed the rings: the file stops */
+	uint64_t vq_added; /* request lines put in the ring (--restore-every counts these) */
 	bool read_failed; /* the stream could not be read to its end: an I/O error */
 	bool reopening; /* open_readers() after a restore: skips were said the first time */
 	uint64_t restores;
@@ -1005,7 +1006,10 @@ static void restore_cycle(struct run *r, const struct line *l)
 	char why[200];
 	void *img = NULL;
 	size_t len = 0;
-	int err = viommu_device_save(r->dev, &img, &len);
+	/* Via virtqueue the transport's state goes into the image too; requests the driver added
+	 * and did not flush stay in the rings, in flight across the restore. */
+	int err = r->drv ? viommu_vq_driver_save(r->drv, &img, &len) :
+			   viommu_device_save(r->dev, &img, &len);
 
 	if (err) {
 		MISMATCH(r, l, "cannot save the device: %s", strerror(-err));
@@ -1014,6 +1018,12 @@ static void restore_cycle(struct run *r, const struct line *l)
 	close_readers(r);
 	viommu_device_free(r->dev);
 	r->dev = viommu_device_restore(img, len, why, sizeof(why));
+	if (r->dev && r->drv && viommu_vq_driver_restore(r->drv, r->dev, img, len, why, sizeof(why))) {
+		MISMATCH(r, l, "the transport's own image was refused: %s", why);
+		r->vq_broken = true;
+		free(img);
+		return; /* the run stops at this line (vq_broken: no transport) */
+	}
 	free(img);
 	if (!r->dev) {
 		MISMATCH(r, l, "the device's own image was refused: %s", why);
@@ -1038,8 +1048,13 @@ static int do_request(struct run *r, const struct line *l)
 	memset(rd, 0, sizeof(rd));
 	if ((err = request_args(r, l, v, &e)) || (err = build_request(r, l, v, rd, &rd_len, &wr_len)))
 		return err;
-	if (r->drv)
-		return vq_request(r, l, v, &e, rd, rd_len, wr_len);
+	if (r->drv) {
+		/* Counted as added: the restore then comes with this request still in the ring. */
+		err = vq_request(r, l, v, &e, rd, rd_len, wr_len);
+		if (!err && r->o->restore_every && ++r->vq_added % r->o->restore_every == 0)
+			r->restore_due = true;
+		return err;
+	}
 	wr = calloc(1, wr_len ? wr_len : 1);
 	if (!wr)
 		return -ENOMEM;
@@ -1316,6 +1331,8 @@ static void summary(struct run *r, FILE *out)
 	if (r->busy_s > 0)
 		fprintf(out, "  %llu requests in %.3f ms of device time: %.0f requests/s\n",
 			(unsigned long long)r->requests, r->busy_s * 1e3, r->requests / r->busy_s);
+	if (r->restores)
+		fprintf(out, "  %llu save/restore cycles\n", (unsigned long long)r->restores);
 	fprintf(out, "  %llu probes, %llu mismatches\n", (unsigned long long)r->probes,
 		(unsigned long long)r->mismatches);
 }
@@ -1378,7 +1395,7 @@ static int exec_line(struct run *r, const struct line *l)
 	if (!err && r->restore_due && !r->in_batch) {
 		r->restore_due = false;
 		restore_cycle(r, l);
-		if (!r->dev)
+		if (!r->dev || (r->drv && !viommu_vq_driver_transport(r->drv)))
 			return -EIO;
 	}
 	return err;

@@ -223,14 +223,32 @@ static int bring_up(struct viommu_vq_driver *drv)
 	return err < 0 ? err : 0;
 }
 
-struct viommu_vq_driver *viommu_vq_driver_new(struct viommu_device *dev, uint64_t features,
-					      unsigned flags)
+/* The VMM's map of the guest's memory: the memfd, mapped by the device itself. */
+static struct viommu_mem *guest_mem(struct viommu_vq_driver *drv)
 {
 	struct viommu_mem_region regions[3] = {
 		{ .gpa = A_GPA, .size = A_SIZE, .fd_offset = A_OFF },
 		{ .gpa = B1_GPA, .size = B1_SIZE, .fd_offset = B1_OFF },
 		{ .gpa = B2_GPA, .size = B2_SIZE, .fd_offset = B2_OFF },
 	};
+
+	for (unsigned i = 0; i < 3; i++)
+		regions[i].fd = drv->memfd;
+	return viommu_mem_new(regions, 3);
+}
+
+/* The VMM wires its eventfds to the transport. */
+static void wire_fds(struct viommu_vq_driver *drv)
+{
+	for (unsigned q = 0; q < VIOMMU_VIRTIO_NQUEUES; q++) {
+		viommu_virtio_set_kick_fd(drv->vd, q, drv->kick[q]);
+		viommu_virtio_set_call_fd(drv->vd, q, drv->call[q]);
+	}
+}
+
+struct viommu_vq_driver *viommu_vq_driver_new(struct viommu_device *dev, uint64_t features,
+					      unsigned flags)
+{
 	struct viommu_vq_driver *drv = calloc(1, sizeof(*drv));
 	struct viommu_mem *mem;
 	int err = ENOMEM;
@@ -250,9 +268,7 @@ struct viommu_vq_driver *viommu_vq_driver_new(struct viommu_device *dev, uint64_
 	drv->base = mmap(NULL, FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, drv->memfd, 0);
 	if (drv->base == MAP_FAILED)
 		goto fail_errno;
-	for (unsigned i = 0; i < 3; i++)
-		regions[i].fd = drv->memfd; /* the device maps the memfd itself, as a VMM would */
-	if (!(drv->vd = viommu_virtio_new(dev)) || !(mem = viommu_mem_new(regions, 3)))
+	if (!(drv->vd = viommu_virtio_new(dev)) || !(mem = guest_mem(drv)))
 		goto fail_errno;
 	viommu_virtio_set_mem(drv->vd, mem);
 	for (unsigned q = 0; q < VIOMMU_VIRTIO_NQUEUES; q++) {
@@ -260,9 +276,8 @@ struct viommu_vq_driver *viommu_vq_driver_new(struct viommu_device *dev, uint64_
 		drv->call[q] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (drv->kick[q] < 0 || drv->call[q] < 0)
 			goto fail_errno;
-		viommu_virtio_set_kick_fd(drv->vd, q, drv->kick[q]);
-		viommu_virtio_set_call_fd(drv->vd, q, drv->call[q]);
 	}
+	wire_fds(drv);
 	if ((err = -bring_up(drv)))
 		goto fail;
 	return drv;
@@ -376,6 +391,8 @@ int viommu_vq_driver_flush(struct viommu_vq_driver *drv)
 
 	if (!n)
 		return 0;
+	if (!drv->vd)
+		return problem(drv, "no transport (its restore failed) for %u requests (%u)", n, 0);
 	drv->nqueued = 0;
 	drv->nresults = n;
 	drv->bump = B_BATCH_START;
@@ -428,7 +445,11 @@ uint32_t viommu_vq_driver_result(struct viommu_vq_driver *drv, int token, const 
 int viommu_vq_driver_event_pop(struct viommu_vq_driver *drv, struct viommu_wire_fault *f)
 {
 	struct viommu_vring_used_elem e;
-	int ret = viommu_virtio_deliver_faults(drv->vd);
+	int ret;
+
+	if (!drv->vd)
+		return problem(drv, "no transport (its restore failed) (%u %u)", 0, 0);
+	ret = viommu_virtio_deliver_faults(drv->vd);
 
 	if (ret < 0)
 		return problem(drv, "the device cannot deliver faults (%u), status 0x%x",
@@ -463,6 +484,37 @@ int viommu_vq_driver_config_write(struct viommu_vq_driver *drv, uint32_t off, co
 				  uint32_t len)
 {
 	return viommu_virtio_config_write(drv->vd, off, buf, len);
+}
+
+int viommu_vq_driver_save(struct viommu_vq_driver *drv, void **image, size_t *len)
+{
+	return viommu_virtio_save(drv->vd, image, len);
+}
+
+int viommu_vq_driver_restore(struct viommu_vq_driver *drv, struct viommu_device *dev,
+			     const void *image, size_t len, char *why, size_t why_len)
+{
+	struct viommu_mem *mem;
+	struct viommu_virtio *vd;
+
+	/* The source's transport goes (it frees only its own memory map and buffers, never its
+	 * device, which may be gone already). */
+	viommu_virtio_free(drv->vd);
+	drv->vd = NULL;
+	drv->dev = dev;
+	if (!(mem = guest_mem(drv))) {
+		snprintf(why, why_len, "cannot map guest memory: %s", strerror(errno));
+		return -errno;
+	}
+	if (!(vd = viommu_virtio_restore(dev, mem, image, len, why, why_len))) {
+		int err = errno;
+
+		viommu_mem_free(mem);
+		return -err;
+	}
+	drv->vd = vd;
+	wire_fds(drv);
+	return 0;
 }
 
 const char *viommu_vq_driver_problem(const struct viommu_vq_driver *drv)

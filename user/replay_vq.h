@@ -62,6 +62,16 @@ int viommu_vq_driver_reset(struct viommu_vq_driver *drv, bool system);
 int viommu_vq_driver_config_write(struct viommu_vq_driver *drv, uint32_t off, const void *buf,
 				  uint32_t len);
 
+/* Live migration of the device under the guest: save device and transport into one image
+ * (viommu_virtio_save); later, with @dev restored from that image, the transport is restored
+ * over it and a new map of the same memfd (viommu_virtio_restore) and rewired to the driver's
+ * eventfds. Requests added and not yet flushed stay in the rings and are answered by the
+ * restored device at the next flush. The old transport is freed first (its device may already
+ * be freed). 0 or -errno (@why says why; the driver then has no transport: free it). */
+int viommu_vq_driver_save(struct viommu_vq_driver *drv, void **image, size_t *len);
+int viommu_vq_driver_restore(struct viommu_vq_driver *drv, struct viommu_device *dev,
+			     const void *image, size_t len, char *why, size_t why_len);
+
 const char *viommu_vq_driver_problem(const struct viommu_vq_driver *drv);
 struct viommu_virtio *viommu_vq_driver_transport(struct viommu_vq_driver *drv);
 

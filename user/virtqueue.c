@@ -18,10 +18,15 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "image.h"
+#include "wire.h"
 
 /* ---- guest memory ---- */
 
@@ -909,4 +914,191 @@ const struct viommu_virtio_stats *viommu_virtio_stats(const struct viommu_virtio
 const struct viommu_vq *viommu_virtio_queue(const struct viommu_virtio *vd, unsigned q)
 {
 	return q < VIOMMU_VIRTIO_NQUEUES ? &vd->vq[q] : NULL;
+}
+
+/* ---- save and restore (docs/image.md, the TRANSPORT record) ---- */
+
+#define TR_HDR 16 /* driver features u64, status u8, 1 reserved, event_credited u16, 4 reserved */
+#define TR_QUEUE 40 /* per queue, requestq then eventq */
+#define TRQ_CONFIGURED 1u
+#define TRQ_ENABLED 2u
+#define TRQ_SIGNALLED_VALID 4u
+#define STATUS_KNOWN                                                                        \
+	(VIOMMU_VIRTIO_S_ACKNOWLEDGE | VIOMMU_VIRTIO_S_DRIVER | VIOMMU_VIRTIO_S_DRIVER_OK |   \
+	 VIOMMU_VIRTIO_S_FEATURES_OK | VIOMMU_VIRTIO_S_NEEDS_RESET | VIOMMU_VIRTIO_S_FAILED)
+_Static_assert(TR_HDR + VIOMMU_VIRTIO_NQUEUES * TR_QUEUE == VIOMMU_IMAGE_TRANSPORT_BYTES,
+	       "the TRANSPORT record's size");
+
+int viommu_virtio_save(const struct viommu_virtio *vd, void **image, size_t *len)
+{
+	uint8_t t[VIOMMU_IMAGE_TRANSPORT_BYTES] = { 0 };
+
+	viommu_put_le64(t, vd->driver_features);
+	t[8] = vd->status;
+	viommu_put_le16(t + 10, vd->event_credited);
+	for (unsigned q = 0; q < VIOMMU_VIRTIO_NQUEUES; q++) {
+		const struct viommu_vq *vq = &vd->vq[q];
+		uint8_t *p = t + TR_HDR + q * TR_QUEUE;
+
+		if (!vd->q[q].configured)
+			continue;
+		viommu_put_le64(p, vd->q[q].cfg.desc);
+		viommu_put_le64(p + 8, vd->q[q].cfg.avail);
+		viommu_put_le64(p + 16, vd->q[q].cfg.used);
+		viommu_put_le16(p + 24, vd->q[q].cfg.size);
+		p[26] = TRQ_CONFIGURED;
+		if (!vq->ready)
+			continue; /* a disabled queue's indices mean nothing: saved as 0 */
+		p[26] |= TRQ_ENABLED | (vq->signalled_valid ? TRQ_SIGNALLED_VALID : 0);
+		viommu_put_le16(p + 28, vq->last_avail);
+		viommu_put_le16(p + 30, vq->used_idx);
+		viommu_put_le16(p + 32, vq->signalled_used);
+	}
+	return viommu_image_save_with_transport(vd->dev, t, image, len);
+}
+
+static int tr_bad(char *why, size_t why_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && why_len) {
+		va_start(ap, fmt);
+		vsnprintf(why, why_len, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+static bool tr_zero(const uint8_t *p, size_t n)
+{
+	while (n--)
+		if (*p++)
+			return false;
+	return true;
+}
+
+/* The record checked against itself, @dev and @mem, and applied to @vd (a fresh transport on
+ * @dev, freed by the caller on failure: nothing else is touched). */
+static int tr_apply(struct viommu_virtio *vd, const uint8_t *t, struct viommu_mem *mem, char *why,
+		    size_t why_len)
+{
+	uint64_t f = viommu_le64(t);
+	uint8_t st = t[8];
+	uint16_t credited = viommu_le16(t + 10);
+	bool driver_ok = st & VIOMMU_VIRTIO_S_DRIVER_OK;
+	uint32_t queued = 0;
+	struct viommu_wire_fault wf;
+
+	if (t[9] || !tr_zero(t + 12, 4) || (st & ~STATUS_KNOWN))
+		return tr_bad(why, why_len, "transport: reserved bytes or unknown status bits set");
+	if (f && ((f & ~viommu_virtio_features(vd)) || !(f & VIOMMU_FBIT(VIOMMU_VIRTIO_F_VERSION_1)) ||
+		  (f & VIOMMU_FEATURES_KNOWN) != viommu_device_negotiated(vd->dev)))
+		return tr_bad(why, why_len,
+			      "transport: driver features 0x%llx not offered, without VERSION_1, or "
+			      "not the device's negotiated 0x%llx",
+			      (unsigned long long)f, (unsigned long long)viommu_device_negotiated(vd->dev));
+	if (((st & VIOMMU_VIRTIO_S_FEATURES_OK) && !f) ||
+	    (driver_ok && !(st & VIOMMU_VIRTIO_S_FEATURES_OK)))
+		return tr_bad(why, why_len, "transport: status 0x%x without the features it implies", st);
+	if (driver_ok && !mem)
+		return tr_bad(why, why_len, "transport: DRIVER_OK and no memory map");
+	vd->driver_features = f;
+	vd->features_ok = f != 0;
+	vd->status = st;
+	for (unsigned q = 0; q < VIOMMU_VIRTIO_NQUEUES; q++) {
+		const uint8_t *p = t + TR_HDR + q * TR_QUEUE;
+		struct viommu_vq_config cfg = { viommu_le16(p + 24), viommu_le64(p), viommu_le64(p + 8),
+						viommu_le64(p + 16) };
+		uint8_t fl = p[26];
+		uint16_t la = viommu_le16(p + 28), ui = viommu_le16(p + 30), su = viommu_le16(p + 32);
+		struct viommu_vq *vq = &vd->vq[q];
+		int err;
+
+		if ((fl & ~(TRQ_CONFIGURED | TRQ_ENABLED | TRQ_SIGNALLED_VALID)) || p[27] ||
+		    !tr_zero(p + 34, 6))
+			return tr_bad(why, why_len, "transport: queue %u: unknown flags or reserved bytes set", q);
+		if (!(fl & TRQ_CONFIGURED)) {
+			if (!tr_zero(p, TR_QUEUE))
+				return tr_bad(why, why_len, "transport: queue %u: not set up, yet has a state", q);
+			continue;
+		}
+		if (!cfg.size || (cfg.size & (cfg.size - 1)) || cfg.size > VIOMMU_VQ_MAX_SIZE ||
+		    (cfg.desc & 15) || (cfg.avail & 1) || (cfg.used & 3))
+			return tr_bad(why, why_len, "transport: queue %u: size %u or ring alignment invalid",
+				      q, cfg.size);
+		vd->q[q].cfg = cfg;
+		vd->q[q].configured = true;
+		if (!(fl & TRQ_ENABLED)) {
+			/* DRIVER_OK enables every queue set up; one left disabled means a ring fell out
+			 * of a new memory map, which set NEEDS_RESET. */
+			if ((fl & TRQ_SIGNALLED_VALID) || la || ui || su ||
+			    (driver_ok && !(st & VIOMMU_VIRTIO_S_NEEDS_RESET)))
+				return tr_bad(why, why_len, "transport: queue %u: disabled, yet has a state", q);
+			continue;
+		}
+		if (!driver_ok)
+			return tr_bad(why, why_len, "transport: queue %u enabled without DRIVER_OK", q);
+		/* The device completes every chain it pops before it returns (a batch is pushed and
+		 * published whole; an event buffer is used or given back at once): none in flight. */
+		if (la != ui)
+			return tr_bad(why, why_len,
+				      "transport: queue %u: %u chains in flight (last_avail %u, used %u)", q,
+				      (uint16_t)(la - ui), la, ui);
+		err = viommu_vq_init(vq, mem, &cfg, f & VIOMMU_FBIT(VIOMMU_VIRTIO_F_INDIRECT_DESC),
+				     f & VIOMMU_FBIT(VIOMMU_VIRTIO_F_EVENT_IDX));
+		if (err)
+			return tr_bad(why, why_len, "transport: queue %u: rings %s", q,
+				      err == -EFAULT ? "outside the memory map" : "misaligned in host memory");
+		vq->last_avail = la;
+		vq->used_idx = ui;
+		vq->signalled_used = su;
+		vq->signalled_valid = fl & TRQ_SIGNALLED_VALID;
+	}
+	/* Event buffers: those credited and not yet used are the device's credits plus the faults
+	 * queued (each took a credit and still waits for its buffer). */
+	while (viommu_device_fault_peek(vd->dev, queued, &wf) == 0)
+		queued++;
+	if (!vd->vq[VIOMMU_VIRTIO_EVENTQ].ready) {
+		/* A ring that fell out of a new memory map leaves its count behind, unused until the
+		 * reset the device asked for clears it; otherwise a disabled eventq holds nothing. */
+		bool stranded = vd->q[VIOMMU_VIRTIO_EVENTQ].configured && driver_ok &&
+				(st & VIOMMU_VIRTIO_S_NEEDS_RESET);
+
+		if (credited && !stranded)
+			return tr_bad(why, why_len, "transport: event buffers credited on a disabled eventq");
+	} else if ((uint16_t)(credited - vd->vq[VIOMMU_VIRTIO_EVENTQ].last_avail) !=
+		   (uint64_t)viommu_device_eventq_credits(vd->dev) + queued) {
+		return tr_bad(why, why_len,
+			      "transport: %u event buffers held, the device counts %u free and %u faults",
+			      (uint16_t)(credited - vd->vq[VIOMMU_VIRTIO_EVENTQ].last_avail),
+			      viommu_device_eventq_credits(vd->dev), queued);
+	}
+	vd->event_credited = credited;
+	return 0;
+}
+
+struct viommu_virtio *viommu_virtio_restore(struct viommu_device *dev, struct viommu_mem *mem,
+					    const void *image, size_t len, char *why, size_t why_len)
+{
+	struct viommu_virtio *vd;
+	const void *t;
+	int err;
+
+	if (!dev || !image) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((err = viommu_image_transport(image, len, &t, why, why_len))) {
+		errno = err == -ENOENT ? EINVAL : -err;
+		return NULL;
+	}
+	if (!(vd = viommu_virtio_new(dev)))
+		return NULL;
+	if ((err = tr_apply(vd, t, mem, why, why_len))) {
+		viommu_virtio_free(vd); /* vd->mem is still NULL: @mem stays the caller's */
+		errno = -err;
+		return NULL;
+	}
+	vd->mem = mem;
+	return vd;
 }

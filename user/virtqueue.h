@@ -294,6 +294,27 @@ int viommu_virtio_poll(struct viommu_virtio *vd);
  * number delivered, or -EIO (the device needs a reset; the faults stay queued). */
 int viommu_virtio_deliver_faults(struct viommu_virtio *vd);
 
+/* ---- save and restore (live migration; docs/image.md, the TRANSPORT record) ----
+ * The transport's state (driver features, status, each queue's size, ring addresses, indices
+ * and notification state, the event buffers credited to the device) goes into the device's
+ * image as one TRANSPORT record. Not saved: statistics, eventfds and callbacks (the destination
+ * wires its own), guest memory (the VMM migrates it; the rings and the buffers the driver made
+ * available stay there, so requests in the rings and not yet taken complete after restore).
+ *
+ * Save: the device's image (viommu_device_save) with the TRANSPORT record. 0 or -ENOMEM.
+ * Restore, on the destination: dev = viommu_device_restore(image), then
+ * viommu_virtio_restore(dev, mem, image): a transport in the saved state over @dev and @mem.
+ * The record is untrusted: reserved bytes, status bits and their order, features (offered,
+ * VERSION_1, the same as @dev negotiated), queue sizes and alignment, every enabled ring inside
+ * @mem, indices (no chain in flight: the device never holds one between calls), and the event
+ * buffers held against @dev's free credits and queued faults are all checked before it is used.
+ * On success the transport takes @mem (may be NULL when the status has no DRIVER_OK); on
+ * failure NULL, errno (EINVAL with @why, of at most @why_len bytes, naming the field; EPROTO;
+ * ENOMEM) and neither @dev nor @mem was touched (the caller still owns @mem). */
+int viommu_virtio_save(const struct viommu_virtio *vd, void **image, size_t *len);
+struct viommu_virtio *viommu_virtio_restore(struct viommu_device *dev, struct viommu_mem *mem,
+					    const void *image, size_t len, char *why, size_t why_len);
+
 const struct viommu_virtio_stats *viommu_virtio_stats(const struct viommu_virtio *vd);
 /* The queue (for tests and introspection; NULL for a bad @q). */
 const struct viommu_vq *viommu_virtio_queue(const struct viommu_virtio *vd, unsigned q);

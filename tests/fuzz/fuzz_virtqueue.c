@@ -22,7 +22,10 @@
  *
  * Oracles besides the sanitizers: viommu_device_check() after every operation; every used
  * entry names a head below the queue size and a length no larger than the chain's writable
- * part could be; once DEVICE_NEEDS_RESET is set nothing more is used until a reset.
+ * part could be; once DEVICE_NEEDS_RESET is set nothing more is used until a reset. At the end
+ * the device and transport are migrated (viommu_virtio_save, viommu_device_restore,
+ * viommu_virtio_restore): whatever state the guest drove them into, their own image must be
+ * accepted and save again to the same bytes.
  */
 #include <endian.h>
 #include <errno.h>
@@ -31,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image.h"
 #include "virtqueue.h"
 #include "wire.h"
 
@@ -221,6 +225,37 @@ static void check_used(struct world *w, bool was_broken)
 	}
 }
 
+/* Save device and transport, free them, restore both over a new map of the same memory. */
+static void migrate(struct world *w)
+{
+	struct viommu_mem_region reg[3] = {
+		{ .gpa = R0_GPA, .size = R0_SIZE, .hva = w->r[0], .fd = -1 },
+		{ .gpa = R2_GPA, .size = R2_SIZE, .hva = w->r[2], .fd = -1 },
+		{ .gpa = R1_GPA, .size = R1_SIZE, .hva = w->r[1], .fd = -1 },
+	};
+	struct viommu_mem *m;
+	void *img, *again;
+	size_t len, len2;
+	char why[200] = "";
+
+	if (viommu_virtio_save(w->vd, &img, &len))
+		FAIL("transport save failed");
+	viommu_virtio_free(w->vd);
+	viommu_device_free(w->dev);
+	if (!(w->dev = viommu_device_restore(img, len, why, sizeof(why))))
+		FAIL("the device's own image was refused: %s", why);
+	if (!(m = viommu_mem_new(reg, w->two_regions ? 3 : 2)))
+		FAIL("viommu_mem_new refused a valid map");
+	if (!(w->vd = viommu_virtio_restore(w->dev, m, img, len, why, sizeof(why))))
+		FAIL("the transport's own image was refused: %s", why);
+	if (viommu_virtio_save(w->vd, &again, &len2) || len2 != len || memcmp(img, again, len))
+		FAIL("transport save -> restore -> save is not a fixed point");
+	if (viommu_device_check(w->dev))
+		FAIL("viommu_device_check failed after a migration");
+	free(img);
+	free(again);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint16_t sizes[4] = { 1, 2, 8, 64 };
@@ -339,6 +374,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (viommu_device_check(w.dev))
 			FAIL("viommu_device_check failed after op %u", op % OP_COUNT);
 	}
+	migrate(&w);
 	viommu_virtio_free(w.vd);
 	viommu_device_free(w.dev);
 	for (unsigned i = 0; i < 3; i++)
