@@ -721,6 +721,13 @@ Test(trust, stat_refuses_pinned_maps_of_the_wrong_shape)
 	pin_map(dir, "viommu_meta", sizeof(meta), 1, &meta);
 	pin_map(dir, "viommu_readers", sizeof(struct viommu_reader_info), 1, NULL); /* too few */
 	cr_assert_eq(viommu_stat_pinned(dir, null), -EPROTO);
+	/* The right count of elements too small to be reader summaries: read past each one, the
+	 * summary would be garbage; refused before anything is read. */
+	snprintf(dir, sizeof(dir), "%s/fake3", bpffs);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	pin_map(dir, "viommu_meta", sizeof(meta), 1, &meta);
+	pin_map(dir, "viommu_readers", 8, VIOMMU_READER_INFOS, NULL);
+	cr_assert_eq(viommu_stat_pinned(dir, null), -EPROTO);
 	fclose(null);
 	umount_bpffs();
 }
