@@ -873,16 +873,6 @@ static void mid_traffic(struct vdev *v, uint64_t *t2, uint64_t *t3)
 	*t3 = queue_req(v, r, viommu_req_map(r, 1, 0x1000, 0x1fff, 0x80000, 3));
 }
 
-/* FNV-1a over the records: an image edited in a test is resealed, so only the edit is judged. */
-static void reseal(uint8_t *img, size_t len)
-{
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 32; i < len; i++)
-		h = (h ^ img[i]) * 16777619u;
-	memcpy(img + 24, &(uint32_t){ htole32(h) }, 4);
-}
-
 Test(virtqueue, a_transport_saved_mid_traffic_completes_its_requests_in_flight_after_restore)
 {
 	struct vdev v;
@@ -986,7 +976,7 @@ Test(virtqueue, hostile_transport_records_are_refused_whole_leaving_device_and_m
 		memcpy(&x, bad + at + e->off, e->size);
 		x = htole64(le64toh(x) ^ e->xor);
 		memcpy(bad + at + e->off, &x, e->size);
-		reseal(bad, len);
+		viommu_image_seal(bad, len);
 		dev = viommu_device_restore(bad, len, why, sizeof(why));
 		cr_assert(dev, "%s: the device's records are intact: %s", e->what, why);
 		why[0] = 0;

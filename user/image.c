@@ -43,6 +43,14 @@ static uint32_t fnv1a(const uint8_t *p, size_t n)
 	return h;
 }
 
+void viommu_image_seal(void *image, size_t len)
+{
+	uint8_t *p = image;
+
+	viommu_put_le64(p + 16, len);
+	viommu_put_le32(p + 24, fnv1a(p + HDR_BYTES, len - HDR_BYTES));
+}
+
 /* ---- save ---- */
 
 struct out {
@@ -240,9 +248,8 @@ static int save_image(const struct viommu_device *dev, const void *transport, si
 	memcpy(o.buf, VIOMMU_IMAGE_MAGIC, 8);
 	viommu_put_le32(o.buf + 8, VIOMMU_IMAGE_VERSION);
 	viommu_put_le32(o.buf + 12, HDR_BYTES);
-	viommu_put_le64(o.buf + 16, o.len);
-	viommu_put_le32(o.buf + 24, fnv1a(o.buf + HDR_BYTES, o.len - HDR_BYTES));
 	viommu_put_le32(o.buf + 28, o.records);
+	viommu_image_seal(o.buf, o.len);
 	*image = o.buf;
 	*len = o.len;
 	return 0;

@@ -30,6 +30,11 @@
 /* Save @dev into a malloc'd buffer (*image, *len). 0 or -ENOMEM. */
 int viommu_device_save(const struct viommu_device *dev, void **image, size_t *len);
 
+/* Rewrite the header's total length (@len) and checksum after the records of @image were built
+ * or edited by hand (tools, tests, the fuzzer), so that restore judges the records themselves.
+ * @len must be at least the 32-byte header. */
+void viommu_image_seal(void *image, size_t len);
+
 /* A new device in the state @image describes. NULL + errno: EINVAL (malformed or inconsistent:
  * @why, if not NULL, gets a sentence of at most @why_len bytes), EPROTO (another version),
  * ENOMEM. */

@@ -81,15 +81,6 @@ static void transport(struct viommu_device *dev, const uint8_t *img, size_t n)
 	viommu_virtio_free(vd);
 }
 
-static uint32_t fnv1a(const uint8_t *p, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	while (n--)
-		h = (h ^ *p++) * 16777619u;
-	return h;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint8_t *img;
@@ -107,8 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(img, VIOMMU_IMAGE_MAGIC, 8);
 	viommu_put_le32(img + 8, VIOMMU_IMAGE_VERSION);
 	viommu_put_le32(img + 12, 32);
-	viommu_put_le64(img + 16, n);
-	viommu_put_le32(img + 24, fnv1a(img + 32, n - 32));
+	viommu_image_seal(img, n);
 	dev = viommu_device_restore(img, n, why, sizeof(why));
 	if (dev)
 		transport(dev, img, n);
