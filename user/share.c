@@ -382,6 +382,10 @@ void fp_readers_summarise(struct viommu_fastpath *fp)
 		struct viommu_reader_info *inf = &fp->infos[i], v = { 0 };
 		uint32_t st = FP_OWNER_STATE(__atomic_load_n(&rd->owner, __ATOMIC_ACQUIRE));
 
+		/* Called from every poll: a free slot already shown free costs one load. */
+		if ((st == FP_READER_FREE || st == FP_READER_CLAIMING) &&
+		    __atomic_load_n(&inf->state, __ATOMIC_RELAXED) == VIOMMU_READER_FREE)
+			continue;
 		if (st == FP_READER_LIVE || st == FP_READER_REVOKED) {
 			const struct viommu_reader_slot *s = rd->slot;
 
