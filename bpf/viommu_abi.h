@@ -21,9 +21,10 @@
 #include <linux/types.h>
 #include <stddef.h>
 #endif
+#include "viommu_spec.h"
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 4u
+#define VIOMMU_ABI_VERSION 5u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -42,7 +43,10 @@
 #define VIOMMU_DOMAINS_MAX 65536u /* domain slots; the device core's max_domains must fit */
 #endif
 #ifndef VIOMMU_NODES_DEFAULT
-#define VIOMMU_NODES_DEFAULT 16384u /* radix nodes (4 KiB each) */
+#define VIOMMU_NODES_DEFAULT 16384u /* interior radix nodes, levels 0-4 (4 KiB each) */
+#endif
+#ifndef VIOMMU_LEAVES_DEFAULT
+#define VIOMMU_LEAVES_DEFAULT 4096u /* leaves, level 5: 512 pages each (6 KiB each) */
 #endif
 #ifndef VIOMMU_EXTENTS_DEFAULT
 #define VIOMMU_EXTENTS_DEFAULT (1u << 21) /* extent records */
@@ -57,7 +61,11 @@
 #define VIOMMU_BULK_MAX 64u /* queries per bulk lookup / per syscall-program run */
 #define VIOMMU_RETRIES 4 /* bounded retries of a lookup that raced with the writer */
 
-/* ---- the radix: 6 levels of 512 over IOVA bits 63..12 ---- */
+/* ---- the radix: 6 levels of 512 over IOVA bits 63..12 ----
+ * Levels 0-4 are interior nodes (viommu_nodes) whose slots name a child or hold a whole piece of
+ * an extent; level 5 is a leaf (viommu_leaves) that holds, per 4 KiB page, the translation
+ * itself (a PTE: the page's PA and the mapping's flags), so that a lookup through the hash reads
+ * one line that only this page's neighbours share, and nothing that depends on it. */
 #define VIOMMU_PAGE_SHIFT 12
 #define VIOMMU_RADIX_BITS 9
 #define VIOMMU_RADIX_FANOUT 512u
@@ -74,15 +82,16 @@
 #define VIOMMU_HASH_SHIFT VIOMMU_LEVEL_SHIFT(VIOMMU_HASH_LEVEL) /* 21 */
 
 /*
- * A slot (radix entry, hash value) is one 64-bit word, written and read atomically:
- *   bits 0-1   tag: 0 empty, 1 child node, 2 extent leaf
- *   bits 2-31  index into viommu_nodes or viommu_extents
+ * A slot (interior node entry, hash value) is one 64-bit word, written and read atomically:
+ *   bits 0-1   tag: 0 empty, 1 child node, 2 extent (a whole piece), 3 leaf (level-4 slots only)
+ *   bits 2-31  index into viommu_nodes, viommu_extents or viommu_leaves
  *   bits 32-63 generation: the target's seq when the slot was written
  * A reader follows a slot only if the target's seq still equals the generation.
  */
 #define VIOMMU_SLOT_EMPTY  0ull
 #define VIOMMU_SLOT_NODE   1ull
 #define VIOMMU_SLOT_EXTENT 2ull
+#define VIOMMU_SLOT_LEAF   3ull
 #define VIOMMU_SLOT_TAG(s) ((s) & 3ull)
 #define VIOMMU_SLOT_IDX(s) ((__u32)(((s) >> 2) & 0x3fffffffull))
 #define VIOMMU_SLOT_GEN(s) ((__u32)((s) >> 32))
@@ -140,15 +149,34 @@ struct viommu_node { /* writer: device thread */
 	__u64 slot[VIOMMU_RADIX_FANOUT];
 };
 
+/* ---- viommu_leaves: level 5, the pages of one 2 MiB region ----
+ * A PTE is one 64-bit word: bit 0 present, bits 1-3 the mapping's VIRTIO_IOMMU_MAP_F_* flags,
+ * bits 12-63 the page's PA; 0 = no mapping. The writer installs a MAP's PTEs without the present
+ * bit, makes its record live, then sets the bit (W2): a PTE is present only while its extent is
+ * live. ext[] names each page's extent record (index + 1, 0 none) for answers that want the whole
+ * extent; a lookup that wants only the page never reads it. */
+#define VIOMMU_PTE_PRESENT 1ull
+#define VIOMMU_PTE_MAKE(pa, flags) \
+	(((__u64)(pa) & ~0xfffull) | ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 1) | VIOMMU_PTE_PRESENT)
+#define VIOMMU_PTE_PA(pte) ((pte) & ~0xfffull)
+#define VIOMMU_PTE_FLAGS(pte) ((__u32)((pte) >> 1) & VIOMMU_MAP_F_MASK)
+struct viommu_leaf { /* writer: device thread */
+	__u32 seq; /* even: live generation; odd: free (or being reused) */
+	__u32 domain_slot; /* with base: which leaf this is (checked on every read) */
+	__u64 base; /* first IOVA the leaf covers (2 MiB aligned) */
+	__u64 pad[6]; /* the header has its line: the PTE lines are the only ones pages share */
+	__u64 pte[VIOMMU_RADIX_FANOUT];
+	__u32 ext[VIOMMU_RADIX_FANOUT];
+};
+
 /* ---- viommu_extents: one record per mapping (one MAP request) ---- */
 struct viommu_extent_rec { /* writer: device thread */
 	__u32 seq; /* even: live generation; odd: free */
-	__u32 domain_slot;
+	__u16 domain_slot; /* VIOMMU_DOMAINS_MAX <= 65536 */
+	__u16 flags; /* VIRTIO_IOMMU_MAP_F_* */
 	__u64 start; /* IOVA, inclusive */
 	__u64 end; /* IOVA, inclusive */
 	__u64 phys; /* PA of start */
-	__u32 flags; /* VIRTIO_IOMMU_MAP_F_* */
-	__u32 pad;
 };
 
 /* ---- viommu_hash: (domain slot, 2 MiB region) -> level-4 slot content, 4-way buckets ---- */
@@ -190,7 +218,8 @@ struct viommu_meta { /* writer: device thread */
 	 * filled before a bump is dropped, since a 32-bit generation it holds may since have
 	 * wrapped (I10). Written that rarely, so it shares the constant line. */
 	__u64 wraps;
-	__u64 pad1[3];
+	__u32 leaves_max;
+	__u32 pad1[5];
 	/* line 1, alone: every viommu_reader_enter() reads it, the writer bumps it once per grace
 	 * period. The counters below change on every publication; sharing a line with them cost a
 	 * reader a cache miss per lookup under churn. */
@@ -200,6 +229,7 @@ struct viommu_meta { /* writer: device thread */
 	__u32 nodes_used, extents_used, domains_used, endpoints_used;
 	__u32 hash_used;
 	__u32 readers_revoked; /* readers the writer stopped waiting for (overstayed, W5) */
+	__u32 leaves_used, pad3;
 	__u64 publications, grace_periods, grace_ns_total;
 };
 
@@ -241,14 +271,15 @@ struct viommu_reader_info {
 /* ---- the shared maps, written once: X(ID, name, element type, entries, who writes) ----
  * Every list of the maps (the BPF definitions in viommu_maps.bpf.h, the writer's, the pins, the
  * copy a reader in another process gets, `viommu stat`'s checks) is made from this table. The
- * data maps, those a lookup reads, come first. Entries of NODES, EXTENTS and HASH are the
- * defaults: the writer sizes those three at load time (viommu_fastpath_opts). Not listed: the
+ * data maps, those a lookup reads, come first. Entries of NODES, LEAVES, EXTENTS and HASH are
+ * the defaults: the writer sizes those four at load time (viommu_fastpath_opts). Not listed: the
  * per-CPU viommu_stats (BPF readers' counters), the viommu_faults ring buffer and viommu_sync. */
 #define VIOMMU_MAPS(X)                                                                           \
 	X(META, viommu_meta, struct viommu_meta, 1, "device thread")                            \
 	X(EPS, viommu_endpoints, struct viommu_ep_entry, VIOMMU_EP_ENTRIES, "device thread")     \
 	X(EP_INDEX, viommu_ep_index, __u64, VIOMMU_EP_INDEX_SLOTS, "device thread")              \
 	X(NODES, viommu_nodes, struct viommu_node, VIOMMU_NODES_DEFAULT, "device thread")        \
+	X(LEAVES, viommu_leaves, struct viommu_leaf, VIOMMU_LEAVES_DEFAULT, "device thread")     \
 	X(EXTENTS, viommu_extents, struct viommu_extent_rec, VIOMMU_EXTENTS_DEFAULT, "device thread") \
 	X(HASH, viommu_hash, struct viommu_hash_bucket, VIOMMU_HASH_BUCKETS_DEFAULT, "device thread") \
 	X(READERS, viommu_readers, struct viommu_reader_info, VIOMMU_READER_INFOS,               \
@@ -284,7 +315,7 @@ struct viommu_share_hello {
 	__u32 reader; /* index of this reader's viommu_readers entry */
 	__u32 nodes_max, extents_max, hash_buckets;
 	__u32 token; /* the value the writer stores in the slot's `revoked` if it revokes it */
-	__u32 pad;
+	__u32 leaves_max;
 	__u64 data_bytes; /* size of the data memfd */
 	__u64 off[VIOMMU_SHM_DATA]; /* page-aligned offset of each map's copy in the memfd */
 };
@@ -316,9 +347,16 @@ enum viommu_xlate_result {
 #define VIOMMU_SPAN_MAX 16
 #endif
 
+/* A query's access may also carry VIOMMU_QUERY_F_EXTENT: answer with the whole extent holding
+ * iova (ext_start..ext_end), which costs the lookup a second dependent load (the extent record).
+ * Without it a query within one page is answered from the page's PTE alone and ext_* describe
+ * at least that page (a run of the extent, the whole extent when a piece larger than a page
+ * holds iova); a query whose range crosses a page boundary always gets whole extents. */
+#define VIOMMU_QUERY_F_EXTENT (1u << 31)
+#define VIOMMU_ACCESS_RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
 struct viommu_query {
 	__u32 endpoint;
-	__u32 access; /* VIRTIO_IOMMU_MAP_F_READ / _WRITE bits */
+	__u32 access; /* VIRTIO_IOMMU_MAP_F_READ / _WRITE bits, and VIOMMU_QUERY_F_EXTENT */
 	__u64 iova;
 	__u64 size; /* bytes from iova; 0 counts as 1 */
 };
@@ -327,9 +365,9 @@ struct viommu_answer {
 	__u32 result; /* enum viommu_xlate_result */
 	__u32 reason; /* fault reason */
 	__u64 pa;
-	__u64 ext_start, ext_end; /* the extent holding iova (HIT) */
-	__u64 ext_phys;
-	__u32 ext_flags;
+	__u64 ext_start, ext_end; /* HIT: a run of the extent holding iova (VIOMMU_QUERY_F_EXTENT) */
+	__u64 ext_phys; /* the PA of ext_start */
+	__u32 ext_flags; /* VIRTIO_IOMMU_MAP_F_* of the extent */
 	__u32 pad;
 	__u64 fault_addr;
 	__u64 next; /* MORE: the first byte not yet checked (iova < next <= last byte); else 0 */
@@ -348,7 +386,7 @@ struct viommu_fault_rec {
 	__u32 endpoint;
 	__u8 reason;
 	__u8 pad[3];
-	__u32 access;
+	__u32 access; /* VIOMMU_ACCESS_RW bits */
 	__u32 pad2;
 	__u64 address;
 };
@@ -356,11 +394,13 @@ struct viommu_fault_rec {
 #ifndef __bpf__
 _Static_assert(sizeof(struct viommu_ep_entry) == 16, "endpoint entry is 16 B");
 _Static_assert(sizeof(struct viommu_node) == 24 + 8 * VIOMMU_RADIX_FANOUT, "node header 24 B");
-_Static_assert(sizeof(struct viommu_extent_rec) == 40, "extent record is 40 B");
+_Static_assert(sizeof(struct viommu_extent_rec) == 32, "extent record is 32 B");
+_Static_assert(sizeof(struct viommu_leaf) == 64 + 12 * VIOMMU_RADIX_FANOUT, "leaf header is one line");
+_Static_assert(VIOMMU_DOMAINS_MAX <= 65536, "a domain slot fits the record's 16 bits");
 _Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
 _Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cache lines");
 _Static_assert(sizeof(struct viommu_reader_info) == 80, "reader info is 80 B");
-_Static_assert(sizeof(struct viommu_share_hello) == 88, "share hello is 88 B");
+_Static_assert(sizeof(struct viommu_share_hello) == 96, "share hello is 96 B");
 _Static_assert(offsetof(struct viommu_meta, epoch) == 64 && offsetof(struct viommu_meta, nodes_used) == 128,
 	       "meta: the epoch has a cache line of its own");
 _Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");

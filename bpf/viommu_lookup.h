@@ -8,6 +8,7 @@
  *   viommu_acc_ep(ctx, idx)        -> const struct viommu_ep_entry *   (NULL if out of range)
  *   viommu_acc_ep_index(ctx, i)    -> const __u64 *
  *   viommu_acc_node(ctx, idx)      -> const struct viommu_node *
+ *   viommu_acc_leaf(ctx, idx)      -> const struct viommu_leaf *
  *   viommu_acc_ext(ctx, idx)       -> const struct viommu_extent_rec *
  *   viommu_acc_bucket(ctx, idx)    -> const struct viommu_hash_bucket *
  *   viommu_acc_hash_mask(ctx)      -> __u32
@@ -40,17 +41,21 @@
 #endif
 /* The per-byte lookup the range loop calls; BPF makes it a global function (verified once). */
 #ifndef VIOMMU_LOOKUP_BYTE
-#define VIOMMU_LOOKUP_BYTE(ep, iova, lk) viommu_lookup_byte(VIOMMU_CTX_ARG, ep, iova, lk)
+#define VIOMMU_LOOKUP_BYTE(ep, iova, want, lk) viommu_lookup_byte(VIOMMU_CTX_ARG, ep, iova, want, lk)
 #endif
 
 /* One lookup's outcome (for one byte). */
 struct viommu_lk {
 	__u32 result; /* enum viommu_xlate_result */
 	__u32 reason;
-	__u64 ext_start, ext_end, ext_phys;
+	__u64 ext_start, ext_end, ext_phys; /* the run found: the whole extent if `whole` */
 	__u32 ext_flags;
-	/* what validated the hit, for a reader-private cache (user/reader.h) */
+	__u32 whole; /* 1: ext_* are the whole extent (its record was read); 0: one page (its PTE) */
+	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
+	 * and the record (whole) or the leaf and its PTE (a page) */
 	__u32 ep_idx, ep_seq, ext_idx, ext_gen;
+	__u32 leaf_idx, leaf_gen, pte_slot, pad;
+	__u64 pte;
 };
 
 #ifndef VIOMMU_EP_PROBE
@@ -91,33 +96,88 @@ VIOMMU_INLINE __s64 viommu_ep_slot(VIOMMU_CTX_PARAM, __u32 ep)
 }
 
 /*
- * Read an extent through a slot word. 1 = valid (the record was live with this generation and
- * holds iova for this domain at one instant, I3), 0 = raced (retry).
+ * Read extent record @idx, which must be live with generation @gen (~0u: any live generation:
+ * the record a leaf's ext[] names, which the caller checks against the page's PTE). 1 = valid
+ * (the record was live and held iova for this domain at one instant, I3), 0 = raced (retry).
  */
-VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __u64 iova,
+VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32 dslot, __u64 iova,
 				     struct viommu_lk *lk)
 {
-	const struct viommu_extent_rec *x = viommu_acc_ext(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot));
+	const struct viommu_extent_rec *x = viommu_acc_ext(VIOMMU_CTX_ARG, idx);
 	__u32 s;
 
 	if (!x)
 		return 0;
 	s = VIOMMU_LOAD_ACQ(&x->seq); /* pairs with the writer's release of seq (W2) */
-	if (s != VIOMMU_SLOT_GEN(slot))
+	if ((s & 1) || (gen != ~0u && s != gen))
 		return 0;
 	lk->ext_start = VIOMMU_LOAD(&x->start);
 	lk->ext_end = VIOMMU_LOAD(&x->end);
 	lk->ext_phys = VIOMMU_LOAD(&x->phys);
 	lk->ext_flags = VIOMMU_LOAD(&x->flags);
-	if (VIOMMU_LOAD(&x->domain_slot) != dslot)
+	if (VIOMMU_LOAD(&x->domain_slot) != (__u16)dslot)
 		return 0;
 	VIOMMU_FENCE_ACQ(); /* field loads before the re-check of seq (seqlock read side) */
 	if (VIOMMU_LOAD(&x->seq) != s)
 		return 0;
 	if (iova < lk->ext_start || iova > lk->ext_end)
 		return 0;
-	lk->ext_idx = VIOMMU_SLOT_IDX(slot);
+	lk->ext_idx = idx;
 	lk->ext_gen = s;
+	lk->whole = 1;
+	return 1;
+}
+
+/*
+ * Read the PTE of @iova in the leaf a level-4 slot word @slot names (and, with @want, the whole
+ * extent through the page's record). 1 = hit (@lk filled), 2 = validated miss (the live leaf of
+ * this region has no present PTE for the page, I5), 0 = raced (retry).
+ * Without @want the PTE is the answer: one line (the leaf header's line is shared by the region's
+ * 512 pages). With @want the record ext[] names must be live, hold iova in this domain, and agree
+ * with the PTE (same PA for the page, same flags): the answer is then the record's alone, and
+ * the record was the mapping of iova at the instant it was read (live records of a domain never
+ * overlap, I3), so a PTE rewritten in between with the same value cannot mix two mappings.
+ */
+VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __u64 iova, int want,
+				   struct viommu_lk *lk)
+{
+	__u32 idx = VIOMMU_SLOT_IDX(slot), si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova), s, x = 0;
+	const struct viommu_leaf *f = viommu_acc_leaf(VIOMMU_CTX_ARG, idx);
+	__u64 pte;
+
+	if (!f)
+		return 0;
+	s = VIOMMU_LOAD_ACQ(&f->seq); /* pairs with the writer's release of seq (W1) */
+	if (s != VIOMMU_SLOT_GEN(slot))
+		return 0;
+	if (VIOMMU_LOAD(&f->domain_slot) != dslot ||
+	    VIOMMU_LOAD(&f->base) != (iova & VIOMMU_COVER_MASK(VIOMMU_RADIX_LEVELS - 1)))
+		return 0;
+	pte = VIOMMU_LOAD_ACQ(&f->pte[si]); /* pairs with the writer's release of the PTE (W2, W4) */
+	if (want)
+		x = VIOMMU_LOAD(&f->ext[si]);
+	VIOMMU_FENCE_ACQ();
+	if (VIOMMU_LOAD(&f->seq) != s)
+		return 0;
+	if (!(pte & VIOMMU_PTE_PRESENT))
+		return 2;
+	lk->leaf_idx = idx;
+	lk->leaf_gen = s;
+	lk->pte_slot = si;
+	lk->pte = pte;
+	if (!want) {
+		lk->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
+		lk->ext_end = lk->ext_start + (1ull << VIOMMU_PAGE_SHIFT) - 1;
+		lk->ext_phys = VIOMMU_PTE_PA(pte);
+		lk->ext_flags = VIOMMU_PTE_FLAGS(pte);
+		lk->whole = 0;
+		return 1;
+	}
+	if (!x || !viommu_read_extent(VIOMMU_CTX_ARG, x - 1, ~0u, dslot, iova, lk))
+		return 0;
+	if (lk->ext_phys + ((iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1)) - lk->ext_start) != VIOMMU_PTE_PA(pte) ||
+	    lk->ext_flags != VIOMMU_PTE_FLAGS(pte))
+		return 0;
 	return 1;
 }
 
@@ -145,11 +205,24 @@ VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32
 	return VIOMMU_LOAD(&n->seq) == s;
 }
 
+/* The content of a slot (hash value or interior node entry) for @iova: 1 hit, 2 validated miss,
+ * 0 raced or not final (a child node: the caller walks on). */
+VIOMMU_INLINE int viommu_read_word(VIOMMU_CTX_PARAM, __u64 w, __u32 dslot, __u64 iova, int want,
+				   struct viommu_lk *lk)
+{
+	if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_LEAF)
+		return viommu_read_leaf(VIOMMU_CTX_ARG, w, dslot, iova, want, lk);
+	if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT)
+		return viommu_read_extent(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(w), VIOMMU_SLOT_GEN(w), dslot, iova, lk);
+	return VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EMPTY ? 2 : 0;
+}
+
 /*
- * One attempt at translating byte @iova of endpoint @ep. Returns 1 with @lk filled, or 0 when
- * it raced with the writer (the caller retries).
+ * One attempt at translating byte @iova of endpoint @ep (@want: the whole extent, see
+ * VIOMMU_QUERY_F_EXTENT). Returns 1 with @lk filled, or 0 when it raced with the writer (the
+ * caller retries).
  */
-VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, struct viommu_lk *lk)
+VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int want, struct viommu_lk *lk)
 {
 	const struct viommu_ep_entry *e;
 	const struct viommu_hash_bucket *b;
@@ -181,7 +254,8 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		return 1;
 	}
 
-	/* Hash: (domain, 2 MiB region) -> the level-4 slot, skipping four levels (I6). */
+	/* Hash: (domain, 2 MiB region) -> the level-4 slot (a leaf or a whole piece), skipping four
+	 * levels (I6). A leaf's PTE is then the only line this lookup has to itself. */
 	key = VIOMMU_HASH_KEY(dslot, iova);
 	b = viommu_acc_bucket(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)));
 	if (b) {
@@ -190,51 +264,38 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 			if (VIOMMU_LOAD_ACQ(&b->key[w]) != key)
 				continue;
 			slot = VIOMMU_LOAD_ACQ(&b->val[w]);
-			if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_EXTENT) {
-				found = viommu_read_extent(VIOMMU_CTX_ARG, slot, dslot, iova, lk);
-			} else if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_NODE) {
-				__u64 ent;
-
-				if (viommu_read_node(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot), VIOMMU_SLOT_GEN(slot),
-						     dslot, VIOMMU_RADIX_LEVELS - 1, iova, &ent)) {
-					if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT)
-						found = viommu_read_extent(VIOMMU_CTX_ARG, ent, dslot, iova, lk);
-					else if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EMPTY)
-						found = 2; /* validated miss in the live level-5 node (I5) */
-				}
-			}
+			found = viommu_read_word(VIOMMU_CTX_ARG, slot, dslot, iova, want, lk);
 			break;
 		}
 	}
 	if (found)
 		VIOMMU_STAT(hash_hits);
 
-	/* Radix walk from the domain's root; at most VIOMMU_RADIX_LEVELS dependent node loads. */
+	/* Radix walk from the domain's root: interior levels 0-4, then the leaf. */
 	if (!found) {
 		__u32 idx = root, gen = ~0u;
 
 		VIOMMU_STAT(walks);
 		VIOMMU_UNROLL
-		for (level = 0; level < VIOMMU_RADIX_LEVELS; level++) {
+		for (level = 0; level < VIOMMU_RADIX_LEVELS - 1; level++) {
 			__u64 ent;
 
 			if (!viommu_read_node(VIOMMU_CTX_ARG, idx, gen, dslot, level, iova, &ent))
 				return 0;
-			if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EMPTY) {
-				found = 2;
-				break;
+			if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_NODE) {
+				idx = VIOMMU_SLOT_IDX(ent);
+				gen = VIOMMU_SLOT_GEN(ent);
+				continue;
 			}
-			if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT) {
-				if (!viommu_read_extent(VIOMMU_CTX_ARG, ent, dslot, iova, lk))
-					return 0;
-				found = 1;
-				break;
-			}
-			idx = VIOMMU_SLOT_IDX(ent);
-			gen = VIOMMU_SLOT_GEN(ent);
+			if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_LEAF && level != VIOMMU_RADIX_LEVELS - 2)
+				return 0; /* leaves hang off level 4 only: impossible unless racing */
+			found = viommu_read_word(VIOMMU_CTX_ARG, ent, dslot, iova, want, lk);
+			if (!found)
+				return 0;
+			break;
 		}
 		if (!found)
-			return 0; /* a node slot at the last level: impossible unless racing */
+			return 0; /* a node slot at level 4: impossible unless racing */
 	}
 
 	/* The endpoint still pointed at this domain when the answer was valid (I4). */
@@ -253,13 +314,14 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 }
 
 /* Translate byte @iova with bounded retries. */
-VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, struct viommu_lk *lk)
+VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int want,
+				       struct viommu_lk *lk)
 {
 	int i;
 
 	VIOMMU_UNROLL
 	for (i = 0; i < VIOMMU_RETRIES; i++) {
-		if (viommu_lookup_once(VIOMMU_CTX_ARG, ep, iova, lk))
+		if (viommu_lookup_once(VIOMMU_CTX_ARG, ep, iova, want, lk))
 			return;
 		VIOMMU_STAT(retries);
 	}
@@ -280,7 +342,8 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 {
 	struct viommu_lk lk;
 	__u64 last = q->iova + (q->size ? q->size - 1 : 0), cur = q->iova;
-	int i;
+	__u32 acc = q->access & ~VIOMMU_QUERY_F_EXTENT;
+	int i, want = (q->access & VIOMMU_QUERY_F_EXTENT) != 0;
 
 	a->pa = 0; /* every outcome defines every field a caller reads */
 	a->fault_addr = 0;
@@ -291,8 +354,9 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 	VIOMMU_STAT(lookups);
 	VIOMMU_UNROLL
 	for (i = 0; i < VIOMMU_SPAN_MAX; i++) {
-		VIOMMU_LOOKUP_BYTE(q->endpoint, cur, &lk);
-		if (lk.result == VIOMMU_XLATE_HIT && (lk.ext_flags & q->access) != q->access) {
+		/* A range past its first page walks whole extents: a page per step would be slower. */
+		VIOMMU_LOOKUP_BYTE(q->endpoint, cur, want | (((cur ^ last) >> VIOMMU_PAGE_SHIFT) != 0), &lk);
+		if (lk.result == VIOMMU_XLATE_HIT && (lk.ext_flags & acc) != acc) {
 			lk.result = VIOMMU_XLATE_FAULT;
 			lk.reason = VIOMMU_FAULT_R_MAPPING;
 		}

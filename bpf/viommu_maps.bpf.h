@@ -77,6 +77,7 @@ static __always_inline const void *viommu_bpf_elem(void *map, __u32 idx)
 #define viommu_acc_ep(c, i) ((const struct viommu_ep_entry *)viommu_bpf_elem(&viommu_endpoints, (i)))
 #define viommu_acc_ep_index(c, i) ((const __u64 *)viommu_bpf_elem(&viommu_ep_index, (i)))
 #define viommu_acc_node(c, i) ((const struct viommu_node *)viommu_bpf_elem(&viommu_nodes, (i)))
+#define viommu_acc_leaf(c, i) ((const struct viommu_leaf *)viommu_bpf_elem(&viommu_leaves, (i)))
 #define viommu_acc_ext(c, i) ((const struct viommu_extent_rec *)viommu_bpf_elem(&viommu_extents, (i)))
 #define viommu_acc_bucket(c, i) ((const struct viommu_hash_bucket *)viommu_bpf_elem(&viommu_hash, (i)))
 #define viommu_acc_hash_mask(c) (viommu_hash_mask)
@@ -125,18 +126,18 @@ static __always_inline __s64 viommu_bpf_ep_probe(__u32 ep, __u32 h, __u32 probes
 }
 #define VIOMMU_EP_PROBE(ep, h, probes) viommu_bpf_ep_probe(ep, h, probes)
 
-#define VIOMMU_LOOKUP_BYTE(ep, iova, lk) viommu_lookup_byte_bpf(ep, iova, lk)
+#define VIOMMU_LOOKUP_BYTE(ep, iova, want, lk) viommu_lookup_byte_bpf(ep, iova, want, lk)
 struct viommu_lk;
-__noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk);
+__noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, int want, struct viommu_lk *lk);
 
 #include "viommu_lookup.h"
 
 /* Verified once; every range query calls it per extent crossed. */
-__noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk)
+__noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, int want, struct viommu_lk *lk)
 {
 	if (!lk)
 		return 0;
-	viommu_lookup_byte(0, ep, iova, lk);
+	viommu_lookup_byte(0, ep, iova, want, lk);
 	return 0;
 }
 
@@ -159,7 +160,7 @@ static __always_inline void viommu_bpf_report_fault(const struct viommu_query *q
 	struct viommu_fault_rec rec = {
 		.endpoint = q->endpoint,
 		.reason = (__u8)a->reason,
-		.access = q->access,
+		.access = q->access & ~VIOMMU_QUERY_F_EXTENT,
 		.address = a->fault_addr,
 	};
 

@@ -83,8 +83,12 @@ static void assert_same(const struct viommu_query *q, const struct viommu_answer
 			     (unsigned long long)q->iova, (unsigned long long)got->pa,
 			     (unsigned long long)want->pa);
 	if (want->result == VIOMMU_XLATE_HIT)
-		cr_assert(got->ext_start == want->ext_start && got->ext_end == want->ext_end,
-			  "%s: the whole extent is returned", who);
+		cr_assert(viommu_fastpath_agrees(q, want, got),
+			  "%s: iova 0x%llx access 0x%x: the run [0x%llx, 0x%llx] is the whole extent "
+			  "[0x%llx, 0x%llx] when asked, else a run of it holding the query", who,
+			  (unsigned long long)q->iova, q->access, (unsigned long long)got->ext_start,
+			  (unsigned long long)got->ext_end, (unsigned long long)want->ext_start,
+			  (unsigned long long)want->ext_end);
 	if (want->result == VIOMMU_XLATE_FAULT)
 		cr_assert(got->reason == want->reason && got->fault_addr == want->fault_addr,
 			  "%s: iova 0x%llx fault reason %u addr 0x%llx, store %u 0x%llx", who,
@@ -148,7 +152,7 @@ static void random_differential(int rounds, unsigned regions, uint64_t window)
 			q[i].endpoint = 8 + (uint32_t)(rnd() % 3);
 			q[i].iova = (rnd() % regions) << 39 | (rnd() % window);
 			q[i].size = rnd() % 4 ? 1 : rnd() % (1ull << 22);
-			q[i].access = 1 + (uint32_t)(rnd() % 3);
+			q[i].access = (1 + (uint32_t)(rnd() % 3)) | (rnd() % 2 ? VIOMMU_QUERY_F_EXTENT : 0);
 		}
 		check_queries(r, q, VIOMMU_BULK_MAX);
 	}
@@ -166,7 +170,7 @@ Test(fastpath, user_and_bpf_readers_agree_with_the_store_on_random_requests)
 Test(fastpath, readers_agree_with_the_store_when_the_node_pool_keeps_running_out)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 14, .overcommit = true };
+	struct viommu_fastpath_opts o = { .nodes = 12, .leaves = 4, .overcommit = true };
 	const struct viommu_meta *m;
 
 	fp_teardown();
@@ -177,6 +181,7 @@ Test(fastpath, readers_agree_with_the_store_when_the_node_pool_keeps_running_out
 	random_differential(600, 8, 4ull << 30);
 	viommu_device_reset(dev);
 	cr_assert_eq(m->nodes_used, 0, "every node came back");
+	cr_assert_eq(m->leaves_used, 0, "every leaf came back");
 	cr_assert_eq(m->extents_used, 0);
 }
 
@@ -643,7 +648,7 @@ Test(fastpath, an_empty_bpf_batch_may_pass_null_arrays)
 Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 6, .overcommit = true };
+	struct viommu_fastpath_opts o = { .nodes = 5, .overcommit = true };
 	const struct viommu_meta *m;
 	uint32_t nodes;
 
@@ -652,12 +657,15 @@ Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 	fp_setup_with(&cfg, &o);
 	m = viommu_fastpath_view(fp)->meta;
 	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK); /* root: 1 node */
-	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 5 more: pool full */
+	/* 4 more interior nodes (levels 1-4): the pool is full; and a leaf. */
+	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK);
 	nodes = m->nodes_used;
-	cr_assert_eq(nodes, 6);
-	/* Needs new level-3..5 nodes under another 512 GiB region: no room. */
+	cr_assert_eq(nodes, 5);
+	cr_assert_eq(m->leaves_used, 1);
+	/* Needs new level-2..4 nodes under another 512 GiB region: no room. */
 	cr_assert_eq(test_map(dev, 1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
 	cr_assert_eq(m->nodes_used, nodes);
+	cr_assert_eq(m->leaves_used, 1);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 1);
 	cr_assert_eq(m->extents_used, 1);
 	/* Another domain cannot get a root either. */
@@ -669,10 +677,10 @@ Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 8, .overcommit = true };
+	struct viommu_fastpath_opts o = { .nodes = 7, .overcommit = true };
 	const struct viommu_meta *m;
 	struct viommu_reader *r;
-	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = 0x2000, .size = 1 };
+	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = 1ull << 39, .size = 1 };
 	struct viommu_answer want, got;
 
 	fp_teardown();
@@ -680,13 +688,15 @@ Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 	fp_setup_with(&cfg, &o);
 	m = viommu_fastpath_view(fp)->meta;
 	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
-	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 6 nodes */
-	/* Needs 4 new nodes (levels 2-5) with 2 left: two are linked, the third fails. */
-	cr_assert_eq(test_map(dev, 1, 1ull << 40, (1ull << 40) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
-	cr_assert_eq(m->nodes_used, 6, "the two nodes linked before the failure are freed");
-	/* So a map that needs exactly two new nodes fits. */
-	cr_assert_eq(test_map(dev, 1, 1ull << 30, (1ull << 30) + 0xfff, 0x3000, 1), VIOMMU_S_OK);
-	cr_assert_eq(m->nodes_used, 8);
+	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x1000, 1), VIOMMU_S_OK); /* 5 nodes, a leaf */
+	/* Needs 3 new interior nodes (levels 2-4) with 2 left: two are linked, the third fails. */
+	cr_assert_eq(test_map(dev, 1, 1ull << 48, (1ull << 48) + 0xfff, 0x2000, 1), VIOMMU_S_NOMEM);
+	cr_assert_eq(m->nodes_used, 5, "the two nodes linked before the failure are freed");
+	cr_assert_eq(m->leaves_used, 1, "and no leaf was taken");
+	/* So a map that needs exactly two new nodes (levels 3-4) and a leaf fits. */
+	cr_assert_eq(test_map(dev, 1, 1ull << 39, (1ull << 39) + 0xfff, 0x3000, 1), VIOMMU_S_OK);
+	cr_assert_eq(m->nodes_used, 7);
+	cr_assert_eq(m->leaves_used, 2);
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
 	viommu_device_answer(dev, &q, &want);
@@ -694,6 +704,7 @@ Test(fastpath, a_map_refused_halfway_down_the_radix_frees_the_nodes_it_took)
 	viommu_reader_close(r);
 	viommu_device_reset(dev);
 	cr_assert_eq(m->nodes_used, 0, "nothing leaked across the reset");
+	cr_assert_eq(m->leaves_used, 0, "nothing leaked across the reset");
 }
 
 /* A reader hammering an address inside a MAP that keeps failing for want of nodes. */
@@ -732,7 +743,7 @@ static void *refused_reader_main(void *arg)
 Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 6, .overcommit = true };
+	struct viommu_fastpath_opts o = { .nodes = 5, .leaves = 1, .overcommit = true };
 	struct refused_reader rr = { 0 };
 	uint64_t before;
 	pthread_t th;
@@ -748,7 +759,8 @@ Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
 	cr_assert_eq(pthread_create(&th, NULL, refused_reader_main, &rr), 0);
 	while (!__atomic_load_n(&rr.lookups, __ATOMIC_RELAXED)) /* it is looking up already */
 		usleep(100);
-	/* Its first 2 MiB piece fits in the existing level-5 node; the second needs nodes. */
+	/* Its first 510 pages fit in the existing leaf (their PTEs are installed, not present);
+	 * its last page needs a second leaf: refused, and the 510 are rolled back. */
 	for (int i = 0; i < 5000; i++)
 		cr_assert_eq(test_map(dev, 1, 0x2000, 0x200fff, 0x200000, 3), VIOMMU_S_NOMEM);
 	before = __atomic_load_n(&rr.lookups, __ATOMIC_RELAXED);

@@ -973,6 +973,7 @@ enum viommu_xlate_result viommu_device_translate(const struct viommu_device *dev
 	bool first = true;
 
 	memset(out, 0, sizeof(*out));
+	access &= ~VIOMMU_QUERY_F_EXTENT; /* the store always answers with whole extents */
 	if (!e)
 		return fault(out, VIOMMU_FAULT_R_UNKNOWN, iova);
 	switch (ep_state(dev, &e->ep)) {

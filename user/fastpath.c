@@ -89,6 +89,45 @@ static void node_free(struct viommu_fastpath *fp, uint32_t i)
 	META_ADD(nodes_used, -1);
 }
 
+/* Leaves as nodes: seq odd = free; a leaf is freed only with every PTE and ext[] entry 0 (I2). */
+static int leaf_alloc(struct viommu_fastpath *fp, uint32_t dslot, uint64_t base, uint32_t *idx,
+		      uint32_t *gen)
+{
+	struct viommu_leaf *f;
+	uint32_t i, s;
+
+	if (fp->leaf_free_n) {
+		i = fp->leaf_free[--fp->leaf_free_n];
+	} else if (fp->leaf_hwm < fp->leaves_max) {
+		i = fp->leaf_hwm++;
+		ST(&fp->leaves[i].seq, 1); /* first use: free (odd), as if freed before (I1) */
+	} else {
+		return -ENOMEM;
+	}
+	f = &fp->leaves[i];
+	s = LD(&f->seq);
+	/* Release, as in node_alloc(): a reader of the leaf's previous life fails its re-check. */
+	ST_REL(&f->domain_slot, dslot);
+	ST_REL(&f->base, base);
+	ST_REL(&f->seq, s + 1); /* W1; pairs with viommu_read_leaf()'s acquire of seq */
+	fp->leaf_used[i] = 0;
+	META_ADD(leaves_used, 1);
+	*idx = i;
+	*gen = s + 1;
+	return 0;
+}
+
+static void churn_count(struct viommu_fastpath *fp);
+
+static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
+{
+	/* A reader TLB entry vouched for by (leaf seq, PTE) is dropped by a wraps bump (I10). */
+	churn_count(fp);
+	ST_REL(&fp->leaves[i].seq, LD(&fp->leaves[i].seq) + 1); /* dead (I1) */
+	fp->leaf_free[fp->leaf_free_n++] = i;
+	META_ADD(leaves_used, -1);
+}
+
 static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct viommu_extent *x,
 		     uint32_t *idx, uint32_t *gen)
 {
@@ -107,11 +146,11 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	s = LD(&r->seq);
 	/* Release, as in node_alloc(): a reader still validating the record's previous generation
 	 * must not see the new fields with the old seq (I1, I3). */
-	ST_REL(&r->domain_slot, dslot);
+	ST_REL(&r->domain_slot, (uint16_t)dslot);
 	ST_REL(&r->start, x->start);
 	ST_REL(&r->end, x->end);
 	ST_REL(&r->phys, x->phys);
-	ST_REL(&r->flags, x->flags);
+	ST_REL(&r->flags, (uint16_t)x->flags);
 	/* The seq stays odd (not live) until ext_publish(): slot words naming generation s + 1
 	 * can be installed first, and a reader that meets one fails validation (retries) until
 	 * the whole extent is in. A MAP refused halfway is never seen (W2). */
@@ -121,7 +160,7 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	return 0;
 }
 
-/* A record freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps (I10).
+/* A record or leaf freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps (I10).
  * Release: ordered before the seq store that follows, so a reader that sees that seq sees the
  * bump. */
 static void churn_count(struct viommu_fastpath *fp)
@@ -234,21 +273,28 @@ static int piece_level(uint64_t addr, uint64_t end)
 	return -1;
 }
 
-/* Free the nodes of @path (deepest first, from level @l) left with no slot in use, unlinking
- * each from its parent first: new readers no longer reach it, old ones fail validation (I2). */
+/* Free the nodes of @path (deepest first, from level @l; path[5] is a leaf) left with no slot
+ * in use, unlinking each from its parent first: new readers no longer reach it, old ones fail
+ * validation (I2). */
 static void path_prune(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr,
 		       const uint32_t *path, int l)
 {
+	if (l == VIOMMU_RADIX_LEVELS - 1) {
+		if (fp->leaf_used[path[l]])
+			return;
+		slot_write(fp, path[l - 1], l - 1, addr, dslot, 0);
+		leaf_free(fp, path[l]);
+		l--;
+	}
 	for (; l > 0 && fp->node_used[path[l]] == 0; l--) {
 		slot_write(fp, path[l - 1], l - 1, addr, dslot, 0);
 		node_free(fp, path[l]);
 	}
 }
 
-/* The level-5 node holding @addr's 4 KiB slot, through the hash (the writer's own shortcut:
- * the hash holds each level-4 slot's word or nothing, I6). 1 and @idx, or 0: walk instead. */
-static int hash_leaf_node(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr,
-			  uint32_t *idx)
+/* The leaf holding @addr's page, through the hash (the writer's own shortcut: the hash holds
+ * each level-4 slot's word or nothing, I6). 1 and @idx, or 0: walk instead. */
+static int hash_leaf(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t *idx)
 {
 	uint64_t key = VIOMMU_HASH_KEY(dslot, addr);
 	const struct viommu_hash_bucket *b = &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
@@ -259,7 +305,7 @@ static int hash_leaf_node(const struct viommu_fastpath *fp, uint32_t dslot, uint
 		if (LD(&b->key[w]) != key)
 			continue;
 		v = LD(&b->val[w]);
-		if (VIOMMU_SLOT_TAG(v) != VIOMMU_SLOT_NODE)
+		if (VIOMMU_SLOT_TAG(v) != VIOMMU_SLOT_LEAF)
 			return 0;
 		*idx = VIOMMU_SLOT_IDX(v);
 		return 1;
@@ -267,18 +313,105 @@ static int hash_leaf_node(const struct viommu_fastpath *fp, uint32_t dslot, uint
 	return 0;
 }
 
+/* What a MAP installs: the record's slot word (pieces larger than a page) and, for pages, the
+ * record's index and the PTE the page gets once the record is live. */
+struct piece_src {
+	uint64_t word; /* VIOMMU_SLOT_EXTENT word */
+	uint32_t xi; /* record index */
+	uint64_t start, phys; /* the extent's, for the PTEs */
+	uint32_t flags;
+};
+
+/* Page @addr of leaf @li: install (ext[] set, PTE without the present bit: W2), publish (the
+ * present bit, once the record is live) or remove (PTE then ext[] cleared). */
+enum piece_op { PIECE_INSTALL, PIECE_PUBLISH, PIECE_REMOVE };
+
+static uint32_t page_op(struct viommu_fastpath *fp, uint32_t li, uint64_t addr,
+			const struct piece_src *src, enum piece_op op)
+{
+	struct viommu_leaf *f = &fp->leaves[li];
+	uint32_t si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, addr), old = LD(&f->ext[si]);
+
+	switch (op) {
+	case PIECE_INSTALL:
+		ST(&f->ext[si], src->xi + 1);
+		/* Not present: a reader answers "not mapped" until PIECE_PUBLISH. */
+		ST_REL(&f->pte[si], VIOMMU_PTE_MAKE(src->phys + (addr - src->start), src->flags) &
+					    ~VIOMMU_PTE_PRESENT);
+		fp->leaf_used[li]++;
+		break;
+	case PIECE_PUBLISH:
+		/* W2/W4: the record went live before; pairs with viommu_read_leaf()'s acquire of
+		 * the PTE (a reader that sees it present sees the record live). */
+		ST_REL(&f->pte[si], LD(&f->pte[si]) | VIOMMU_PTE_PRESENT);
+		break;
+	case PIECE_REMOVE:
+		if (!old)
+			break;
+		/* The PTE first: from this store on no reader answers with the page (I3). */
+		ST_REL(&f->pte[si], 0);
+		ST(&f->ext[si], 0);
+		fp->leaf_used[li]--;
+		break;
+	}
+	return old;
+}
+
+/* The path to the leaf of @addr (path[0..5]), allocating what is missing when @alloc. Returns
+ * 0, -ENOENT (absent and not allocated), -EEXIST (a piece larger than a page covers @addr; the
+ * device core prevents overlaps) or -ENOMEM; on error *depth is the deepest level filled. */
+static int leaf_path(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, bool alloc,
+		     uint32_t *path, int *depth)
+{
+	int l;
+
+	path[0] = fp->dom_root[dslot];
+	for (l = 0; l < VIOMMU_RADIX_LEVELS - 1; l++) {
+		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);
+		uint32_t gen;
+		int err;
+
+		*depth = l;
+		if (VIOMMU_SLOT_TAG(cur) == VIOMMU_SLOT_NODE || VIOMMU_SLOT_TAG(cur) == VIOMMU_SLOT_LEAF) {
+			path[l + 1] = VIOMMU_SLOT_IDX(cur);
+			continue;
+		}
+		if (cur)
+			return -EEXIST;
+		if (!alloc)
+			return -ENOENT;
+		if (l + 1 == VIOMMU_RADIX_LEVELS - 1) {
+			if ((err = leaf_alloc(fp, dslot, addr & VIOMMU_COVER_MASK(l + 1), &path[l + 1], &gen)))
+				return err;
+			slot_write(fp, path[l], l, addr, dslot, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, path[l + 1], gen));
+		} else {
+			if ((err = node_alloc(fp, l + 1, dslot, addr & VIOMMU_COVER_MASK(l + 1), &path[l + 1], &gen)))
+				return err;
+			slot_write(fp, path[l], l, addr, dslot, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_NODE, path[l + 1], gen));
+		}
+	}
+	*depth = l;
+	return 0;
+}
+
 static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level,
-			 uint64_t word)
+			 const struct piece_src *src)
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS];
 	int l, err = 0;
 
-	/* A 4 KiB page in a 2 MiB region that already has its level-5 node: one hash probe
-	 * instead of a walk from the root. */
-	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
-		if (LD(&fp->nodes[path[0]].slot[VIOMMU_SLOT_OF(level, addr)]))
+	if (level == VIOMMU_RADIX_LEVELS - 1) {
+		/* A page in a region that already has its leaf: one hash probe, no walk. */
+		if (!hash_leaf(fp, dslot, addr, &path[VIOMMU_RADIX_LEVELS - 1])) {
+			if ((err = leaf_path(fp, dslot, addr, true, path, &l))) {
+				/* Nothing half-applied: the nodes this call linked hold nothing else. */
+				path_prune(fp, dslot, addr, path, l);
+				return err;
+			}
+		}
+		if (LD(&fp->leaves[path[VIOMMU_RADIX_LEVELS - 1]].ext[VIOMMU_SLOT_OF(level, addr)]))
 			return -EEXIST;
-		slot_write(fp, path[0], level, addr, dslot, word);
+		page_op(fp, path[VIOMMU_RADIX_LEVELS - 1], addr, src, PIECE_INSTALL);
 		return 0;
 	}
 
@@ -293,7 +426,7 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 			continue;
 		}
 		if (cur) {
-			err = -EEXIST; /* a leaf above: the device core prevents overlaps */
+			err = -EEXIST; /* a leaf or a piece: the device core prevents overlaps */
 			break;
 		}
 		if ((err = node_alloc(fp, l + 1, dslot, addr & VIOMMU_COVER_MASK(l + 1), &path[l + 1], &gen)))
@@ -303,51 +436,55 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 	if (!err && LD(&fp->nodes[path[level]].slot[VIOMMU_SLOT_OF(level, addr)]))
 		err = -EEXIST;
 	if (err) {
-		/* Nothing half-applied: the nodes this call linked hold nothing else; free them
-		 * (the caller's rollback stops before this piece). */
 		path_prune(fp, dslot, addr, path, l);
 		return err;
 	}
-	slot_write(fp, path[level], level, addr, dslot, word);
+	slot_write(fp, path[level], level, addr, dslot, src->word);
 	return 0;
 }
 
-/* Remove the piece at (@addr, @level) if present, freeing nodes left empty (I2). Returns the
- * word the piece's slot held (0 if none). */
-static uint64_t piece_remove(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level)
+/* Publish or remove the piece at (@addr, @level) if present, freeing nodes left empty (I2).
+ * Returns the record index + 1 the piece named (0 if none). */
+static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level,
+			     enum piece_op op)
 {
-	uint32_t path[VIOMMU_RADIX_LEVELS];
-	uint64_t old;
+	uint32_t path[VIOMMU_RADIX_LEVELS], old;
+	uint64_t w;
 	int l;
 
-	/* As in piece_install(): clear the 4 KiB slot through the hash; walk only when the node
-	 * is left empty and must be pruned (the walk then finds the slot already clear). */
-	if (level == VIOMMU_RADIX_LEVELS - 1 && hash_leaf_node(fp, dslot, addr, &path[0])) {
-		old = slot_write(fp, path[0], level, addr, dslot, 0);
-		if (fp->node_used[path[0]])
+	if (level == VIOMMU_RADIX_LEVELS - 1) {
+		if (!hash_leaf(fp, dslot, addr, &path[level]) &&
+		    leaf_path(fp, dslot, addr, false, path, &l))
+			return 0; /* never installed (rollback of a partial map) */
+		old = page_op(fp, path[level], addr, NULL, op);
+		if (op == PIECE_PUBLISH || fp->leaf_used[path[level]])
 			return old;
-	} else {
-		old = 0;
+		/* The leaf is empty: walk to it, to unlink it and prune its path. */
+		if (leaf_path(fp, dslot, addr, false, path, &l))
+			return old;
+		path_prune(fp, dslot, addr, path, level);
+		return old;
 	}
-
+	if (op == PIECE_PUBLISH)
+		return 0; /* the record's seq published it (W2) */
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
 		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);
 
 		if (VIOMMU_SLOT_TAG(cur) != VIOMMU_SLOT_NODE)
-			return old; /* never installed (rollback of a partial map) */
+			return 0; /* never installed (rollback of a partial map) */
 		path[l + 1] = VIOMMU_SLOT_IDX(cur);
 	}
-	old |= slot_write(fp, path[level], level, addr, dslot, 0);
+	w = slot_write(fp, path[level], level, addr, dslot, 0);
 	path_prune(fp, dslot, addr, path, level);
-	return old;
+	return VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT ? VIOMMU_SLOT_IDX(w) + 1 : 0;
 }
 
-/* Calls install/remove for every piece of [start, end] up to (not including) @stop_addr.
- * Removing, @cleared (may be NULL) gets a word one of the pieces held (they all name the same
- * record), 0 if none was installed. */
+/* Applies @op to every piece of [start, end] up to (not including) @stop_addr. Installing, a
+ * failure leaves *stop_addr at the failing piece. Removing, @cleared (may be NULL) gets the
+ * record index + 1 one of the pieces named (they all name the same record), 0 if none. */
 static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, uint64_t end,
-		  uint64_t word, bool install, uint64_t *stop_addr, uint64_t *cleared)
+		  const struct piece_src *src, enum piece_op op, uint64_t *stop_addr, uint32_t *cleared)
 {
 	uint64_t addr = start;
 
@@ -358,18 +495,19 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 		if (level < 0)
 			return -EINVAL;
 		size = 1ull << VIOMMU_LEVEL_SHIFT(level);
-		if (install) {
-			int err = piece_install(fp, dslot, addr, level, word);
+		if (op == PIECE_INSTALL) {
+			int err = piece_install(fp, dslot, addr, level, src);
 
 			if (err) {
 				*stop_addr = addr;
 				return err;
 			}
 		} else {
+			uint32_t old;
+
 			if (stop_addr && addr == *stop_addr)
 				return 0;
-			uint64_t old = piece_remove(fp, dslot, addr, level);
-
+			old = piece_change(fp, dslot, addr, level, op);
 			if (cleared && old)
 				*cleared = old;
 		}
@@ -488,24 +626,28 @@ static void fp_domain_destroyed(void *ctx, struct viommu_domain *d)
 static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 {
 	struct viommu_fastpath *fp = ctx;
+	struct piece_src src;
 	uint32_t idx, gen;
 	uint64_t stop = 0;
 	int err;
 
-	if ((x->start | (x->end + 1)) & ((1ull << VIOMMU_PAGE_SHIFT) - 1))
+	if ((x->start | (x->end + 1) | x->phys) & ((1ull << VIOMMU_PAGE_SHIFT) - 1))
 		return -EINVAL; /* below the radix granule; viommu_fastpath_new refuses such devices */
 	if ((err = ext_alloc(fp, d->slot, x, &idx, &gen)))
 		return err;
-	err = pieces(fp, d->slot, x->start, x->end, VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen),
-		     true, &stop, NULL);
+	src = (struct piece_src){ .word = VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen), .xi = idx,
+				  .start = x->start, .phys = x->phys, .flags = x->flags };
+	err = pieces(fp, d->slot, x->start, x->end, &src, PIECE_INSTALL, &stop, NULL);
 	if (err) {
 		/* Undo the pieces installed before the failing one: nothing half-applied, and
-		 * nothing was ever visible (the record never went live). */
-		pieces(fp, d->slot, x->start, x->end, 0, false, &stop, NULL);
+		 * nothing was ever visible (the record never went live, no PTE was present). */
+		pieces(fp, d->slot, x->start, x->end, NULL, PIECE_REMOVE, &stop, NULL);
 		ext_abort(fp, idx);
 		return err;
 	}
 	ext_publish(fp, idx, gen);
+	/* Then the pages (W2): a PTE is present only while its record is live. */
+	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_PUBLISH, NULL, NULL);
 	META_ADD(publications, 1);
 	return 0;
 }
@@ -513,15 +655,14 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 {
 	struct viommu_fastpath *fp = ctx;
-
-	uint64_t word = 0;
+	uint32_t xi = 0;
 
 	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it.
 	 * The pieces name the record (W4): that is how we know its index, with nothing of ours
 	 * kept in the core's extent. */
-	pieces(fp, d->slot, x->start, x->end, 0, false, NULL, &word);
-	if (VIOMMU_SLOT_TAG(word) == VIOMMU_SLOT_EXTENT)
-		ext_free(fp, VIOMMU_SLOT_IDX(word));
+	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_REMOVE, NULL, &xi);
+	if (xi)
+		ext_free(fp, xi - 1);
 	META_ADD(publications, 1);
 }
 
@@ -659,6 +800,8 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		o = *opts;
 	if (!o.nodes)
 		o.nodes = VIOMMU_NODES_DEFAULT;
+	if (!o.leaves)
+		o.leaves = VIOMMU_LEAVES_DEFAULT;
 	if (!o.extents)
 		o.extents = VIOMMU_EXTENTS_DEFAULT;
 	if (!o.hash_buckets)
@@ -668,7 +811,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		errno = ENOTSUP;
 		return NULL;
 	}
-	if ((o.hash_buckets & (o.hash_buckets - 1)) || o.nodes > VIOMMU_INDEX_MAX ||
+	if ((o.hash_buckets & (o.hash_buckets - 1)) || o.nodes > VIOMMU_INDEX_MAX || o.leaves > VIOMMU_INDEX_MAX ||
 	    o.extents > VIOMMU_INDEX_MAX || o.nodes < 2) {
 		errno = EINVAL;
 		return NULL;
@@ -678,6 +821,8 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		 * once everything else succeeded. */
 		cap_domains = cfg->max_domains < o.nodes / 8 ? cfg->max_domains : o.nodes / 8;
 		cap_maps = cap_domains ? (o.nodes - cap_domains) / VIOMMU_NODES_PER_MAP_WORST : 0;
+		if (cap_maps > o.leaves / VIOMMU_LEAVES_PER_MAP_WORST)
+			cap_maps = o.leaves / VIOMMU_LEAVES_PER_MAP_WORST;
 		if (cap_maps > o.extents)
 			cap_maps = o.extents;
 		if (!cap_domains || !cap_maps) {
@@ -702,6 +847,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		goto fail;
 	}
 	bpf_map__set_max_entries(fp->skel->maps.viommu_nodes, o.nodes);
+	bpf_map__set_max_entries(fp->skel->maps.viommu_leaves, o.leaves);
 	bpf_map__set_max_entries(fp->skel->maps.viommu_extents, o.extents);
 	bpf_map__set_max_entries(fp->skel->maps.viommu_hash, o.hash_buckets);
 	fp->skel->rodata->viommu_hash_mask = o.hash_buckets - 1;
@@ -738,21 +884,25 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->eps = (void *)(fp->base + fp->off[VIOMMU_SHM_EPS]);
 	fp->ep_index = (void *)(fp->base + fp->off[VIOMMU_SHM_EP_INDEX]);
 	fp->nodes = (void *)(fp->base + fp->off[VIOMMU_SHM_NODES]);
+	fp->leaves = (void *)(fp->base + fp->off[VIOMMU_SHM_LEAVES]);
 	fp->exts = (void *)(fp->base + fp->off[VIOMMU_SHM_EXTENTS]);
 	fp->buckets = (void *)(fp->base + fp->off[VIOMMU_SHM_HASH]);
 	fp->infos = (void *)(fp->base + fp->off[VIOMMU_SHM_READERS]);
 	fp->view = (struct viommu_fp_view){
 		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
-		.exts = fp->exts, .buckets = fp->buckets,
-		.nodes_max = o.nodes, .extents_max = o.extents, .hash_mask = o.hash_buckets - 1,
+		.leaves = fp->leaves, .exts = fp->exts, .buckets = fp->buckets,
+		.nodes_max = o.nodes, .leaves_max = o.leaves, .extents_max = o.extents,
+		.hash_mask = o.hash_buckets - 1,
 	};
 	if ((err = fp_share_init(fp)))
 		goto fail;
 
 	fp->node_free = calloc(o.nodes, sizeof(uint32_t));
 	fp->node_used = calloc(o.nodes, sizeof(uint16_t));
+	fp->leaf_free = calloc(o.leaves, sizeof(uint32_t));
+	fp->leaf_used = calloc(o.leaves, sizeof(uint16_t));
 	fp->ext_free = calloc(o.extents, sizeof(uint32_t));
-	if (!fp->node_free || !fp->node_used || !fp->ext_free) {
+	if (!fp->node_free || !fp->node_used || !fp->leaf_free || !fp->leaf_used || !fp->ext_free) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -760,10 +910,12 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	 * on first use: the pools' pages are touched only as they fill (150 MB by default, which
 	 * took 0.7 s to initialise up front). */
 	fp->nodes_max = o.nodes;
+	fp->leaves_max = o.leaves;
 	fp->extents_max = o.extents;
-	fp->node_free_n = fp->ext_free_n = fp->node_hwm = fp->ext_hwm = 0;
+	fp->node_free_n = fp->leaf_free_n = fp->ext_free_n = fp->node_hwm = fp->leaf_hwm = fp->ext_hwm = 0;
 	fp->meta->abi_version = VIOMMU_ABI_VERSION;
 	fp->meta->nodes_max = o.nodes;
+	fp->meta->leaves_max = o.leaves;
 	fp->meta->extents_max = o.extents;
 	fp->meta->flags = o.reader_fence ? VIOMMU_META_F_READER_FENCE : 0;
 	fp->meta->hash_mask = o.hash_buckets - 1;
@@ -820,6 +972,8 @@ void viommu_fastpath_free(struct viommu_fastpath *fp)
 	viommu_xlate_bpf__destroy(fp->skel);
 	free(fp->node_free);
 	free(fp->node_used);
+	free(fp->leaf_free);
+	free(fp->leaf_used);
 	free(fp->ext_free);
 	free(fp);
 }
@@ -900,7 +1054,8 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 			if (report && ai->result == VIOMMU_XLATE_FAULT && ca[k].result == VIOMMU_XLATE_HIT) {
 				struct viommu_fault_rec rec = {
 					.endpoint = q[idx[k]].endpoint, .reason = (__u8)ai->reason,
-					.access = q[idx[k]].access, .address = ai->fault_addr,
+					.access = q[idx[k]].access & ~VIOMMU_QUERY_F_EXTENT,
+					.address = ai->fault_addr,
 				};
 				LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &rec, .ctx_size_in = sizeof(rec));
 

@@ -20,7 +20,8 @@
 #include "viommu_abi.h"
 
 struct viommu_fastpath_opts {
-	uint32_t nodes; /* radix node pool (default VIOMMU_NODES_DEFAULT) */
+	uint32_t nodes; /* interior radix node pool (default VIOMMU_NODES_DEFAULT) */
+	uint32_t leaves; /* leaf pool, 512 pages each (default VIOMMU_LEAVES_DEFAULT) */
 	uint32_t extents; /* extent records (default VIOMMU_EXTENTS_DEFAULT) */
 	uint32_t hash_buckets; /* power of two (default VIOMMU_HASH_BUCKETS_DEFAULT) */
 	bool lazy; /* no grace period on removal (lazy invalidation); default strict */
@@ -35,15 +36,17 @@ struct viommu_fastpath_opts {
 	uint32_t grace_timeout_ms;
 	/* Keep the device's caps even where the pools cannot hold them for every layout. By
 	 * default the fast path lowers the device's caps (viommu_device_limit_caps) to what its
-	 * pools hold whatever the guest's layout: VIOMMU_NODES_PER_MAP_WORST nodes per mapping
-	 * plus a root per domain, one record per mapping. With overcommit a MAP may answer NOMEM
+	 * pools hold whatever the guest's layout: VIOMMU_NODES_PER_MAP_WORST interior nodes and
+	 * VIOMMU_LEAVES_PER_MAP_WORST leaves per mapping plus a root per domain, one record per
+	 * mapping. With overcommit a MAP may answer NOMEM
 	 * below the caps (one-page mappings scattered over 48 bits need 5-10 nodes each): for
 	 * known dense layouts (benchmarks) and tests of pool exhaustion. */
 	bool overcommit;
 };
-/* The radix nodes one MAP may need: a path of levels 1-5 for its first piece and one for its
- * last (the pieces between reuse the nodes of one or the other). */
-#define VIOMMU_NODES_PER_MAP_WORST (2 * (VIOMMU_RADIX_LEVELS - 1))
+/* The radix nodes one MAP may need: a path of interior levels 1-4 and a leaf for its first
+ * piece, and one for its last (the pieces between reuse the nodes of one or the other). */
+#define VIOMMU_NODES_PER_MAP_WORST (2 * (VIOMMU_RADIX_LEVELS - 2))
+#define VIOMMU_LEAVES_PER_MAP_WORST 2
 #define VIOMMU_GRACE_TIMEOUT_MS_DEFAULT 250u
 
 struct viommu_fastpath;
@@ -51,7 +54,8 @@ struct viommu_fastpath;
 /* Create the maps (loads bpf/xlate.bpf.c into the kernel), mirror @dev's current state and
  * observe it from now on; unless opts->overcommit, first lower @dev's caps to what the pools
  * hold for any layout: max_domains to at most nodes / 8, max_mappings to at most
- * (nodes - max_domains) / VIOMMU_NODES_PER_MAP_WORST and the record pool. NULL + errno:
+ * (nodes - max_domains) / VIOMMU_NODES_PER_MAP_WORST, leaves / VIOMMU_LEAVES_PER_MAP_WORST
+ * and the record pool. NULL + errno:
  * ENOTSUP for a device granule below 4 KiB or more than VIOMMU_DOMAINS_MAX domains; ENOSPC when
  * the pools cannot hold one domain and one mapping, EBUSY when @dev already holds more than
  * they can; EPERM / ENOSYS when the kernel refuses BPF. */
@@ -111,9 +115,10 @@ struct viommu_fp_view {
 	const struct viommu_ep_entry *eps;
 	const __u64 *ep_index;
 	const struct viommu_node *nodes;
+	const struct viommu_leaf *leaves;
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
-	uint32_t nodes_max, extents_max, hash_mask;
+	uint32_t nodes_max, leaves_max, extents_max, hash_mask;
 };
 const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp);
 struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp);

@@ -16,8 +16,57 @@
 struct fp_check {
 	const struct viommu_fastpath *fp;
 	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
-	uint32_t nodes, extents;
+	uint32_t nodes, leaves, extents;
 };
+
+static int see_record(struct fp_check *c, uint32_t xi)
+{
+	if (xi >= c->fp->ext_hwm)
+		return -EUCLEAN;
+	if (!c->ext_seen[xi]) {
+		c->ext_seen[xi] = 1;
+		c->extents++;
+	}
+	return 0;
+}
+
+/* Leaf @idx must be the live leaf (@gen) of (@dslot, @base): every page with a record has the
+ * PTE that record gives it, present (no MAP is half-published between requests); every other
+ * PTE is 0. */
+static int check_leaf(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, uint64_t base)
+{
+	const struct viommu_fastpath *fp = c->fp;
+	const struct viommu_leaf *f;
+	uint32_t used = 0;
+
+	if (idx >= fp->leaf_hwm)
+		return -EUCLEAN;
+	f = &fp->leaves[idx];
+	if ((f->seq & 1) || f->seq != gen || f->domain_slot != dslot || f->base != base)
+		return -EUCLEAN;
+	c->leaves++;
+	for (uint32_t si = 0; si < VIOMMU_RADIX_FANOUT; si++) {
+		uint64_t page = base + ((uint64_t)si << VIOMMU_PAGE_SHIFT);
+		const struct viommu_extent_rec *x;
+		uint32_t xi = f->ext[si];
+
+		if (!xi) {
+			if (f->pte[si])
+				return -EUCLEAN;
+			continue;
+		}
+		used++;
+		if (see_record(c, xi - 1))
+			return -EUCLEAN;
+		x = &fp->exts[xi - 1];
+		if ((x->seq & 1) || x->domain_slot != dslot || page < x->start || page + 0xfff > x->end ||
+		    f->pte[si] != VIOMMU_PTE_MAKE(x->phys + (page - x->start), x->flags))
+			return -EUCLEAN;
+	}
+	if (used != fp->leaf_used[idx] || !used)
+		return -EUCLEAN; /* I2: no empty leaf stays linked */
+	return 0;
+}
 
 /* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
 static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
@@ -37,13 +86,17 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 	for (uint32_t si = 0; si < VIOMMU_RADIX_FANOUT; si++) {
 		uint64_t w = n->slot[si], start = base + ((uint64_t)si << VIOMMU_LEVEL_SHIFT(level));
 		uint64_t last = start + ((1ull << VIOMMU_LEVEL_SHIFT(level)) - 1);
-		int err;
+		int err = 0;
 
 		if (!w)
 			continue;
 		used++;
-		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_NODE) {
-			if (level == VIOMMU_RADIX_LEVELS - 1)
+		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_LEAF) {
+			if (level != VIOMMU_RADIX_LEVELS - 2 ||
+			    (err = check_leaf(c, dslot, VIOMMU_SLOT_IDX(w), VIOMMU_SLOT_GEN(w), start)))
+				return err ? err : -EUCLEAN;
+		} else if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_NODE) {
+			if (level >= VIOMMU_RADIX_LEVELS - 2)
 				return -EUCLEAN;
 			if ((err = check_node(c, dslot, VIOMMU_SLOT_IDX(w), VIOMMU_SLOT_GEN(w), level + 1,
 					      start)))
@@ -52,16 +105,12 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			const struct viommu_extent_rec *x;
 			uint32_t xi = VIOMMU_SLOT_IDX(w);
 
-			if (xi >= fp->ext_hwm)
+			if (see_record(c, xi))
 				return -EUCLEAN;
 			x = &fp->exts[xi];
 			if (x->seq != VIOMMU_SLOT_GEN(w) || (x->seq & 1) || x->domain_slot != dslot ||
 			    start < x->start || last > x->end)
 				return -EUCLEAN;
-			if (!c->ext_seen[xi]) {
-				c->ext_seen[xi] = 1;
-				c->extents++;
-			}
 		} else {
 			return -EUCLEAN;
 		}
@@ -95,11 +144,19 @@ static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint6
 {
 	uint32_t idx = fp->dom_root[dslot];
 
-	for (int l = 0; l < VIOMMU_RADIX_LEVELS; l++) {
+	for (int l = 0; l < VIOMMU_RADIX_LEVELS - 1; l++) {
 		uint64_t w = fp->nodes[idx].slot[VIOMMU_SLOT_OF(l, iova)];
 
 		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT)
 			return VIOMMU_SLOT_IDX(w);
+		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_LEAF) {
+			uint32_t xi;
+
+			if (l != VIOMMU_RADIX_LEVELS - 2 || VIOMMU_SLOT_IDX(w) >= fp->leaf_hwm)
+				return -1;
+			xi = fp->leaves[VIOMMU_SLOT_IDX(w)].ext[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)];
+			return xi ? (int64_t)xi - 1 : -1;
+		}
 		if (VIOMMU_SLOT_TAG(w) != VIOMMU_SLOT_NODE || VIOMMU_SLOT_IDX(w) >= fp->node_hwm)
 			return -1;
 		idx = VIOMMU_SLOT_IDX(w);
@@ -167,6 +224,7 @@ static int check_mirror(const struct viommu_fastpath *fp)
 		[VIOMMU_SHM_META] = sizeof(struct viommu_meta), [VIOMMU_SHM_EPS] = fp->len[VIOMMU_SHM_EPS],
 		[VIOMMU_SHM_EP_INDEX] = fp->len[VIOMMU_SHM_EP_INDEX],
 		[VIOMMU_SHM_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
+		[VIOMMU_SHM_LEAVES] = (size_t)fp->leaf_hwm * sizeof(struct viommu_leaf),
 		[VIOMMU_SHM_EXTENTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
 		[VIOMMU_SHM_HASH] = fp->len[VIOMMU_SHM_HASH],
 	};
@@ -218,8 +276,9 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 		return err;
 	/* Every node and record in use is reachable: nothing leaked. */
 	if (domains != fp->meta->domains_used || c.nodes != fp->meta->nodes_used ||
-	    c.extents != fp->meta->extents_used ||
+	    c.leaves != fp->meta->leaves_used || c.extents != fp->meta->extents_used ||
 	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
+	    fp->leaf_free_n + fp->meta->leaves_used != fp->leaf_hwm ||
 	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
 		return -EUCLEAN;
 	/* A domain lives while it has an endpoint: the records reached from the store's domains
@@ -279,10 +338,30 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 	return 0;
 }
 
+/* A HIT agrees with the store's: the same PA, and ext_* the whole extent when the query asked
+ * for it or its range crosses a page; otherwise a run of that extent holding the query (at least
+ * its page: VIOMMU_QUERY_F_EXTENT). */
+static bool hit_agrees(const struct viommu_query *q, const struct viommu_answer *want,
+		       const struct viommu_answer *got)
+{
+	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+
+	if (got->pa != want->pa)
+		return false;
+	if ((q->access & VIOMMU_QUERY_F_EXTENT) || ((q->iova ^ last) >> VIOMMU_PAGE_SHIFT))
+		return got->ext_start == want->ext_start && got->ext_end == want->ext_end &&
+		       got->ext_phys == want->ext_phys && got->ext_flags == want->ext_flags;
+	return got->ext_start >= want->ext_start && got->ext_end <= want->ext_end &&
+	       got->ext_start <= q->iova && got->ext_end >= last &&
+	       got->ext_phys == want->ext_phys + (got->ext_start - want->ext_start) &&
+	       got->ext_flags == want->ext_flags;
+}
+
 bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_answer *want,
 			    const struct viommu_answer *got)
 {
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+	uint32_t acc = q->access & ~VIOMMU_QUERY_F_EXTENT;
 
 	if (got->result == VIOMMU_XLATE_MORE) {
 		/* The checked part [iova, next - 1] is mapped with the access: the store's final
@@ -293,7 +372,7 @@ bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_an
 		if (got->next <= q->iova || (!wraps && got->next > last) ||
 		    got->ext_start > q->iova || got->ext_end < q->iova ||
 		    got->pa != got->ext_phys + (q->iova - got->ext_start) ||
-		    (got->ext_flags & q->access) != q->access)
+		    (got->ext_flags & acc) != acc)
 			return false;
 		if (want->result == VIOMMU_XLATE_HIT)
 			return got->pa == want->pa && got->ext_start == want->ext_start &&
@@ -305,8 +384,7 @@ bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_an
 		return false;
 	switch (want->result) {
 	case VIOMMU_XLATE_HIT:
-		return got->pa == want->pa && got->ext_start == want->ext_start &&
-		       got->ext_end == want->ext_end;
+		return hit_agrees(q, want, got);
 	case VIOMMU_XLATE_IDENTITY:
 		return got->pa == want->pa;
 	case VIOMMU_XLATE_FAULT:
@@ -315,4 +393,3 @@ bool viommu_fastpath_agrees(const struct viommu_query *q, const struct viommu_an
 		return false;
 	}
 }
-

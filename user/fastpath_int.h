@@ -43,6 +43,7 @@ struct viommu_fastpath {
 	struct viommu_ep_entry *eps;
 	__u64 *ep_index;
 	struct viommu_node *nodes;
+	struct viommu_leaf *leaves;
 	struct viommu_extent_rec *exts;
 	struct viommu_hash_bucket *buckets;
 	struct viommu_reader_info *infos; /* the viommu_readers map: writer-only summary */
@@ -50,10 +51,12 @@ struct viommu_fastpath {
 	/* writer-private bookkeeping (never read by readers) */
 	uint32_t *node_free, node_free_n;
 	uint16_t *node_used; /* non-empty slots per node */
+	uint32_t *leaf_free, leaf_free_n;
+	uint16_t *leaf_used; /* pages with a PTE (installed or present) per leaf */
 	uint32_t *ext_free, ext_free_n;
 	/* Indices at and above these were never handed out: their pages are untouched (the kernel
 	 * zeroed them, seq 0) and no slot word names them. Free lists first, then these. */
-	uint32_t node_hwm, ext_hwm, nodes_max, extents_max;
+	uint32_t node_hwm, leaf_hwm, ext_hwm, nodes_max, leaves_max, extents_max;
 	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
 	bool dom_live[VIOMMU_DOMAINS_MAX];

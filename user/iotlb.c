@@ -486,7 +486,8 @@ struct byte_xlate {
 static void lookup(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint32_t access,
 		   struct byte_xlate *x)
 {
-	struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = 1 };
+	struct viommu_query q = { .endpoint = ep, .access = access | VIOMMU_QUERY_F_EXTENT,
+				   .iova = iova, .size = 1 }; /* the whole extent: one UPDATE covers it */
 	uint64_t start, end, pa, below, above;
 
 	viommu_reader_enter(it->reader);

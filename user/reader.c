@@ -42,8 +42,9 @@ void viommu_reader_ready(struct viommu_reader *r)
 /* Bytes of map @i of the message: its element size times its count. */
 static uint64_t share_bytes(const struct viommu_share_hello *h, int i)
 {
-	uint64_t n = i == VIOMMU_SHM_NODES ? h->nodes_max : i == VIOMMU_SHM_EXTENTS ? h->extents_max :
-		     i == VIOMMU_SHM_HASH ? h->hash_buckets : viommu_shm_entries[i];
+	uint64_t n = i == VIOMMU_SHM_NODES ? h->nodes_max : i == VIOMMU_SHM_LEAVES ? h->leaves_max :
+		     i == VIOMMU_SHM_EXTENTS ? h->extents_max : i == VIOMMU_SHM_HASH ? h->hash_buckets :
+		     viommu_shm_entries[i];
 
 	return n * viommu_shm_elem_size[i]; /* the table in viommu_abi.h */
 }
@@ -57,7 +58,8 @@ static int share_check(const struct viommu_share_hello *h, int data_fd, int slot
 
 	if (h->magic != VIOMMU_ABI_MAGIC || h->abi_version != VIOMMU_ABI_VERSION || !h->token)
 		return -EPROTO;
-	if (!h->nodes_max || h->nodes_max > VIOMMU_INDEX_MAX || !h->extents_max ||
+	if (!h->nodes_max || h->nodes_max > VIOMMU_INDEX_MAX || !h->leaves_max ||
+	    h->leaves_max > VIOMMU_INDEX_MAX || !h->extents_max ||
 	    h->extents_max > VIOMMU_INDEX_MAX || !h->hash_buckets ||
 	    (h->hash_buckets & (h->hash_buckets - 1)))
 		return -EPROTO;
@@ -140,9 +142,11 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 	r->eps = (const void *)(d + h.off[VIOMMU_SHM_EPS]);
 	r->ep_index = (const void *)(d + h.off[VIOMMU_SHM_EP_INDEX]);
 	r->nodes = (const void *)(d + h.off[VIOMMU_SHM_NODES]);
+	r->leaves = (const void *)(d + h.off[VIOMMU_SHM_LEAVES]);
 	r->exts = (const void *)(d + h.off[VIOMMU_SHM_EXTENTS]);
 	r->buckets = (const void *)(d + h.off[VIOMMU_SHM_HASH]);
 	r->nodes_max = h.nodes_max;
+	r->leaves_max = h.leaves_max;
 	r->extents_max = h.extents_max;
 	r->hash_mask = h.hash_buckets - 1;
 	r->token = h.token;
@@ -199,11 +203,12 @@ static void count(struct viommu_reader *r, const struct viommu_answer *a)
 
 /*
  * Bulk lookups pipeline their cache misses (as DPDK's rte_hash bulk lookup does). A single
- * lookup is a chain of dependent misses: hash bucket -> level-5 node (header and slot lines) ->
- * extent record. Over a burst, each stage's addresses are known for every query before any of
- * them is needed, so the misses of one stage overlap: stage 1 prefetches every bucket, stage 2
- * reads the buckets (now cached) and prefetches the nodes or records they name, stage 3 reads
- * the node slots and prefetches the records; then the real, validated lookups run on warm lines.
+ * lookup is a chain of dependent loads: hash bucket -> the leaf's header and the page's PTE (or
+ * an extent record, for a piece larger than a page) -> the record, only when the whole extent is
+ * asked. Over a burst, each stage's addresses are known for every query before any of them is
+ * needed, so the misses of one stage overlap: stage 1 prefetches every bucket, stage 2 reads the
+ * buckets (now cached) and prefetches the lines they name, stage 3 (queries that want whole
+ * extents) the records the leaves name; then the real, validated lookups run on warm lines.
  * The stages only compute addresses from unvalidated loads and prefetch them: a racing writer
  * can make a prefetch useless, never an answer wrong (the lookups validate everything).
  */
@@ -220,7 +225,8 @@ static __u64 prefetch_slot(const struct viommu_reader *r, __u64 key)
 
 static void prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n)
 {
-	__u64 key[VIOMMU_BULK_MAX], slot[VIOMMU_BULK_MAX];
+	__u64 key[VIOMMU_BULK_MAX];
+	__u32 leaf[VIOMMU_BULK_MAX];
 
 	for (unsigned i = 0; i < n; i++) {
 		const struct viommu_ep_entry *e;
@@ -235,34 +241,32 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 		__builtin_prefetch(&r->buckets[viommu_hash_index(key[i], r->hash_mask)]);
 	}
 	for (unsigned i = 0; i < n; i++) {
-		__u32 idx;
+		__u64 slot = key[i] ? prefetch_slot(r, key[i]) : 0;
+		__u32 idx = VIOMMU_SLOT_IDX(slot);
 
-		slot[i] = key[i] ? prefetch_slot(r, key[i]) : 0;
-		if (!slot[i])
-			continue;
-		idx = VIOMMU_SLOT_IDX(slot[i]);
-		if (VIOMMU_SLOT_TAG(slot[i]) == VIOMMU_SLOT_EXTENT && idx < r->extents_max) {
+		leaf[i] = ~0u;
+		if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_EXTENT && idx < r->extents_max) {
 			__builtin_prefetch(&r->exts[idx]);
-			slot[i] = 0;
-		} else if (VIOMMU_SLOT_TAG(slot[i]) == VIOMMU_SLOT_NODE && idx < r->nodes_max) {
-			__builtin_prefetch(&r->nodes[idx]);
-			__builtin_prefetch(&r->nodes[idx].slot[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova)]);
-		} else {
-			slot[i] = 0;
+		} else if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_LEAF && idx < r->leaves_max) {
+			__u32 si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova);
+
+			__builtin_prefetch(&r->leaves[idx]);
+			__builtin_prefetch(&r->leaves[idx].pte[si]);
+			if (q[i].access & VIOMMU_QUERY_F_EXTENT) {
+				__builtin_prefetch(&r->leaves[idx].ext[si]);
+				leaf[i] = idx;
+			}
 		}
 	}
 	for (unsigned i = 0; i < n; i++) {
-		__u64 ent;
-		__u32 idx;
+		__u32 x;
 
-		if (!key[i] || VIOMMU_SLOT_TAG(slot[i]) != VIOMMU_SLOT_NODE)
+		if (leaf[i] == ~0u)
 			continue;
-		ent = __atomic_load_n(&r->nodes[VIOMMU_SLOT_IDX(slot[i])]
-					       .slot[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova)],
-				      __ATOMIC_RELAXED);
-		idx = VIOMMU_SLOT_IDX(ent);
-		if (VIOMMU_SLOT_TAG(ent) == VIOMMU_SLOT_EXTENT && idx < r->extents_max)
-			__builtin_prefetch(&r->exts[idx]);
+		x = __atomic_load_n(&r->leaves[leaf[i]].ext[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova)],
+				    __ATOMIC_RELAXED);
+		if (x && x - 1 < r->extents_max)
+			__builtin_prefetch(&r->exts[x - 1]);
 	}
 }
 
@@ -299,9 +303,19 @@ uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viom
 		t->ep = q->endpoint;
 		t->ep_seqp = &r->eps[lk.ep_idx].seq;
 		t->ep_seq = lk.ep_seq;
-		t->ext_seq = &r->exts[lk.ext_idx].seq;
-		t->ext_gen = lk.ext_gen;
-		t->flags = lk.ext_flags;
+		if (lk.whole) {
+			t->seqp = &r->exts[lk.ext_idx].seq;
+			t->seq = lk.ext_gen;
+			t->wordp = &r->exts[lk.ext_idx].start;
+			t->word = lk.ext_start;
+			t->flags = lk.ext_flags | VIOMMU_QUERY_F_EXTENT;
+		} else {
+			t->seqp = &r->leaves[lk.leaf_idx].seq;
+			t->seq = lk.leaf_gen;
+			t->wordp = &r->leaves[lk.leaf_idx].pte[lk.pte_slot];
+			t->word = lk.pte;
+			t->flags = lk.ext_flags;
+		}
 		t->start = lk.ext_start;
 		t->end = lk.ext_end;
 		t->phys = lk.ext_phys;
@@ -329,7 +343,7 @@ int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_quer
 	struct viommu_fault_rec rec = {
 		.endpoint = q->endpoint,
 		.reason = (uint8_t)a->reason,
-		.access = q->access,
+		.access = q->access & ~VIOMMU_QUERY_F_EXTENT,
 		.address = a->fault_addr,
 	};
 

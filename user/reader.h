@@ -26,14 +26,20 @@
 struct viommu_fastpath;
 
 /* A reader-private cache of validated hits (an IOTLB of this thread). An entry is used only
- * after re-validating it against shared memory: the extent record still has the generation it
- * had and the endpoint entry the sequence it had (docs/concurrency.md, I10). */
+ * after re-validating it against shared memory: what vouched for it still holds what it held
+ * (a whole extent: its record's generation; a page: its leaf's generation and its PTE), and the
+ * endpoint entry the sequence it had (docs/concurrency.md, I10). */
 #define VIOMMU_READER_TLB_BITS 6
 #define VIOMMU_READER_TLB (1u << VIOMMU_READER_TLB_BITS)
 struct viommu_reader_tlb {
-	/* the seq words that vouch for the entry, by address: no index arithmetic on a hit */
-	const uint32_t *ext_seq, *ep_seqp;
-	uint32_t ep, ep_seq, ext_gen, flags;
+	/* the words that vouch for the entry, by address: no index arithmetic on a hit. A whole
+	 * extent: its record's seq, and its start (constant while the seq is); a page: its leaf's
+	 * seq and its PTE */
+	const uint32_t *seqp, *ep_seqp;
+	const __u64 *wordp;
+	uint32_t ep, ep_seq, seq;
+	uint32_t flags; /* the mapping's, | VIOMMU_QUERY_F_EXTENT when the entry is the whole extent */
+	__u64 word;
 	uint64_t start, end, phys;
 	uint64_t wraps; /* meta.wraps at the fill: a later bump drops the entry */
 };
@@ -44,9 +50,10 @@ struct viommu_reader {
 	const struct viommu_ep_entry *eps;
 	const __u64 *ep_index;
 	const struct viommu_node *nodes;
+	const struct viommu_leaf *leaves;
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
-	uint32_t nodes_max, extents_max, hash_mask;
+	uint32_t nodes_max, leaves_max, extents_max, hash_mask;
 	struct viommu_reader_slot *slot; /* this reader's own: grace periods and counters */
 	uint32_t token; /* what the writer stores in slot->revoked when it revokes this reader */
 	uint32_t depth; /* nesting of enter()/exit() */
@@ -159,6 +166,7 @@ static inline int viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_ep(r, i) ((i) < VIOMMU_EP_ENTRIES ? &(r)->eps[i] : (const struct viommu_ep_entry *)0)
 #define viommu_acc_ep_index(r, i) (&(r)->ep_index[i])
 #define viommu_acc_node(r, i) ((i) < (r)->nodes_max ? &(r)->nodes[i] : (const struct viommu_node *)0)
+#define viommu_acc_leaf(r, i) ((i) < (r)->leaves_max ? &(r)->leaves[i] : (const struct viommu_leaf *)0)
 #define viommu_acc_ext(r, i) ((i) < (r)->extents_max ? &(r)->exts[i] : (const struct viommu_extent_rec *)0)
 #define viommu_acc_bucket(r, i) (&(r)->buckets[i])
 #define viommu_acc_hash_mask(r) ((r)->hash_mask)
@@ -193,9 +201,11 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
 	    (t->flags & q->access) == q->access &&
-	    /* I10: the record still live with that generation (acquire: orders the endpoint load
-	     * after it), and the endpoint entry unchanged since the hit was validated. */
-	    __atomic_load_n(t->ext_seq, __ATOMIC_ACQUIRE) == t->ext_gen &&
+	    /* I10: the record (or leaf) still live with that generation, the word it vouched with
+	     * unchanged (acquires: they order the endpoint load after them), and the endpoint
+	     * entry unchanged since the hit was validated. */
+	    __atomic_load_n(t->seqp, __ATOMIC_ACQUIRE) == t->seq &&
+	    __atomic_load_n(t->wordp, __ATOMIC_ACQUIRE) == t->word &&
 	    __atomic_load_n(t->ep_seqp, __ATOMIC_ACQUIRE) == t->ep_seq &&
 	    /* After the acquires above: a seq that wrapped back was stored after a bump of
 	     * meta.wraps (churn_count() in fastpath.c), so this load sees the bump. */
@@ -206,7 +216,7 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 		a->ext_start = t->start;
 		a->ext_end = t->end;
 		a->ext_phys = t->phys;
-		a->ext_flags = t->flags;
+		a->ext_flags = t->flags & ~VIOMMU_QUERY_F_EXTENT;
 		a->fault_addr = 0;
 		a->next = 0;
 		return VIOMMU_XLATE_HIT;

@@ -120,9 +120,11 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 	r->eps = v->eps;
 	r->ep_index = v->ep_index;
 	r->nodes = v->nodes;
+	r->leaves = v->leaves;
 	r->exts = v->exts;
 	r->buckets = v->buckets;
 	r->nodes_max = v->nodes_max;
+	r->leaves_max = v->leaves_max;
 	r->extents_max = v->extents_max;
 	r->hash_mask = v->hash_mask;
 	r->fault_prog_fd = viommu_fastpath_fault_prog_fd(fp);
@@ -208,6 +210,7 @@ static int mirror_begin(struct viommu_fastpath *fp)
 	const size_t used[VIOMMU_SHM_DATA] = {
 		[VIOMMU_SHM_META] = fp->len[VIOMMU_SHM_META], [VIOMMU_SHM_EPS] = fp->len[VIOMMU_SHM_EPS], [VIOMMU_SHM_EP_INDEX] = fp->len[VIOMMU_SHM_EP_INDEX],
 		[VIOMMU_SHM_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
+		[VIOMMU_SHM_LEAVES] = (size_t)fp->leaf_hwm * sizeof(struct viommu_leaf),
 		[VIOMMU_SHM_EXTENTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
 		[VIOMMU_SHM_HASH] = fp->len[VIOMMU_SHM_HASH],
 	};
@@ -307,7 +310,7 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn)
 	token = ((FP_OWNER_GEN(fp->readers[i].owner) + 1) << 2) | FP_READER_LIVE;
 	h = (struct viommu_share_hello){
 		.magic = VIOMMU_ABI_MAGIC, .abi_version = VIOMMU_ABI_VERSION, .reader = i,
-		.nodes_max = fp->nodes_max, .extents_max = fp->extents_max,
+		.nodes_max = fp->nodes_max, .leaves_max = fp->leaves_max, .extents_max = fp->extents_max,
 		.hash_buckets = fp->view.hash_mask + 1, .token = token, .data_bytes = fp->data_len,
 	};
 	for (int k = 0; k < VIOMMU_SHM_DATA; k++)
