@@ -191,6 +191,8 @@ static void mu_verify(struct bench_mu *m, int impl, struct viommu_device *dev)
 				want.pa = x->phys + 8;
 				want.ext_start = x->start;
 				want.ext_end = x->end;
+				want.ext_phys = x->phys;
+				want.ext_flags = x->flags;
 			}
 			if (impl == I_VIOMMU) {
 				viommu_device_answer(dev, &q, &got);

@@ -190,10 +190,11 @@ bool bench_fp_refused(int err)
 	return err == EPERM || err == ENOSYS || err == EACCES;
 }
 
-/* Size the pools for the world (smaller maps load faster): a level-5 node per 2 MiB region
- * holding a piece smaller than 2 MiB, level-4/3/2 nodes per 1 GiB / 512 GiB / 256 TiB
- * region, with slack; the hash at no more than half load. */
-static void pool_count(const struct bench_extent *ext, size_t n, uint64_t *nodes, uint64_t *regions)
+/* Size the pools for the world (smaller maps load faster): a leaf per 2 MiB region holding a
+ * piece smaller than 2 MiB, level-4/3/2 nodes per 1 GiB / 512 GiB / 256 TiB region, with
+ * slack; the hash at no more than half load. */
+static void pool_count(const struct bench_extent *ext, size_t n, uint64_t *nodes, uint64_t *leaves,
+		       uint64_t *regions)
 {
 	uint64_t last[4] = { ~0ull, ~0ull, ~0ull, ~0ull }, prev2m = ~0ull;
 	static const unsigned shift[4] = { 21, 30, 39, 48 };
@@ -208,7 +209,7 @@ static void pool_count(const struct bench_extent *ext, size_t n, uint64_t *nodes
 			}
 		for (int l = 0; l < 4; l++) {
 			if ((l > 0 || x->end - x->start + 1 < (2ull << 20)) && (x->start >> shift[l]) != last[l]) {
-				(*nodes)++;
+				(*(l ? nodes : leaves))++;
 				last[l] = x->start >> shift[l];
 			}
 		}
@@ -217,16 +218,17 @@ static void pool_count(const struct bench_extent *ext, size_t n, uint64_t *nodes
 
 static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts *o)
 {
-	uint64_t nodes = 64, regions = 0, buckets = 1024;
+	uint64_t nodes = 64, leaves = 16, regions = 0, buckets = 1024;
 
 	if (w->spec.size != BENCH_IDENT)
-		pool_count(w->ext, w->n, &nodes, &regions);
+		pool_count(w->ext, w->n, &nodes, &leaves, &regions);
 	for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1 && w->other[d]; d++)
-		pool_count(w->other[d], w->nother, &nodes, &regions);
+		pool_count(w->other[d], w->nother, &nodes, &leaves, &regions);
 	while (buckets * VIOMMU_HASH_WAYS < 2 * regions && buckets < (1u << 22))
 		buckets *= 2;
 	o->hash_buckets = (uint32_t)buckets;
 	o->nodes = (uint32_t)(nodes + nodes / 4 + 64);
+	o->leaves = (uint32_t)(leaves + leaves / 4 + 16);
 	o->extents = (uint32_t)(w->n + (BENCH_SPARSE_DOMAINS - 1) * w->nother) + 4096;
 }
 

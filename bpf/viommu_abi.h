@@ -193,12 +193,27 @@ struct viommu_hash_bucket { /* writer: device thread; one cache line */
 #define VIOMMU_HASH_KEY_IOVA(key) \
 	(((key) & ((1ull << VIOMMU_HASH_KEY_SHIFT) - 1)) << VIOMMU_HASH_SHIFT)
 
-static inline __u32 viommu_hash_index(__u64 key, __u32 mask)
+static inline __u64 viommu_hash_mix(__u64 key)
 {
 	key ^= key >> 33;
 	key *= 0xff51afd7ed558ccdull;
 	key ^= key >> 33;
-	return (__u32)key & mask;
+	return key;
+}
+
+/* Two-choice hashing: a key lives in its first bucket, or in its second when the first was full
+ * (the writer's choice at insertion); a key in neither is not indexed (readers walk). */
+static inline __u32 viommu_hash_index(__u64 key, __u32 mask)
+{
+	return (__u32)viommu_hash_mix(key) & mask;
+}
+
+static inline __u32 viommu_hash_alt(__u64 key, __u32 mask)
+{
+	__u64 m = viommu_hash_mix(key);
+	__u32 a = (__u32)m & mask, b = (__u32)(m >> 32) & mask;
+
+	return b == a ? (a ^ 1) & mask : b;
 }
 
 /* ---- viommu_meta: one element, global state ---- */

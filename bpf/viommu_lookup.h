@@ -52,9 +52,9 @@ struct viommu_lk {
 	__u32 ext_flags;
 	__u32 whole; /* 1: ext_* are the whole extent (its record was read); 0: one page (its PTE) */
 	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
-	 * and the record (whole) or the leaf and its PTE (a page) */
-	__u32 ep_idx, ep_seq, ext_idx, ext_gen;
-	__u32 leaf_idx, leaf_gen, pte_slot, pad;
+	 * and the record (whole: idx, gen are the record's) or the leaf (a page: the leaf's, and
+	 * the PTE of the page) */
+	__u32 ep_idx, ep_seq, idx, gen;
 	__u64 pte;
 };
 
@@ -122,8 +122,8 @@ VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u
 		return 0;
 	if (iova < lk->ext_start || iova > lk->ext_end)
 		return 0;
-	lk->ext_idx = idx;
-	lk->ext_gen = s;
+	lk->idx = idx;
+	lk->gen = s;
 	lk->whole = 1;
 	return 1;
 }
@@ -161,9 +161,8 @@ VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __
 		return 0;
 	if (!(pte & VIOMMU_PTE_PRESENT))
 		return 2;
-	lk->leaf_idx = idx;
-	lk->leaf_gen = s;
-	lk->pte_slot = si;
+	lk->idx = idx;
+	lk->gen = s;
 	lk->pte = pte;
 	if (!want) {
 		lk->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
@@ -205,6 +204,32 @@ VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32
 	return VIOMMU_LOAD(&n->seq) == s;
 }
 
+/*
+ * Bucket @idx's value for @key: 1 and *slot, or 0. Branch-free over the ways: which way holds
+ * the key is random, and a mispredicted branch per lookup would stop the CPU from running ahead
+ * into the next lookups. Keys are unique in the table, so at most one term is nonzero. A value
+ * read for a key that was replaced in between names a leaf or record that fails validation (its
+ * domain and base or range are checked): the lookup retries.
+ */
+VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u64 *slot)
+{
+	const struct viommu_hash_bucket *b = viommu_acc_bucket(VIOMMU_CTX_ARG, idx);
+	__u64 v = 0, hit = 0;
+	int w;
+
+	if (!b)
+		return 0;
+	VIOMMU_UNROLL
+	for (w = 0; w < VIOMMU_HASH_WAYS; w++) {
+		__u64 k = VIOMMU_LOAD_ACQ(&b->key[w]); /* pairs with hash_set()'s release */
+
+		v |= VIOMMU_LOAD_ACQ(&b->val[w]) & -(__u64)(k == key);
+		hit |= k == key;
+	}
+	*slot = v;
+	return hit != 0;
+}
+
 /* The content of a slot (hash value or interior node entry) for @iova: 1 hit, 2 validated miss,
  * 0 raced or not final (a child node: the caller walks on). */
 VIOMMU_INLINE int viommu_read_word(VIOMMU_CTX_PARAM, __u64 w, __u32 dslot, __u64 iova, int want,
@@ -225,11 +250,10 @@ VIOMMU_INLINE int viommu_read_word(VIOMMU_CTX_PARAM, __u64 w, __u32 dslot, __u64
 VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int want, struct viommu_lk *lk)
 {
 	const struct viommu_ep_entry *e;
-	const struct viommu_hash_bucket *b;
 	__u32 s1, dslot, root, state;
 	__u64 key, slot = 0;
 	__s64 ei;
-	int level, w, found = 0;
+	int level, found = 0;
 
 	ei = viommu_ep_slot(VIOMMU_CTX_ARG, ep);
 	e = ei < 0 ? 0 : viommu_acc_ep(VIOMMU_CTX_ARG, (__u32)ei);
@@ -257,17 +281,11 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 	/* Hash: (domain, 2 MiB region) -> the level-4 slot (a leaf or a whole piece), skipping four
 	 * levels (I6). A leaf's PTE is then the only line this lookup has to itself. */
 	key = VIOMMU_HASH_KEY(dslot, iova);
-	b = viommu_acc_bucket(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)));
-	if (b) {
-		VIOMMU_UNROLL
-		for (w = 0; w < VIOMMU_HASH_WAYS; w++) {
-			if (VIOMMU_LOAD_ACQ(&b->key[w]) != key)
-				continue;
-			slot = VIOMMU_LOAD_ACQ(&b->val[w]);
-			found = viommu_read_word(VIOMMU_CTX_ARG, slot, dslot, iova, want, lk);
-			break;
-		}
-	}
+	if (viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+			       key, &slot) ||
+	    viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+			       key, &slot))
+		found = viommu_read_word(VIOMMU_CTX_ARG, slot, dslot, iova, want, lk);
 	if (found)
 		VIOMMU_STAT(hash_hits);
 
@@ -313,6 +331,89 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 	return 1;
 }
 
+/*
+ * The common case in few instructions: a dense endpoint attached to a domain, an IOVA whose
+ * region the hash names a leaf (or a whole piece) for. 1: a validated hit, @lk filled with the
+ * page (as viommu_read_leaf() without @want) or the whole extent (a piece larger than a page);
+ * 2: a validated miss (the region's live leaf has no present PTE for the page); 0: anything
+ * else, raced included, and the caller takes the general path (viommu_lookup_byte), which
+ * answers every case. The checks are joined with
+ * `|` so that they cost one predictable branch, not one each: the fewer instructions and
+ * branches a lookup has, the more lookups the CPU keeps in flight, and so the more of their
+ * cache misses overlap (the flat table's advantage).
+ */
+VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, struct viommu_lk *lk)
+{
+	const struct viommu_ep_entry *e;
+	const struct viommu_leaf *f;
+	__u64 key, slot = 0, pte;
+	__u32 s1, dslot, s, si;
+
+	if (ep >= VIOMMU_EP_DENSE)
+		return 0;
+	e = viommu_acc_ep(VIOMMU_CTX_ARG, ep);
+	if (!e)
+		return 0;
+	s1 = VIOMMU_LOAD_ACQ(&e->seq); /* pairs with the writer's release of the entry (W3) */
+	dslot = VIOMMU_LOAD(&e->domain_slot);
+	if ((int)(s1 & 1) | (int)(VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
+		return 0;
+	key = VIOMMU_HASH_KEY(dslot, iova);
+	if (!viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+				key, &slot) &&
+	    !viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+				key, &slot))
+		return 0;
+	if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_EXTENT) { /* a 2 MiB (or larger) piece: its record */
+		if (!viommu_read_extent(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot), VIOMMU_SLOT_GEN(slot), dslot, iova, lk))
+			return 0;
+		VIOMMU_FENCE_ACQ();
+		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+			return 0;
+		lk->result = VIOMMU_XLATE_HIT;
+		lk->reason = 0;
+		lk->ep_idx = ep;
+		lk->ep_seq = s1;
+		return 1;
+	}
+	if (VIOMMU_SLOT_TAG(slot) != VIOMMU_SLOT_LEAF)
+		return 0;
+	f = viommu_acc_leaf(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot));
+	if (!f)
+		return 0;
+	si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova);
+	s = VIOMMU_LOAD_ACQ(&f->seq); /* pairs with the writer's release of seq (W1) */
+	pte = VIOMMU_LOAD_ACQ(&f->pte[si]); /* pairs with the release of the PTE (W2, W4) */
+	if ((int)(s != VIOMMU_SLOT_GEN(slot)) | (int)(VIOMMU_LOAD(&f->domain_slot) != dslot) |
+	    (int)(VIOMMU_LOAD(&f->base) != (iova & VIOMMU_COVER_MASK(VIOMMU_RADIX_LEVELS - 1))))
+		return 0;
+	VIOMMU_FENCE_ACQ(); /* the loads above before the re-checks (seqlock read sides) */
+	if ((int)(VIOMMU_LOAD(&f->seq) != s) | (int)(VIOMMU_LOAD(&e->seq) != s1)) /* I4, I5 */
+		return 0;
+	if (!(pte & VIOMMU_PTE_PRESENT)) {
+		lk->result = VIOMMU_XLATE_FAULT;
+		lk->reason = VIOMMU_FAULT_R_MAPPING;
+		return 2;
+	}
+	lk->result = VIOMMU_XLATE_HIT;
+	lk->reason = 0;
+	lk->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
+	lk->ext_end = lk->ext_start + (1ull << VIOMMU_PAGE_SHIFT) - 1;
+	lk->ext_phys = VIOMMU_PTE_PA(pte);
+	lk->ext_flags = VIOMMU_PTE_FLAGS(pte);
+	lk->whole = 0;
+	lk->ep_idx = ep;
+	lk->ep_seq = s1;
+	lk->idx = VIOMMU_SLOT_IDX(slot);
+	lk->gen = s;
+	lk->pte = pte;
+	return 1;
+}
+
+#ifndef VIOMMU_LOOKUP_FAST
+#define VIOMMU_LOOKUP_FAST(ep, iova, lk) viommu_lookup_fast(VIOMMU_CTX_ARG, ep, iova, lk)
+#endif
+
 /* Translate byte @iova with bounded retries. */
 VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int want,
 				       struct viommu_lk *lk)
@@ -352,6 +453,31 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 	if (last < q->iova)
 		last = ~0ull;
 	VIOMMU_STAT(lookups);
+	/* A query within one page that does not ask for the whole extent: the short path first.
+	 * (Not one that runs past 2^64, whose `last` was clamped above: q->iova's page then
+	 * holds its last existing byte, but the DMA faults.) */
+	if (!want && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
+	    q->iova + (q->size ? q->size - 1 : 0) >= q->iova &&
+	    (i = VIOMMU_LOOKUP_FAST(q->endpoint, q->iova, &lk)) != 0 &&
+	    (i == 2 || (lk.ext_flags & acc) == acc)) {
+		VIOMMU_STAT(hash_hits);
+		if (i == 2) {
+			a->result = VIOMMU_XLATE_FAULT;
+			a->reason = VIOMMU_FAULT_R_MAPPING;
+			a->fault_addr = q->iova;
+			return;
+		}
+		VIOMMU_STAT(hits);
+		if (first)
+			*first = lk;
+		a->result = VIOMMU_XLATE_HIT;
+		a->pa = lk.ext_phys + (q->iova - lk.ext_start);
+		a->ext_start = lk.ext_start;
+		a->ext_end = lk.ext_end;
+		a->ext_phys = lk.ext_phys;
+		a->ext_flags = lk.ext_flags;
+		return;
+	}
 	VIOMMU_UNROLL
 	for (i = 0; i < VIOMMU_SPAN_MAX; i++) {
 		/* A range past its first page walks whole extents: a page per step would be slower. */

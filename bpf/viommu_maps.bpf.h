@@ -127,8 +127,10 @@ static __always_inline __s64 viommu_bpf_ep_probe(__u32 ep, __u32 h, __u32 probes
 #define VIOMMU_EP_PROBE(ep, h, probes) viommu_bpf_ep_probe(ep, h, probes)
 
 #define VIOMMU_LOOKUP_BYTE(ep, iova, want, lk) viommu_lookup_byte_bpf(ep, iova, want, lk)
+#define VIOMMU_LOOKUP_FAST(ep, iova, lk) viommu_lookup_fast_bpf(ep, iova, lk)
 struct viommu_lk;
 __noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, int want, struct viommu_lk *lk);
+__noinline int viommu_lookup_fast_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk);
 
 #include "viommu_lookup.h"
 
@@ -139,6 +141,14 @@ __noinline int viommu_lookup_byte_bpf(__u32 ep, __u64 iova, int want, struct vio
 		return 0;
 	viommu_lookup_byte(0, ep, iova, want, lk);
 	return 0;
+}
+
+/* Verified once, in a frame of its own (the combined stack of the program's calls is bounded). */
+__noinline int viommu_lookup_fast_bpf(__u32 ep, __u64 iova, struct viommu_lk *lk)
+{
+	if (!lk)
+		return 0;
+	return viommu_lookup_fast(0, ep, iova, lk);
 }
 
 /* Translate one query; counts the outcome in viommu_stats. */

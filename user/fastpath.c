@@ -200,39 +200,55 @@ static void ext_free(struct viommu_fastpath *fp, uint32_t i)
 
 /* ---- the hash: (domain slot, 2 MiB region) -> level-4 slot content ---- */
 
+/* Where @key is (its first or second bucket, I6): its bucket, and the way in *w; or NULL. */
+static struct viommu_hash_bucket *hash_find(struct viommu_fastpath *fp, uint64_t key, int *w)
+{
+	struct viommu_hash_bucket *b[2] = { &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)],
+					    &fp->buckets[viommu_hash_alt(key, fp->view.hash_mask)] };
+
+	for (int i = 0; i < 2; i++)
+		for (*w = 0; *w < VIOMMU_HASH_WAYS; (*w)++)
+			if (LD(&b[i]->key[*w]) == key)
+				return b[i];
+	return NULL;
+}
+
 static void hash_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova, uint64_t word)
 {
 	uint64_t key = VIOMMU_HASH_KEY(dslot, iova);
-	struct viommu_hash_bucket *b = &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
 	int w;
+	struct viommu_hash_bucket *hb = hash_find(fp, key, &w);
 
-	for (w = 0; w < VIOMMU_HASH_WAYS; w++)
-		if (LD(&b->key[w]) == key) {
-			ST_REL(&b->val[w], word); /* pairs with the reader's acquire of val */
-			return;
-		}
-	for (w = 0; w < VIOMMU_HASH_WAYS; w++)
-		if (LD(&b->key[w]) == 0) {
-			ST(&b->val[w], word);
-			ST_REL(&b->key[w], key); /* val before key; pairs with the acquire of key */
-			META_ADD(hash_used, 1);
-			return;
-		}
+	if (hb) {
+		ST_REL(&hb->val[w], word); /* pairs with the reader's acquire of val */
+		return;
+	}
+	/* A new key: a free way of its first bucket, else of its second (two-choice hashing). */
+	for (int i = 0; i < 2; i++) {
+		struct viommu_hash_bucket *b =
+			&fp->buckets[i ? viommu_hash_alt(key, fp->view.hash_mask) : viommu_hash_index(key, fp->view.hash_mask)];
+
+		for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
+			if (LD(&b->key[w]) == 0) {
+				ST(&b->val[w], word);
+				ST_REL(&b->key[w], key); /* val before key; pairs with the acquire of key */
+				META_ADD(hash_used, 1);
+				return;
+			}
+	}
 	fp->hash_full++; /* not indexed: readers walk the radix for this region (I6) */
 }
 
 static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
 {
-	uint64_t key = VIOMMU_HASH_KEY(dslot, iova);
-	struct viommu_hash_bucket *b = &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+	int w;
+	struct viommu_hash_bucket *b = hash_find(fp, VIOMMU_HASH_KEY(dslot, iova), &w);
 
-	for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
-		if (LD(&b->key[w]) == key) {
-			ST_REL(&b->key[w], 0);
-			ST(&b->val[w], 0);
-			META_ADD(hash_used, -1);
-			return;
-		}
+	if (!b)
+		return;
+	ST_REL(&b->key[w], 0);
+	ST(&b->val[w], 0);
+	META_ADD(hash_used, -1);
 }
 
 /* Write slot @si of node @idx (level @level), keeping the hash in step for level-4 slots. */
@@ -294,23 +310,19 @@ static void path_prune(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr
 
 /* The leaf holding @addr's page, through the hash (the writer's own shortcut: the hash holds
  * each level-4 slot's word or nothing, I6). 1 and @idx, or 0: walk instead. */
-static int hash_leaf(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t *idx)
+static int hash_leaf(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t *idx)
 {
-	uint64_t key = VIOMMU_HASH_KEY(dslot, addr);
-	const struct viommu_hash_bucket *b = &fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+	int w;
+	struct viommu_hash_bucket *b = hash_find(fp, VIOMMU_HASH_KEY(dslot, addr), &w);
+	uint64_t v;
 
-	for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
-		uint64_t v;
-
-		if (LD(&b->key[w]) != key)
-			continue;
-		v = LD(&b->val[w]);
-		if (VIOMMU_SLOT_TAG(v) != VIOMMU_SLOT_LEAF)
-			return 0;
-		*idx = VIOMMU_SLOT_IDX(v);
-		return 1;
-	}
-	return 0;
+	if (!b)
+		return 0;
+	v = LD(&b->val[w]);
+	if (VIOMMU_SLOT_TAG(v) != VIOMMU_SLOT_LEAF)
+		return 0;
+	*idx = VIOMMU_SLOT_IDX(v);
+	return 1;
 }
 
 /* What a MAP installs: the record's slot word (pieces larger than a page) and, for pages, the

@@ -117,12 +117,21 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 		/* The hash holds a level-4 slot's word or nothing (I6). */
 		if (level == VIOMMU_HASH_LEVEL) {
 			uint64_t key = VIOMMU_HASH_KEY(dslot, start);
-			const struct viommu_hash_bucket *b =
-				&fp->buckets[viommu_hash_index(key, fp->view.hash_mask)];
+			const struct viommu_hash_bucket *b[2] = {
+				&fp->buckets[viommu_hash_index(key, fp->view.hash_mask)],
+				&fp->buckets[viommu_hash_alt(key, fp->view.hash_mask)],
+			};
+			int seen = 0;
 
-			for (int wy = 0; wy < VIOMMU_HASH_WAYS; wy++)
-				if (b->key[wy] == key && b->val[wy] != w)
-					return -EUCLEAN;
+			for (int i = 0; i < (b[0] == b[1] ? 1 : 2); i++)
+				for (int wy = 0; wy < VIOMMU_HASH_WAYS; wy++)
+					if (b[i]->key[wy] == key) {
+						if (b[i]->val[wy] != w)
+							return -EUCLEAN;
+						seen++;
+					}
+			if (seen > 1)
+				return -EUCLEAN; /* a key once in the table */
 		}
 	}
 	if (used != fp->node_used[idx] || (level > 0 && !used))
@@ -322,8 +331,10 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 
 			if (!key)
 				continue;
-			if (!(key >> VIOMMU_HASH_KEY_SHIFT) || d >= VIOMMU_DOMAINS_MAX || !fp->dom_live[d])
-				return -EUCLEAN;
+			if (!(key >> VIOMMU_HASH_KEY_SHIFT) || d >= VIOMMU_DOMAINS_MAX || !fp->dom_live[d] ||
+			    (b != viommu_hash_index(key, fp->view.hash_mask) &&
+			     b != viommu_hash_alt(key, fp->view.hash_mask)))
+				return -EUCLEAN; /* not in one of its two buckets: no reader finds it */
 			iova = VIOMMU_HASH_KEY_IOVA(key);
 			idx = fp->dom_root[d];
 			for (int l = 0; l <= VIOMMU_HASH_LEVEL; l++) {

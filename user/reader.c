@@ -287,41 +287,85 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	return mask;
 }
 
+/* Fill TLB entry @t from the validated hit @lk of q->iova (@wraps: meta.wraps before the lookup). */
+static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t, const struct viommu_query *q,
+			    const struct viommu_lk *lk, uint64_t wraps)
+{
+	t->wraps = wraps;
+	t->ep = q->endpoint;
+	t->ep_seqp = &r->eps[lk->ep_idx].seq;
+	t->ep_seq = lk->ep_seq;
+	if (lk->whole) {
+		t->seqp = &r->exts[lk->idx].seq;
+		t->seq = lk->gen;
+		t->wordp = &r->exts[lk->idx].start;
+		t->word = lk->ext_start;
+		t->flags = lk->ext_flags | VIOMMU_QUERY_F_EXTENT;
+	} else {
+		t->seqp = &r->leaves[lk->idx].seq;
+		t->seq = lk->gen;
+		t->wordp = &r->leaves[lk->idx].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
+		t->word = lk->pte;
+		t->flags = lk->ext_flags;
+	}
+	t->start = lk->ext_start;
+	t->end = lk->ext_end;
+	t->phys = lk->ext_phys;
+}
+
+/* lk is filled by every path that answers HIT, the only answer the entry is filled from; GCC
+ * cannot see that through the lookup's branches, and zeroing it costs a dozen stores a miss. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, struct viommu_reader_tlb *t)
 {
-	struct viommu_lk lk = { 0 };
+	struct viommu_lk lk; /* every HIT fills what the entry below takes from it */
 	/* Before the walk: a bump during it leaves the entry with the older value (dropped). */
 	uint64_t wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
+	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
+	/* A query within one page, not asking for the whole extent: the short path, its state in
+	 * registers (a lookup's stores, not only its loads, bound how many run at once). */
+	if (!(q->access & VIOMMU_QUERY_F_EXTENT) && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT)) {
+		struct viommu_lk f;
+		int got = viommu_lookup_fast(r, q->endpoint, q->iova, &f);
+
+		if (got == 1 && (f.ext_flags & q->access) == q->access) {
+			a->result = VIOMMU_XLATE_HIT;
+			a->reason = 0;
+			a->pa = f.ext_phys + (q->iova - f.ext_start);
+			a->ext_start = f.ext_start;
+			a->ext_end = f.ext_end;
+			a->ext_phys = f.ext_phys;
+			a->ext_flags = f.ext_flags;
+			a->fault_addr = 0;
+			a->next = 0;
+			tlb_fill(r, t, q, &f, wraps);
+			return VIOMMU_XLATE_HIT;
+		}
+		if (got == 2) {
+			a->result = VIOMMU_XLATE_FAULT;
+			a->reason = VIOMMU_FAULT_R_MAPPING;
+			a->pa = 0;
+			a->fault_addr = q->iova;
+			a->next = 0;
+			return VIOMMU_XLATE_FAULT;
+		}
+	}
 	viommu_translate(r, q, a, &lk);
 	if (__builtin_expect(a->result == VIOMMU_XLATE_MORE, 0))
 		viommu_reader_translate_rest(r, q, a);
 	/* A HIT over many extents fills the entry with the first one (lk), validated as for one. */
-	if (a->result == VIOMMU_XLATE_HIT) {
-		t->wraps = wraps;
-		t->ep = q->endpoint;
-		t->ep_seqp = &r->eps[lk.ep_idx].seq;
-		t->ep_seq = lk.ep_seq;
-		if (lk.whole) {
-			t->seqp = &r->exts[lk.ext_idx].seq;
-			t->seq = lk.ext_gen;
-			t->wordp = &r->exts[lk.ext_idx].start;
-			t->word = lk.ext_start;
-			t->flags = lk.ext_flags | VIOMMU_QUERY_F_EXTENT;
-		} else {
-			t->seqp = &r->leaves[lk.leaf_idx].seq;
-			t->seq = lk.leaf_gen;
-			t->wordp = &r->leaves[lk.leaf_idx].pte[lk.pte_slot];
-			t->word = lk.pte;
-			t->flags = lk.ext_flags;
-		}
-		t->start = lk.ext_start;
-		t->end = lk.ext_end;
-		t->phys = lk.ext_phys;
-	}
+	if (a->result == VIOMMU_XLATE_HIT)
+		tlb_fill(r, t, q, &lk, wraps);
 	return a->result;
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 uint32_t viommu_reader_translate_rest(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a)

@@ -199,8 +199,12 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
-	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
-	    (t->flags & q->access) == q->access &&
+	/* One branch on the cheap tests (&, not &&): for random IOVAs "iova >= start" is a coin
+	 * toss, and a mispredicted branch per lookup would stop the CPU running ahead into the
+	 * next lookups. An entry never filled has start > end, so it fails before any load
+	 * through its pointers. */
+	if (((t->ep == q->endpoint) & (q->iova >= t->start) & (last <= t->end) & (last >= q->iova) &
+	     ((t->flags & q->access) == q->access)) &&
 	    /* I10: the record (or leaf) still live with that generation, the word it vouched with
 	     * unchanged (acquires: they order the endpoint load after them), and the endpoint
 	     * entry unchanged since the hit was validated. */

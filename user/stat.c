@@ -71,10 +71,11 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 		m->leaves_used * sizeof(struct viommu_leaf) / 1048576.0);
 	fprintf(out, "  hash           %u / %.0f slots (load %.4f)\n", m->hash_used, slots_total,
 		m->hash_used / slots_total);
-	fprintf(out, "  bytes/extent   %zu record + %.1f radix (amortised)\n",
+	fprintf(out, "  bytes/extent   %zu record + %.1f radix + %.1f hash (amortised)\n",
 		sizeof(struct viommu_extent_rec),
 		m->extents_used ? ((double)m->nodes_used * sizeof(struct viommu_node) +
-				   (double)m->leaves_used * sizeof(struct viommu_leaf)) / m->extents_used : 0.0);
+				   (double)m->leaves_used * sizeof(struct viommu_leaf)) / m->extents_used : 0.0,
+		m->extents_used ? (m->hash_mask + 1.0) * sizeof(struct viommu_hash_bucket) / m->extents_used : 0.0);
 	fprintf(out, "  publications   %llu, grace periods %llu (mean %.1f us, %s), readers revoked %u\n",
 		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
 		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0,
