@@ -915,8 +915,9 @@ static double median(double *v, unsigned n)
 
 /* Churn beside TX (a thread of its own, one cycle about every millisecond while TX runs; it plays
  * the device thread, every request under the bridge's lock). The TX victim is an extent no frame
- * of the block uses. Four kinds, rotated over the rounds:
- *   quiet      nothing;
+ * of the block uses. Five kinds, rotated over the rounds:
+ *   quiet      no churn thread;
+ *   wakeups    the thread wakes every millisecond and does nothing;
  *   control    the victim unmapped and mapped again in DOMAIN2 (the same requests and fast-path
  *              work; no bridge serves it, so no vhost message), then the bridge's prefill of the
  *              victim in DOMAIN: the same lookup and the same UPDATE write() as `with`. Without an
@@ -1325,18 +1326,19 @@ int main(void)
 	 * On the guest's one vCPU whatever the churn thread runs is time TX does not get, so each
 	 * kind's churn CPU share is measured too: it predicts the ratio if the INVALIDATE costs TX its
 	 * CPU time and nothing more (no waiting on its locks). */
-	enum { K_QUIET, K_CTRL, K_LOCKW, K_WITH, K_N };
+	enum { K_QUIET, K_WAKE, K_CTRL, K_LOCKW, K_WITH, K_N };
 	double st_fps[K_N] = { 0 }, st_cpu_us[K_N] = { 0 }, st_share[K_N] = { 0 };
-	double st_wc = 0, st_wl = 0, st_lc = 0, st_cq = 0, st_pred = 0, inv_us = 0, lockw_us = 0;
+	double st_wc = 0, st_wl = 0, st_lc = 0, st_cw = 0, st_wq = 0, st_pred = 0, inv_us = 0, lockw_us = 0;
 	double st_unmap_us[K_N] = { 0 }, lockw_cpu_us = 0;
 	double inval_per_s = 0;
-	unsigned st_rounds = 16, st_cycles[K_N] = { 0 };
+	unsigned st_rounds = 15, st_cycles[K_N] = { 0 };
 	uint32_t st_lat[K_N][3];
 	uint64_t txonly = 0;
 	{
 		struct counts c = { 0 };
-		void (*churn[K_N])(void) = { churn_none, churn_ctrl, churn_lockwrite, churn_own };
-		double t_sum[K_N] = { 0 }, cpu[K_N] = { 0 }, ucpu[K_N] = { 0 }, r_wc[16], r_wl[16], r_lc[16], r_cq[16];
+		void (*churn[K_N])(void) = { churn_none, churn_none, churn_ctrl, churn_lockwrite, churn_own };
+		double t_sum[K_N] = { 0 }, cpu[K_N] = { 0 }, ucpu[K_N] = { 0 }, r_wc[16], r_wl[16], r_lc[16],
+		       r_cw[16], r_wq[16];
 		static uint32_t lat[K_N][TX_LAT_MAX];
 		unsigned nlat[K_N] = { 0 };
 		uint64_t want = 0, inv0, invns0, invw;
@@ -1383,7 +1385,8 @@ int main(void)
 			r_wc[r] = f[K_WITH] / f[K_CTRL];
 			r_wl[r] = f[K_WITH] / f[K_LOCKW];
 			r_lc[r] = f[K_LOCKW] / f[K_CTRL];
-			r_cq[r] = f[K_CTRL] / f[K_QUIET];
+			r_cw[r] = f[K_CTRL] / f[K_WAKE];
+			r_wq[r] = f[K_WAKE] / f[K_QUIET];
 		}
 		viommu_vhost_kernel_stats(bridge, &st);
 		for (unsigned k = 0; k < K_N; k++) {
@@ -1398,7 +1401,8 @@ int main(void)
 		st_wc = median(r_wc, st_rounds);
 		st_wl = median(r_wl, st_rounds);
 		st_lc = median(r_lc, st_rounds);
-		st_cq = median(r_cq, st_rounds);
+		st_cw = median(r_cw, st_rounds);
+		st_wq = median(r_wq, st_rounds);
 		/* TX gets what the churn does not take: (1 - share) of the vCPU in each kind. */
 		st_pred = (1 - st_share[K_WITH]) / (1 - st_share[K_CTRL]);
 		invw = st.invalidates - inv0;
@@ -1406,33 +1410,36 @@ int main(void)
 		lockw_us = lockw_n ? (double)lockw_ns / (double)lockw_n / 1e3 : 0;
 		lockw_cpu_us = lockw_n ? (double)lockw_cpu_ns / (double)lockw_n / 1e3 : 0;
 		inval_per_s = st_cycles[K_WITH] * 1e9 / t_sum[K_WITH];
-		printf("  invalidation beside TX: %llu tx, %llu corrupt, %llu lost; %u rounds of 4 kinds "
-		       "rotated; TX frames/s quiet %.0f, control %.0f (%u cycles), lock-only write %.0f "
-		       "(%u), with INVALIDATE %.0f (%u, %.0f INVALIDATEs/s); medians with/control %.3f, "
-		       "with/lock-only %.3f, lock-only/control %.3f, control/quiet %.3f; %llu faults\n",
+		printf("  invalidation beside TX: %llu tx, %llu corrupt, %llu lost; %u rounds of %u kinds "
+		       "rotated; TX frames/s quiet %.0f, wakeups %.0f (%u), control %.0f (%u cycles), "
+		       "lock-only write %.0f (%u), with INVALIDATE %.0f (%u, %.0f INVALIDATEs/s); medians "
+		       "with/lock-only %.3f, lock-only/control %.3f, with/control %.3f, control/wakeups "
+		       "%.3f, wakeups/quiet %.3f; %llu faults\n",
 		       (unsigned long long)c.tx, (unsigned long long)c.corrupt, (unsigned long long)c.lost,
-		       st_rounds, st_fps[K_QUIET], st_fps[K_CTRL], st_cycles[K_CTRL], st_fps[K_LOCKW],
-		       st_cycles[K_LOCKW], st_fps[K_WITH], st_cycles[K_WITH], inval_per_s, st_wc, st_wl,
-		       st_lc, st_cq, (unsigned long long)st.faults);
+		       st_rounds, (unsigned)K_N, st_fps[K_QUIET], st_fps[K_WAKE], st_cycles[K_WAKE],
+		       st_fps[K_CTRL], st_cycles[K_CTRL], st_fps[K_LOCKW], st_cycles[K_LOCKW],
+		       st_fps[K_WITH], st_cycles[K_WITH], inval_per_s, st_wl, st_lc, st_wc, st_cw, st_wq,
+		       (unsigned long long)st.faults);
 		printf("  invalidation beside TX, where it goes: churn CPU per cycle control %.1f us, "
 		       "lock-only %.1f us, with %.1f us; UNMAP request CPU control %.1f us, with "
 		       "(INVALIDATE inside) %.1f us; write() elapsed INVALIDATE %.1f us, lock-only %.1f us "
 		       "(CPU %.1f us: the rest waits for the vq mutex a vhost worker holds); "
 		       "churn share of the vCPU %.2f%%, %.2f%%, %.2f%%, so with/control from CPU alone "
-		       "%.3f; TX batch of %u kick->used us p50/p99/max: quiet %u/%u/%u, control %u/%u/%u, "
-		       "lock-only %u/%u/%u, with %u/%u/%u\n",
+		       "%.3f; TX batch of %u kick->used us p50/p99/max: quiet %u/%u/%u, wakeups %u/%u/%u, "
+		       "control %u/%u/%u, lock-only %u/%u/%u, with %u/%u/%u\n",
 		       st_cpu_us[K_CTRL], st_cpu_us[K_LOCKW], st_cpu_us[K_WITH], st_unmap_us[K_CTRL],
 		       st_unmap_us[K_WITH], inv_us, lockw_us, lockw_cpu_us,
 		       100 * st_share[K_CTRL], 100 * st_share[K_LOCKW], 100 * st_share[K_WITH], st_pred,
 		       BATCH, st_lat[K_QUIET][0], st_lat[K_QUIET][1], st_lat[K_QUIET][2],
-		       st_lat[K_CTRL][0], st_lat[K_CTRL][1], st_lat[K_CTRL][2], st_lat[K_LOCKW][0],
+		       st_lat[K_WAKE][0], st_lat[K_WAKE][1], st_lat[K_WAKE][2], st_lat[K_CTRL][0], st_lat[K_CTRL][1], st_lat[K_CTRL][2], st_lat[K_LOCKW][0],
 		       st_lat[K_LOCKW][1], st_lat[K_LOCKW][2], st_lat[K_WITH][0], st_lat[K_WITH][1],
 		       st_lat[K_WITH][2]);
 		CHECK(c.tx == want, "invalidation beside TX: every frame arrives");
 		CHECK(invw >= st_cycles[K_WITH], "an INVALIDATE per churn UNMAP (%llu for %u)",
 		      (unsigned long long)invw, st_cycles[K_WITH]);
 		CHECK(st.faults == 0, "invalidation beside TX: no faults");
-		CHECK(st_cycles[K_CTRL] && st_cycles[K_LOCKW] && st_cycles[K_WITH], "every churn kind ran");
+		CHECK(st_cycles[K_WAKE] && st_cycles[K_CTRL] && st_cycles[K_LOCKW] && st_cycles[K_WITH],
+		      "every churn kind ran");
 		txonly = c.tx;
 		add(&c);
 	}
@@ -1884,16 +1891,16 @@ int main(void)
 	printf("vhost-net figures: miss service p50 %u ns p90 %u ns; frames/s extents %.0f, pages "
 	       "%.0f; extents/pages %.2f; misses per frame extents %.4f pages %.3f; on/off "
 	       "interleaved %u rounds: median %.3f (min %.3f, max %.3f; %.0f vs %.0f frames/s); TX "
-	       "beside %.0f INVALIDATEs/s, medians: with/control %.3f, with/lock-only %.3f, "
-	       "lock-only/control %.3f, control/quiet %.3f (with/control from churn CPU alone %.3f; "
-	       "%.0f, %.0f, %.0f, %.0f frames/s with, lock-only, control, quiet; INVALIDATE write() "
-	       "%.1f us)\n",
+	       "beside %.0f INVALIDATEs/s, medians: with/lock-only %.3f, lock-only/control %.3f, "
+	       "with/control %.3f (from churn CPU alone %.3f), control/wakeups %.3f, wakeups/quiet "
+	       "%.3f (%.0f, %.0f, %.0f, %.0f, %.0f frames/s with, lock-only, control, wakeups, quiet; "
+	       "INVALIDATE write() %.1f us)\n",
 	       p50, p90, fps_extent, fps_page, fps_page > 0 ? fps_extent / fps_page : 0,
 	       (double)misses_extent / (2.0 * frames),
 	       (double)misses_page / (2.0 * (frames / 4 < BATCH ? BATCH : frames / 4)), ab_rounds,
-	       onoff_med, onoff_min, onoff_max, fps_on, fps_off, inval_per_s, st_wc, st_wl, st_lc,
-	       st_cq, st_pred, st_fps[K_WITH], st_fps[K_LOCKW], st_fps[K_CTRL], st_fps[K_QUIET],
-	       inv_us);
+	       onoff_med, onoff_min, onoff_max, fps_on, fps_off, inval_per_s, st_wl, st_lc, st_wc,
+	       st_pred, st_cw, st_wq, st_fps[K_WITH], st_fps[K_LOCKW], st_fps[K_CTRL], st_fps[K_WAKE],
+	       st_fps[K_QUIET], inv_us);
 	CHECK(tot.corrupt == 0 && tot.stale == 0 && tot.lost == 0, "every frame, none corrupt or stale");
 	CHECK(tot.tx == tot.want_tx && tot.rx == tot.want_rx, "every frame expected arrived (%llu/%llu "
 	      "tx, %llu/%llu rx)", (unsigned long long)tot.tx, (unsigned long long)tot.want_tx,
