@@ -14,7 +14,8 @@
  *    endpoint's domain and an endpoint leaving a translating state (DETACH, re-ATTACH, reset,
  *    bypass change) become ranges per endpoint, merged, flushed through the bridge's callbacks at
  *    the device's `sync` (strict: the callbacks wait for the consumer's confirmation there, before
- *    the request's used length is returned) or when the VMM calls viommu_iotlb_flush() (lazy).
+ *    the request's used length is returned; lazy: sent there without waiting) or, with lazy +
+ *    defer, only when the bridge calls viommu_iotlb_flush() outside the request.
  *  - Counters (misses, updates, invalidates, faults, service time).
  *
  * Concurrency: one thread, the device thread (the observer callbacks run there, and the flush

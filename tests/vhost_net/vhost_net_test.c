@@ -932,7 +932,7 @@ static double median(double *v, unsigned n)
  * Each cycle's CPU time is measured on the churn thread (CLOCK_THREAD_CPUTIME_ID: it includes the
  * kernel's handling of its writes, which runs in this thread). */
 static unsigned churn_cycles;
-static uint64_t churn_cpu_ns, unmap_cpu_ns, lockw_ns, lockw_cpu_ns, lockw_n;
+static uint64_t churn_cpu_ns, unmap_cpu_ns, unmap_wall_ns, lockw_ns, lockw_cpu_ns, lockw_n;
 static bool churn_stop;
 static void churn_none(void)
 {
@@ -954,9 +954,10 @@ static void churn_prefill(void)
 
 static void churn_own(void)
 {
-	uint64_t c0 = thread_cpu_ns();
+	uint64_t c0 = thread_cpu_ns(), t0 = now_ns();
 	uint8_t st = unmap_one(M_TXVICTIM);
 
+	unmap_wall_ns += now_ns() - t0;
 	unmap_cpu_ns += thread_cpu_ns() - c0;
 	CHECK(st == VIOMMU_S_OK && map_one(M_TXVICTIM) == VIOMMU_S_OK, "churn");
 	churn_prefill();
@@ -966,9 +967,10 @@ static void churn_other_unmap(void)
 {
 	uint8_t r[64];
 	const struct mapping *m = &maps[M_TXVICTIM];
-	uint64_t c0 = thread_cpu_ns();
+	uint64_t c0 = thread_cpu_ns(), t0 = now_ns();
 	uint8_t st = request(r, viommu_req_unmap(r, DOMAIN2, m->iova, m->iova + m->size - 1));
 
+	unmap_wall_ns += now_ns() - t0;
 	unmap_cpu_ns += thread_cpu_ns() - c0;
 	CHECK(st == VIOMMU_S_OK, "control churn UNMAP");
 }
@@ -1329,7 +1331,7 @@ int main(void)
 	enum { K_QUIET, K_WAKE, K_CTRL, K_LOCKW, K_WITH, K_N };
 	double st_fps[K_N] = { 0 }, st_cpu_us[K_N] = { 0 }, st_share[K_N] = { 0 };
 	double st_wc = 0, st_wl = 0, st_lc = 0, st_cw = 0, st_wq = 0, st_pred = 0, inv_us = 0, lockw_us = 0;
-	double st_unmap_us[K_N] = { 0 }, lockw_cpu_us = 0;
+	double st_unmap_us[K_N] = { 0 }, st_unmap_wall_us[K_N] = { 0 }, lockw_cpu_us = 0;
 	double inval_per_s = 0;
 	unsigned st_rounds = 15, st_cycles[K_N] = { 0 };
 	uint32_t st_lat[K_N][3];
@@ -1337,7 +1339,7 @@ int main(void)
 	{
 		struct counts c = { 0 };
 		void (*churn[K_N])(void) = { churn_none, churn_none, churn_ctrl, churn_lockwrite, churn_own };
-		double t_sum[K_N] = { 0 }, cpu[K_N] = { 0 }, ucpu[K_N] = { 0 }, r_wc[16], r_wl[16], r_lc[16],
+		double t_sum[K_N] = { 0 }, cpu[K_N] = { 0 }, ucpu[K_N] = { 0 }, uwall[K_N] = { 0 }, r_wc[16], r_wl[16], r_lc[16],
 		       r_cw[16], r_wq[16];
 		static uint32_t lat[K_N][TX_LAT_MAX];
 		unsigned nlat[K_N] = { 0 };
@@ -1356,7 +1358,7 @@ int main(void)
 				pthread_t th;
 
 				churn_cycles = 0;
-				churn_cpu_ns = unmap_cpu_ns = 0;
+				churn_cpu_ns = unmap_cpu_ns = unmap_wall_ns = 0;
 				__atomic_store_n(&churn_stop, false, __ATOMIC_RELEASE);
 				if (k != K_QUIET && pthread_create(&th, NULL, churn_main, (void *)churn[k]))
 					fail("churn thread");
@@ -1374,6 +1376,7 @@ int main(void)
 				st_cycles[k] += churn_cycles;
 				cpu[k] += (double)churn_cpu_ns;
 				ucpu[k] += (double)unmap_cpu_ns;
+				uwall[k] += (double)unmap_wall_ns;
 				t_sum[k] += (double)t;
 				f[k] = ab_blk * 1e9 / (double)t;
 				/* Untimed: the control's UPDATEs are extra entries in vhost (no INVALIDATE
@@ -1394,6 +1397,7 @@ int main(void)
 			st_share[k] = cpu[k] / t_sum[k];
 			st_cpu_us[k] = st_cycles[k] ? cpu[k] / st_cycles[k] / 1e3 : 0;
 			st_unmap_us[k] = st_cycles[k] ? ucpu[k] / st_cycles[k] / 1e3 : 0;
+			st_unmap_wall_us[k] = st_cycles[k] ? uwall[k] / st_cycles[k] / 1e3 : 0;
 			st_lat[k][0] = pct_u32(lat[k], nlat[k], 50);
 			st_lat[k][1] = pct_u32(lat[k], nlat[k], 99);
 			st_lat[k][2] = pct_u32(lat[k], nlat[k], 100);
@@ -1422,13 +1426,13 @@ int main(void)
 		       (unsigned long long)st.faults);
 		printf("  invalidation beside TX, where it goes: churn CPU per cycle control %.1f us, "
 		       "lock-only %.1f us, with %.1f us; UNMAP request CPU control %.1f us, with "
-		       "(INVALIDATE inside) %.1f us; write() elapsed INVALIDATE %.1f us, lock-only %.1f us "
+		       "(INVALIDATE inside) %.1f us, elapsed %.1f us and %.1f us; write() elapsed INVALIDATE %.1f us, lock-only %.1f us "
 		       "(CPU %.1f us: the rest waits for the vq mutex a vhost worker holds); "
 		       "churn share of the vCPU %.2f%%, %.2f%%, %.2f%%, so with/control from CPU alone "
 		       "%.3f; TX batch of %u kick->used us p50/p99/max: quiet %u/%u/%u, wakeups %u/%u/%u, "
 		       "control %u/%u/%u, lock-only %u/%u/%u, with %u/%u/%u\n",
 		       st_cpu_us[K_CTRL], st_cpu_us[K_LOCKW], st_cpu_us[K_WITH], st_unmap_us[K_CTRL],
-		       st_unmap_us[K_WITH], inv_us, lockw_us, lockw_cpu_us,
+		       st_unmap_us[K_WITH], st_unmap_wall_us[K_CTRL], st_unmap_wall_us[K_WITH], inv_us, lockw_us, lockw_cpu_us,
 		       100 * st_share[K_CTRL], 100 * st_share[K_LOCKW], 100 * st_share[K_WITH], st_pred,
 		       BATCH, st_lat[K_QUIET][0], st_lat[K_QUIET][1], st_lat[K_QUIET][2],
 		       st_lat[K_WAKE][0], st_lat[K_WAKE][1], st_lat[K_WAKE][2], st_lat[K_CTRL][0], st_lat[K_CTRL][1], st_lat[K_CTRL][2], st_lat[K_LOCKW][0],
