@@ -351,6 +351,13 @@ static void obs_sync(void *ctx, bool removed)
 
 		for (unsigned i = 0; i < it->nserved; i++)
 			urgent |= it->served[i].urgent;
+		/* Answers this sync sends (remapped faults, prefills) must not precede an older
+		 * INVALIDATE of the same IOVAs: flush first. */
+		if (it->ops.remapped) {
+			urgent |= it->nprefill > 0;
+			for (unsigned i = 0; i < FAULT_MEMORY; i++)
+				urgent |= it->faulted[i].state == 2;
+		}
 		if (urgent) {
 			flush(it, false);
 		} else if (viommu_iotlb_pending(it)) {
