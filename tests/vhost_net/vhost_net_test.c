@@ -17,7 +17,10 @@
  * <= 1); the same with per-page answers (QEMU's way) for the comparison; UNMAP -> no stale access
  * (TX and RX: a DMA to the unmapped buffer faults, the memory is neither read nor written),
  * re-MAP -> works; hostile guest (rings at absurd IOVAs, rings unmapped under traffic, MAP/UNMAP
- * floods during traffic, reset mid-transfer); DETACH and reset leave vhost nothing it can reach.
+ * floods during traffic, reset mid-transfer); lazy mode (the UNMAP completes first, the bridge's
+ * next service call writes the INVALIDATE, no access after it); DETACH and reset leave vhost
+ * nothing it can reach. Figures: IOMMU on/off, and TX beside INVALIDATEs against controls that do
+ * the same work without them (docs/vhost.md, "What an INVALIDATE costs TX").
  *
  * Environment: VHOST_NET_SEED (default 1), VHOST_NET_FRAMES (frames per direction in the main
  * phase, default 2000), VHOST_NET_SIZES (comma-separated frame sizes in bytes, 60..65536, used in
