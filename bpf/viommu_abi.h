@@ -144,7 +144,10 @@ struct viommu_node { /* writer: device thread */
 	__u16 level;
 	__u16 pad;
 	__u32 domain_slot; /* with level and base: which node this is (checked on misses) */
-	__u32 pad2;
+	/* Roots only: VIOMMU_ROOT_F_WALK while the domain has a mapping the hash does not index (a
+	 * piece of 1 GiB or more, or a region whose two buckets were full); while clear, an IOVA
+	 * whose region is in neither bucket is not mapped, with no walk (I6). */
+	__u32 flags;
 	__u64 base; /* first IOVA the node covers */
 	__u64 slot[VIOMMU_RADIX_FANOUT];
 };
@@ -168,6 +171,8 @@ struct viommu_leaf { /* writer: device thread */
 	__u64 pte[VIOMMU_RADIX_FANOUT];
 	__u32 ext[VIOMMU_RADIX_FANOUT];
 };
+
+#define VIOMMU_ROOT_F_WALK 1u
 
 /* ---- viommu_extents: one record per mapping (one MAP request) ---- */
 struct viommu_extent_rec { /* writer: device thread */

@@ -230,6 +230,25 @@ VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u
 	return hit != 0;
 }
 
+/*
+ * The flags of domain @dslot's root node @idx (VIOMMU_ROOT_F_*), or -1 (raced: not the live root
+ * of that domain). The endpoint entry's seqlock vouches for @idx being the domain's root.
+ */
+VIOMMU_INLINE __s64 viommu_root_flags(VIOMMU_CTX_PARAM, __u32 idx, __u32 dslot)
+{
+	const struct viommu_node *n = viommu_acc_node(VIOMMU_CTX_ARG, idx);
+	__u32 s, f;
+
+	if (!n)
+		return -1;
+	s = VIOMMU_LOAD_ACQ(&n->seq); /* pairs with the writer's release of seq (W1) */
+	if ((s & 1) || VIOMMU_LOAD(&n->level) != 0 || VIOMMU_LOAD(&n->domain_slot) != dslot)
+		return -1;
+	f = VIOMMU_LOAD_ACQ(&n->flags); /* pairs with dom_walk_add()'s release */
+	VIOMMU_FENCE_ACQ();
+	return VIOMMU_LOAD(&n->seq) == s ? (__s64)f : -1;
+}
+
 /* The content of a slot (hash value or interior node entry) for @iova: 1 hit, 2 validated miss,
  * 0 raced or not final (a child node: the caller walks on). */
 VIOMMU_INLINE int viommu_read_word(VIOMMU_CTX_PARAM, __u64 w, __u32 dslot, __u64 iova, int want,
@@ -284,8 +303,18 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 	if (viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
 			       key, &slot) ||
 	    viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
-			       key, &slot))
+			       key, &slot)) {
 		found = viommu_read_word(VIOMMU_CTX_ARG, slot, dslot, iova, want, lk);
+	} else {
+		/* In neither bucket: not mapped, unless the domain has mappings the hash does not
+		 * index (the root says so), and then the walk decides (I6). */
+		__s64 rf = viommu_root_flags(VIOMMU_CTX_ARG, root, dslot);
+
+		if (rf < 0)
+			return 0;
+		if (!(rf & VIOMMU_ROOT_F_WALK))
+			found = 2;
+	}
 	if (found)
 		VIOMMU_STAT(hash_hits);
 
@@ -347,7 +376,8 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	const struct viommu_ep_entry *e;
 	const struct viommu_leaf *f;
 	__u64 key, slot = 0, pte;
-	__u32 s1, dslot, s, si;
+	__u32 s1, dslot, root, s, si;
+	__s64 rf;
 
 	if (ep >= VIOMMU_EP_DENSE)
 		return 0;
@@ -356,14 +386,25 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		return 0;
 	s1 = VIOMMU_LOAD_ACQ(&e->seq); /* pairs with the writer's release of the entry (W3) */
 	dslot = VIOMMU_LOAD(&e->domain_slot);
+	root = VIOMMU_LOAD(&e->root);
 	if ((int)(s1 & 1) | (int)(VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
 		return 0;
 	key = VIOMMU_HASH_KEY(dslot, iova);
 	if (!viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
 				key, &slot) &&
 	    !viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
-				key, &slot))
-		return 0;
+				key, &slot)) {
+		/* In neither bucket, and the hash indexes all the domain has: a miss (I6). */
+		rf = viommu_root_flags(VIOMMU_CTX_ARG, root, dslot);
+		if (rf < 0 || (rf & VIOMMU_ROOT_F_WALK))
+			return 0;
+		VIOMMU_FENCE_ACQ();
+		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+			return 0;
+		lk->result = VIOMMU_XLATE_FAULT;
+		lk->reason = VIOMMU_FAULT_R_MAPPING;
+		return 2;
+	}
 	if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_EXTENT) { /* a 2 MiB (or larger) piece: its record */
 		if (!viommu_read_extent(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot), VIOMMU_SLOT_GEN(slot), dslot, iova, lk))
 			return 0;

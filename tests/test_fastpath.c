@@ -884,3 +884,48 @@ Test(fastpath, a_program_the_verifier_rejects_is_not_mistaken_for_a_kernel_that_
 	cr_assert(errno == EACCES || errno == EINVAL, "errno %d", errno);
 	cr_assert_null(test_bpf_refusal(), "a rejection does not change the probe's answer");
 }
+
+/* Two-choice hashing with one bucket: four regions fit, the next ones are left out. A hash miss
+ * is an answer ("not mapped") only while the root says the hash indexes everything the domain
+ * has (I6): regions left out, and pieces of 1 GiB or more, must still be found by the walk. */
+Test(fastpath, regions_the_hash_leaves_out_are_still_translated_and_misses_skip_the_walk)
+{
+	struct viommu_config cfg;
+	struct viommu_fastpath_opts o = { .hash_buckets = 1, .overcommit = true };
+	const struct viommu_fp_view *v;
+	struct viommu_reader *r;
+	struct viommu_query q[8];
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	fp_setup_with(&cfg, &o);
+	v = viommu_fastpath_view(fp);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	for (unsigned i = 0; i < 6; i++) /* six 2 MiB regions, one page each: two left out */
+		cr_assert_eq(test_map(dev, 1, (uint64_t)i << 21, ((uint64_t)i << 21) + 0xfff, 0x100000ull * (i + 1), 3),
+			     VIOMMU_S_OK);
+	cr_assert_eq(v->meta->hash_used, 4);
+	cr_assert_eq(v->nodes[v->eps[8].root].flags, VIOMMU_ROOT_F_WALK, "two regions need the walk");
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	for (unsigned i = 0; i < 6; i++)
+		q[i] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = ((uint64_t)i << 21) + 8, .size = 1 };
+	q[6] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = 7ull << 21, .size = 1 }; /* a miss */
+	q[7] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = 5ull << 21, .size = 1 };
+	check_queries(r, q, 8);
+	/* Unmapping the regions left out: nothing is left out, the root stops asking for walks. */
+	cr_assert_eq(test_unmap(dev, 1, 4ull << 21, (4ull << 21) + 0xfff), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(dev, 1, 5ull << 21, (5ull << 21) + 0xfff), VIOMMU_S_OK);
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	cr_assert_eq(v->nodes[v->eps[8].root].flags, 0, "a hash miss is a miss again");
+	check_queries(r, q, 8);
+	/* A 1 GiB piece is never in the hash: the root asks for walks again while it is mapped. */
+	cr_assert_eq(test_map(dev, 1, 1ull << 30, (2ull << 30) - 1, 1ull << 32, 3), VIOMMU_S_OK);
+	cr_assert_eq(v->nodes[v->eps[8].root].flags, VIOMMU_ROOT_F_WALK);
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	q[7].iova = (1ull << 30) + 0x12345;
+	check_queries(r, q, 8);
+	viommu_reader_close(r);
+}

@@ -200,6 +200,18 @@ static void ext_free(struct viommu_fastpath *fp, uint32_t i)
 
 /* ---- the hash: (domain slot, 2 MiB region) -> level-4 slot content ---- */
 
+/* A domain's count of mappings the hash does not index went up (@d = 1) or down (-1): its root
+ * says so before the first such mapping can be reached and after the last is gone (I6). Release:
+ * pairs with the reader's acquire of the flags; set before the slot store that needs it. */
+static void dom_walk_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
+{
+	uint32_t before = fp->dom_walk[dslot];
+
+	fp->dom_walk[dslot] += (uint32_t)d;
+	if (!before != !fp->dom_walk[dslot])
+		ST_REL(&fp->nodes[fp->dom_root[dslot]].flags, fp->dom_walk[dslot] ? VIOMMU_ROOT_F_WALK : 0u);
+}
+
 /* Where @key is (its first or second bucket, I6): its bucket, and the way in *w; or NULL. */
 static struct viommu_hash_bucket *hash_find(struct viommu_fastpath *fp, uint64_t key, int *w)
 {
@@ -237,6 +249,8 @@ static void hash_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova, 
 			}
 	}
 	fp->hash_full++; /* not indexed: readers walk the radix for this region (I6) */
+	/* Before any of the region's pages can be present (PIECE_PUBLISH, after this). */
+	dom_walk_add(fp, dslot, 1);
 }
 
 static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
@@ -244,8 +258,10 @@ static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
 	int w;
 	struct viommu_hash_bucket *b = hash_find(fp, VIOMMU_HASH_KEY(dslot, iova), &w);
 
-	if (!b)
+	if (!b) {
+		dom_walk_add(fp, dslot, -1); /* it was left out of full buckets (hash_set) */
 		return;
+	}
 	ST_REL(&b->key[w], 0);
 	ST(&b->val[w], 0);
 	META_ADD(hash_used, -1);
@@ -259,9 +275,14 @@ static uint64_t slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, 
 	uint32_t si = VIOMMU_SLOT_OF(level, iova);
 	uint64_t old = LD(&n->slot[si]);
 
+	/* A piece above level 4 is not in the hash: the root says so first (I6). */
+	if (level < VIOMMU_HASH_LEVEL && VIOMMU_SLOT_TAG(word) == VIOMMU_SLOT_EXTENT && !old)
+		dom_walk_add(fp, dslot, 1);
 	/* W4: the target (node or extent) is live before the slot names it; pairs with the
 	 * reader's acquire load of the slot. */
 	ST_REL(&n->slot[si], word);
+	if (level < VIOMMU_HASH_LEVEL && VIOMMU_SLOT_TAG(old) == VIOMMU_SLOT_EXTENT && !word)
+		dom_walk_add(fp, dslot, -1);
 	if (!old && word)
 		fp->node_used[idx]++;
 	else if (old && !word)
@@ -618,6 +639,9 @@ static int fp_domain_created(void *ctx, struct viommu_domain *d)
 	if ((err = node_alloc(fp, 0, d->slot, 0, &idx, &gen)))
 		return err;
 	fp->dom_root[d->slot] = idx;
+	fp->dom_walk[d->slot] = 0;
+	/* Before any endpoint names the root: a reused node's flags start clear. */
+	ST_REL(&fp->nodes[idx].flags, 0u);
 	fp->dom_live[d->slot] = true;
 	if (d->slot >= fp->dom_slots)
 		fp->dom_slots = d->slot + 1;

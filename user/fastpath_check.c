@@ -17,6 +17,7 @@ struct fp_check {
 	const struct viommu_fastpath *fp;
 	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
 	uint32_t nodes, leaves, extents;
+	uint32_t walk; /* this domain's mappings the hash does not index */
 };
 
 static int see_record(struct fp_check *c, uint32_t xi)
@@ -132,6 +133,9 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 					}
 			if (seen > 1)
 				return -EUCLEAN; /* a key once in the table */
+			c->walk += !seen;
+		} else if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT) {
+			c->walk++; /* a piece above level 4: never in the hash */
 		}
 	}
 	if (used != fp->node_used[idx] || (level > 0 && !used))
@@ -278,7 +282,12 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 		if (!fp->dom_live[d])
 			continue;
 		domains++;
+		c.walk = 0;
 		err = check_node(&c, d, fp->dom_root[d], ~0u, 0, 0);
+		/* The root says "walk on a hash miss" exactly while the hash leaves something out (I6). */
+		if (!err && (c.walk != fp->dom_walk[d] ||
+			     fp->nodes[fp->dom_root[d]].flags != (c.walk ? VIOMMU_ROOT_F_WALK : 0u)))
+			err = -EUCLEAN;
 	}
 	free(c.ext_seen);
 	if (err)

@@ -59,6 +59,9 @@ struct viommu_fastpath {
 	uint32_t node_hwm, leaf_hwm, ext_hwm, nodes_max, leaves_max, extents_max;
 	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
+	/* per domain: mappings the hash does not index (pieces of 1 GiB or more, regions left out
+	 * of full buckets); the root's VIOMMU_ROOT_F_WALK says whether it is nonzero */
+	uint32_t dom_walk[VIOMMU_DOMAINS_MAX];
 	bool dom_live[VIOMMU_DOMAINS_MAX];
 	uint32_t dom_slots; /* slots below this have been used (the core hands them out densely) */
 	uint32_t sparse_used;
