@@ -353,6 +353,7 @@ struct piece_src {
 	uint32_t xi; /* record index */
 	uint64_t start, phys; /* the extent's, for the PTEs */
 	uint32_t flags;
+	uint32_t last_leaf; /* out: the leaf of the last page installed */
 };
 
 /* Page @addr of leaf @li: install (ext[] set, PTE without the present bit: W2), publish (the
@@ -428,7 +429,7 @@ static int leaf_path(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, 
 }
 
 static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level,
-			 const struct piece_src *src)
+			 struct piece_src *src)
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS];
 	int l, err = 0;
@@ -445,6 +446,7 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 		if (LD(&fp->leaves[path[VIOMMU_RADIX_LEVELS - 1]].ext[VIOMMU_SLOT_OF(level, addr)]))
 			return -EEXIST;
 		page_op(fp, path[VIOMMU_RADIX_LEVELS - 1], addr, src, PIECE_INSTALL);
+		src->last_leaf = path[VIOMMU_RADIX_LEVELS - 1];
 		return 0;
 	}
 
@@ -517,7 +519,7 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
  * failure leaves *stop_addr at the failing piece. Removing, @cleared (may be NULL) gets the
  * record index + 1 one of the pieces named (they all name the same record), 0 if none. */
 static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, uint64_t end,
-		  const struct piece_src *src, enum piece_op op, uint64_t *stop_addr, uint32_t *cleared)
+		  struct piece_src *src, enum piece_op op, uint64_t *stop_addr, uint32_t *cleared)
 {
 	uint64_t addr = start;
 
@@ -682,8 +684,12 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 		return err;
 	}
 	ext_publish(fp, idx, gen);
-	/* Then the pages (W2): a PTE is present only while its record is live. */
-	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_PUBLISH, NULL, NULL);
+	/* Then the pages (W2): a PTE is present only while its record is live. A one-page MAP (the
+	 * common case) knows its leaf already: no second probe. */
+	if (x->end - x->start == (1ull << VIOMMU_PAGE_SHIFT) - 1)
+		page_op(fp, src.last_leaf, x->start, NULL, PIECE_PUBLISH);
+	else
+		pieces(fp, d->slot, x->start, x->end, NULL, PIECE_PUBLISH, NULL, NULL);
 	META_ADD(publications, 1);
 	return 0;
 }

@@ -187,20 +187,6 @@ void viommu_reader_close(struct viommu_reader *r)
 	free(r);
 }
 
-static void count(struct viommu_reader *r, const struct viommu_answer *a)
-{
-	struct viommu_reader_slot *s = r->slot;
-
-	/* Counters of our own slot: relaxed, read racily by `viommu stat`. */
-	__atomic_store_n(&s->lookups, s->lookups + 1, __ATOMIC_RELAXED);
-	if (a->result == VIOMMU_XLATE_HIT)
-		__atomic_store_n(&s->hits, s->hits + 1, __ATOMIC_RELAXED);
-	else if (a->result == VIOMMU_XLATE_IDENTITY)
-		__atomic_store_n(&s->identity, s->identity + 1, __ATOMIC_RELAXED);
-	else if (a->result == VIOMMU_XLATE_RETRY)
-		__atomic_store_n(&s->retries, s->retries + 1, __ATOMIC_RELAXED);
-}
-
 /*
  * Bulk lookups pipeline their cache misses (as DPDK's rte_hash bulk lookup does). A single
  * lookup is a chain of dependent loads: hash bucket -> the leaf's header and the page's PTE (or
@@ -273,17 +259,52 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n)
 {
-	uint64_t mask = 0;
+	uint64_t mask = 0, hits = 0;
+	struct viommu_reader_slot *sl = r->slot;
 
 	if (n > VIOMMU_BULK_MAX)
 		n = VIOMMU_BULK_MAX;
 	prefetch_burst(r, q, n);
+	/* The lines are on their way: the short path for what it takes (one page, no whole
+	 * extent; it does not fill the reader TLB, a burst pipelines instead), the rest as one
+	 * query would be. */
 	for (unsigned i = 0; i < n; i++) {
-		viommu_reader_translate(r, &q[i], &a[i]);
+		uint64_t last = q[i].iova + (q[i].size ? q[i].size - 1 : 0);
+		struct viommu_lk f;
+		int got = 0;
+
+		if (!(q[i].access & VIOMMU_QUERY_F_EXTENT) && !((q[i].iova ^ last) >> VIOMMU_PAGE_SHIFT))
+			got = viommu_lookup_fast(r, q[i].endpoint, q[i].iova, &f);
+		if (got == 1 && (f.ext_flags & q[i].access) == q[i].access) {
+			a[i].result = VIOMMU_XLATE_HIT;
+			a[i].reason = 0;
+			a[i].pa = f.ext_phys + (q[i].iova - f.ext_start);
+			a[i].ext_start = f.ext_start;
+			a[i].ext_end = f.ext_end;
+			a[i].ext_phys = f.ext_phys;
+			a[i].ext_flags = f.ext_flags;
+			a[i].fault_addr = 0;
+			a[i].next = 0;
+		} else if (got == 2) {
+			a[i].result = VIOMMU_XLATE_FAULT;
+			a[i].reason = VIOMMU_FAULT_R_MAPPING;
+			a[i].pa = 0;
+			a[i].fault_addr = q[i].iova;
+			a[i].next = 0;
+		} else {
+			viommu_reader_translate(r, &q[i], &a[i]);
+		}
 		if (a[i].result == VIOMMU_XLATE_HIT || a[i].result == VIOMMU_XLATE_IDENTITY)
 			mask |= 1ull << i;
-		count(r, &a[i]);
+		hits += a[i].result == VIOMMU_XLATE_HIT;
+		if (a[i].result == VIOMMU_XLATE_IDENTITY)
+			__atomic_store_n(&sl->identity, sl->identity + 1, __ATOMIC_RELAXED);
+		else if (a[i].result == VIOMMU_XLATE_RETRY)
+			__atomic_store_n(&sl->retries, sl->retries + 1, __ATOMIC_RELAXED);
 	}
+	/* Counters of our own slot, once per burst: relaxed, read racily by `viommu stat`. */
+	__atomic_store_n(&sl->lookups, sl->lookups + n, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->hits, sl->hits + hits, __ATOMIC_RELAXED);
 	return mask;
 }
 
