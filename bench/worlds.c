@@ -266,6 +266,9 @@ struct bench_world *bench_world_build(struct bench_world_spec spec, const struct
 	/* The worlds' layouts are known and dense: pools sized for them, not for the worst
 	 * layout a guest could choose (viommu_fastpath_opts.overcommit). */
 	o.overcommit = true;
+	/* The BPF scenarios run in every world: the replica is made with the fast path (userspace
+	 * readers read the memfd either way). */
+	o.bpf = true;
 	w->spec = spec;
 	w->strict = !o.lazy;
 	world_layout(w, 0x5eed0000ull + spec.size * 0x100000000ull + spec.extents);

@@ -228,6 +228,7 @@ static void setup_device(void)
 	cr_assert_not_null(dev);
 	for (int i = 0; i < M_EPS; i++)
 		cr_assert_eq(viommu_device_add_endpoint(dev, ep_ids[i], ep_ids[i] != 10, NULL, 0), 0);
+	o.bpf = true; /* every answer is checked on the BPF path too */
 	fp = viommu_fastpath_new(dev, &o);
 	if (!fp)
 		test_skip_if_kernel_refuses_bpf(errno);

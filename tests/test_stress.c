@@ -198,7 +198,8 @@ static void stress_setup(uint8_t bypass)
 	/* A grace timeout no descheduled reader thread reaches even under the sanitizers: a
 	 * revoked reader's later sections would be unprotected (tests/test_trust.c covers that). */
 	struct viommu_fastpath_opts o = { .nodes = 4096, .extents = 16384, .hash_buckets = 256,
-					  .reader_fence = fence_mode, .grace_timeout_ms = 20000 };
+					  .reader_fence = fence_mode, .grace_timeout_ms = 20000,
+					  .bpf = true /* BPF readers too */ };
 	struct viommu_config cfg;
 
 	memset(&S, 0, sizeof(S));

@@ -285,7 +285,9 @@ Test(trust, a_reader_in_another_process_can_write_nothing_but_its_own_slot)
 	setup_with(100);
 	pid = spawn_remote(remote_scribbler);
 	wait_flag(&sh->ready);
-	/* What the others see is what the store says. */
+	/* What the others see is what the store says. The BPF replica is made now, after the
+	 * hostile reader has the memfd: it is a copy of it, kept in step. */
+	cr_assert_eq(viommu_fastpath_bpf_enable(fp), 0);
 	local = viommu_reader_open(fp);
 	cr_assert_not_null(local);
 	viommu_device_answer(dev, &q, &want);
@@ -765,6 +767,7 @@ Test(trust, the_caps_are_lowered_to_what_the_pools_hold_for_a_node_hungry_layout
 			     (unsigned long long)maps);
 	}
 	cr_assert_eq(test_map(dev, DOM, 0x1000, 0x1fff, 0, VIOMMU_MAP_F_READ), VIOMMU_S_NOMEM);
+	cr_assert_eq(viommu_fastpath_bpf_enable(fp), 0); /* a replica of the full pools */
 	r = viommu_reader_open(fp);
 	for (uint64_t i = 1; i <= maps; i++) {
 		struct viommu_query q = { .endpoint = EP, .access = VIOMMU_MAP_F_READ,

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
- * The fast path's writer: mirrors the device core into the shared maps.
+ * The fast path's writer: mirrors the device core into the shared memory (a memfd, and the
+ * BPF maps once a BPF consumer asks for them).
  *
  * Runs only on the device thread (one writer). Every store a reader may race with is a C11 atomic;
  * the comment at each release store names the acquire it pairs with in bpf/viommu_lookup.h.
  * Protocol and invariants: docs/concurrency.md (W1..W5 writer steps, I1..I11 invariants).
  */
+#define _GNU_SOURCE
 #include "fastpath.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
 #include <sched.h>
@@ -789,13 +792,13 @@ static void fp_sync(void *ctx, bool removed)
 		epoch = LD(&fp->meta->epoch) + 2;
 		__atomic_store_n(&fp->meta->epoch, epoch, __ATOMIC_SEQ_CST);
 	}
-	/* The mirror's copy of the epoch, for readers in other processes: after the bump above
-	 * (a full barrier in both modes), so a reader that sees it also sees the removals. */
-	if (fp->mirror_delta)
-		__atomic_store_n((uint64_t *)((char *)&fp->meta->epoch + fp->mirror_delta), epoch,
+	/* The BPF replica's copy of the epoch (kept in step; BPF programs do not read it): after
+	 * the bump above, as every other store reaches the replica after the memfd. */
+	if (fp->replica_delta)
+		__atomic_store_n((uint64_t *)((char *)&fp->meta->epoch + fp->replica_delta), epoch,
 				 __ATOMIC_SEQ_CST);
 	wait_readers(fp, epoch, t0 + fp->grace_timeout_ns);
-	if (fp->bpf_grace) {
+	if (fp->bpf_grace && fp->skel) {
 		/* Running BPF programs: an ARRAY_OF_MAPS update returns after synchronize_rcu(). */
 		uint32_t zero = 0;
 		int inner = fp->sync_inner_fd;
@@ -819,12 +822,140 @@ static int on_fault(void *ctx, void *data, size_t len)
 	return 0;
 }
 
-static size_t map_bytes(const struct bpf_map *m)
+static size_t page_round(size_t n)
 {
-	size_t v = (bpf_map__value_size(m) + 7) & ~(size_t)7;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 
-	return (v * bpf_map__max_entries(m) + page - 1) & ~(page - 1);
+	return (n + page - 1) & ~(page - 1);
+}
+
+/* Bytes of shared map @i: elements rounded up to 8 bytes each (as the kernel's arrays),
+ * pages rounded up; @n elements for the pools, the table's count for the rest. */
+static size_t shm_bytes(int i, uint32_t n)
+{
+	return page_round((size_t)((viommu_shm_elem_size[i] + 7u) & ~7u) * n);
+}
+
+/* The memfd: every data map at off[i], sized, mapped writable here, then sealed so that no
+ * other mapping can ever write it (readers in other processes get this very fd). Pages are
+ * allocated on first touch: an idle device holds a few of them. */
+static int shm_create(struct viommu_fastpath *fp)
+{
+	int fd = memfd_create("viommu-data", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	void *m;
+
+	if (fd < 0)
+		return -errno;
+	fp->shm_fd = fd;
+	if (ftruncate(fd, (off_t)fp->data_len))
+		return -errno;
+	m = mmap(NULL, fp->data_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	fp->base = m;
+	/* Our mapping stays writable; every later mapping is read-only and can never become
+	 * writable (the kernel clears VM_MAYWRITE), write() and fallocate() fail, the size is
+	 * fixed (a reader cannot truncate it under us: SIGBUS in the writer), and no seal can be
+	 * removed. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL))
+		return -errno;
+	return 0;
+}
+
+/* Copy what the memfd holds into the fresh replica at @dst: its data segments only (holes are
+ * zero in both; reading them through our mapping would allocate them). */
+static void shm_copy_to(const struct viommu_fastpath *fp, char *dst)
+{
+	off_t pos = 0, end = (off_t)fp->data_len;
+
+	while (pos < end) {
+		off_t d = lseek(fp->shm_fd, pos, SEEK_DATA), h;
+
+		if (d < 0)
+			return; /* ENXIO: no data past pos */
+		h = lseek(fp->shm_fd, d, SEEK_HOLE);
+		if (h < 0 || h > end)
+			h = end;
+		memcpy(dst + d, fp->base + d, (size_t)(h - d));
+		pos = h;
+	}
+}
+
+static int fp_bpf_fail(struct viommu_fastpath *fp, struct viommu_xlate_bpf *skel, int err)
+{
+	ring_buffer__free(fp->rb);
+	fp->rb = NULL;
+	if (fp->bpf_base)
+		munmap(fp->bpf_base, fp->data_len);
+	fp->bpf_base = NULL;
+	fp->sync_inner_fd = -1;
+	viommu_xlate_bpf__destroy(skel);
+	return err;
+}
+
+int viommu_fastpath_bpf_enable(struct viommu_fastpath *fp)
+{
+	struct viommu_xlate_bpf *skel;
+	struct bpf_map *maps[VIOMMU_SHM_COUNT];
+	void *infos;
+	int err;
+
+	if (fp->skel)
+		return 0;
+	skel = viommu_xlate_bpf__open();
+	if (!skel)
+		return -errno;
+	bpf_map__set_max_entries(skel->maps.viommu_nodes, fp->nodes_max);
+	bpf_map__set_max_entries(skel->maps.viommu_leaves, fp->leaves_max);
+	bpf_map__set_max_entries(skel->maps.viommu_extents, fp->extents_max);
+	bpf_map__set_max_entries(skel->maps.viommu_hash, fp->view.hash_mask + 1);
+	skel->rodata->viommu_hash_mask = fp->view.hash_mask;
+	if ((err = viommu_xlate_bpf__load(skel)))
+		return fp_bpf_fail(fp, skel, err);
+	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) { /* the table in viommu_abi.h */
+		maps[i] = bpf_object__find_map_by_name(skel->obj, viommu_shm_name[i]);
+		if (!maps[i] || shm_bytes(i, bpf_map__max_entries(maps[i])) != fp->len[i] ||
+		    bpf_map__value_size(maps[i]) != viommu_shm_elem_size[i])
+			return fp_bpf_fail(fp, skel, -EPROTO);
+	}
+	/* One reservation, the data maps at the memfd's offsets: the replica is then one constant
+	 * offset away from every byte of the memfd (FP_STORE). */
+	fp->bpf_base = mmap(NULL, fp->data_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (fp->bpf_base == MAP_FAILED) {
+		fp->bpf_base = NULL;
+		return fp_bpf_fail(fp, skel, -errno);
+	}
+	for (int i = 0; i < VIOMMU_SHM_DATA; i++)
+		if (mmap(fp->bpf_base + fp->off[i], fp->len[i], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			 bpf_map__fd(maps[i]), 0) == MAP_FAILED)
+			return fp_bpf_fail(fp, skel, -errno);
+	infos = mmap(NULL, fp->len[VIOMMU_SHM_READERS], PROT_READ | PROT_WRITE, MAP_SHARED,
+		     bpf_map__fd(maps[VIOMMU_SHM_READERS]), 0);
+	if (infos == MAP_FAILED)
+		return fp_bpf_fail(fp, skel, -errno);
+	fp->rb = ring_buffer__new(bpf_map__fd(skel->maps.viommu_faults), on_fault, fp, NULL);
+	if (!fp->rb) {
+		err = -errno;
+		munmap(infos, fp->len[VIOMMU_SHM_READERS]);
+		return fp_bpf_fail(fp, skel, err);
+	}
+	fp->sync_inner_fd = bpf_map__fd(skel->maps.viommu_sync_inner);
+	/* No BPF program can run yet (nobody has its fd but us), and we are the writer: the copy
+	 * is the state, and from the delta on every store goes to both copies. */
+	shm_copy_to(fp, fp->bpf_base);
+	memcpy(infos, fp->infos, VIOMMU_READER_INFOS * sizeof(*fp->infos));
+	fp->infos = infos;
+	memcpy(fp->maps, maps, sizeof(maps));
+	fp->replica_delta = fp->bpf_base - fp->base;
+	/* Release: for viommu_fastpath_bpf_translate() in other threads (acquire). */
+	__atomic_store_n(&fp->skel, skel, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* The replica for a reader (any thread): NULL until viommu_fastpath_bpf_enable() published it. */
+static struct viommu_xlate_bpf *fp_skel(const struct viommu_fastpath *fp)
+{
+	return __atomic_load_n(&fp->skel, __ATOMIC_ACQUIRE);
 }
 
 struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
@@ -836,7 +967,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	struct viommu_fastpath *fp;
 	uint32_t cap_domains = 0;
 	uint64_t cap_maps = 0;
-	int err = 0, q;
+	int err = 0, q, sv[2];
 
 	if (opts)
 		o = *opts;
@@ -880,48 +1011,29 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->bpf_grace = o.bpf_grace;
 	fp->reader_fence = o.reader_fence;
 	fp->sync_inner_fd = -1;
-	fp->mirror_fd = -1;
+	fp->shm_fd = fp->fault_tx = fp->fault_rx = -1;
 	fp->grace_timeout_ns = (o.grace_timeout_ms ? o.grace_timeout_ms : VIOMMU_GRACE_TIMEOUT_MS_DEFAULT) *
 			       1000000ull;
-	fp->skel = viommu_xlate_bpf__open();
-	if (!fp->skel) {
-		err = -errno;
-		goto fail;
-	}
-	bpf_map__set_max_entries(fp->skel->maps.viommu_nodes, o.nodes);
-	bpf_map__set_max_entries(fp->skel->maps.viommu_leaves, o.leaves);
-	bpf_map__set_max_entries(fp->skel->maps.viommu_extents, o.extents);
-	bpf_map__set_max_entries(fp->skel->maps.viommu_hash, o.hash_buckets);
-	fp->skel->rodata->viommu_hash_mask = o.hash_buckets - 1;
-	if ((err = viommu_xlate_bpf__load(fp->skel)))
-		goto fail;
-
-	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) /* the table in viommu_abi.h */
-		if (!(fp->maps[i] = bpf_object__find_map_by_name(fp->skel->obj, viommu_shm_name[i]))) {
-			err = -ENOENT;
-			goto fail;
-		}
-	/* One reservation, every map at a page-aligned offset in it (the data maps first): the
-	 * mirror (share.c) is then one constant offset away from every byte of them. */
+	/* The layout: the data maps in the memfd in the table's order, each page-aligned; the
+	 * readers' summary apart (writer-private until a replica exists). */
 	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) {
-		fp->off[i] = fp->base_len;
-		fp->len[i] = map_bytes(fp->maps[i]);
-		fp->base_len += fp->len[i];
-		if (i == VIOMMU_SHM_DATA - 1)
-			fp->data_len = fp->base_len;
+		uint32_t n = i == VIOMMU_SHM_NODES ? o.nodes : i == VIOMMU_SHM_LEAVES ? o.leaves :
+			     i == VIOMMU_SHM_EXTENTS ? o.extents : i == VIOMMU_SHM_HASH ? o.hash_buckets :
+			     viommu_shm_entries[i];
+
+		fp->len[i] = shm_bytes(i, n);
+		if (i < VIOMMU_SHM_DATA) {
+			fp->off[i] = fp->data_len;
+			fp->data_len += fp->len[i];
+		}
 	}
-	fp->base = mmap(NULL, fp->base_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (fp->base == MAP_FAILED) {
-		fp->base = NULL;
-		err = -errno;
+	if ((err = shm_create(fp)))
+		goto fail;
+	fp->infos = fp->infos_private = calloc(VIOMMU_READER_INFOS, sizeof(*fp->infos));
+	if (!fp->infos) {
+		err = -ENOMEM;
 		goto fail;
 	}
-	for (int i = 0; i < VIOMMU_SHM_COUNT; i++)
-		if (mmap(fp->base + fp->off[i], fp->len[i], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-			 bpf_map__fd(fp->maps[i]), 0) == MAP_FAILED) {
-			err = -errno;
-			goto fail;
-		}
 	fp->meta = (void *)(fp->base + fp->off[VIOMMU_SHM_META]);
 	fp->eps = (void *)(fp->base + fp->off[VIOMMU_SHM_EPS]);
 	fp->ep_index = (void *)(fp->base + fp->off[VIOMMU_SHM_EP_INDEX]);
@@ -929,7 +1041,6 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->leaves = (void *)(fp->base + fp->off[VIOMMU_SHM_LEAVES]);
 	fp->exts = (void *)(fp->base + fp->off[VIOMMU_SHM_EXTENTS]);
 	fp->buckets = (void *)(fp->base + fp->off[VIOMMU_SHM_HASH]);
-	fp->infos = (void *)(fp->base + fp->off[VIOMMU_SHM_READERS]);
 	fp->view = (struct viommu_fp_view){
 		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
 		.leaves = fp->leaves, .exts = fp->exts, .buckets = fp->buckets,
@@ -939,6 +1050,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	if ((err = fp_share_init(fp)))
 		goto fail;
 
+	/* Writer-private bookkeeping: calloc'ed, so untouched pages cost nothing either. */
 	fp->node_free = calloc(o.nodes, sizeof(uint32_t));
 	fp->node_used = calloc(o.nodes, sizeof(uint16_t));
 	fp->leaf_free = calloc(o.leaves, sizeof(uint32_t));
@@ -949,8 +1061,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		goto fail;
 	}
 	/* Nodes and records are handed out below a high-water mark and made free (odd seq, I1)
-	 * on first use: the pools' pages are touched only as they fill (150 MB by default, which
-	 * took 0.7 s to initialise up front). */
+	 * on first use: the pools' pages are touched, hence allocated, only as they fill. */
 	fp->nodes_max = o.nodes;
 	fp->leaves_max = o.leaves;
 	fp->extents_max = o.extents;
@@ -974,12 +1085,17 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	if (fp->membarrier_global)
 		membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
 
-	fp->sync_inner_fd = bpf_map__fd(fp->skel->maps.viommu_sync_inner);
-	fp->rb = ring_buffer__new(bpf_map__fd(fp->skel->maps.viommu_faults), on_fault, fp, NULL);
-	if (!fp->rb) {
+	/* Faults from readers of this process, BPF or not. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv)) {
 		err = -errno;
 		goto fail;
 	}
+	fp->fault_rx = sv[0];
+	fp->fault_tx = sv[1];
+	shutdown(fp->fault_rx, SHUT_WR);
+	shutdown(fp->fault_tx, SHUT_RD);
+	if (o.bpf && (err = viommu_fastpath_bpf_enable(fp)))
+		goto fail;
 
 	obs = (struct viommu_observer){
 		.ctx = fp,
@@ -1009,9 +1125,20 @@ void viommu_fastpath_free(struct viommu_fastpath *fp)
 		viommu_device_remove_observer(fp->dev, fp);
 	fp_share_free(fp);
 	ring_buffer__free(fp->rb);
-	if (fp->base)
-		munmap(fp->base, fp->base_len);
+	if (fp->infos && fp->infos != fp->infos_private)
+		munmap(fp->infos, fp->len[VIOMMU_SHM_READERS]);
+	free(fp->infos_private);
+	if (fp->bpf_base)
+		munmap(fp->bpf_base, fp->data_len);
 	viommu_xlate_bpf__destroy(fp->skel);
+	if (fp->base)
+		munmap(fp->base, fp->data_len);
+	if (fp->shm_fd >= 0)
+		close(fp->shm_fd);
+	if (fp->fault_tx >= 0)
+		close(fp->fault_tx);
+	if (fp->fault_rx >= 0)
+		close(fp->fault_rx);
 	free(fp->node_free);
 	free(fp->node_used);
 	free(fp->leaf_free);
@@ -1032,12 +1159,16 @@ struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp)
 
 int viommu_fastpath_xdp_fd(const struct viommu_fastpath *fp)
 {
-	return bpf_program__fd(fp->skel->progs.viommu_xdp);
+	const struct viommu_xlate_bpf *skel = fp_skel(fp);
+
+	return skel ? bpf_program__fd(skel->progs.viommu_xdp) : -ENODEV;
 }
 
 int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp)
 {
-	return bpf_program__fd(fp->skel->progs.viommu_xlate_batch);
+	const struct viommu_xlate_bpf *skel = fp_skel(fp);
+
+	return skel ? bpf_program__fd(skel->progs.viommu_xlate_batch) : -ENODEV;
 }
 
 /* One run of the syscall program over @n queries. */
@@ -1075,6 +1206,8 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 
 	if (n > VIOMMU_BULK_MAX)
 		return -EINVAL;
+	if (!fp_skel(fp))
+		return -ENODEV; /* no BPF replica: viommu_fastpath_bpf_enable() on the device thread */
 	if ((err = bpf_batch_run(fp, q, a, n, report)))
 		return err;
 	for (;;) {
@@ -1101,7 +1234,7 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 				};
 				LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &rec, .ctx_size_in = sizeof(rec));
 
-				bpf_prog_test_run_opts(bpf_program__fd(fp->skel->progs.viommu_report_fault), &o);
+				bpf_prog_test_run_opts(bpf_program__fd(fp_skel(fp)->progs.viommu_report_fault), &o);
 			}
 		}
 	}
@@ -1112,8 +1245,51 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
 void viommu_fastpath_print_stat(struct viommu_fastpath *fp, FILE *out)
 {
 	fp_readers_summarise(fp);
-	viommu_stat_print(fp->meta, fp->infos, bpf_map__fd(fp->skel->maps.viommu_stats), out);
+	viommu_stat_print(fp->meta, fp->infos, fp->skel ? bpf_map__fd(fp->skel->maps.viommu_stats) : -1, out);
+	{
+		struct viommu_fastpath_mem m;
+
+		if (!viommu_fastpath_memory(fp, &m))
+			fprintf(out, "  memory         %.2f MiB shared (memfd, of %.1f MiB), BPF replica %s%.1f MiB\n",
+				m.shm_bytes / 1048576.0, m.shm_size / 1048576.0, fp->skel ? "" : "none, ",
+				m.bpf_bytes / 1048576.0);
+	}
 	if (fp->hash_full)
 		fprintf(out, "  hash           %llu level-4 regions not indexed (bucket full)\n",
 			(unsigned long long)fp->hash_full);
+}
+
+/* The kernel's own figure for a map: its fdinfo's "memlock:" line (what it charges). */
+static uint64_t map_memlock(int fd)
+{
+	char path[64], line[128];
+	uint64_t v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	if (!(f = fopen(path, "re")))
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "memlock: %" SCNu64, &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+int viommu_fastpath_memory(const struct viommu_fastpath *fp, struct viommu_fastpath_mem *m)
+{
+	struct stat st;
+
+	memset(m, 0, sizeof(*m));
+	if (fstat(fp->shm_fd, &st))
+		return -errno;
+	m->shm_bytes = (uint64_t)st.st_blocks * 512;
+	m->shm_size = fp->data_len;
+	if (fp->skel) {
+		for (int i = 0; i < VIOMMU_SHM_COUNT; i++)
+			m->bpf_bytes += map_memlock(bpf_map__fd(fp->maps[i]));
+		m->bpf_bytes += map_memlock(bpf_map__fd(fp->skel->maps.viommu_faults));
+		m->bpf_bytes += map_memlock(bpf_map__fd(fp->skel->maps.viommu_stats));
+	}
+	return 0;
 }

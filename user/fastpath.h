@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * viommu_fastpath: the writer of the shared-memory translator. It observes a device core
- * (device.h) and mirrors every change into BPF_F_MMAPABLE array maps (bpf/viommu_abi.h) before the
- * request completes; readers (reader.h, BPF programs) translate from those maps without locks.
+ * (device.h) and mirrors every change into shared memory laid out as bpf/viommu_abi.h says before
+ * the request completes: a sealed memfd that userspace readers (reader.h) in any process read,
+ * and, once a BPF consumer is asked for (viommu_fastpath_bpf_enable), a replica in
+ * BPF_F_MMAPABLE array maps that BPF programs read. Readers translate without locks.
+ * Memory follows use: the memfd's pages are allocated on first touch (docs/design.md, "Memory").
  *
  * Concurrency: one writer — every function here but viommu_fastpath_bpf_translate() (a reader,
  * safe from any thread) runs on the device thread, the same thread that
@@ -42,6 +45,11 @@ struct viommu_fastpath_opts {
 	 * below the caps (one-page mappings scattered over 48 bits need 5-10 nodes each): for
 	 * known dense layouts (benchmarks) and tests of pool exhaustion. */
 	bool overcommit;
+	/* Create the BPF replica now (viommu_fastpath_bpf_enable): BPF programs (the syscall batch,
+	 * XDP, programs of other loaders through pins) translate from it. It costs its full size in
+	 * kernel memory at once (the kernel allocates mmapable arrays whole: ~157 MB with the
+	 * default pools), so a device that serves only userspace readers leaves it off. */
+	bool bpf;
 };
 /* The radix nodes one MAP may need: a path of interior levels 1-4 and a leaf for its first
  * piece, and one for its last (the pieces between reuse the nodes of one or the other). */
@@ -61,10 +69,29 @@ struct viommu_fastpath;
  * they can; EPERM / ENOSYS when the kernel refuses BPF. */
 struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 					    const struct viommu_fastpath_opts *opts);
+/* Create the BPF replica now if it does not exist: load the programs, make the data maps at
+ * the pools' sizes, copy the current state into them and from then on write both copies
+ * (docs/concurrency.md, "The BPF replica"). Idempotent. viommu_fastpath_pin() calls it; the
+ * program fds, viommu_fastpath_bpf_translate() and BPF grace periods (bpf_grace) need it.
+ * 0, or -errno (EPERM / ENOSYS / EINVAL when the kernel refuses BPF). Device thread; before any
+ * other thread calls viommu_fastpath_bpf_translate(). */
+int viommu_fastpath_bpf_enable(struct viommu_fastpath *fp);
+
+/* What the fast path's shared memory costs, as the kernel counts it. shm_bytes: the memfd's
+ * allocated pages (st_blocks: what the kernel holds for it, whoever maps it); shm_size: its
+ * size (the pools' reach); bpf_bytes: the replica's maps, ring buffer and counters (each map's
+ * fdinfo "memlock"), 0 without one. Writer-private bookkeeping (heap) is not included. 0 or
+ * -errno. Device thread. */
+struct viommu_fastpath_mem {
+	uint64_t shm_bytes, shm_size, bpf_bytes;
+};
+int viommu_fastpath_memory(const struct viommu_fastpath *fp, struct viommu_fastpath_mem *m);
+
 /* Stops observing and unmaps/frees everything. Readers of this process must be closed first. */
 void viommu_fastpath_free(struct viommu_fastpath *fp);
 
-/* Pin the maps and programs under @dir for BPF programs of other loaders and `viommu stat`.
+/* Pin the maps and programs under @dir for BPF programs of other loaders and `viommu stat`
+ * (creates the BPF replica first if there is none).
  * @dir must not exist (it is created 0700, the pins 0600), or be a directory (not a symlink)
  * owned by this user and writable by nobody else, holding none of the pin names. Whoever can
  * open a pin can write the map: pins are for this user's own tools; untrusted readers come
@@ -88,14 +115,18 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn);
 struct viommu_reader_slot *viommu_fastpath_claim_slot(struct viommu_fastpath *fp, uint32_t *token);
 void viommu_fastpath_release_slot(struct viommu_fastpath *fp, const struct viommu_reader_slot *slot,
 				  uint32_t token);
-/* The syscall program through which readers of this process report faults (ring buffer). */
+/* The syscall program through which callers of BPF_PROG_TEST_RUN report faults into the BPF
+ * ring buffer; -ENODEV without the BPF replica. (Readers of this process report through a
+ * socket of the fast path's, BPF or not.) */
 int viommu_fastpath_fault_prog_fd(const struct viommu_fastpath *fp);
+/* The socket readers of this process send their faults on (viommu_reader_report_fault). */
+int viommu_fastpath_fault_fd(const struct viommu_fastpath *fp);
 
 /* Translate @n (<= VIOMMU_BULK_MAX) queries in one BPF_PROG_TEST_RUN of the syscall program,
  * plus one more run per VIOMMU_SPAN_MAX extents for queries whose ranges cross more (the
  * program answers those VIOMMU_XLATE_MORE; the answers here are final: HIT, IDENTITY, FAULT, or
  * RETRY after a race with the writer). @report: faults go to the ring buffer (see
- * poll_faults). Returns 0 or -errno.
+ * poll_faults). Returns 0 or -errno (-ENODEV: no BPF replica, see viommu_fastpath_bpf_enable).
  * Concurrency: a reader; any thread, concurrently with the writer (the batch lives on the stack). */
 int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viommu_query *q,
 				  struct viommu_answer *a, unsigned n, bool report);
@@ -105,7 +136,7 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
  * malformed message from a reader is dropped and counted (it never reaches the device). */
 int viommu_fastpath_poll_faults(struct viommu_fastpath *fp);
 
-/* Program fds for in-kernel consumers and tests. */
+/* Program fds for in-kernel consumers and tests; -ENODEV without the BPF replica. */
 int viommu_fastpath_xdp_fd(const struct viommu_fastpath *fp);
 int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp);
 

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
  * Checks of the fast path, for tests, the fuzzers and the replayer: the writer's self-check of
- * the whole shared state (against the device core's store, the mirror against the maps, the
+ * the whole shared state (against the device core's store, the BPF replica against the memfd, the
  * radix, the hash and the sparse index against each other) and the oracle that says whether a
  * fast-path answer agrees with the store's. Device thread (the self-check reads writer state).
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fastpath_int.h"
 
@@ -230,23 +232,37 @@ static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
 	return ep->domain ? check_domain_records(c, ep->domain) : 0;
 }
 
-/* The mirror is the maps, byte for byte, wherever a reader can reach. */
-static int check_mirror(const struct viommu_fastpath *fp)
+/* The BPF replica is the memfd, byte for byte: where the memfd has data, the same bytes; where
+ * it has a hole (never touched), zeros (read from the replica only: reading the memfd's holes
+ * would allocate them). */
+static int check_replica(const struct viommu_fastpath *fp)
 {
-	const size_t used[VIOMMU_SHM_DATA] = {
-		[VIOMMU_SHM_META] = sizeof(struct viommu_meta), [VIOMMU_SHM_EPS] = fp->len[VIOMMU_SHM_EPS],
-		[VIOMMU_SHM_EP_INDEX] = fp->len[VIOMMU_SHM_EP_INDEX],
-		[VIOMMU_SHM_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
-		[VIOMMU_SHM_LEAVES] = (size_t)fp->leaf_hwm * sizeof(struct viommu_leaf),
-		[VIOMMU_SHM_EXTENTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
-		[VIOMMU_SHM_HASH] = fp->len[VIOMMU_SHM_HASH],
-	};
+	static const char zero[4096];
+	const char *rep = fp->base + fp->replica_delta;
+	off_t pos = 0, end = (off_t)fp->data_len;
 
-	if (!fp->mirror_delta)
+	if (!fp->replica_delta)
 		return 0;
-	for (int i = 0; i < VIOMMU_SHM_DATA; i++)
-		if (memcmp(fp->base + fp->off[i], fp->base + fp->off[i] + fp->mirror_delta, used[i]))
+	while (pos < end) {
+		off_t d = lseek(fp->shm_fd, pos, SEEK_DATA), h;
+
+		if (d < 0)
+			d = end; /* ENXIO: no data past pos */
+		for (off_t k = pos; k < d; k += (off_t)sizeof(zero)) { /* a hole: zero in the replica */
+			size_t n = d - k < (off_t)sizeof(zero) ? (size_t)(d - k) : sizeof(zero);
+
+			if (memcmp(rep + k, zero, n))
+				return -EUCLEAN;
+		}
+		if (d == end)
+			break;
+		h = lseek(fp->shm_fd, d, SEEK_HOLE);
+		if (h < 0 || h > end)
+			h = end;
+		if (memcmp(fp->base + d, rep + d, (size_t)(h - d)))
 			return -EUCLEAN;
+		pos = h;
+	}
 	return 0;
 }
 
@@ -256,7 +272,7 @@ int viommu_fastpath_check(const struct viommu_fastpath *fp)
 	int serr;
 
 	/* First: the shared state against the store (a map written by anyone but the writer, e.g.
-	 * through a pin, differs from it), and the mirror against the maps. */
+	 * through a pin, differs from it), and the BPF replica against the memfd. */
 	cs.dom_seen = calloc(VIOMMU_DOMAINS_MAX, 1);
 	if (!cs.dom_seen)
 		return -ENOMEM;
@@ -264,7 +280,7 @@ int viommu_fastpath_check(const struct viommu_fastpath *fp)
 	free(cs.dom_seen);
 	if (serr)
 		return -EUCLEAN;
-	if (check_mirror(fp))
+	if (check_replica(fp))
 		return -EUCLEAN;
 	return viommu_fastpath_check_radix(fp, cs.extents);
 }

@@ -30,12 +30,14 @@ struct fp_reader {
 
 struct viommu_fastpath {
 	struct viommu_device *dev;
-	struct viommu_xlate_bpf *skel;
-	struct bpf_map *maps[VIOMMU_SHM_COUNT];
-	/* Every map is mapped into one reservation at base + off[i], so the mirror (the sealed
-	 * memfd readers in other processes map) is one constant offset away from any map byte. */
+	/* The shared memory (issue 11, "Many VMs per host"): the data maps of viommu_abi.h's table
+	 * live in one memfd, mapped once at base + off[i]. Its pages are allocated on first touch,
+	 * so its memory follows the pools' high-water marks, not their sizes. Sealed from the
+	 * start (F_SEAL_FUTURE_WRITE): no mapping of it but this one can write, so it is what
+	 * readers in other processes map, read-only; readers of this process read it too. */
 	char *base;
-	size_t base_len, off[VIOMMU_SHM_COUNT], len[VIOMMU_SHM_COUNT], data_len;
+	int shm_fd;
+	size_t off[VIOMMU_SHM_COUNT], len[VIOMMU_SHM_COUNT], data_len;
 	struct viommu_fp_view view;
 
 	/* writable aliases of the view */
@@ -46,7 +48,9 @@ struct viommu_fastpath {
 	struct viommu_leaf *leaves;
 	struct viommu_extent_rec *exts;
 	struct viommu_hash_bucket *buckets;
-	struct viommu_reader_info *infos; /* the viommu_readers map: writer-only summary */
+	/* The writer's summary of the readers, for `viommu stat`: writer-private memory until the
+	 * BPF replica exists, then its viommu_readers map (what the pins show). */
+	struct viommu_reader_info *infos;
 
 	/* writer-private bookkeeping (never read by readers) */
 	uint32_t *node_free, node_free_n;
@@ -54,8 +58,8 @@ struct viommu_fastpath {
 	uint32_t *leaf_free, leaf_free_n;
 	uint16_t *leaf_used; /* pages with a PTE (installed or present) per leaf */
 	uint32_t *ext_free, ext_free_n;
-	/* Indices at and above these were never handed out: their pages are untouched (the kernel
-	 * zeroed them, seq 0) and no slot word names them. Free lists first, then these. */
+	/* Indices at and above these were never handed out: their pages are untouched (holes of
+	 * the memfd, zero, seq 0) and no slot word names them. Free lists first, then these. */
 	uint32_t node_hwm, leaf_hwm, ext_hwm, nodes_max, leaves_max, extents_max;
 	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
@@ -70,19 +74,26 @@ struct viommu_fastpath {
 	bool lazy, bpf_grace, reader_fence, membarrier_global;
 	bool ep_removed; /* an endpoint lost a translation since the last sync (W5) */
 	uint64_t grace_timeout_ns;
-	uint64_t bad_messages; /* malformed messages from readers in other processes, dropped */
+	uint64_t bad_messages; /* malformed messages from readers, dropped */
+	/* Faults reported by readers of this process: a SOCK_SEQPACKET pair, any thread sends on
+	 * fault_tx (one message each, atomic), the device thread drains fault_rx. */
+	int fault_tx, fault_rx;
+
+	/* The BPF replica (viommu_fastpath_bpf_enable): NULL until a BPF consumer is asked for.
+	 * Then the data maps are BPF_F_MMAPABLE arrays mapped at bpf_base + off[i] (the same
+	 * offsets as the memfd), a copy written in step with it: replica_delta = bpf_base - base,
+	 * 0 without a replica. `skel` is published (release) last; readers of it acquire. */
+	struct viommu_xlate_bpf *skel;
+	struct bpf_map *maps[VIOMMU_SHM_COUNT];
+	char *bpf_base;
+	ptrdiff_t replica_delta;
 	int sync_inner_fd;
 	struct ring_buffer *rb;
+	struct viommu_reader_info *infos_private; /* the summary before the replica */
 
 	/* readers: [0, VIOMMU_READERS_MAX) in this process, the rest in other processes */
 	struct fp_reader readers[VIOMMU_READER_INFOS];
 	struct viommu_reader_slot *local_slots; /* VIOMMU_READERS_MAX, writer-private memory */
-	/* The mirror: a memfd holding a copy of the data maps, written in step with them once a
-	 * reader in another process was added (0 before), sealed so that no mapping of it but the
-	 * writer's can write. */
-	ptrdiff_t mirror_delta;
-	char *mirror;
-	int mirror_fd;
 
 	/* pins: what this device created, so that it never removes anything else */
 	char pin_dir[256];
@@ -91,17 +102,17 @@ struct viommu_fastpath {
 };
 
 /*
- * Every store to a data map goes through these: to the map and, once a reader in another
- * process exists, to the same offset in the mirror, in the same order, with the same memory
- * order (so each copy on its own follows the publication protocol). @v is evaluated once.
+ * Every store to a data map goes through these: to the memfd and, once the BPF replica exists,
+ * to the same offset in it, in the same order, with the same memory order (so each copy on its
+ * own follows the publication protocol). @v is evaluated once.
  */
 #define FP_STORE(fp, p, v, mo)                                                              \
 	do {                                                                                \
 		__typeof__(p) p_ = (p);                                                     \
 		__typeof__(*p_) v_ = (v);                                                   \
 		__atomic_store_n(p_, v_, mo);                                               \
-		if ((fp)->mirror_delta)                                                     \
-			__atomic_store_n((__typeof__(p_))((char *)p_ + (fp)->mirror_delta), v_, mo); \
+		if ((fp)->replica_delta)                                                    \
+			__atomic_store_n((__typeof__(p_))((char *)p_ + (fp)->replica_delta), v_, mo); \
 	} while (0)
 #define ST(p, v) FP_STORE(fp, p, v, __ATOMIC_RELAXED)
 #define ST_REL(p, v) FP_STORE(fp, p, v, __ATOMIC_RELEASE)
@@ -114,6 +125,10 @@ int64_t fp_ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc);
 
 /* share.c */
 int fp_share_init(struct viommu_fastpath *fp);
+/* Faults from a reader connection or the in-process fault socket: at most @max messages, each
+ * a whole struct viommu_fault_rec with a known reason and access bits (else dropped and
+ * counted). How many reached the device; *@ended when the connection has ended. */
+int fp_drain_faults(struct viommu_fastpath *fp, int fd, int max, bool *ended);
 void fp_share_free(struct viommu_fastpath *fp);
 /* A reader in another process whose connection has ended: 1 (dropped), else 0. */
 int fp_reader_reap(struct viommu_fastpath *fp, uint32_t i);

@@ -119,7 +119,6 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 		goto fail;
 	}
 	r->conn = -1;
-	r->fault_prog_fd = -1;
 	/* Read-only, and it stays so: the memfd is sealed (F_SEAL_FUTURE_WRITE), so no mapping of
 	 * it in this process can ever be writable, whatever this process does. */
 	d = mmap(NULL, h.data_bytes, PROT_READ, MAP_SHARED, fds[0], 0);
@@ -415,19 +414,11 @@ int viommu_reader_report_fault(struct viommu_reader *r, const struct viommu_quer
 	if (a->result != VIOMMU_XLATE_FAULT || a->reason > 2)
 		return -EINVAL;
 	__atomic_store_n(&r->slot->faults[a->reason], r->slot->faults[a->reason] + 1, __ATOMIC_RELAXED);
-	if (r->conn >= 0) {
-		/* Another process: one message on the connection; the writer validates it. */
-		if (send(r->conn, &rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(rec))
-			return 0;
-		return errno == EAGAIN || errno == EWOULDBLOCK ? -ENOBUFS : -ENOTCONN;
-	}
-	/* This process: the BPF ring buffer, safe from any thread (the device's fault queue is
-	 * the device thread's alone). */
-	{
-		LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &rec, .ctx_size_in = sizeof(rec));
-
-		if (bpf_prog_test_run_opts(r->fault_prog_fd, &o))
-			return -errno;
-		return o.retval ? -ENOBUFS : 0;
-	}
+	/* One message on the connection (another process) or on the fast path's fault socket (this
+	 * process, any thread: each message is sent whole); the writer validates it. */
+	if (r->conn < 0)
+		return -ENOTCONN;
+	if (send(r->conn, &rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(rec))
+		return 0;
+	return errno == EAGAIN || errno == EWOULDBLOCK ? -ENOBUFS : -ENOTCONN;
 }

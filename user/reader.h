@@ -61,8 +61,7 @@ struct viommu_reader {
 	 * or this reader's own when it cannot register for the writer's membarrier (a seccomp
 	 * sandbox, say): then slot->flags has VIOMMU_READER_F_FENCE. */
 	bool fence;
-	/* where faults go: the fast path's fault program (this process) or the connection */
-	int fault_prog_fd;
+	/* where faults go: the connection (another process) or the fast path's fault socket */
 	int conn;
 	/* private */
 	void (*release)(struct viommu_reader *r); /* the device's process: gives the slot back */

@@ -52,8 +52,8 @@ static enum viommu_xlate_result user_translate(void *ctx, const struct viommu_qu
 	viommu_reader_translate_bulk(c->r, q, a, 1);
 	if (a->result == VIOMMU_XLATE_FAULT) {
 		viommu_reader_report_fault(c->r, q, a);
-		/* The report travels through the fault ring buffer: the device thread (us) moves
-		 * it into the event queue. */
+		/* The report travels through the fast path's fault socket: the device thread (us)
+		 * moves it into the event queue. */
 		viommu_fastpath_poll_faults(c->fp);
 	}
 	return a->result;
@@ -124,9 +124,14 @@ static void bpf_close(void *ctx)
 int viommu_replay_open_bpf(struct viommu_device *dev, struct viommu_replay_reader *r)
 {
 	struct viommu_fastpath *fp = fp_get(dev);
+	int err;
 
 	if (!fp)
 		return -errno;
+	if ((err = viommu_fastpath_bpf_enable(fp))) { /* the BPF replica, made on demand */
+		fp_put();
+		return err;
+	}
 	r->name = "bpf";
 	r->ctx = fp;
 	r->translate = bpf_translate;

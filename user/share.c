@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * The writer's side of sharing: reader registrations (this process and others), the sealed
- * mirror of the data maps that readers in other processes map, their connections (liveness and
- * fault reports), the writer's summary for `viommu stat`, and pins.
+ * The writer's side of sharing: reader registrations (this process and others), handing the
+ * sealed memfd to readers in other processes, their connections (liveness and fault reports),
+ * the in-process fault socket, the writer's summary for `viommu stat`, and pins.
  *
  * Trust (docs/concurrency.md, "Trust"): every party but the writer is assumed hostile. A reader
  * in another process holds a read-only view that the kernel enforces (a memfd sealed with
@@ -51,10 +51,6 @@ void fp_share_free(struct viommu_fastpath *fp)
 	for (uint32_t i = FP_REMOTE0; i < VIOMMU_READER_INFOS; i++)
 		if (fp->readers[i].conn >= 0)
 			fp_reader_drop(fp, i);
-	if (fp->mirror)
-		munmap(fp->mirror, fp->data_len);
-	if (fp->mirror_fd >= 0)
-		close(fp->mirror_fd);
 	free(fp->local_slots);
 }
 
@@ -127,8 +123,8 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 	r->leaves_max = v->leaves_max;
 	r->extents_max = v->extents_max;
 	r->hash_mask = v->hash_mask;
-	r->fault_prog_fd = viommu_fastpath_fault_prog_fd(fp);
-	r->conn = -1;
+	/* Faults go to the fast path's socket (never closed by the reader: release is set). */
+	r->conn = fp->fault_tx;
 	r->slot = viommu_fastpath_claim_slot(fp, &r->token);
 	if (!r->slot) {
 		free(r);
@@ -143,7 +139,14 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 
 int viommu_fastpath_fault_prog_fd(const struct viommu_fastpath *fp)
 {
-	return bpf_program__fd(fp->skel->progs.viommu_report_fault);
+	const struct viommu_xlate_bpf *skel = __atomic_load_n(&fp->skel, __ATOMIC_ACQUIRE);
+
+	return skel ? bpf_program__fd(skel->progs.viommu_report_fault) : -ENODEV;
+}
+
+int viommu_fastpath_fault_fd(const struct viommu_fastpath *fp)
+{
+	return fp->fault_tx;
 }
 
 /* ---- revocation and reclaim ---- */
@@ -201,52 +204,6 @@ int fp_reader_reap(struct viommu_fastpath *fp, uint32_t i)
 	return 1;
 }
 
-/* ---- the mirror ---- */
-
-/* Copy what readers can reach (every index below the high-water marks; the rest is zero in
- * both) into a fresh memfd, then seal it. From then on every data store goes to both. */
-static int mirror_begin(struct viommu_fastpath *fp)
-{
-	const size_t used[VIOMMU_SHM_DATA] = {
-		[VIOMMU_SHM_META] = fp->len[VIOMMU_SHM_META], [VIOMMU_SHM_EPS] = fp->len[VIOMMU_SHM_EPS], [VIOMMU_SHM_EP_INDEX] = fp->len[VIOMMU_SHM_EP_INDEX],
-		[VIOMMU_SHM_NODES] = (size_t)fp->node_hwm * sizeof(struct viommu_node),
-		[VIOMMU_SHM_LEAVES] = (size_t)fp->leaf_hwm * sizeof(struct viommu_leaf),
-		[VIOMMU_SHM_EXTENTS] = (size_t)fp->ext_hwm * sizeof(struct viommu_extent_rec),
-		[VIOMMU_SHM_HASH] = fp->len[VIOMMU_SHM_HASH],
-	};
-	int fd = memfd_create("viommu-data", MFD_CLOEXEC | MFD_ALLOW_SEALING), err;
-	char *m;
-
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)fp->data_len)) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	m = mmap(NULL, fp->data_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (m == MAP_FAILED) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	for (int i = 0; i < VIOMMU_SHM_DATA; i++)
-		memcpy(m + fp->off[i], fp->base + fp->off[i], used[i]);
-	/* Our mapping stays writable; every later mapping is read-only and can never become
-	 * writable (the kernel clears VM_MAYWRITE), write() and fallocate() fail, the size is
-	 * fixed (a reader cannot truncate it under us), and no seal can be removed. */
-	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)) {
-		err = -errno;
-		munmap(m, fp->data_len);
-		close(fd);
-		return err;
-	}
-	fp->mirror = m;
-	fp->mirror_fd = fd;
-	fp->mirror_delta = m - fp->base;
-	return 0;
-}
-
 /* ---- readers in other processes ---- */
 
 static int slot_memfd(struct viommu_reader_slot **slot)
@@ -299,11 +256,9 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn)
 			break;
 	if (i == VIOMMU_READER_INFOS)
 		return -ENOSPC;
-	if (!fp->mirror_delta && (err = mirror_begin(fp)))
-		return err;
 	if ((fds[1] = slot_memfd(&slot)) < 0)
 		return fds[1];
-	fds[0] = fp->mirror_fd;
+	fds[0] = fp->shm_fd; /* sealed since its creation: read-only to every mapping but ours */
 	len = sizeof(cred);
 	getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len); /* for reports only */
 
@@ -335,19 +290,21 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn)
 	return (int)i;
 }
 
-/* Faults a reader in another process sent: whole struct viommu_fault_rec messages only, with a
- * known reason and access bits; anything else is dropped and counted. */
-static int drain_conn(struct viommu_fastpath *fp, uint32_t i)
+/* Faults a reader sent (on its connection, or on the in-process socket): whole struct
+ * viommu_fault_rec messages only, with a known reason and access bits; anything else is dropped
+ * and counted. */
+int fp_drain_faults(struct viommu_fastpath *fp, int fd, int max, bool *ended)
 {
 	int n = 0;
 
-	for (int k = 0; k < FP_FAULTS_PER_POLL; k++) {
+	*ended = false;
+	for (int k = 0; k < max; k++) {
 		struct viommu_fault_rec rec;
 		/* recv without a control buffer: fds a reader tries to pass are never installed. */
-		ssize_t got = recv(fp->readers[i].conn, &rec, sizeof(rec), MSG_DONTWAIT | MSG_TRUNC);
+		ssize_t got = recv(fd, &rec, sizeof(rec), MSG_DONTWAIT | MSG_TRUNC);
 
 		if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-			fp_reader_drop(fp, i); /* the connection ended */
+			*ended = true; /* the connection ended */
 			break;
 		}
 		if (got < 0)
@@ -365,13 +322,19 @@ static int drain_conn(struct viommu_fastpath *fp, uint32_t i)
 
 int viommu_fastpath_poll_faults(struct viommu_fastpath *fp)
 {
-	int n = ring_buffer__consume(fp->rb);
+	int n = fp->rb ? ring_buffer__consume(fp->rb) : 0;
+	bool ended;
 
 	if (n < 0)
 		return n;
+	/* This process's readers: bounded like the others, so a flood cannot hold the thread. */
+	n += fp_drain_faults(fp, fp->fault_rx, FP_FAULTS_PER_POLL * 4, &ended);
 	for (uint32_t i = FP_REMOTE0; i < VIOMMU_READER_INFOS; i++)
-		if (fp->readers[i].conn >= 0)
-			n += drain_conn(fp, i);
+		if (fp->readers[i].conn >= 0) {
+			n += fp_drain_faults(fp, fp->readers[i].conn, FP_FAULTS_PER_POLL, &ended);
+			if (ended)
+				fp_reader_drop(fp, i);
+		}
 	fp_readers_summarise(fp);
 	return n;
 }
@@ -460,6 +423,8 @@ int viommu_fastpath_pin(struct viommu_fastpath *fp, const char *dir)
 
 	if (fp->pin_dir[0])
 		return -EBUSY;
+	if ((err = viommu_fastpath_bpf_enable(fp))) /* pins are BPF objects */
+		return err;
 	if (strlen(dir) + 32 >= sizeof(fp->pin_dir))
 		return -ENAMETOOLONG;
 	if (!mkdir(dir, 0700))

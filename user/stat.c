@@ -60,7 +60,7 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 		for (int k = 0; k < 3; k++)
 			uf[k] += __atomic_load_n(&r->faults[k], __ATOMIC_RELAXED);
 	}
-	fprintf(out, "fast path (shared memory in BPF maps)\n");
+	fprintf(out, "fast path (shared memory: a memfd; BPF maps once a BPF consumer asks)\n");
 	fprintf(out, "  endpoints      %u\n", m->endpoints_used);
 	fprintf(out, "  domains        %u\n", m->domains_used);
 	fprintf(out, "  extents        %u / %u (%zu B each)\n", m->extents_used, m->extents_max,
