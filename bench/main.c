@@ -73,6 +73,7 @@ static const struct bench_scenario scenarios[] = {
 	{ "churn_readers", NULL, setup_churn, run_churn, teardown_churn },
 	{ "churn_readers", NULL, setup_churn_fence, run_churn, teardown_churn },
 	{ "grace_period", NULL, setup_grace, run_grace, teardown_grace },
+	{ "many_vms", NULL, setup_vms, run_vms_scenario, teardown_vms },
 };
 #define BENCH_NSCEN (sizeof(scenarios) / sizeof(scenarios[0]))
 

@@ -7,6 +7,7 @@
  *   scenarios_bpf.c        bpf_lookup (syscall program vs bpf_hash), xdp_lookup
  *   scenarios_map_unmap.c  map_unmap; the MAP+UNMAP page sets the other writers reuse
  *   scenarios_churn.c      grace_period (strict vs lazy UNMAP), churn_readers
+ *   scenarios_vms.c        many_vms: N devices in one process, memory per device, lookups
  *
  * setup returns non-zero to skip the world; run checks every implementation against the store,
  * then times it and adds rows; teardown frees what setup made.
@@ -75,5 +76,10 @@ int setup_churn(struct bench_ctx *c);
 int setup_churn_fence(struct bench_ctx *c);
 void run_churn(struct bench_ctx *c);
 void teardown_churn(struct bench_ctx *c);
+
+/* ---- scenarios_vms.c ---- */
+int setup_vms(struct bench_ctx *c);
+void run_vms_scenario(struct bench_ctx *c);
+void teardown_vms(struct bench_ctx *c);
 
 #endif

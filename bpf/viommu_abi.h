@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
 /*
  * viommu_abi.h — the one header shared by BPF programs and user code: the layout of the fast
- * path's shared memory (BPF_F_MMAPABLE array maps), its limits and its encodings.
+ * path's shared memory, its limits and its encodings. The data maps of the table below live in
+ * one sealed memfd at page-aligned offsets (what userspace readers in any process map), and,
+ * once a BPF consumer is asked for, in a replica of BPF_F_MMAPABLE array maps of the same names,
+ * sizes and layout (what BPF programs read), written in step with it.
  *
  * Writer: the device thread (user/fastpath.c) is the only writer of every map here except
  *         viommu_stats (per-CPU, BPF). A userspace reader writes only its own struct
@@ -289,10 +292,13 @@ struct viommu_reader_info {
 };
 
 /* ---- the shared maps, written once: X(ID, name, element type, entries, who writes) ----
- * Every list of the maps (the BPF definitions in viommu_maps.bpf.h, the writer's, the pins, the
- * copy a reader in another process gets, `viommu stat`'s checks) is made from this table. The
- * data maps, those a lookup reads, come first. Entries of NODES, LEAVES, EXTENTS and HASH are
- * the defaults: the writer sizes those four at load time (viommu_fastpath_opts). Not listed: the
+ * Every list of the maps (the BPF definitions in viommu_maps.bpf.h, the memfd's layout, the
+ * writer's, the pins, the view a reader in another process gets, `viommu stat`'s checks) is
+ * made from this table. The data maps, those a lookup reads, come first: in the memfd each
+ * starts on a page, in this order, its elements rounded up to 8 bytes as the kernel's arrays
+ * (so the replica's maps sit at the same offsets). Entries of NODES, LEAVES, EXTENTS and HASH
+ * are the defaults: the writer sizes those four at creation (viommu_fastpath_opts); the memfd's
+ * pages are allocated as they are first touched, the replica's maps whole. Not listed: the
  * per-CPU viommu_stats (BPF readers' counters), the viommu_faults ring buffer and viommu_sync. */
 #define VIOMMU_MAPS(X)                                                                           \
 	X(META, viommu_meta, struct viommu_meta, 1, "device thread")                            \
@@ -324,7 +330,7 @@ static const __u32 viommu_shm_entries[VIOMMU_SHM_COUNT] __attribute__((unused)) 
 
 /* ---- sharing with a reader in another process: the one message the writer sends ----
  * Over a connected AF_UNIX SOCK_SEQPACKET socket, with two fds (SCM_RIGHTS): the data memfd
- * (sealed: every mapping of it outside the writer is read-only) and the reader's slot memfd
+ * (the shared state itself, sealed at creation: every mapping of it but the writer's is read-only) and the reader's slot memfd
  * (one page, VIOMMU_READER_SLOT_BYTES). The reader validates every field against the memfd's
  * size before mapping anything. The reader sends struct viommu_fault_rec messages back; the
  * connection's end is the reader's end. */
@@ -401,7 +407,8 @@ struct viommu_batch {
 	struct viommu_answer a[VIOMMU_BULK_MAX];
 };
 
-/* A fault seen by a reader, as it reaches the device (ring buffer record). */
+/* A fault seen by a reader, as it reaches the device: a viommu_faults ring buffer record (BPF
+ * programs), or one message on a reader's connection or the fast path's in-process socket. */
 struct viommu_fault_rec {
 	__u32 endpoint;
 	__u8 reason;

@@ -933,3 +933,153 @@ Test(fastpath, regions_the_hash_leaves_out_are_still_translated_and_misses_skip_
 	check_queries(r, q, 8);
 	viommu_reader_close(r);
 }
+
+/* ---- memory follows use (issue 11, "Many VMs per host") ---- */
+
+static struct viommu_device *mem_dev;
+static struct viommu_fastpath *mem_fp;
+
+static void mem_setup(const struct viommu_fastpath_opts *o)
+{
+	struct viommu_config cfg;
+
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	mem_dev = viommu_device_new(&cfg);
+	cr_assert_not_null(mem_dev);
+	cr_assert_eq(viommu_device_add_endpoint(mem_dev, 8, true, NULL, 0), 0);
+	mem_fp = viommu_fastpath_new(mem_dev, o);
+	cr_assert_not_null(mem_fp, "viommu_fastpath_new: %s", strerror(errno));
+	cr_assert_eq(test_attach(mem_dev, 1, 8, 0), VIOMMU_S_OK);
+}
+
+static void mem_teardown(void)
+{
+	if (mem_fp && viommu_fastpath_check(mem_fp)) {
+		fprintf(stderr, "teardown: the fast path's shared state is inconsistent or leaks\n");
+		abort();
+	}
+	viommu_fastpath_free(mem_fp);
+	viommu_device_free(mem_dev);
+	mem_fp = NULL;
+	mem_dev = NULL;
+}
+
+TestSuite(memory, .fini = mem_teardown);
+
+Test(memory, an_idle_fast_path_holds_a_few_pages_of_shared_memory_and_no_bpf_maps)
+{
+	struct viommu_query q = { .endpoint = 8, .access = VIOMMU_MAP_F_READ, .iova = 0x1000, .size = 1 };
+	struct viommu_fastpath_mem m;
+	struct viommu_answer a;
+
+	mem_setup(NULL);
+	cr_assert_eq(viommu_fastpath_memory(mem_fp, &m), 0);
+	cr_assert_leq(m.shm_bytes, 64 * 1024, "an idle device holds %llu B of memfd",
+		      (unsigned long long)m.shm_bytes);
+	cr_assert_gt(m.shm_size, 100u << 20, "the default pools still reach %llu B",
+		     (unsigned long long)m.shm_size);
+	cr_assert_eq(m.bpf_bytes, 0);
+	cr_assert_eq(viommu_fastpath_bpf_translate(mem_fp, &q, &a, 1, false), -ENODEV);
+	cr_assert_eq(viommu_fastpath_xdp_fd(mem_fp), -ENODEV);
+	cr_assert_eq(viommu_fastpath_syscall_fd(mem_fp), -ENODEV);
+}
+
+/* A Linux guest's 10K one-page mappings, top-down below 4 GiB with holes: the shared memory they
+ * cost is what they touch (under a MiB), not the pools' size. */
+Test(memory, ten_thousand_clustered_pages_cost_under_a_megabyte_of_shared_memory)
+{
+	const struct viommu_fastpath_opts o = { .nodes = 64 + VIOMMU_NODES_PER_MAP_WORST * 12288,
+						.leaves = VIOMMU_LEAVES_PER_MAP_WORST * 12288, .extents = 12288,
+						.lazy = true };
+	struct viommu_fastpath_mem idle, m;
+	struct viommu_reader *r;
+	uint64_t iova = 1ull << 32;
+
+	mem_setup(&o);
+	cr_assert_eq(viommu_fastpath_memory(mem_fp, &idle), 0);
+	r = viommu_reader_open(mem_fp);
+	cr_assert_not_null(r);
+	for (int i = 0; i < 10000; i++) {
+		iova -= (i % 16 == 15 ? 2 : 1) * 4096ull;
+		cr_assert_eq(test_map(mem_dev, 1, iova, iova + 4095, (uint64_t)(i + 1) << 12, VIOMMU_MAP_F_READ),
+			     VIOMMU_S_OK, "MAP %d", i);
+		if (i % 97 == 0) {
+			struct viommu_query q = { .endpoint = 8, .access = VIOMMU_MAP_F_READ, .iova = iova + 8, .size = 1 };
+			struct viommu_answer a;
+
+			cr_assert_eq(viommu_reader_translate(r, &q, &a), VIOMMU_XLATE_HIT);
+			cr_assert_eq(a.pa, ((uint64_t)(i + 1) << 12) + 8);
+		}
+	}
+	viommu_reader_close(r);
+	cr_assert_eq(viommu_fastpath_memory(mem_fp, &m), 0);
+	cr_assert_gt(m.shm_bytes, idle.shm_bytes + 10000 * sizeof(struct viommu_extent_rec));
+	cr_assert_leq(m.shm_bytes, 1u << 20, "10K pages hold %llu B of memfd (pools: %llu B)",
+		      (unsigned long long)m.shm_bytes, (unsigned long long)m.shm_size);
+	cr_assert_eq(m.bpf_bytes, 0);
+}
+
+/* The BPF replica made after mappings exist is a copy of the memfd, and every change after it
+ * reaches both (viommu_fastpath_check compares them byte for byte). */
+Test(memory, a_bpf_replica_made_late_answers_as_the_store_and_stays_in_step)
+{
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_answer want[VIOMMU_BULK_MAX], got[VIOMMU_BULK_MAX];
+	struct viommu_fastpath_mem m;
+	int err;
+
+	mem_setup(NULL);
+	for (uint64_t i = 0; i < 300; i++)
+		cr_assert_eq(test_map(mem_dev, 1, 0x100000 + i * 0x2000, 0x100fff + i * 0x2000, (i + 1) << 20,
+				      VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(test_map(mem_dev, 1, 1ull << 32, (1ull << 32) + (2u << 20) - 1, 0x40000000,
+			      VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE), VIOMMU_S_OK);
+	if ((err = viommu_fastpath_bpf_enable(mem_fp)))
+		test_skip_if_kernel_refuses_bpf(-err);
+	cr_assert_eq(err, 0, "viommu_fastpath_bpf_enable: %s", strerror(-err));
+	cr_assert_eq(viommu_fastpath_bpf_enable(mem_fp), 0, "idempotent");
+	cr_assert_eq(viommu_fastpath_memory(mem_fp, &m), 0);
+	cr_assert_gt(m.bpf_bytes, m.shm_size, "the replica is allocated whole");
+	cr_assert_eq(viommu_fastpath_check(mem_fp), 0);
+	for (int round = 0; round < 2; round++) {
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+			q[i] = (struct viommu_query){ .endpoint = 8, .access = VIOMMU_MAP_F_READ, .size = 1,
+						      .iova = i == 0 ? (1ull << 32) + 0x12345 :
+							      0x100000 + (uint64_t)(i * 4) * 0x1000 + 0x10 };
+			viommu_device_answer(mem_dev, &q[i], &want[i]);
+		}
+		cr_assert_eq(viommu_fastpath_bpf_translate(mem_fp, q, got, VIOMMU_BULK_MAX, false), 0);
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
+			assert_same(&q[i], &want[i], &got[i], "bpf replica");
+		/* Then change things: every other page goes, new ones come. */
+		for (uint64_t i = 0; i < 300; i += 2)
+			test_unmap(mem_dev, 1, 0x100000 + i * 0x2000, 0x100fff + i * 0x2000);
+		for (uint64_t i = 0; i < 100; i++)
+			cr_assert_eq(test_map(mem_dev, 1, 0x101000 + i * 0x2000 + round * 0x400000ull,
+					      0x101fff + i * 0x2000 + round * 0x400000ull, (i + 7) << 20,
+					      VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+		cr_assert_eq(viommu_fastpath_check(mem_fp), 0);
+	}
+}
+
+Test(memory, faults_seen_by_readers_of_this_process_reach_the_device_without_bpf)
+{
+	struct viommu_query q = { .endpoint = 8, .access = VIOMMU_MAP_F_WRITE, .iova = 0x7000, .size = 1 };
+	struct viommu_wire_fault f;
+	struct viommu_answer a;
+	struct viommu_reader *r;
+
+	mem_setup(NULL);
+	viommu_device_eventq_post(mem_dev, 1);
+	r = viommu_reader_open(mem_fp);
+	cr_assert_not_null(r);
+	cr_assert_eq(viommu_reader_translate(r, &q, &a), VIOMMU_XLATE_FAULT);
+	cr_assert_eq(viommu_reader_report_fault(r, &q, &a), 0);
+	viommu_reader_close(r);
+	cr_assert_eq(viommu_fastpath_poll_faults(mem_fp), 1);
+	cr_assert_eq(viommu_device_fault_pop(mem_dev, &f), 0);
+	cr_assert_eq(f.reason, VIOMMU_FAULT_R_MAPPING);
+	cr_assert_eq(viommu_le64(&f.address), 0x7000);
+	cr_assert_eq(viommu_fastpath_poll_faults(mem_fp), 0);
+}

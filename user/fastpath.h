@@ -59,14 +59,16 @@ struct viommu_fastpath_opts {
 
 struct viommu_fastpath;
 
-/* Create the maps (loads bpf/xlate.bpf.c into the kernel), mirror @dev's current state and
+/* Create the shared memory (a memfd whose pages are allocated as the pools fill; with opts->bpf
+ * also the BPF replica, loading bpf/xlate.bpf.c into the kernel), mirror @dev's current state and
  * observe it from now on; unless opts->overcommit, first lower @dev's caps to what the pools
  * hold for any layout: max_domains to at most nodes / 8, max_mappings to at most
  * (nodes - max_domains) / VIOMMU_NODES_PER_MAP_WORST, leaves / VIOMMU_LEAVES_PER_MAP_WORST
  * and the record pool. NULL + errno:
  * ENOTSUP for a device granule below 4 KiB or more than VIOMMU_DOMAINS_MAX domains; ENOSPC when
  * the pools cannot hold one domain and one mapping, EBUSY when @dev already holds more than
- * they can; EPERM / ENOSYS when the kernel refuses BPF. */
+ * they can; ENOSYS without membarrier; with opts->bpf, EPERM / EINVAL when the kernel refuses
+ * BPF (without it no BPF is needed). */
 struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 					    const struct viommu_fastpath_opts *opts);
 /* Create the BPF replica now if it does not exist: load the programs, make the data maps at
