@@ -16,9 +16,10 @@
  * Then, for comparison, devices made as before this change (the BPF maps at the default
  * sizes: viommu_fastpath_opts.bpf), whose kernel memory is each map's fdinfo "memlock".
  *
- * Lookups: random single lookups over all N devices (each query through its device's reader)
- * against the same loop over device 0 alone, timed together; every answer is first checked
- * against the device's store.
+ * Lookups: random single lookups over all N devices (each query through its device's reader),
+ * against the same loop over device 0 alone and over one device holding the same mappings (one
+ * domain and endpoint per guest), timed together; every answer is first checked against the
+ * store of the device that answers it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,6 +55,12 @@ struct vms_ctx {
 	struct viommu_query *q0;
 	uint64_t mapped;
 	double mem_idle, mem_full, mem_vm0; /* bytes per device: shm + heap; device 0's shm */
+	/* The same mappings in one device, one domain and endpoint per guest: what N fast paths
+	 * cost against one holding as much. */
+	struct vms_vm big;
+	struct viommu_reader **big_rd; /* nvm copies of big.rd */
+	struct viommu_query *qbig; /* q with each guest's endpoint in the big device */
+	double mem_big;
 };
 
 /* ---- memory figures ---- */
@@ -163,30 +170,68 @@ static void vms_layout(struct vms_vm *vm, size_t n, uint64_t seed)
 	vm->n = k;
 }
 
-static void vms_populate(struct vms_vm *vm, uint64_t seed)
+/* @vm's mappings into @dev's @domain, attached to @ep. */
+static void vms_populate(struct viommu_device *dev, uint32_t domain, uint32_t ep, const struct vms_vm *vm,
+			 uint64_t seed)
 {
 	uint8_t r[VIOMMU_RD_LEN(struct viommu_wire_map)], a[VIOMMU_RD_LEN(struct viommu_wire_attach)];
 	uint64_t s = seed;
 	uint8_t st;
 
-	viommu_req_attach(a, VMS_DOMAIN, VMS_EP, 0);
-	if ((st = bench_req_send(vm->dev, a, sizeof(a))) != VIOMMU_S_OK)
+	viommu_req_attach(a, domain, ep, 0);
+	if ((st = bench_req_send(dev, a, sizeof(a))) != VIOMMU_S_OK)
 		bench_fail("many_vms: ATTACH: status %u", st);
-	viommu_device_batch_begin(vm->dev);
+	viommu_device_batch_begin(dev);
 	for (size_t i = 0; i < vm->n; i++) {
 		uint64_t phys = ((bench_rand(&s) % (1ull << 22)) + 1) << 12; /* 16 GiB of guest RAM */
 
-		viommu_req_map(r, VMS_DOMAIN, vm->iova[i], vm->iova[i] + 4095, phys,
+		viommu_req_map(r, domain, vm->iova[i], vm->iova[i] + 4095, phys,
 			       VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE);
-		if ((st = bench_req_send(vm->dev, r, sizeof(r))) != VIOMMU_S_OK)
+		if ((st = bench_req_send(dev, r, sizeof(r))) != VIOMMU_S_OK)
 			bench_fail("many_vms: MAP 0x%llx (%zu of %zu): status %u",
 				   (unsigned long long)vm->iova[i], i, vm->n, st);
 		if (i % 64 == 63) { /* a queue kick per 64 requests, as a guest's batches */
-			viommu_device_batch_end(vm->dev);
-			viommu_device_batch_begin(vm->dev);
+			viommu_device_batch_end(dev);
+			viommu_device_batch_begin(dev);
 		}
 	}
-	viommu_device_batch_end(vm->dev);
+	viommu_device_batch_end(dev);
+}
+
+/* One device holding every guest's mappings, guest i in domain i + 1 behind endpoint 8 + i;
+ * pools sized for these layouts (overcommit, as the benchmark's worlds). */
+static void vms_big(struct vms_ctx *x, uint64_t seed)
+{
+	struct viommu_config cfg;
+	struct viommu_fastpath_opts o = { .lazy = true, .overcommit = true };
+	struct viommu_fastpath_mem m;
+	struct vms_mem m0 = vms_mem_now(), m1;
+
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	cfg.max_domains = x->nvm + 1;
+	x->big.dev = viommu_device_new(&cfg);
+	if (!x->big.dev)
+		bench_fail("viommu_device_new: %s", strerror(errno));
+	for (unsigned i = 0; i < x->nvm; i++)
+		if (viommu_device_add_endpoint(x->big.dev, VMS_EP + i, true, NULL, 0))
+			bench_fail("viommu_device_add_endpoint failed");
+	o.nodes = 16 * x->nvm + 1024;
+	o.leaves = (uint32_t)(x->mapped / 256 + 16 * x->nvm);
+	o.extents = (uint32_t)(x->mapped + 1024);
+	if (!(x->big.fp = viommu_fastpath_new(x->big.dev, &o)))
+		bench_fail("many_vms: viommu_fastpath_new (one device): %s", strerror(errno));
+	for (unsigned i = 0; i < x->nvm; i++)
+		vms_populate(x->big.dev, 1 + i, VMS_EP + i, &x->vm[i], seed * 31 + i);
+	if (!(x->big.rd = viommu_reader_open(x->big.fp)))
+		bench_fail("many_vms: viommu_reader_open: %s", strerror(errno));
+	m1 = vms_mem_now();
+	if (viommu_fastpath_memory(x->big.fp, &m))
+		bench_fail("viommu_fastpath_memory: %s", strerror(errno));
+	x->mem_big = (double)m.shm_bytes + (double)(m1.rss_anon - m0.rss_anon) * 1024.0;
+	printf("# many_vms one device with the same %llu mappings in %u domains: shm %.1f MiB, heap %.1f MiB\n",
+	       (unsigned long long)x->mapped, x->nvm, m.shm_bytes / 1048576.0,
+	       (m1.rss_anon - m0.rss_anon) / 1024.0);
 }
 
 static unsigned vms_count(void)
@@ -205,7 +250,7 @@ int setup_vms(struct bench_ctx *c)
 	struct vms_ctx *x = bench_calloc(1, sizeof(*x));
 	struct viommu_fastpath_opts o;
 	struct vms_mem m0, m1, m2;
-	uint64_t seed = 0x7a11ull, bpf, shm_idle, shm_full, mapped = 0, t0;
+	uint64_t seed = 0x7a11ull, bpf, shm_idle, shm_full, mapped = 0, t0, pop_seed;
 	unsigned n = vms_count();
 
 	c->priv = x;
@@ -235,13 +280,14 @@ int setup_vms(struct bench_ctx *c)
 	       (double)(m1.shmem - m0.shmem) / n, (double)(m1.vmalloc - m0.vmalloc) / n,
 	       (unsigned long long)bpf);
 	t0 = bench_now_ns();
+	pop_seed = seed;
 	for (unsigned i = 0; i < n; i++) {
 		/* Device 0: the 10K guest; the rest log-uniform in [300, 10K]. */
 		double u = (double)(bench_rand(&seed) >> 11) / 9007199254740992.0;
 		size_t cnt = i == 0 ? 10000 : (size_t)(300.0 * pow(10000.0 / 300.0, u));
 
 		vms_layout(&x->vm[i], cnt, seed + i);
-		vms_populate(&x->vm[i], seed * 31 + i);
+		vms_populate(x->vm[i].dev, VMS_DOMAIN, VMS_EP, &x->vm[i], pop_seed * 31 + i);
 		mapped += x->vm[i].n;
 		if (!(x->vm[i].rd = viommu_reader_open(x->vm[i].fp)))
 			bench_fail("many_vms: viommu_reader_open: %s", strerror(errno));
@@ -266,6 +312,7 @@ int setup_vms(struct bench_ctx *c)
 		x->mem_vm0 = (double)s0;
 		x->mapped = mapped;
 	}
+	vms_big(x, pop_seed);
 	/* The queries: random mapped pages of random devices; device 0's alone for the baseline. */
 	x->nq = bench_opt.nq;
 	x->q = bench_calloc(x->nq, sizeof(*x->q));
@@ -273,8 +320,12 @@ int setup_vms(struct bench_ctx *c)
 	x->vm_of = bench_calloc(x->nq, sizeof(*x->vm_of));
 	x->vm0_of = bench_calloc(x->nq, sizeof(*x->vm0_of));
 	x->rd = bench_calloc(n, sizeof(*x->rd));
-	for (unsigned i = 0; i < n; i++)
+	x->big_rd = bench_calloc(n, sizeof(*x->big_rd));
+	x->qbig = bench_calloc(x->nq, sizeof(*x->qbig));
+	for (unsigned i = 0; i < n; i++) {
 		x->rd[i] = x->vm[i].rd;
+		x->big_rd[i] = x->big.rd;
+	}
 	for (size_t k = 0; k < x->nq; k++) {
 		uint32_t v = (uint32_t)(bench_rand(&seed) % n);
 		const struct vms_vm *vm = &x->vm[v];
@@ -287,6 +338,8 @@ int setup_vms(struct bench_ctx *c)
 						  .iova = x->vm[0].iova[bench_rand(&seed) % x->vm[0].n] +
 							  bench_rand(&seed) % 4096,
 						  .size = 1 };
+		x->qbig[k] = x->q[k];
+		x->qbig[k].endpoint = VMS_EP + v;
 	}
 	return 0;
 }
@@ -348,10 +401,10 @@ __attribute__((flatten)) static uint64_t run_vms(struct bench_job *j, size_t ops
 	return sum;
 }
 
-static void vms_verify(const struct vms_ctx *x, const struct viommu_query *q, const uint32_t *vm_of)
+static void vms_verify(const struct vms_ctx *x, const struct viommu_query *q, const uint32_t *vm_of, bool big)
 {
 	for (size_t k = 0; k < x->nq; k++) {
-		const struct vms_vm *vm = &x->vm[vm_of[k]];
+		const struct vms_vm *vm = big ? &x->big : &x->vm[vm_of[k]];
 		struct viommu_answer want, got;
 
 		viommu_device_answer(vm->dev, &q[k], &want);
@@ -363,17 +416,19 @@ static void vms_verify(const struct vms_ctx *x, const struct viommu_query *q, co
 void run_vms_scenario(struct bench_ctx *c)
 {
 	struct vms_ctx *x = c->priv;
-	struct vms_job_ctx jc[2] = { { x->rd, x->vm_of }, { x->rd, x->vm0_of } };
-	struct bench_job j[2];
-	struct bench_stats st[2];
+	struct vms_job_ctx jc[3] = { { x->rd, x->vm_of }, { x->rd, x->vm0_of }, { x->big_rd, x->vm_of } };
+	struct bench_job j[3];
+	struct bench_stats st[3];
 	char variant[24], note[64];
 
-	vms_verify(x, x->q, x->vm_of);
-	vms_verify(x, x->q0, x->vm0_of);
+	vms_verify(x, x->q, x->vm_of, false);
+	vms_verify(x, x->q0, x->vm0_of, false);
+	vms_verify(x, x->qbig, x->vm_of, true);
 	j[0] = (struct bench_job){ .run = run_vms, .ctx = &jc[0], .q = x->q, .qmask = x->nq - 1, .per_op = 1 };
 	j[1] = (struct bench_job){ .run = run_vms, .ctx = &jc[1], .q = x->q0, .qmask = x->nq - 1, .per_op = 1 };
-	bench_measure_group(j, 2, st);
-	for (int k = 0; k < 2; k++)
+	j[2] = (struct bench_job){ .run = run_vms, .ctx = &jc[2], .q = x->qbig, .qmask = x->nq - 1, .per_op = 1 };
+	bench_measure_group(j, 3, st);
+	for (int k = 0; k < 3; k++)
 		if (j[k].faults)
 			bench_fail("many_vms: %llu lookups missed", (unsigned long long)j[k].faults);
 	snprintf(variant, sizeof(variant), "%u devices", x->nvm);
@@ -382,8 +437,11 @@ void run_vms_scenario(struct bench_ctx *c)
 	bench_row_print(bench_row_add("many_vms", "4k", x->mapped, 1, "viommu", variant, &st[0], note));
 	snprintf(note, sizeof(note), "device 0 alone (10K mappings): shm %.2f MiB", x->mem_vm0 / 1048576.0);
 	bench_row_print(bench_row_add("many_vms", "4k", x->vm[0].n, 1, "viommu", "1 device", &st[1], note));
-	printf("# many_vms: a lookup over %u devices costs %.2fx one over device 0 alone\n", x->nvm,
-	       st[0].median / st[1].median);
+	snprintf(variant, sizeof(variant), "1 device, %u domains", x->nvm);
+	snprintf(note, sizeof(note), "the same mappings in one fast path: %.2f MiB", x->mem_big / 1048576.0);
+	bench_row_print(bench_row_add("many_vms", "4k", x->mapped, 1, "viommu", variant, &st[2], note));
+	printf("# many_vms: a lookup over %u devices costs %.2fx one over device 0 alone, %.2fx one over the "
+	       "same mappings in one device\n", x->nvm, st[0].median / st[1].median, st[0].median / st[2].median);
 	vms_before();
 }
 
@@ -397,6 +455,11 @@ void teardown_vms(struct bench_ctx *c)
 		viommu_device_free(x->vm[i].dev);
 		free(x->vm[i].iova);
 	}
+	viommu_reader_close(x->big.rd);
+	viommu_fastpath_free(x->big.fp);
+	viommu_device_free(x->big.dev);
+	free(x->big_rd);
+	free(x->qbig);
 	free(x->vm);
 	free(x->q);
 	free(x->q0);
