@@ -33,6 +33,15 @@ static void choose_grace_mode(struct viommu_reader *r)
 		__atomic_store_n(&r->slot->flags, VIOMMU_READER_F_FENCE, __ATOMIC_RELAXED);
 }
 
+struct viommu_reader *viommu_reader_alloc(void)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, 64, sizeof(struct viommu_reader)))
+		return errno = ENOMEM, NULL;
+	return memset(p, 0, sizeof(struct viommu_reader));
+}
+
 void viommu_reader_ready(struct viommu_reader *r)
 {
 	choose_grace_mode(r);
@@ -113,7 +122,7 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 		goto fail;
 	if ((err = share_check(&h, fds[0], fds[1])))
 		goto fail;
-	r = calloc(1, sizeof(*r));
+	r = viommu_reader_alloc();
 	if (!r) {
 		err = -ENOMEM;
 		goto fail;
@@ -312,19 +321,17 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t, const struct viommu_query *q,
 			    const struct viommu_lk *lk, uint64_t wraps)
 {
+	if (q->endpoint >= VIOMMU_EP_DENSE)
+		return; /* the entry finds its endpoint by id: dense ids only */
 	t->wraps = wraps;
 	t->ep = q->endpoint;
-	t->ep_seqp = &r->eps[lk->ep_idx].seq;
 	t->ep_seq = lk->ep_seq;
 	if (lk->whole) {
-		t->seqp = &r->exts[lk->idx].seq;
-		t->seq = lk->gen;
-		t->wordp = &r->exts[lk->idx].start;
-		t->word = lk->ext_start;
+		/* The record's first word as validated: seq, domain slot, flags (little-endian). */
+		t->wordp = (const __u64 *)&r->exts[lk->idx];
+		t->word = lk->gen | (__u64)(uint16_t)lk->dslot << 32 | (__u64)lk->ext_flags << 48;
 		t->flags = lk->ext_flags | VIOMMU_QUERY_F_EXTENT;
 	} else {
-		t->seqp = &r->leaves[lk->idx].seq;
-		t->seq = lk->gen;
 		t->wordp = &r->leaves[lk->idx].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
 		t->word = lk->pte;
 		t->flags = lk->ext_flags;
