@@ -20,7 +20,7 @@ WARN     := -Wall -Wextra -Werror
 INCLUDES := -Iuser -Ibpf -I$(BUILD)
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(WARN) $(INCLUDES) $(CFLAGS) -MMD -MP
-LDLIBS   := -lbpf -lelf -lz -lpthread -lm
+LDLIBS   := -lxdp -lbpf -lelf -lz -lpthread -lm
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # -Wno-tsan: the virtqueue code's two store->load fences (virtio's "mb" against the guest) are
 # needed on real hardware; TSan does not model fences (gcc warns), and in the tests the guest
