@@ -201,6 +201,27 @@ $(BUILD)/bench/%.skel.h: $(BUILD)/bench/%.bpf.o
 $(BENCH_OBJS): $(BENCH_SKELS)
 $(BENCH_OBJS): INCLUDES += -I$(BUILD)/bench
 
+# The tests' own BPF programs (tests/*.bpf.c: the XDP tests' second program and veth peer, not
+# part of the device): objects and skeletons in $(BUILD)/tests/, prerequisites of the tests only.
+TEST_SKELS := $(patsubst tests/%.bpf.c,$(BUILD)/tests/%.skel.h,$(wildcard tests/*.bpf.c))
+$(BUILD)/tests/%.bpf.o: tests/%.bpf.c $(BPF_HDRS) vmlinux/vmlinux.h | deps
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -mcpu=v3 -Wall -Werror \
+		-Ivmlinux -Ibpf -c $< -o $@
+
+$(BUILD)/tests/%.skel.h: $(BUILD)/tests/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name viommu_$(subst .,_,$*)_bpf > $@.tmp && mv $@.tmp $@
+
+$(TEST_OBJS) $(TEST_OBJS_SAN) $(TEST_OBJS_TSAN) $(BUILD)/obj/tests/xdp_veth.o: $(TEST_SKELS)
+$(TEST_OBJS) $(TEST_OBJS_SAN) $(TEST_OBJS_TSAN) $(BUILD)/obj/tests/xdp_veth.o: INCLUDES += -I$(BUILD)/tests
+
+# The XDP figure and check on a real veth pair (tests/xdp_veth.c, make xdp).
+$(BUILD)/viommu-xdp: $(BUILD)/obj/tests/xdp_veth.o $(BUILD)/libviommu.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 # ---- the library as a user links it: static, shared (soname, only viommu_* exported),
 # headers, pkg-config, the CLI ----
 PREFIX     ?= /usr/local

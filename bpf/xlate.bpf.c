@@ -91,28 +91,26 @@ int viommu_report_fault(struct viommu_fault_rec *rec)
 #define ETH_ALEN 6
 #endif
 
-/* The descriptor in a frame: the query and the answer's room, or NULL if the frame is not one. */
-static __always_inline struct viommu_query *viommu_xdp_query(struct xdp_md *ctx)
+/* The frame's Ethernet header if it carries a descriptor (the query, then the answer's room),
+ * else NULL. */
+static __always_inline struct ethhdr *viommu_xdp_frame(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	struct viommu_query *qp = (void *)(eth + 1);
 
 	if ((void *)(eth + 1) > end || eth->h_proto != __builtin_bswap16(VIOMMU_ETH_P))
 		return NULL;
-	if ((void *)qp + sizeof(*qp) + sizeof(struct viommu_answer) > end)
+	if ((void *)(eth + 1) + sizeof(struct viommu_query) + sizeof(struct viommu_answer) > end)
 		return NULL;
-	return qp;
+	return eth;
 }
 
-/* Write @a after @qp and address the frame back to its sender. */
-static __always_inline void viommu_xdp_answer(struct xdp_md *ctx, struct viommu_query *qp,
-					      const struct viommu_answer *a)
+/* Write @a after the query and address the frame back to its sender. */
+static __always_inline void viommu_xdp_answer(struct ethhdr *eth, const struct viommu_answer *a)
 {
-	struct ethhdr *eth = (void *)(long)ctx->data;
 	unsigned char mac[ETH_ALEN];
 
-	*(struct viommu_answer *)(qp + 1) = *a;
+	*(struct viommu_answer *)((struct viommu_query *)(eth + 1) + 1) = *a;
 	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
@@ -121,15 +119,15 @@ static __always_inline void viommu_xdp_answer(struct xdp_md *ctx, struct viommu_
 SEC("xdp")
 int viommu_xdp(struct xdp_md *ctx)
 {
-	struct viommu_query *qp = viommu_xdp_query(ctx);
+	struct ethhdr *eth = viommu_xdp_frame(ctx);
 	struct viommu_answer a = {};
 	struct viommu_query q;
 
-	if (!qp)
+	if (!eth)
 		return XDP_PASS;
-	q = *qp;
+	q = *(struct viommu_query *)(eth + 1);
 	viommu_xlate_one(&q, &a);
-	viommu_xdp_answer(ctx, qp, &a);
+	viommu_xdp_answer(eth, &a);
 	switch (a.result) {
 	case VIOMMU_XLATE_HIT:
 	case VIOMMU_XLATE_IDENTITY:
@@ -151,15 +149,15 @@ int viommu_xdp(struct xdp_md *ctx)
 SEC("xdp")
 int viommu_xdp_nolookup(struct xdp_md *ctx)
 {
-	struct viommu_query *qp = viommu_xdp_query(ctx);
+	struct ethhdr *eth = viommu_xdp_frame(ctx);
 	struct viommu_answer a = {};
 	struct viommu_query q;
 
-	if (!qp)
+	if (!eth)
 		return XDP_PASS;
-	q = *qp;
+	q = *(struct viommu_query *)(eth + 1);
 	a.result = VIOMMU_XLATE_IDENTITY;
 	a.pa = q.iova;
-	viommu_xdp_answer(ctx, qp, &a);
+	viommu_xdp_answer(eth, &a);
 	return XDP_TX;
 }

@@ -146,8 +146,10 @@ static struct viommu_xdp *attach_with(const struct map_set *s, int ifindex, cons
 		if (fd >= 0) {
 			if ((err = bpf_map__reuse_fd(m, fd)))
 				goto fail;
-		} else if (bpf_map__map_flags(m) & BPF_F_MMAPABLE && !bpf_map__is_internal(m)) {
-			err = -ENOENT; /* a shared map we would otherwise make empty */
+		} else if (!bpf_map__is_internal(m) && (err = bpf_map__set_autocreate(m, false))) {
+			/* Not one the fast path's programs use (the readers' pages, say): the XDP
+			 * program does not either; if it did, its load would fail, not see an
+			 * empty map of its own. */
 			goto fail;
 		}
 	}
