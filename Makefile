@@ -84,6 +84,8 @@ help:
 	@echo '  make stress     the long stress run'
 	@echo '  make bench      the benchmark suite (results in bench/results/)'
 	@echo '  make dpdk       the vhost-user frontend against dpdk-testpmd (DPDK_SEED, DPDK_FRAMES, DPDK_SIZES)'
+	@echo '  make xdp        the XDP program on a veth pair through libxdp: answers checked, frames/s with and'
+	@echo '                  without the lookup (XDP_ROUNDS, XDP_ROUND_MS, XDP_EXTENTS, XDP_JSON=FILE)'
 	@echo '  make vhost-net  kernel vhost-net through the bridge, in a booted Debian 6.1 guest (QEMU TCG);'
 	@echo '                  VHOST_NET_SEED, VHOST_NET_FRAMES, VHOST_NET_SIZES'
 	@echo '  make vmlinux    regenerate vmlinux/vmlinux.h from the running kernel BTF'
@@ -98,6 +100,8 @@ help:
 	@echo '                     [--dma-probes] [--stat] [--quiet]'
 	@echo '                     [--dump-requests=DIR] FILE...   run and check trace files'
 	@echo '  viommu [-v] stat PIN_DIR      a running fast path'"'"'s counters, from its pins'
+	@echo '  viommu [-v] xdp attach [--mode=native|skb] IFACE PIN_DIR   its XDP program on IFACE (libxdp)'
+	@echo '  viommu [-v] xdp detach IFACE  remove it'
 	@echo '  viommu --version              -v: libbpf'"'"'s debug messages too'
 
 deps:
@@ -459,7 +463,7 @@ unit-asan: $(BUILD)/asan/viommu-tests
 	$(Q)ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2
 
 test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath \
-	$(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-virtqueue $(BUILD)/viommu-dpdk
+	$(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-virtqueue $(BUILD)/viommu-dpdk $(BUILD)/viommu-xdp
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory unit-asan
 	$(Q)$(MAKE) --no-print-directory check-traces
@@ -467,6 +471,7 @@ test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-
 	$(Q)$(MAKE) --no-print-directory bench-smoke
 	$(Q)$(MAKE) --no-print-directory dpdk
 	$(Q)$(MAKE) --no-print-directory vhost-net
+	$(Q)$(MAKE) --no-print-directory xdp XDP_ROUNDS=3 XDP_ROUND_MS=200
 	$(Q)$(MAKE) --no-print-directory examples
 
 # Every benchmark scenario on tiny worlds: each implementation checked against the device core's
@@ -500,9 +505,9 @@ bench: $(BUILD)/viommu-bench
 # against the store, then frames/s with the lookup against the no-lookup twin. XDP_ROUNDS,
 # XDP_ROUND_MS, XDP_EXTENTS, XDP_FRAMES, XDP_CHECK_FRAMES; XDP_JSON=FILE keeps the figures.
 # Exit 77 (a printed reason: not root, no veth, no BPF) is a skip.
-xdp: $(BUILD)/viommu-xdp
+xdp: $(BUILD)/viommu-xdp $(BUILD)/viommu
 	@echo '== XDP on a veth pair through libxdp: answers against the store, frames/s with and without the lookup'
-	$(Q)$(BUILD)/viommu-xdp; rc=$$?; [ $$rc = 0 ] || [ $$rc = 77 ]
+	$(Q)$(BUILD)/viommu-xdp $(BUILD)/viommu; rc=$$?; [ $$rc = 0 ] || [ $$rc = 77 ]
 
 clean:
 	rm -rf $(BUILD)

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -278,7 +279,42 @@ static double prog_ns(bool nolookup, const struct xdp_env_frame *frames, unsigne
 	return ns;
 }
 
-int main(void)
+/* The CLI from the device's pins, as another process would: attach, an answer, detach. */
+static void check_cli(const char *cli, struct check *c)
+{
+	const char *pins = "/sys/fs/bpf/viommu-xdp";
+	struct viommu_query q = { .endpoint = 8, .access = 1, .iova = mapped[0] + 0x10, .size = 16 };
+	struct viommu_answer want, a;
+	struct xdp_env_frame f;
+	char cmd[512];
+	__u32 id = 1;
+	int err;
+
+	if ((err = viommu_fastpath_pin(fp, pins)))
+		die("viommu_fastpath_pin %s: %s", pins, strerror(-err));
+	snprintf(cmd, sizeof(cmd), "%s xdp attach " XDP_ENV_HOST " %s", cli, pins);
+	printf("$ %s\n", cmd);
+	fflush(stdout);
+	if (system(cmd))
+		die("the CLI's attach failed");
+	viommu_device_answer(dev, &q, &want);
+	xdp_env_frame(&env, &f, &q, 1);
+	xdp_env_send(&env, &f, sizeof(f));
+	memcpy(&a, &f.a, sizeof(a));
+	if (xdp_env_recv(&env, &f, sizeof(f), 2000) != (ssize_t)sizeof(f) ||
+	    (memcpy(&a, &f.a, sizeof(a)), !viommu_fastpath_agrees(&q, &want, &a)) || a.result != VIOMMU_XLATE_HIT) {
+		fprintf(stderr, "xdp: WRONG: the program the CLI attached does not answer as the store\n");
+		c->wrong++;
+	}
+	snprintf(cmd, sizeof(cmd), "%s xdp detach " XDP_ENV_HOST, cli);
+	printf("$ %s\n", cmd);
+	fflush(stdout);
+	if (system(cmd) || bpf_xdp_query_id(env.host_if, 0, &id) || id)
+		die("the CLI's detach failed or left a program on " XDP_ENV_HOST);
+	viommu_fastpath_unpin(fp);
+}
+
+int main(int argc, char **argv)
 {
 	unsigned extents = env_u("XDP_EXTENTS", 4096), check_frames = env_u("XDP_CHECK_FRAMES", 16384);
 	unsigned rounds = env_u("XDP_ROUNDS", 7), round_ms = env_u("XDP_ROUND_MS", 500);
@@ -310,6 +346,11 @@ int main(void)
 	}
 	if ((why = xdp_env_setup(&env, false)))
 		skip(why);
+	/* A bpffs of our own over /sys/fs/bpf (libxdp's, and the pins the CLI reads), in a mount
+	 * namespace of this process's: nothing outside sees it, it goes when we exit. */
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+	    mount("bpf", "/sys/fs/bpf", "bpf", 0, NULL))
+		skip("cannot mount a bpffs in a mount namespace of our own");
 	viommu_device_eventq_post(dev, 1 << 16);
 	/* XDP_EXTENTS read-only 4 KiB mappings at random pages of 1 GiB. */
 	if (submit(dev, r, viommu_req_attach(r, 1, 8, 0)) != VIOMMU_S_OK)
@@ -325,6 +366,10 @@ int main(void)
 			mapped[nmapped++] = iova;
 	}
 	viommu_device_batch_end(dev);
+
+	/* 0. the CLI */
+	if (argc > 1)
+		check_cli(argv[1], &c);
 
 	/* 1. answers against the store */
 	{
