@@ -507,7 +507,7 @@ bench: $(BUILD)/viommu-bench
 # Exit 77 (a printed reason: not root, no veth, no BPF) is a skip.
 xdp: $(BUILD)/viommu-xdp $(BUILD)/viommu
 	@echo '== XDP on a veth pair through libxdp: answers against the store, frames/s with and without the lookup'
-	$(Q)$(BUILD)/viommu-xdp $(BUILD)/viommu; rc=$$?; [ $$rc = 0 ] || [ $$rc = 77 ]
+	$(Q)VIOMMU_COMMIT='$(GIT_DESCRIBE)' $(BUILD)/viommu-xdp $(BUILD)/viommu; rc=$$?; [ $$rc = 0 ] || [ $$rc = 77 ]
 
 clean:
 	rm -rf $(BUILD)

@@ -445,10 +445,10 @@ int main(int argc, char **argv)
 			strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S%z", gmtime(&t));
 			if (!f)
 				die("%s: %s", json, strerror(errno));
-			fprintf(f, "{\n  \"meta\": {\"command\": \"make xdp\", \"kernel\": \"%s %s\", \"date\": \"%s\", "
+			fprintf(f, "{\n  \"meta\": {\"command\": \"make xdp\", \"commit\": \"%s\", \"kernel\": \"%s %s\", \"date\": \"%s\", "
 				"\"cpus\": %ld, \"mode\": \"native\", \"multiprog\": %s, \"extents\": %u, "
 				"\"frames\": %u, \"frame_bytes\": %zu, \"rounds\": %u, \"round_ms\": %u},\n",
-				u.sysname, u.release, date, sysconf(_SC_NPROCESSORS_ONLN), multiprog ? "true" : "false", extents, nframes,
+				getenv("VIOMMU_COMMIT") ? getenv("VIOMMU_COMMIT") : "", u.sysname, u.release, date, sysconf(_SC_NPROCESSORS_ONLN), multiprog ? "true" : "false", extents, nframes,
 				sizeof(struct xdp_env_frame), rounds, round_ms);
 			fprintf(f, "  \"check\": {\"frames\": %llu, \"hits\": %llu, \"identity\": %llu, "
 				"\"faults\": %llu, \"wrong\": %llu},\n", c.frames, c.hits, c.identity, c.faults, c.wrong);
