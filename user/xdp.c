@@ -236,8 +236,15 @@ struct viommu_xdp *viommu_xdp_attach_pinned(const char *pin_dir, int ifindex,
 		}
 	}
 	if (!err) {
+		struct bpf_map_info info = { 0 };
+		__u32 len = sizeof(info);
+
+		/* The meta element is read into our struct: its size first (pins of another
+		 * version or of something else). */
 		fd = map_set_find(&s, viommu_shm_name[VIOMMU_SHM_META]);
-		if (fd < 0 || bpf_map_lookup_elem(fd, &zero, &meta))
+		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len) || info.type != BPF_MAP_TYPE_ARRAY ||
+		    info.key_size != 4 || info.value_size != sizeof(meta) || info.max_entries < 1 ||
+		    bpf_map_lookup_elem(fd, &zero, &meta))
 			err = -EPROTO;
 		else if (meta.magic != VIOMMU_ABI_MAGIC || meta.abi_version != VIOMMU_ABI_VERSION)
 			err = -EPROTO;
