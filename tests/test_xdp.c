@@ -444,3 +444,26 @@ Test(xdp, the_nolookup_twin_answers_identity_without_translating)
 	cr_assert_eq(viommu_fastpath_poll_faults(fp), 0, "nothing looked up, nothing reported");
 	cr_assert_eq(viommu_xdp_detach(x), 0);
 }
+
+Test(xdp, translates_from_the_device_live_state_a_map_and_an_unmap_after_attach)
+{
+	struct viommu_xdp *x = attach(false);
+	struct viommu_query q = { 8, 1, 0x7000123, 8 };
+	struct viommu_wire_fault wf;
+	struct xdp_env_frame f;
+
+	cr_assert_eq(test_map(dev, 1, 0x7000000, 0x7000fff, 0x9000000, 1), VIOMMU_S_OK);
+	xdp_env_frame(&env, &f, &q, 1);
+	cr_assert_eq(xdp_env_send(&env, &f, sizeof(f)), 0);
+	cr_assert_eq(xdp_env_recv(&env, &f, sizeof(f), 2000), (ssize_t)sizeof(f), "the new mapping answers");
+	cr_assert_eq(f.a.result, VIOMMU_XLATE_HIT);
+	cr_assert_eq(f.a.pa, 0x9000123);
+	cr_assert_eq(test_unmap(dev, 1, 0x7000000, 0x7000fff), VIOMMU_S_OK);
+	xdp_env_frame(&env, &f, &q, 2);
+	cr_assert_eq(xdp_env_send(&env, &f, sizeof(f)), 0);
+	cr_assert_eq(xdp_env_recv(&env, &f, sizeof(f), 300), 0, "after the UNMAP: dropped");
+	cr_assert_eq(viommu_fastpath_poll_faults(fp), 1);
+	cr_assert_eq(viommu_device_fault_pop(dev, &wf), 0);
+	cr_assert_eq(viommu_le64(&wf.address), 0x7000123);
+	cr_assert_eq(viommu_xdp_detach(x), 0);
+}
