@@ -646,9 +646,10 @@ static void *floor_spin(void *arg)
 	return NULL;
 }
 
-/* p10/p50/p90 (ns) of @n exchanges of @msgs messages (the last one acked), the client (this
- * thread, on CPU 0) busy-polling for the ack as the frontend does in a VMM's loop. */
-static void floor_measure(unsigned msgs, unsigned n, uint64_t out[3])
+/* p10/p50/p90 (ns) of @n exchanges of @msgs messages (the last one acked; in one send when
+ * @one_send), the client (this thread, on CPU 0) busy-polling for the ack as the frontend does
+ * in a VMM's loop. */
+static void floor_measure(unsigned msgs, bool one_send, unsigned n, uint64_t out[3])
 {
 	uint32_t *lat = calloc(n, sizeof(*lat));
 
@@ -656,14 +657,18 @@ static void floor_measure(unsigned msgs, unsigned n, uint64_t out[3])
 		uint64_t t0 = now_ns();
 		size_t got = 0;
 
-		for (unsigned k = 0; k < msgs; k++) {
-			uint8_t m[44] = { 22, 0, 0, 0, 1, 0, 0, 0, 32 };
+		uint8_t m[4 * 44];
 
+		for (unsigned k = 0; k < msgs; k++) {
+			memset(m + 44 * k, 0, 44);
+			m[44 * k] = 22, m[44 * k + 4] = 1, m[44 * k + 8] = 32;
 			if (k == msgs - 1)
-				m[4] |= VIOMMU_VU_F_NEED_REPLY;
-			if (send(floor_fd[0], m, sizeof(m), 0) != (ssize_t)sizeof(m))
+				m[44 * k + 4] |= VIOMMU_VU_F_NEED_REPLY;
+			if (!one_send && send(floor_fd[0], m + 44 * k, 44, 0) != 44)
 				goto out;
 		}
+		if (one_send && send(floor_fd[0], m, 44 * msgs, 0) != (ssize_t)(44 * msgs))
+			goto out;
 		while (got < 20) {
 			uint8_t r[20];
 			ssize_t k = recv(floor_fd[0], r, sizeof(r) - got, MSG_DONTWAIT);
@@ -682,19 +687,21 @@ out:
 
 /* Both placements as the test runs them: the server (testpmd's message thread) and the client
  * (this process) on CPU 0, a third thread spinning on CPU 1 (testpmd's forwarding lcore). */
-static void floor_run(uint64_t one[3], uint64_t two[3])
+static void floor_run(uint64_t one[3], uint64_t two[3], uint64_t two1[3])
 {
 	pthread_t srv, spin;
 
 	memset(one, 0, 3 * sizeof(*one));
 	memset(two, 0, 3 * sizeof(*two));
+	memset(two1, 0, 3 * sizeof(*two1));
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, floor_fd))
 		return;
 	floor_stop = 0;
 	pthread_create(&srv, NULL, floor_server, NULL);
 	pthread_create(&spin, NULL, floor_spin, NULL);
-	floor_measure(1, 4000, one);
-	floor_measure(2, 4000, two);
+	floor_measure(1, false, 4000, one);
+	floor_measure(2, false, 4000, two);
+	floor_measure(2, true, 4000, two1);
 	floor_stop = 1;
 	pthread_join(spin, NULL);
 	shutdown(floor_fd[0], SHUT_RDWR); /* the server's recv ends: it returns */
@@ -895,7 +902,7 @@ int main(void)
 	       cmed[NMODES] = { 0 };
 	uint64_t rtt10 = 0, rtt50 = 0, rtt90 = 0, rtt_n = 0, strict_misses = 0, strict_extents = 0;
 	uint64_t prtt[3] = { 0 }, splits = 0, repushes = 0, nacks = 0, floor1[3] = { 0 },
-		 floor2[3] = { 0 };
+		 floor2[3] = { 0 }, floor21[3] = { 0 };
 	uint32_t rounds = 8, pool_frames = 0;
 	const char *json = getenv("DPDK_JSON");
 	char load[128] = "";
@@ -982,12 +989,13 @@ int main(void)
 	       load);
 
 	if (pin) {
-		floor_run(floor1, floor2);
+		floor_run(floor1, floor2, floor21);
 		printf("dpdk: floor: two plain threads on CPU 0 over a unix socket (one spinning on CPU 1): "
 		       "one acked message p10 %.1f p50 %.1f p90 %.1f us; two, the last acked, p10 %.1f "
-		       "p50 %.1f p90 %.1f us\n",
+		       "p50 %.1f p90 %.1f us, in one send p10 %.1f p50 %.1f p90 %.1f us\n",
 		       floor1[0] / 1e3, floor1[1] / 1e3, floor1[2] / 1e3, floor2[0] / 1e3,
-		       floor2[1] / 1e3, floor2[2] / 1e3);
+		       floor2[1] / 1e3, floor2[2] / 1e3, floor21[0] / 1e3, floor21[1] / 1e3,
+		       floor21[2] / 1e3);
 	}
 
 	/* Guest memory and the device. */
@@ -1157,9 +1165,11 @@ int main(void)
 					(unsigned long long)pool_rtt_n);
 				fprintf(f, "  \"floor_us\": {\"one_acked\": {\"p10\": %.1f, \"p50\": %.1f, "
 					"\"p90\": %.1f}, \"two_last_acked\": {\"p10\": %.1f, \"p50\": %.1f, "
+					"\"p90\": %.1f}, \"two_in_one_send\": {\"p10\": %.1f, \"p50\": %.1f, "
 					"\"p90\": %.1f}},\n",
 					floor1[0] / 1e3, floor1[1] / 1e3, floor1[2] / 1e3, floor2[0] / 1e3,
-					floor2[1] / 1e3, floor2[2] / 1e3);
+					floor2[1] / 1e3, floor2[2] / 1e3, floor21[0] / 1e3, floor21[1] / 1e3,
+					floor21[2] / 1e3);
 				fprintf(f, "  \"per_buffer\": {\"misses\": %llu, \"extents\": %llu, "
 					"\"frames_per_s\": %.0f, \"boundary_splits\": %llu},\n",
 					(unsigned long long)strict_misses, (unsigned long long)strict_extents,
