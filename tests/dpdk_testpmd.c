@@ -18,7 +18,7 @@
  *
  * Then the pool rounds (one testpmd, a new connection per session): buffers in long-lived pools
  * mapped in 64 KiB extents after connect and before the vrings (as a driver maps its rings and RX
- * pool before DRIVER_OK), in four modes rotated over DPDK_ROUNDS rounds (default 8) of
+ * pool before DRIVER_OK), in four modes rotated over DPDK_ROUNDS rounds (default 12) of
  * DPDK_POOL_FRAMES frames (default DPDK_FRAMES): whole extents answered at the miss, the same
  * with prefill at MAP (must take no miss: the frontend holds the answers until the vrings exist,
  * as DPDK 22.11 drops UPDATEs for queues it does not have yet), per-page answers (QEMU's way),
@@ -903,7 +903,7 @@ int main(void)
 	uint64_t rtt10 = 0, rtt50 = 0, rtt90 = 0, rtt_n = 0, strict_misses = 0, strict_extents = 0;
 	uint64_t prtt[3] = { 0 }, splits = 0, repushes = 0, nacks = 0, floor1[3] = { 0 },
 		 floor2[3] = { 0 }, floor21[3] = { 0 };
-	uint32_t rounds = 8, pool_frames = 0;
+	uint32_t rounds = 12, pool_frames = 0;
 	const char *json = getenv("DPDK_JSON");
 	char load[128] = "";
 
