@@ -264,7 +264,8 @@ enum hostile {
 #define QMAX 32
 struct queues_report {
 	uint32_t n[2];
-	uint64_t iova[2][QMAX], size[2][QMAX];
+	uint64_t iova[2][QMAX], size[2][QMAX], uaddr[2][QMAX];
+	uint32_t acked_invalidates, unacked_invalidates;
 };
 static int report_fd = -1;
 
@@ -317,12 +318,14 @@ static void queues_model(struct queues_report *q, const bool exists[2], uint32_t
 			continue;
 		if (m.type == VIOMMU_VU_IOTLB_UPDATE && q->n[v] < QMAX) {
 			q->iova[v][q->n[v]] = m.iova;
+			q->uaddr[v][q->n[v]] = m.uaddr;
 			q->size[v][q->n[v]++] = m.size;
 		}
 		if (m.type == VIOMMU_VU_IOTLB_INVALIDATE)
 			for (unsigned i = 0; i < q->n[v]; i++)
 				if (q->iova[v][i] < m.iova + m.size && m.iova < q->iova[v][i] + q->size[v][i]) {
 					q->iova[v][i] = q->iova[v][--q->n[v]];
+					q->uaddr[v][i] = q->uaddr[v][q->n[v]];
 					q->size[v][i--] = q->size[v][q->n[v]];
 				}
 	}
@@ -362,6 +365,12 @@ static void backend(int lfd, enum hostile mode)
 					 req == VIOMMU_VU_SET_VRING_ENABLE;
 
 			queues_model(&q, exists, req, b + 12);
+			if (req == VIOMMU_VU_IOTLB_MSG && b[12 + 25] == VIOMMU_VU_IOTLB_INVALIDATE) {
+				if (flags & VIOMMU_VU_F_NEED_REPLY)
+					q.acked_invalidates++;
+				else
+					q.unacked_invalidates++;
+			}
 			if (per_vring && b[12] < 2)
 				exists[b[12]] = true; /* the index: the first byte, in every one of them */
 			if (req == VIOMMU_VU_SET_VRING_ENABLE && b[12] == 1 &&
@@ -639,6 +648,70 @@ Test(vhost_user, answers_made_before_the_vrings_exist_reach_every_vring_once_it_
 	}
 	cr_assert(viommu_vhost_user_stats(vu)->deferred >= 3);
 	cr_assert_eq(viommu_vhost_user_stats(vu)->deferred_dropped, 0);
+	close(pfd[0]);
+	report_fd = -1;
+	done(vu, pid, memfd);
+}
+
+/* DPDK 22.11 joins IOVA-adjacent entries of a vring without checking their user addresses. Two
+ * IOVA-adjacent extents with memory apart, both prefilled once the vrings exist: the second
+ * answer comes with the split's INVALIDATE first (no NEED_REPLY: the UPDATE's ack covers it),
+ * so no vring ever holds the two joined, and nothing waits for an ack that does not come. */
+Test(vhost_user, the_quirk_split_invalidates_before_its_update_and_awaits_only_the_update_ack,
+     .init = setup, .fini = teardown)
+{
+	struct viommu_vhost_user_opts o;
+	struct viommu_vhost_user *vu;
+	struct viommu_iotlb_region r;
+	struct queues_report rep;
+	int memfd, pfd[2];
+	pid_t pid;
+	void *m;
+
+	cr_assert_eq(pipe(pfd), 0);
+	report_fd = pfd[1];
+	snprintf(sock_path, sizeof(sock_path), "/tmp/viommu-hostile-%d.sock", (int)getpid());
+	pid = start_backend(sock_path, H_QUEUES);
+	close(pfd[1]);
+	viommu_vhost_user_opts_default(&o);
+	o.endpoint = EP;
+	o.ack_timeout_ms = 1000;
+	o.iotlb.prefill = true;
+	vu = viommu_vhost_user_new(fp, &o);
+	cr_assert(vu);
+	memfd = memfd_create("guest", MFD_CLOEXEC);
+	cr_assert(memfd >= 0 && ftruncate(memfd, 1 << 20) == 0);
+	m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	r = (struct viommu_iotlb_region){ 0, 1 << 20, m, memfd, 0 };
+	cr_assert_eq(viommu_iotlb_add_region(viommu_vhost_user_iotlb(vu), &r), 0);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x80000, 0x82fff, 0x0, 3), VIOMMU_S_OK); /* the rings */
+	cr_assert_eq(viommu_vhost_user_connect(vu, sock_path, 0), 0, "%s", viommu_vhost_user_error(vu));
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(viommu_vhost_user_set_vring(vu, i, 0x80000 + i * 0x1000, 0x80800 + i * 0x1000,
+							 0x82000 + i * 0x800, -1, -1),
+			     0, "%s", viommu_vhost_user_error(vu));
+	cr_assert_eq(viommu_vhost_user_enable(vu, 0, true), 0);
+	cr_assert_eq(test_map(dev, 1, 0xa0000, 0xa0fff, 0x60000, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0xa1000, 0xa1fff, 0x90000, 1), VIOMMU_S_OK); /* memory apart */
+	cr_assert_eq(viommu_vhost_user_enable(vu, 1, true), 0, "%s", viommu_vhost_user_error(vu));
+	cr_assert(viommu_vhost_user_connected(vu), "%s", viommu_vhost_user_error(vu));
+	cr_assert_eq(read(pfd[0], &rep, sizeof(rep)), (ssize_t)sizeof(rep));
+	cr_assert_geq(rep.unacked_invalidates, 1, "no split INVALIDATE was sent");
+	cr_assert_eq(rep.acked_invalidates, 0, "the split's INVALIDATE asked for an ack");
+	for (unsigned v = 0; v < 2; v++) {
+		bool second = false;
+
+		for (unsigned i = 0; i < rep.n[v]; i++) {
+			second |= rep.iova[v][i] == 0xa1000;
+			for (unsigned j = 0; j < rep.n[v]; j++)
+				cr_assert(rep.iova[v][i] + rep.size[v][i] != rep.iova[v][j] ||
+						  rep.uaddr[v][i] + rep.size[v][i] == rep.uaddr[v][j],
+					  "vring %u holds IOVA-adjacent entries 0x%llx and 0x%llx with memory apart",
+					  v, (unsigned long long)rep.iova[v][i], (unsigned long long)rep.iova[v][j]);
+		}
+		cr_assert(second, "vring %u lacks the second extent", v);
+	}
 	close(pfd[0]);
 	report_fd = -1;
 	done(vu, pid, memfd);

@@ -200,8 +200,8 @@ static int64_t send_invalidate(struct viommu_vhost_user *vu, uint64_t iova, uint
  * split's INVALIDATE goes without NEED_REPLY: the backend handles the main channel in order, so
  * the UPDATE's ack confirms it too, and the backend spends no reply on it. Both go in one
  * sendmsg: the backend's message thread wakes once and finds both (sent apart, it can wake for
- * the first, sleep again and wake for the second). Together about 4 us less of the round trip on
- * this machine (docs/vhost.md, "Where the round trip goes"). An UNMAP's INVALIDATE
+ * the first, sleep again and wake for the second). Together about 5 us off the median round
+ * trip against testpmd on this machine (docs/vhost.md, "Where the round trip goes"). An UNMAP's INVALIDATE
  * (op_invalidate) is acked on its own: the UNMAP waits for it. */
 static void send_answer(struct viommu_vhost_user *vu, const struct viommu_iotlb_entry *e,
 			const struct viommu_iotlb_entry *inv, uint64_t t_miss)
