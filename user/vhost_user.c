@@ -217,8 +217,14 @@ static void send_answer(struct viommu_vhost_user *vu, const struct viommu_iotlb_
 	for (unsigned i = 0; i < NVRINGS; i++)
 		have += vu->vr[i].exists;
 	if (have < NVRINGS) {
-		/* A vring to come would not get it: hold it for then (the header's "Queues"). */
-		if (vu->ndefer < DEFER_MAX) {
+		unsigned i = 0;
+
+		/* A vring to come would not get it: hold it for then (the header's "Queues"), once. */
+		while (i < vu->ndefer && (vu->defer[i].iova != e->iova || vu->defer[i].perm != e->perm))
+			i++;
+		if (i < vu->ndefer) {
+			/* held already */
+		} else if (vu->ndefer < DEFER_MAX) {
 			vu->defer[vu->ndefer].iova = e->iova;
 			vu->defer[vu->ndefer++].perm = e->perm;
 			vu->st.deferred++;
