@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bpf_access.h"
@@ -316,14 +317,116 @@ Test(vhost_kernel, strict_unmap_and_detach_are_invalidated_before_they_complete,
 	check_invalidations(NULL);
 }
 
-/* The kernel's write() is synchronous: lazy mode writes at the same point and only skips a wait
- * the kernel does not have (docs/vhost.md). */
-Test(vhost_kernel, lazy_mode_is_never_later_than_the_request_for_the_kernel,
+static bool bridge_readable(struct viommu_vhost_kernel *b)
+{
+	struct pollfd p = { .fd = viommu_vhost_kernel_fd(b), .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1;
+}
+
+/* Lazy: the kernel's write() is synchronous, so an UNMAP's INVALIDATE is not written inside the
+ * request; the bridge's fd turns readable and the next service() writes the ranges kept since,
+ * merged. A DETACH is still invalidated inside the request. */
+Test(vhost_kernel, lazy_unmaps_are_invalidated_merged_by_the_next_service_call_not_the_request,
      .init = setup, .fini = teardown)
 {
 	struct viommu_vhost_opts o = { .lazy = true };
+	struct viommu_vhost_kernel *b = attach_bridge(&o);
+	struct viommu_vhost_stats st;
+	struct vhost_msg_v2 m;
 
-	check_invalidations(&o);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x40000, 0x4ffff, GPA, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x50000, 0x5ffff, GPA + 0x10000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x80000, 0x8ffff, GPA + 0x20000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_not(bridge_readable(b), "nothing to do yet");
+	cr_assert_eq(test_unmap(dev, 1, 0x40000, 0x4ffff), VIOMMU_S_OK);
+	cr_assert_not(kernel_recv(&m, 0), "the UNMAP completed with its INVALIDATE not written");
+	cr_assert(bridge_readable(b), "the bridge's fd says a flush waits");
+	cr_assert_eq(test_unmap(dev, 1, 0x50000, 0x5ffff), VIOMMU_S_OK);
+	cr_assert_not(kernel_recv(&m, 0));
+	viommu_vhost_kernel_stats(b, &st);
+	cr_assert_eq(st.invalidates, 0);
+	cr_assert_eq(viommu_vhost_kernel_service(b), 0, "no MISS handled");
+	cr_assert(kernel_recv(&m, 0), "service() wrote the INVALIDATE");
+	cr_assert(m.iotlb.type == VHOST_IOTLB_INVALIDATE && m.iotlb.iova == 0x40000 &&
+		  m.iotlb.size == 0x20000, "the two adjacent UNMAPs merged into one INVALIDATE");
+	cr_assert_not(kernel_recv(&m, 0));
+	cr_assert_not(bridge_readable(b));
+	viommu_vhost_kernel_stats(b, &st);
+	cr_assert(st.invalidates == 1 && st.invalidates_deferred == 1);
+	/* once flushed, the unmapped IOVA is a fault, never an UPDATE */
+	kernel_send(VHOST_IOTLB_MSG_V2, VHOST_IOTLB_MISS, 0x41000, VHOST_ACCESS_RO);
+	cr_assert_eq(viommu_vhost_kernel_service(b), 1);
+	cr_assert_not(kernel_recv(&m, 0));
+	cr_assert_eq(faults_popped(NULL, NULL), 1);
+	/* DETACH: inside the request, as in strict mode */
+	cr_assert_eq(test_detach(dev, 1, EP), VIOMMU_S_OK);
+	cr_assert(kernel_recv(&m, 0) && m.iotlb.type == VHOST_IOTLB_INVALIDATE && m.iotlb.iova == 0 &&
+		  m.iotlb.size == UINT64_MAX, "a DETACH is invalidated before it completes, lazy or not");
+	viommu_vhost_kernel_stats(b, &st);
+	cr_assert(st.invalidates == 2 && st.invalidates_deferred == 1 && st.invalidate_all == 1);
+	viommu_vhost_kernel_detach(b);
+}
+
+/* Lazy: an UPDATE is never written before an INVALIDATE kept from an earlier UNMAP (it would
+ * remove the UPDATE, or leave the kernel the stale entry beside the new one). */
+Test(vhost_kernel, lazy_invalidates_go_out_before_any_update_answer_or_prefill,
+     .init = setup, .fini = teardown)
+{
+	struct viommu_vhost_opts o = { .lazy = true };
+	struct viommu_vhost_kernel *b = attach_bridge(&o);
+	struct vhost_msg_v2 m;
+
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x40000, 0x4ffff, GPA, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x80000, 0x8ffff, GPA + 0x20000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	/* re-mapped elsewhere before any flush; the kernel misses on it */
+	cr_assert_eq(test_unmap(dev, 1, 0x40000, 0x4ffff), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x40000, 0x4ffff, GPA + 0x30000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_not(kernel_recv(&m, 0));
+	kernel_send(VHOST_IOTLB_MSG_V2, VHOST_IOTLB_MISS, 0x40000, VHOST_ACCESS_RO);
+	cr_assert_eq(viommu_vhost_kernel_service(b), 1);
+	cr_assert(kernel_recv(&m, 0) && m.iotlb.type == VHOST_IOTLB_INVALIDATE && m.iotlb.iova == 0x40000,
+		  "the INVALIDATE first");
+	cr_assert(kernel_recv(&m, 0) && m.iotlb.type == VHOST_IOTLB_UPDATE && m.iotlb.iova == 0x40000 &&
+		  m.iotlb.uaddr == (uint64_t)(uintptr_t)(memory + 0x30000), "then the new translation");
+	/* a prefill writes what is kept first too */
+	cr_assert_eq(test_unmap(dev, 1, 0x40000, 0x4ffff), VIOMMU_S_OK);
+	cr_assert_not(kernel_recv(&m, 0));
+	cr_assert_eq(viommu_vhost_kernel_prefill(b, 0x80000, 0x10000), 0);
+	cr_assert(kernel_recv(&m, 0) && m.iotlb.type == VHOST_IOTLB_INVALIDATE && m.iotlb.iova == 0x40000);
+	cr_assert(kernel_recv(&m, 0) && m.iotlb.type == VHOST_IOTLB_UPDATE && m.iotlb.iova == 0x80000);
+	cr_assert_not(kernel_recv(&m, 0));
+	viommu_vhost_kernel_detach(b);
+}
+
+/* Lazy, thread mode: the bridge's thread writes the INVALIDATE once the device thread has left the
+ * request (it holds the bridge's lock until then), without a service call. */
+Test(vhost_kernel, lazy_thread_mode_writes_the_invalidate_after_the_request_released_the_lock,
+     .init = setup, .fini = teardown)
+{
+	struct viommu_vhost_opts o = { .lazy = true, .thread = true };
+	struct viommu_vhost_kernel *b = attach_bridge(&o);
+	struct viommu_vhost_stats st;
+	struct vhost_msg_v2 m;
+	struct timespec ts;
+	uint64_t done;
+
+	viommu_vhost_kernel_lock(b);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x40000, 0x4ffff, GPA, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(dev, 1, 0x40000, 0x4ffff), VIOMMU_S_OK);
+	cr_assert_not(kernel_recv(&m, 50), "nothing while the request holds the lock");
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	done = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	viommu_vhost_kernel_unlock(b);
+	cr_assert(kernel_recv(&m, 2000), "the bridge's thread wrote it");
+	cr_assert(m.iotlb.type == VHOST_IOTLB_INVALIDATE && m.iotlb.iova == 0x40000 && m.iotlb.size == 0x10000);
+	viommu_vhost_kernel_stats(b, &st);
+	cr_assert(st.invalidates == 1 && st.invalidates_deferred == 1);
+	cr_assert_gt(st.last_invalidate_at_ns, done, "written after the request completed");
+	viommu_vhost_kernel_detach(b);
 }
 
 Test(vhost_kernel, prefill_map_pushes_maps_until_half_the_kernels_entries_then_leaves_them_to_misses,

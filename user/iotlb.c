@@ -42,6 +42,7 @@ struct served {
 	uint32_t domain; /* when ATTACHED */
 	uint64_t ranges[VIOMMU_IOTLB_MAX_RANGES][2];
 	unsigned nranges;
+	bool urgent; /* an endpoint change is pending: flushed at the sync even with opts.defer */
 };
 
 struct faulted {
@@ -252,8 +253,10 @@ static int obs_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enu
 	/* Leaving a translating state, or moving to another domain: everything answered for this
 	 * endpoint may be wrong now. */
 	if (translating(s->state) &&
-	    (st != s->state || (st == VIOMMU_EP_ATTACHED && dom != s->domain)))
+	    (st != s->state || (st == VIOMMU_EP_ATTACHED && dom != s->domain))) {
 		pend(s, 0, UINT64_MAX);
+		s->urgent = true;
+	}
 	s->state = st;
 	s->domain = dom;
 	if (st == VIOMMU_EP_BYPASS || st == VIOMMU_EP_IDENTITY)
@@ -319,6 +322,8 @@ static int flush(struct viommu_iotlb *it, bool wait)
 
 			memmove(&s->ranges[0], &s->ranges[1], (s->nranges - 1) * sizeof(s->ranges[0]));
 			s->nranges--;
+			if (!s->nranges)
+				s->urgent = false;
 			it->st.invalidates++;
 			sent++;
 			if (it->opts.track_held)
@@ -341,7 +346,30 @@ static void obs_sync(void *ctx, bool removed)
 	struct viommu_iotlb *it = ctx;
 
 	(void)removed; /* the ranges say it; an endpoint change the core does not count is in them */
-	flush(it, !it->opts.lazy);
+	if (it->opts.lazy && it->opts.defer && !it->in_flush) {
+		bool urgent = false;
+
+		for (unsigned i = 0; i < it->nserved; i++)
+			urgent |= it->served[i].urgent;
+		/* Answers this sync sends (remapped faults, prefills) must not precede an older
+		 * INVALIDATE of the same IOVAs: flush first. */
+		if (it->ops.remapped) {
+			urgent |= it->nprefill > 0;
+			for (unsigned i = 0; i < FAULT_MEMORY; i++)
+				urgent |= it->faulted[i].state == 2;
+		}
+		if (urgent) {
+			flush(it, false);
+		} else if (viommu_iotlb_pending(it)) {
+			/* Left for the bridge's flush outside the request: it merges with whatever
+			 * else is unmapped before then. */
+			it->st.deferrals++;
+			if (it->ops.deferred)
+				it->ops.deferred(it->ops.ctx, viommu_iotlb_pending(it));
+		}
+	} else {
+		flush(it, !it->opts.lazy);
+	}
 	/* Faulted misses a MAP (or a bypass) has now covered: answer them (after the fast path has
 	 * published: it is the earlier observer). */
 	if (it->ops.remapped && !it->in_flush)

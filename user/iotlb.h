@@ -14,7 +14,8 @@
  *    endpoint's domain and an endpoint leaving a translating state (DETACH, re-ATTACH, reset,
  *    bypass change) become ranges per endpoint, merged, flushed through the bridge's callbacks at
  *    the device's `sync` (strict: the callbacks wait for the consumer's confirmation there, before
- *    the request's used length is returned) or when the VMM calls viommu_iotlb_flush() (lazy).
+ *    the request's used length is returned; lazy: sent there without waiting) or, with lazy +
+ *    defer, only when the bridge calls viommu_iotlb_flush() outside the request.
  *  - Counters (misses, updates, invalidates, faults, service time).
  *
  * Concurrency: one thread, the device thread (the observer callbacks run there, and the flush
@@ -77,6 +78,14 @@ struct viommu_iotlb_opts {
 	/* Push an answer for each MAP in a served endpoint's domain at the device's sync, through
 	 * ops->remapped (as for a faulted miss the MAP covered): the consumer need not miss. */
 	bool prefill;
+	/* With lazy: UNMAP ranges are not sent at the device's sync at all. They are kept (merged:
+	 * adjacent and overlapping ranges join) until viommu_iotlb_flush(), which the bridge calls
+	 * outside the request (its service thread or poll loop), and ops->deferred tells the bridge
+	 * at the sync that something waits. Endpoint changes (DETACH, re-ATTACH, reset, bypass) are
+	 * never deferred: a sync that has one flushes everything. For consumers whose invalidation
+	 * is synchronous (the kernel's write()): lazy alone would still send inside the request.
+	 * No effect without lazy. */
+	bool defer;
 };
 
 /* A consumer-side IOTLB entry: [iova, iova + size) at user address uaddr, perm RO/WO/RW. */
@@ -97,6 +106,9 @@ struct viommu_iotlb_ops {
 	/* Optional: an IOVA that faulted earlier is now mapped (a MAP covered it): answer it as if
 	 * the consumer had missed again (DPDK does not repeat a MISS until an UPDATE covers it). */
 	void (*remapped)(void *ctx, uint32_t ep, uint64_t iova, uint8_t perm);
+	/* Optional (opts.defer): a sync left @pending ranges for viommu_iotlb_flush(). Called on the
+	 * device thread inside the request: only wake whoever flushes. */
+	void (*deferred)(void *ctx, unsigned pending);
 };
 
 struct viommu_iotlb_stats {
@@ -119,6 +131,8 @@ struct viommu_iotlb_stats {
 	uint64_t held_overflows; /* the record filled up: conservative until a full invalidation */
 	uint64_t prefills; /* MAPs pushed through ops->remapped */
 	uint64_t prefills_dropped; /* MAPs beyond the prefill queue between two syncs */
+	/* Added with defer (zero without it). */
+	uint64_t deferrals; /* syncs that left their ranges for a later viommu_iotlb_flush() */
 };
 
 struct viommu_iotlb;
@@ -172,8 +186,10 @@ int viommu_iotlb_lookup(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uin
  * Device thread. */
 void viommu_iotlb_watch(struct viommu_iotlb *it, uint32_t ep, uint64_t iova, uint8_t perm);
 
-/* Send every pending range (lazy mode: the VMM's flush timer; strict mode flushes at each
- * sync by itself). @wait: wait for confirmations. Returns how many ranges were sent or -errno. */
+/* Send every pending range (lazy mode: the VMM's flush timer, or the bridge's service thread
+ * with opts.defer; strict mode flushes at each sync by itself). @wait: wait for confirmations.
+ * Returns how many ranges were sent or -errno. Device thread, or whichever thread the bridge
+ * serialises with it (the kernel bridge's lock). */
 int viommu_iotlb_flush(struct viommu_iotlb *it, bool wait);
 /* Ranges pending (lazy mode), over all endpoints. */
 unsigned viommu_iotlb_pending(const struct viommu_iotlb *it);

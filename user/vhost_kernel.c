@@ -55,6 +55,7 @@ struct viommu_vhost_kernel {
 
 	pthread_t thread;
 	bool has_thread;
+	bool in_service; /* service() is flushing: lazy INVALIDATEs written after their request */
 };
 
 static uint64_t now_ns(void)
@@ -116,6 +117,7 @@ static int write_msg(struct viommu_vhost_kernel *b, uint8_t type, uint64_t iova,
 		     uint64_t uaddr, uint8_t perm)
 {
 	struct vhost_msg_v2 m;
+	uint64_t t0;
 	ssize_t w;
 
 	memset(&m, 0, sizeof(m));
@@ -125,6 +127,7 @@ static int write_msg(struct viommu_vhost_kernel *b, uint8_t type, uint64_t iova,
 	m.iotlb.uaddr = uaddr;
 	m.iotlb.perm = perm;
 	m.iotlb.type = type;
+	t0 = now_ns();
 	do
 		w = write(b->fd, &m, sizeof(m));
 	while (w < 0 && errno == EINTR);
@@ -133,7 +136,12 @@ static int write_msg(struct viommu_vhost_kernel *b, uint8_t type, uint64_t iova,
 			b->st.updates++;
 			b->pushed_since_all++;
 		} else {
+			/* The kernel took every vq mutex for it: its cost to the queues is this. */
+			b->st.last_invalidate_at_ns = now_ns();
+			b->st.invalidate_ns += b->st.last_invalidate_at_ns - t0;
 			b->st.invalidates++;
+			if (b->in_service)
+				b->st.invalidates_deferred++;
 		}
 		return 0;
 	}
@@ -172,10 +180,33 @@ static int core_complete(void *ctx, bool strict)
 	return 0;
 }
 
+/* Lazy mode: a sync (inside a request, device thread) left UNMAP ranges with the core. Only wake
+ * the flusher: service() writes them (the bridge thread, or the VMM's loop polling our fd). */
+static void core_deferred(void *ctx, unsigned pending)
+{
+	struct viommu_vhost_kernel *b = ctx;
+	uint64_t one = 1;
+
+	(void)pending;
+	if (write(b->evfd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is at its maximum, so it is readable already */
+	}
+}
+
+/* Lazy mode: before any UPDATE, the INVALIDATEs still held back, so an UPDATE is never followed by
+ * an older INVALIDATE that would remove it, and no UPDATE joins a stale entry the kernel still
+ * holds for the same IOVA. */
+static void flush_deferred(struct viommu_vhost_kernel *b)
+{
+	if (b->opts.lazy && viommu_iotlb_pending(b->core))
+		viommu_iotlb_flush(b->core, false);
+}
+
 /* Push the entries for [iova, last] now, from the fast path (no MISS). -EFAULT: a byte of it is
  * not mapped for reading. Device thread (or under the lock in thread mode). */
 static int push_range(struct viommu_vhost_kernel *b, uint64_t iova, uint64_t last, bool budget)
 {
+	flush_deferred(b);
 	for (;;) {
 		struct viommu_iotlb_entry e, inval;
 		int err = viommu_iotlb_lookup(b->core, b->endpoint, iova, VIOMMU_IOTLB_PERM_RO, &e, &inval);
@@ -277,9 +308,10 @@ int viommu_vhost_kernel_service(struct viommu_vhost_kernel *b)
 		/* EAGAIN: no lazy flush asked for */
 	}
 	pthread_mutex_lock(&b->lock);
-	/* Lazy mode: the ranges the core kept since the last sync, before any answer. */
-	if (b->opts.lazy && viommu_iotlb_pending(b->core))
-		viommu_iotlb_flush(b->core, false);
+	/* Lazy mode: the ranges the core kept since the last sync, merged, before any answer. */
+	b->in_service = true;
+	flush_deferred(b);
+	b->in_service = false;
 	for (;;) {
 		n = read(b->fd, &m, sizeof(m));
 		if (n < 0) {
@@ -456,10 +488,11 @@ struct viommu_vhost_kernel *viommu_vhost_kernel_attach(struct viommu_fastpath *f
 		/* fault_unbacked: the kernel never repeats a MISS, so an IOVA mapped to MMIO would
 		 * otherwise stall its queue with nothing on the event queue. */
 		struct viommu_iotlb_opts co = { .lazy = b->opts.lazy,
+						.defer = b->opts.lazy, /* write() would be inside the request */
 						.per_page = b->opts.answer == VIOMMU_VHOST_ANSWER_PAGE,
 						.fault_unbacked = true };
 		struct viommu_iotlb_ops ops = { .ctx = b, .invalidate = core_invalidate,
-						.complete = core_complete };
+						.complete = core_complete, .deferred = core_deferred };
 
 		b->core = viommu_iotlb_new(fp, &co, &ops);
 		if (!b->core)

@@ -10,7 +10,8 @@
  * or forbidden IOVA, or a blocked endpoint, is answered with no UPDATE and a fault on the
  * device's event queue. The bridge observes the device: an UNMAP, DETACH, re-ATTACH, reset or
  * bypass change that removes access is followed by INVALIDATE of what it removed before the
- * request's used length is returned (strict), or soon after (lazy).
+ * request's used length is returned (strict); in lazy mode an UNMAP's INVALIDATE is written by
+ * the next service call instead, outside the request.
  *
  * Use (the VMM, after VHOST_SET_OWNER and before the rings are set up):
  *
@@ -35,7 +36,9 @@
  *     thread holds it while it answers, the device thread while it calls into the device
  *     (viommu_vhost_kernel_lock/unlock around requests, batches and resets). Strict
  *     INVALIDATEs are written inside the request (at the core's sync) under that lock, so an
- *     UPDATE is never written between a removal and its INVALIDATE.
+ *     UPDATE is never written between a removal and its INVALIDATE. Lazy INVALIDATEs are
+ *     written by service() under the same lock before any UPDATE it writes, and a prefill
+ *     writes them first too: no UPDATE ever precedes an older INVALIDATE.
  *   - stats may be called from any thread.
  *   - The fast path must be created before the bridge (its observer then syncs first: the core
  *     flushes after the fast path has unpublished) and freed after it; the vhost fd must stay
@@ -77,9 +80,13 @@ struct viommu_vhost_opts {
 	enum viommu_vhost_prefill prefill;
 	enum viommu_vhost_answer answer;
 	/* Lazy invalidation (a guest in lazy mode; the fast path's own `lazy` option is the same
-	 * choice for readers): the core sends at sync without waiting. The kernel's write() is
-	 * synchronous, so INVALIDATEs are still written inside the request, as in strict mode;
-	 * service() also flushes any ranges the core kept. Default strict. */
+	 * choice for readers): an UNMAP's INVALIDATE is not written inside the request (the kernel's
+	 * write() is synchronous and takes every vq mutex). The request completes, the bridge's fd
+	 * turns readable, and the next service() call (the bridge thread, or the VMM's loop) writes
+	 * the ranges kept since, merged, before it answers any MISS; a prefill writes them first
+	 * too. Until then vhost may still use the old translation: the guest's choice. DETACH,
+	 * re-ATTACH, reset and bypass changes are still invalidated inside the request. Default
+	 * strict: every INVALIDATE is written before the request's used length. */
 	bool lazy;
 	bool thread; /* run an own service thread; else the VMM polls viommu_vhost_kernel_fd() */
 	uint32_t max_iotlb_entries; /* vhost.ko's max_iotlb_entries; 0: 2048 */
@@ -103,6 +110,9 @@ struct viommu_vhost_stats {
 	uint64_t bad_messages; /* reads that were no MISS / ACCESS_FAIL */
 	uint64_t service_ns; /* total time from a MISS read to its answer written */
 	int last_write_error; /* -errno of the last refused write, 0 if none */
+	uint64_t invalidates_deferred; /* lazy: INVALIDATEs written by service(), after the request */
+	uint64_t invalidate_ns; /* total time inside INVALIDATE write()s (the kernel's handler) */
+	uint64_t last_invalidate_at_ns; /* CLOCK_MONOTONIC when the last INVALIDATE write returned */
 };
 
 struct viommu_vhost_kernel;
@@ -134,9 +144,11 @@ void viommu_vhost_kernel_detach(struct viommu_vhost_kernel *b);
  * -errno from the kernel. Device thread (or the service thread between service calls). */
 int viommu_vhost_kernel_prefill(struct viommu_vhost_kernel *b, uint64_t iova, uint64_t size);
 
-/* A pollable fd (epoll): readable when service() has work (a MISS, or lazy invalidations). */
+/* A pollable fd (epoll): readable when service() has work (a MISS, or lazy invalidations kept
+ * since a request). */
 int viommu_vhost_kernel_fd(const struct viommu_vhost_kernel *b);
-/* Answer every queued MISS / ACCESS_FAIL and write pending lazy invalidations; never blocks.
+/* Write pending lazy invalidations (merged), then answer every queued MISS / ACCESS_FAIL; never
+ * blocks.
  * Returns how many messages it handled, or -errno (-EBADFD: the device has no IOTLB, i.e. the
  * features were set again without ACCESS_PLATFORM). One thread at a time (see above). */
 int viommu_vhost_kernel_service(struct viommu_vhost_kernel *b);
