@@ -72,6 +72,8 @@ static const struct bench_scenario scenarios[] = {
 	{ "map_unmap", world_4k, setup_mu, run_map_unmap, teardown_mu },
 	{ "churn_readers", NULL, setup_churn, run_churn, teardown_churn },
 	{ "churn_readers", NULL, setup_churn_fence, run_churn, teardown_churn },
+	{ "churn_readers", NULL, setup_churn_lazy, run_churn, teardown_churn },
+	{ "churn_readers", NULL, setup_churn_batch64, run_churn, teardown_churn },
 	{ "grace_period", NULL, setup_grace, run_grace, teardown_grace },
 };
 #define BENCH_NSCEN (sizeof(scenarios) / sizeof(scenarios[0]))
