@@ -282,7 +282,8 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 		struct viommu_lk f;
 		int got = 0;
 
-		if (!(q[i].access & VIOMMU_QUERY_F_EXTENT) && !((q[i].iova ^ last) >> VIOMMU_PAGE_SHIFT))
+		if (!(q[i].access & VIOMMU_QUERY_F_EXTENT) && !((q[i].iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
+		    last >= q[i].iova) /* not a range that runs past 2^64 (it faults) */
 			got = viommu_lookup_fast(r, q[i].endpoint, q[i].iova, &f);
 		if (got == 1 && (f.ext_flags & q[i].access) == q[i].access) {
 			a[i].result = VIOMMU_XLATE_HIT;
@@ -357,7 +358,8 @@ uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viom
 
 	/* A query within one page, not asking for the whole extent: the short path, its state in
 	 * registers (a lookup's stores, not only its loads, bound how many run at once). */
-	if (!(q->access & VIOMMU_QUERY_F_EXTENT) && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT)) {
+	if (!(q->access & VIOMMU_QUERY_F_EXTENT) && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
+	    last >= q->iova) { /* not a range that runs past 2^64: it faults, as the store says */
 		struct viommu_lk f;
 		int got = viommu_lookup_fast(r, q->endpoint, q->iova, &f);
 
