@@ -74,6 +74,8 @@ void run_grace(struct bench_ctx *c);
 void teardown_grace(struct bench_ctx *c);
 int setup_churn(struct bench_ctx *c);
 int setup_churn_fence(struct bench_ctx *c);
+int setup_churn_lazy(struct bench_ctx *c);
+int setup_churn_batch64(struct bench_ctx *c);
 void run_churn(struct bench_ctx *c);
 void teardown_churn(struct bench_ctx *c);
 

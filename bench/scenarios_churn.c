@@ -194,20 +194,27 @@ static void *churn_reader_main(void *arg)
 	return NULL;
 }
 
+/* How the writer churns: strict with one grace period per UNMAP (membarrier, or reader fences),
+ * lazy (no grace period: what readers lose is the shared lines alone), or strict in kicks of 64
+ * pairs (one grace period per kick, as a Linux guest in strict mode batches its unmaps). */
+enum churn_mode { CHURN_STRICT, CHURN_FENCE, CHURN_LAZY, CHURN_BATCH64 };
+static const char *const churn_quiet[] = { "quiet", "quiet_fence", "quiet_lazy", "quiet_batch64" };
+static const char *const churn_busy[] = { "churn", "churn_fence", "churn_lazy", "churn_batch64" };
+
 struct bench_churn {
 	struct bench_world *w;
 	struct bench_mu set;
-	bool fence; /* grace periods by reader fences (viommu_fastpath_opts.reader_fence) */
+	enum churn_mode mode;
 };
 
-static int setup_churn_mode(struct bench_ctx *c, bool fence)
+static int setup_churn_mode(struct bench_ctx *c, enum churn_mode mode)
 {
 	struct bench_churn *ch = bench_calloc(1, sizeof(*ch));
 	struct bench_world_spec spec = { BENCH_4K, bench_opt.mode == BENCH_SMOKE ? 1024 : 65536 };
-	/* strict: readers meet grace periods */
-	struct viommu_fastpath_opts o = { .lazy = false, .reader_fence = fence, .overcommit = true };
+	struct viommu_fastpath_opts o = { .lazy = mode == CHURN_LAZY, .reader_fence = mode == CHURN_FENCE,
+					  .overcommit = true };
 
-	ch->fence = fence;
+	ch->mode = mode;
 	ch->w = bench_world_build(spec, &o, false);
 	if (!ch->w)
 		bench_fail("churn_readers: viommu_fastpath_new: %s", strerror(errno));
@@ -220,12 +227,22 @@ static int setup_churn_mode(struct bench_ctx *c, bool fence)
 
 int setup_churn(struct bench_ctx *c)
 {
-	return setup_churn_mode(c, false);
+	return setup_churn_mode(c, CHURN_STRICT);
 }
 
 int setup_churn_fence(struct bench_ctx *c)
 {
-	return setup_churn_mode(c, true);
+	return setup_churn_mode(c, CHURN_FENCE);
+}
+
+int setup_churn_lazy(struct bench_ctx *c)
+{
+	return setup_churn_mode(c, CHURN_LAZY);
+}
+
+int setup_churn_batch64(struct bench_ctx *c)
+{
+	return setup_churn_mode(c, CHURN_BATCH64);
 }
 
 void teardown_churn(struct bench_ctx *c)
@@ -272,8 +289,13 @@ static double churn_rep(struct bench_ctx *c, unsigned nthreads, size_t ops, bool
 		const uint64_t min_pairs = bench_opt.mode == BENCH_SMOKE ? 256 : 0;
 
 		while (__atomic_load_n(&done, __ATOMIC_ACQUIRE) < nthreads || pairs < min_pairs) {
-			bench_sink += bench_mu_run_device(&j, 16);
-			pairs += 16;
+			if (ch->mode == CHURN_BATCH64) {
+				bench_sink += run_mu_batch(&j, 1);
+				pairs += BENCH_BATCH;
+			} else {
+				bench_sink += bench_mu_run_device(&j, 16);
+				pairs += 16;
+			}
 		}
 	}
 	*pairs_s = pairs * 1e9 / (double)(bench_now_ns() - t0);
@@ -340,8 +362,7 @@ static void churn_rows(struct bench_ctx *c, unsigned nthreads, const struct benc
 				 writer / 1e3, cm->gp ? cm->gns / 1e3 / cm->gp : 0.0,
 				 nthreads + 1 > (unsigned)bench_machine.ncpu ? "; 3 thr/2 CPU" : "");
 		r = bench_row_add("churn_readers", "4k", ch->w->spec.extents, nthreads, "viommu",
-				  ch->fence ? (churn ? "churn_fence" : "quiet_fence") : (churn ? "churn" : "quiet"),
-				  &cm->st[churn], note);
+				  churn ? churn_busy[ch->mode] : churn_quiet[ch->mode], &cm->st[churn], note);
 		if (churn) {
 			r->loss_pct = loss;
 			r->extra = writer;

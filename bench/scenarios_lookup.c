@@ -38,11 +38,11 @@ __attribute__((flatten)) static uint64_t run_viommu(struct bench_job *j, size_t 
 
 /*
  * The lookup taken apart, to show where its time goes against the flat floor (issue 11):
- * viommu_fast is viommu_lookup_fast() alone in the loop (every check, no reader TLB, no answer
- * struct); viommu_raw makes the same dependent loads with no check at all (endpoint entry, hash
- * bucket, the leaf's PTE). raw - flat is what the layout costs (three dependent loads against
- * one), fast - raw what validation costs, viommu - fast what the reader TLB and the answer cost.
- * Both answer hits only (a query the short path does not take counts as a fault).
+ * viommu_raw makes viommu's dependent loads (endpoint entry, hash bucket, the leaf's PTE) with
+ * no check at all. raw / flat is what the layout costs (three dependent loads against one, in a
+ * bigger working set); viommu / raw what the checks (seqlocks, generations, identities), the
+ * reader TLB and the answer cost. It answers hits only (a query it does not take counts as a
+ * fault).
  */
 static inline int raw_lookup(const struct viommu_reader *r, const struct viommu_query *q, uint64_t *pa)
 {
@@ -75,40 +75,16 @@ static uint64_t run_viommu_raw(struct bench_job *j, size_t ops)
 	return sum;
 }
 
-__attribute__((flatten)) static uint64_t run_viommu_fast(struct bench_job *j, size_t ops)
-{
-	struct viommu_reader *r = j->ctx;
-	const struct viommu_query *qv = j->q;
-	const size_t qmask = j->qmask, cursor = j->cursor;
-	uint64_t sum = 0, miss = 0;
-
-	for (size_t i = 0; i < ops; i++) {
-		const struct viommu_query *q = &qv[(cursor + i) & qmask];
-		struct viommu_lk lk;
-
-		if (viommu_lookup_fast(r, q->endpoint, q->iova, &lk) == 1)
-			sum += lk.ext_phys + (q->iova - lk.ext_start);
-		else
-			miss++;
-	}
-	j->faults += miss;
-	j->cursor += ops;
-	return sum;
-}
-
-/* Both rows answer the store's PAs for @s (hits only, where they answer). */
+/* viommu_raw answers the store's PAs for @s (hits only, where it answers). */
 static void decomposition_check(struct bench_world *w, const char *scenario, const struct bench_qset *s)
 {
 	for (size_t i = 0; i < s->n; i++) {
-		struct viommu_lk lk;
 		uint64_t pa;
 
-		/* Either may decline a query (its region not in the hash: a full bucket), never
-		 * answer it wrongly. */
-		if ((raw_lookup(w->rd, &s->q[i], &pa) && pa != s->want[i].pa) ||
-		    (viommu_lookup_fast(w->rd, s->q[i].endpoint, s->q[i].iova, &lk) == 1 &&
-		     lk.ext_phys + (s->q[i].iova - lk.ext_start) != s->want[i].pa))
-			bench_fail("%s: viommu_raw / viommu_fast disagree with the store at iova 0x%llx", scenario,
+		/* It may decline a query (its region in the second bucket, or none), never answer
+		 * it wrongly. */
+		if (raw_lookup(w->rd, &s->q[i], &pa) && pa != s->want[i].pa)
+			bench_fail("%s: viommu_raw disagrees with the store at iova 0x%llx", scenario,
 				   (unsigned long long)s->q[i].iova);
 	}
 }
@@ -239,12 +215,9 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		printf("# %s %s x %u: flat skipped (no flat table for this layout: dense layouts only)\n", scenario,
 		       bench_size_names[w->spec.size], w->spec.extents);
 	}
-	/* The decomposition rows, for single random hits in worlds of 4 KiB pages. */
+	/* The decomposition row, for single random hits in worlds of 4 KiB pages. */
 	if (!bulk && !expect_faults && w->spec.size == BENCH_4K && s->n > 1) {
 		decomposition_check(w, scenario, s);
-		j[n] = (struct bench_job){ .run = run_viommu_fast, .ctx = w->rd, .q = s->q, .qmask = s->n - 1, .per_op = 1 };
-		names[n] = "viommu_fast";
-		impls[n++] = -2;
 		j[n] = (struct bench_job){ .run = run_viommu_raw, .ctx = w->rd, .q = s->q, .qmask = s->n - 1, .per_op = 1 };
 		names[n] = "viommu_raw";
 		impls[n++] = -3;
@@ -255,7 +228,7 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		size_t nq = j[k].qmask + 1;
 		char note[64] = "";
 
-		if (impl > -2 && (expect_faults ? j[k].faults == 0 : j[k].faults != 0))
+		if (impl != -3 && (expect_faults ? j[k].faults == 0 : j[k].faults != 0))
 			bench_fail("%s: %s answered %llu faults", scenario, names[k], (unsigned long long)j[k].faults);
 		if (nq < s->n)
 			snprintf(note, sizeof(note), "%zu of %zu queries", nq, s->n);
@@ -263,8 +236,6 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 			snprintf(note, sizeof(note), "mutex per lookup");
 		else if (impl == I_SLIST)
 			snprintf(note, sizeof(note), bulk ? "rwlock per 64" : "rwlock per lookup");
-		else if (impl == -2)
-			snprintf(note, sizeof(note), "viommu_lookup_fast() alone: no reader TLB, no answer");
 		else if (impl == -3)
 			snprintf(note, sizeof(note), "the same loads, no checks: the layout's cost");
 		else if (impl < 0)

@@ -49,8 +49,9 @@ struct viommu_lk {
 	__u32 result; /* enum viommu_xlate_result */
 	__u32 reason;
 	__u64 ext_start, ext_end, ext_phys; /* the run found: the whole extent if `whole` */
-	__u32 ext_flags;
-	__u32 whole; /* 1: ext_* are the whole extent (its record was read); 0: one page (its PTE) */
+	__u16 ext_flags;
+	__u16 whole; /* 1: ext_* are the whole extent (its record was read); 0: one page (its PTE) */
+	__u32 dslot; /* the domain slot the answer was validated in */
 	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
 	 * and the record (whole: idx, gen are the record's) or the leaf (a page: the leaf's, and
 	 * the PTE of the page) */
@@ -124,6 +125,7 @@ VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u
 		return 0;
 	lk->idx = idx;
 	lk->gen = s;
+	lk->dslot = dslot;
 	lk->whole = 1;
 	return 1;
 }

@@ -232,6 +232,30 @@ Test(fastpath, the_last_page_of_the_address_space_translates)
 	viommu_reader_close(r);
 }
 
+/* A DMA that runs past 2^64 and wraps to a last byte in its own first page: every byte that
+ * exists is mapped, but the DMA faults (the store's answer). The short path, which takes queries
+ * within one page, must not see one here (the fuzzer found the bulk and single paths doing so). */
+Test(fastpath, a_range_that_wraps_into_its_own_page_faults_on_every_path)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[2] = {
+		{ .endpoint = 8, .access = 1, .iova = ~0ull - 0xffa, .size = ~0ull - 3 },
+		{ .endpoint = 8, .access = 1, .iova = ~0ull - 0x800, .size = ~0ull },
+	};
+	struct viommu_answer want, a;
+
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, ~0ull - 0xfff, ~0ull, 0x5000, 1), VIOMMU_S_OK);
+	check_queries(r, q, 2); /* bulk and BPF */
+	for (unsigned i = 0; i < 2; i++) {
+		viommu_device_answer(dev, &q[i], &want);
+		cr_assert_eq(want.result, VIOMMU_XLATE_FAULT);
+		cr_assert_eq(viommu_reader_translate(r, &q[i], &a), VIOMMU_XLATE_FAULT, "query %u", i);
+		cr_assert_eq(a.fault_addr, want.fault_addr);
+	}
+	viommu_reader_close(r);
+}
+
 Test(fastpath, endpoints_without_access_platform_translate_as_identity)
 {
 	struct viommu_reader *r = viommu_reader_open(fp);

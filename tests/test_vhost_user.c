@@ -257,7 +257,17 @@ enum hostile {
 	H_FLOOD, /* 5000 MISSes for unmapped IOVAs */
 	H_NO_ACK, /* never acks the INVALIDATE of an UNMAP */
 	H_DISCONNECT_MID_UPDATE, /* answers a MISS's UPDATE with half an ack, then closes */
+	H_QUEUES, /* keeps IOTLB entries per vring as DPDK 22.11 does: only in vrings that exist */
 };
+
+/* H_QUEUES: what each vring holds when vring 1 is enabled, written to report_fd. */
+#define QMAX 32
+struct queues_report {
+	uint32_t n[2];
+	uint64_t iova[2][QMAX], size[2][QMAX], uaddr[2][QMAX];
+	uint32_t acked_invalidates, unacked_invalidates;
+};
+static int report_fd = -1;
 
 static void put(int fd, uint32_t req, uint32_t flags, const void *p, uint32_t size, int pass_fd)
 {
@@ -294,9 +304,40 @@ static void miss(int bfd, uint64_t iova)
 }
 
 /* The backend: answers setup as a backend must, then misbehaves as @mode says. */
+/* DPDK 22.11's vhost_user_iotlb_msg, in miniature: an UPDATE goes into every vring that exists
+ * (from its first per-vring message on), an INVALIDATE removes what overlaps it from each. */
+static void queues_model(struct queues_report *q, const bool exists[2], uint32_t req, const uint8_t *p)
+{
+	struct viommu_vu_iotlb m;
+
+	if (req != VIOMMU_VU_IOTLB_MSG)
+		return;
+	memcpy(&m, p, sizeof(m));
+	for (unsigned v = 0; v < 2; v++) {
+		if (!exists[v])
+			continue;
+		if (m.type == VIOMMU_VU_IOTLB_UPDATE && q->n[v] < QMAX) {
+			q->iova[v][q->n[v]] = m.iova;
+			q->uaddr[v][q->n[v]] = m.uaddr;
+			q->size[v][q->n[v]++] = m.size;
+		}
+		if (m.type == VIOMMU_VU_IOTLB_INVALIDATE)
+			for (unsigned i = 0; i < q->n[v]; i++)
+				if (q->iova[v][i] < m.iova + m.size && m.iova < q->iova[v][i] + q->size[v][i]) {
+					q->iova[v][i] = q->iova[v][--q->n[v]];
+					q->uaddr[v][i] = q->uaddr[v][q->n[v]];
+					q->size[v][i--] = q->size[v][q->n[v]];
+				}
+	}
+}
+
 static void backend(int lfd, enum hostile mode)
 {
 	int c = accept(lfd, NULL, NULL), bfd = -1;
+	struct queues_report q;
+	bool exists[2] = { false, false };
+
+	memset(&q, 0, sizeof(q));
 
 	for (;;) {
 		uint8_t b[12 + 512];
@@ -319,6 +360,23 @@ static void backend(int lfd, enum hostile mode)
 			_exit(0);
 		if (req == VIOMMU_VU_SET_BACKEND_REQ_FD && CMSG_FIRSTHDR(&mh))
 			memcpy(&bfd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+		if (mode == H_QUEUES) {
+			bool per_vring = (req >= VIOMMU_VU_SET_VRING_NUM && req <= VIOMMU_VU_SET_VRING_CALL) ||
+					 req == VIOMMU_VU_SET_VRING_ENABLE;
+
+			queues_model(&q, exists, req, b + 12);
+			if (req == VIOMMU_VU_IOTLB_MSG && b[12 + 25] == VIOMMU_VU_IOTLB_INVALIDATE) {
+				if (flags & VIOMMU_VU_F_NEED_REPLY)
+					q.acked_invalidates++;
+				else
+					q.unacked_invalidates++;
+			}
+			if (per_vring && b[12] < 2)
+				exists[b[12]] = true; /* the index: the first byte, in every one of them */
+			if (req == VIOMMU_VU_SET_VRING_ENABLE && b[12] == 1 &&
+			    write(report_fd, &q, sizeof(q)) != (ssize_t)sizeof(q))
+				_exit(3);
+		}
 		if (req == VIOMMU_VU_GET_FEATURES)
 			v = 0x340000000ull;
 		if (req == VIOMMU_VU_GET_PROTOCOL_FEATURES)
@@ -330,7 +388,7 @@ static void backend(int lfd, enum hostile mode)
 			put(c, req, 5, &v, 0, -1); /* a header announcing nothing, then gone */
 			_exit(0);
 		}
-		if (req == VIOMMU_VU_GET_FEATURES || req == VIOMMU_VU_GET_PROTOCOL_FEATURES ||
+		if (req == VIOMMU_VU_GET_FEATURES || req == VIOMMU_VU_GET_PROTOCOL_FEATURES || req == VIOMMU_VU_GET_VRING_BASE ||
 		    (flags & VIOMMU_VU_F_NEED_REPLY))
 			put(c, req, 5, &v, 8, -1);
 		if (req != VIOMMU_VU_SET_MEM_TABLE)
@@ -528,5 +586,133 @@ Test(vhost_user, a_backend_that_disconnects_in_the_middle_of_an_update_leaves_th
 	cr_assert_eq(viommu_vhost_user_stats(vu)->updates_sent, 1);
 	/* the device goes on; nothing is sent to a closed connection */
 	cr_assert_eq(test_unmap(dev, 1, 0x7000, 0x7fff), VIOMMU_S_OK);
+	done(vu, pid, memfd);
+}
+
+/* The guard against DPDK 22.11 dropping UPDATEs for vrings that do not exist yet. With prefill,
+ * a MAP made before connect (A) and one made after connect but before the vrings (B), as a
+ * guest's driver maps its rings and RX pool before DRIVER_OK, must reach both vrings; one mapped
+ * and unmapped again in between (C) must reach neither (the held answer is looked up again). */
+Test(vhost_user, answers_made_before_the_vrings_exist_reach_every_vring_once_it_exists,
+     .init = setup, .fini = teardown)
+{
+	struct viommu_vhost_user_opts o;
+	struct viommu_vhost_user *vu;
+	struct viommu_iotlb_region r;
+	struct queues_report rep;
+	int memfd, pfd[2];
+	pid_t pid;
+	void *m;
+
+	cr_assert_eq(pipe(pfd), 0);
+	report_fd = pfd[1];
+	snprintf(sock_path, sizeof(sock_path), "/tmp/viommu-hostile-%d.sock", (int)getpid());
+	pid = start_backend(sock_path, H_QUEUES);
+	close(pfd[1]);
+	viommu_vhost_user_opts_default(&o);
+	o.endpoint = EP;
+	o.ack_timeout_ms = 1000;
+	o.iotlb.prefill = true;
+	vu = viommu_vhost_user_new(fp, &o);
+	cr_assert(vu);
+	memfd = memfd_create("guest", MFD_CLOEXEC);
+	cr_assert(memfd >= 0 && ftruncate(memfd, 1 << 20) == 0);
+	m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	r = (struct viommu_iotlb_region){ 0, 1 << 20, m, memfd, 0 };
+	cr_assert_eq(viommu_iotlb_add_region(viommu_vhost_user_iotlb(vu), &r), 0);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x80000, 0x82fff, 0x0, 3), VIOMMU_S_OK); /* the rings */
+	cr_assert_eq(test_map(dev, 1, 0x20000, 0x2ffff, 0x10000, 1), VIOMMU_S_OK); /* A */
+	cr_assert_eq(viommu_vhost_user_connect(vu, sock_path, 0), 0, "%s", viommu_vhost_user_error(vu));
+	cr_assert_eq(test_map(dev, 1, 0x40000, 0x4ffff, 0x30000, 2), VIOMMU_S_OK); /* B */
+	cr_assert_eq(test_map(dev, 1, 0x60000, 0x60fff, 0x50000, 3), VIOMMU_S_OK); /* C */
+	cr_assert_eq(test_unmap(dev, 1, 0x60000, 0x60fff), VIOMMU_S_OK);
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(viommu_vhost_user_set_vring(vu, i, 0x80000 + i * 0x1000, 0x80800 + i * 0x1000,
+							 0x82000 + i * 0x800, -1, -1),
+			     0, "%s", viommu_vhost_user_error(vu));
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(viommu_vhost_user_enable(vu, i, true), 0, "%s", viommu_vhost_user_error(vu));
+	cr_assert_eq(read(pfd[0], &rep, sizeof(rep)), (ssize_t)sizeof(rep));
+	for (unsigned v = 0; v < 2; v++) {
+		bool a = false, b = false, c = false;
+
+		for (unsigned i = 0; i < rep.n[v]; i++) {
+			a |= rep.iova[v][i] == 0x20000 && rep.size[v][i] == 0x10000;
+			b |= rep.iova[v][i] == 0x40000 && rep.size[v][i] == 0x10000;
+			c |= rep.iova[v][i] < 0x61000 && 0x60000 < rep.iova[v][i] + rep.size[v][i];
+		}
+		cr_assert(a, "vring %u lacks the extent mapped before connect", v);
+		cr_assert(b, "vring %u lacks the extent mapped before the vrings", v);
+		cr_assert(!c, "vring %u holds an extent unmapped before it existed", v);
+	}
+	cr_assert(viommu_vhost_user_stats(vu)->deferred >= 3);
+	cr_assert_eq(viommu_vhost_user_stats(vu)->deferred_dropped, 0);
+	close(pfd[0]);
+	report_fd = -1;
+	done(vu, pid, memfd);
+}
+
+/* DPDK 22.11 joins IOVA-adjacent entries of a vring without checking their user addresses. Two
+ * IOVA-adjacent extents with memory apart, both prefilled once the vrings exist: the second
+ * answer comes with the split's INVALIDATE first (no NEED_REPLY: the UPDATE's ack covers it),
+ * so no vring ever holds the two joined, and nothing waits for an ack that does not come. */
+Test(vhost_user, the_quirk_split_invalidates_before_its_update_and_awaits_only_the_update_ack,
+     .init = setup, .fini = teardown)
+{
+	struct viommu_vhost_user_opts o;
+	struct viommu_vhost_user *vu;
+	struct viommu_iotlb_region r;
+	struct queues_report rep;
+	int memfd, pfd[2];
+	pid_t pid;
+	void *m;
+
+	cr_assert_eq(pipe(pfd), 0);
+	report_fd = pfd[1];
+	snprintf(sock_path, sizeof(sock_path), "/tmp/viommu-hostile-%d.sock", (int)getpid());
+	pid = start_backend(sock_path, H_QUEUES);
+	close(pfd[1]);
+	viommu_vhost_user_opts_default(&o);
+	o.endpoint = EP;
+	o.ack_timeout_ms = 1000;
+	o.iotlb.prefill = true;
+	vu = viommu_vhost_user_new(fp, &o);
+	cr_assert(vu);
+	memfd = memfd_create("guest", MFD_CLOEXEC);
+	cr_assert(memfd >= 0 && ftruncate(memfd, 1 << 20) == 0);
+	m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	r = (struct viommu_iotlb_region){ 0, 1 << 20, m, memfd, 0 };
+	cr_assert_eq(viommu_iotlb_add_region(viommu_vhost_user_iotlb(vu), &r), 0);
+	cr_assert_eq(test_attach(dev, 1, EP, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x80000, 0x82fff, 0x0, 3), VIOMMU_S_OK); /* the rings */
+	cr_assert_eq(viommu_vhost_user_connect(vu, sock_path, 0), 0, "%s", viommu_vhost_user_error(vu));
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(viommu_vhost_user_set_vring(vu, i, 0x80000 + i * 0x1000, 0x80800 + i * 0x1000,
+							 0x82000 + i * 0x800, -1, -1),
+			     0, "%s", viommu_vhost_user_error(vu));
+	cr_assert_eq(viommu_vhost_user_enable(vu, 0, true), 0);
+	cr_assert_eq(test_map(dev, 1, 0xa0000, 0xa0fff, 0x60000, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0xa1000, 0xa1fff, 0x90000, 1), VIOMMU_S_OK); /* memory apart */
+	cr_assert_eq(viommu_vhost_user_enable(vu, 1, true), 0, "%s", viommu_vhost_user_error(vu));
+	cr_assert(viommu_vhost_user_connected(vu), "%s", viommu_vhost_user_error(vu));
+	cr_assert_eq(read(pfd[0], &rep, sizeof(rep)), (ssize_t)sizeof(rep));
+	cr_assert_geq(rep.unacked_invalidates, 1, "no split INVALIDATE was sent");
+	cr_assert_eq(rep.acked_invalidates, 0, "the split's INVALIDATE asked for an ack");
+	for (unsigned v = 0; v < 2; v++) {
+		bool second = false;
+
+		for (unsigned i = 0; i < rep.n[v]; i++) {
+			second |= rep.iova[v][i] == 0xa1000;
+			for (unsigned j = 0; j < rep.n[v]; j++)
+				cr_assert(rep.iova[v][i] + rep.size[v][i] != rep.iova[v][j] ||
+						  rep.uaddr[v][i] + rep.size[v][i] == rep.uaddr[v][j],
+					  "vring %u holds IOVA-adjacent entries 0x%llx and 0x%llx with memory apart",
+					  v, (unsigned long long)rep.iova[v][i], (unsigned long long)rep.iova[v][j]);
+		}
+		cr_assert(second, "vring %u lacks the second extent", v);
+	}
+	close(pfd[0]);
+	report_fd = -1;
 	done(vu, pid, memfd);
 }

@@ -124,8 +124,10 @@ static void churn_count(struct viommu_fastpath *fp);
 
 static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 {
-	/* A reader TLB entry vouched for by (leaf seq, PTE) is dropped by a wraps bump (I10). */
-	churn_count(fp);
+	/* A reader TLB entry of a page is vouched for by its PTE alone: a freed leaf may come back
+	 * with the same PTE at the same place for another region, so every leaf free drops every
+	 * such entry (I10). Release: before the odd seq and any later store to the leaf. */
+	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
 	ST_REL(&fp->leaves[i].seq, LD(&fp->leaves[i].seq) + 1); /* dead (I1) */
 	fp->leaf_free[fp->leaf_free_n++] = i;
 	META_ADD(leaves_used, -1);

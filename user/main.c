@@ -8,10 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <net/if.h>
+
 #include <bpf/libbpf.h>
+#include <xdp/libxdp.h>
 
 #include "replay.h"
 #include "stat.h"
+#include "xdp.h"
 #include "version.h" /* VIOMMU_VERSION, written by the Makefile */
 
 /* Exit statuses. */
@@ -28,6 +32,7 @@ static const char usage_main[] =
 	"commands:\n"
 	"  replay   run trace files through the device core and check every expectation\n"
 	"  stat     occupancy and counters of a running device's fast path, from its pins\n"
+	"  xdp      attach the fast path's XDP program to an interface (libxdp), or detach it\n"
 	"  help     this text, or `viommu help COMMAND` (the same as `viommu COMMAND --help`)\n"
 	"\n"
 	"  -v, --verbose  pass libbpf's debug messages through too (its warnings, with the\n"
@@ -81,6 +86,27 @@ static const char usage_stat[] =
 	"Exit status: 0, 1 if PIN_DIR is not a viommu fast path of this version or cannot be read,\n"
 	"2 usage.\n";
 
+static const char usage_xdp[] =
+	"usage: viommu xdp attach [--mode=native|skb] [-v|--verbose] IFACE PIN_DIR\n"
+	"       viommu xdp detach [-v|--verbose] IFACE\n"
+	"\n"
+	"attach: loads the fast path's XDP program (viommu_xdp) over the maps a running device\n"
+	"pinned under PIN_DIR (viommu_fastpath_pin) and attaches it to IFACE through libxdp, so it\n"
+	"shares the interface with other XDP programs (libxdp's dispatcher). Frames of ethertype\n"
+	"0x88b5 carrying a struct viommu_query, with room for a struct viommu_answer after it, are\n"
+	"answered back to their sender (XDP_TX) or dropped on a fault (reported to the device);\n"
+	"other frames go on. The program stays attached after this command exits.\n"
+	"Where the kernel cannot run libxdp's dispatcher (no BPF_PROG_TYPE_EXT, or no bpffs at\n"
+	"/sys/fs/bpf or $LIBXDP_BPFFS) libxdp attaches the program alone: it is then the\n"
+	"interface's only XDP program, and attaching over another one fails. The output says which.\n"
+	"detach: removes every viommu XDP program from IFACE, leaving other programs in place.\n"
+	"\n"
+	"  --mode=MODE    native (in the driver; default) or skb (generic XDP)\n"
+	"  -v, --verbose  pass libbpf's and libxdp's debug messages through\n"
+	"  -h, --help     this text\n"
+	"\n"
+	"Exit status: 0, 1 if it could not be done (the reason printed), 2 usage.\n";
+
 static bool verbose;
 
 /* libbpf's messages: as its default print (warnings and info: a program the verifier refuses is
@@ -90,6 +116,39 @@ static int print_libbpf(enum libbpf_print_level level, const char *fmt, va_list 
 	if (level == LIBBPF_DEBUG && !verbose)
 		return 0;
 	return vfprintf(stderr, fmt, ap);
+}
+
+/* libbpf's and libxdp's messages while attaching: kept, and shown only if the attach fails or
+ * with --verbose (libxdp's probe of its dispatcher makes libbpf warn on a kernel that refuses
+ * it, and the attach then goes on without it: said in one line instead). */
+static char held[16384];
+static size_t held_len;
+static bool holding;
+
+static int print_held(const char *fmt, va_list ap)
+{
+	int n;
+
+	if (!holding)
+		return vfprintf(stderr, fmt, ap);
+	n = vsnprintf(held + held_len, sizeof(held) - held_len, fmt, ap);
+	if (n > 0)
+		held_len = held_len + (size_t)n < sizeof(held) ? held_len + (size_t)n : sizeof(held) - 1;
+	return n;
+}
+
+static int print_libbpf_held(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (verbose)
+		return vfprintf(stderr, fmt, ap);
+	return level == LIBBPF_DEBUG ? 0 : print_held(fmt, ap);
+}
+
+static int print_libxdp(enum libxdp_print_level level, const char *fmt, va_list ap)
+{
+	if (verbose)
+		return vfprintf(stderr, fmt, ap);
+	return level == LIBXDP_DEBUG ? 0 : print_held(fmt, ap);
 }
 
 static bool is_help(const char *a)
@@ -231,6 +290,84 @@ static int cmd_stat(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_xdp(int argc, char **argv)
+{
+	struct viommu_xdp_opts o = { .mode = VIOMMU_XDP_NATIVE };
+	const char *args[3] = { NULL, NULL, NULL };
+	int nargs = 0, ifindex, n;
+
+	for (int i = 1; i < argc; i++) {
+		if (is_help(argv[i])) {
+			fputs(usage_xdp, stdout);
+			return 0;
+		} else if (is_verbose(argv[i])) {
+			verbose = true;
+		} else if (!strcmp(argv[i], "--mode=native")) {
+			o.mode = VIOMMU_XDP_NATIVE;
+		} else if (!strcmp(argv[i], "--mode=skb")) {
+			o.mode = VIOMMU_XDP_SKB;
+		} else if (!is_file_arg(argv[i]) || nargs == 3) {
+			fputs(usage_xdp, stderr);
+			return EXIT_USAGE;
+		} else {
+			args[nargs++] = argv[i];
+		}
+	}
+	if (!nargs || ((strcmp(args[0], "attach") || nargs != 3) && (strcmp(args[0], "detach") || nargs != 2))) {
+		fputs(usage_xdp, stderr);
+		return EXIT_USAGE;
+	}
+	if (!(ifindex = (int)if_nametoindex(args[1]))) {
+		fprintf(stderr, "viommu xdp: %s: no such interface\n", args[1]);
+		return EXIT_MISMATCH;
+	}
+	libbpf_set_print(print_libbpf_held);
+	libxdp_set_print(print_libxdp);
+	if (!strcmp(args[0], "detach")) {
+		n = viommu_xdp_detach_ifindex(ifindex);
+		if (n < 0) {
+			fprintf(stderr, "viommu xdp: %s: %s\n", args[1],
+				n == -ENOENT ? "no viommu XDP program attached" : strerror(-n));
+			return EXIT_MISMATCH;
+		}
+		printf("viommu xdp: detached %d program%s from %s\n", n, n == 1 ? "" : "s", args[1]);
+		return 0;
+	}
+	{
+		const char *why = viommu_xdp_legacy_reason();
+		struct viommu_xdp *x;
+		char names[256];
+		int err;
+
+		holding = true;
+		x = viommu_xdp_attach_pinned(args[2], ifindex, &o);
+		err = errno;
+		holding = false;
+		if (!x) {
+			fputs(held, stderr);
+			fprintf(stderr, "viommu xdp: attach to %s: %s\n", args[1],
+				err == EPROTO ? "not a viommu fast path of this version" :
+				err == ENOENT ? "PIN_DIR does not hold a fast path's pins" :
+				err == EBUSY ? "another XDP program is attached and libxdp cannot add ours to it "
+					       "(no dispatcher: see viommu xdp --help)" : strerror(err));
+			if (err == EBUSY && why)
+				fprintf(stderr, "viommu xdp: libxdp cannot use its dispatcher here: %s\n", why);
+			return EXIT_MISMATCH;
+		}
+		printf("viommu xdp: attached viommu_xdp (id %u) to %s, %s mode, ", viommu_xdp_prog_id(x),
+		       args[1], o.mode == VIOMMU_XDP_SKB ? "skb" : "native");
+		if (viommu_xdp_multiprog(x))
+			printf("in libxdp's dispatcher\n");
+		else
+			printf("alone (libxdp's legacy mode: %s)\n",
+			       why ? why : "libxdp could not load its dispatcher");
+		viommu_xdp_release(x);
+		if (viommu_xdp_programs(ifindex, names, sizeof(names)) > 0)
+			printf("viommu xdp: %s runs: %s\n", args[1], names);
+	}
+	return 0;
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
@@ -238,6 +375,7 @@ static const struct command {
 } commands[] = {
 	{ "replay", cmd_replay, usage_replay },
 	{ "stat", cmd_stat, usage_stat },
+	{ "xdp", cmd_xdp, usage_xdp },
 };
 
 static const struct command *command_named(const char *name)

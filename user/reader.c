@@ -33,6 +33,15 @@ static void choose_grace_mode(struct viommu_reader *r)
 		__atomic_store_n(&r->slot->flags, VIOMMU_READER_F_FENCE, __ATOMIC_RELAXED);
 }
 
+struct viommu_reader *viommu_reader_alloc(void)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, 64, sizeof(struct viommu_reader)))
+		return errno = ENOMEM, NULL;
+	return memset(p, 0, sizeof(struct viommu_reader));
+}
+
 void viommu_reader_ready(struct viommu_reader *r)
 {
 	choose_grace_mode(r);
@@ -113,7 +122,7 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 		goto fail;
 	if ((err = share_check(&h, fds[0], fds[1])))
 		goto fail;
-	r = calloc(1, sizeof(*r));
+	r = viommu_reader_alloc();
 	if (!r) {
 		err = -ENOMEM;
 		goto fail;
@@ -272,7 +281,8 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 		struct viommu_lk f;
 		int got = 0;
 
-		if (!(q[i].access & VIOMMU_QUERY_F_EXTENT) && !((q[i].iova ^ last) >> VIOMMU_PAGE_SHIFT))
+		if (!(q[i].access & VIOMMU_QUERY_F_EXTENT) && !((q[i].iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
+		    last >= q[i].iova) /* not a range that runs past 2^64 (it faults) */
 			got = viommu_lookup_fast(r, q[i].endpoint, q[i].iova, &f);
 		if (got == 1 && (f.ext_flags & q[i].access) == q[i].access) {
 			a[i].result = VIOMMU_XLATE_HIT;
@@ -311,19 +321,17 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t, const struct viommu_query *q,
 			    const struct viommu_lk *lk, uint64_t wraps)
 {
+	if (q->endpoint >= VIOMMU_EP_DENSE)
+		return; /* the entry finds its endpoint by id: dense ids only */
 	t->wraps = wraps;
 	t->ep = q->endpoint;
-	t->ep_seqp = &r->eps[lk->ep_idx].seq;
 	t->ep_seq = lk->ep_seq;
 	if (lk->whole) {
-		t->seqp = &r->exts[lk->idx].seq;
-		t->seq = lk->gen;
-		t->wordp = &r->exts[lk->idx].start;
-		t->word = lk->ext_start;
+		/* The record's first word as validated: seq, domain slot, flags (little-endian). */
+		t->wordp = (const __u64 *)&r->exts[lk->idx];
+		t->word = lk->gen | (__u64)(uint16_t)lk->dslot << 32 | (__u64)lk->ext_flags << 48;
 		t->flags = lk->ext_flags | VIOMMU_QUERY_F_EXTENT;
 	} else {
-		t->seqp = &r->leaves[lk->idx].seq;
-		t->seq = lk->gen;
 		t->wordp = &r->leaves[lk->idx].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
 		t->word = lk->pte;
 		t->flags = lk->ext_flags;
@@ -349,7 +357,8 @@ uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viom
 
 	/* A query within one page, not asking for the whole extent: the short path, its state in
 	 * registers (a lookup's stores, not only its loads, bound how many run at once). */
-	if (!(q->access & VIOMMU_QUERY_F_EXTENT) && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT)) {
+	if (!(q->access & VIOMMU_QUERY_F_EXTENT) && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
+	    last >= q->iova) { /* not a range that runs past 2^64: it faults, as the store says */
 		struct viommu_lk f;
 		int got = viommu_lookup_fast(r, q->endpoint, q->iova, &f);
 

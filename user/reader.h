@@ -31,18 +31,19 @@ struct viommu_fastpath;
  * endpoint entry the sequence it had (docs/concurrency.md, I10). */
 #define VIOMMU_READER_TLB_BITS 6
 #define VIOMMU_READER_TLB (1u << VIOMMU_READER_TLB_BITS)
-struct viommu_reader_tlb {
-	/* the words that vouch for the entry, by address: no index arithmetic on a hit. A whole
-	 * extent: its record's seq, and its start (constant while the seq is); a page: its leaf's
-	 * seq and its PTE */
-	const uint32_t *seqp, *ep_seqp;
+struct viommu_reader_tlb { /* one cache line */
+	/* What vouches for the entry: the 64-bit word at wordp still holds `word` (a whole extent:
+	 * its record's first word, seq | domain slot | flags; a page: its PTE; a leaf freed bumps
+	 * meta.wraps), and the endpoint entry's seq (dense ids only: the entry finds it by id). */
 	const __u64 *wordp;
-	uint32_t ep, ep_seq, seq;
-	uint32_t flags; /* the mapping's, | VIOMMU_QUERY_F_EXTENT when the entry is the whole extent */
 	__u64 word;
+	uint32_t ep, ep_seq;
+	uint32_t flags; /* the mapping's, | VIOMMU_QUERY_F_EXTENT when the entry is the whole extent */
+	uint32_t pad;
 	uint64_t start, end, phys;
 	uint64_t wraps; /* meta.wraps at the fill: a later bump drops the entry */
 };
+_Static_assert(sizeof(struct viommu_reader_tlb) == 64, "a reader TLB entry is one cache line");
 
 struct viommu_reader {
 	/* the view: read-only (a sealed memfd's copy in other processes) */
@@ -66,11 +67,15 @@ struct viommu_reader {
 	/* private */
 	void (*release)(struct viommu_reader *r); /* the device's process: gives the slot back */
 	void *owner; /* the device's process: the fast path the slot belongs to */
-	struct viommu_reader_tlb tlb[VIOMMU_READER_TLB];
+	/* Each entry one cache line: the struct is allocated 64-byte aligned
+	 * (viommu_reader_alloc). */
+	struct viommu_reader_tlb tlb[VIOMMU_READER_TLB] __attribute__((aligned(64)));
 	void *data;
 	size_t data_len;
 };
 
+/* A zeroed reader, 64-byte aligned (its TLB entries are cache lines); free() releases it. */
+struct viommu_reader *viommu_reader_alloc(void);
 /* A reader in the device's process (share.c). NULL + errno (ENOSPC: all VIOMMU_READERS_MAX
  * taken). Concurrency: any thread. */
 struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp);
@@ -198,18 +203,13 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
-	/* One branch on the cheap tests (&, not &&): for random IOVAs "iova >= start" is a coin
-	 * toss, and a mispredicted branch per lookup would stop the CPU running ahead into the
-	 * next lookups. An entry never filled has start > end, so it fails before any load
-	 * through its pointers. */
-	if (((t->ep == q->endpoint) & (q->iova >= t->start) & (last <= t->end) & (last >= q->iova) &
-	     ((t->flags & q->access) == q->access)) &&
+	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
+	    (t->flags & q->access) == q->access &&
 	    /* I10: the record (or leaf) still live with that generation, the word it vouched with
 	     * unchanged (acquires: they order the endpoint load after them), and the endpoint
 	     * entry unchanged since the hit was validated. */
-	    __atomic_load_n(t->seqp, __ATOMIC_ACQUIRE) == t->seq &&
 	    __atomic_load_n(t->wordp, __ATOMIC_ACQUIRE) == t->word &&
-	    __atomic_load_n(t->ep_seqp, __ATOMIC_ACQUIRE) == t->ep_seq &&
+	    __atomic_load_n(&r->eps[t->ep].seq, __ATOMIC_ACQUIRE) == t->ep_seq &&
 	    /* After the acquires above: a seq that wrapped back was stored after a bump of
 	     * meta.wraps (churn_count() in fastpath.c), so this load sees the bump. */
 	    __atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) == t->wraps) {
@@ -219,7 +219,7 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 		a->ext_start = t->start;
 		a->ext_end = t->end;
 		a->ext_phys = t->phys;
-		a->ext_flags = t->flags & ~VIOMMU_QUERY_F_EXTENT;
+		a->ext_flags = t->flags & VIOMMU_MAP_F_MASK;
 		a->fault_addr = 0;
 		a->next = 0;
 		return VIOMMU_XLATE_HIT;

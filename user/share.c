@@ -108,7 +108,7 @@ static void release_local(struct viommu_reader *r)
 struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 {
 	const struct viommu_fp_view *v = &fp->view;
-	struct viommu_reader *r = calloc(1, sizeof(*r));
+	struct viommu_reader *r = viommu_reader_alloc();
 
 	if (!r)
 		return NULL;

@@ -114,6 +114,12 @@ struct viommu_vhost_user_stats {
 	uint64_t backend_msgs, misses, updates_sent, invalidates_sent, acks, nacks;
 	uint64_t unsupported, malformed, fds_refused, replies_dropped, ring_repushes;
 	uint64_t timeouts, disconnects;
+	/* Answers (misses, prefills, ring pushes) made while a vring the backend will have did not
+	 * exist yet there (DPDK 22.11 puts an UPDATE only into the queues that exist when it
+	 * arrives): held (deferred, with no message sent when no queue exists at all), then looked
+	 * up again and sent as each queue appears (deferred_sent); beyond the hold's capacity they
+	 * are left to the backend's misses (deferred_dropped). */
+	uint64_t deferred, deferred_sent, deferred_dropped;
 	/* MISS read -> its UPDATE acked, in ns: the last VIOMMU_VU_RTT_SAMPLES of them */
 #define VIOMMU_VU_RTT_SAMPLES 16384
 	uint64_t rtt_n;
@@ -138,8 +144,10 @@ int viommu_vhost_user_connect(struct viommu_vhost_user *vu, const char *path, ui
 uint64_t viommu_vhost_user_features(const struct viommu_vhost_user *vu);
 
 /* Set up vring @idx: NUM, BASE 0, ADDR (@desc/@avail/@used: IOVAs, or VMM addresses without
- * iommu), KICK and CALL (eventfds; passed by SCM_RIGHTS), then UPDATEs for the rings (the queue
- * exists from NUM on: earlier UPDATEs would be dropped). Each message acked. Not enabled. */
+ * iommu), then UPDATEs for the rings, KICK and CALL (eventfds; passed by SCM_RIGHTS). Each
+ * message acked. Not enabled. The queue exists at the backend from NUM on: answers held until
+ * then (prefills at MAP before the vrings, even before connect; stats.deferred) are looked up
+ * again and sent once NUM is acked, so every queue gets them. */
 int viommu_vhost_user_set_vring(struct viommu_vhost_user *vu, unsigned idx, uint64_t desc,
 				uint64_t avail, uint64_t used, int kick_fd, int call_fd);
 int viommu_vhost_user_enable(struct viommu_vhost_user *vu, unsigned idx, bool on);

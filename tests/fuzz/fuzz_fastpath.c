@@ -46,13 +46,14 @@ static struct variant variants[256];
 static struct variant *variant_get(uint8_t sel)
 {
 	/* overcommit: keep the caps, so that the pools run out (the rollback paths) */
-	struct viommu_fastpath_opts o = { .nodes = 32, .extents = 16, .hash_buckets = 4, .overcommit = true };
+	struct viommu_fastpath_opts o = { .nodes = 32, .leaves = 6, .extents = 16, .hash_buckets = 4,
+					  .overcommit = true };
 	struct variant *v = &variants[sel];
 
 	if (v->dev)
 		return v;
 	if (sel & SEL_BIG_POOLS)
-		o = (struct viommu_fastpath_opts){ .nodes = 64, .extents = 128, .hash_buckets = 16,
+		o = (struct viommu_fastpath_opts){ .nodes = 64, .leaves = 32, .extents = 128, .hash_buckets = 16,
 						   .overcommit = true };
 	v->dev = make_device(sel & SEL_MASK);
 	o.bpf = true; /* the BPF program answers the same queries at the end */
