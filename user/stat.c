@@ -71,7 +71,7 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 		m->leaves_used * sizeof(struct viommu_leaf) / 1048576.0);
 	fprintf(out, "  hash           %u / %.0f slots (load %.4f)\n", m->hash_used, slots_total,
 		m->hash_used / slots_total);
-	fprintf(out, "  bytes/extent   %zu record + %.1f radix + %.1f hash (amortised)\n",
+	fprintf(out, "  bytes/extent   %zu record + %.1f radix + %.1f hash (amortised; the hash counted whole)\n",
 		sizeof(struct viommu_extent_rec),
 		m->extents_used ? ((double)m->nodes_used * sizeof(struct viommu_node) +
 				   (double)m->leaves_used * sizeof(struct viommu_leaf)) / m->extents_used : 0.0,
