@@ -124,13 +124,11 @@ static void churn_count(struct viommu_fastpath *fp);
 
 static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 {
-	ST_REL(&fp->leaves[i].seq, LD(&fp->leaves[i].seq) + 1); /* dead (I1) */
 	/* A reader TLB entry of a page is vouched for by its PTE alone: a freed leaf may come back
 	 * with the same PTE at the same place for another region, so every leaf free drops every
-	 * such entry (I10). After the odd seq, as for an endpoint change: a walk that loads the
-	 * bumped value finds the leaf dead; one that loaded the older value fills an entry this
-	 * bump drops. Release: before any later store to the leaf. */
+	 * such entry (I10). Release: before the odd seq and any later store to the leaf. */
 	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
+	ST_REL(&fp->leaves[i].seq, LD(&fp->leaves[i].seq) + 1); /* dead (I1) */
 	fp->leaf_free[fp->leaf_free_n++] = i;
 	META_ADD(leaves_used, -1);
 }
@@ -628,19 +626,14 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	 * code on x86-64): it orders the odd seq before it, so a reader whose acquire load of a
 	 * field sees the new value fails its re-check of seq. */
 	s = LD(&e->seq);
+	/* Every reader TLB entry is dropped: they no longer check the endpoint entry on a hit, so
+	 * each endpoint change bumps meta.wraps (release: before the entry changes; I10). */
+	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
 	ST(&e->seq, s + 1);
 	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state, one byte in the entry */
 	ST_REL(&e->domain_slot, dslot);
 	ST_REL(&e->root, root);
 	ST_REL(&e->seq, s + 2); /* pairs with viommu_lookup_once()'s acquire of e->seq */
-	/* Every reader TLB entry is dropped: a hit no longer checks the endpoint entry, so each
-	 * change bumps meta.wraps, AFTER the entry is written (I10): a reader that loads the new
-	 * value (acquire, before its walk) then reads the new entry, and an entry filled under
-	 * the old value, from either state, dies here. A bump before the change would let a walk
-	 * that loaded the bumped value still read the old entry and fill a stale entry that no
-	 * later bump drops. Release: pairs with the acquire of meta.wraps in
-	 * viommu_reader_translate_walk(). */
-	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
 	return 0;
 }
 
