@@ -626,9 +626,7 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	 * code on x86-64): it orders the odd seq before it, so a reader whose acquire load of a
 	 * field sees the new value fails its re-check of seq. */
 	s = LD(&e->seq);
-	/* Every reader TLB entry is dropped: they no longer check the endpoint entry on a hit, so
-	 * each endpoint change bumps meta.wraps (release: before the entry changes; I10). */
-	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
+	churn_count(fp);
 	ST(&e->seq, s + 1);
 	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state, one byte in the entry */
 	ST_REL(&e->domain_slot, dslot);

@@ -321,8 +321,11 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t, const struct viommu_query *q,
 			    const struct viommu_lk *lk, uint64_t wraps)
 {
+	if (q->endpoint >= VIOMMU_EP_DENSE)
+		return; /* the entry finds its endpoint by id: dense ids only */
 	t->wraps = wraps;
 	t->ep = q->endpoint;
+	t->ep_seq = lk->ep_seq;
 	if (lk->whole) {
 		/* The record's first word as validated: seq, domain slot, flags (little-endian). */
 		t->wordp = (const __u64 *)&r->exts[lk->idx];

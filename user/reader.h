@@ -33,11 +33,11 @@ struct viommu_fastpath;
 #define VIOMMU_READER_TLB (1u << VIOMMU_READER_TLB_BITS)
 struct viommu_reader_tlb { /* one cache line */
 	/* What vouches for the entry: the 64-bit word at wordp still holds `word` (a whole extent:
-	 * its record's first word, seq | domain slot | flags; a page: its PTE), and meta.wraps is
-	 * unchanged (a freed leaf and any endpoint change bump it). */
+	 * its record's first word, seq | domain slot | flags; a page: its PTE; a leaf freed bumps
+	 * meta.wraps), and the endpoint entry's seq (dense ids only: the entry finds it by id). */
 	const __u64 *wordp;
 	__u64 word;
-	uint32_t ep, pad0;
+	uint32_t ep, ep_seq;
 	uint32_t flags; /* the mapping's, | VIOMMU_QUERY_F_EXTENT when the entry is the whole extent */
 	uint32_t pad;
 	uint64_t start, end, phys;
@@ -205,13 +205,13 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
 	    (t->flags & q->access) == q->access &&
-	    /* I10: the word that vouched for the entry unchanged (acquire: orders the load of
-	     * meta.wraps after it), and meta.wraps unchanged since before the walk that filled
-	     * it: no leaf freed and no endpoint changed since. */
+	    /* I10: the record (or leaf) still live with that generation, the word it vouched with
+	     * unchanged (acquires: they order the endpoint load after them), and the endpoint
+	     * entry unchanged since the hit was validated. */
 	    __atomic_load_n(t->wordp, __ATOMIC_ACQUIRE) == t->word &&
-	    /* After the acquire above: a seq that wrapped back, a PTE of a reused leaf, an
-	     * endpoint entry changed, were each stored after a bump of meta.wraps (fastpath.c:
-	     * churn_count, leaf_free, fp_endpoint_changed), so this load sees the bump. */
+	    __atomic_load_n(&r->eps[t->ep].seq, __ATOMIC_ACQUIRE) == t->ep_seq &&
+	    /* After the acquires above: a seq that wrapped back was stored after a bump of
+	     * meta.wraps (churn_count() in fastpath.c), so this load sees the bump. */
 	    __atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) == t->wraps) {
 		a->result = VIOMMU_XLATE_HIT;
 		a->reason = 0;
