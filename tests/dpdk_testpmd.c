@@ -125,6 +125,7 @@ static uint64_t pool_extent = 0x10000; /* DPDK_pool_extent: bytes per pool MAP *
 static bool pool; /* buffers in long-lived pools: mapped once per session, never unmapped */
 static uint64_t tx_iova = TX_IOVA, rx_iova = RX_IOVA;
 static uint64_t tx, rx, corrupt, stale, extents, lost_allowed;
+static uint64_t warmup_dropped; /* pool sessions' first frames testpmd dropped (pool_session) */
 static uint8_t *seen; /* per frame: came back */
 static uint32_t *sizes, nsizes;
 
@@ -742,10 +743,23 @@ static int pool_session(unsigned m, unsigned r, uint32_t *next, uint32_t n, uint
 	if (session_start(m != M_OFF, true, &o))
 		return -1;
 	/* One frame first, untimed: testpmd takes ~100 ms after a connection to forward at all,
-	 * which would drown what the modes differ in (the first touch of each extent). */
-	if (traffic(*next, *next + 1, total, 3000))
-		return -1;
-	(*next)++;
+	 * which would drown what the modes differ in (the first touch of each extent). While its
+	 * forwarding is not yet set up for the new connection testpmd may take that frame from the
+	 * TX ring and drop it without ever touching the RX ring (seen about one session start in
+	 * five: one MISS, its UPDATE, no RX miss, nothing back): a backend may drop frames for a
+	 * queue it has not made ready, so such a warm-up frame counts as allowed to be lost and the
+	 * next one is sent, up to 5. Every timed frame after it must come back. */
+	for (int tries = 0;; tries++) {
+		int t = traffic(*next, *next + 1, total, 1000);
+
+		(*next)++;
+		if (!t)
+			break;
+		if (t < 0 || tries == 4)
+			return -1;
+		lost_allowed++;
+		warmup_dropped++;
+	}
 	mf[m].fps[r] = timed_traffic(next, n - 1, total, &mf[m].cold[r], &mf[m].best[r]);
 	vs = viommu_vhost_user_stats(vu);
 	mf[m].misses += viommu_iotlb_stats(viommu_vhost_user_iotlb(vu))->misses;
@@ -1145,6 +1159,10 @@ int main(void)
 	{
 		uint64_t promised = tx - lost_allowed, lost = promised > rx ? promised - rx : 0;
 
+		if (warmup_dropped)
+			printf("dpdk: %llu pool sessions' warm-up frames dropped by testpmd before its "
+			       "forwarding was ready (allowed; the next one was sent)\n",
+			       (unsigned long long)warmup_dropped);
 		printf("dpdk: figures: miss round trip p10 %.1f us, p50 %.1f us, p90 %.1f us (%llu samples, "
 		       "per buffer with strict UNMAPs); in the pool sessions p10 %.1f, p50 %.1f, p90 %.1f "
 		       "(%llu); misses per extent %.3f per buffer (%llu / %llu), pools %.3f extents, %.3f "
