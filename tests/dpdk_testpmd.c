@@ -510,7 +510,12 @@ static int session_start(bool on, bool use_pool, const struct viommu_vhost_user_
 		for (int i = 0; i < 200 && access(tsock, F_OK); i++)
 			usleep(50000);
 	}
-	if ((err = viommu_vhost_user_connect(vu, tsock, 0))) {
+	/* testpmd serves every session: after the previous connection ends it takes a moment to
+	 * listen again (ECONNREFUSED meanwhile, seen at a session start now and then): retry for up
+	 * to 2 s. */
+	for (int i = 0; (err = viommu_vhost_user_connect(vu, tsock, 0)) == -ECONNREFUSED && i < 40; i++)
+		usleep(50000);
+	if (err) {
 		fprintf(stderr, "dpdk: connect: %s (%s); testpmd log in %s\n", strerror(-err),
 			viommu_vhost_user_error(vu), tdir);
 		return -1;
