@@ -124,11 +124,14 @@ static void churn_count(struct viommu_fastpath *fp);
 
 static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 {
-	/* A reader TLB entry of a page is vouched for by its PTE alone: a freed leaf may come back
-	 * with the same PTE at the same place for another region, so every leaf free drops every
-	 * such entry (I10). Release: before the odd seq and any later store to the leaf. */
-	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
 	ST_REL(&fp->leaves[i].seq, LD(&fp->leaves[i].seq) + 1); /* dead (I1) */
+	/* A reader TLB entry of a page is vouched for by its PTE: a freed leaf may come back with
+	 * the same PTE at the same place for another region, so every leaf free drops every such
+	 * entry (I10). AFTER the odd seq: a walk that loads the bumped value (acquire, before it
+	 * reads anything) finds the leaf dead, and an entry filled under the older value dies
+	 * here. Bumped before the kill, a walk could load the new value, still read the live leaf
+	 * and fill an entry no later bump drops. Release: before any later store to the leaf. */
+	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
 	fp->leaf_free[fp->leaf_free_n++] = i;
 	META_ADD(leaves_used, -1);
 }
