@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bpf_access.h"
 #include "device.h"
 #include "fastpath.h"
 #include "iotlb.h"
@@ -38,8 +39,8 @@ static void setup(void)
 	cr_assert(dev);
 	cr_assert_eq(viommu_device_add_endpoint(dev, EP, true, NULL, 0), 0);
 	fp = viommu_fastpath_new(dev, NULL);
-	if (!fp && (errno == EPERM || errno == ENOSYS || errno == EACCES))
-		cr_skip_test("the kernel refuses the fast path's BPF objects: %s", strerror(errno));
+	if (!fp)
+		test_skip_if_kernel_refuses_bpf(errno); /* a verifier refusal fails, never skips */
 	cr_assert(fp);
 	viommu_device_eventq_post(dev, 1024);
 }
