@@ -456,6 +456,11 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 #ifndef VIOMMU_LOOKUP_FAST
 #define VIOMMU_LOOKUP_FAST(ep, iova, lk) viommu_lookup_fast(VIOMMU_CTX_ARG, ep, iova, lk)
 #endif
+/* 0 when the includer tries viommu_lookup_fast() itself before viommu_translate() (the
+ * userspace reader's walk, user/reader.c), so that a query it declined is not tried twice. */
+#ifndef VIOMMU_TRANSLATE_SHORT_PATH
+#define VIOMMU_TRANSLATE_SHORT_PATH 1
+#endif
 
 /* Translate byte @iova with bounded retries. */
 VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int want,
@@ -499,7 +504,7 @@ VIOMMU_INLINE void viommu_translate(VIOMMU_CTX_PARAM, const struct viommu_query 
 	/* A query within one page that does not ask for the whole extent: the short path first.
 	 * (Not one that runs past 2^64, whose `last` was clamped above: q->iova's page then
 	 * holds its last existing byte, but the DMA faults.) */
-	if (!want && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
+	if (VIOMMU_TRANSLATE_SHORT_PATH && !want && !((q->iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
 	    q->iova + (q->size ? q->size - 1 : 0) >= q->iova &&
 	    (i = VIOMMU_LOOKUP_FAST(q->endpoint, q->iova, &lk)) != 0 &&
 	    (i == 2 || (lk.ext_flags & acc) == acc)) {

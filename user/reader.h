@@ -175,6 +175,8 @@ static inline int viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_bucket(r, i) (&(r)->buckets[i])
 #define viommu_acc_hash_mask(r) ((r)->hash_mask)
 #define viommu_acc_ep_probes(r) __atomic_load_n(&(r)->meta->ep_probes, __ATOMIC_ACQUIRE)
+/* viommu_reader_translate_walk() tries the short path itself, state in registers (reader.c). */
+#define VIOMMU_TRANSLATE_SHORT_PATH 0
 #include "viommu_lookup.h"
 
 /* Out of line: a lookup that missed the reader TLB @t walks shared memory (the hash, the radix)
