@@ -52,7 +52,7 @@ static inline int raw_lookup(const struct viommu_reader *r, const struct viommu_
 
 	for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
 		slot |= b->val[w] & -(uint64_t)(b->key[w] == key);
-	pte = r->leaves[VIOMMU_SLOT_IDX(slot) < r->leaves_max ? VIOMMU_SLOT_IDX(slot) : 0].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
+	pte = r->ptes[VIOMMU_SLOT_IDX(slot) < r->leaves_max ? VIOMMU_SLOT_IDX(slot) : 0].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
 	*pa = VIOMMU_PTE_PA(pte) | (q->iova & 0xfff);
 	return (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_LEAF) & (int)(pte & VIOMMU_PTE_PRESENT);
 }

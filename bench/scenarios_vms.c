@@ -271,7 +271,7 @@ int setup_vms(struct bench_ctx *c)
 	       "%u leaves, %u records: %.0f MiB of memfd each, untouched)\n", n,
 	       (bench_now_ns() - t0) / 1e9, VMS_CAP_DOMAINS, VMS_CAP_MAPPINGS, o.nodes, o.leaves,
 	       o.extents,
-	       ((double)o.nodes * sizeof(struct viommu_node) + (double)o.leaves * sizeof(struct viommu_leaf) +
+	       ((double)o.nodes * sizeof(struct viommu_node) + (double)o.leaves * (sizeof(struct viommu_leaf) + sizeof(struct viommu_ptes)) +
 		(double)o.extents * sizeof(struct viommu_extent_rec) +
 		(double)VIOMMU_HASH_BUCKETS_DEFAULT * sizeof(struct viommu_hash_bucket)) / 1048576.0);
 	printf("# many_vms idle, per device: shm %.1f KiB (memfd st_blocks), heap %.1f KiB (RssAnon), "

@@ -229,6 +229,18 @@ static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts
 	o->hash_buckets = (uint32_t)buckets;
 	o->nodes = (uint32_t)(nodes + nodes / 4 + 64);
 	o->leaves = (uint32_t)(leaves + leaves / 4 + 16);
+	/* A window over the domain's dense span, as the flat table has one entry per page of it:
+	 * the smallest aligned block (2 MiB regions, a power of two) holding first and last IOVA,
+	 * up to 16 GiB. The sparse world, whose span is 2^48, keeps the default window. */
+	if (w->spec.size != BENCH_IDENT && w->spec.size != BENCH_SPARSE && w->n) {
+		uint64_t first = w->ext[0].start >> 21, last = w->ext[w->n - 1].end >> 21;
+		uint32_t regions = 1;
+
+		while (regions < 8192 && first / regions != last / regions)
+			regions *= 2;
+		o->window_regions = regions;
+		o->windows = 1;
+	}
 	o->extents = (uint32_t)(w->n + (BENCH_SPARSE_DOMAINS - 1) * w->nother) + 4096;
 }
 

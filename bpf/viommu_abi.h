@@ -27,7 +27,7 @@
 #include "viommu_spec.h"
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 5u
+#define VIOMMU_ABI_VERSION 6u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -50,6 +50,12 @@
 #endif
 #ifndef VIOMMU_LEAVES_DEFAULT
 #define VIOMMU_LEAVES_DEFAULT 4096u /* leaves, level 5: 512 pages each (6 KiB each) */
+#endif
+#ifndef VIOMMU_WINDOWS_DEFAULT
+#define VIOMMU_WINDOWS_DEFAULT 4u /* domains that can have a window of their own at once */
+#endif
+#ifndef VIOMMU_WINDOW_REGIONS_DEFAULT
+#define VIOMMU_WINDOW_REGIONS_DEFAULT 2048u /* 2 MiB regions per window: 4 GiB of IOVA */
 #endif
 #ifndef VIOMMU_EXTENTS_DEFAULT
 #define VIOMMU_EXTENTS_DEFAULT (1u << 21) /* extent records */
@@ -170,12 +176,40 @@ struct viommu_leaf { /* writer: device thread */
 	__u32 seq; /* even: live generation; odd: free (or being reused) */
 	__u32 domain_slot; /* with base: which leaf this is (checked on every read) */
 	__u64 base; /* first IOVA the leaf covers (2 MiB aligned) */
-	__u64 pad[6]; /* the header has its line: the PTE lines are the only ones pages share */
-	__u64 pte[VIOMMU_RADIX_FANOUT];
+	__u64 pad[6]; /* the header has its line */
 	__u32 ext[VIOMMU_RADIX_FANOUT];
+};
+/* ---- viommu_ptes: the PTEs of leaf i, page i of their own map ----
+ * Apart from the leaf (header, ext[]) so that a run of leaves (a window, I12) has its PTEs in
+ * one run of pages, 512 per page, as a flat page table has: the same lines and the same TLB
+ * reach per translation. */
+struct viommu_ptes { /* writer: device thread */
+	__u64 pte[VIOMMU_RADIX_FANOUT];
 };
 
 #define VIOMMU_ROOT_F_WALK 1u
+
+/* ---- viommu_windows: per domain slot, a direct window of leaves ----
+ * A domain's window is a run of `regions` leaves, from index `leaf` of viommu_leaves (past the
+ * pool: the window's own), that hold the pages of [base, base + regions * 2 MiB) in order:
+ * region r of the window is leaf `leaf + r`, and nothing else ever lives there while the domain
+ * owns the window. A lookup there reads the endpoint entry, this entry and the page's PTE: no
+ * hash, no leaf header, as a flat page table reads one word (docs/design.md, "Windows").
+ * The writer places a domain's window at its first MAP (the aligned block of the window's size
+ * holding that IOVA), keeps it for the domain's life, and splits pieces of 2 MiB inside it into
+ * pages, so that a PTE not present there means not mapped, unless VIOMMU_WIN_F_WIDE says a
+ * piece of 1 GiB or more overlaps the window (I12).
+ *   regions  0: no window. Stored (release) after leaf and base; readers load it first (acquire).
+ *   base     the window's first IOVA (2 MiB aligned) | VIOMMU_WIN_F_* in its low bits.
+ * The endpoint entry's seqlock vouches for all of it: a window changes hands only when its
+ * domain goes, and its endpoints' entries change before that (I4). */
+#define VIOMMU_WIN_F_WIDE 1ull
+#define VIOMMU_WIN_F_MASK ((1ull << VIOMMU_HASH_SHIFT) - 1)
+struct viommu_window { /* writer: device thread */
+	__u64 base;
+	__u32 leaf;
+	__u32 regions;
+};
 
 /* ---- viommu_extents: one record per mapping (one MAP request) ---- */
 struct viommu_extent_rec { /* writer: device thread */
@@ -241,8 +275,11 @@ struct viommu_meta { /* writer: device thread */
 	 * filled before a bump is dropped, since a 32-bit generation it holds may since have
 	 * wrapped (I10). Written that rarely, so it shares the constant line. */
 	__u64 wraps;
-	__u32 leaves_max;
-	__u32 pad1[5];
+	__u32 leaves_max; /* the pool's leaves and the windows' (those from windows_leaf on) */
+	__u32 windows_leaf; /* the first window leaf: the pool has this many */
+	__u32 window_regions; /* 2 MiB regions per window (a power of two), 0 without windows */
+	__u32 windows_max;
+	__u32 pad1[2];
 	/* line 1, alone: every viommu_reader_enter() reads it, the writer bumps it once per grace
 	 * period. The counters below change on every publication; sharing a line with them cost a
 	 * reader a cache miss per lookup under churn. */
@@ -252,7 +289,7 @@ struct viommu_meta { /* writer: device thread */
 	__u32 nodes_used, extents_used, domains_used, endpoints_used;
 	__u32 hash_used;
 	__u32 readers_revoked; /* readers the writer stopped waiting for (overstayed, W5) */
-	__u32 leaves_used, pad3;
+	__u32 leaves_used, windows_used;
 	__u64 publications, grace_periods, grace_ns_total;
 };
 
@@ -306,8 +343,10 @@ struct viommu_reader_info {
 	X(EP_INDEX, viommu_ep_index, __u64, VIOMMU_EP_INDEX_SLOTS, "device thread")              \
 	X(NODES, viommu_nodes, struct viommu_node, VIOMMU_NODES_DEFAULT, "device thread")        \
 	X(LEAVES, viommu_leaves, struct viommu_leaf, VIOMMU_LEAVES_DEFAULT, "device thread")     \
+	X(PTES, viommu_ptes, struct viommu_ptes, VIOMMU_LEAVES_DEFAULT, "device thread")         \
 	X(EXTENTS, viommu_extents, struct viommu_extent_rec, VIOMMU_EXTENTS_DEFAULT, "device thread") \
 	X(HASH, viommu_hash, struct viommu_hash_bucket, VIOMMU_HASH_BUCKETS_DEFAULT, "device thread") \
+	X(WINDOWS, viommu_windows, struct viommu_window, VIOMMU_DOMAINS_MAX, "device thread")    \
 	X(READERS, viommu_readers, struct viommu_reader_info, VIOMMU_READER_INFOS,               \
 	  "device thread (a summary of the readers, for viommu stat)")
 #define VIOMMU_SHM_ID_(id, ...) VIOMMU_SHM_##id,
@@ -341,7 +380,8 @@ struct viommu_share_hello {
 	__u32 reader; /* index of this reader's viommu_readers entry */
 	__u32 nodes_max, extents_max, hash_buckets;
 	__u32 token; /* the value the writer stores in the slot's `revoked` if it revokes it */
-	__u32 leaves_max;
+	__u32 leaves_max; /* pool and windows */
+	__u32 windows_leaf, window_regions;
 	__u64 data_bytes; /* size of the data memfd */
 	__u64 off[VIOMMU_SHM_DATA]; /* page-aligned offset of each map's copy in the memfd */
 };
@@ -422,12 +462,14 @@ struct viommu_fault_rec {
 _Static_assert(sizeof(struct viommu_ep_entry) == 16, "endpoint entry is 16 B");
 _Static_assert(sizeof(struct viommu_node) == 24 + 8 * VIOMMU_RADIX_FANOUT, "node header 24 B");
 _Static_assert(sizeof(struct viommu_extent_rec) == 32, "extent record is 32 B");
-_Static_assert(sizeof(struct viommu_leaf) == 64 + 12 * VIOMMU_RADIX_FANOUT, "leaf header is one line");
+_Static_assert(sizeof(struct viommu_leaf) == 64 + 4 * VIOMMU_RADIX_FANOUT, "leaf header is one line");
+_Static_assert(sizeof(struct viommu_ptes) == 4096, "a leaf's PTEs are one page");
 _Static_assert(VIOMMU_DOMAINS_MAX <= 65536, "a domain slot fits the record's 16 bits");
 _Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
 _Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cache lines");
 _Static_assert(sizeof(struct viommu_reader_info) == 80, "reader info is 80 B");
-_Static_assert(sizeof(struct viommu_share_hello) == 96, "share hello is 96 B");
+_Static_assert(sizeof(struct viommu_share_hello) == 120, "share hello is 120 B");
+_Static_assert(sizeof(struct viommu_window) == 16, "window entry is 16 B");
 _Static_assert(offsetof(struct viommu_meta, epoch) == 64 && offsetof(struct viommu_meta, nodes_used) == 128,
 	       "meta: the epoch has a cache line of its own");
 _Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");

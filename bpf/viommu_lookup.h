@@ -9,8 +9,10 @@
  *   viommu_acc_ep_index(ctx, i)    -> const __u64 *
  *   viommu_acc_node(ctx, idx)      -> const struct viommu_node *
  *   viommu_acc_leaf(ctx, idx)      -> const struct viommu_leaf *
+ *   viommu_acc_ptes(ctx, idx)      -> const struct viommu_ptes *        (leaf idx's PTEs)
  *   viommu_acc_ext(ctx, idx)       -> const struct viommu_extent_rec *
  *   viommu_acc_bucket(ctx, idx)    -> const struct viommu_hash_bucket *
+ *   viommu_acc_win(ctx, dslot)     -> const struct viommu_window *      (NULL if out of range)
  *   viommu_acc_hash_mask(ctx)      -> __u32
  *   viommu_acc_ep_probes(ctx)      -> __u32   meta.ep_probes, loaded with acquire (0 if none)
  *   VIOMMU_LOAD_ACQ(p), VIOMMU_LOAD(p)   atomic 32/64-bit loads (acquire / at least relaxed)
@@ -145,9 +147,10 @@ VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __
 {
 	__u32 idx = VIOMMU_SLOT_IDX(slot), si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova), s, x = 0;
 	const struct viommu_leaf *f = viommu_acc_leaf(VIOMMU_CTX_ARG, idx);
+	const struct viommu_ptes *pt = viommu_acc_ptes(VIOMMU_CTX_ARG, idx);
 	__u64 pte;
 
-	if (!f)
+	if (!f || !pt)
 		return 0;
 	s = VIOMMU_LOAD_ACQ(&f->seq); /* pairs with the writer's release of seq (W1) */
 	if (s != VIOMMU_SLOT_GEN(slot))
@@ -155,7 +158,7 @@ VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __
 	if (VIOMMU_LOAD(&f->domain_slot) != dslot ||
 	    VIOMMU_LOAD(&f->base) != (iova & VIOMMU_COVER_MASK(VIOMMU_RADIX_LEVELS - 1)))
 		return 0;
-	pte = VIOMMU_LOAD_ACQ(&f->pte[si]); /* pairs with the writer's release of the PTE (W2, W4) */
+	pte = VIOMMU_LOAD_ACQ(&pt->pte[si]); /* pairs with the writer's release of the PTE (W2, W4) */
 	if (want)
 		x = VIOMMU_LOAD(&f->ext[si]);
 	VIOMMU_FENCE_ACQ();
@@ -376,7 +379,9 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, struct viommu_lk *lk)
 {
 	const struct viommu_ep_entry *e;
+	const struct viommu_window *w;
 	const struct viommu_leaf *f;
+	const struct viommu_ptes *pt;
 	__u64 key, slot = 0, pte;
 	__u32 s1, dslot, root, s, si;
 	__s64 rf;
@@ -391,6 +396,39 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	root = VIOMMU_LOAD(&e->root);
 	if ((int)(s1 & 1) | (int)(VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
 		return 0;
+	si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova);
+	/* The domain's window first (I12): the page's PTE at a computed place, as in a flat
+	 * table. Nothing but the endpoint entry's seqlock to check: the window's leaves hold only
+	 * this domain's pages while it owns them, and it owns them while an endpoint is in it. */
+	w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);
+	if (w) {
+		__u64 r, wb;
+		__u32 wn = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
+
+		wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_wide_add()'s release */
+		r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
+		if (r < wn) {
+			__u32 li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
+
+			pt = viommu_acc_ptes(VIOMMU_CTX_ARG, li);
+			if (!pt)
+				return 0;
+			pte = VIOMMU_LOAD_ACQ(&pt->pte[si]); /* pairs with the release of the PTE (W2) */
+			VIOMMU_FENCE_ACQ();
+			if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+				return 0;
+			if (!(pte & VIOMMU_PTE_PRESENT)) {
+				if (wb & VIOMMU_WIN_F_WIDE)
+					return 0; /* a larger piece may hold it: the general path */
+				lk->result = VIOMMU_XLATE_FAULT;
+				lk->reason = VIOMMU_FAULT_R_MAPPING;
+				return 2;
+			}
+			lk->idx = li;
+			lk->gen = 0;
+			goto page;
+		}
+	}
 	key = VIOMMU_HASH_KEY(dslot, iova);
 	if (!viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
 				key, &slot) &&
@@ -422,11 +460,11 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	if (VIOMMU_SLOT_TAG(slot) != VIOMMU_SLOT_LEAF)
 		return 0;
 	f = viommu_acc_leaf(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot));
-	if (!f)
+	pt = viommu_acc_ptes(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot));
+	if (!f || !pt)
 		return 0;
-	si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova);
 	s = VIOMMU_LOAD_ACQ(&f->seq); /* pairs with the writer's release of seq (W1) */
-	pte = VIOMMU_LOAD_ACQ(&f->pte[si]); /* pairs with the release of the PTE (W2, W4) */
+	pte = VIOMMU_LOAD_ACQ(&pt->pte[si]); /* pairs with the release of the PTE (W2, W4) */
 	if ((int)(s != VIOMMU_SLOT_GEN(slot)) | (int)(VIOMMU_LOAD(&f->domain_slot) != dslot) |
 	    (int)(VIOMMU_LOAD(&f->base) != (iova & VIOMMU_COVER_MASK(VIOMMU_RADIX_LEVELS - 1))))
 		return 0;
@@ -438,6 +476,9 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		lk->reason = VIOMMU_FAULT_R_MAPPING;
 		return 2;
 	}
+	lk->idx = VIOMMU_SLOT_IDX(slot);
+	lk->gen = s;
+page:
 	lk->result = VIOMMU_XLATE_HIT;
 	lk->reason = 0;
 	lk->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
@@ -445,10 +486,9 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	lk->ext_phys = VIOMMU_PTE_PA(pte);
 	lk->ext_flags = VIOMMU_PTE_FLAGS(pte);
 	lk->whole = 0;
+	lk->dslot = dslot;
 	lk->ep_idx = ep;
 	lk->ep_seq = s1;
-	lk->idx = VIOMMU_SLOT_IDX(slot);
-	lk->gen = s;
 	lk->pte = pte;
 	return 1;
 }

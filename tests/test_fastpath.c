@@ -768,10 +768,13 @@ static void *refused_reader_main(void *arg)
 	return NULL;
 }
 
-Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
+/* @window: the domain's window holds [0, 2 MiB), so the refused MAP's first 510 pages go there
+ * and its last page needs the pool's second leaf (the pool's one leaf holds 0x400000). */
+static void map_refused_halfway(bool window)
 {
 	struct viommu_config cfg;
-	struct viommu_fastpath_opts o = { .nodes = 5, .leaves = 1, .overcommit = true };
+	struct viommu_fastpath_opts o = { .nodes = window ? 6 : 5, .leaves = 1, .overcommit = true,
+					  .windows = window ? 1 : VIOMMU_WINDOWS_NONE, .window_regions = 1 };
 	struct refused_reader rr = { 0 };
 	uint64_t before;
 	pthread_t th;
@@ -782,6 +785,10 @@ Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
 	fp_setup_with(&cfg, &o);
 	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x100000, 3), VIOMMU_S_OK); /* the pool is full */
+	if (window) {
+		cr_assert_eq(viommu_fastpath_view(fp)->wins[0].regions, 1, "the first MAP placed the window");
+		cr_assert_eq(test_map(dev, 1, 0x400000, 0x400fff, 0x300000, 3), VIOMMU_S_OK); /* now it is */
+	}
 	rr.r = viommu_reader_open(fp);
 	cr_assert_not_null(rr.r);
 	cr_assert_eq(pthread_create(&th, NULL, refused_reader_main, &rr), 0);
@@ -803,6 +810,16 @@ Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
 		     (unsigned long long)rr.retries, (unsigned long long)rr.lookups);
 	cr_assert_gt(rr.faults, 0);
 	cr_assert_eq(rr.hits, 0, "a refused MAP was seen %llu times", (unsigned long long)rr.hits);
+}
+
+Test(fastpath, a_map_refused_halfway_is_never_visible_to_readers)
+{
+	map_refused_halfway(false);
+}
+
+Test(fastpath, a_map_refused_halfway_through_a_window_is_never_visible_to_readers)
+{
+	map_refused_halfway(true);
 }
 
 Test(fastpath, a_device_granule_below_4k_is_refused_with_enotsup)

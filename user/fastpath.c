@@ -93,15 +93,99 @@ static void node_free(struct viommu_fastpath *fp, uint32_t i)
 }
 
 /* Leaves as nodes: seq odd = free; a leaf is freed only with every PTE and ext[] entry 0 (I2). */
+/* ---- windows (docs/design.md, "Windows"; I12) ---- */
+
+/* The leaf window region of @addr is in domain @dslot's window, or ~0u: not in one. */
+static uint32_t win_leaf(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+{
+	uint32_t w = fp->dom_win[dslot];
+	uint64_t r;
+
+	if (!w)
+		return ~0u;
+	r = (addr - (LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
+	return r < fp->win_regions ? fp->leaves_pool + (w - 1) * fp->win_regions + (uint32_t)r : ~0u;
+}
+
+/* Does the piece [addr, addr + size) overlap domain @dslot's window? */
+static bool win_overlaps(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint64_t size)
+{
+	uint64_t b = LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK;
+	uint64_t e = b + ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1;
+
+	return fp->dom_win[dslot] && addr <= e && addr + (size - 1) >= b;
+}
+
+/* A piece of 1 GiB or more over the window came (@d = 1) or went (-1): VIOMMU_WIN_F_WIDE is
+ * set before the first can be reached (before its slot store) and cleared after the last is
+ * gone, so a PTE not present in the window is a miss only while no such piece is there (I12).
+ * Release: pairs with the reader's acquire of base. */
+static void win_wide_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
+{
+	uint32_t before = fp->dom_wide[dslot];
+	uint64_t b = LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK;
+
+	fp->dom_wide[dslot] += (uint32_t)d;
+	if (!before != !fp->dom_wide[dslot])
+		ST_REL(&fp->wins[dslot].base, b | (fp->dom_wide[dslot] ? VIOMMU_WIN_F_WIDE : 0));
+}
+
+/* Give domain @dslot a window, placed over @addr (the aligned block of the window's size that
+ * holds it), if one is free. Before the domain's first mapping: every piece it ever has is then
+ * split (or not) with the window in place, so removal finds what installation made. */
+static void win_place(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+{
+	uint64_t span = (uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT;
+	struct viommu_window *w = &fp->wins[dslot];
+	uint32_t n;
+
+	if (fp->win_free_n)
+		n = fp->win_free[--fp->win_free_n];
+	else if (fp->win_hwm < fp->windows_max)
+		n = fp->win_hwm++;
+	else
+		return;
+	fp->dom_win[dslot] = n + 1;
+	fp->dom_wide[dslot] = 0;
+	/* The leaf index and base before regions (release): a reader that sees regions sees
+	 * them (pairs with the acquire of regions in viommu_lookup_window()). */
+	ST(&w->leaf, fp->leaves_pool + n * fp->win_regions);
+	ST(&w->base, addr & ~(span - 1));
+	ST_REL(&w->regions, fp->win_regions);
+	META_ADD(windows_used, 1);
+}
+
+/* The domain is gone: its endpoints left it first (their entries changed, I4), and every
+ * mapping went with it, so every leaf of the window is dead with no PTE (I2). */
+static void win_release(struct viommu_fastpath *fp, uint32_t dslot)
+{
+	struct viommu_window *w = &fp->wins[dslot];
+
+	if (!fp->dom_win[dslot])
+		return;
+	ST_REL(&w->regions, 0u);
+	ST(&w->base, 0ull);
+	ST(&w->leaf, 0u);
+	fp->win_free[fp->win_free_n++] = fp->dom_win[dslot] - 1;
+	fp->dom_win[dslot] = 0;
+	fp->dom_wide[dslot] = 0;
+	META_ADD(windows_used, -1);
+}
+
 static int leaf_alloc(struct viommu_fastpath *fp, uint32_t dslot, uint64_t base, uint32_t *idx,
 		      uint32_t *gen)
 {
 	struct viommu_leaf *f;
 	uint32_t i, s;
 
-	if (fp->leaf_free_n) {
+	if ((i = win_leaf(fp, dslot, base)) != ~0u) {
+		/* The window's leaf for this region, kept for it (I12): seq 0 = never used. */
+		if (!(LD(&fp->leaves[i].seq) & 1))
+			ST(&fp->leaves[i].seq, 1);
+		fp->win_live[i - fp->leaves_pool] = 1;
+	} else if (fp->leaf_free_n) {
 		i = fp->leaf_free[--fp->leaf_free_n];
-	} else if (fp->leaf_hwm < fp->leaves_max) {
+	} else if (fp->leaf_hwm < fp->leaves_pool) {
 		i = fp->leaf_hwm++;
 		ST(&fp->leaves[i].seq, 1); /* first use: free (odd), as if freed before (I1) */
 	} else {
@@ -132,7 +216,10 @@ static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 	 * here. Bumped before the kill, a walk could load the new value, still read the live leaf
 	 * and fill an entry no later bump drops. Release: before any later store to the leaf. */
 	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
-	fp->leaf_free[fp->leaf_free_n++] = i;
+	if (i >= fp->leaves_pool)
+		fp->win_live[i - fp->leaves_pool] = 0; /* stays its window's, dead (I12) */
+	else
+		fp->leaf_free[fp->leaf_free_n++] = i;
 	META_ADD(leaves_used, -1);
 }
 
@@ -342,9 +429,17 @@ static void path_prune(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr
 static int hash_leaf(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t *idx)
 {
 	int w;
-	struct viommu_hash_bucket *b = hash_find(fp, VIOMMU_HASH_KEY(dslot, addr), &w);
+	struct viommu_hash_bucket *b;
 	uint64_t v;
+	uint32_t wl = win_leaf(fp, dslot, addr);
 
+	if (wl != ~0u) { /* in the window: the region's leaf is known without a probe */
+		if (!fp->win_live[wl - fp->leaves_pool])
+			return 0;
+		*idx = wl;
+		return 1;
+	}
+	b = hash_find(fp, VIOMMU_HASH_KEY(dslot, addr), &w);
 	if (!b)
 		return 0;
 	v = LD(&b->val[w]);
@@ -372,26 +467,27 @@ static uint32_t page_op(struct viommu_fastpath *fp, uint32_t li, uint64_t addr,
 			const struct piece_src *src, enum piece_op op)
 {
 	struct viommu_leaf *f = &fp->leaves[li];
+	struct viommu_ptes *pt = &fp->ptes[li];
 	uint32_t si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, addr), old = LD(&f->ext[si]);
 
 	switch (op) {
 	case PIECE_INSTALL:
 		ST(&f->ext[si], src->xi + 1);
 		/* Not present: a reader answers "not mapped" until PIECE_PUBLISH. */
-		ST_REL(&f->pte[si], VIOMMU_PTE_MAKE(src->phys + (addr - src->start), src->flags) &
+		ST_REL(&pt->pte[si], VIOMMU_PTE_MAKE(src->phys + (addr - src->start), src->flags) &
 					    ~VIOMMU_PTE_PRESENT);
 		fp->leaf_used[li]++;
 		break;
 	case PIECE_PUBLISH:
 		/* W2/W4: the record went live before; pairs with viommu_read_leaf()'s acquire of
 		 * the PTE (a reader that sees it present sees the record live). */
-		ST_REL(&f->pte[si], LD(&f->pte[si]) | VIOMMU_PTE_PRESENT);
+		ST_REL(&pt->pte[si], LD(&pt->pte[si]) | VIOMMU_PTE_PRESENT);
 		break;
 	case PIECE_REMOVE:
 		if (!old)
 			break;
 		/* The PTE first: from this store on no reader answers with the page (I3). */
-		ST_REL(&f->pte[si], 0);
+		ST_REL(&pt->pte[si], 0);
 		ST(&f->ext[si], 0);
 		fp->leaf_used[li]--;
 		break;
@@ -533,15 +629,26 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 
 	for (;;) {
 		int level = piece_level(addr, end);
+		bool wide;
 		uint64_t size;
 
 		if (level < 0)
 			return -EINVAL;
+		/* A 2 MiB piece inside the window is 512 pages there: the window then answers its
+		 * pages, and a PTE not present in it means not mapped (I12). */
+		if (level == VIOMMU_HASH_LEVEL && win_leaf(fp, dslot, addr) != ~0u)
+			level = VIOMMU_RADIX_LEVELS - 1;
 		size = 1ull << VIOMMU_LEVEL_SHIFT(level);
+		/* Larger pieces stay whole (O(1)); over the window they make it say so (I12). */
+		wide = level < VIOMMU_HASH_LEVEL && win_overlaps(fp, dslot, addr, size);
 		if (op == PIECE_INSTALL) {
-			int err = piece_install(fp, dslot, addr, level, src);
+			int err;
 
-			if (err) {
+			if (wide)
+				win_wide_add(fp, dslot, 1); /* before the slot store that publishes it */
+			if ((err = piece_install(fp, dslot, addr, level, src))) {
+				if (wide)
+					win_wide_add(fp, dslot, -1);
 				*stop_addr = addr;
 				return err;
 			}
@@ -553,6 +660,8 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 			old = piece_change(fp, dslot, addr, level, op);
 			if (cleared && old)
 				*cleared = old;
+			if (wide && op == PIECE_REMOVE && old)
+				win_wide_add(fp, dslot, -1); /* after the slot is empty */
 		}
 		if (end - addr == size - 1)
 			return 0;
@@ -650,6 +759,7 @@ static int fp_domain_created(void *ctx, struct viommu_domain *d)
 		return err;
 	fp->dom_root[d->slot] = idx;
 	fp->dom_walk[d->slot] = 0;
+	fp->dom_maps[d->slot] = 0;
 	/* Before any endpoint names the root: a reused node's flags start clear. */
 	ST_REL(&fp->nodes[idx].flags, 0u);
 	fp->dom_live[d->slot] = true;
@@ -665,6 +775,7 @@ static void fp_domain_destroyed(void *ctx, struct viommu_domain *d)
 
 	/* The core unmapped every extent first, so the root is empty (I2). */
 	node_free(fp, fp->dom_root[d->slot]);
+	win_release(fp, d->slot);
 	fp->dom_live[d->slot] = false;
 	META_ADD(domains_used, -1);
 }
@@ -679,6 +790,11 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 
 	if ((x->start | (x->end + 1) | x->phys) & ((1ull << VIOMMU_PAGE_SHIFT) - 1))
 		return -EINVAL; /* below the radix granule; viommu_fastpath_new refuses such devices */
+	/* The domain's first mapping places its window, when one is free and the mapping is
+	 * smaller than a window (an identity domain's one 2^48-byte extent would gain nothing). */
+	if (fp->windows_max && !fp->dom_maps[d->slot] && !fp->dom_win[d->slot] && x->end - x->start <
+	    ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1)
+		win_place(fp, d->slot, x->start);
 	if ((err = ext_alloc(fp, d->slot, x, &idx, &gen)))
 		return err;
 	src = (struct piece_src){ .word = VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen), .xi = idx,
@@ -692,6 +808,7 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 		return err;
 	}
 	ext_publish(fp, idx, gen);
+	fp->dom_maps[d->slot]++;
 	/* Then the pages (W2): a PTE is present only while its record is live. A one-page MAP (the
 	 * common case) knows its leaf already: no second probe. */
 	if (x->end - x->start == (1ull << VIOMMU_PAGE_SHIFT) - 1)
@@ -713,6 +830,7 @@ static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x
 	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_REMOVE, NULL, &xi);
 	if (xi)
 		ext_free(fp, xi - 1);
+	fp->dom_maps[d->slot]--;
 	META_ADD(publications, 1);
 }
 
@@ -912,6 +1030,7 @@ int viommu_fastpath_bpf_enable(struct viommu_fastpath *fp)
 		return -errno;
 	bpf_map__set_max_entries(skel->maps.viommu_nodes, fp->nodes_max);
 	bpf_map__set_max_entries(skel->maps.viommu_leaves, fp->leaves_max);
+	bpf_map__set_max_entries(skel->maps.viommu_ptes, fp->leaves_max);
 	bpf_map__set_max_entries(skel->maps.viommu_extents, fp->extents_max);
 	bpf_map__set_max_entries(skel->maps.viommu_hash, fp->view.hash_mask + 1);
 	skel->rodata->viommu_hash_mask = fp->view.hash_mask;
@@ -984,12 +1103,22 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		o.extents = VIOMMU_EXTENTS_DEFAULT;
 	if (!o.hash_buckets)
 		o.hash_buckets = VIOMMU_HASH_BUCKETS_DEFAULT;
+	if (!o.windows)
+		o.windows = VIOMMU_WINDOWS_DEFAULT;
+	if (o.windows == VIOMMU_WINDOWS_NONE)
+		o.windows = 0;
+	if (!o.window_regions)
+		o.window_regions = VIOMMU_WINDOW_REGIONS_DEFAULT;
+	if (!o.windows)
+		o.window_regions = 0;
 	if ((cfg->page_size_mask & -cfg->page_size_mask) < (1ull << VIOMMU_PAGE_SHIFT) ||
 	    cfg->max_domains > VIOMMU_DOMAINS_MAX) {
 		errno = ENOTSUP;
 		return NULL;
 	}
 	if ((o.hash_buckets & (o.hash_buckets - 1)) || o.nodes > VIOMMU_INDEX_MAX || o.leaves > VIOMMU_INDEX_MAX ||
+	    (o.window_regions & (o.window_regions - 1)) || o.window_regions > (1u << 20) ||
+	    (uint64_t)o.leaves + (uint64_t)o.windows * o.window_regions > VIOMMU_INDEX_MAX ||
 	    o.extents > VIOMMU_INDEX_MAX || o.nodes < 2) {
 		errno = EINVAL;
 		return NULL;
@@ -1022,7 +1151,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	/* The layout: the data maps in the memfd in the table's order, each page-aligned; the
 	 * readers' summary apart (writer-private until a replica exists). */
 	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) {
-		uint32_t n = i == VIOMMU_SHM_NODES ? o.nodes : i == VIOMMU_SHM_LEAVES ? o.leaves :
+		uint32_t n = i == VIOMMU_SHM_NODES ? o.nodes : i == VIOMMU_SHM_LEAVES || i == VIOMMU_SHM_PTES ? o.leaves + o.windows * o.window_regions :
 			     i == VIOMMU_SHM_EXTENTS ? o.extents : i == VIOMMU_SHM_HASH ? o.hash_buckets :
 			     viommu_shm_entries[i];
 
@@ -1044,12 +1173,17 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->ep_index = (void *)(fp->base + fp->off[VIOMMU_SHM_EP_INDEX]);
 	fp->nodes = (void *)(fp->base + fp->off[VIOMMU_SHM_NODES]);
 	fp->leaves = (void *)(fp->base + fp->off[VIOMMU_SHM_LEAVES]);
+	fp->ptes = (void *)(fp->base + fp->off[VIOMMU_SHM_PTES]);
 	fp->exts = (void *)(fp->base + fp->off[VIOMMU_SHM_EXTENTS]);
 	fp->buckets = (void *)(fp->base + fp->off[VIOMMU_SHM_HASH]);
+	fp->wins = (void *)(fp->base + fp->off[VIOMMU_SHM_WINDOWS]);
+	fp->leaves_pool = o.leaves;
+	fp->win_regions = o.window_regions;
+	fp->windows_max = o.windows;
 	fp->view = (struct viommu_fp_view){
 		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
-		.leaves = fp->leaves, .exts = fp->exts, .buckets = fp->buckets,
-		.nodes_max = o.nodes, .leaves_max = o.leaves, .extents_max = o.extents,
+		.leaves = fp->leaves, .ptes = fp->ptes, .exts = fp->exts, .buckets = fp->buckets, .wins = fp->wins,
+		.nodes_max = o.nodes, .leaves_max = o.leaves + o.windows * o.window_regions, .extents_max = o.extents,
 		.hash_mask = o.hash_buckets - 1,
 	};
 	if ((err = fp_share_init(fp)))
@@ -1059,21 +1193,27 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->node_free = calloc(o.nodes, sizeof(uint32_t));
 	fp->node_used = calloc(o.nodes, sizeof(uint16_t));
 	fp->leaf_free = calloc(o.leaves, sizeof(uint32_t));
-	fp->leaf_used = calloc(o.leaves, sizeof(uint16_t));
+	fp->leaf_used = calloc(o.leaves + (size_t)o.windows * o.window_regions, sizeof(uint16_t));
 	fp->ext_free = calloc(o.extents, sizeof(uint32_t));
-	if (!fp->node_free || !fp->node_used || !fp->leaf_free || !fp->leaf_used || !fp->ext_free) {
+	fp->win_free = calloc(o.windows + 1, sizeof(uint32_t));
+	fp->win_live = calloc((size_t)o.windows * o.window_regions + 1, 1);
+	if (!fp->node_free || !fp->node_used || !fp->leaf_free || !fp->leaf_used || !fp->ext_free ||
+	    !fp->win_free || !fp->win_live) {
 		err = -ENOMEM;
 		goto fail;
 	}
 	/* Nodes and records are handed out below a high-water mark and made free (odd seq, I1)
 	 * on first use: the pools' pages are touched, hence allocated, only as they fill. */
 	fp->nodes_max = o.nodes;
-	fp->leaves_max = o.leaves;
+	fp->leaves_max = o.leaves + o.windows * o.window_regions;
 	fp->extents_max = o.extents;
 	fp->node_free_n = fp->leaf_free_n = fp->ext_free_n = fp->node_hwm = fp->leaf_hwm = fp->ext_hwm = 0;
 	fp->meta->abi_version = VIOMMU_ABI_VERSION;
 	fp->meta->nodes_max = o.nodes;
-	fp->meta->leaves_max = o.leaves;
+	fp->meta->leaves_max = fp->leaves_max;
+	fp->meta->windows_leaf = o.leaves;
+	fp->meta->window_regions = o.window_regions;
+	fp->meta->windows_max = o.windows;
 	fp->meta->extents_max = o.extents;
 	fp->meta->flags = o.reader_fence ? VIOMMU_META_F_READER_FENCE : 0;
 	fp->meta->hash_mask = o.hash_buckets - 1;
@@ -1149,6 +1289,8 @@ void viommu_fastpath_free(struct viommu_fastpath *fp)
 	free(fp->leaf_free);
 	free(fp->leaf_used);
 	free(fp->ext_free);
+	free(fp->win_free);
+	free(fp->win_live);
 	free(fp);
 }
 

@@ -50,7 +50,16 @@ struct viommu_fastpath_opts {
 	 * kernel memory at once (the kernel allocates mmapable arrays whole: ~157 MB with the
 	 * default pools), so a device that serves only userspace readers leaves it off. */
 	bool bpf;
+	/* Windows (docs/design.md, "Windows"): how many domains may have one at once (default
+	 * VIOMMU_WINDOWS_DEFAULT; VIOMMU_WINDOWS_NONE for none), and each one's size in 2 MiB
+	 * regions (a power of two, default VIOMMU_WINDOW_REGIONS_DEFAULT: 4 GiB, where Linux's
+	 * IOVA allocator puts a 32-bit-first device's mappings). Each window is that many leaves
+	 * (6 KiB each) of address space past the pool, allocated as its pages are touched; not
+	 * counted in the caps (a domain without a window uses the pool). */
+	uint32_t windows;
+	uint32_t window_regions;
 };
+#define VIOMMU_WINDOWS_NONE UINT32_MAX
 /* The radix nodes one MAP may need: a path of interior levels 1-4 and a leaf for its first
  * piece, and one for its last (the pieces between reuse the nodes of one or the other). */
 #define VIOMMU_NODES_PER_MAP_WORST (2 * (VIOMMU_RADIX_LEVELS - 2))
@@ -149,8 +158,10 @@ struct viommu_fp_view {
 	const __u64 *ep_index;
 	const struct viommu_node *nodes;
 	const struct viommu_leaf *leaves;
+	const struct viommu_ptes *ptes;
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
+	const struct viommu_window *wins;
 	uint32_t nodes_max, leaves_max, extents_max, hash_mask;
 };
 const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp);

@@ -20,7 +20,25 @@ struct fp_check {
 	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
 	uint32_t nodes, leaves, extents;
 	uint32_t walk; /* this domain's mappings the hash does not index */
+	uint32_t wide; /* this domain's pieces of 1 GiB+ over its window (I12) */
+	uint32_t win_leaves; /* window leaves reached */
 };
+
+/* Is @idx a leaf the writer handed out: below the pool's high-water mark, or the window leaf
+ * of (@dslot, @base) while it is live (I12)? */
+static bool leaf_ok(const struct viommu_fastpath *fp, uint32_t dslot, uint32_t idx, uint64_t base)
+{
+	uint32_t w = fp->dom_win[dslot];
+	uint64_t wb, r;
+
+	if (idx < fp->leaves_pool)
+		return idx < fp->leaf_hwm;
+	if (!w || idx >= fp->leaves_max || !fp->win_live[idx - fp->leaves_pool])
+		return false;
+	wb = fp->wins[dslot].base & ~VIOMMU_WIN_F_MASK;
+	r = (base - wb) >> VIOMMU_HASH_SHIFT;
+	return base >= wb && r < fp->win_regions && idx == fp->leaves_pool + (w - 1) * fp->win_regions + r;
+}
 
 static int see_record(struct fp_check *c, uint32_t xi)
 {
@@ -42,8 +60,9 @@ static int check_leaf(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 	const struct viommu_leaf *f;
 	uint32_t used = 0;
 
-	if (idx >= fp->leaf_hwm)
+	if (!leaf_ok(fp, dslot, idx, base))
 		return -EUCLEAN;
+	c->win_leaves += idx >= fp->leaves_pool;
 	f = &fp->leaves[idx];
 	if ((f->seq & 1) || f->seq != gen || f->domain_slot != dslot || f->base != base)
 		return -EUCLEAN;
@@ -54,7 +73,7 @@ static int check_leaf(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 		uint32_t xi = f->ext[si];
 
 		if (!xi) {
-			if (f->pte[si])
+			if (fp->ptes[idx].pte[si])
 				return -EUCLEAN;
 			continue;
 		}
@@ -63,7 +82,7 @@ static int check_leaf(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			return -EUCLEAN;
 		x = &fp->exts[xi - 1];
 		if ((x->seq & 1) || x->domain_slot != dslot || page < x->start || page + 0xfff > x->end ||
-		    f->pte[si] != VIOMMU_PTE_MAKE(x->phys + (page - x->start), x->flags))
+		    fp->ptes[idx].pte[si] != VIOMMU_PTE_MAKE(x->phys + (page - x->start), x->flags))
 			return -EUCLEAN;
 	}
 	if (used != fp->leaf_used[idx] || !used)
@@ -114,6 +133,16 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			if (x->seq != VIOMMU_SLOT_GEN(w) || (x->seq & 1) || x->domain_slot != dslot ||
 			    start < x->start || last > x->end)
 				return -EUCLEAN;
+			/* I12: no 2 MiB piece inside the window (its pages are there instead); the
+			 * larger ones over it counted. */
+			if (fp->dom_win[dslot]) {
+				uint64_t wb = fp->wins[dslot].base & ~VIOMMU_WIN_F_MASK;
+				uint64_t we = wb + ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1;
+
+				if (level == VIOMMU_HASH_LEVEL && start >= wb && start <= we)
+					return -EUCLEAN;
+				c->wide += level < VIOMMU_HASH_LEVEL && start <= we && last >= wb;
+			}
 		} else {
 			return -EUCLEAN;
 		}
@@ -147,6 +176,24 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 
 static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents);
 
+/* Domain @d's window entry says what the writer holds (I12): none, or its window's leaves and
+ * an aligned base, VIOMMU_WIN_F_WIDE exactly while @wide pieces of 1 GiB+ lie over it. */
+static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t wide)
+{
+	const struct viommu_window *w = &fp->wins[d];
+	uint32_t n = fp->dom_win[d];
+	uint64_t span = (uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT;
+
+	if (!n)
+		return w->regions || w->base || w->leaf || fp->dom_wide[d] ? -EUCLEAN : 0;
+	if (n > fp->windows_max || w->regions != fp->win_regions ||
+	    w->leaf != fp->leaves_pool + (n - 1) * fp->win_regions ||
+	    ((w->base & ~VIOMMU_WIN_F_MASK) & (span - 1)) ||
+	    (w->base & VIOMMU_WIN_F_MASK) != (wide ? VIOMMU_WIN_F_WIDE : 0) || fp->dom_wide[d] != wide)
+		return -EUCLEAN;
+	return 0;
+}
+
 /* The shared state says what the store says: every endpoint's entry, every extent's record. */
 struct fp_check_store {
 	const struct viommu_fastpath *fp;
@@ -167,7 +214,8 @@ static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint6
 		if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_LEAF) {
 			uint32_t xi;
 
-			if (l != VIOMMU_RADIX_LEVELS - 2 || VIOMMU_SLOT_IDX(w) >= fp->leaf_hwm)
+			if (l != VIOMMU_RADIX_LEVELS - 2 ||
+			    !leaf_ok(fp, dslot, VIOMMU_SLOT_IDX(w), iova & VIOMMU_COVER_MASK(VIOMMU_RADIX_LEVELS - 1)))
 				return -1;
 			xi = fp->leaves[VIOMMU_SLOT_IDX(w)].ext[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)];
 			return xi ? (int64_t)xi - 1 : -1;
@@ -298,21 +346,34 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 		if (!fp->dom_live[d])
 			continue;
 		domains++;
-		c.walk = 0;
+		c.walk = c.wide = 0;
 		err = check_node(&c, d, fp->dom_root[d], ~0u, 0, 0);
 		/* The root says "walk on a hash miss" exactly while the hash leaves something out (I6). */
 		if (!err && (c.walk != fp->dom_walk[d] ||
 			     fp->nodes[fp->dom_root[d]].flags != (c.walk ? VIOMMU_ROOT_F_WALK : 0u)))
 			err = -EUCLEAN;
+		if (!err && (err = check_window(fp, d, c.wide)))
+			break;
+		for (uint32_t e = d + 1; e < fp->dom_slots && !err; e++) /* a window has one owner */
+			if (fp->dom_live[e] && fp->dom_win[d] && fp->dom_win[e] == fp->dom_win[d])
+				err = -EUCLEAN;
 	}
 	free(c.ext_seen);
 	if (err)
 		return err;
 	/* Every node and record in use is reachable: nothing leaked. */
+	{
+		uint32_t live = 0; /* window leaves live: exactly those reached */
+
+		for (size_t i = 0; i < (size_t)fp->windows_max * fp->win_regions; i++)
+			live += fp->win_live[i];
+		if (live != c.win_leaves)
+			return -EUCLEAN;
+	}
 	if (domains != fp->meta->domains_used || c.nodes != fp->meta->nodes_used ||
 	    c.leaves != fp->meta->leaves_used || c.extents != fp->meta->extents_used ||
 	    fp->node_free_n + fp->meta->nodes_used != fp->node_hwm ||
-	    fp->leaf_free_n + fp->meta->leaves_used != fp->leaf_hwm ||
+	    fp->leaf_free_n + fp->meta->leaves_used - c.win_leaves != fp->leaf_hwm ||
 	    fp->ext_free_n + fp->meta->extents_used != fp->ext_hwm)
 		return -EUCLEAN;
 	/* A domain lives while it has an endpoint: the records reached from the store's domains

@@ -46,6 +46,7 @@ struct viommu_fastpath {
 	__u64 *ep_index;
 	struct viommu_node *nodes;
 	struct viommu_leaf *leaves;
+	struct viommu_ptes *ptes; /* leaf i's PTEs: ptes[i] */
 	struct viommu_extent_rec *exts;
 	struct viommu_hash_bucket *buckets;
 	/* The writer's summary of the readers, for `viommu stat`: writer-private memory until the
@@ -61,6 +62,15 @@ struct viommu_fastpath {
 	/* Indices at and above these were never handed out: their pages are untouched (holes of
 	 * the memfd, zero, seq 0) and no slot word names them. Free lists first, then these. */
 	uint32_t node_hwm, leaf_hwm, ext_hwm, nodes_max, leaves_max, extents_max;
+	/* Windows: leaves [leaves_pool, leaves_max) are windows_max windows of win_regions each
+	 * (leaves_max counts both: what readers bound indices by). */
+	uint32_t leaves_pool, win_regions, windows_max;
+	uint32_t *win_free, win_free_n, win_hwm; /* window numbers */
+	uint8_t *win_live; /* per window leaf: live (the pool's leaves use their free list) */
+	uint32_t dom_win[VIOMMU_DOMAINS_MAX]; /* the domain's window number + 1, 0 none */
+	uint32_t dom_maps[VIOMMU_DOMAINS_MAX]; /* live mappings */
+	uint32_t dom_wide[VIOMMU_DOMAINS_MAX]; /* pieces of 1 GiB+ overlapping its window (I12) */
+	struct viommu_window *wins;
 	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
 	/* per domain: mappings the hash does not index (pieces of 1 GiB or more, regions left out

@@ -51,7 +51,8 @@ void viommu_reader_ready(struct viommu_reader *r)
 /* Bytes of map @i of the message: its element size times its count. */
 static uint64_t share_bytes(const struct viommu_share_hello *h, int i)
 {
-	uint64_t n = i == VIOMMU_SHM_NODES ? h->nodes_max : i == VIOMMU_SHM_LEAVES ? h->leaves_max :
+	uint64_t n = i == VIOMMU_SHM_NODES ? h->nodes_max :
+		     i == VIOMMU_SHM_LEAVES || i == VIOMMU_SHM_PTES ? h->leaves_max :
 		     i == VIOMMU_SHM_EXTENTS ? h->extents_max : i == VIOMMU_SHM_HASH ? h->hash_buckets :
 		     viommu_shm_entries[i];
 
@@ -151,8 +152,10 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 	r->ep_index = (const void *)(d + h.off[VIOMMU_SHM_EP_INDEX]);
 	r->nodes = (const void *)(d + h.off[VIOMMU_SHM_NODES]);
 	r->leaves = (const void *)(d + h.off[VIOMMU_SHM_LEAVES]);
+	r->ptes = (const void *)(d + h.off[VIOMMU_SHM_PTES]);
 	r->exts = (const void *)(d + h.off[VIOMMU_SHM_EXTENTS]);
 	r->buckets = (const void *)(d + h.off[VIOMMU_SHM_HASH]);
+	r->wins = (const void *)(d + h.off[VIOMMU_SHM_WINDOWS]);
 	r->nodes_max = h.nodes_max;
 	r->leaves_max = h.leaves_max;
 	r->extents_max = h.extents_max;
@@ -245,7 +248,7 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 			__u32 si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q[i].iova);
 
 			__builtin_prefetch(&r->leaves[idx]);
-			__builtin_prefetch(&r->leaves[idx].pte[si]);
+			__builtin_prefetch(&r->ptes[idx].pte[si]);
 			if (q[i].access & VIOMMU_QUERY_F_EXTENT) {
 				__builtin_prefetch(&r->leaves[idx].ext[si]);
 				leaf[i] = idx;
@@ -332,7 +335,7 @@ static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t
 		t->word = lk->gen | (__u64)(uint16_t)lk->dslot << 32 | (__u64)lk->ext_flags << 48;
 		t->flags = lk->ext_flags | VIOMMU_QUERY_F_EXTENT;
 	} else {
-		t->wordp = &r->leaves[lk->idx].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
+		t->wordp = &r->ptes[lk->idx].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
 		t->word = lk->pte;
 		t->flags = lk->ext_flags;
 	}

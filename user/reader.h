@@ -52,8 +52,10 @@ struct viommu_reader {
 	const __u64 *ep_index;
 	const struct viommu_node *nodes;
 	const struct viommu_leaf *leaves;
+	const struct viommu_ptes *ptes; /* leaves_max entries, as leaves */
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
+	const struct viommu_window *wins; /* VIOMMU_DOMAINS_MAX entries */
 	uint32_t nodes_max, leaves_max, extents_max, hash_mask;
 	struct viommu_reader_slot *slot; /* this reader's own: grace periods and counters */
 	uint32_t token; /* what the writer stores in slot->revoked when it revokes this reader */
@@ -171,8 +173,10 @@ static inline int viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_ep_index(r, i) (&(r)->ep_index[i])
 #define viommu_acc_node(r, i) ((i) < (r)->nodes_max ? &(r)->nodes[i] : (const struct viommu_node *)0)
 #define viommu_acc_leaf(r, i) ((i) < (r)->leaves_max ? &(r)->leaves[i] : (const struct viommu_leaf *)0)
+#define viommu_acc_ptes(r, i) ((i) < (r)->leaves_max ? &(r)->ptes[i] : (const struct viommu_ptes *)0)
 #define viommu_acc_ext(r, i) ((i) < (r)->extents_max ? &(r)->exts[i] : (const struct viommu_extent_rec *)0)
 #define viommu_acc_bucket(r, i) (&(r)->buckets[i])
+#define viommu_acc_win(r, i) ((i) < VIOMMU_DOMAINS_MAX ? &(r)->wins[i] : (const struct viommu_window *)0)
 #define viommu_acc_hash_mask(r) ((r)->hash_mask)
 #define viommu_acc_ep_probes(r) __atomic_load_n(&(r)->meta->ep_probes, __ATOMIC_ACQUIRE)
 /* viommu_reader_translate_walk() tries the short path itself, state in registers (reader.c). */
@@ -197,6 +201,58 @@ static inline void viommu_reader_tlb_flush(struct viommu_reader *r)
 	}
 }
 
+/*
+ * The window (docs/design.md, "Windows"; I12), inline: a query within one page, not asking for
+ * the whole extent, from a dense endpoint whose domain has a window holding the page: the
+ * endpoint entry, the window entry (both shared by every lookup of the endpoint) and the page's
+ * PTE, checked by the entry's seqlock alone. 1: answered HIT; 0: the caller goes on (a miss
+ * is left to the walk, which answers it from the same PTE).
+ */
+static inline int viommu_reader_window(const struct viommu_reader *r, const struct viommu_query *q,
+				       uint64_t last, struct viommu_answer *a)
+{
+	const uint64_t iova = q->iova;
+	const uint32_t ep = q->endpoint, acc = q->access;
+	const struct viommu_ep_entry *e = &r->eps[ep & (VIOMMU_EP_DENSE - 1)];
+	const struct viommu_window *w;
+	uint32_t s1, li, wn;
+	uint64_t wb, reg, pte;
+
+	/* One branch for every reason not to (each term is 0 when fine): a range over a page, a
+	 * sparse id, the whole extent asked (VIOMMU_QUERY_F_EXTENT is bit 31), a range past 2^64. */
+	if (__builtin_expect(((iova ^ last) >> VIOMMU_PAGE_SHIFT) | (ep / VIOMMU_EP_DENSE) | (acc >> 31) |
+			     (last < iova), 0))
+		return 0;
+	s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
+	w = &r->wins[__atomic_load_n(&e->domain_slot, __ATOMIC_ACQUIRE) & (VIOMMU_DOMAINS_MAX - 1)];
+	if (__builtin_expect((s1 & 1) | (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) ^ VIOMMU_EP_ATTACHED), 0))
+		return 0; /* being written, or not in a domain */
+	/* regions first (acquire: pairs with win_place()'s release), then base and leaf; none: 0 */
+	wn = __atomic_load_n(&w->regions, __ATOMIC_ACQUIRE);
+	wb = __atomic_load_n(&w->base, __ATOMIC_ACQUIRE);
+	li = __atomic_load_n(&w->leaf, __ATOMIC_ACQUIRE);
+	reg = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
+	if (__builtin_expect((reg >= wn) | (li + reg >= r->leaves_max), 0))
+		return 0;
+	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the re-check of
+	 * the entry's seq after it (I4). */
+	pte = __atomic_load_n(&r->ptes[li + reg].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)],
+			      __ATOMIC_ACQUIRE);
+	if (__builtin_expect((__atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) ^ s1) | (~pte & VIOMMU_PTE_PRESENT) |
+			     (acc & ~(uint32_t)(pte >> 1) & VIOMMU_ACCESS_RW) | (acc & ~VIOMMU_ACCESS_RW), 0))
+		return 0; /* raced, not present (the walk answers the miss), or not with that access */
+	a->result = VIOMMU_XLATE_HIT;
+	a->reason = 0;
+	a->pa = VIOMMU_PTE_PA(pte) | (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
+	a->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
+	a->ext_end = a->ext_start | ((1ull << VIOMMU_PAGE_SHIFT) - 1);
+	a->ext_phys = VIOMMU_PTE_PA(pte);
+	a->ext_flags = VIOMMU_PTE_FLAGS(pte);
+	a->fault_addr = 0;
+	a->next = 0;
+	return 1;
+}
+
 static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
 					       struct viommu_answer *a)
 {
@@ -205,6 +261,8 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
+	if (viommu_reader_window(r, q, last, a))
+		return VIOMMU_XLATE_HIT;
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
 	    (t->flags & q->access) == q->access &&
 	    /* I10: the record (or leaf) still live with that generation, the word it vouched with

@@ -124,8 +124,10 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 	r->ep_index = (const void *)((const char *)v->ep_index + d);
 	r->nodes = (const void *)((const char *)v->nodes + d);
 	r->leaves = (const void *)((const char *)v->leaves + d);
+	r->ptes = (const void *)((const char *)v->ptes + d);
 	r->exts = (const void *)((const char *)v->exts + d);
 	r->buckets = (const void *)((const char *)v->buckets + d);
+	r->wins = (const void *)((const char *)v->wins + d);
 	r->nodes_max = v->nodes_max;
 	r->leaves_max = v->leaves_max;
 	r->extents_max = v->extents_max;
@@ -274,6 +276,7 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn)
 		.magic = VIOMMU_ABI_MAGIC, .abi_version = VIOMMU_ABI_VERSION, .reader = i,
 		.nodes_max = fp->nodes_max, .leaves_max = fp->leaves_max, .extents_max = fp->extents_max,
 		.hash_buckets = fp->view.hash_mask + 1, .token = token, .data_bytes = fp->data_len,
+		.windows_leaf = fp->leaves_pool, .window_regions = fp->win_regions,
 	};
 	for (int k = 0; k < VIOMMU_SHM_DATA; k++)
 		h.off[k] = fp->off[k]; /* enum viommu_share order == M_* order */

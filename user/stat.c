@@ -68,13 +68,13 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 	fprintf(out, "  radix nodes    %u / %u (%.2f MiB)\n", m->nodes_used, m->nodes_max,
 		m->nodes_used * sizeof(struct viommu_node) / 1048576.0);
 	fprintf(out, "  leaves         %u / %u (%.2f MiB)\n", m->leaves_used, m->leaves_max,
-		m->leaves_used * sizeof(struct viommu_leaf) / 1048576.0);
+		m->leaves_used * (sizeof(struct viommu_leaf) + sizeof(struct viommu_ptes)) / 1048576.0);
 	fprintf(out, "  hash           %u / %.0f slots (load %.4f)\n", m->hash_used, slots_total,
 		m->hash_used / slots_total);
 	fprintf(out, "  bytes/extent   %zu record + %.1f radix + %.1f hash (amortised; the hash counted whole)\n",
 		sizeof(struct viommu_extent_rec),
 		m->extents_used ? ((double)m->nodes_used * sizeof(struct viommu_node) +
-				   (double)m->leaves_used * sizeof(struct viommu_leaf)) / m->extents_used : 0.0,
+				   (double)m->leaves_used * (sizeof(struct viommu_leaf) + sizeof(struct viommu_ptes))) / m->extents_used : 0.0,
 		m->extents_used ? (m->hash_mask + 1.0) * sizeof(struct viommu_hash_bucket) / m->extents_used : 0.0);
 	fprintf(out, "  publications   %llu, grace periods %llu (mean %.1f us, %s), readers revoked %u\n",
 		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
