@@ -320,6 +320,56 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	return mask;
 }
 
+int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
+{
+	const struct viommu_ep_entry *e;
+	struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
+	const struct viommu_window *w;
+	uint32_t s1, dslot, st, wn, leaf;
+	uint64_t base, wraps;
+
+	if (ep >= VIOMMU_EP_DENSE)
+		return 0;
+	/* Before the entry (acquire): a bump after it drops the copy. */
+	wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
+	e = &r->eps[ep];
+	s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE); /* pairs with the writer's release (W3) */
+	st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+	dslot = __atomic_load_n(&e->domain_slot, __ATOMIC_ACQUIRE);
+	if ((s1 & 1) || st != VIOMMU_EP_ATTACHED || dslot >= VIOMMU_DOMAINS_MAX)
+		return 0;
+	w = &r->wins[dslot];
+	wn = __atomic_load_n(&w->regions, __ATOMIC_ACQUIRE); /* pairs with win_place()'s release */
+	base = __atomic_load_n(&w->base, __ATOMIC_ACQUIRE) & ~VIOMMU_WIN_F_MASK;
+	leaf = __atomic_load_n(&w->leaf, __ATOMIC_ACQUIRE);
+	/* The entry unchanged across the reads: they are the window of its domain (I4, I12). */
+	if (__atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) != s1)
+		return 0;
+	if (!wn || leaf > r->leaves_max || wn > r->leaves_max - leaf)
+		wn = leaf = 0, base = 0; /* no window (a bad one is none: every index stays in bounds) */
+	c->ep = ep;
+	c->ep_seq = s1;
+	c->base = base;
+	c->span = (uint64_t)wn << VIOMMU_HASH_SHIFT;
+	c->first = r->ptes[leaf].pte;
+	c->seqp = &e->seq;
+	c->wrapsp = &r->meta->wraps;
+	c->wraps = wraps;
+	return 1;
+}
+
+int viommu_reader_window_slow(struct viommu_reader *r, const struct viommu_query *q,
+			      struct viommu_answer *a)
+{
+	uint64_t off = (q->size - 1) | ((q->size - 1) + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)));
+
+	if ((q->endpoint / VIOMMU_EP_DENSE) | (q->access / (VIOMMU_MAP_F_MASK + 1)) | (off >> VIOMMU_PAGE_SHIFT))
+		return 0; /* not a query the window takes */
+	if (!viommu_reader_window_load(r, q->endpoint))
+		return 0;
+	return viommu_reader_window(r, q, a); /* the copy is made: its one branch passes now */
+}
+
 /* Fill TLB entry @t from the validated hit @lk of q->iova (@wraps: meta.wraps before the lookup). */
 static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t, const struct viommu_query *q,
 			    const struct viommu_lk *lk, uint64_t wraps)
@@ -357,6 +407,16 @@ uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viom
 	/* Before the walk: a bump during it leaves the entry with the older value (dropped). */
 	uint64_t wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+
+	/* A copy of the endpoint's window made before its domain had one stays valid (the entry
+	 * does not change when a window is placed): the walk, slow anyway, refreshes it. */
+	if (q->endpoint < VIOMMU_EP_DENSE) {
+		const struct viommu_reader_epw *c = &r->epw[q->endpoint % VIOMMU_READER_EPW];
+
+		if (c->ep != q->endpoint || !c->span || c->wraps != wraps ||
+		    c->ep_seq != __atomic_load_n(&r->eps[q->endpoint].seq, __ATOMIC_RELAXED))
+			viommu_reader_window_load(r, q->endpoint);
+	}
 
 	/* A query within one page, not asking for the whole extent: the short path, its state in
 	 * registers (a lookup's stores, not only its loads, bound how many run at once). */

@@ -45,6 +45,23 @@ struct viommu_reader_tlb { /* one cache line */
 };
 _Static_assert(sizeof(struct viommu_reader_tlb) == 64, "a reader TLB entry is one cache line");
 
+/* A reader-private copy of an endpoint's window (I12): valid while the endpoint entry's seq is
+ * still `ep_seq` and meta.wraps still `wraps` (the window of a domain does not move while an
+ * endpoint is in it; a seq that wrapped back bumped wraps, I10). Filled out of line
+ * (viommu_reader_window_load) when an endpoint is first seen, or by a walk. The window's PTEs
+ * are one run of pages from `first`: page (iova - base) >> 12 of it, as in a flat table. */
+#define VIOMMU_READER_EPW 16u
+struct viommu_reader_epw {
+	uint32_t ep, ep_seq;
+	uint64_t base; /* the window's first IOVA */
+	uint64_t span; /* its bytes; 0: no window */
+	const __u64 *first; /* the window's first PTE */
+	const __u32 *seqp; /* the endpoint entry's seq */
+	const __u64 *wrapsp; /* meta.wraps */
+	uint64_t wraps;
+	uint64_t pad;
+};
+
 struct viommu_reader {
 	/* the view: read-only (a sealed memfd's copy in other processes) */
 	const struct viommu_meta *meta;
@@ -72,6 +89,7 @@ struct viommu_reader {
 	/* Each entry one cache line: the struct is allocated 64-byte aligned
 	 * (viommu_reader_alloc). */
 	struct viommu_reader_tlb tlb[VIOMMU_READER_TLB] __attribute__((aligned(64)));
+	struct viommu_reader_epw epw[VIOMMU_READER_EPW];
 	void *data;
 	size_t data_len;
 };
@@ -199,7 +217,21 @@ static inline void viommu_reader_tlb_flush(struct viommu_reader *r)
 		r->tlb[i].start = 1; /* start > end: empty */
 		r->tlb[i].end = 0;
 	}
+	for (unsigned i = 0; i < VIOMMU_READER_EPW; i++)
+		r->epw[i] = (struct viommu_reader_epw){ .ep = ~0u };
 }
+
+/* Out of line: (re)load dense endpoint @ep's window into its viommu_reader_epw entry, from a
+ * consistent read of its entry (attached, seq even) and its domain's window entry. 1 if the
+ * entry now holds @ep at its current seq, 0 if not (being written, not in a domain). */
+int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep);
+/* Out of line: viommu_reader_window() for a query its one branch turned away: a copy to make
+ * first, or a query it does not take (then 0). */
+struct viommu_answer;
+int viommu_reader_window_slow(struct viommu_reader *r, const struct viommu_query *q,
+			      struct viommu_answer *a);
+static inline int viommu_reader_window(struct viommu_reader *r, const struct viommu_query *q,
+				       struct viommu_answer *a);
 
 /*
  * The window (docs/design.md, "Windows"; I12), inline: a query within one page, not asking for
@@ -208,39 +240,38 @@ static inline void viommu_reader_tlb_flush(struct viommu_reader *r)
  * PTE, checked by the entry's seqlock alone. 1: answered HIT; 0: the caller goes on (a miss
  * is left to the walk, which answers it from the same PTE).
  */
-static inline int viommu_reader_window(const struct viommu_reader *r, const struct viommu_query *q,
-				       uint64_t last, struct viommu_answer *a)
+static inline int viommu_reader_window(struct viommu_reader *r, const struct viommu_query *q,
+				       struct viommu_answer *a)
 {
 	const uint64_t iova = q->iova;
 	const uint32_t ep = q->endpoint, acc = q->access;
-	const struct viommu_ep_entry *e = &r->eps[ep & (VIOMMU_EP_DENSE - 1)];
-	const struct viommu_window *w;
-	uint32_t s1, li, wn;
-	uint64_t wb, reg, pte;
+	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
+	uint64_t off, pte;
 
-	/* One branch for every reason not to (each term is 0 when fine): a range over a page, a
-	 * sparse id, the whole extent asked (VIOMMU_QUERY_F_EXTENT is bit 31), a range past 2^64. */
-	if (__builtin_expect(((iova ^ last) >> VIOMMU_PAGE_SHIFT) | (ep / VIOMMU_EP_DENSE) | (acc >> 31) |
-			     (last < iova), 0))
+	/* One branch for every reason not to (each term is 0 when fine): a sparse id, an access
+	 * beyond READ | WRITE | MMIO (VIOMMU_QUERY_F_EXTENT, the whole extent, is bit 31), a range
+	 * that leaves its page or runs past 2^64 (size - 1 and the range's last offset in the
+	 * page both below 4096, so the sum cannot wrap; size 0, one byte, takes the walk), an
+	 * endpoint whose window this reader has no copy of. */
+	if (__builtin_expect((ep / VIOMMU_EP_DENSE) | (acc / (VIOMMU_MAP_F_MASK + 1)) |
+			     (((q->size - 1) | ((q->size - 1) + (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >>
+			      VIOMMU_PAGE_SHIFT) |
+			     (c->ep ^ ep), 0))
+		return viommu_reader_window_slow(r, q, a);
+	off = iova - c->base;
+	if (off >= c->span)
+		return 0; /* not in the window (or none): the TLB, then the walk */
+	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the loads below
+	 * after it. */
+	pte = __atomic_load_n(&c->first[off >> VIOMMU_PAGE_SHIFT], __ATOMIC_ACQUIRE);
+	/* The endpoint entry unchanged since the copy was made (so when the PTE was read: seqs
+	 * only grow, and one that wrapped back bumped wraps first, I4, I10); present; every flag
+	 * the access needs (the PTE's flags are its bits 1-3, the access's bits 0-2). Else the
+	 * walk answers (and refreshes the copy). */
+	if (__builtin_expect((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+			     (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps) |
+			     (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
 		return 0;
-	s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
-	w = &r->wins[__atomic_load_n(&e->domain_slot, __ATOMIC_ACQUIRE) & (VIOMMU_DOMAINS_MAX - 1)];
-	if (__builtin_expect((s1 & 1) | (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) ^ VIOMMU_EP_ATTACHED), 0))
-		return 0; /* being written, or not in a domain */
-	/* regions first (acquire: pairs with win_place()'s release), then base and leaf; none: 0 */
-	wn = __atomic_load_n(&w->regions, __ATOMIC_ACQUIRE);
-	wb = __atomic_load_n(&w->base, __ATOMIC_ACQUIRE);
-	li = __atomic_load_n(&w->leaf, __ATOMIC_ACQUIRE);
-	reg = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
-	if (__builtin_expect((reg >= wn) | (li + reg >= r->leaves_max), 0))
-		return 0;
-	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the re-check of
-	 * the entry's seq after it (I4). */
-	pte = __atomic_load_n(&r->ptes[li + reg].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)],
-			      __ATOMIC_ACQUIRE);
-	if (__builtin_expect((__atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) ^ s1) | (~pte & VIOMMU_PTE_PRESENT) |
-			     (acc & ~(uint32_t)(pte >> 1) & VIOMMU_ACCESS_RW) | (acc & ~VIOMMU_ACCESS_RW), 0))
-		return 0; /* raced, not present (the walk answers the miss), or not with that access */
 	a->result = VIOMMU_XLATE_HIT;
 	a->reason = 0;
 	a->pa = VIOMMU_PTE_PA(pte) | (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
@@ -261,7 +292,7 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
-	if (viommu_reader_window(r, q, last, a))
+	if (viommu_reader_window(r, q, a))
 		return VIOMMU_XLATE_HIT;
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
 	    (t->flags & q->access) == q->access &&
