@@ -220,12 +220,40 @@ static __u64 prefetch_slot(const struct viommu_reader *r, __u64 key)
 	return 0;
 }
 
-static void prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n)
+/* The PTE that viommu_reader_window() would read for @q with the copy as it is, or NULL when it
+ * would not take @q (the same tests). */
+static inline const __u64 *window_pte(const struct viommu_reader *r, const struct viommu_query *q)
+{
+	const struct viommu_reader_epw *c = &r->epw[q->endpoint % VIOMMU_READER_EPW];
+	uint64_t off = q->iova - c->base;
+
+	if ((q->endpoint / VIOMMU_EP_DENSE) | (q->access / (VIOMMU_MAP_F_MASK + 1)) |
+	    (((q->size - 1) | ((q->size - 1) + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >> VIOMMU_PAGE_SHIFT) |
+	    (c->ep ^ q->endpoint) | (off >= c->span))
+		return NULL;
+	return &c->first[off >> VIOMMU_PAGE_SHIFT];
+}
+
+static void prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n,
+			   const __u64 **ptep)
 {
 	__u64 key[VIOMMU_BULK_MAX];
 	__u32 leaf[VIOMMU_BULK_MAX];
+	unsigned rest[VIOMMU_BULK_MAX], nrest = 0, k;
 
+	/* Stage 1: the window's PTEs (one line each, the whole lookup), and the list of the
+	 * others, for which the hash's buckets come first. */
 	for (unsigned i = 0; i < n; i++) {
+		if ((ptep[i] = window_pte(r, &q[i]))) {
+			__builtin_prefetch(ptep[i]);
+			continue;
+		}
+		rest[nrest++] = i;
+	}
+	if (!nrest)
+		return;
+	for (k = 0; k < nrest; k++) {
+		unsigned i = rest[k];
 		const struct viommu_ep_entry *e;
 
 		key[i] = 0;
@@ -237,7 +265,8 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 		key[i] = VIOMMU_HASH_KEY(__atomic_load_n(&e->domain_slot, __ATOMIC_RELAXED), q[i].iova);
 		__builtin_prefetch(&r->buckets[viommu_hash_index(key[i], r->hash_mask)]);
 	}
-	for (unsigned i = 0; i < n; i++) {
+	for (k = 0; k < nrest; k++) {
+		unsigned i = rest[k];
 		__u64 slot = key[i] ? prefetch_slot(r, key[i]) : 0;
 		__u32 idx = VIOMMU_SLOT_IDX(slot);
 
@@ -255,7 +284,8 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 			}
 		}
 	}
-	for (unsigned i = 0; i < n; i++) {
+	for (k = 0; k < nrest; k++) {
+		unsigned i = rest[k];
 		__u32 x;
 
 		if (leaf[i] == ~0u)
@@ -272,10 +302,36 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 {
 	uint64_t mask = 0, hits = 0;
 	struct viommu_reader_slot *sl = r->slot;
+	const __u64 *ptep[VIOMMU_BULK_MAX];
+	uint64_t pte[VIOMMU_BULK_MAX];
 
 	if (n > VIOMMU_BULK_MAX)
 		n = VIOMMU_BULK_MAX;
-	prefetch_burst(r, q, n);
+	prefetch_burst(r, q, n, ptep);
+	/* The window's queries as one seqlock read: every PTE (acquire), then each endpoint
+	 * copy's seq and meta.wraps once (I4, I10, I12). A PTE read before a copy's re-check
+	 * passed was its endpoint's translation when read; a failed re-check sends its queries
+	 * the long way. */
+	{
+		uint32_t used = 0, bad = 0;
+
+		for (unsigned i = 0; i < n; i++)
+			if (ptep[i]) {
+				pte[i] = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE);
+				used |= 1u << (q[i].endpoint % VIOMMU_READER_EPW);
+			}
+		for (uint32_t u = used; u; u &= u - 1) {
+			const struct viommu_reader_epw *c = &r->epw[__builtin_ctz(u)];
+
+			if ((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+			    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
+				bad |= 1u << __builtin_ctz(u);
+		}
+		if (bad)
+			for (unsigned i = 0; i < n; i++)
+				if (ptep[i] && (bad >> (q[i].endpoint % VIOMMU_READER_EPW) & 1))
+					ptep[i] = NULL;
+	}
 	/* The lines are on their way: the short path for what it takes (one page, no whole
 	 * extent; it does not fill the reader TLB, a burst pipelines instead), the rest as one
 	 * query would be. */
@@ -284,6 +340,26 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 		struct viommu_lk f;
 		int got = 0;
 
+		/* Present, with every flag the access needs: answered. */
+		if (ptep[i] && !(~pte[i] & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
+			a[i].result = VIOMMU_XLATE_HIT;
+			a[i].reason = 0;
+			a[i].pa = VIOMMU_PTE_PA(pte[i]) | (q[i].iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
+			a[i].ext_start = q[i].iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
+			a[i].ext_end = a[i].ext_start | ((1ull << VIOMMU_PAGE_SHIFT) - 1);
+			a[i].ext_phys = VIOMMU_PTE_PA(pte[i]);
+			a[i].ext_flags = VIOMMU_PTE_FLAGS(pte[i]);
+			a[i].fault_addr = 0;
+			a[i].next = 0;
+			mask |= 1ull << i;
+			hits++;
+			continue;
+		}
+		if (!ptep[i] && viommu_reader_window(r, &q[i], &a[i])) { /* a copy made just now */
+			mask |= 1ull << i;
+			hits++;
+			continue;
+		}
 		if (!(q[i].access & VIOMMU_QUERY_F_EXTENT) && !((q[i].iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
 		    last >= q[i].iova) /* not a range that runs past 2^64 (it faults) */
 			got = viommu_lookup_fast(r, q[i].endpoint, q[i].iova, &f);
