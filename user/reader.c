@@ -355,9 +355,11 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 			hits++;
 			continue;
 		}
-		if (!ptep[i] && viommu_reader_window(r, &q[i], &a[i])) { /* a copy made just now */
-			mask |= 1ull << i;
-			hits++;
+		if (!ptep[i] && (got = viommu_reader_window(r, &q[i], &a[i]))) { /* a copy made now */
+			if (got == 1) {
+				mask |= 1ull << i;
+				hits++;
+			}
 			continue;
 		}
 		if (!(q[i].access & VIOMMU_QUERY_F_EXTENT) && !((q[i].iova ^ last) >> VIOMMU_PAGE_SHIFT) &&
@@ -430,6 +432,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->first = r->ptes[leaf].pte;
 	c->seqp = &e->seq;
 	c->wrapsp = &r->meta->wraps;
+	c->winp = &w->base;
 	c->wraps = wraps;
 	return 1;
 }

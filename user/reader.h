@@ -58,8 +58,8 @@ struct viommu_reader_epw {
 	const __u64 *first; /* the window's first PTE */
 	const __u32 *seqp; /* the endpoint entry's seq */
 	const __u64 *wrapsp; /* meta.wraps */
+	const __u64 *winp; /* the window entry's base word (VIOMMU_WIN_F_WIDE) */
 	uint64_t wraps;
-	uint64_t pad;
 };
 
 struct viommu_reader {
@@ -230,6 +230,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep);
 struct viommu_answer;
 int viommu_reader_window_slow(struct viommu_reader *r, const struct viommu_query *q,
 			      struct viommu_answer *a);
+
 static inline int viommu_reader_window(struct viommu_reader *r, const struct viommu_query *q,
 				       struct viommu_answer *a);
 
@@ -237,8 +238,8 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
  * The window (docs/design.md, "Windows"; I12), inline: a query within one page, not asking for
  * the whole extent, from a dense endpoint whose domain has a window holding the page: the
  * endpoint entry, the window entry (both shared by every lookup of the endpoint) and the page's
- * PTE, checked by the entry's seqlock alone. 1: answered HIT; 0: the caller goes on (a miss
- * is left to the walk, which answers it from the same PTE).
+ * PTE, checked by the entry's seqlock alone. 1: answered HIT; 2: answered FAULT (the page is
+ * not mapped); 0: the caller goes on.
  */
 static inline int viommu_reader_window(struct viommu_reader *r, const struct viommu_query *q,
 				       struct viommu_answer *a)
@@ -271,7 +272,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	if (__builtin_expect((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
 			     (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps) |
 			     (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
-		return 0;
+		goto not_hit;
 	a->result = VIOMMU_XLATE_HIT;
 	a->reason = 0;
 	a->pa = VIOMMU_PTE_PA(pte) | (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
@@ -282,6 +283,20 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	a->fault_addr = 0;
 	a->next = 0;
 	return 1;
+not_hit:
+	/* Not present while no piece of 1 GiB or more lay over the window, and the entry still as
+	 * copied: the page is not mapped (I12). The flags, then the re-check (I4, I10). Anything
+	 * else (raced, an access fault, maybe a larger piece): the walk answers. */
+	if ((__atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE) | (pte & VIOMMU_PTE_PRESENT) |
+	    (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+	    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
+		return 0;
+	a->result = VIOMMU_XLATE_FAULT;
+	a->reason = VIOMMU_FAULT_R_MAPPING;
+	a->pa = 0;
+	a->fault_addr = iova;
+	a->next = 0;
+	return 2;
 }
 
 static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
@@ -292,8 +307,10 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
-	if (viommu_reader_window(r, q, a))
-		return VIOMMU_XLATE_HIT;
+	int w = viommu_reader_window(r, q, a);
+
+	if (w)
+		return w == 1 ? VIOMMU_XLATE_HIT : VIOMMU_XLATE_FAULT;
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
 	    (t->flags & q->access) == q->access &&
 	    /* I10: the record (or leaf) still live with that generation, the word it vouched with
