@@ -165,6 +165,70 @@ static __always_inline void viommu_bpf_translate(const struct viommu_query *q, s
 	}
 }
 
+/*
+ * The window (I12) in line, for the batch and XDP programs: a query within one page, READ /
+ * WRITE / MMIO access only, from a dense endpoint whose domain has a window holding the page:
+ * the endpoint entry, the window entry and the page's PTE, checked by the entry's seqlock. 1: a
+ * HIT in @a; 2: a FAULT in @a (not present, no piece of 1 GiB or more over the window); 0: not
+ * taken (the caller asks viommu_bpf_translate). Counts nothing: the caller adds its hits to
+ * viommu_stats once per run.
+ */
+static __always_inline int viommu_bpf_window(const struct viommu_query *q, struct viommu_answer *a)
+{
+	const struct viommu_ep_entry *e;
+	const struct viommu_window *w;
+	const struct viommu_ptes *pt;
+	__u64 iova = q->iova, off = (q->size - 1) | ((q->size - 1) + (iova & 0xfff)), wb, r, pte;
+	__u32 ep = q->endpoint, acc = q->access, s1, dslot, li;
+
+	if ((ep >= VIOMMU_EP_DENSE) | (acc > VIOMMU_MAP_F_MASK) | (off >> VIOMMU_PAGE_SHIFT != 0))
+		return 0;
+	e = viommu_acc_ep(0, ep);
+	if (!e)
+		return 0;
+	s1 = VIOMMU_LOAD_ACQ(&e->seq); /* pairs with the writer's release of the entry (W3) */
+	dslot = VIOMMU_LOAD(&e->domain_slot);
+	if ((s1 & 1) | (VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
+		return 0;
+	w = viommu_acc_win(0, dslot);
+	if (!w)
+		return 0;
+	r = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
+	wb = VIOMMU_LOAD_ACQ(&w->base);
+	li = VIOMMU_LOAD(&w->leaf);
+	r = r > (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT ?
+		    (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT : ~0ull;
+	if (r == ~0ull)
+		return 0;
+	pt = viommu_acc_ptes(0, li + (__u32)r);
+	if (!pt)
+		return 0;
+	pte = VIOMMU_LOAD_ACQ(&pt->pte[(iova >> VIOMMU_PAGE_SHIFT) & (VIOMMU_RADIX_FANOUT - 1)]);
+	VIOMMU_FENCE_ACQ();
+	if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+		return 0;
+	if (~pte & (((__u64)acc << 1) | VIOMMU_PTE_PRESENT)) {
+		if ((pte & VIOMMU_PTE_PRESENT) | (wb & VIOMMU_WIN_F_WIDE))
+			return 0; /* an access fault, or maybe a larger piece: the general path */
+		a->result = VIOMMU_XLATE_FAULT;
+		a->reason = VIOMMU_FAULT_R_MAPPING;
+		a->pa = 0;
+		a->fault_addr = iova;
+		a->next = 0;
+		return 2;
+	}
+	a->result = VIOMMU_XLATE_HIT;
+	a->reason = 0;
+	a->pa = VIOMMU_PTE_PA(pte) | (iova & 0xfff);
+	a->ext_start = iova & ~0xfffull;
+	a->ext_end = a->ext_start | 0xfff;
+	a->ext_phys = VIOMMU_PTE_PA(pte);
+	a->ext_flags = VIOMMU_PTE_FLAGS(pte);
+	a->fault_addr = 0;
+	a->next = 0;
+	return 1;
+}
+
 /* Send a fault to the device's event queue (the device drains viommu_faults). */
 static __always_inline void viommu_bpf_report_fault(const struct viommu_query *q,
 						    const struct viommu_answer *a)
