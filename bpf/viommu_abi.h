@@ -221,7 +221,19 @@ struct viommu_extent_rec { /* writer: device thread */
 	__u64 phys; /* PA of start */
 };
 
-/* ---- viommu_hash: (domain slot, 2 MiB region) -> level-4 slot content, 4-way buckets ---- */
+/* ---- viommu_hash: (domain slot, 2 MiB region) -> level-4 slot content, 4-way buckets ----
+ * A value is the level-4 slot's word (a leaf, or a piece being mapped), or, once the MAP of a
+ * 2 MiB piece is published, the piece's translation itself (a direct value: tag
+ * VIOMMU_HASH_DIRECT, which a slot never has at level 4): the piece's PA and the mapping's
+ * flags, so that a lookup reads the bucket and nothing after it. A key's value changes in place
+ * only from the slot word to the direct value (at publication); a key is removed (key, then
+ * value) before its piece's record dies, so a reader that finds its key again after reading
+ * the value read a value the key had (I6). */
+#define VIOMMU_HASH_DIRECT 1ull /* a slot's VIOMMU_SLOT_NODE tag: never a level-4 slot's */
+#define VIOMMU_HASH_DIRECT_MAKE(pa, flags) \
+	(((__u64)(pa) & ~0xfffull) | ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 2) | VIOMMU_HASH_DIRECT)
+#define VIOMMU_HASH_DIRECT_PA(v) ((v) & ~0xfffull)
+#define VIOMMU_HASH_DIRECT_FLAGS(v) ((__u32)((v) >> 2) & VIOMMU_MAP_F_MASK)
 #define VIOMMU_HASH_WAYS 4
 struct viommu_hash_bucket { /* writer: device thread; one cache line */
 	__u64 key[VIOMMU_HASH_WAYS]; /* 0 empty; else VIOMMU_HASH_KEY() */

@@ -52,7 +52,8 @@ struct viommu_lk {
 	__u32 reason;
 	__u64 ext_start, ext_end, ext_phys; /* the run found: the whole extent if `whole` */
 	__u16 ext_flags;
-	__u16 whole; /* 1: ext_* are the whole extent (its record was read); 0: one page (its PTE) */
+	__u8 whole; /* 1: ext_* are the whole extent (its record was read); 0: a run (a PTE's page) */
+	__u8 direct; /* 1: a 2 MiB piece's run from a direct hash value (nothing vouches for it) */
 	__u32 dslot; /* the domain slot the answer was validated in */
 	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
 	 * and the record (whole: idx, gen are the record's) or the leaf (a page: the leaf's, and
@@ -129,6 +130,7 @@ VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u
 	lk->gen = s;
 	lk->dslot = dslot;
 	lk->whole = 1;
+	lk->direct = 0;
 	return 1;
 }
 
@@ -175,6 +177,7 @@ VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __
 		lk->ext_phys = VIOMMU_PTE_PA(pte);
 		lk->ext_flags = VIOMMU_PTE_FLAGS(pte);
 		lk->whole = 0;
+		lk->direct = 0;
 		return 1;
 	}
 	if (!x || !viommu_read_extent(VIOMMU_CTX_ARG, x - 1, ~0u, dslot, iova, lk))
@@ -219,7 +222,7 @@ VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32
 VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u64 *slot)
 {
 	const struct viommu_hash_bucket *b = viommu_acc_bucket(VIOMMU_CTX_ARG, idx);
-	__u64 v = 0, hit = 0;
+	__u64 v = 0, hit = 0, again = 0;
 	int w;
 
 	if (!b)
@@ -229,10 +232,30 @@ VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u
 		__u64 k = VIOMMU_LOAD_ACQ(&b->key[w]); /* pairs with hash_set()'s release */
 
 		v |= VIOMMU_LOAD_ACQ(&b->val[w]) & -(__u64)(k == key);
-		hit |= k == key;
+		hit |= (__u64)(k == key) << w;
 	}
-	*slot = v;
-	return hit != 0;
+	/* A direct value is the answer itself: its key still there after the value was read, so
+	 * the value is one the key had (I6). Acquire loads: each orders the next. */
+	VIOMMU_UNROLL
+	for (w = 0; w < VIOMMU_HASH_WAYS; w++)
+		again |= (__u64)(VIOMMU_LOAD_ACQ(&b->key[w]) == key) << w;
+	*slot = ((VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT) & (hit != again)) ? 0 : v;
+	return hit != 0 && (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT || hit == again);
+}
+
+#ifndef VIOMMU_BUCKET_FIND
+#define VIOMMU_BUCKET_FIND(idx, key, slot) viommu_bucket_find(VIOMMU_CTX_ARG, idx, key, slot)
+#endif
+
+/* A direct hash value @v (a published 2 MiB piece) for @iova: the piece, as a run of its extent. */
+VIOMMU_INLINE void viommu_direct_lk(__u64 v, __u64 iova, struct viommu_lk *lk)
+{
+	lk->ext_start = iova & ~((1ull << VIOMMU_HASH_SHIFT) - 1);
+	lk->ext_end = lk->ext_start + (1ull << VIOMMU_HASH_SHIFT) - 1;
+	lk->ext_phys = VIOMMU_HASH_DIRECT_PA(v);
+	lk->ext_flags = VIOMMU_HASH_DIRECT_FLAGS(v);
+	lk->whole = 0;
+	lk->direct = 1; /* no voucher for a reader TLB entry: never cached */
 }
 
 /*
@@ -259,6 +282,13 @@ VIOMMU_INLINE __s64 viommu_root_flags(VIOMMU_CTX_PARAM, __u32 idx, __u32 dslot)
 VIOMMU_INLINE int viommu_read_word(VIOMMU_CTX_PARAM, __u64 w, __u32 dslot, __u64 iova, int want,
 				   struct viommu_lk *lk)
 {
+	if (VIOMMU_SLOT_TAG(w) == VIOMMU_HASH_DIRECT) { /* only from the hash */
+		if (want)
+			return 0; /* the whole extent: its record, through the walk */
+		viommu_direct_lk(w, iova, lk);
+		lk->dslot = dslot;
+		return 1;
+	}
 	if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_LEAF)
 		return viommu_read_leaf(VIOMMU_CTX_ARG, w, dslot, iova, want, lk);
 	if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT)
@@ -305,9 +335,9 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 	/* Hash: (domain, 2 MiB region) -> the level-4 slot (a leaf or a whole piece), skipping four
 	 * levels (I6). A leaf's PTE is then the only line this lookup has to itself. */
 	key = VIOMMU_HASH_KEY(dslot, iova);
-	if (viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+	if (VIOMMU_BUCKET_FIND(viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
 			       key, &slot) ||
-	    viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+	    VIOMMU_BUCKET_FIND(viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
 			       key, &slot)) {
 		found = viommu_read_word(VIOMMU_CTX_ARG, slot, dslot, iova, want, lk);
 	} else {
@@ -430,9 +460,9 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		}
 	}
 	key = VIOMMU_HASH_KEY(dslot, iova);
-	if (!viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+	if (!VIOMMU_BUCKET_FIND(viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
 				key, &slot) &&
-	    !viommu_bucket_find(VIOMMU_CTX_ARG, viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
+	    !VIOMMU_BUCKET_FIND(viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
 				key, &slot)) {
 		/* In neither bucket, and the hash indexes all the domain has: a miss (I6). */
 		rf = viommu_root_flags(VIOMMU_CTX_ARG, root, dslot);
@@ -444,6 +474,18 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		lk->result = VIOMMU_XLATE_FAULT;
 		lk->reason = VIOMMU_FAULT_R_MAPPING;
 		return 2;
+	}
+	if (VIOMMU_SLOT_TAG(slot) == VIOMMU_HASH_DIRECT) { /* a published 2 MiB piece: the answer */
+		VIOMMU_FENCE_ACQ();
+		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+			return 0;
+		viommu_direct_lk(slot, iova, lk);
+		lk->result = VIOMMU_XLATE_HIT;
+		lk->reason = 0;
+		lk->dslot = dslot;
+		lk->ep_idx = ep;
+		lk->ep_seq = s1;
+		return 1;
 	}
 	if (VIOMMU_SLOT_TAG(slot) == VIOMMU_SLOT_EXTENT) { /* a 2 MiB (or larger) piece: its record */
 		if (!viommu_read_extent(VIOMMU_CTX_ARG, VIOMMU_SLOT_IDX(slot), VIOMMU_SLOT_GEN(slot), dslot, iova, lk))
@@ -486,6 +528,7 @@ page:
 	lk->ext_phys = VIOMMU_PTE_PA(pte);
 	lk->ext_flags = VIOMMU_PTE_FLAGS(pte);
 	lk->whole = 0;
+	lk->direct = 0;
 	lk->dslot = dslot;
 	lk->ep_idx = ep;
 	lk->ep_seq = s1;

@@ -362,6 +362,25 @@ static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
 	META_ADD(hash_used, -1);
 }
 
+/* The published 2 MiB piece at @iova: its hash value (the slot word naming its live record)
+ * becomes the piece's translation (a direct value). Release: pairs with the reader's acquire
+ * of the value; the record went live before. A key left out of full buckets: nothing. */
+static void hash_direct(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
+{
+	int w;
+	struct viommu_hash_bucket *b = hash_find(fp, VIOMMU_HASH_KEY(dslot, iova), &w);
+	const struct viommu_extent_rec *x;
+	uint64_t v;
+
+	if (!b)
+		return;
+	v = LD(&b->val[w]);
+	if (VIOMMU_SLOT_TAG(v) != VIOMMU_SLOT_EXTENT)
+		return;
+	x = &fp->exts[VIOMMU_SLOT_IDX(v)];
+	ST_REL(&b->val[w], VIOMMU_HASH_DIRECT_MAKE(LD(&x->phys) + (iova - LD(&x->start)), LD(&x->flags)));
+}
+
 /* Write slot @si of node @idx (level @level), keeping the hash in step for level-4 slots. */
 static uint64_t slot_write(struct viommu_fastpath *fp, uint32_t idx, int level, uint64_t iova,
 			   uint32_t dslot, uint64_t word)
@@ -604,8 +623,13 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 		path_prune(fp, dslot, addr, path, level);
 		return old;
 	}
-	if (op == PIECE_PUBLISH)
-		return 0; /* the record's seq published it (W2) */
+	if (op == PIECE_PUBLISH) {
+		/* The record's seq published it (W2); a 2 MiB piece's hash value becomes its
+		 * translation now that the record is live (I6). */
+		if (level == VIOMMU_HASH_LEVEL)
+			hash_direct(fp, dslot, addr);
+		return 0;
+	}
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
 		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);

@@ -90,6 +90,20 @@ static int check_leaf(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 	return 0;
 }
 
+/* What the hash holds for the level-4 slot word @w of the region at @start: the word, or for a
+ * 2 MiB piece of a live (published) record its direct value (I6). */
+static uint64_t hash_value(const struct viommu_fastpath *fp, uint64_t w, uint64_t start)
+{
+	const struct viommu_extent_rec *x;
+
+	if (VIOMMU_SLOT_TAG(w) != VIOMMU_SLOT_EXTENT || VIOMMU_SLOT_IDX(w) >= fp->ext_hwm)
+		return w;
+	x = &fp->exts[VIOMMU_SLOT_IDX(w)];
+	if (x->seq & 1)
+		return w;
+	return VIOMMU_HASH_DIRECT_MAKE(x->phys + (start - x->start), x->flags);
+}
+
 /* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
 static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
 		      uint64_t base)
@@ -158,7 +172,7 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			for (int i = 0; i < (b[0] == b[1] ? 1 : 2); i++)
 				for (int wy = 0; wy < VIOMMU_HASH_WAYS; wy++)
 					if (b[i]->key[wy] == key) {
-						if (b[i]->val[wy] != w)
+						if (b[i]->val[wy] != hash_value(fp, w, start))
 							return -EUCLEAN;
 						seen++;
 					}
@@ -429,7 +443,7 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 					return -EUCLEAN;
 				idx = VIOMMU_SLOT_IDX(word);
 			}
-			if (!word || word != fp->buckets[b].val[w])
+			if (!word || hash_value(fp, word, iova) != fp->buckets[b].val[w])
 				return -EUCLEAN;
 		}
 	return 0;

@@ -453,8 +453,9 @@ int viommu_reader_window_slow(struct viommu_reader *r, const struct viommu_query
 static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t, const struct viommu_query *q,
 			    const struct viommu_lk *lk, uint64_t wraps)
 {
-	if (q->endpoint >= VIOMMU_EP_DENSE)
-		return; /* the entry finds its endpoint by id: dense ids only */
+	if (q->endpoint >= VIOMMU_EP_DENSE || lk->direct)
+		return; /* the entry finds its endpoint by id: dense ids only; a direct hash value
+			 * has no word of its own to vouch for it */
 	t->wraps = wraps;
 	t->ep = q->endpoint;
 	t->ep_seq = lk->ep_seq;
