@@ -180,7 +180,7 @@ struct viommu_leaf { /* writer: device thread */
 	__u32 ext[VIOMMU_RADIX_FANOUT];
 };
 /* ---- viommu_ptes: the PTEs of leaf i, page i of their own map ----
- * Apart from the leaf (header, ext[]) so that a run of leaves (a window, I12) has its PTEs in
+ * Apart from the leaf (header, ext[]) so that a run of leaves (a window, I13) has its PTEs in
  * one run of pages, 512 per page, as a flat page table has: the same lines and the same TLB
  * reach per translation. */
 struct viommu_ptes { /* writer: device thread */
@@ -198,7 +198,7 @@ struct viommu_ptes { /* writer: device thread */
  * The writer places a domain's window at its first MAP (the aligned block of the window's size
  * holding that IOVA), keeps it for the domain's life, and splits pieces of 2 MiB inside it into
  * pages, so that a PTE not present there means not mapped, unless VIOMMU_WIN_F_WIDE says a
- * piece of 1 GiB or more overlaps the window (I12).
+ * piece of 1 GiB or more overlaps the window (I13).
  *   regions  0: no window. Stored (release) after leaf and base; readers load it first (acquire).
  *   base     the window's first IOVA (2 MiB aligned) | VIOMMU_WIN_F_* in its low bits.
  * The endpoint entry's seqlock vouches for all of it: a window changes hands only when its

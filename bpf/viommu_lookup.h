@@ -427,7 +427,7 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	if ((int)(s1 & 1) | (int)(VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
 		return 0;
 	si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova);
-	/* The domain's window first (I12): the page's PTE at a computed place, as in a flat
+	/* The domain's window first (I13): the page's PTE at a computed place, as in a flat
 	 * table. Nothing but the endpoint entry's seqlock to check: the window's leaves hold only
 	 * this domain's pages while it owns them, and it owns them while an endpoint is in it. */
 	w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);

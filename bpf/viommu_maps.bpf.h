@@ -177,7 +177,7 @@ static __always_inline void viommu_bpf_translate(const struct viommu_query *q, s
 }
 
 /*
- * The window (I12) in line, for the batch and XDP programs: a query within one page, READ /
+ * The window (I13) in line, for the batch and XDP programs: a query within one page, READ /
  * WRITE / MMIO access only, from a dense endpoint whose domain has a window holding the page:
  * the endpoint entry, the window entry and the page's PTE, checked by the entry's seqlock. 1: a
  * HIT in @a; 2: a FAULT in @a (not present, no piece of 1 GiB or more over the window); 0: not

@@ -93,7 +93,7 @@ static void node_free(struct viommu_fastpath *fp, uint32_t i)
 }
 
 /* Leaves as nodes: seq odd = free; a leaf is freed only with every PTE and ext[] entry 0 (I2). */
-/* ---- windows (docs/design.md, "Windows"; I12) ---- */
+/* ---- windows (docs/design.md, "Windows"; I13) ---- */
 
 /* The leaf window region of @addr is in domain @dslot's window, or ~0u: not in one. */
 static uint32_t win_leaf(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
@@ -118,7 +118,7 @@ static bool win_overlaps(const struct viommu_fastpath *fp, uint32_t dslot, uint6
 
 /* A piece of 1 GiB or more over the window came (@d = 1) or went (-1): VIOMMU_WIN_F_WIDE is
  * set before the first can be reached (before its slot store) and cleared after the last is
- * gone, so a PTE not present in the window is a miss only while no such piece is there (I12).
+ * gone, so a PTE not present in the window is a miss only while no such piece is there (I13).
  * Release: pairs with the reader's acquire of base. */
 static void win_wide_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
 {
@@ -179,7 +179,7 @@ static int leaf_alloc(struct viommu_fastpath *fp, uint32_t dslot, uint64_t base,
 	uint32_t i, s;
 
 	if ((i = win_leaf(fp, dslot, base)) != ~0u) {
-		/* The window's leaf for this region, kept for it (I12): seq 0 = never used. */
+		/* The window's leaf for this region, kept for it (I13): seq 0 = never used. */
 		if (!(LD(&fp->leaves[i].seq) & 1))
 			ST(&fp->leaves[i].seq, 1);
 		fp->win_live[i - fp->leaves_pool] = 1;
@@ -217,7 +217,7 @@ static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 	 * and fill an entry no later bump drops. Release: before any later store to the leaf. */
 	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
 	if (i >= fp->leaves_pool)
-		fp->win_live[i - fp->leaves_pool] = 0; /* stays its window's, dead (I12) */
+		fp->win_live[i - fp->leaves_pool] = 0; /* stays its window's, dead (I13) */
 	else
 		fp->leaf_free[fp->leaf_free_n++] = i;
 	META_ADD(leaves_used, -1);
@@ -659,11 +659,11 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 		if (level < 0)
 			return -EINVAL;
 		/* A 2 MiB piece inside the window is 512 pages there: the window then answers its
-		 * pages, and a PTE not present in it means not mapped (I12). */
+		 * pages, and a PTE not present in it means not mapped (I13). */
 		if (level == VIOMMU_HASH_LEVEL && win_leaf(fp, dslot, addr) != ~0u)
 			level = VIOMMU_RADIX_LEVELS - 1;
 		size = 1ull << VIOMMU_LEVEL_SHIFT(level);
-		/* Larger pieces stay whole (O(1)); over the window they make it say so (I12). */
+		/* Larger pieces stay whole (O(1)); over the window they make it say so (I13). */
 		wide = level < VIOMMU_HASH_LEVEL && win_overlaps(fp, dslot, addr, size);
 		if (op == PIECE_INSTALL) {
 			int err;

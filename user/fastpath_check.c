@@ -20,12 +20,12 @@ struct fp_check {
 	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
 	uint32_t nodes, leaves, extents;
 	uint32_t walk; /* this domain's mappings the hash does not index */
-	uint32_t wide; /* this domain's pieces of 1 GiB+ over its window (I12) */
+	uint32_t wide; /* this domain's pieces of 1 GiB+ over its window (I13) */
 	uint32_t win_leaves; /* window leaves reached */
 };
 
 /* Is @idx a leaf the writer handed out: below the pool's high-water mark, or the window leaf
- * of (@dslot, @base) while it is live (I12)? */
+ * of (@dslot, @base) while it is live (I13)? */
 static bool leaf_ok(const struct viommu_fastpath *fp, uint32_t dslot, uint32_t idx, uint64_t base)
 {
 	uint32_t w = fp->dom_win[dslot];
@@ -147,7 +147,7 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			if (x->seq != VIOMMU_SLOT_GEN(w) || (x->seq & 1) || x->domain_slot != dslot ||
 			    start < x->start || last > x->end)
 				return -EUCLEAN;
-			/* I12: no 2 MiB piece inside the window (its pages are there instead); the
+			/* I13: no 2 MiB piece inside the window (its pages are there instead); the
 			 * larger ones over it counted. */
 			if (fp->dom_win[dslot]) {
 				uint64_t wb = fp->wins[dslot].base & ~VIOMMU_WIN_F_MASK;
@@ -190,7 +190,7 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 
 static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents);
 
-/* Domain @d's window entry says what the writer holds (I12): none, or its window's leaves and
+/* Domain @d's window entry says what the writer holds (I13): none, or its window's leaves and
  * an aligned base, VIOMMU_WIN_F_WIDE exactly while @wide pieces of 1 GiB+ lie over it. */
 static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t wide)
 {

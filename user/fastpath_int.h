@@ -69,7 +69,7 @@ struct viommu_fastpath {
 	uint8_t *win_live; /* per window leaf: live (the pool's leaves use their free list) */
 	uint32_t dom_win[VIOMMU_DOMAINS_MAX]; /* the domain's window number + 1, 0 none */
 	uint32_t dom_maps[VIOMMU_DOMAINS_MAX]; /* live mappings */
-	uint32_t dom_wide[VIOMMU_DOMAINS_MAX]; /* pieces of 1 GiB+ overlapping its window (I12) */
+	uint32_t dom_wide[VIOMMU_DOMAINS_MAX]; /* pieces of 1 GiB+ overlapping its window (I13) */
 	struct viommu_window *wins;
 	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];

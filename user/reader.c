@@ -309,7 +309,7 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 		n = VIOMMU_BULK_MAX;
 	prefetch_burst(r, q, n, ptep);
 	/* The window's queries as one seqlock read: every PTE (acquire), then each endpoint
-	 * copy's seq and meta.wraps once (I4, I10, I12). A PTE read before a copy's re-check
+	 * copy's seq and meta.wraps once (I4, I10, I13). A PTE read before a copy's re-check
 	 * passed was its endpoint's translation when read; a failed re-check sends its queries
 	 * the long way. */
 	{
@@ -420,7 +420,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	wn = __atomic_load_n(&w->regions, __ATOMIC_ACQUIRE); /* pairs with win_place()'s release */
 	base = __atomic_load_n(&w->base, __ATOMIC_ACQUIRE) & ~VIOMMU_WIN_F_MASK;
 	leaf = __atomic_load_n(&w->leaf, __ATOMIC_ACQUIRE);
-	/* The entry unchanged across the reads: they are the window of its domain (I4, I12). */
+	/* The entry unchanged across the reads: they are the window of its domain (I4, I13). */
 	if (__atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) != s1)
 		return 0;
 	if (!wn || leaf > r->leaves_max || wn > r->leaves_max - leaf)

@@ -45,7 +45,7 @@ struct viommu_reader_tlb { /* one cache line */
 };
 _Static_assert(sizeof(struct viommu_reader_tlb) == 64, "a reader TLB entry is one cache line");
 
-/* A reader-private copy of an endpoint's window (I12): valid while the endpoint entry's seq is
+/* A reader-private copy of an endpoint's window (I13): valid while the endpoint entry's seq is
  * still `ep_seq` and meta.wraps still `wraps` (the window of a domain does not move while an
  * endpoint is in it; a seq that wrapped back bumped wraps, I10). Filled out of line
  * (viommu_reader_window_load) when an endpoint is first seen, or by a walk. The window's PTEs
@@ -235,7 +235,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 				       struct viommu_answer *a);
 
 /*
- * The window (docs/design.md, "Windows"; I12), inline: a query within one page, not asking for
+ * The window (docs/design.md, "Windows"; I13), inline: a query within one page, not asking for
  * the whole extent, from a dense endpoint whose domain has a window holding the page: the
  * endpoint entry, the window entry (both shared by every lookup of the endpoint) and the page's
  * PTE, checked by the entry's seqlock alone. 1: answered HIT; 2: answered FAULT (the page is
@@ -285,7 +285,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	return 1;
 not_hit:
 	/* Not present while no piece of 1 GiB or more lay over the window, and the entry still as
-	 * copied: the page is not mapped (I12). The flags, then the re-check (I4, I10). Anything
+	 * copied: the page is not mapped (I13). The flags, then the re-check (I4, I10). Anything
 	 * else (raced, an access fault, maybe a larger piece): the walk answers. */
 	if ((__atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE) | (pte & VIOMMU_PTE_PRESENT) |
 	    (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
