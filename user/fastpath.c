@@ -215,11 +215,15 @@ static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 	 * reads anything) finds the leaf dead, and an entry filled under the older value dies
 	 * here. Bumped before the kill, a walk could load the new value, still read the live leaf
 	 * and fill an entry no later bump drops. Release: before any later store to the leaf. */
-	ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
-	if (i >= fp->leaves_pool)
-		fp->win_live[i - fp->leaves_pool] = 0; /* stays its window's, dead (I13) */
-	else
+	/* A window's leaf comes back only for the same region of the same domain (I13): the same
+	 * PTE at the same place is then the same translation, so its free drops nothing, and the
+	 * readers' copies of windows (which a bump would drop too) live through UNMAP churn. */
+	if (i >= fp->leaves_pool) {
+		fp->win_live[i - fp->leaves_pool] = 0; /* stays its window's, dead */
+	} else {
+		ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
 		fp->leaf_free[fp->leaf_free_n++] = i;
+	}
 	META_ADD(leaves_used, -1);
 }
 
