@@ -1,0 +1,1760 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Windows (ABI v6, fastpath.c's win_* and viommu_abi.h's viommu_windows): a domain's first MAP
+ * places a window of leaves over the aligned block holding it; its pages then live at computed
+ * leaf indices (2 MiB pieces inside are split into pages), pieces of 1 GiB or more over it make
+ * it VIOMMU_WIN_F_WIDE, and readers keep a private copy of each endpoint's window
+ * (viommu_reader_epw) that answers a one-page query inline.
+ *
+ * Every answer is checked against the store (viommu_device_answer) on every path: the inline
+ * reader (twice: the first lookup may make the reader's copy, the second answers from it), the
+ * bulk reader, the BPF syscall program, and a reader in another process; the fast path's
+ * self-check follows every request. The BPF path is left out (with a warning) only when the
+ * kernel refuses BPF to this process; a refusal of the fast path's own programs by a kernel
+ * that serves BPF fails (tests/bpf_access.h). Two tests race a reader thread against the writer
+ * (windows changing hands, pieces coming and going) and check each answer against what the
+ * writer's requests allow at the time.
+ *
+ * Some checks are white-box on purpose: the shared window entry (viommu_fastpath_view()->wins),
+ * the PTEs at the place the window computes for a page, and a reader's copy of an endpoint's
+ * window (struct viommu_reader_epw, reader.h). A wrong copy or a window that is never used is
+ * otherwise invisible in the answers: the walk answers every query the window declines.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "fastpath.h"
+#include "reader.h"
+#include "bpf_access.h"
+#include "requests.h"
+
+#define MSI_START 0xfee00000ull
+#define MSI_END 0xfeefffffull
+#define MIB (1ull << 20)
+#define GIB (1ull << 30)
+#define R VIOMMU_MAP_F_READ
+#define W VIOMMU_MAP_F_WRITE
+#define MMIO VIOMMU_MAP_F_MMIO
+#define RW (R | W)
+#define WHOLE VIOMMU_QUERY_F_EXTENT
+/* The default window (2048 regions, 4 GiB) that most tests place: the block [4 GiB, 8 GiB). */
+#define WIN (4 * GIB)
+#define WIN_SPAN (4 * GIB)
+
+static struct viommu_device *dev;
+static struct viommu_fastpath *fp;
+static bool have_bpf;
+
+/* The BPF replica, made after the fast path as a VMM would on demand. A kernel that refuses
+ * BPF to this process leaves the BPF path unchecked (the userspace paths still are). */
+static void enable_bpf(void)
+{
+	int err = viommu_fastpath_bpf_enable(fp);
+	const char *why;
+
+	have_bpf = !err;
+	if (!err)
+		return;
+	if ((err == -EPERM || err == -EACCES || err == -EINVAL || err == -ENOSYS) && (why = test_bpf_refusal())) {
+		cr_log_warn("the BPF path is not checked: the kernel refuses BPF to this process (%s)", why);
+		return;
+	}
+	cr_assert_fail("viommu_fastpath_bpf_enable: %s, and the kernel serves BPF to this process",
+		       strerror(-err));
+}
+
+/* The device: endpoints 8 and 9 (with the MSI window reserved), 11, 12 and the sparse id
+ * 0x123456, all behind the IOMMU; no global bypass, so an endpoint in no domain faults
+ * R_DOMAIN. */
+#define SPARSE_EP 0x123456u
+static void dev_setup(void)
+{
+	struct viommu_resv msi = { MSI_START, MSI_END, VIOMMU_RESV_MEM_T_MSI };
+	struct viommu_config cfg;
+
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	dev = viommu_device_new(&cfg);
+	cr_assert_not_null(dev);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 8, true, &msi, 1), 0);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 9, true, &msi, 1), 0);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 11, true, NULL, 0), 0);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 12, true, NULL, 0), 0);
+	cr_assert_eq(viommu_device_add_endpoint(dev, SPARSE_EP, true, NULL, 0), 0);
+}
+
+/* The fast path over the device as it is, without the BPF replica yet. */
+static void fp_setup(const struct viommu_fastpath_opts *o)
+{
+	fp = viommu_fastpath_new(dev, o);
+	if (!fp)
+		test_skip_if_kernel_refuses_bpf(errno);
+	cr_assert_not_null(fp, "viommu_fastpath_new: %s", strerror(errno));
+}
+
+static void win_setup(const struct viommu_fastpath_opts *o)
+{
+	dev_setup();
+	fp_setup(o);
+	enable_bpf();
+}
+
+static void win_teardown(void)
+{
+	/* Criterion does not count an assertion in .fini as a failure: abort, counted as a crash. */
+	if (fp && viommu_fastpath_check(fp)) {
+		fprintf(stderr, "teardown: the fast path's shared state is inconsistent or leaks\n");
+		abort();
+	}
+	viommu_fastpath_free(fp);
+	viommu_device_free(dev);
+	fp = NULL;
+	dev = NULL;
+}
+
+TestSuite(window, .fini = win_teardown);
+
+/* ---- answers on every path ---- */
+
+static struct viommu_query qy(uint32_t ep, uint64_t iova, uint64_t size, uint32_t access)
+{
+	return (struct viommu_query){ .endpoint = ep, .access = access, .iova = iova, .size = size };
+}
+
+static void assert_same(const struct viommu_query *q, const struct viommu_answer *want,
+			const struct viommu_answer *got, const char *who)
+{
+	cr_assert_eq(got->result, want->result,
+		     "%s: ep %u iova 0x%llx size 0x%llx access 0x%x: result %u, store %u (pa 0x%llx, reason %u)",
+		     who, q->endpoint, (unsigned long long)q->iova, (unsigned long long)q->size, q->access,
+		     got->result, want->result, (unsigned long long)got->pa, got->reason);
+	if (want->result == VIOMMU_XLATE_HIT || want->result == VIOMMU_XLATE_IDENTITY)
+		cr_assert_eq(got->pa, want->pa, "%s: ep %u iova 0x%llx: pa 0x%llx, store 0x%llx", who,
+			     q->endpoint, (unsigned long long)q->iova, (unsigned long long)got->pa,
+			     (unsigned long long)want->pa);
+	if (want->result == VIOMMU_XLATE_HIT)
+		cr_assert(viommu_fastpath_agrees(q, want, got),
+			  "%s: ep %u iova 0x%llx size 0x%llx access 0x%x: the run [0x%llx, 0x%llx] flags %u is "
+			  "the whole extent [0x%llx, 0x%llx] flags %u when asked, else a run of it holding the query",
+			  who, q->endpoint, (unsigned long long)q->iova, (unsigned long long)q->size, q->access,
+			  (unsigned long long)got->ext_start, (unsigned long long)got->ext_end, got->ext_flags,
+			  (unsigned long long)want->ext_start, (unsigned long long)want->ext_end, want->ext_flags);
+	if (want->result == VIOMMU_XLATE_FAULT)
+		cr_assert(got->reason == want->reason && got->fault_addr == want->fault_addr,
+			  "%s: ep %u iova 0x%llx access 0x%x: fault reason %u addr 0x%llx, store %u 0x%llx", who,
+			  q->endpoint, (unsigned long long)q->iova, q->access, got->reason,
+			  (unsigned long long)got->fault_addr, want->reason, (unsigned long long)want->fault_addr);
+}
+
+/* @n (<= VIOMMU_BULK_MAX) queries: the store's answer against the inline reader (twice), the bulk
+ * reader and the BPF program. */
+static void check_batch(struct viommu_reader *r, const struct viommu_query *q, unsigned n)
+{
+	struct viommu_answer want[VIOMMU_BULK_MAX], got[VIOMMU_BULK_MAX], a;
+
+	for (unsigned i = 0; i < n; i++)
+		viommu_device_answer(dev, &q[i], &want[i]);
+	for (unsigned i = 0; i < n; i++) {
+		viommu_reader_translate(r, &q[i], &a);
+		assert_same(&q[i], &want[i], &a, "inline reader");
+		viommu_reader_translate(r, &q[i], &a);
+		assert_same(&q[i], &want[i], &a, "inline reader, again");
+	}
+	viommu_reader_translate_bulk(r, q, got, n);
+	for (unsigned i = 0; i < n; i++)
+		assert_same(&q[i], &want[i], &got[i], "bulk reader");
+	if (have_bpf) {
+		cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, got, n, false), 0);
+		for (unsigned i = 0; i < n; i++)
+			assert_same(&q[i], &want[i], &got[i], "bpf");
+	}
+}
+
+static void check_queries(struct viommu_reader *r, const struct viommu_query *q, unsigned n)
+{
+	for (unsigned i = 0; i < n; i += VIOMMU_BULK_MAX)
+		check_batch(r, q + i, n - i < VIOMMU_BULK_MAX ? n - i : VIOMMU_BULK_MAX);
+}
+
+/* Queries about @iova's page from @ep: one byte, the page's last 8 bytes read and written, one
+ * byte asking for the whole extent, and a page-sized range into the next page. */
+static unsigned probes(struct viommu_query *q, uint32_t ep, uint64_t iova)
+{
+	uint64_t page = iova & ~0xfffull;
+
+	q[0] = qy(ep, iova, 1, R);
+	q[1] = qy(ep, page + 0xff8, 8, RW);
+	q[2] = qy(ep, iova, 1, R | WHOLE);
+	q[3] = qy(ep, page + 0x800, 0x1000, R);
+	return 4;
+}
+
+/* The inline reader's answer to one query, which must be the store's. */
+static struct viommu_answer translate(struct viommu_reader *r, uint32_t ep, uint64_t iova, uint32_t access)
+{
+	struct viommu_query q = qy(ep, iova, 1, access);
+	struct viommu_answer a, want;
+
+	viommu_reader_translate(r, &q, &a);
+	viommu_device_answer(dev, &q, &want);
+	assert_same(&q, &want, &a, "inline reader");
+	return a;
+}
+
+/* ---- requests, each followed by the fast path's self-check ---- */
+
+static void map_ok(uint32_t domain, uint64_t start, uint64_t size, uint64_t pa, uint32_t flags)
+{
+	cr_assert_eq(test_map(dev, domain, start, start + size - 1, pa, flags), VIOMMU_S_OK,
+		     "MAP domain %u [0x%llx, +0x%llx)", domain, (unsigned long long)start, (unsigned long long)size);
+	cr_assert_eq(viommu_fastpath_check(fp), 0, "self-check after MAP domain %u [0x%llx, +0x%llx)", domain,
+		     (unsigned long long)start, (unsigned long long)size);
+}
+
+static void unmap_ok(uint32_t domain, uint64_t start, uint64_t size)
+{
+	cr_assert_eq(test_unmap(dev, domain, start, start + size - 1), VIOMMU_S_OK);
+	cr_assert_eq(viommu_fastpath_check(fp), 0, "self-check after UNMAP domain %u [0x%llx, +0x%llx)",
+		     domain, (unsigned long long)start, (unsigned long long)size);
+}
+
+static void attach_ok(uint32_t domain, uint32_t ep)
+{
+	cr_assert_eq(test_attach(dev, domain, ep, 0), VIOMMU_S_OK);
+	cr_assert_eq(viommu_fastpath_check(fp), 0, "self-check after ATTACH ep %u to domain %u", ep, domain);
+}
+
+static void detach_ok(uint32_t domain, uint32_t ep)
+{
+	cr_assert_eq(test_detach(dev, domain, ep), VIOMMU_S_OK);
+	cr_assert_eq(viommu_fastpath_check(fp), 0, "self-check after DETACH ep %u from domain %u", ep, domain);
+}
+
+/* ---- the shared state, white-box ---- */
+
+static const struct viommu_fp_view *view(void)
+{
+	return viommu_fastpath_view(fp);
+}
+
+/* The domain slot endpoint @ep is attached to. */
+static uint32_t dslot_of(uint32_t ep)
+{
+	cr_assert_eq(view()->eps[ep].state, VIOMMU_EP_ATTACHED, "endpoint %u is attached", ep);
+	return view()->eps[ep].domain_slot;
+}
+
+/* Domain slot @d has a window over [@base, + the window size), wide or not; returns its number. */
+static uint32_t assert_window(uint32_t d, uint64_t base, bool wide)
+{
+	const struct viommu_meta *m = view()->meta;
+	const struct viommu_window *w = &view()->wins[d];
+	uint32_t n;
+
+	cr_assert_eq(w->regions, m->window_regions, "domain slot %u has a window: regions %u", d, w->regions);
+	cr_assert_eq(w->base & ~VIOMMU_WIN_F_MASK, base, "domain slot %u: window base 0x%llx, want 0x%llx", d,
+		     (unsigned long long)(w->base & ~VIOMMU_WIN_F_MASK), (unsigned long long)base);
+	cr_assert_eq(w->base & VIOMMU_WIN_F_MASK, wide ? VIOMMU_WIN_F_WIDE : 0,
+		     "domain slot %u: window flags 0x%llx, want %s", d,
+		     (unsigned long long)(w->base & VIOMMU_WIN_F_MASK), wide ? "WIDE" : "none");
+	cr_assert_geq(w->leaf, m->windows_leaf, "a window's leaves are past the pool");
+	cr_assert_eq((w->leaf - m->windows_leaf) % m->window_regions, 0);
+	n = (w->leaf - m->windows_leaf) / m->window_regions;
+	cr_assert_lt(n, m->windows_max, "window number %u of %u", n, m->windows_max);
+	return n;
+}
+
+static void assert_no_window(uint32_t d)
+{
+	const struct viommu_window *w = &view()->wins[d];
+
+	cr_assert(!w->regions && !w->base && !w->leaf,
+		  "domain slot %u has no window: regions %u base 0x%llx leaf %u", d, w->regions,
+		  (unsigned long long)w->base, w->leaf);
+}
+
+/* The PTE the window of domain slot @d holds for @iova's page, at the place it computes. */
+static uint64_t window_pte(uint32_t d, uint64_t iova)
+{
+	const struct viommu_window *w = &view()->wins[d];
+	uint64_t off = iova - (w->base & ~VIOMMU_WIN_F_MASK);
+
+	cr_assert_lt(off, (uint64_t)w->regions << VIOMMU_HASH_SHIFT, "0x%llx is in the window",
+		     (unsigned long long)iova);
+	return view()->ptes[w->leaf + (off >> VIOMMU_HASH_SHIFT)].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)];
+}
+
+/* What the radix of endpoint @ep's domain holds for @iova at level 4 (2 MiB regions): a leaf, a
+ * whole 2 MiB piece, or, if a larger piece (or nothing) is met higher up, that slot word. */
+static uint64_t level4_word(uint32_t ep, uint64_t iova)
+{
+	const struct viommu_fp_view *v = view();
+	uint32_t idx = v->eps[ep].root;
+
+	for (int l = 0; l < VIOMMU_HASH_LEVEL; l++) {
+		uint64_t w = v->nodes[idx].slot[VIOMMU_SLOT_OF(l, iova)];
+
+		if (VIOMMU_SLOT_TAG(w) != VIOMMU_SLOT_NODE)
+			return w;
+		idx = VIOMMU_SLOT_IDX(w);
+	}
+	return v->nodes[idx].slot[VIOMMU_SLOT_OF(VIOMMU_HASH_LEVEL, iova)];
+}
+
+/* Reader @r's private copy of endpoint @ep's window: made at its current entry, [base, + span)
+ * (span 0: no window), its PTEs those of the window leaves from @leaf. */
+static void assert_reader_copy(const struct viommu_reader *r, uint32_t ep, uint64_t base, uint64_t span,
+			       uint32_t leaf)
+{
+	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
+
+	cr_assert_eq(c->ep, ep, "the reader has a copy of endpoint %u's window", ep);
+	cr_assert_eq(c->ep_seq, __atomic_load_n(&r->eps[ep].seq, __ATOMIC_ACQUIRE),
+		     "the copy of endpoint %u's window is made at its entry's current seq (copy %u)", ep, c->ep_seq);
+	cr_assert_eq(c->span, span, "the copy of endpoint %u's window spans 0x%llx bytes, want 0x%llx", ep,
+		     (unsigned long long)c->span, (unsigned long long)span);
+	if (span) {
+		cr_assert_eq(c->base, base, "the copy's base 0x%llx", (unsigned long long)c->base);
+		cr_assert_eq(c->first, r->ptes[leaf].pte, "the copy's PTEs are the window's");
+	}
+}
+
+/* ---- 1. placement ---- */
+
+/* The first MAP of a domain puts its window over the aligned block holding it; the pages inside
+ * live at the leaves the window computes (the same leaves the radix links), those outside in the
+ * pool's leaves; a MAP across either edge of the window is both. */
+Test(window, a_domains_first_map_places_its_window_over_the_aligned_block_holding_it)
+{
+	const struct viommu_meta *m;
+	struct viommu_reader *r;
+	struct viommu_query q[128];
+	uint32_t d, wl, n = 0;
+	static const uint64_t inside[] = { WIN + 0x12345000, WIN, WIN + 0x1000, WIN + 2 * MIB - 0x8000,
+					   WIN + 2 * MIB + 0x7000, WIN + WIN_SPAN - 0x1000 };
+	static const uint64_t outside[] = { WIN - 0x2000, WIN - 0x1000, WIN + WIN_SPAN };
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 2 });
+	m = view()->meta;
+	cr_assert_eq(m->window_regions, VIOMMU_WINDOW_REGIONS_DEFAULT);
+	cr_assert_eq((uint64_t)m->window_regions << VIOMMU_HASH_SHIFT, WIN_SPAN);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	d = dslot_of(8);
+	assert_no_window(d);
+	cr_assert_eq(m->windows_used, 0, "no window before the first MAP");
+
+	map_ok(1, WIN + 0x12345000, 0x1000, 0x70000000, RW); /* the first MAP: one page */
+	cr_assert_eq(assert_window(d, WIN, false), 0, "the first window");
+	cr_assert_eq(m->windows_used, 1);
+	wl = view()->wins[d].leaf;
+	cr_assert_eq(window_pte(d, WIN + 0x12345000), VIOMMU_PTE_MAKE(0x70000000, RW),
+		     "the page is at the window's computed place");
+	cr_assert_eq(level4_word(8, WIN + 0x12345000),
+		     VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, wl + 0x91, view()->leaves[wl + 0x91].seq),
+		     "the radix links the window's leaf for the region (0x12345000 >> 21)");
+
+	/* More inside: across the bottom edge (two pages below in the pool, two inside), 16
+	 * pages across a 2 MiB boundary, the last page of the window. */
+	map_ok(1, WIN - 0x2000, 0x4000, 0x80000000, R);
+	map_ok(1, WIN + 2 * MIB - 0x8000, 0x10000, 0x90000000, RW);
+	map_ok(1, WIN + WIN_SPAN - 0x1000, 0x1000, 0xa0000000, W);
+	/* Outside: the first page past the window, and far below it. */
+	map_ok(1, WIN + WIN_SPAN, 0x1000, 0xb0000000, RW);
+	map_ok(1, 0x10000, 0x1000, 0xc0000000, RW);
+	assert_window(d, WIN, false); /* placed once, for the domain's life */
+	cr_assert_eq(m->windows_used, 1);
+
+	cr_assert_eq(window_pte(d, WIN), VIOMMU_PTE_MAKE(0x80002000, R));
+	cr_assert_eq(window_pte(d, WIN + 0x1000), VIOMMU_PTE_MAKE(0x80003000, R));
+	for (uint64_t p = 0; p < 16; p++)
+		cr_assert_eq(window_pte(d, WIN + 2 * MIB - 0x8000 + (p << 12)), VIOMMU_PTE_MAKE(0x90000000 + (p << 12), RW),
+			     "page %llu of the run across regions 0 and 1", (unsigned long long)p);
+	cr_assert_eq(window_pte(d, WIN + WIN_SPAN - 0x1000), VIOMMU_PTE_MAKE(0xa0000000, W),
+		     "the window's last page");
+	cr_assert_eq(VIOMMU_SLOT_IDX(level4_word(8, WIN + WIN_SPAN - 0x1000)), wl + m->window_regions - 1,
+		     "the last region is the window's last leaf");
+	for (unsigned i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
+		uint64_t w = level4_word(8, outside[i]);
+
+		cr_assert_eq(VIOMMU_SLOT_TAG(w), VIOMMU_SLOT_LEAF);
+		cr_assert_lt(VIOMMU_SLOT_IDX(w), m->windows_leaf, "0x%llx, outside the window, is in a pool leaf",
+			     (unsigned long long)outside[i]);
+	}
+
+	for (unsigned i = 0; i < sizeof(inside) / sizeof(inside[0]); i++)
+		n += probes(q + n, 8, inside[i] + 0x10);
+	for (unsigned i = 0; i < sizeof(outside) / sizeof(outside[0]); i++)
+		n += probes(q + n, 8, outside[i] + 0x10);
+	n += probes(q + n, 8, WIN + WIN_SPAN + 0x1000); /* unmapped, outside */
+	n += probes(q + n, 8, 0x10000);
+	n += probes(q + n, 8, WIN + 0x5000); /* unmapped, inside */
+	n += probes(q + n, 8, WIN + 3 * GIB + 0x123);
+	q[n++] = qy(8, WIN - 0x1800, 0x3000, R); /* one extent across the bottom edge */
+	q[n++] = qy(8, WIN - 0x2000, 0x4000, R | WHOLE);
+	q[n++] = qy(8, WIN + WIN_SPAN - 0x800, 0x1000, W); /* two extents across the top edge */
+	q[n++] = qy(8, WIN + 2 * MIB - 0x8000, 0x10000, RW); /* the run, whole */
+	q[n++] = qy(8, WIN + 2 * MIB - 0x8000, 0x10001, RW); /* and one byte past it */
+	q[n++] = qy(9, WIN + 0x12345000, 1, R); /* an endpoint in no domain */
+	cr_assert_leq(n, sizeof(q) / sizeof(q[0]));
+	check_queries(r, q, n);
+	{
+		struct viommu_answer a = translate(r, 8, WIN + 0x12345abc, R);
+
+		cr_assert_eq(a.result, VIOMMU_XLATE_HIT);
+		cr_assert_eq(a.pa, 0x70000abc);
+	}
+	assert_reader_copy(r, 8, WIN, WIN_SPAN, wl);
+	viommu_reader_close(r);
+}
+
+/* Windows at both ends of the address space: the block at 0, and the last block, whose last
+ * byte is 2^64 - 1. */
+Test(window, windows_at_either_end_of_the_address_space_answer_their_first_and_last_bytes)
+{
+	struct viommu_reader *r;
+	struct viommu_query q[64];
+	const uint64_t top = 0ull - WIN_SPAN;
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 2 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	map_ok(1, ~0ull - 0xfff, 0x1000, 0x5000, RW);
+	assert_window(dslot_of(8), top, false);
+	map_ok(1, 0ull - 4 * MIB, 2 * MIB, 0x40000000, R); /* a 2 MiB piece: pages */
+	map_ok(2, 0, 0x1000, 0x6000, R);
+	assert_window(dslot_of(9), 0, false);
+	cr_assert_eq(window_pte(dslot_of(9), 0), VIOMMU_PTE_MAKE(0x6000, R));
+	cr_assert_eq(window_pte(dslot_of(8), ~0ull), VIOMMU_PTE_MAKE(0x5000, RW));
+	q[n++] = qy(8, ~0ull, 1, W);
+	q[n++] = qy(8, ~0ull - 7, 8, RW);
+	q[n++] = qy(8, ~0ull - 0xfff, 0x1000, RW);
+	q[n++] = qy(8, ~0ull - 0xfff, 0x1001, R); /* runs past 2^64: faults */
+	q[n++] = qy(8, ~0ull, 2, R); /* likewise, from the last byte */
+	q[n++] = qy(8, ~0ull - 0x1000, 1, R); /* unmapped, in the window */
+	q[n++] = qy(8, top, 1, R);
+	q[n++] = qy(8, top - 1, 1, R); /* below the window */
+	n += probes(q + n, 8, 0ull - 4 * MIB + 0x123);
+	n += probes(q + n, 8, 0ull - 2 * MIB - 0x1000 + 0x10);
+	q[n++] = qy(9, 0, 1, R);
+	q[n++] = qy(9, 0xfff, 1, R);
+	q[n++] = qy(9, 0x1000, 1, R);
+	q[n++] = qy(9, 0, 0x1000, R | WHOLE);
+	q[n++] = qy(9, ~0ull, 1, R); /* domain 2 has nothing there */
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, ~0ull, R).pa, 0x5fff);
+	cr_assert_eq(translate(r, 9, 0, R).pa, 0x6000);
+	viommu_reader_close(r);
+}
+
+/* A first MAP as large as a window places none (it would gain nothing); neither does any later
+ * MAP while the domain has mappings; once it has none, the next MAP places one. */
+Test(window, a_first_map_as_large_as_a_window_places_none_until_the_domain_is_empty_again)
+{
+	const uint64_t span = 16 * 2 * MIB; /* 32 MiB windows */
+	struct viommu_reader *r;
+	struct viommu_query q[32];
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 2, .window_regions = 16 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	map_ok(1, GIB, span, 0x100000000ull, RW); /* exactly a window's size */
+	assert_no_window(dslot_of(8));
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, GIB + 6 * MIB)), VIOMMU_SLOT_EXTENT,
+		     "without a window a 2 MiB piece stays whole");
+	map_ok(1, 0x1000, 0x1000, 0x2000, R);
+	assert_no_window(dslot_of(8));
+	map_ok(2, GIB, span - 0x1000, 0x200000000ull, RW); /* one page smaller: a window */
+	assert_window(dslot_of(9), GIB, false);
+	n += probes(q + n, 8, GIB + 0x123);
+	n += probes(q + n, 8, GIB + span - 0x10);
+	n += probes(q + n, 9, GIB + 0x123);
+	n += probes(q + n, 9, GIB + span - 0x1010);
+	n += probes(q + n, 9, GIB + span - 0x10); /* its last page is not mapped */
+	check_queries(r, q, n);
+	unmap_ok(1, GIB, span);
+	unmap_ok(1, 0x1000, 0x1000);
+	assert_no_window(dslot_of(8));
+	map_ok(1, 3 * GIB + 0x5000, 0x1000, 0x3000, R);
+	assert_window(dslot_of(8), 3 * GIB, false);
+	n = 0;
+	n += probes(q + n, 8, 3 * GIB + 0x5000);
+	n += probes(q + n, 8, GIB + 0x123);
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
+/* ---- 2. 2 MiB pieces inside the window are pages ---- */
+
+Test(window, a_2mib_map_inside_the_window_is_split_into_pages_and_its_unmap_removes_them_all)
+{
+	const uint64_t va = WIN + 6 * MIB, pa = 0x140000000ull; /* both 2 MiB aligned */
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	const struct viommu_meta *m;
+	struct viommu_reader *r;
+	uint32_t d, wl, leaves;
+
+	win_setup(NULL);
+	m = view()->meta;
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	d = dslot_of(8);
+	map_ok(1, WIN + 0x1000, 0x1000, 0x1000, R);
+	assert_window(d, WIN, false);
+	wl = view()->wins[d].leaf;
+	leaves = m->leaves_used;
+
+	map_ok(1, va, 2 * MIB, pa, RW);
+	cr_assert_eq(level4_word(8, va), VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, wl + 3, view()->leaves[wl + 3].seq),
+		     "the 2 MiB piece is the window's leaf of region 3, not a whole piece");
+	cr_assert_eq(m->leaves_used, leaves + 1);
+	for (uint64_t p = 0; p < 512; p++)
+		cr_assert_eq(window_pte(d, va + (p << 12)), VIOMMU_PTE_MAKE(pa + (p << 12), RW), "page %llu",
+			     (unsigned long long)p);
+	/* Every page, one byte each, at an offset that moves through the page. */
+	for (uint64_t p = 0; p < 512; p += VIOMMU_BULK_MAX) {
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
+			q[i] = qy(8, va + ((p + i) << 12) + ((p + i) * 8 % 0x1000), 8, i % 3 ? R : RW);
+		check_queries(r, q, VIOMMU_BULK_MAX);
+	}
+	/* Whole-extent queries: the whole 2 MiB, from anywhere in it. */
+	for (unsigned i = 0; i < 16; i++)
+		q[i] = qy(8, va + (uint64_t)i * 0x21f48, 1 + i, (i % 2 ? R : W) | WHOLE);
+	q[16] = qy(8, va, 2 * MIB, RW); /* the whole range */
+	q[17] = qy(8, va + 0x800, 2 * MIB - 0x800, R);
+	q[18] = qy(8, va, 2 * MIB + 1, R); /* one byte past: faults at its first byte */
+	q[19] = qy(8, va - 1, 2, R); /* one byte before: unmapped */
+	check_queries(r, q, 20);
+	for (unsigned i = 0; i < 16; i++) {
+		struct viommu_answer a;
+
+		viommu_reader_translate(r, &q[i], &a);
+		cr_assert(a.result == VIOMMU_XLATE_HIT && a.ext_start == va && a.ext_end == va + 2 * MIB - 1 &&
+			  a.ext_phys == pa && a.pa == pa + (q[i].iova - va),
+			  "query %u: the whole extent [0x%llx, 0x%llx]", i, (unsigned long long)a.ext_start,
+			  (unsigned long long)a.ext_end);
+	}
+
+	unmap_ok(1, va, 2 * MIB);
+	cr_assert_eq(m->leaves_used, leaves, "the region's leaf is free again");
+	cr_assert_eq(level4_word(8, va), 0);
+	cr_assert(view()->leaves[wl + 3].seq & 1, "the window's leaf is dead");
+	for (uint64_t p = 0; p < 512; p++)
+		cr_assert_eq(window_pte(d, va + (p << 12)), 0, "page %llu left no PTE", (unsigned long long)p);
+	for (uint64_t p = 0; p < 512; p += VIOMMU_BULK_MAX) {
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
+			q[i] = qy(8, va + ((p + i) << 12) + 0x10, 1, R | (i % 4 ? 0 : WHOLE));
+		check_queries(r, q, VIOMMU_BULK_MAX);
+	}
+	{
+		struct viommu_answer a = translate(r, 8, va + 0x1234, R);
+
+		cr_assert_eq(a.result, VIOMMU_XLATE_FAULT, "an unmapped page of the window faults");
+		cr_assert_eq(a.reason, VIOMMU_FAULT_R_MAPPING);
+	}
+
+	/* Mapped again elsewhere in physical memory: the same reader sees the new pages. */
+	map_ok(1, va, 2 * MIB, pa + 64 * MIB, R);
+	for (uint64_t p = 0; p < 512; p += VIOMMU_BULK_MAX) {
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
+			q[i] = qy(8, va + ((p + i) << 12) + 0x10, 1, R);
+		check_queries(r, q, VIOMMU_BULK_MAX);
+	}
+	cr_assert_eq(translate(r, 8, va + 0x1234, R).pa, pa + 64 * MIB + 0x1234);
+	viommu_reader_close(r);
+}
+
+/* Larger maps inside the window: every 2 MiB piece of them is pages too; a 2 MiB piece outside
+ * the window stays whole. */
+Test(window, every_2mib_piece_of_a_larger_map_inside_the_window_is_pages_and_those_outside_stay_whole)
+{
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_reader *r;
+	uint32_t d, wl;
+	unsigned n = 0;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 64 * MIB, 6 * MIB, 0x200000000ull, RW); /* three 2 MiB pieces, the first MAP */
+	d = dslot_of(8);
+	assert_window(d, WIN, false);
+	wl = view()->wins[d].leaf;
+	map_ok(1, WIN + 100 * MIB + 0x1000, 2 * MIB, 0x300000000ull, R); /* 2 MiB, not aligned */
+	map_ok(1, WIN + WIN_SPAN - 2 * MIB, 4 * MIB, 0x400000000ull, RW); /* half in, half out */
+	map_ok(1, 16 * GIB, 2 * MIB, 0x500000000ull, R); /* outside */
+	for (uint64_t k = 0; k < 3; k++)
+		cr_assert_eq(VIOMMU_SLOT_IDX(level4_word(8, WIN + 64 * MIB + (k << 21))), wl + 32 + k,
+			     "piece %llu of the 6 MiB map is the window's leaf", (unsigned long long)k);
+	cr_assert_eq(VIOMMU_SLOT_IDX(level4_word(8, WIN + WIN_SPAN - 2 * MIB)), wl + view()->wins[d].regions - 1);
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, WIN + WIN_SPAN)), VIOMMU_SLOT_EXTENT,
+		     "the half outside the window is a whole 2 MiB piece");
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, 16 * GIB)), VIOMMU_SLOT_EXTENT);
+	cr_assert_eq(window_pte(d, WIN + 68 * MIB + 0x5000), VIOMMU_PTE_MAKE(0x200000000ull + 4 * MIB + 0x5000, RW));
+	n += probes(q + n, 8, WIN + 64 * MIB);
+	n += probes(q + n, 8, WIN + 66 * MIB + 0x777);
+	n += probes(q + n, 8, WIN + 70 * MIB - 0x10);
+	n += probes(q + n, 8, WIN + 100 * MIB + 0x1000);
+	n += probes(q + n, 8, WIN + 102 * MIB + 0x10); /* the last page of the unaligned map */
+	n += probes(q + n, 8, WIN + WIN_SPAN - 0x10);
+	n += probes(q + n, 8, WIN + WIN_SPAN + 0x10);
+	n += probes(q + n, 8, 16 * GIB + MIB);
+	q[n++] = qy(8, WIN + 64 * MIB + 0x10, 6 * MIB - 0x10, RW);
+	q[n++] = qy(8, WIN + WIN_SPAN - 0x10, 0x20, R | WHOLE);
+	q[n++] = qy(8, WIN + 100 * MIB, 0x1001, R); /* starts in the hole before the map */
+	check_queries(r, q, n);
+	unmap_ok(1, WIN + 64 * MIB, 6 * MIB);
+	unmap_ok(1, WIN + WIN_SPAN - 2 * MIB, 4 * MIB);
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
+/* ---- 3. pieces of 1 GiB or more over the window ---- */
+
+Test(window, a_piece_of_1gib_or_more_over_the_window_makes_it_wide_until_the_last_one_goes)
+{
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_reader *r;
+	uint32_t d;
+	unsigned n;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
+	d = dslot_of(8);
+	assert_window(d, WIN, false);
+	map_ok(1, 16 * GIB, GIB, 0x1000000000ull, RW); /* a 1 GiB piece outside: not wide */
+	assert_window(d, WIN, false);
+
+	map_ok(1, WIN + GIB, GIB, 0x4000000000ull, RW);
+	assert_window(d, WIN, true);
+	cr_assert_eq(window_pte(d, WIN + GIB + 0x1000), 0, "the 1 GiB piece has no PTE in the window");
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, WIN + GIB)), VIOMMU_SLOT_EXTENT, "it stays whole");
+	/* Pages of a wide window: neighbours, and the first page of a region, asked at their
+	 * first byte (a base read with its flag bits would move them by one page). */
+	map_ok(1, WIN, 0x1000, 0x10000, RW);
+	map_ok(1, WIN + 0x6000, 0x1000, 0x6000000, R);
+	map_ok(1, WIN + 2 * MIB - 0x1000, 0x2000, 0x7000000, RW);
+	n = 0;
+	for (uint64_t p = 0; p < 8; p++)
+		q[n++] = qy(8, WIN + (p << 12), 1, R);
+	q[n++] = qy(8, WIN + 2 * MIB - 0x1000, 1, R);
+	q[n++] = qy(8, WIN + 2 * MIB, 1, R);
+	q[n++] = qy(8, WIN + 2 * MIB, 8, R | WHOLE);
+	q[n++] = qy(8, WIN + 2 * MIB + 0x1000, 1, R);
+	check_queries(r, q, n);
+	assert_reader_copy(r, 8, WIN, WIN_SPAN, view()->wins[d].leaf);
+	cr_assert_eq(translate(r, 8, WIN + 0x6000, R).pa, 0x6000000);
+	cr_assert_eq(translate(r, 8, WIN + 2 * MIB, R).pa, 0x7001000);
+	n = 0;
+	n += probes(q + n, 8, WIN + GIB);
+	n += probes(q + n, 8, WIN + GIB + 0x12345678);
+	n += probes(q + n, 8, WIN + 2 * GIB - 0x10); /* its last page, then the hole after */
+	n += probes(q + n, 8, WIN + 0x5010); /* the page mapped before */
+	n += probes(q + n, 8, WIN + 0x9000); /* unmapped pages of the window */
+	n += probes(q + n, 8, WIN + 2 * GIB + 0x1000);
+	n += probes(q + n, 8, WIN + 3 * GIB + 0x10);
+	n += probes(q + n, 8, 16 * GIB + 0x10);
+	q[n++] = qy(8, WIN + GIB - 0x10, 0x20, R); /* from the hole into the piece */
+	q[n++] = qy(8, WIN + GIB, GIB, RW);
+	check_queries(r, q, n);
+	{
+		struct viommu_answer a = translate(r, 8, WIN + GIB + 0x12345678, R);
+
+		cr_assert_eq(a.result, VIOMMU_XLATE_HIT, "a page of the wide piece hits");
+		cr_assert_eq(a.pa, 0x4000000000ull + 0x12345678);
+		a = translate(r, 8, WIN + 0x9010, R);
+		cr_assert_eq(a.result, VIOMMU_XLATE_FAULT, "an unmapped page of a wide window faults");
+	}
+
+	/* A second one: two pieces over the window; the flag goes with the last. */
+	map_ok(1, WIN + 3 * GIB, GIB, 0x8000000000ull, R);
+	assert_window(d, WIN, true);
+	unmap_ok(1, WIN + GIB, GIB);
+	assert_window(d, WIN, true); /* one left */
+	n = 0;
+	n += probes(q + n, 8, WIN + GIB + 0x10); /* unmapped now */
+	n += probes(q + n, 8, WIN + 3 * GIB + 0xabcdef);
+	n += probes(q + n, 8, WIN + 0x5010);
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, WIN + 3 * GIB + 0xabcdef, R).pa, 0x8000000000ull + 0xabcdef);
+	unmap_ok(1, WIN + 3 * GIB, GIB);
+	assert_window(d, WIN, false);
+	check_queries(r, q, n);
+
+	/* One MAP of two 1 GiB pieces over the window: both counted, both gone with one UNMAP. */
+	map_ok(1, WIN + 2 * GIB, 2 * GIB, 0x10000000000ull, RW);
+	assert_window(d, WIN, true);
+	n = 0;
+	n += probes(q + n, 8, WIN + 2 * GIB + 0x10);
+	n += probes(q + n, 8, WIN + 4 * GIB - 0x10);
+	q[n++] = qy(8, WIN + 2 * GIB, 2 * GIB, R | WHOLE);
+	check_queries(r, q, n);
+	unmap_ok(1, WIN + 2 * GIB, 2 * GIB);
+	assert_window(d, WIN, false);
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, WIN + 2 * GIB + 0x10, R).result, VIOMMU_XLATE_FAULT);
+	viommu_reader_close(r);
+}
+
+/* A window smaller than 1 GiB, under one 1 GiB piece: every page of the window is the piece's,
+ * none has a PTE there, all hit through the general path. */
+Test(window, a_1gib_piece_covering_a_small_window_is_answered_for_every_page_of_it)
+{
+	const uint64_t span = 16 * 2 * MIB; /* 32 MiB */
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_reader *r;
+	uint32_t d;
+
+	win_setup(&(struct viommu_fastpath_opts){ .window_regions = 16 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, GIB + 0x3000, 0x1000, 0x3000, RW); /* places the window [1 GiB, + 32 MiB) */
+	d = dslot_of(8);
+	assert_window(d, GIB, false);
+	cr_assert_eq(translate(r, 8, GIB + 0x3010, R).pa, 0x3010); /* the reader has its copy */
+	unmap_ok(1, GIB + 0x3000, 0x1000); /* the window stays */
+	assert_window(d, GIB, false);
+	map_ok(1, GIB, GIB, 0x4000000000ull, RW);
+	assert_window(d, GIB, true);
+	for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
+		q[i] = qy(8, GIB + (uint64_t)i * (span / VIOMMU_BULK_MAX) + 0x3010, i % 8 ? 1 : 8,
+			  (i % 2 ? R : RW) | (i % 5 ? 0 : WHOLE));
+	check_queries(r, q, VIOMMU_BULK_MAX);
+	cr_assert_eq(translate(r, 8, GIB + 0x3010, R).pa, 0x4000000000ull + 0x3010);
+	unmap_ok(1, GIB, GIB);
+	assert_window(d, GIB, false);
+	check_queries(r, q, VIOMMU_BULK_MAX);
+	viommu_reader_close(r);
+}
+
+/* ---- 4. a window changes hands ---- */
+
+/* Domain A's window, read by a reader, goes with A; domain B's first MAP takes the same window
+ * (the only one) at the same IOVA with another PA. The same reader answers B's PA for B's
+ * endpoint, and never A's or B's for A's endpoint, now in no domain. */
+Test(window, a_window_reused_by_another_domain_is_never_answered_from_a_readers_old_copy)
+{
+	const uint64_t x = WIN + 0x3000, pa_a = 0xa0000000, pa_b = 0xb0000000;
+	struct viommu_query q[32];
+	const struct viommu_meta *m;
+	struct viommu_reader *r;
+	uint32_t da, db, wl;
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	m = view()->meta;
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	da = dslot_of(8);
+	map_ok(1, x, 0x2000, pa_a, RW);
+	assert_window(da, WIN, false);
+	wl = view()->wins[da].leaf;
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, pa_a + 0x10);
+	cr_assert_eq(translate(r, 8, x + 0x1010, W).pa, pa_a + 0x1010);
+	assert_reader_copy(r, 8, WIN, WIN_SPAN, wl);
+
+	detach_ok(1, 8); /* A's last endpoint: A goes, its window is free */
+	assert_no_window(da);
+	cr_assert_eq(m->windows_used, 0, "the window was released");
+	cr_assert_eq(translate(r, 8, x + 0x10, R).result, VIOMMU_XLATE_FAULT);
+
+	attach_ok(2, 9);
+	db = dslot_of(9);
+	cr_log_info("domain A had slot %u, domain B has slot %u", da, db);
+	map_ok(2, x, 0x1000, pa_b, R);
+	cr_assert_eq(view()->wins[db].leaf, wl, "B has the window A had");
+	assert_window(db, WIN, false);
+	cr_assert_eq(window_pte(db, x), VIOMMU_PTE_MAKE(pa_b, R));
+	cr_assert_eq(window_pte(db, x + 0x1000), 0, "nothing of A is left in it");
+
+	n += probes(q + n, 8, x + 0x10); /* A's endpoint first: its copy is A's window */
+	n += probes(q + n, 8, x + 0x1010);
+	n += probes(q + n, 9, x + 0x10);
+	n += probes(q + n, 9, x + 0x1010);
+	check_queries(r, q, n);
+	{
+		struct viommu_answer a = translate(r, 8, x + 0x10, R);
+
+		cr_assert_eq(a.result, VIOMMU_XLATE_FAULT, "A's endpoint is in no domain: pa 0x%llx",
+			     (unsigned long long)a.pa);
+		cr_assert_eq(a.reason, VIOMMU_FAULT_R_DOMAIN);
+	}
+	cr_assert_eq(translate(r, 9, x + 0x10, R).pa, pa_b + 0x10);
+	assert_reader_copy(r, 9, WIN, WIN_SPAN, wl);
+
+	attach_ok(2, 8); /* A's endpoint joins B */
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, pa_b + 0x10);
+	cr_assert_eq(translate(r, 8, x + 0x1010, R).result, VIOMMU_XLATE_FAULT);
+	viommu_reader_close(r);
+}
+
+/* As above, but A's only mapping is a 1 GiB piece over its window: A's going frees no leaf, so
+ * meta.wraps does not move, and only the endpoint entry's seq says the reader's copy of A's
+ * window is old. B maps a page at the same place of the same window. */
+Test(window, a_window_reused_after_a_domain_that_freed_no_leaf_is_never_answered_from_an_old_copy)
+{
+	const uint64_t x = WIN + 0x3000, pa_b = 0xb0000000;
+	const struct viommu_meta *m;
+	struct viommu_query q[16];
+	struct viommu_reader *r;
+	uint32_t da, db, wl;
+	uint64_t wraps;
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	m = view()->meta;
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	da = dslot_of(8);
+	map_ok(1, WIN, GIB, 0x10000000000ull, RW); /* smaller than the window: it places one */
+	assert_window(da, WIN, true);
+	wl = view()->wins[da].leaf;
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0x10000000000ull + 0x3010);
+	assert_reader_copy(r, 8, WIN, WIN_SPAN, wl);
+	wraps = m->wraps;
+
+	detach_ok(1, 8);
+	assert_no_window(da);
+	attach_ok(2, 9);
+	db = dslot_of(9);
+	map_ok(2, x, 0x1000, pa_b, RW);
+	cr_assert_eq(view()->wins[db].leaf, wl, "B has the window A had");
+	assert_window(db, WIN, false);
+	cr_assert_eq(m->wraps, wraps, "no leaf was freed: only the entry's seq tells the copy is old");
+
+	{
+		struct viommu_answer a = translate(r, 8, x + 0x10, R); /* before anything refreshes it */
+
+		cr_assert_eq(a.result, VIOMMU_XLATE_FAULT, "A's endpoint is in no domain, yet got pa 0x%llx",
+			     (unsigned long long)a.pa);
+		cr_assert_eq(a.reason, VIOMMU_FAULT_R_DOMAIN);
+	}
+	n += probes(q + n, 8, x + 0x10);
+	n += probes(q + n, 9, x + 0x10);
+	n += probes(q + n, 9, WIN + GIB - 0x10); /* A's piece is gone */
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 9, x + 0x10, R).pa, pa_b + 0x10);
+	attach_ok(2, 8);
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, pa_b + 0x10);
+	viommu_reader_close(r);
+}
+
+/* An ATTACH that moves A's last endpoint to a new domain B: B is made (a new slot) before A goes;
+ * A's window, the only one, is then B's at B's first MAP. */
+Test(window, a_window_released_by_a_destroyed_domain_goes_to_the_next_domain_in_another_slot)
+{
+	const uint64_t x = WIN + 0x3000;
+	const struct viommu_meta *m;
+	struct viommu_query q[16];
+	struct viommu_reader *r;
+	uint32_t da, db, wl;
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	m = view()->meta;
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	da = dslot_of(8);
+	map_ok(1, x, 0x1000, 0xa0000000, RW);
+	assert_window(da, WIN, false);
+	wl = view()->wins[da].leaf;
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0xa0000010);
+
+	attach_ok(2, 8); /* A goes */
+	db = dslot_of(8);
+	cr_assert_neq(db, da, "B was made while A still held its slot");
+	assert_no_window(da);
+	assert_no_window(db);
+	cr_assert_eq(m->windows_used, 0);
+	cr_assert_eq(translate(r, 8, x + 0x10, R).result, VIOMMU_XLATE_FAULT, "B has nothing mapped");
+
+	map_ok(2, x + 0x1000, 0x1000, 0xb0000000, R);
+	cr_assert_eq(assert_window(db, WIN, false), 0, "B has the window A released");
+	cr_assert_eq(view()->wins[db].leaf, wl);
+	n += probes(q + n, 8, x + 0x10);
+	n += probes(q + n, 8, x + 0x1010);
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, x + 0x1010, R).pa, 0xb0000010);
+	assert_reader_copy(r, 8, WIN, WIN_SPAN, wl);
+	viommu_reader_close(r);
+}
+
+/* ---- 5. more domains than windows ---- */
+
+Test(window, a_domain_beyond_the_windows_has_none_and_is_still_answered)
+{
+	const uint64_t x = WIN + 0x3000;
+	const struct viommu_meta *m;
+	struct viommu_query q[64];
+	struct viommu_reader *r;
+	uint32_t d1, d2, d3, d4;
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	m = view()->meta;
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	attach_ok(3, 11);
+	d1 = dslot_of(8);
+	d2 = dslot_of(9);
+	d3 = dslot_of(11);
+	map_ok(1, x, 0x1000, 0x10000000, RW);
+	assert_window(d1, WIN, false);
+	map_ok(2, x, 0x1000, 0x20000000, RW); /* the same IOVA, another PA */
+	map_ok(2, WIN + 6 * MIB, 2 * MIB, 0x40000000, R);
+	map_ok(2, WIN + GIB, GIB, 0x4000000000ull, RW);
+	map_ok(3, x, 0x1000, 0x30000000, R);
+	assert_no_window(d2);
+	assert_no_window(d3);
+	cr_assert_eq(m->windows_used, 1);
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(9, WIN + 6 * MIB)), VIOMMU_SLOT_EXTENT,
+		     "without a window a 2 MiB piece stays whole");
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(9, x)), VIOMMU_SLOT_LEAF);
+	cr_assert_lt(VIOMMU_SLOT_IDX(level4_word(9, x)), m->windows_leaf, "a pool leaf");
+	for (uint32_t ep = 8; ep <= 11; ep += ep == 9 ? 2 : 1) {
+		n += probes(q + n, ep, x + 0x10);
+		n += probes(q + n, ep, WIN + 7 * MIB);
+		n += probes(q + n, ep, WIN + GIB + 0x5000);
+	}
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 9, x + 0x10, R).pa, 0x20000010);
+	cr_assert_eq(translate(r, 11, x + 0x10, R).pa, 0x30000010);
+	assert_reader_copy(r, 9, 0, 0, 0);
+
+	/* Domain 1 goes: its window is free; domains 2 and 3 keep using the pool (they have
+	 * mappings), a new domain takes it. */
+	detach_ok(1, 8);
+	assert_no_window(d1);
+	assert_no_window(d2);
+	assert_no_window(d3);
+	attach_ok(4, 12);
+	d4 = dslot_of(12);
+	map_ok(4, x, 0x1000, 0x50000000, RW);
+	assert_window(d4, WIN, false);
+	map_ok(2, x + 0x1000, 0x1000, 0x60000000, RW);
+	assert_no_window(d2);
+	n = 0;
+	for (uint32_t ep = 8; ep <= 12; ep++) {
+		n += probes(q + n, ep, x + 0x10);
+		n += probes(q + n, ep, x + 0x1010);
+	}
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 12, x + 0x10, R).pa, 0x50000010);
+	cr_assert_eq(translate(r, 9, x + 0x1010, R).pa, 0x60000010);
+	viommu_reader_close(r);
+}
+
+/* ---- 6. a window placed after a reader made its copy ---- */
+
+Test(window, a_window_placed_after_a_reader_copied_its_endpoint_is_then_used_by_that_reader)
+{
+	const uint64_t x = WIN + 0x3000;
+	struct viommu_query q[16];
+	struct viommu_reader *r;
+	struct viommu_answer a;
+	uint32_t d;
+	unsigned n = 0;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	d = dslot_of(8);
+	a = translate(r, 8, x + 0x10, R);
+	cr_assert_eq(a.result, VIOMMU_XLATE_FAULT);
+	cr_assert_eq(a.reason, VIOMMU_FAULT_R_MAPPING);
+	assert_reader_copy(r, 8, 0, 0, 0); /* the copy says: no window */
+
+	map_ok(1, x, 0x1000, 0x70000000, RW); /* places the window; the endpoint entry is unchanged */
+	assert_window(d, WIN, false);
+	a = translate(r, 8, x + 0x10, R);
+	cr_assert_eq(a.result, VIOMMU_XLATE_HIT);
+	cr_assert_eq(a.pa, 0x70000010);
+	assert_reader_copy(r, 8, WIN, WIN_SPAN, view()->wins[d].leaf); /* the walk refreshed it */
+
+	map_ok(1, x + 0x1000, 0x1000, 0x71000000, R);
+	cr_assert_eq(translate(r, 8, x + 0x1010, R).pa, 0x71000010);
+	cr_assert_eq(translate(r, 8, x + 0x1010, W).result, VIOMMU_XLATE_FAULT);
+	n += probes(q + n, 8, x + 0x10);
+	n += probes(q + n, 8, x + 0x1010);
+	n += probes(q + n, 8, x + 0x2010);
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
+/* ---- 7. no windows ---- */
+
+Test(window, without_windows_no_window_entry_is_written_and_everything_is_answered)
+{
+	const struct viommu_meta *m;
+	struct viommu_query q[64];
+	struct viommu_reader *r;
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = VIOMMU_WINDOWS_NONE });
+	m = view()->meta;
+	cr_assert_eq(m->windows_max, 0);
+	cr_assert_eq(m->window_regions, 0);
+	cr_assert_eq(m->windows_leaf, VIOMMU_LEAVES_DEFAULT);
+	cr_assert_eq(m->leaves_max, VIOMMU_LEAVES_DEFAULT, "no leaves past the pool");
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	attach_ok(3, 11);
+	for (uint32_t dom = 1; dom <= 3; dom++) {
+		uint64_t pa = (uint64_t)dom << 36;
+
+		map_ok(dom, WIN + 0x3000, 0x1000, pa, RW);
+		map_ok(dom, WIN + 6 * MIB, 2 * MIB, pa + GIB, R);
+		map_ok(dom, WIN + GIB, GIB, pa + 2 * GIB, RW);
+		map_ok(dom, WIN + 2 * MIB - 0x8000, 0x10000, pa + 4 * GIB, W);
+	}
+	for (uint32_t s = 0; s < 8; s++)
+		assert_no_window(s);
+	cr_assert_eq(m->windows_used, 0);
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, WIN + 6 * MIB)), VIOMMU_SLOT_EXTENT, "2 MiB pieces stay whole");
+	for (uint32_t ep = 8; ep <= 11; ep += ep == 9 ? 2 : 1) {
+		n += probes(q + n, ep, WIN + 0x3010);
+		n += probes(q + n, ep, WIN + 7 * MIB);
+		n += probes(q + n, ep, WIN + GIB + 0x5000);
+		n += probes(q + n, ep, WIN + 2 * MIB - 0x10);
+		q[n++] = qy(ep, WIN + 0x9000, 1, R);
+	}
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, WIN + 0x3010, R).pa, (1ull << 36) + 0x10);
+	assert_reader_copy(r, 8, 0, 0, 0);
+	viommu_reader_close(r);
+}
+
+/* ---- 8. access ---- */
+
+/* A page of the window answers only the accesses its mapping allows, MMIO included, on the
+ * inline reader's copy as on every other path. */
+Test(window, a_window_page_is_answered_only_for_the_access_its_mapping_allows)
+{
+	static const uint32_t flags[] = { R, W, RW, R | MMIO, RW | MMIO, MMIO, 0 };
+	static const uint32_t access[] = { 0, R, W, RW, MMIO, R | MMIO, W | MMIO, RW | MMIO };
+	const unsigned np = sizeof(flags) / sizeof(flags[0]), na = sizeof(access) / sizeof(access[0]);
+	struct viommu_query q[2 * 7 * 8];
+	struct viommu_reader *r;
+	struct viommu_answer a;
+	unsigned n = 0;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	for (unsigned p = 0; p < np; p++)
+		map_ok(1, WIN + ((uint64_t)(p + 1) << 12), 0x1000, 0x100000 + ((uint64_t)p << 12), flags[p]);
+	assert_window(dslot_of(8), WIN, false);
+	/* The copy is made by an access the page allows; then each access on each page. */
+	cr_assert_eq(translate(r, 8, WIN + 0x1010, R).result, VIOMMU_XLATE_HIT);
+	assert_reader_copy(r, 8, WIN, WIN_SPAN, view()->wins[dslot_of(8)].leaf);
+	for (unsigned p = 0; p < np; p++)
+		for (unsigned k = 0; k < na; k++) {
+			q[n++] = qy(8, WIN + ((uint64_t)(p + 1) << 12) + 0x10 + k, 1, access[k]);
+			q[n++] = qy(8, WIN + ((uint64_t)(p + 1) << 12) + 0x20 + k, 4, access[k] | WHOLE);
+		}
+	check_queries(r, q, n);
+	/* Spot checks of what the store says. */
+	a = translate(r, 8, WIN + 0x1010, W); /* read-only, written */
+	cr_assert_eq(a.result, VIOMMU_XLATE_FAULT);
+	cr_assert_eq(a.reason, VIOMMU_FAULT_R_MAPPING);
+	cr_assert_eq(a.fault_addr, WIN + 0x1010);
+	cr_assert_eq(translate(r, 8, WIN + 0x2010, R).result, VIOMMU_XLATE_FAULT, "write-only, read");
+	cr_assert_eq(translate(r, 8, WIN + 0x3010, RW | MMIO).result, VIOMMU_XLATE_FAULT, "not MMIO, asked MMIO");
+	cr_assert_eq(translate(r, 8, WIN + 0x3010, RW).result, VIOMMU_XLATE_HIT);
+	cr_assert_eq(translate(r, 8, WIN + 0x5010, RW | MMIO).pa, 0x104010, "MMIO, asked MMIO");
+	cr_assert_eq(translate(r, 8, WIN + 0x4010, W | MMIO).result, VIOMMU_XLATE_FAULT);
+	viommu_reader_close(r);
+}
+
+/* ---- 9. a reader in another process ---- */
+
+struct remote {
+	int stage; /* the parent: the stage the child is to answer; -1: stop */
+	int done; /* the child: the last stage answered */
+	unsigned n;
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_answer first[VIOMMU_BULK_MAX], again[VIOMMU_BULK_MAX], bulk[VIOMMU_BULK_MAX];
+	/* the child's copy of endpoint 8's window after the stage */
+	uint32_t copy_ep, copy_current;
+	uint64_t copy_base, copy_span;
+	int64_t copy_leaf;
+};
+static struct remote *rm;
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The child: a reader opened from the connection, kept for every stage. */
+static int remote_main(int sock)
+{
+	struct viommu_reader *r = viommu_reader_open_socket(sock);
+
+	if (!r)
+		return 10;
+	for (int stage = 1;; stage++) {
+		const struct viommu_reader_epw *c = &r->epw[8 % VIOMMU_READER_EPW];
+		uint64_t t0 = now_ms();
+		int s;
+
+		while ((s = __atomic_load_n(&rm->stage, __ATOMIC_ACQUIRE)) != stage && s != -1) {
+			if (now_ms() - t0 > 30000)
+				return 11;
+			usleep(200);
+		}
+		if (s == -1)
+			break;
+		for (unsigned i = 0; i < rm->n; i++) {
+			viommu_reader_translate(r, &rm->q[i], &rm->first[i]);
+			viommu_reader_translate(r, &rm->q[i], &rm->again[i]);
+		}
+		viommu_reader_translate_bulk(r, rm->q, rm->bulk, rm->n);
+		rm->copy_ep = c->ep;
+		rm->copy_current = c->ep_seq == __atomic_load_n(&r->eps[8].seq, __ATOMIC_ACQUIRE);
+		rm->copy_base = c->base;
+		rm->copy_span = c->span;
+		rm->copy_leaf = c->span ? (c->first - r->ptes[0].pte) / VIOMMU_RADIX_FANOUT : -1;
+		__atomic_store_n(&rm->done, stage, __ATOMIC_RELEASE);
+	}
+	viommu_reader_close(r);
+	return 0;
+}
+
+/* Stage @stage: the child answers the queries set in rm, checked against the store here. */
+static void remote_stage(int stage)
+{
+	struct viommu_answer want;
+	uint64_t t0 = now_ms();
+
+	__atomic_store_n(&rm->stage, stage, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&rm->done, __ATOMIC_ACQUIRE) != stage) {
+		cr_assert_lt(now_ms() - t0, 30000, "the reader process never answered stage %d", stage);
+		usleep(200);
+	}
+	for (unsigned i = 0; i < rm->n; i++) {
+		viommu_device_answer(dev, &rm->q[i], &want);
+		assert_same(&rm->q[i], &want, &rm->first[i], "other process, inline");
+		assert_same(&rm->q[i], &want, &rm->again[i], "other process, inline again");
+		assert_same(&rm->q[i], &want, &rm->bulk[i], "other process, bulk");
+	}
+}
+
+Test(window, a_reader_in_another_process_translates_window_pages_as_the_store_does)
+{
+	const uint64_t va = WIN + 6 * MIB;
+	struct viommu_reader *local;
+	int sv[2], status;
+	uint32_t d, wl;
+	pid_t pid;
+	unsigned n;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	rm = mmap(NULL, sizeof(*rm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(rm, MAP_FAILED);
+	attach_ok(1, 8);
+	d = dslot_of(8);
+	map_ok(1, WIN + 0x3000, 0x1000, 0x70000000, RW);
+	map_ok(1, va, 2 * MIB, 0x140000000ull, R);
+	map_ok(1, WIN - 0x1000, 0x1000, 0x71000000, R); /* outside */
+	assert_window(d, WIN, false);
+	wl = view()->wins[d].leaf;
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(remote_main(sv[1]));
+	}
+	close(sv[1]);
+	cr_assert_geq(viommu_fastpath_add_reader(fp, sv[0]), 0);
+
+	/* Stage 1: pages of the window (a 2 MiB map's among them), outside it, unmapped. */
+	n = 0;
+	n += probes(rm->q + n, 8, WIN + 0x3010);
+	n += probes(rm->q + n, 8, va + 0x10);
+	n += probes(rm->q + n, 8, va + 2 * MIB - 0x10);
+	n += probes(rm->q + n, 8, va + 0x12345);
+	n += probes(rm->q + n, 8, WIN - 0x10);
+	n += probes(rm->q + n, 8, WIN + 0x9000);
+	rm->q[n++] = qy(8, WIN + 0x3010, 1, W);
+	rm->q[n++] = qy(8, va + 0x5010, 1, W); /* read-only */
+	rm->q[n++] = qy(9, WIN + 0x3010, 1, R);
+	rm->n = n;
+	remote_stage(1);
+	cr_assert(rm->copy_ep == 8 && rm->copy_current && rm->copy_base == WIN && rm->copy_span == WIN_SPAN &&
+		  rm->copy_leaf == wl,
+		  "the other process's copy of endpoint 8's window: ep %u current %u base 0x%llx span 0x%llx leaf %lld",
+		  rm->copy_ep, rm->copy_current, (unsigned long long)rm->copy_base,
+		  (unsigned long long)rm->copy_span, (long long)rm->copy_leaf);
+
+	/* Stage 2: the 2 MiB map goes, a 1 GiB piece makes the window wide, a page moves. */
+	unmap_ok(1, va, 2 * MIB);
+	unmap_ok(1, WIN + 0x3000, 0x1000);
+	map_ok(1, WIN + 0x3000, 0x1000, 0x72000000, R);
+	map_ok(1, WIN + GIB, GIB, 0x4000000000ull, RW);
+	assert_window(d, WIN, true);
+	n = 0;
+	n += probes(rm->q + n, 8, WIN + 0x3010);
+	n += probes(rm->q + n, 8, va + 0x10);
+	n += probes(rm->q + n, 8, WIN + GIB + 0x10);
+	n += probes(rm->q + n, 8, WIN + 2 * GIB - 0x10);
+	n += probes(rm->q + n, 8, WIN + 0x9000);
+	rm->n = n;
+	remote_stage(2);
+
+	/* Stage 3: the domain goes, another takes its window with other pages at the same
+	 * IOVAs; endpoint 8 goes with it once it has mapped them. */
+	detach_ok(1, 8);
+	attach_ok(2, 9);
+	map_ok(2, WIN + 0x3000, 0x1000, 0x73000000, RW);
+	map_ok(2, va, 2 * MIB, 0x180000000ull, RW);
+	cr_assert_eq(view()->wins[dslot_of(9)].leaf, wl);
+	n = 0;
+	n += probes(rm->q + n, 8, WIN + 0x3010); /* in no domain */
+	n += probes(rm->q + n, 8, va + 0x10);
+	n += probes(rm->q + n, 9, WIN + 0x3010);
+	n += probes(rm->q + n, 9, va + 0x10);
+	n += probes(rm->q + n, 9, WIN + GIB + 0x10);
+	rm->n = n;
+	remote_stage(3);
+	attach_ok(2, 8);
+	remote_stage(4);
+	cr_assert(rm->copy_ep == 8 && rm->copy_current && rm->copy_span == WIN_SPAN && rm->copy_leaf == wl,
+		  "the other process's copy of endpoint 8's window is B's");
+
+	/* The same pages through a reader of this process too. */
+	local = viommu_reader_open(fp);
+	cr_assert_not_null(local);
+	check_queries(local, rm->q, rm->n);
+	viommu_reader_close(local);
+
+	__atomic_store_n(&rm->stage, -1, __ATOMIC_RELEASE);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "the reader process died of signal %d", WTERMSIG(status));
+	cr_assert_eq(WEXITSTATUS(status), 0, "the reader process failed: %d", WEXITSTATUS(status));
+	munmap(rm, sizeof(*rm));
+}
+
+/* ---- the fast path's life ---- */
+
+/* A fast path made over a device that already has domains and mappings is told them in order:
+ * each domain's window goes over its lowest mapping (if that one is smaller than a window), and
+ * 2 MiB pieces inside it are pages as if mapped afterwards. */
+Test(window, a_fast_path_made_over_a_device_with_mappings_places_each_domains_window_at_its_lowest_one)
+{
+	struct viommu_query q[64];
+	struct viommu_reader *r;
+	uint32_t d1, d2, d3;
+	unsigned n = 0;
+
+	dev_setup();
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 3, 11, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, WIN + 6 * MIB, WIN + 8 * MIB - 1, 0x140000000ull, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, WIN + 0x3000, WIN + 0x3fff, 0x3000, R), VIOMMU_S_OK); /* the lowest */
+	cr_assert_eq(test_map(dev, 1, 16 * GIB, 16 * GIB + 0xfff, 0x4000, R), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 2, 32 * GIB, 32 * GIB + GIB - 1, 0x8000000000ull, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 2, 33 * GIB, 33 * GIB + 2 * MIB - 1, 0x180000000ull, R), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 3, 64 * GIB, 72 * GIB - 1, 0x10000000000ull, RW), VIOMMU_S_OK); /* 8 GiB */
+	cr_assert_eq(test_map(dev, 3, 80 * GIB, 80 * GIB + 2 * MIB - 1, 0x1c0000000ull, RW), VIOMMU_S_OK);
+	fp_setup(NULL);
+	enable_bpf();
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	d1 = dslot_of(8);
+	d2 = dslot_of(9);
+	d3 = dslot_of(11);
+	assert_window(d1, WIN, false);
+	assert_window(d2, 32 * GIB, true); /* its lowest mapping is a 1 GiB piece in its window */
+	assert_no_window(d3); /* its lowest is larger than a window */
+	cr_assert_eq(window_pte(d1, WIN + 7 * MIB), VIOMMU_PTE_MAKE(0x140000000ull + MIB, RW), "split into pages");
+	cr_assert_eq(window_pte(d2, 33 * GIB + 0x5000), VIOMMU_PTE_MAKE(0x180005000ull, R));
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(11, 80 * GIB)), VIOMMU_SLOT_EXTENT);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	n += probes(q + n, 8, WIN + 0x3010);
+	n += probes(q + n, 8, WIN + 7 * MIB);
+	n += probes(q + n, 8, 16 * GIB + 0x10);
+	n += probes(q + n, 9, 32 * GIB + 0x123456);
+	n += probes(q + n, 9, 33 * GIB + 0x5010);
+	n += probes(q + n, 9, 33 * GIB + 2 * MIB + 0x10);
+	n += probes(q + n, 11, 70 * GIB);
+	n += probes(q + n, 11, 80 * GIB + 0x10);
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
+/* A BPF replica made after windows were placed is a copy of them, and stays in step. */
+Test(window, a_bpf_replica_made_after_windows_were_placed_answers_from_them)
+{
+	struct viommu_query q[64];
+	struct viommu_reader *r;
+	uint32_t d;
+	unsigned n = 0;
+
+	dev_setup();
+	fp_setup(NULL);
+	have_bpf = false;
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	map_ok(1, WIN + 0x3000, 0x1000, 0x3000, RW);
+	map_ok(1, WIN + 6 * MIB, 2 * MIB, 0x140000000ull, R);
+	map_ok(1, WIN + GIB, GIB, 0x4000000000ull, RW);
+	map_ok(2, 8 * GIB + 0x5000, 0x1000, 0x5000, R);
+	d = dslot_of(8);
+	assert_window(d, WIN, true);
+	enable_bpf();
+	if (!have_bpf)
+		cr_skip_test("the kernel refuses BPF to this process");
+	cr_assert_eq(viommu_fastpath_check(fp), 0, "the replica is the memfd, windows included");
+	n += probes(q + n, 8, WIN + 0x3010);
+	n += probes(q + n, 8, WIN + 6 * MIB + 0x5010);
+	n += probes(q + n, 8, WIN + GIB + 0x5010);
+	n += probes(q + n, 8, WIN + 0x9010);
+	n += probes(q + n, 9, 8 * GIB + 0x5010);
+	n += probes(q + n, 9, 8 * GIB + 0x6010);
+	check_queries(r, q, n);
+	/* Changes after the replica reach both copies. */
+	unmap_ok(1, WIN + GIB, GIB);
+	assert_window(d, WIN, false);
+	unmap_ok(1, WIN + 6 * MIB, 2 * MIB);
+	map_ok(1, WIN + 6 * MIB + 0x1000, 0x1000, 0x7000, RW);
+	detach_ok(2, 9);
+	attach_ok(3, 9);
+	map_ok(3, WIN + 0x3000, 0x1000, 0x9000, RW); /* another window, the same IOVA */
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
+/* An endpoint above the dense range has no copy of its own (the inline window takes dense
+ * ids only): its window pages are answered through the general path, beside a dense endpoint
+ * of the same domain. */
+Test(window, an_endpoint_above_the_dense_range_in_a_domain_with_a_window_is_answered)
+{
+	struct viommu_query q[64];
+	struct viommu_reader *r;
+	unsigned n = 0;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, SPARSE_EP);
+	map_ok(1, WIN + 0x3000, 0x1000, 0x3000, RW);
+	map_ok(1, WIN + 6 * MIB, 2 * MIB, 0x140000000ull, R);
+	attach_ok(1, 8);
+	assert_window(dslot_of(8), WIN, false);
+	for (uint32_t k = 0; k < 2; k++) {
+		uint32_t ep = k ? 8 : SPARSE_EP;
+
+		n += probes(q + n, ep, WIN + 0x3010);
+		n += probes(q + n, ep, WIN + 6 * MIB + 0x5010);
+		n += probes(q + n, ep, WIN + 0x9010);
+		q[n++] = qy(ep, WIN + 0x3010, 1, W);
+		q[n++] = qy(ep, WIN + 6 * MIB + 0x5010, 1, W);
+	}
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, SPARSE_EP, WIN + 0x3010, R).pa, 0x3010);
+	detach_ok(1, 8);
+	detach_ok(1, SPARSE_EP); /* the domain goes */
+	attach_ok(2, SPARSE_EP);
+	map_ok(2, WIN + 0x3000, 0x1000, 0x8000, R);
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, SPARSE_EP, WIN + 0x3010, R).pa, 0x8010);
+	viommu_reader_close(r);
+}
+
+/* A first MAP the fast path refuses (its node pool is out) places the window all the same; the
+ * domain keeps it, and its MAPs once there is room use it. */
+Test(window, a_first_map_refused_for_want_of_nodes_leaves_a_window_that_later_maps_use)
+{
+	struct viommu_query q[32];
+	struct viommu_reader *r;
+	uint32_t d;
+	unsigned n = 0;
+
+	/* Two roots and three nodes: a page's path (levels 1-4) needs four. */
+	win_setup(&(struct viommu_fastpath_opts){ .nodes = 5, .leaves = 1, .overcommit = true, .windows = 1,
+						 .window_regions = 1 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	d = dslot_of(8);
+	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x100000, RW), VIOMMU_S_NOMEM);
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	assert_window(d, 0, false);
+	assert_no_window(dslot_of(9));
+	n += probes(q + n, 8, 0x1010);
+	n += probes(q + n, 9, 0x1010);
+	check_queries(r, q, n);
+	detach_ok(2, 9); /* its root goes back: room for a path */
+	map_ok(1, 0x1000, 0x1000, 0x100000, RW);
+	assert_window(d, 0, false);
+	cr_assert_eq(window_pte(d, 0x1000), VIOMMU_PTE_MAKE(0x100000, RW));
+	map_ok(1, 0x400000, 0x1000, 0x200000, R); /* outside: the pool's one leaf */
+	n = 0;
+	n += probes(q + n, 8, 0x1010);
+	n += probes(q + n, 8, 0x2010);
+	n += probes(q + n, 8, 0x400010);
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
+/* A device reset takes every domain, and every window with it; the next domains get them. */
+Test(window, a_device_reset_releases_every_window)
+{
+	struct viommu_query q[32];
+	struct viommu_reader *r;
+	unsigned n = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 2 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	attach_ok(3, 11);
+	for (uint32_t dom = 1; dom <= 3; dom++)
+		map_ok(dom, WIN + 0x3000, 0x1000, (uint64_t)dom << 20, RW);
+	assert_window(dslot_of(8), WIN, false);
+	assert_window(dslot_of(9), WIN, false);
+	assert_no_window(dslot_of(11));
+	cr_assert_eq(translate(r, 8, WIN + 0x3010, R).pa, 0x100010);
+	viommu_device_reset(dev);
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	cr_assert_eq(view()->meta->windows_used, 0);
+	for (uint32_t s = 0; s < 8; s++)
+		assert_no_window(s);
+	n += probes(q + n, 8, WIN + 0x3010);
+	n += probes(q + n, 9, WIN + 0x3010);
+	check_queries(r, q, n);
+	attach_ok(5, 11);
+	attach_ok(6, 8);
+	map_ok(5, WIN + 0x3000, 0x1000, 0x500000, RW);
+	map_ok(6, WIN + 0x3000, 0x1000, 0x600000, RW);
+	assert_window(dslot_of(11), WIN, false);
+	assert_window(dslot_of(8), WIN, false);
+	n += probes(q + n, 11, WIN + 0x3010);
+	check_queries(r, q, n);
+	cr_assert_eq(translate(r, 8, WIN + 0x3010, R).pa, 0x600010);
+	viommu_reader_close(r);
+}
+
+/* ---- a reader racing the writer ---- */
+
+#define RACE_X (WIN + 0x3000)
+#define RACE_PA_A 0xa0000000ull /* domain A's page at RACE_X */
+#define RACE_PA_A1G 0x10000000000ull /* or A's 1 GiB piece at WIN */
+#define RACE_PA_B 0xb0000000ull /* domain B's page at RACE_X */
+
+struct racer {
+	struct viommu_reader *r;
+	int stop;
+	uint64_t lookups, hits[2], bad;
+	struct viommu_query bad_q;
+	struct viommu_answer bad_a;
+	int bad_phase;
+};
+
+/* Endpoint 8 only ever belongs to domain A, endpoint 9 to domain B: a HIT must be its own
+ * domain's page, whatever the window held when the lookup ran. */
+static bool race_ok(const struct viommu_query *q, const struct viommu_answer *a)
+{
+	if (a->result != VIOMMU_XLATE_HIT)
+		return a->result == VIOMMU_XLATE_FAULT || a->result == VIOMMU_XLATE_RETRY;
+	if (q->endpoint == 8)
+		return a->pa == RACE_PA_A + 0x10 || a->pa == RACE_PA_A1G + 0x3010;
+	return a->pa == RACE_PA_B + 0x10;
+}
+
+static void *racer_main(void *arg)
+{
+	struct racer *rc = arg;
+	struct viommu_query q[2] = { qy(8, RACE_X + 0x10, 1, R), qy(9, RACE_X + 0x10, 1, R) };
+	struct viommu_answer a[2];
+
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t k = rc->lookups++;
+
+		if (k % 8 == 7) {
+			viommu_reader_translate_bulk(rc->r, q, a, 2);
+		} else if (k % 64 == 31 && have_bpf) {
+			if (viommu_fastpath_bpf_translate(fp, q, a, 2, false))
+				continue;
+		} else {
+			viommu_reader_translate(rc->r, &q[0], &a[0]);
+			viommu_reader_translate(rc->r, &q[1], &a[1]);
+		}
+		for (int i = 0; i < 2; i++) {
+			rc->hits[i] += a[i].result == VIOMMU_XLATE_HIT;
+			if (!race_ok(&q[i], &a[i]) && !rc->bad++) {
+				rc->bad_q = q[i];
+				rc->bad_a = a[i];
+			}
+		}
+	}
+	return NULL;
+}
+
+/* One window changes hands again and again between domain A (endpoint 8: a page, or a 1 GiB
+ * piece, which frees no leaf) and domain B (endpoint 9: another page at the same IOVA), while a
+ * reader thread keeps its copies of both endpoints' windows and looks both up. */
+Test(window, a_reader_racing_a_window_changing_hands_never_answers_one_domains_page_for_another)
+{
+	struct racer rc = { 0 };
+	pthread_t th;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	rc.r = viommu_reader_open(fp);
+	cr_assert_not_null(rc.r);
+	cr_assert_eq(pthread_create(&th, NULL, racer_main, &rc), 0);
+	for (int i = 0; i < 2000; i++) {
+		cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+		if (i % 2)
+			cr_assert_eq(test_map(dev, 1, WIN, WIN + GIB - 1, RACE_PA_A1G, RW), VIOMMU_S_OK);
+		else
+			cr_assert_eq(test_map(dev, 1, RACE_X, RACE_X + 0xfff, RACE_PA_A, RW), VIOMMU_S_OK);
+		sched_yield();
+		cr_assert_eq(test_detach(dev, 1, 8), VIOMMU_S_OK);
+		cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
+		cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
+		sched_yield();
+		cr_assert_eq(test_detach(dev, 2, 9), VIOMMU_S_OK);
+		if (i % 500 == 0)
+			cr_assert_eq(viommu_fastpath_check(fp), 0);
+	}
+	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	viommu_reader_close(rc.r);
+	cr_log_info("%llu lookup pairs, %llu and %llu hits", (unsigned long long)rc.lookups,
+		    (unsigned long long)rc.hits[0], (unsigned long long)rc.hits[1]);
+	cr_assert_eq(rc.bad, 0, "%llu wrong answers; the first: ep %u iova 0x%llx: result %u pa 0x%llx",
+		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova,
+		     rc.bad_a.result, (unsigned long long)rc.bad_a.pa);
+	cr_assert_gt(rc.hits[0], 0, "the reader saw domain A's page");
+	cr_assert_gt(rc.hits[1], 0, "the reader saw domain B's page");
+}
+
+#define FLIP_P (WIN + 0x5000) /* stays mapped: RACE_PA_A */
+#define FLIP_G (WIN + GIB) /* a 1 GiB piece, mapped and unmapped: 1 << 40 or 2 << 40 */
+#define FLIP_M (WIN + 6 * MIB) /* a 2 MiB map (pages), mapped and unmapped: 1 << 32 or 2 << 32 */
+#define FLIP_U (WIN + 0x9000) /* never mapped */
+
+/* The writer's phase (release after each step; the reader's loads acquire): 4k + 1, the two
+ * maps of round k are done (PA 1 + k % 2 << 40 and << 32); 4k + 3, both unmapped; even, the
+ * writer is between the two. A lookup that saw the same odd phase before and after must
+ * answer as that phase says. */
+static int flip_phase;
+
+static bool flip_ok(const struct viommu_query *q, const struct viommu_answer *a, int phase)
+{
+	uint64_t off = q->iova & 0xfff, v = 1 + (uint64_t)(phase / 4) % 2;
+	bool g = q->iova >= FLIP_G;
+
+	if (a->result == VIOMMU_XLATE_RETRY)
+		return true;
+	if ((q->iova & ~0xfffull) == FLIP_P)
+		return a->result == VIOMMU_XLATE_HIT && a->pa == RACE_PA_A + off;
+	if ((q->iova & ~0xfffull) == FLIP_U)
+		return a->result == VIOMMU_XLATE_FAULT && a->reason == VIOMMU_FAULT_R_MAPPING;
+	if (a->result == VIOMMU_XLATE_FAULT)
+		return a->reason == VIOMMU_FAULT_R_MAPPING && phase % 4 != 1;
+	if (phase % 4 == 3)
+		return false; /* unmapped */
+	if (phase % 4 == 1)
+		return a->pa == (g ? (v << 40) + (q->iova - FLIP_G) : (v << 32) + (q->iova - FLIP_M));
+	return a->pa == (g ? (1ull << 40) + (q->iova - FLIP_G) : (1ull << 32) + (q->iova - FLIP_M)) ||
+	       a->pa == (g ? (2ull << 40) + (q->iova - FLIP_G) : (2ull << 32) + (q->iova - FLIP_M));
+}
+
+static void *flipper_reader_main(void *arg)
+{
+	struct racer *rc = arg;
+	struct viommu_query q[6] = { qy(8, FLIP_P + 0x10, 1, R), qy(8, FLIP_G + 0x123010, 1, R),
+				     qy(8, FLIP_M + 0x5010, 1, R), qy(8, FLIP_U + 0x10, 1, R),
+				     qy(8, FLIP_M + 2 * MIB - 0x10, 8, RW), qy(8, FLIP_G + GIB - 0x10, 1, R) };
+	struct viommu_answer a[6];
+
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t k = rc->lookups++;
+		int p0 = __atomic_load_n(&flip_phase, __ATOMIC_ACQUIRE), p1;
+
+		if (k % 8 == 7) {
+			viommu_reader_translate_bulk(rc->r, q, a, 6);
+		} else if (k % 64 == 31 && have_bpf) {
+			if (viommu_fastpath_bpf_translate(fp, q, a, 6, false))
+				continue;
+		} else {
+			for (int i = 0; i < 6; i++)
+				viommu_reader_translate(rc->r, &q[i], &a[i]);
+		}
+		p1 = __atomic_load_n(&flip_phase, __ATOMIC_ACQUIRE);
+		for (int i = 0; i < 6; i++) {
+			rc->hits[i == 1] += a[i].result == VIOMMU_XLATE_HIT;
+			if (!flip_ok(&q[i], &a[i], p0 == p1 ? p0 : 0) && !rc->bad++) {
+				rc->bad_q = q[i];
+				rc->bad_a = a[i];
+				rc->bad_phase = p0 == p1 ? p0 : -1;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* While a reader thread looks them up, pieces of 1 GiB over the window come and go (the window
+ * turns wide and back) and a 2 MiB map inside it comes and goes (512 pages): a page mapped
+ * throughout always hits, a page never mapped always faults, and the others answer as the
+ * writer's last completed request says. */
+Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_the_last_request_says)
+{
+	struct racer rc = { 0 };
+	pthread_t th;
+
+	win_setup(NULL);
+	attach_ok(1, 8);
+	map_ok(1, FLIP_P, 0x1000, RACE_PA_A, RW);
+	assert_window(dslot_of(8), WIN, false);
+	rc.r = viommu_reader_open(fp);
+	cr_assert_not_null(rc.r);
+	cr_assert_eq(pthread_create(&th, NULL, flipper_reader_main, &rc), 0);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t v = 1 + (uint64_t)i % 2;
+
+		__atomic_store_n(&flip_phase, 4 * i, __ATOMIC_RELEASE);
+		cr_assert_eq(test_map(dev, 1, FLIP_G, FLIP_G + GIB - 1, v << 40, RW), VIOMMU_S_OK);
+		cr_assert_eq(test_map(dev, 1, FLIP_M, FLIP_M + 2 * MIB - 1, v << 32, RW), VIOMMU_S_OK);
+		__atomic_store_n(&flip_phase, 4 * i + 1, __ATOMIC_RELEASE);
+		sched_yield();
+		__atomic_store_n(&flip_phase, 4 * i + 2, __ATOMIC_RELEASE);
+		cr_assert_eq(test_unmap(dev, 1, FLIP_G, FLIP_G + GIB - 1), VIOMMU_S_OK);
+		cr_assert_eq(test_unmap(dev, 1, FLIP_M, FLIP_M + 2 * MIB - 1), VIOMMU_S_OK);
+		__atomic_store_n(&flip_phase, 4 * i + 3, __ATOMIC_RELEASE);
+		sched_yield();
+		if (i % 250 == 0)
+			cr_assert_eq(viommu_fastpath_check(fp), 0);
+	}
+	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	viommu_reader_close(rc.r);
+	cr_log_info("%llu lookup rounds, %llu hits elsewhere, %llu in the 1 GiB piece",
+		    (unsigned long long)rc.lookups, (unsigned long long)rc.hits[0], (unsigned long long)rc.hits[1]);
+	cr_assert_eq(rc.bad, 0,
+		     "%llu wrong answers; the first: ep %u iova 0x%llx in phase %d: result %u reason %u pa 0x%llx",
+		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova, rc.bad_phase,
+		     rc.bad_a.result, rc.bad_a.reason, (unsigned long long)rc.bad_a.pa);
+	cr_assert_gt(rc.hits[1], 0, "the reader saw the 1 GiB piece");
+}
+
+/* ---- random requests around windows ---- */
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+/* Small windows (16 MiB) and fewer than the domains: random MAPs (pages, runs, 2 MiB pieces,
+ * 1 GiB pieces) and UNMAPs in and around them, endpoints moving between domains (domains go,
+ * windows change hands), each step followed by random queries on every path (one reader kept
+ * throughout) and the self-check. */
+Test(window, random_requests_around_windows_are_answered_as_the_store_does_by_one_long_lived_reader)
+{
+	static const uint64_t sizes[] = { 0x1000, 0x2000, 0x10000, 2 * MIB, 2 * MIB + 0x5000, 6 * MIB,
+					  4 * MIB - 0x1000, GIB };
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_reader *r;
+	uint32_t wide_seen = 0, windows_seen = 0, maps_ok = 0;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 2, .window_regions = 8 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	for (uint32_t ep = 8; ep <= 12; ep += ep == 9 ? 2 : 1)
+		attach_ok(1 + ep % 3, ep);
+	for (int round = 0; round < 400; round++) {
+		uint32_t domain = 1 + (uint32_t)(rnd() % 3);
+		uint64_t size = rnd() % 5 ? sizes[rnd() % (sizeof(sizes) / sizeof(sizes[0]))] : GIB;
+		/* 32 MiB around 1 GiB (windows land there), and 1 GiB pieces at 0 or 1 GiB. */
+		uint64_t start = size == GIB ? GIB * (rnd() % 2) : (GIB - 16 * MIB + rnd() % (32 * MIB)) & ~0xfffull;
+		uint64_t phys = (rnd() % (1ull << 40)) & ~0xfffull;
+		uint8_t st;
+
+		if (size >= 2 * MIB && rnd() % 2)
+			start &= ~(2 * MIB - 1);
+		if (round % 20 == 19) {
+			test_unmap(dev, domain, 0, 4 * GIB - 1); /* everything: room for 1 GiB pieces */
+		} else if (rnd() % 2) {
+			/* Refused when it overlaps a mapping, or its domain does not exist now. */
+			st = test_map(dev, domain, start, start + size - 1, phys, 1 + (uint32_t)(rnd() % 3));
+			cr_assert_neq(st, VIOMMU_S_NOMEM, "the pools hold every MAP the caps allow");
+			maps_ok += st == VIOMMU_S_OK;
+		} else {
+			test_unmap(dev, domain, start, start + (rnd() % 4 + 1) * size - 1);
+		}
+		if (round % 25 == 24) /* an endpoint moves: domains go, windows are released */
+			test_attach(dev, 1 + (uint32_t)(rnd() % 4), 8 + (uint32_t)(rnd() % 5), 0);
+		cr_assert_eq(viommu_fastpath_check(fp), 0, "self-check, round %d", round);
+		for (uint32_t s = 0; s < 8; s++) {
+			windows_seen += !!view()->wins[s].regions;
+			wide_seen += !!(view()->wins[s].base & VIOMMU_WIN_F_WIDE);
+		}
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+			uint64_t iova = rnd() % 8 == 0 ? rnd() % (2 * GIB) : GIB - 16 * MIB + rnd() % (32 * MIB);
+
+			q[i] = qy(8 + (uint32_t)(rnd() % 5), iova, rnd() % 4 ? 1 + rnd() % 8 : rnd() % (1ull << 22),
+				  (1 + (uint32_t)(rnd() % 3)) | (rnd() % 3 ? 0 : WHOLE));
+		}
+		check_queries(r, q, VIOMMU_BULK_MAX);
+	}
+	cr_log_info("%u MAPs done; rounds with a window: %u, with a wide window: %u (over 8 slots)", maps_ok,
+		    windows_seen, wide_seen);
+	cr_assert_gt(maps_ok, 60);
+	cr_assert_gt(windows_seen, 0);
+	cr_assert_gt(wide_seen, 0, "some 1 GiB piece lay over a window");
+	viommu_reader_close(r);
+}
