@@ -299,18 +299,15 @@ not_hit:
 	return 2;
 }
 
-static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
-					       struct viommu_answer *a)
+/* The reader TLB, then the walk: what viommu_reader_window() did not answer. */
+static inline uint32_t viommu_reader_translate_tlb(struct viommu_reader *r, const struct viommu_query *q,
+						   struct viommu_answer *a)
 {
 	/* Fibonacci hash of the page number: strided IOVAs spread over the whole cache. */
 	uint32_t h = ((uint32_t)(q->iova >> VIOMMU_PAGE_SHIFT) ^ q->endpoint) * 0x9e3779b1u;
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
 
-	int w = viommu_reader_window(r, q, a);
-
-	if (w)
-		return w == 1 ? VIOMMU_XLATE_HIT : VIOMMU_XLATE_FAULT;
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
 	    (t->flags & q->access) == q->access &&
 	    /* I10: the record (or leaf) still live with that generation, the word it vouched with
@@ -333,6 +330,16 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 		return VIOMMU_XLATE_HIT;
 	}
 	return viommu_reader_translate_walk(r, q, a, t);
+}
+
+static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const struct viommu_query *q,
+					       struct viommu_answer *a)
+{
+	int w = viommu_reader_window(r, q, a);
+
+	if (__builtin_expect(w != 0, 1))
+		return w == 1 ? VIOMMU_XLATE_HIT : VIOMMU_XLATE_FAULT;
+	return viommu_reader_translate_tlb(r, q, a);
 }
 
 #endif
