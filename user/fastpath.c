@@ -781,7 +781,7 @@ static int fp_domain_created(void *ctx, struct viommu_domain *d)
 	uint32_t idx, gen;
 	int err;
 
-	if (d->slot >= VIOMMU_DOMAINS_MAX)
+	if (d->slot >= VIOMMU_DOMAINS_MAX || d->slot >= fp->dom_cap)
 		return -ENOSPC;
 	if ((err = node_alloc(fp, 0, d->slot, 0, &idx, &gen)))
 		return err;
@@ -1224,9 +1224,13 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->leaf_used = calloc(o.leaves + (size_t)o.windows * o.window_regions, sizeof(uint16_t));
 	fp->ext_free = calloc(o.extents, sizeof(uint32_t));
 	fp->win_free = calloc(o.windows + 1, sizeof(uint32_t));
+	fp->dom_cap = cfg->max_domains;
+	fp->dom_win = calloc(cfg->max_domains + 1, sizeof(uint32_t));
+	fp->dom_maps = calloc(cfg->max_domains + 1, sizeof(uint32_t));
+	fp->dom_wide = calloc(cfg->max_domains + 1, sizeof(uint32_t));
 	fp->win_live = calloc((size_t)o.windows * o.window_regions + 1, 1);
 	if (!fp->node_free || !fp->node_used || !fp->leaf_free || !fp->leaf_used || !fp->ext_free ||
-	    !fp->win_free || !fp->win_live) {
+	    !fp->win_free || !fp->win_live || !fp->dom_win || !fp->dom_maps || !fp->dom_wide) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -1319,6 +1323,9 @@ void viommu_fastpath_free(struct viommu_fastpath *fp)
 	free(fp->ext_free);
 	free(fp->win_free);
 	free(fp->win_live);
+	free(fp->dom_win);
+	free(fp->dom_maps);
+	free(fp->dom_wide);
 	free(fp);
 }
 

@@ -47,8 +47,9 @@ struct viommu_fastpath_opts {
 	bool overcommit;
 	/* Create the BPF replica now (viommu_fastpath_bpf_enable): BPF programs (the syscall batch,
 	 * XDP, programs of other loaders through pins) translate from it. It costs its full size in
-	 * kernel memory at once (the kernel allocates mmapable arrays whole: ~157 MB with the
-	 * default pools), so a device that serves only userspace readers leaves it off. */
+	 * kernel memory at once (the kernel allocates mmapable arrays whole: ~207 MB with the
+	 * default pools and windows), so a device that serves only userspace readers leaves it
+	 * off. */
 	bool bpf;
 	/* Windows (docs/design.md, "Windows"): how many domains may have one at once (default
 	 * VIOMMU_WINDOWS_DEFAULT; VIOMMU_WINDOWS_NONE for none), and each one's size in 2 MiB

@@ -67,9 +67,12 @@ struct viommu_fastpath {
 	uint32_t leaves_pool, win_regions, windows_max;
 	uint32_t *win_free, win_free_n, win_hwm; /* window numbers */
 	uint8_t *win_live; /* per window leaf: live (the pool's leaves use their free list) */
-	uint32_t dom_win[VIOMMU_DOMAINS_MAX]; /* the domain's window number + 1, 0 none */
-	uint32_t dom_maps[VIOMMU_DOMAINS_MAX]; /* live mappings */
-	uint32_t dom_wide[VIOMMU_DOMAINS_MAX]; /* pieces of 1 GiB+ overlapping its window (I13) */
+	/* per domain slot, the device's max_domains of them (dom_cap; heap, not 768 KiB in every
+	 * device) */
+	uint32_t dom_cap;
+	uint32_t *dom_win; /* the domain's window number + 1, 0 none */
+	uint32_t *dom_maps; /* live mappings */
+	uint32_t *dom_wide; /* pieces of 1 GiB+ overlapping its window (I13) */
 	struct viommu_window *wins;
 	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
