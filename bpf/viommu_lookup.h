@@ -243,6 +243,35 @@ VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u
 	return hit != 0 && (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT || hit == again);
 }
 
+/*
+ * 0 if @q is a query a window answers alone (I13), else nonzero: a sparse endpoint id, an access
+ * beyond READ | WRITE | MMIO (VIOMMU_QUERY_F_EXTENT, the whole extent, is bit 31), or a range
+ * that leaves its page or runs past 2^64 (size - 1 and the range's last offset in its page both
+ * below 4096, so their sum cannot wrap; size 0, one byte, takes the general path). Each term is
+ * 0 when fine, so the callers pay one branch for all of them.
+ */
+VIOMMU_INLINE __u64 viommu_window_query_out(const struct viommu_query *q)
+{
+	__u64 last = q->size - 1;
+
+	return (q->endpoint / VIOMMU_EP_DENSE) | (q->access / (VIOMMU_MAP_F_MASK + 1)) |
+	       ((last | (last + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >> VIOMMU_PAGE_SHIFT);
+}
+
+/* A HIT for byte @iova from its page's present PTE @pte: the page is the run answered. */
+VIOMMU_INLINE void viommu_answer_pte(struct viommu_answer *a, __u64 iova, __u64 pte)
+{
+	a->result = VIOMMU_XLATE_HIT;
+	a->reason = 0;
+	a->pa = VIOMMU_PTE_PA(pte) | (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
+	a->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
+	a->ext_end = a->ext_start | ((1ull << VIOMMU_PAGE_SHIFT) - 1);
+	a->ext_phys = VIOMMU_PTE_PA(pte);
+	a->ext_flags = VIOMMU_PTE_FLAGS(pte);
+	a->fault_addr = 0;
+	a->next = 0;
+}
+
 #ifndef VIOMMU_BUCKET_FIND
 #define VIOMMU_BUCKET_FIND(idx, key, slot) viommu_bucket_find(VIOMMU_CTX_ARG, idx, key, slot)
 #endif

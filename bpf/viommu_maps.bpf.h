@@ -189,10 +189,10 @@ static __always_inline int viommu_bpf_window(const struct viommu_query *q, struc
 	const struct viommu_ep_entry *e;
 	const struct viommu_window *w;
 	const struct viommu_ptes *pt;
-	__u64 iova = q->iova, off = (q->size - 1) | ((q->size - 1) + (iova & 0xfff)), wb, r, pte;
+	__u64 iova = q->iova, wb, r, pte;
 	__u32 ep = q->endpoint, acc = q->access, s1, dslot, li;
 
-	if ((ep >= VIOMMU_EP_DENSE) | (acc > VIOMMU_MAP_F_MASK) | (off >> VIOMMU_PAGE_SHIFT != 0))
+	if (viommu_window_query_out(q))
 		return 0;
 	e = viommu_acc_ep(0, ep);
 	if (!e)
@@ -228,15 +228,7 @@ static __always_inline int viommu_bpf_window(const struct viommu_query *q, struc
 		a->next = 0;
 		return 2;
 	}
-	a->result = VIOMMU_XLATE_HIT;
-	a->reason = 0;
-	a->pa = VIOMMU_PTE_PA(pte) | (iova & 0xfff);
-	a->ext_start = iova & ~0xfffull;
-	a->ext_end = a->ext_start | 0xfff;
-	a->ext_phys = VIOMMU_PTE_PA(pte);
-	a->ext_flags = VIOMMU_PTE_FLAGS(pte);
-	a->fault_addr = 0;
-	a->next = 0;
+	viommu_answer_pte(a, iova, pte);
 	return 1;
 }
 

@@ -227,9 +227,7 @@ static inline const __u64 *window_pte(const struct viommu_reader *r, const struc
 	const struct viommu_reader_epw *c = &r->epw[q->endpoint % VIOMMU_READER_EPW];
 	uint64_t off = q->iova - c->base;
 
-	if ((q->endpoint / VIOMMU_EP_DENSE) | (q->access / (VIOMMU_MAP_F_MASK + 1)) |
-	    (((q->size - 1) | ((q->size - 1) + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >> VIOMMU_PAGE_SHIFT) |
-	    (c->ep ^ q->endpoint) | (off >= c->span))
+	if (viommu_window_query_out(q) | (c->ep ^ q->endpoint) | (off >= c->span))
 		return NULL;
 	return &c->first[off >> VIOMMU_PAGE_SHIFT];
 }
@@ -342,15 +340,7 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 
 		/* Present, with every flag the access needs: answered. */
 		if (ptep[i] && !(~pte[i] & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
-			a[i].result = VIOMMU_XLATE_HIT;
-			a[i].reason = 0;
-			a[i].pa = VIOMMU_PTE_PA(pte[i]) | (q[i].iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
-			a[i].ext_start = q[i].iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
-			a[i].ext_end = a[i].ext_start | ((1ull << VIOMMU_PAGE_SHIFT) - 1);
-			a[i].ext_phys = VIOMMU_PTE_PA(pte[i]);
-			a[i].ext_flags = VIOMMU_PTE_FLAGS(pte[i]);
-			a[i].fault_addr = 0;
-			a[i].next = 0;
+			viommu_answer_pte(&a[i], q[i].iova, pte[i]);
 			mask |= 1ull << i;
 			hits++;
 			continue;
@@ -440,9 +430,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 int viommu_reader_window_slow(struct viommu_reader *r, const struct viommu_query *q,
 			      struct viommu_answer *a)
 {
-	uint64_t off = (q->size - 1) | ((q->size - 1) + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)));
-
-	if ((q->endpoint / VIOMMU_EP_DENSE) | (q->access / (VIOMMU_MAP_F_MASK + 1)) | (off >> VIOMMU_PAGE_SHIFT))
+	if (viommu_window_query_out(q))
 		return 0; /* not a query the window takes */
 	if (!viommu_reader_window_load(r, q->endpoint))
 		return 0;

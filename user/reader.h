@@ -249,15 +249,9 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
 	uint64_t off, pte;
 
-	/* One branch for every reason not to (each term is 0 when fine): a sparse id, an access
-	 * beyond READ | WRITE | MMIO (VIOMMU_QUERY_F_EXTENT, the whole extent, is bit 31), a range
-	 * that leaves its page or runs past 2^64 (size - 1 and the range's last offset in the
-	 * page both below 4096, so the sum cannot wrap; size 0, one byte, takes the walk), an
-	 * endpoint whose window this reader has no copy of. */
-	if (__builtin_expect((ep / VIOMMU_EP_DENSE) | (acc / (VIOMMU_MAP_F_MASK + 1)) |
-			     (((q->size - 1) | ((q->size - 1) + (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >>
-			      VIOMMU_PAGE_SHIFT) |
-			     (c->ep ^ ep), 0))
+	/* One branch for every reason not to: a query the window does not take, an endpoint
+	 * whose window this reader has no copy of. */
+	if (__builtin_expect(viommu_window_query_out(q) | (c->ep ^ ep), 0))
 		return viommu_reader_window_slow(r, q, a);
 	off = iova - c->base;
 	if (off >= c->span)
@@ -273,15 +267,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 			     (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps) |
 			     (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
 		goto not_hit;
-	a->result = VIOMMU_XLATE_HIT;
-	a->reason = 0;
-	a->pa = VIOMMU_PTE_PA(pte) | (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
-	a->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
-	a->ext_end = a->ext_start | ((1ull << VIOMMU_PAGE_SHIFT) - 1);
-	a->ext_phys = VIOMMU_PTE_PA(pte);
-	a->ext_flags = VIOMMU_PTE_FLAGS(pte);
-	a->fault_addr = 0;
-	a->next = 0;
+	viommu_answer_pte(a, iova, pte);
 	return 1;
 not_hit:
 	/* Not present while no piece of 1 GiB or more lay over the window, and the entry still as
