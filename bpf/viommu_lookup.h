@@ -272,6 +272,44 @@ VIOMMU_INLINE void viommu_answer_pte(struct viommu_answer *a, __u64 iova, __u64 
 	a->next = 0;
 }
 
+/*
+ * The page of @iova in the window of domain @dslot (I13), for a reader that loaded the attached
+ * endpoint entry @e with seq @s1: the page's PTE at a computed place, as in a flat table, with
+ * nothing but the entry's seqlock to check (the window's leaves hold only this domain's pages
+ * while it owns them, and it owns them while an endpoint is in it). 1: *@pte present, *@li its
+ * leaf; 2: the page is not mapped (not present, and no piece of 1 GiB or more over the window);
+ * 3: not in the window (or none): the caller goes on; 0: raced, or a larger piece may hold it.
+ */
+#define VIOMMU_WIN_OUT 3
+VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u32 s1, __u32 dslot,
+				    __u64 iova, __u64 *pte, __u32 *li)
+{
+	const struct viommu_window *w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);
+	const struct viommu_ptes *pt;
+	__u64 r, wb;
+	__u32 wn;
+
+	if (!w)
+		return VIOMMU_WIN_OUT;
+	wn = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
+	wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_wide_add()'s release */
+	r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
+	if (r >= wn)
+		return VIOMMU_WIN_OUT;
+	*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
+	pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
+	if (!pt)
+		return 0;
+	/* pairs with the release of the PTE (W2) */
+	*pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]);
+	VIOMMU_FENCE_ACQ();
+	if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+		return 0;
+	if (*pte & VIOMMU_PTE_PRESENT)
+		return 1;
+	return wb & VIOMMU_WIN_F_WIDE ? 0 : 2;
+}
+
 #ifndef VIOMMU_BUCKET_FIND
 #define VIOMMU_BUCKET_FIND(idx, key, slot) viommu_bucket_find(VIOMMU_CTX_ARG, idx, key, slot)
 #endif
@@ -438,7 +476,6 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, struct viommu_lk *lk)
 {
 	const struct viommu_ep_entry *e;
-	const struct viommu_window *w;
 	const struct viommu_leaf *f;
 	const struct viommu_ptes *pt;
 	__u64 key, slot = 0, pte;
@@ -456,37 +493,20 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	if ((int)(s1 & 1) | (int)(VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
 		return 0;
 	si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova);
-	/* The domain's window first (I13): the page's PTE at a computed place, as in a flat
-	 * table. Nothing but the endpoint entry's seqlock to check: the window's leaves hold only
-	 * this domain's pages while it owns them, and it owns them while an endpoint is in it. */
-	w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);
-	if (w) {
-		__u64 r, wb;
-		__u32 wn = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
-
-		wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_wide_add()'s release */
-		r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
-		if (r < wn) {
-			__u32 li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
-
-			pt = viommu_acc_ptes(VIOMMU_CTX_ARG, li);
-			if (!pt)
-				return 0;
-			pte = VIOMMU_LOAD_ACQ(&pt->pte[si]); /* pairs with the release of the PTE (W2) */
-			VIOMMU_FENCE_ACQ();
-			if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
-				return 0;
-			if (!(pte & VIOMMU_PTE_PRESENT)) {
-				if (wb & VIOMMU_WIN_F_WIDE)
-					return 0; /* a larger piece may hold it: the general path */
-				lk->result = VIOMMU_XLATE_FAULT;
-				lk->reason = VIOMMU_FAULT_R_MAPPING;
-				return 2;
-			}
-			lk->idx = li;
-			lk->gen = 0;
-			goto page;
-		}
+	/* The domain's window first (I13). */
+	switch (viommu_window_pte(VIOMMU_CTX_ARG, e, s1, dslot, iova, &pte, &s)) {
+	case 1:
+		lk->idx = s;
+		lk->gen = 0;
+		goto page;
+	case 2:
+		lk->result = VIOMMU_XLATE_FAULT;
+		lk->reason = VIOMMU_FAULT_R_MAPPING;
+		return 2;
+	case VIOMMU_WIN_OUT:
+		break;
+	default:
+		return 0; /* raced, or a larger piece may hold it: the general path */
 	}
 	key = VIOMMU_HASH_KEY(dslot, iova);
 	if (!VIOMMU_BUCKET_FIND(viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),

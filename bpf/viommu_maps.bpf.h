@@ -187,10 +187,9 @@ static __always_inline void viommu_bpf_translate(const struct viommu_query *q, s
 static __always_inline int viommu_bpf_window(const struct viommu_query *q, struct viommu_answer *a)
 {
 	const struct viommu_ep_entry *e;
-	const struct viommu_window *w;
-	const struct viommu_ptes *pt;
-	__u64 iova = q->iova, wb, r, pte;
-	__u32 ep = q->endpoint, acc = q->access, s1, dslot, li;
+	__u64 iova = q->iova, pte;
+	__u32 ep = q->endpoint, s1, dslot, li;
+	int got;
 
 	if (viommu_window_query_out(q))
 		return 0;
@@ -201,26 +200,8 @@ static __always_inline int viommu_bpf_window(const struct viommu_query *q, struc
 	dslot = VIOMMU_LOAD(&e->domain_slot);
 	if ((s1 & 1) | (VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
 		return 0;
-	w = viommu_acc_win(0, dslot);
-	if (!w)
-		return 0;
-	r = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
-	wb = VIOMMU_LOAD_ACQ(&w->base);
-	li = VIOMMU_LOAD(&w->leaf);
-	r = r > (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT ?
-		    (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT : ~0ull;
-	if (r == ~0ull)
-		return 0;
-	pt = viommu_acc_ptes(0, li + (__u32)r);
-	if (!pt)
-		return 0;
-	pte = VIOMMU_LOAD_ACQ(&pt->pte[(iova >> VIOMMU_PAGE_SHIFT) & (VIOMMU_RADIX_FANOUT - 1)]);
-	VIOMMU_FENCE_ACQ();
-	if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
-		return 0;
-	if (~pte & (((__u64)acc << 1) | VIOMMU_PTE_PRESENT)) {
-		if ((pte & VIOMMU_PTE_PRESENT) | (wb & VIOMMU_WIN_F_WIDE))
-			return 0; /* an access fault, or maybe a larger piece: the general path */
+	got = viommu_window_pte(0, e, s1, dslot, iova, &pte, &li);
+	if (got == 2) {
 		a->result = VIOMMU_XLATE_FAULT;
 		a->reason = VIOMMU_FAULT_R_MAPPING;
 		a->pa = 0;
@@ -228,6 +209,9 @@ static __always_inline int viommu_bpf_window(const struct viommu_query *q, struc
 		a->next = 0;
 		return 2;
 	}
+	/* Present, with every flag the access needs (else the general path says which fault). */
+	if (got != 1 || (~pte & ((__u64)q->access << 1)))
+		return 0;
 	viommu_answer_pte(a, iova, pte);
 	return 1;
 }
