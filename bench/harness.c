@@ -114,6 +114,17 @@ static uint64_t calibrate(struct bench_job *j)
  * round timing every job once. Interleaving the repetitions makes the ratios robust to the
  * machine's load drifting during the run (shared machines, VMs).
  */
+bool bench_impl_wanted(const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *p = bench_opt.impls; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+		if (strcspn(p, ",") == len && !strncmp(p, name, len))
+			return true;
+	}
+	return !bench_opt.impls;
+}
+
 void bench_measure_group(struct bench_job *j, unsigned n, struct bench_stats *st)
 {
 	unsigned reps = bench_opt.reps < 64 ? bench_opt.reps : 64;

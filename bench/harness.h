@@ -28,6 +28,8 @@ enum bench_mode { BENCH_FULL, BENCH_QUICK, BENCH_SMOKE };
 struct bench_opts {
 	enum bench_mode mode;
 	const char *filter;
+	const char *world; /* --world=SIZE[:EXTENTS]: only that world ("2m", "4k:1048576") */
+	const char *impls; /* --impls=A,B: the lookup scenarios time only these (profiling) */
 	const char *out;
 	bool plot;
 	unsigned reps; /* timed repetitions per job */
@@ -37,6 +39,8 @@ struct bench_opts {
 };
 
 extern struct bench_opts bench_opt;
+/* Is implementation @name in --impls (or is there no --impls)? */
+bool bench_impl_wanted(const char *name);
 extern const char *const bench_mode_names[3];
 extern volatile uint64_t bench_sink; /* every timed loop's result lands here: no dead code */
 

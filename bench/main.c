@@ -10,7 +10,7 @@
  * World scenarios run once in each world of the suite they want (worlds.h); standalone ones
  * build what they need. This file: the table, the suites, the targets, the command line.
  *
- *   viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--out=DIR] [--no-plot]
+ *   viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--world=SIZE[:N]] [--impls=A,B] [--out=DIR] [--no-plot]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -175,12 +175,15 @@ static void targets_print(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--out=DIR] [--no-plot]\n"
+	fprintf(f, "usage: viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--world=SIZE[:N]] [--impls=A,B] [--out=DIR] [--no-plot]\n"
 		   "  (default)        the standard suite (results in bench/results/)\n"
 		   "  --quick          a reduced suite, under a minute\n"
 		   "  --smoke          a tiny run: every correctness check, no timing targets;\n"
 		   "                   files go to $TMPDIR/viommu-bench-smoke unless --out is given\n"
 		   "  --filter=SUBSTR  only scenarios whose name contains SUBSTR\n"
+		   "  --world=SIZE[:N] only the suite's worlds of that size (4k, 2m, mixed, 2^48, sparse)\n"
+		   "                   and, with :N, of N extents\n"
+		   "  --impls=A,B      the lookup scenarios time only these (viommu, flat, gtree, ...)\n"
 		   "  --out=DIR        where the JSON and the plot go\n"
 		   "  --no-plot        no PNG\n"
 		   "scenarios:");
@@ -206,6 +209,10 @@ static void parse_args(int argc, char **argv)
 			bench_opt.mode = BENCH_SMOKE;
 		else if (!strncmp(a, "--filter=", 9))
 			bench_opt.filter = a + 9;
+		else if (!strncmp(a, "--world=", 8))
+			bench_opt.world = a + 8;
+		else if (!strncmp(a, "--impls=", 8))
+			bench_opt.impls = a + 8;
 		else if (!strncmp(a, "--out=", 6))
 			bench_opt.out = a + 6;
 		else if (!strcmp(a, "--no-plot"))
@@ -277,6 +284,21 @@ static void world_stat_print(struct bench_world *w)
 	free(buf);
 }
 
+/* --world: "SIZE" or "SIZE:EXTENTS". */
+static bool world_selected(const struct bench_world_spec *spec)
+{
+	const char *w = bench_opt.world, *colon;
+	size_t len;
+
+	if (!w)
+		return true;
+	colon = strchr(w, ':');
+	len = colon ? (size_t)(colon - w) : strlen(w);
+	if (strlen(bench_size_names[spec->size]) != len || strncmp(w, bench_size_names[spec->size], len))
+		return false;
+	return !colon || strtoul(colon + 1, NULL, 0) == spec->extents;
+}
+
 /* The scenarios that want @spec, in one world built for them. Returns false when the kernel
  * refuses the fast path in --smoke: the run ends there, successfully. */
 static bool run_world(const struct bench_world_spec *spec)
@@ -285,6 +307,8 @@ static bool run_world(const struct bench_world_spec *spec)
 	struct bench_world *w;
 	bool any = false;
 
+	if (!world_selected(spec))
+		return true;
 	for (size_t s = 0; s < BENCH_NSCEN; s++)
 		any |= scenarios[s].wants && scenario_selected(&scenarios[s]) && scenarios[s].wants(spec);
 	if (!any)

@@ -186,7 +186,7 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 	for (int impl = 0; impl < I_COUNT; impl++) {
 		size_t nq = bench_impl_nq(impl, w, s->n);
 
-		if (bulk && nq < BENCH_BATCH)
+		if ((bulk && nq < BENCH_BATCH) || !bench_impl_wanted(bench_impl_names[impl]))
 			continue;
 		bench_impl_verify(impl, w, scenario, s, nq);
 		j[n] = (struct bench_job){
@@ -196,7 +196,7 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		names[n] = bench_impl_names[impl];
 		impls[n++] = impl;
 	}
-	if (w->flat) {
+	if (w->flat && bench_impl_wanted("flat")) {
 		struct viommu_answer a;
 
 		for (size_t i = 0; i < s->n; i++) {
@@ -209,12 +209,12 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		};
 		names[n] = "flat";
 		impls[n++] = -1;
-	} else {
+	} else if (!w->flat) {
 		printf("# %s %s x %u: flat skipped (no flat table for this layout: dense layouts only)\n", scenario,
 		       bench_size_names[w->spec.size], w->spec.extents);
 	}
 	/* The decomposition row, for single random hits in worlds of 4 KiB pages. */
-	if (!bulk && !expect_faults && w->spec.size == BENCH_4K && s->n > 1) {
+	if (!bulk && !expect_faults && w->spec.size == BENCH_4K && s->n > 1 && bench_impl_wanted("viommu_raw")) {
 		decomposition_check(w, scenario, s);
 		j[n] = (struct bench_job){ .run = run_viommu_raw, .ctx = w->rd, .q = s->q, .qmask = s->n - 1, .per_op = 1 };
 		names[n] = "viommu_raw";

@@ -1758,3 +1758,4 @@ Test(window, random_requests_around_windows_are_answered_as_the_store_does_by_on
 	cr_assert_gt(wide_seen, 0, "some 1 GiB piece lay over a window");
 	viommu_reader_close(r);
 }
+

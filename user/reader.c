@@ -424,6 +424,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->wrapsp = &r->meta->wraps;
 	c->winp = &w->base;
 	c->wraps = wraps;
+	c->keyhi = VIOMMU_HASH_KEY(dslot, 0);
 	return 1;
 }
 

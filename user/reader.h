@@ -60,6 +60,7 @@ struct viommu_reader_epw {
 	const __u64 *wrapsp; /* meta.wraps */
 	const __u64 *winp; /* the window entry's base word (VIOMMU_WIN_F_WIDE) */
 	uint64_t wraps;
+	uint64_t keyhi; /* the domain's part of its hash keys: VIOMMU_HASH_KEY(dslot, 0) */
 };
 
 struct viommu_reader {
@@ -285,7 +286,47 @@ not_hit:
 	return 2;
 }
 
-/* The reader TLB, then the walk: what viommu_reader_window() did not answer. */
+/*
+ * A published 2 MiB piece outside the window, inline: the hash's direct value (I6) in the
+ * region's first bucket, for a query the window takes (one page, a dense endpoint whose copy
+ * the reader holds). The bucket is the lookup's one line of shared memory beyond the endpoint
+ * entry: no call, no reader TLB entry (a direct value has no word of its own to vouch for one),
+ * so that independent lookups overlap their misses as window lookups do. 1: answered HIT; 0:
+ * the walk answers (a leaf, a key in its second bucket, not mapped, raced, an access fault).
+ */
+static inline int viommu_reader_direct(struct viommu_reader *r, const struct viommu_query *q,
+				       struct viommu_answer *a)
+{
+	const struct viommu_reader_epw *c = &r->epw[q->endpoint % VIOMMU_READER_EPW];
+	const uint64_t iova = q->iova, key = c->keyhi | (iova >> VIOMMU_HASH_SHIFT);
+	__u64 v = 0;
+
+	if (__builtin_expect(viommu_window_query_out(q) | (c->ep ^ q->endpoint), 0))
+		return 0;
+	/* The bucket's value for the key, a direct one only with its key still there after it was
+	 * read (viommu_bucket_find, I6); the endpoint entry unchanged since the copy (so the key's
+	 * domain slot is the endpoint's domain, I4, I10); every flag the access needs. */
+	if (__builtin_expect(!viommu_bucket_find(r, viommu_hash_index(key, r->hash_mask), key, &v) |
+				     (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT) |
+				     (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) != c->ep_seq) |
+				     (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) != c->wraps) |
+				     ((VIOMMU_HASH_DIRECT_FLAGS(v) & q->access) != q->access),
+			     0))
+		return 0;
+	a->result = VIOMMU_XLATE_HIT;
+	a->reason = 0;
+	a->ext_start = iova & ~((1ull << VIOMMU_HASH_SHIFT) - 1);
+	a->ext_end = a->ext_start | ((1ull << VIOMMU_HASH_SHIFT) - 1);
+	a->ext_phys = VIOMMU_HASH_DIRECT_PA(v);
+	a->pa = a->ext_phys + (iova & ((1ull << VIOMMU_HASH_SHIFT) - 1)); /* the piece's PA: 4 KiB aligned */
+	a->ext_flags = VIOMMU_HASH_DIRECT_FLAGS(v);
+	a->fault_addr = 0;
+	a->next = 0;
+	return 1;
+}
+
+/* The reader TLB, then a direct hash value, then the walk: what viommu_reader_window() did not
+ * answer. */
 static inline uint32_t viommu_reader_translate_tlb(struct viommu_reader *r, const struct viommu_query *q,
 						   struct viommu_answer *a)
 {
@@ -315,6 +356,8 @@ static inline uint32_t viommu_reader_translate_tlb(struct viommu_reader *r, cons
 		a->next = 0;
 		return VIOMMU_XLATE_HIT;
 	}
+	if (viommu_reader_direct(r, q, a))
+		return VIOMMU_XLATE_HIT;
 	return viommu_reader_translate_walk(r, q, a, t);
 }
 

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The lookup's re-checks, one interleaving at a time. bpf/viommu_lookup.h is compiled here over
+ * a small shared state of this file's own, with every load it makes going through a hook: a
+ * test names the load before which "the writer" acts (it runs one step of the writer's protocol,
+ * docs/concurrency.md), then runs the lookup once, single-threaded and deterministic.
+ *
+ * The races these re-checks close last a nanosecond or two between two loads of one cache line:
+ * the stress tests cannot make them happen on x86 (its loads of one line are as good as atomic
+ * together), so without this file nothing fails when a re-check is dropped. Every userspace
+ * reader and BPF program runs this same code (reader.h's viommu_reader_direct() calls
+ * viommu_bucket_find()).
+ */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "viommu_abi.h"
+
+/* ---- the hooked view ---- */
+
+#define FX_EPS 4
+#define FX_LEAVES 4
+#define FX_NODES 2
+struct fx {
+	struct viommu_ep_entry eps[FX_EPS];
+	struct viommu_window wins[FX_EPS];
+	struct viommu_node nodes[FX_NODES];
+	struct viommu_leaf leaves[FX_LEAVES];
+	struct viommu_ptes ptes[FX_LEAVES];
+	struct viommu_extent_rec exts[2];
+	struct viommu_hash_bucket buckets[2]; /* hash_mask 1 */
+	__u64 ep_index[1];
+};
+
+static struct fx fx;
+static const volatile void *hook_at; /* the load before which the writer acts */
+static void (*hook_step)(void);
+static unsigned hook_fired;
+
+static inline void hook(const volatile void *p)
+{
+	if (p == hook_at && hook_step) {
+		void (*step)(void) = hook_step;
+
+		hook_step = NULL; /* once */
+		hook_fired++;
+		step();
+	}
+}
+
+#define VIOMMU_CTX_PARAM struct fx *fxv
+#define VIOMMU_CTX_ARG fxv
+#define VIOMMU_LOAD_ACQ(p) (hook(p), __atomic_load_n((p), __ATOMIC_ACQUIRE))
+#define VIOMMU_LOAD(p) VIOMMU_LOAD_ACQ(p)
+#define VIOMMU_FENCE_ACQ() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+#define VIOMMU_STAT(field) ((void)0)
+#define viommu_acc_ep(v, i) ((i) < FX_EPS ? &(v)->eps[i] : (const struct viommu_ep_entry *)0)
+#define viommu_acc_ep_index(v, i) ((void)(i), &(v)->ep_index[0])
+#define viommu_acc_node(v, i) ((i) < FX_NODES ? &(v)->nodes[i] : (const struct viommu_node *)0)
+#define viommu_acc_leaf(v, i) ((i) < FX_LEAVES ? &(v)->leaves[i] : (const struct viommu_leaf *)0)
+#define viommu_acc_ptes(v, i) ((i) < FX_LEAVES ? &(v)->ptes[i] : (const struct viommu_ptes *)0)
+#define viommu_acc_ext(v, i) ((i) < 2 ? &(v)->exts[i] : (const struct viommu_extent_rec *)0)
+#define viommu_acc_bucket(v, i) ((i) < 2 ? &(v)->buckets[i] : (const struct viommu_hash_bucket *)0)
+#define viommu_acc_win(v, i) ((i) < FX_EPS ? &(v)->wins[i] : (const struct viommu_window *)0)
+#define viommu_acc_hash_mask(v) ((void)(v), 1u)
+#define viommu_acc_ep_probes(v) ((void)(v), 0u)
+#include "viommu_lookup.h"
+
+/* ---- the state: endpoint 1 attached to domain slot 0 (root node 0), leaf 1 holding the pages
+ * of [LEAF_VA, + 2 MiB), a window of leaves 2-3 over [WIN_VA, + 4 MiB), and one published 2 MiB
+ * piece at PIECE_VA, a direct value in the hash ---- */
+
+#define EP 1u
+#define DSLOT 0u
+#define LEAF_VA (1ull << 32)
+#define WIN_VA (8ull << 30)
+#define PIECE_VA (64ull << 30)
+#define PIECE_PA 0x200000000ull
+#define OTHER_PA 0x7000000000ull
+#define PAGE_PA 0x123456000ull
+#define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
+
+/* Where a key is: bucket and way. */
+static void key_place(__u64 key, unsigned *bi, unsigned *w)
+{
+	*bi = viommu_hash_index(key, 1);
+	for (*w = 0; *w < VIOMMU_HASH_WAYS && fx.buckets[*bi].key[*w]; (*w)++)
+		;
+	cr_assert_lt(*w, VIOMMU_HASH_WAYS);
+}
+
+static void hash_put(__u64 key, __u64 val)
+{
+	unsigned bi, w;
+
+	key_place(key, &bi, &w);
+	fx.buckets[bi].val[w] = val;
+	fx.buckets[bi].key[w] = key;
+}
+
+static struct viommu_hash_bucket *bucket_of(__u64 key, unsigned *way)
+{
+	for (unsigned bi = 0; bi < 2; bi++)
+		for (unsigned w = 0; w < VIOMMU_HASH_WAYS; w++)
+			if (fx.buckets[bi].key[w] == key) {
+				*way = w;
+				return &fx.buckets[bi];
+			}
+	cr_assert_fail("key 0x%llx is in no bucket", (unsigned long long)key);
+	return NULL;
+}
+
+static void fx_setup(void)
+{
+	memset(&fx, 0, sizeof(fx));
+	hook_at = NULL;
+	hook_step = NULL;
+	hook_fired = 0;
+	fx.eps[EP] = (struct viommu_ep_entry){ .seq = 2, .state = VIOMMU_EP_ATTACHED, .domain_slot = DSLOT, .root = 0 };
+	fx.nodes[0] = (struct viommu_node){ .seq = 2, .level = 0, .domain_slot = DSLOT, .base = 0 };
+	/* leaf 1: page 5 of the region at LEAF_VA */
+	fx.leaves[1] = (struct viommu_leaf){ .seq = 4, .domain_slot = DSLOT, .base = LEAF_VA };
+	fx.ptes[1].pte[5] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
+	hash_put(VIOMMU_HASH_KEY(DSLOT, LEAF_VA), VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, 1, 4));
+	/* the window: leaves 2 and 3, page 7 of its first region mapped */
+	fx.wins[DSLOT] = (struct viommu_window){ .base = WIN_VA, .leaf = 2, .regions = 2 };
+	fx.ptes[2].pte[7] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
+	/* the published 2 MiB piece */
+	hash_put(VIOMMU_HASH_KEY(DSLOT, PIECE_VA), VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW));
+}
+
+TestSuite(interleave, .init = fx_setup);
+
+/* ---- the hash's direct values (I6) ---- */
+
+static __u64 *step_key, *step_val;
+
+/* The writer removes the piece (its key, then its value) and gives the way to another region's
+ * piece (its value, then its key). */
+static void step_way_to_another_piece(void)
+{
+	__atomic_store_n(step_key, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(step_val, VIOMMU_HASH_DIRECT_MAKE(OTHER_PA, RW), __ATOMIC_RELAXED);
+	__atomic_store_n(step_key, VIOMMU_HASH_KEY(DSLOT, PIECE_VA + (1ull << 30)), __ATOMIC_RELEASE);
+}
+
+Test(interleave, a_direct_value_read_while_its_key_stays_is_the_pieces_translation)
+{
+	struct viommu_lk lk = { 0 };
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, PIECE_VA + 0x1234, &lk), 1);
+	cr_assert_eq(lk.ext_phys + (PIECE_VA + 0x1234 - lk.ext_start), PIECE_PA + 0x1234);
+}
+
+Test(interleave, a_direct_value_whose_key_left_before_the_value_was_read_is_not_taken)
+{
+	const __u64 key = VIOMMU_HASH_KEY(DSLOT, PIECE_VA);
+	unsigned w;
+	struct viommu_hash_bucket *b = bucket_of(key, &w);
+	struct viommu_lk lk = { 0 };
+	__u64 slot = 0;
+	int got;
+
+	/* Between the load of the key and that of its value. */
+	step_key = &b->key[w];
+	step_val = &b->val[w];
+	hook_at = &b->val[w];
+	hook_step = step_way_to_another_piece;
+	got = viommu_bucket_find(&fx, (__u32)(b - fx.buckets), key, &slot);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert(!got && slot == 0,
+		  "the key read, then the other piece's value: found %d, value 0x%llx (the other piece's PA is "
+		  "0x%llx)", got, (unsigned long long)slot, (unsigned long long)OTHER_PA);
+
+	/* The whole lookup then answers "not mapped" (the key is gone), never the other PA. */
+	fx_setup();
+	b = bucket_of(key, &w);
+	step_key = &b->key[w];
+	step_val = &b->val[w];
+	hook_at = &b->val[w];
+	hook_step = step_way_to_another_piece;
+	got = viommu_lookup_fast(&fx, EP, PIECE_VA + 0x1234, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert(got == 0 || (got == 2 && lk.result == VIOMMU_XLATE_FAULT),
+		  "lookup_fast: %d, pa 0x%llx", got, (unsigned long long)(lk.ext_phys + 0x1234));
+}
+
+/* ---- a leaf's generation (I5) and the endpoint entry (I4) ---- */
+
+static void step_leaf_reused(void)
+{
+	/* The leaf freed (seq odd) and reused for another region of the domain, its PTE rewritten. */
+	__atomic_store_n(&fx.leaves[1].seq, 5, __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.ptes[1].pte[5], VIOMMU_PTE_MAKE(OTHER_PA, RW), __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.leaves[1].seq, 6, __ATOMIC_RELEASE);
+}
+
+Test(interleave, a_page_read_from_a_leaf_reused_in_between_is_not_taken)
+{
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, LEAF_VA + 5 * 4096 + 8, &lk), 1);
+	cr_assert_eq(lk.ext_phys, PAGE_PA);
+	/* The PTE read after the leaf's seq: the seq re-check must see the reuse. */
+	hook_at = &fx.ptes[1].pte[5];
+	hook_step = step_leaf_reused;
+	got = viommu_lookup_fast(&fx, EP, LEAF_VA + 5 * 4096 + 8, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert(got == 0, "lookup_fast: %d, page PA 0x%llx (the reused leaf's is 0x%llx)", got,
+		  (unsigned long long)lk.ext_phys, (unsigned long long)OTHER_PA);
+}
+
+static void step_endpoint_moved(void)
+{
+	/* The endpoint detached and attached elsewhere, and its old domain's page remapped. */
+	__atomic_store_n(&fx.eps[EP].seq, 3, __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.eps[EP].domain_slot, 3, __ATOMIC_RELAXED);
+	__atomic_store_n(&fx.eps[EP].seq, 4, __ATOMIC_RELEASE);
+}
+
+Test(interleave, a_window_page_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
+{
+	const __u64 iova = WIN_VA + 7 * 4096 + 16;
+	struct viommu_lk lk = { 0 };
+	__u64 pte;
+	__u32 li;
+	int got;
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, iova, &lk), 1);
+	cr_assert_eq(lk.ext_phys, PAGE_PA);
+	/* The PTE loaded, then the endpoint's domain changes: its seq re-check must see it. */
+	hook_at = &fx.ptes[2].pte[7];
+	hook_step = step_endpoint_moved;
+	got = viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, iova, &pte, &li);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert_eq(got, 0, "window_pte after the endpoint moved: %d", got);
+}
+
+Test(interleave, a_direct_value_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
+{
+	const __u64 key = VIOMMU_HASH_KEY(DSLOT, PIECE_VA);
+	unsigned w;
+	struct viommu_hash_bucket *b = bucket_of(key, &w);
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	hook_at = &b->val[w];
+	hook_step = step_endpoint_moved;
+	got = viommu_lookup_fast(&fx, EP, PIECE_VA + 0x1234, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert_eq(got, 0, "lookup_fast after the endpoint moved: %d (pa 0x%llx)", got,
+		     (unsigned long long)lk.ext_phys);
+}
