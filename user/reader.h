@@ -306,11 +306,12 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 	/* The bucket's value for the key, a direct one only with its key still there after it was
 	 * read (viommu_bucket_find, I6); the endpoint entry unchanged since the copy (so the key's
 	 * domain slot is the endpoint's domain, I4, I10); every flag the access needs. */
-	if (__builtin_expect(!viommu_bucket_find(r, viommu_hash_index(key, r->hash_mask), key, &v) |
-				     (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT) |
-				     (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) != c->ep_seq) |
-				     (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) != c->wraps) |
-				     ((VIOMMU_HASH_DIRECT_FLAGS(v) & q->access) != q->access),
+	int found = viommu_bucket_find(r, viommu_hash_index(key, r->hash_mask), key, &v);
+
+	if (__builtin_expect((int)(found == 0) | (int)(VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT) |
+				     (int)(__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) != c->ep_seq) |
+				     (int)(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) != c->wraps) |
+				     (int)((VIOMMU_HASH_DIRECT_FLAGS(v) & q->access) != q->access),
 			     0))
 		return 0;
 	a->result = VIOMMU_XLATE_HIT;
