@@ -217,8 +217,54 @@ VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32
  * the key is random, and a mispredicted branch per lookup would stop the CPU from running ahead
  * into the next lookups. Keys are unique in the table, so at most one term is nonzero. A value
  * read for a key that was replaced in between names a leaf or record that fails validation (its
- * domain and base or range are checked): the lookup retries.
+ * domain and base or range are checked): the lookup retries. A direct value is the answer
+ * itself: it counts only with its key still there after the value was read, so the value is
+ * one the key had (I6).
+ *
+ * The includer may define VIOMMU_BUCKET_SSE2 (userspace on x86-64, not under TSan): the same
+ * reads in 16-byte loads, keys, values, keys again, 6 loads instead of 12. The bucket is a
+ * lookup's one cold line, and the loads waiting on it bound how many lookups the CPU keeps in
+ * flight (docs/design.md, "Hash"). An aligned 16-byte load reads each of its 8-byte halves
+ * whole on x86-64, and x86 keeps loads in order; volatile keeps the compiler from merging or
+ * moving them. VIOMMU_LOAD_PAIR(p) may be defined to observe them (tests/test_interleave.c).
  */
+#ifdef VIOMMU_BUCKET_SSE2
+#include <emmintrin.h>
+#ifndef VIOMMU_LOAD_PAIR
+#define VIOMMU_LOAD_PAIR(p) (*(const volatile __m128i *)(p))
+#endif
+/* Lanes of @kv (two keys) equal to @k: all-ones 64-bit lanes (SSE2 compares 32 bits at a time). */
+VIOMMU_INLINE __m128i viommu_eq64(__m128i kv, __m128i k)
+{
+	__m128i e = _mm_cmpeq_epi32(kv, k);
+
+	return _mm_and_si128(e, _mm_shuffle_epi32(e, 0xb1));
+}
+
+VIOMMU_INLINE __u64 viommu_ways_of(__m128i e01, __m128i e23)
+{
+	return (__u64)_mm_movemask_pd(_mm_castsi128_pd(e01)) | (__u64)_mm_movemask_pd(_mm_castsi128_pd(e23)) << 2;
+}
+
+VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u64 *slot)
+{
+	const struct viommu_hash_bucket *b = viommu_acc_bucket(VIOMMU_CTX_ARG, idx);
+	__m128i k = _mm_set1_epi64x((long long)key), e01, e23, r;
+	__u64 v, hit, again;
+
+	if (!b)
+		return 0;
+	e01 = viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[0]), k); /* pairs with hash_set()'s release */
+	e23 = viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[2]), k);
+	r = _mm_or_si128(_mm_and_si128(e01, VIOMMU_LOAD_PAIR(&b->val[0])),
+			 _mm_and_si128(e23, VIOMMU_LOAD_PAIR(&b->val[2])));
+	v = (__u64)_mm_cvtsi128_si64(_mm_or_si128(r, _mm_unpackhi_epi64(r, r)));
+	hit = viommu_ways_of(e01, e23);
+	again = viommu_ways_of(viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[0]), k), viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[2]), k));
+	*slot = ((VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT) & (hit != again)) ? 0 : v;
+	return hit != 0 && (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT || hit == again);
+}
+#else
 VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u64 *slot)
 {
 	const struct viommu_hash_bucket *b = viommu_acc_bucket(VIOMMU_CTX_ARG, idx);
@@ -234,14 +280,14 @@ VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u
 		v |= VIOMMU_LOAD_ACQ(&b->val[w]) & -(__u64)(k == key);
 		hit |= (__u64)(k == key) << w;
 	}
-	/* A direct value is the answer itself: its key still there after the value was read, so
-	 * the value is one the key had (I6). Acquire loads: each orders the next. */
+	/* Acquire loads: each orders the next. */
 	VIOMMU_UNROLL
 	for (w = 0; w < VIOMMU_HASH_WAYS; w++)
 		again |= (__u64)(VIOMMU_LOAD_ACQ(&b->key[w]) == key) << w;
 	*slot = ((VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT) & (hit != again)) ? 0 : v;
 	return hit != 0 && (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT || hit == again);
 }
+#endif
 
 /*
  * 0 if @q is a query a window answers alone (I13), else nonzero: a sparse endpoint id, an access

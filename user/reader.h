@@ -200,6 +200,14 @@ static inline int viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_ep_probes(r) __atomic_load_n(&(r)->meta->ep_probes, __ATOMIC_ACQUIRE)
 /* viommu_reader_translate_walk() tries the short path itself, state in registers (reader.c). */
 #define VIOMMU_TRANSLATE_SHORT_PATH 0
+/* The bucket read in 16-byte loads (viommu_lookup.h); TSan models only the scalar atomics. */
+#if defined(__SSE2__) && defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+#if !defined(__has_feature)
+#define VIOMMU_BUCKET_SSE2 1
+#elif !__has_feature(thread_sanitizer)
+#define VIOMMU_BUCKET_SSE2 1
+#endif
+#endif
 #include "viommu_lookup.h"
 
 /* Out of line: a lookup that missed the reader TLB @t walks shared memory (the hash, the radix)
