@@ -39,6 +39,7 @@
 #include "reader.h"
 #include "bpf_access.h"
 #include "requests.h"
+#include "fastpath_int.h" /* one test plays a generation that wrapped */
 
 #define MSI_START 0xfee00000ull
 #define MSI_END 0xfeefffffull
@@ -865,6 +866,73 @@ Test(window, a_window_reused_after_a_domain_that_freed_no_leaf_is_never_answered
 	attach_ok(2, 8);
 	check_queries(r, q, n);
 	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, pa_b + 0x10);
+	viommu_reader_close(r);
+}
+
+/*
+ * A 32-bit seq can come back to a value a reader copied (2^32 entry changes later); the writer
+ * bumps meta.wraps every 2^30 of them first (I10), and a reader's copy of a window, or its
+ * inline probe of a direct value, is good only with meta.wraps as it was. No test can make 2^32
+ * changes: this one plays their outcome on the writer's side of the shared memory. Endpoint 8
+ * moves from domain A to domain B for real, then its entry's seq is set back to the value the
+ * reader copied, with meta.wraps bumped, as the writer would have left them. The same IOVAs
+ * translate differently in A and B: a page in both windows, a page only in B's, and a 2 MiB
+ * piece outside both (a direct value).
+ */
+Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_the_writer_bumped_wraps)
+{
+	const uint64_t x = WIN + 0x3000, y = WIN + 0x5000, z = 64 * GIB, w = 32 * GIB + 0x7000;
+	const uint64_t iova[4] = { x, y, z, w }, pa_b[4] = { 0xb0003000, 0xb0005000, 0xb0400000, 0xb0007000 };
+	static const char *const what[4] = { "a page in both windows", "a page only in B's window",
+					      "a 2 MiB piece outside both (a direct value)",
+					      "a page outside both windows (the reader TLB)" };
+	struct viommu_reader_epw copy;
+	struct viommu_query q[16];
+	struct viommu_reader *r;
+	uint32_t copied, now;
+	unsigned n = 0;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	attach_ok(1, 11); /* A lives on after 8 leaves */
+	map_ok(1, x, 0x1000, 0xa0003000, RW);
+	map_ok(1, z, 2 * MIB, 0xa0400000, RW);
+	map_ok(1, w, 0x1000, 0xa0007000, RW);
+	attach_ok(2, 9);
+	for (int i = 0; i < 4; i++)
+		map_ok(2, iova[i], i == 2 ? 2 * MIB : 0x1000, pa_b[i], RW);
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0xa0003010);
+	cr_assert_eq(translate(r, 8, y + 0x10, R).result, VIOMMU_XLATE_FAULT);
+	cr_assert_eq(translate(r, 8, z + 0x10, R).pa, 0xa0400010);
+	cr_assert_eq(translate(r, 8, w + 0x10, R).pa, 0xa0007010); /* fills a reader TLB entry */
+	copy = r->epw[8 % VIOMMU_READER_EPW];
+	cr_assert_eq(copy.ep, 8, "the reader copied endpoint 8's window");
+	copied = copy.ep_seq;
+
+	attach_ok(2, 8); /* 8 moves to B */
+	cr_assert_eq(dslot_of(8), dslot_of(9));
+	now = fp->eps[8].seq;
+	cr_assert_neq(now, copied);
+	/* The wrap, as the writer leaves it: meta.wraps bumped before the seq came back (memfd and
+	 * BPF replica alike). */
+	FP_STORE(fp, &fp->meta->wraps, fp->meta->wraps + 1, __ATOMIC_RELEASE);
+	FP_STORE(fp, &fp->eps[8].seq, copied, __ATOMIC_RELEASE);
+
+	/* Each query first after the wrap, with the reader's old copy (a walk refreshes it). */
+	for (int i = 0; i < 4; i++) {
+		struct viommu_answer a;
+
+		r->epw[8 % VIOMMU_READER_EPW] = copy;
+		a = translate(r, 8, iova[i] + 0x10, R);
+		cr_assert_eq(a.pa, pa_b[i] + 0x10, "%s: B's", what[i]);
+		n += probes(q + n, 8, iova[i] + 0x10);
+	}
+	check_queries(r, q, n);
+
+	FP_STORE(fp, &fp->eps[8].seq, now, __ATOMIC_RELEASE); /* the writer's own value back */
+	check_queries(r, q, n);
 	viommu_reader_close(r);
 }
 

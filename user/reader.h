@@ -256,7 +256,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	const uint64_t iova = q->iova;
 	const uint32_t ep = q->endpoint, acc = q->access;
 	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
-	uint64_t off, pte;
+	uint64_t off, pte, wide, stale;
 
 	/* One branch for every reason not to: a query the window does not take, an endpoint
 	 * whose window this reader has no copy of. */
@@ -272,19 +272,20 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	 * only grow, and one that wrapped back bumped wraps first, I4, I10); present; every flag
 	 * the access needs (the PTE's flags are its bits 1-3, the access's bits 0-2). Else the
 	 * walk answers (and refreshes the copy). */
-	if (__builtin_expect((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-			     (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps) |
-			     (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
+	stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+		(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
+	if (__builtin_expect(stale | (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
 		goto not_hit;
 	viommu_answer_pte(a, iova, pte);
 	return 1;
 not_hit:
 	/* Not present while no piece of 1 GiB or more lay over the window, and the entry still as
-	 * copied: the page is not mapped (I13). The flags, then the re-check (I4, I10). Anything
-	 * else (raced, an access fault, maybe a larger piece): the walk answers. */
-	if ((__atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE) | (pte & VIOMMU_PTE_PRESENT) |
-	    (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-	    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
+	 * copied: the page is not mapped (I13). The window's flags (acquire: pairs with
+	 * win_wide_add()'s release), then the entry's seq again, so that they were the flags while
+	 * the entry was as copied (I4). Anything else (raced, an access fault, maybe a larger
+	 * piece): the walk answers. */
+	wide = __atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE;
+	if (stale | wide | (pte & VIOMMU_PTE_PRESENT) | (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq))
 		return 0;
 	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = VIOMMU_FAULT_R_MAPPING;
