@@ -17,6 +17,13 @@
 
 #include "viommu_abi.h"
 
+/* tests/test_interleave_sse2.c includes this file again for the 16-byte-load bucket reader. */
+#ifndef INTERLEAVE_SUITE
+#define INTERLEAVE_SUITE interleave
+#endif
+#define ITEST(suite, name) Test(suite, name)
+#define ISUITE(suite, ...) TestSuite(suite, __VA_ARGS__)
+
 /* ---- the hooked view ---- */
 
 #define FX_EPS 4
@@ -29,7 +36,7 @@ struct fx {
 	struct viommu_leaf leaves[FX_LEAVES];
 	struct viommu_ptes ptes[FX_LEAVES];
 	struct viommu_extent_rec exts[2];
-	struct viommu_hash_bucket buckets[2]; /* hash_mask 1 */
+	struct viommu_hash_bucket buckets[2] __attribute__((aligned(64))); /* hash_mask 1 */
 	__u64 ep_index[1];
 };
 
@@ -53,6 +60,13 @@ static inline void hook(const volatile void *p)
 #define VIOMMU_CTX_ARG fxv
 #define VIOMMU_LOAD_ACQ(p) (hook(p), __atomic_load_n((p), __ATOMIC_ACQUIRE))
 #define VIOMMU_LOAD(p) VIOMMU_LOAD_ACQ(p)
+#ifdef VIOMMU_BUCKET_SSE2
+#include <emmintrin.h>
+#define VIOMMU_LOAD_PAIR(p) (hook(p), *(const volatile __m128i *)(p))
+#define VAL_LOAD_AT(b, w) (&(b)->val[(w) & ~1u]) /* the 16-byte load holding way w's value */
+#else
+#define VAL_LOAD_AT(b, w) (&(b)->val[w])
+#endif
 #define VIOMMU_FENCE_ACQ() __atomic_signal_fence(__ATOMIC_SEQ_CST)
 #define VIOMMU_STAT(field) ((void)0)
 #define viommu_acc_ep(v, i) ((i) < FX_EPS ? &(v)->eps[i] : (const struct viommu_ep_entry *)0)
@@ -130,7 +144,7 @@ static void fx_setup(void)
 	hash_put(VIOMMU_HASH_KEY(DSLOT, PIECE_VA), VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW));
 }
 
-TestSuite(interleave, .init = fx_setup);
+ISUITE(INTERLEAVE_SUITE, .init = fx_setup);
 
 /* ---- the hash's direct values (I6) ---- */
 
@@ -145,7 +159,7 @@ static void step_way_to_another_piece(void)
 	__atomic_store_n(step_key, VIOMMU_HASH_KEY(DSLOT, PIECE_VA + (1ull << 30)), __ATOMIC_RELEASE);
 }
 
-Test(interleave, a_direct_value_read_while_its_key_stays_is_the_pieces_translation)
+ITEST(INTERLEAVE_SUITE, a_direct_value_read_while_its_key_stays_is_the_pieces_translation)
 {
 	struct viommu_lk lk = { 0 };
 
@@ -153,7 +167,7 @@ Test(interleave, a_direct_value_read_while_its_key_stays_is_the_pieces_translati
 	cr_assert_eq(lk.ext_phys + (PIECE_VA + 0x1234 - lk.ext_start), PIECE_PA + 0x1234);
 }
 
-Test(interleave, a_direct_value_whose_key_left_before_the_value_was_read_is_not_taken)
+ITEST(INTERLEAVE_SUITE, a_direct_value_whose_key_left_before_the_value_was_read_is_not_taken)
 {
 	const __u64 key = VIOMMU_HASH_KEY(DSLOT, PIECE_VA);
 	unsigned w;
@@ -165,7 +179,7 @@ Test(interleave, a_direct_value_whose_key_left_before_the_value_was_read_is_not_
 	/* Between the load of the key and that of its value. */
 	step_key = &b->key[w];
 	step_val = &b->val[w];
-	hook_at = &b->val[w];
+	hook_at = VAL_LOAD_AT(b, w);
 	hook_step = step_way_to_another_piece;
 	got = viommu_bucket_find(&fx, (__u32)(b - fx.buckets), key, &slot);
 	cr_assert_eq(hook_fired, 1);
@@ -178,7 +192,7 @@ Test(interleave, a_direct_value_whose_key_left_before_the_value_was_read_is_not_
 	b = bucket_of(key, &w);
 	step_key = &b->key[w];
 	step_val = &b->val[w];
-	hook_at = &b->val[w];
+	hook_at = VAL_LOAD_AT(b, w);
 	hook_step = step_way_to_another_piece;
 	got = viommu_lookup_fast(&fx, EP, PIECE_VA + 0x1234, &lk);
 	cr_assert_eq(hook_fired, 1);
@@ -196,7 +210,7 @@ static void step_leaf_reused(void)
 	__atomic_store_n(&fx.leaves[1].seq, 6, __ATOMIC_RELEASE);
 }
 
-Test(interleave, a_page_read_from_a_leaf_reused_in_between_is_not_taken)
+ITEST(INTERLEAVE_SUITE, a_page_read_from_a_leaf_reused_in_between_is_not_taken)
 {
 	struct viommu_lk lk = { 0 };
 	int got;
@@ -220,7 +234,7 @@ static void step_endpoint_moved(void)
 	__atomic_store_n(&fx.eps[EP].seq, 4, __ATOMIC_RELEASE);
 }
 
-Test(interleave, a_window_page_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
+ITEST(INTERLEAVE_SUITE, a_window_page_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
 {
 	const __u64 iova = WIN_VA + 7 * 4096 + 16;
 	struct viommu_lk lk = { 0 };
@@ -238,7 +252,7 @@ Test(interleave, a_window_page_read_while_its_endpoint_moved_to_another_domain_i
 	cr_assert_eq(got, 0, "window_pte after the endpoint moved: %d", got);
 }
 
-Test(interleave, a_direct_value_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
+ITEST(INTERLEAVE_SUITE, a_direct_value_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
 {
 	const __u64 key = VIOMMU_HASH_KEY(DSLOT, PIECE_VA);
 	unsigned w;
@@ -246,7 +260,7 @@ Test(interleave, a_direct_value_read_while_its_endpoint_moved_to_another_domain_
 	struct viommu_lk lk = { 0 };
 	int got;
 
-	hook_at = &b->val[w];
+	hook_at = VAL_LOAD_AT(b, w);
 	hook_step = step_endpoint_moved;
 	got = viommu_lookup_fast(&fx, EP, PIECE_VA + 0x1234, &lk);
 	cr_assert_eq(hook_fired, 1);
