@@ -232,24 +232,27 @@ static inline const __u64 *window_pte(const struct viommu_reader *r, const struc
 	return &c->first[off >> VIOMMU_PAGE_SHIFT];
 }
 
-static void prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n,
-			   const __u64 **ptep)
+/* Returns the endpoint copies (bits of their epw index) that the window's queries use. */
+static uint32_t prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n,
+			       const __u64 **ptep)
 {
 	__u64 key[VIOMMU_BULK_MAX];
 	__u32 leaf[VIOMMU_BULK_MAX];
 	unsigned rest[VIOMMU_BULK_MAX], nrest = 0, k;
+	uint32_t used = 0;
 
 	/* Stage 1: the window's PTEs (one line each, the whole lookup), and the list of the
 	 * others, for which the hash's buckets come first. */
 	for (unsigned i = 0; i < n; i++) {
 		if ((ptep[i] = window_pte(r, &q[i]))) {
 			__builtin_prefetch(ptep[i]);
+			used |= 1u << (q[i].endpoint % VIOMMU_READER_EPW);
 			continue;
 		}
 		rest[nrest++] = i;
 	}
 	if (!nrest)
-		return;
+		return used;
 	for (k = 0; k < nrest; k++) {
 		unsigned i = rest[k];
 		const struct viommu_ep_entry *e;
@@ -293,57 +296,55 @@ static void prefetch_burst(const struct viommu_reader *r, const struct viommu_qu
 		if (x && x - 1 < r->extents_max)
 			__builtin_prefetch(&r->exts[x - 1]);
 	}
+	return used;
 }
 
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n)
 {
-	uint64_t mask = 0, hits = 0;
+	uint64_t mask = 0, hits = 0, wmask = 0;
 	struct viommu_reader_slot *sl = r->slot;
 	const __u64 *ptep[VIOMMU_BULK_MAX];
-	uint64_t pte[VIOMMU_BULK_MAX];
+	uint32_t used, bad = 0;
+	struct epw_snap {
+		const __u32 *seqp;
+		uint32_t ep_seq;
+		uint64_t wraps;
+	} snap[VIOMMU_READER_EPW];
 
 	if (n > VIOMMU_BULK_MAX)
 		n = VIOMMU_BULK_MAX;
-	prefetch_burst(r, q, n, ptep);
-	/* The window's queries as one seqlock read: every PTE (acquire), then each endpoint
-	 * copy's seq and meta.wraps once (I4, I10, I13). A PTE read before a copy's re-check
-	 * passed was its endpoint's translation when read; a failed re-check sends its queries
-	 * the long way. */
-	{
-		uint32_t used = 0, bad = 0;
+	used = prefetch_burst(r, q, n, ptep);
+	/* What the window's queries were computed from: the loop below may replace a copy (a
+	 * query of another endpoint in the same epw entry, a walk that refreshes one), so the
+	 * re-check after it compares with these. */
+	for (uint32_t u = used; u; u &= u - 1) {
+		const struct viommu_reader_epw *c = &r->epw[__builtin_ctz(u)];
 
-		for (unsigned i = 0; i < n; i++)
-			if (ptep[i]) {
-				pte[i] = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE);
-				used |= 1u << (q[i].endpoint % VIOMMU_READER_EPW);
-			}
-		for (uint32_t u = used; u; u &= u - 1) {
-			const struct viommu_reader_epw *c = &r->epw[__builtin_ctz(u)];
-
-			if ((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-			    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
-				bad |= 1u << __builtin_ctz(u);
-		}
-		if (bad)
-			for (unsigned i = 0; i < n; i++)
-				if (ptep[i] && (bad >> (q[i].endpoint % VIOMMU_READER_EPW) & 1))
-					ptep[i] = NULL;
+		snap[__builtin_ctz(u)] = (struct epw_snap){ c->seqp, c->ep_seq, c->wraps };
 	}
-	/* The lines are on their way: the short path for what it takes (one page, no whole
-	 * extent; it does not fill the reader TLB, a burst pipelines instead), the rest as one
-	 * query would be. */
+	/* The lines are on their way: a window query is answered from its PTE (acquire) as it
+	 * comes; each endpoint copy's seq and meta.wraps are re-checked once, after every PTE was
+	 * read (I4, I10, I13), and a failed re-check answers that endpoint's window queries again
+	 * the long way, before anything is returned. The rest: the short path for what it takes
+	 * (one page, no whole extent; it does not fill the reader TLB, a burst pipelines instead),
+	 * else as one query would be. */
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t last = q[i].iova + (q[i].size ? q[i].size - 1 : 0);
 		struct viommu_lk f;
 		int got = 0;
 
-		/* Present, with every flag the access needs: answered. */
-		if (ptep[i] && !(~pte[i] & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
-			viommu_answer_pte(&a[i], q[i].iova, pte[i]);
-			mask |= 1ull << i;
-			hits++;
-			continue;
+		/* Present, with every flag the access needs: answered (checked below). */
+		if (ptep[i]) {
+			uint64_t pte = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2 */
+
+			if (!(~pte & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
+				viommu_answer_pte(&a[i], q[i].iova, pte);
+				mask |= 1ull << i;
+				wmask |= 1ull << i;
+				hits++;
+				continue;
+			}
 		}
 		if (!ptep[i] && (got = viommu_reader_window(r, &q[i], &a[i]))) { /* a copy made now */
 			if (got == 1) {
@@ -375,6 +376,30 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 			viommu_reader_translate(r, &q[i], &a[i]);
 		}
 		if (a[i].result == VIOMMU_XLATE_HIT || a[i].result == VIOMMU_XLATE_IDENTITY)
+			mask |= 1ull << i;
+		hits += a[i].result == VIOMMU_XLATE_HIT;
+		if (a[i].result == VIOMMU_XLATE_IDENTITY)
+			__atomic_store_n(&sl->identity, sl->identity + 1, __ATOMIC_RELAXED);
+		else if (a[i].result == VIOMMU_XLATE_RETRY)
+			__atomic_store_n(&sl->retries, sl->retries + 1, __ATOMIC_RELAXED);
+	}
+	/* The window's answers were good only if each copy they used was still good after their
+	 * PTEs were read (acquire loads: these come after them). Else, again the long way. */
+	for (uint32_t u = used; u; u &= u - 1) {
+		const struct epw_snap *c = &snap[__builtin_ctz(u)];
+
+		if ((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+		    (__atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) ^ c->wraps))
+			bad |= 1u << __builtin_ctz(u);
+	}
+	for (uint64_t m = bad ? wmask : 0; m; m &= m - 1) {
+		unsigned i = (unsigned)__builtin_ctzll(m);
+
+		if (!(bad >> (q[i].endpoint % VIOMMU_READER_EPW) & 1))
+			continue;
+		mask &= ~(1ull << i);
+		hits--;
+		if (viommu_reader_translate(r, &q[i], &a[i]) <= VIOMMU_XLATE_IDENTITY)
 			mask |= 1ull << i;
 		hits += a[i].result == VIOMMU_XLATE_HIT;
 		if (a[i].result == VIOMMU_XLATE_IDENTITY)
