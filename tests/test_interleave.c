@@ -43,11 +43,11 @@ struct fx {
 static struct fx fx;
 static const volatile void *hook_at; /* the load before which the writer acts */
 static void (*hook_step)(void);
-static unsigned hook_fired;
+static unsigned hook_fired, hook_skip; /* hook_skip: loads of hook_at to let pass first */
 
 static inline void hook(const volatile void *p)
 {
-	if (p == hook_at && hook_step) {
+	if (p == hook_at && hook_step && !hook_skip--) {
 		void (*step)(void) = hook_step;
 
 		hook_step = NULL; /* once */
@@ -93,6 +93,9 @@ static inline void hook(const volatile void *p)
 #define PIECE_PA 0x200000000ull
 #define OTHER_PA 0x7000000000ull
 #define PAGE_PA 0x123456000ull
+#define EXT_VA (128ull << 30) /* a 2 MiB piece whose hash value is still its record's slot word */
+#define EXT_PA 0x300000000ull
+#define HOLE_VA (256ull << 30) /* in no bucket: not mapped while the root has no WALK flag */
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
 
 /* Where a key is: bucket and way. */
@@ -131,6 +134,7 @@ static void fx_setup(void)
 	hook_at = NULL;
 	hook_step = NULL;
 	hook_fired = 0;
+	hook_skip = 0;
 	fx.eps[EP] = (struct viommu_ep_entry){ .seq = 2, .state = VIOMMU_EP_ATTACHED, .domain_slot = DSLOT, .root = 0 };
 	fx.nodes[0] = (struct viommu_node){ .seq = 2, .level = 0, .domain_slot = DSLOT, .base = 0 };
 	/* leaf 1: page 5 of the region at LEAF_VA */
@@ -142,6 +146,10 @@ static void fx_setup(void)
 	fx.ptes[2].pte[7] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
 	/* the published 2 MiB piece */
 	hash_put(VIOMMU_HASH_KEY(DSLOT, PIECE_VA), VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW));
+	/* a 2 MiB piece read through its record (record 0, generation 2) */
+	fx.exts[0] = (struct viommu_extent_rec){ .seq = 2, .domain_slot = DSLOT, .flags = RW, .start = EXT_VA,
+						 .end = EXT_VA + (2ull << 20) - 1, .phys = EXT_PA };
+	hash_put(VIOMMU_HASH_KEY(DSLOT, EXT_VA), VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, 0, 2));
 }
 
 ISUITE(INTERLEAVE_SUITE, .init = fx_setup);
@@ -266,4 +274,80 @@ ITEST(INTERLEAVE_SUITE, a_direct_value_read_while_its_endpoint_moved_to_another_
 	cr_assert_eq(hook_fired, 1);
 	cr_assert_eq(got, 0, "lookup_fast after the endpoint moved: %d (pa 0x%llx)", got,
 		     (unsigned long long)lk.ext_phys);
+}
+
+/* ---- a record (I3), the root's flags (I6) and the general lookup's last re-check (I4) ---- */
+
+static void step_record_reused(void)
+{
+	/* The record freed and reused for another mapping of the domain at the same place. */
+	__atomic_store_n(&fx.exts[0].seq, 3, __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.exts[0].phys, OTHER_PA, __ATOMIC_RELAXED);
+	__atomic_store_n(&fx.exts[0].seq, 4, __ATOMIC_RELEASE);
+}
+
+ITEST(INTERLEAVE_SUITE, a_record_read_while_it_was_reused_is_not_taken)
+{
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, EXT_VA + 0x5008, &lk), 1);
+	cr_assert_eq(lk.ext_phys, EXT_PA);
+	/* Its seq read, then the reuse, then its fields. */
+	hook_at = &fx.exts[0].start;
+	hook_step = step_record_reused;
+	got = viommu_lookup_fast(&fx, EP, EXT_VA + 0x5008, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert(got == 0, "lookup_fast: %d, piece PA 0x%llx (the reused record's is 0x%llx)", got,
+		  (unsigned long long)lk.ext_phys, (unsigned long long)OTHER_PA);
+}
+
+ITEST(INTERLEAVE_SUITE, a_miss_whose_endpoint_moved_before_the_roots_flags_were_read_is_not_answered)
+{
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, HOLE_VA, &lk), 2, "in no bucket, no WALK flag: not mapped");
+	/* Both buckets read, then the endpoint moves, then the root's flags: the miss is the old
+	 * domain's, and the endpoint's re-check must see it. */
+	hook_at = &fx.nodes[0].flags;
+	hook_step = step_endpoint_moved;
+	got = viommu_lookup_fast(&fx, EP, HOLE_VA, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert_eq(got, 0, "lookup_fast after the endpoint moved: %d", got);
+}
+
+static void step_root_reused(void)
+{
+	/* The root node freed and reused (its seq moves on), as when the domain goes and another
+	 * takes its slot. */
+	__atomic_store_n(&fx.nodes[0].seq, 3, __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.nodes[0].seq, 4, __ATOMIC_RELEASE);
+}
+
+ITEST(INTERLEAVE_SUITE, a_roots_flags_read_while_the_root_was_reused_are_not_taken)
+{
+	/* The flags read, then the reuse, then the seq again. */
+	hook_at = &fx.nodes[0].seq;
+	hook_skip = 1;
+	hook_step = step_root_reused;
+	cr_assert_eq(viommu_root_flags(&fx, 0, DSLOT), -1);
+	cr_assert_eq(hook_fired, 1);
+}
+
+ITEST(INTERLEAVE_SUITE, the_general_lookup_does_not_answer_for_an_endpoint_that_moved_before_its_last_check)
+{
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	cr_assert_eq(viommu_lookup_once(&fx, EP, LEAF_VA + 5 * 4096, 0, &lk), 1);
+	cr_assert_eq(lk.result, VIOMMU_XLATE_HIT);
+	/* The endpoint's seq is loaded three times: first, after its fields, and once the answer is
+	 * read; the endpoint moves just before the third. */
+	hook_at = &fx.eps[EP].seq;
+	hook_skip = 2;
+	hook_step = step_endpoint_moved;
+	got = viommu_lookup_once(&fx, EP, LEAF_VA + 5 * 4096, 0, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert_eq(got, 0, "lookup_once after the endpoint moved: %d (result %u)", got, lk.result);
 }
