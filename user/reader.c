@@ -299,6 +299,19 @@ static uint32_t prefetch_burst(const struct viommu_reader *r, const struct viomm
 	return used;
 }
 
+/* Answer @a of query @i in a burst's mask and hit count, and this reader's slot's counters. */
+static inline void bulk_tally(struct viommu_reader_slot *sl, const struct viommu_answer *a, unsigned i,
+			      uint64_t *mask, uint64_t *hits)
+{
+	if (a->result == VIOMMU_XLATE_HIT || a->result == VIOMMU_XLATE_IDENTITY)
+		*mask |= 1ull << i;
+	*hits += a->result == VIOMMU_XLATE_HIT;
+	if (a->result == VIOMMU_XLATE_IDENTITY)
+		__atomic_store_n(&sl->identity, sl->identity + 1, __ATOMIC_RELAXED);
+	else if (a->result == VIOMMU_XLATE_RETRY)
+		__atomic_store_n(&sl->retries, sl->retries + 1, __ATOMIC_RELAXED);
+}
+
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n)
 {
@@ -375,13 +388,7 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 		} else {
 			viommu_reader_translate(r, &q[i], &a[i]);
 		}
-		if (a[i].result == VIOMMU_XLATE_HIT || a[i].result == VIOMMU_XLATE_IDENTITY)
-			mask |= 1ull << i;
-		hits += a[i].result == VIOMMU_XLATE_HIT;
-		if (a[i].result == VIOMMU_XLATE_IDENTITY)
-			__atomic_store_n(&sl->identity, sl->identity + 1, __ATOMIC_RELAXED);
-		else if (a[i].result == VIOMMU_XLATE_RETRY)
-			__atomic_store_n(&sl->retries, sl->retries + 1, __ATOMIC_RELAXED);
+		bulk_tally(sl, &a[i], i, &mask, &hits);
 	}
 	/* The window's answers were good only if each copy they used was still good after their
 	 * PTEs were read (acquire loads: these come after them). Else, again the long way. */
@@ -399,13 +406,8 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 			continue;
 		mask &= ~(1ull << i);
 		hits--;
-		if (viommu_reader_translate(r, &q[i], &a[i]) <= VIOMMU_XLATE_IDENTITY)
-			mask |= 1ull << i;
-		hits += a[i].result == VIOMMU_XLATE_HIT;
-		if (a[i].result == VIOMMU_XLATE_IDENTITY)
-			__atomic_store_n(&sl->identity, sl->identity + 1, __ATOMIC_RELAXED);
-		else if (a[i].result == VIOMMU_XLATE_RETRY)
-			__atomic_store_n(&sl->retries, sl->retries + 1, __ATOMIC_RELAXED);
+		viommu_reader_translate(r, &q[i], &a[i]);
+		bulk_tally(sl, &a[i], i, &mask, &hits);
 	}
 	/* Counters of our own slot, once per burst: relaxed, read racily by `viommu stat`. */
 	__atomic_store_n(&sl->lookups, sl->lookups + n, __ATOMIC_RELAXED);
