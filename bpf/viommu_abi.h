@@ -27,7 +27,7 @@
 #include "viommu_spec.h"
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 6u
+#define VIOMMU_ABI_VERSION 7u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -163,11 +163,18 @@ struct viommu_node { /* writer: device thread */
 
 /* ---- viommu_leaves: level 5, the pages of one 2 MiB region ----
  * A PTE is one 64-bit word: bit 0 present, bits 1-3 the mapping's VIRTIO_IOMMU_MAP_F_* flags,
- * bits 12-63 the page's PA; 0 = no mapping. The writer installs a MAP's PTEs without the present
- * bit, makes its record live, then sets the bit (W2): a PTE is present only while its extent is
- * live. ext[] names each page's extent record (index + 1, 0 none) for answers that want the whole
- * extent; a lookup that wants only the page never reads it. */
+ * bit 4 solo, bits 12-63 the page's PA; 0 = no mapping. The writer installs a MAP's PTEs without
+ * the present bit, makes its record live, then sets the bit (W2): a PTE is present only while its
+ * extent is live. ext[] names each page's extent record (index + 1, 0 none) for answers that
+ * want the whole extent; a lookup that wants only the page never reads it.
+ * A one-page MAP (the common case: a Linux guest maps most buffers a page at a time) has no
+ * record: its PTE is the whole extent, marked VIOMMU_PTE_SOLO and stored present in one store
+ * (nothing else to publish), and ext[] says VIOMMU_EXT_SOLO (which names no record: the index
+ * it would give is past every pool). A whole-extent answer for such a page comes from the one
+ * PTE load, so nothing can change between the PTE and what it stands for (I3). */
 #define VIOMMU_PTE_PRESENT 1ull
+#define VIOMMU_PTE_SOLO (1ull << 4)
+#define VIOMMU_EXT_SOLO 0xffffffffu
 #define VIOMMU_PTE_MAKE(pa, flags) \
 	(((__u64)(pa) & ~0xfffull) | ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 1) | VIOMMU_PTE_PRESENT)
 #define VIOMMU_PTE_PA(pte) ((pte) & ~0xfffull)
@@ -303,6 +310,8 @@ struct viommu_meta { /* writer: device thread */
 	__u32 readers_revoked; /* readers the writer stopped waiting for (overstayed, W5) */
 	__u32 leaves_used, windows_used;
 	__u64 publications, grace_periods, grace_ns_total;
+	__u32 solo_used; /* one-page mappings (no record: VIOMMU_PTE_SOLO) */
+	__u32 pad3;
 };
 
 #define VIOMMU_META_F_READER_FENCE 1u /* readers fence on enter; grace periods send no IPI */

@@ -52,7 +52,9 @@ struct viommu_lk {
 	__u32 reason;
 	__u64 ext_start, ext_end, ext_phys; /* the run found: the whole extent if `whole` */
 	__u16 ext_flags;
-	__u8 whole; /* 1: ext_* are the whole extent (its record was read); 0: a run (a PTE's page) */
+	/* 0: ext_* are a run (a PTE's page); 1: the whole extent, its record read (idx, gen the
+	 * record's); 2: the whole extent, a one-page one its PTE alone says (VIOMMU_PTE_SOLO) */
+	__u8 whole;
 	__u8 direct; /* 1: a 2 MiB piece's run from a direct hash value (nothing vouches for it) */
 	__u32 dslot; /* the domain slot the answer was validated in */
 	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
@@ -139,10 +141,12 @@ VIOMMU_INLINE int viommu_read_extent(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u
  * extent through the page's record). 1 = hit (@lk filled), 2 = validated miss (the live leaf of
  * this region has no present PTE for the page, I5), 0 = raced (retry).
  * Without @want the PTE is the answer: one line (the leaf header's line is shared by the region's
- * 512 pages). With @want the record ext[] names must be live, hold iova in this domain, and agree
+ * 512 pages). With @want, a solo PTE (a one-page mapping, which has no record) is the whole
+ * extent by itself. Else the record ext[] names must be live, hold iova in this domain, and agree
  * with the PTE (same PA for the page, same flags): the answer is then the record's alone, and
  * the record was the mapping of iova at the instant it was read (live records of a domain never
- * overlap, I3), so a PTE rewritten in between with the same value cannot mix two mappings.
+ * overlap, I3), so a PTE rewritten in between with the same value cannot mix two mappings (nor
+ * can a page that went solo in between: ext[] then names no record, and the lookup retries).
  */
 VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __u64 iova, int want,
 				   struct viommu_lk *lk)
@@ -161,6 +165,8 @@ VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __
 	    VIOMMU_LOAD(&f->base) != (iova & VIOMMU_COVER_MASK(VIOMMU_RADIX_LEVELS - 1)))
 		return 0;
 	pte = VIOMMU_LOAD_ACQ(&pt->pte[si]); /* pairs with the writer's release of the PTE (W2, W4) */
+	/* A solo PTE (a one-page mapping) is the whole extent: the page is the answer either way. */
+	want &= !(pte & VIOMMU_PTE_SOLO);
 	if (want)
 		x = VIOMMU_LOAD(&f->ext[si]);
 	VIOMMU_FENCE_ACQ();
@@ -176,7 +182,7 @@ VIOMMU_INLINE int viommu_read_leaf(VIOMMU_CTX_PARAM, __u64 slot, __u32 dslot, __
 		lk->ext_end = lk->ext_start + (1ull << VIOMMU_PAGE_SHIFT) - 1;
 		lk->ext_phys = VIOMMU_PTE_PA(pte);
 		lk->ext_flags = VIOMMU_PTE_FLAGS(pte);
-		lk->whole = 0;
+		lk->whole = (__u8)((pte & VIOMMU_PTE_SOLO) >> 3); /* 2: a solo PTE, the whole extent */
 		lk->direct = 0;
 		return 1;
 	}

@@ -232,6 +232,66 @@ Test(fastpath, the_last_page_of_the_address_space_translates)
 	viommu_reader_close(r);
 }
 
+/* One reader's single lookup of @q, twice (the second from its TLB when the first filled it),
+ * each the store's answer. */
+static void translate_twice(struct viommu_reader *r, const struct viommu_query *q)
+{
+	struct viommu_answer want, got;
+
+	viommu_device_answer(dev, q, &want);
+	for (int k = 0; k < 2; k++) {
+		viommu_reader_translate(r, q, &got);
+		assert_same(q, &want, &got, k ? "user, again" : "user");
+	}
+}
+
+/* ABI v7: a one-page MAP has no record; its PTE says it is alone and is the whole extent. */
+Test(fastpath, a_one_page_map_has_no_record_and_its_pte_is_the_whole_extent_on_every_path)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	const struct viommu_meta *m = viommu_fastpath_view(fp)->meta;
+	const uint32_t RW = VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE, X = VIOMMU_QUERY_F_EXTENT;
+	const uint64_t far = 0x7f0000000000ull; /* outside the window: a pool leaf, through the hash */
+	struct viommu_query q[] = {
+		{ .endpoint = 8, .access = 1 | X, .iova = 0x10008, .size = 8 },
+		{ .endpoint = 8, .access = 1 | X, .iova = 0x11000, .size = 0x1000 },
+		{ .endpoint = 8, .access = 2 | X, .iova = 0x20ff0, .size = 0x20 }, /* across the record's two pages */
+		{ .endpoint = 8, .access = 2 | X, .iova = 0x21ff0, .size = 0x20 }, /* into the next, alone */
+		{ .endpoint = 8, .access = 1 | X, .iova = far + 0x123, .size = 1 },
+		{ .endpoint = 8, .access = 2, .iova = far + 0x123, .size = 1 }, /* not writable */
+		{ .endpoint = 8, .access = 1, .iova = 0x10ff0, .size = 0x20 }, /* into an unmapped page */
+	};
+	const unsigned n = sizeof(q) / sizeof(q[0]);
+
+	cr_assert_not_null(r);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x10000, 0x10fff, 0x7000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x11000, 0x11fff, 0x8000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x20000, 0x21fff, 0xa000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x22000, 0x22fff, 0xc000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, far, far + 0xfff, 0xd000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(m->solo_used, 4, "every one-page mapping is solo");
+	cr_assert_eq(m->extents_used, 1, "the two-page mapping has the one record");
+	check_queries(r, q, n);
+	for (unsigned i = 0; i < n; i++)
+		translate_twice(r, &q[i]);
+
+	/* The page joins a larger mapping: the whole extent a reader cached from its solo PTE is
+	 * gone with that PTE. */
+	cr_assert_eq(test_unmap(dev, 1, 0x10000, 0x10fff), VIOMMU_S_OK);
+	cr_assert_eq(test_unmap(dev, 1, 0x11000, 0x11fff), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x10000, 0x11fff, 0x7000, RW), VIOMMU_S_OK);
+	/* And the other way: a page of a record's mapping mapped again alone, same PA. */
+	cr_assert_eq(test_unmap(dev, 1, 0x20000, 0x21fff), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 0x21000, 0x21fff, 0xb000, RW), VIOMMU_S_OK);
+	cr_assert_eq(m->solo_used, 3);
+	cr_assert_eq(m->extents_used, 1);
+	check_queries(r, q, n);
+	for (unsigned i = 0; i < n; i++)
+		translate_twice(r, &q[i]);
+	viommu_reader_close(r);
+}
+
 /* A DMA that runs past 2^64 and wraps to a last byte in its own first page: every byte that
  * exists is mapped, but the DMA faults (the store's answer). The short path, which takes queries
  * within one page, must not see one here (the fuzzer found the bulk and single paths doing so). */
@@ -695,7 +755,8 @@ Test(fastpath, a_full_node_pool_answers_nomem_and_changes_nothing)
 	cr_assert_eq(m->nodes_used, nodes);
 	cr_assert_eq(m->leaves_used, 1);
 	cr_assert_eq(viommu_device_nr_mappings(dev), 1);
-	cr_assert_eq(m->extents_used, 1);
+	cr_assert_eq(m->solo_used, 1, "a one-page mapping: its PTE, no record");
+	cr_assert_eq(m->extents_used, 0);
 	/* Another domain cannot get a root either. */
 	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_NOMEM);
 	cr_assert_null(viommu_device_domain(dev, 2));

@@ -276,6 +276,56 @@ ITEST(INTERLEAVE_SUITE, a_direct_value_read_while_its_endpoint_moved_to_another_
 		     (unsigned long long)lk.ext_phys);
 }
 
+/* ---- a solo page (ABI v7: a one-page mapping, no record, I3) ---- */
+
+/* Leaf 1's pages 5 and 6 as one two-page mapping: record 1, PTEs not solo. */
+static void fx_two_pages(void)
+{
+	fx.exts[1] = (struct viommu_extent_rec){ .seq = 2, .domain_slot = DSLOT, .flags = RW,
+						 .start = LEAF_VA + 5 * 4096, .end = LEAF_VA + 7 * 4096 - 1,
+						 .phys = PAGE_PA };
+	fx.leaves[1].ext[5] = fx.leaves[1].ext[6] = 2;
+	fx.ptes[1].pte[5] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
+	fx.ptes[1].pte[6] = VIOMMU_PTE_MAKE(PAGE_PA + 4096, RW);
+}
+
+static void step_page_remapped_alone(void)
+{
+	/* UNMAP of the two pages (PTEs, ext[], then the record), then a MAP of page 5 alone
+	 * elsewhere: ext[] says solo, then the solo PTE. */
+	__atomic_store_n(&fx.ptes[1].pte[5], 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.leaves[1].ext[5], 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&fx.ptes[1].pte[6], 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.leaves[1].ext[6], 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&fx.exts[1].seq, 3, __ATOMIC_RELEASE);
+	__atomic_store_n(&fx.leaves[1].ext[5], VIOMMU_EXT_SOLO, __ATOMIC_RELAXED);
+	__atomic_store_n(&fx.ptes[1].pte[5], VIOMMU_PTE_MAKE(OTHER_PA, RW) | VIOMMU_PTE_SOLO, __ATOMIC_RELEASE);
+}
+
+ITEST(INTERLEAVE_SUITE, a_whole_extent_is_one_page_only_when_the_pte_read_says_so)
+{
+	const __u64 slot = VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, 1, 4), iova = LEAF_VA + 5 * 4096 + 8;
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	fx_two_pages();
+	cr_assert_eq(viommu_read_leaf(&fx, slot, DSLOT, iova, 1, &lk), 1);
+	cr_assert(lk.whole == 1 && lk.ext_end == LEAF_VA + 7 * 4096 - 1, "the record's two pages");
+	/* The PTE of the two-page mapping read, then the page remapped alone, then ext[]: the
+	 * marker there is not about the PTE this lookup holds. */
+	hook_at = &fx.leaves[1].ext[5];
+	hook_step = step_page_remapped_alone;
+	got = viommu_read_leaf(&fx, slot, DSLOT, iova, 1, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert(got == 0, "read_leaf: %d, [0x%llx, 0x%llx] at PA 0x%llx: no instant had that page alone at that PA",
+		  got, (unsigned long long)lk.ext_start, (unsigned long long)lk.ext_end,
+		  (unsigned long long)lk.ext_phys);
+	/* Asked again: the solo PTE, the page alone at its new PA, whole. */
+	cr_assert_eq(viommu_read_leaf(&fx, slot, DSLOT, iova, 1, &lk), 1);
+	cr_assert(lk.whole == 2 && lk.ext_start == LEAF_VA + 5 * 4096 && lk.ext_end == LEAF_VA + 6 * 4096 - 1 &&
+		  lk.ext_phys == OTHER_PA, "the solo page");
+}
+
 /* ---- a record (I3), the root's flags (I6) and the general lookup's last re-check (I4) ---- */
 
 static void step_record_reused(void)

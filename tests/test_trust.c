@@ -598,19 +598,40 @@ Test(trust, enter_and_exit_nest_and_only_the_outermost_exit_ends_the_section)
 
 Test(trust, the_self_check_notices_a_translation_changed_behind_the_writers_back)
 {
+	const struct viommu_fp_view *v;
 	struct viommu_extent_rec *x;
+	__u64 *pte, old;
 	uint64_t pa;
+	uint32_t dslot;
 
 	setup_with(0);
+	/* A two-page mapping beside setup's one page: a record, and a solo PTE. */
+	cr_assert_eq(test_map(dev, DOM, IOVA + 0x1000, IOVA + 0x2fff, PA + 0x1000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
 	cr_assert_eq(viommu_fastpath_check(fp), 0);
-	/* Anyone holding a map fd (a pin, say) could do this to the map itself. */
-	x = (struct viommu_extent_rec *)viommu_fastpath_view(fp)->exts;
-	for (; x->start != IOVA || (x->seq & 1); x++)
+	v = viommu_fastpath_view(fp);
+	/* Anyone holding a map fd (a pin, say) could do this to the map itself: the record... */
+	x = (struct viommu_extent_rec *)v->exts;
+	for (; x->start != IOVA + 0x1000 || (x->seq & 1); x++)
 		;
 	pa = x->phys;
 	__atomic_store_n(&x->phys, 0x666000ull, __ATOMIC_RELAXED);
 	cr_assert_eq(viommu_fastpath_check(fp), -EUCLEAN);
 	__atomic_store_n(&x->phys, pa, __ATOMIC_RELAXED);
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	/* ...or the one-page mapping's PTE (in the window its first MAP placed over IOVA), made
+	 * to point elsewhere, or to say it is not alone. */
+	dslot = v->eps[EP].domain_slot;
+	cr_assert_neq(v->wins[dslot].regions, 0);
+	pte = (__u64 *)&v->ptes[v->wins[dslot].leaf +
+				((IOVA - (v->wins[dslot].base & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT)]
+		      .pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, IOVA)];
+	old = *pte;
+	cr_assert_eq(old, VIOMMU_PTE_MAKE(PA, VIOMMU_MAP_F_READ) | VIOMMU_PTE_SOLO);
+	__atomic_store_n(pte, VIOMMU_PTE_MAKE(0x666000ull, VIOMMU_MAP_F_READ) | VIOMMU_PTE_SOLO, __ATOMIC_RELAXED);
+	cr_assert_eq(viommu_fastpath_check(fp), -EUCLEAN);
+	__atomic_store_n(pte, old & ~VIOMMU_PTE_SOLO, __ATOMIC_RELAXED);
+	cr_assert_eq(viommu_fastpath_check(fp), -EUCLEAN);
+	__atomic_store_n(pte, old, __ATOMIC_RELAXED);
 	cr_assert_eq(viommu_fastpath_check(fp), 0);
 }
 

@@ -362,7 +362,7 @@ Test(window, a_domains_first_map_places_its_window_over_the_aligned_block_holdin
 	cr_assert_eq(assert_window(d, WIN, false), 0, "the first window");
 	cr_assert_eq(m->windows_used, 1);
 	wl = view()->wins[d].leaf;
-	cr_assert_eq(window_pte(d, WIN + 0x12345000), VIOMMU_PTE_MAKE(0x70000000, RW),
+	cr_assert_eq(window_pte(d, WIN + 0x12345000), (VIOMMU_PTE_MAKE(0x70000000, RW) | VIOMMU_PTE_SOLO),
 		     "the page is at the window's computed place");
 	cr_assert_eq(level4_word(8, WIN + 0x12345000),
 		     VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, wl + 0x91, view()->leaves[wl + 0x91].seq),
@@ -384,7 +384,7 @@ Test(window, a_domains_first_map_places_its_window_over_the_aligned_block_holdin
 	for (uint64_t p = 0; p < 16; p++)
 		cr_assert_eq(window_pte(d, WIN + 2 * MIB - 0x8000 + (p << 12)), VIOMMU_PTE_MAKE(0x90000000 + (p << 12), RW),
 			     "page %llu of the run across regions 0 and 1", (unsigned long long)p);
-	cr_assert_eq(window_pte(d, WIN + WIN_SPAN - 0x1000), VIOMMU_PTE_MAKE(0xa0000000, W),
+	cr_assert_eq(window_pte(d, WIN + WIN_SPAN - 0x1000), (VIOMMU_PTE_MAKE(0xa0000000, W) | VIOMMU_PTE_SOLO),
 		     "the window's last page");
 	cr_assert_eq(VIOMMU_SLOT_IDX(level4_word(8, WIN + WIN_SPAN - 0x1000)), wl + m->window_regions - 1,
 		     "the last region is the window's last leaf");
@@ -441,8 +441,8 @@ Test(window, windows_at_either_end_of_the_address_space_answer_their_first_and_l
 	map_ok(1, 0ull - 4 * MIB, 2 * MIB, 0x40000000, R); /* a 2 MiB piece: pages */
 	map_ok(2, 0, 0x1000, 0x6000, R);
 	assert_window(dslot_of(9), 0, false);
-	cr_assert_eq(window_pte(dslot_of(9), 0), VIOMMU_PTE_MAKE(0x6000, R));
-	cr_assert_eq(window_pte(dslot_of(8), ~0ull), VIOMMU_PTE_MAKE(0x5000, RW));
+	cr_assert_eq(window_pte(dslot_of(9), 0), (VIOMMU_PTE_MAKE(0x6000, R) | VIOMMU_PTE_SOLO));
+	cr_assert_eq(window_pte(dslot_of(8), ~0ull), (VIOMMU_PTE_MAKE(0x5000, RW) | VIOMMU_PTE_SOLO));
 	q[n++] = qy(8, ~0ull, 1, W);
 	q[n++] = qy(8, ~0ull - 7, 8, RW);
 	q[n++] = qy(8, ~0ull - 0xfff, 0x1000, RW);
@@ -791,7 +791,7 @@ Test(window, a_window_reused_by_another_domain_is_never_answered_from_a_readers_
 	map_ok(2, x, 0x1000, pa_b, R);
 	cr_assert_eq(view()->wins[db].leaf, wl, "B has the window A had");
 	assert_window(db, WIN, false);
-	cr_assert_eq(window_pte(db, x), VIOMMU_PTE_MAKE(pa_b, R));
+	cr_assert_eq(window_pte(db, x), (VIOMMU_PTE_MAKE(pa_b, R) | VIOMMU_PTE_SOLO));
 	cr_assert_eq(window_pte(db, x + 0x1000), 0, "nothing of A is left in it");
 
 	n += probes(q + n, 8, x + 0x10); /* A's endpoint first: its copy is A's window */
@@ -1501,7 +1501,7 @@ Test(window, a_first_map_refused_for_want_of_nodes_leaves_a_window_that_later_ma
 	detach_ok(2, 9); /* its root goes back: room for a path */
 	map_ok(1, 0x1000, 0x1000, 0x100000, RW);
 	assert_window(d, 0, false);
-	cr_assert_eq(window_pte(d, 0x1000), VIOMMU_PTE_MAKE(0x100000, RW));
+	cr_assert_eq(window_pte(d, 0x1000), (VIOMMU_PTE_MAKE(0x100000, RW) | VIOMMU_PTE_SOLO));
 	map_ok(1, 0x400000, 0x1000, 0x200000, R); /* outside: the pool's one leaf */
 	n = 0;
 	n += probes(q + n, 8, 0x1010);

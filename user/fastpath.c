@@ -472,18 +472,19 @@ static int hash_leaf(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, 
 	return 1;
 }
 
-/* What a MAP installs: the record's slot word (pieces larger than a page) and, for pages, the
- * record's index and the PTE the page gets once the record is live. */
+/* What a MAP installs: the record's slot word (pieces larger than a page) and, for pages, what
+ * ext[] names (the record's index + 1, or VIOMMU_EXT_SOLO for a one-page MAP, which has no
+ * record) and the PTE the page gets once the record is live. */
 struct piece_src {
 	uint64_t word; /* VIOMMU_SLOT_EXTENT word */
-	uint32_t xi; /* record index */
+	uint32_t ext; /* the pages' ext[] value */
 	uint64_t start, phys; /* the extent's, for the PTEs */
 	uint32_t flags;
-	uint32_t last_leaf; /* out: the leaf of the last page installed */
 };
 
-/* Page @addr of leaf @li: install (ext[] set, PTE without the present bit: W2), publish (the
- * present bit, once the record is live) or remove (PTE then ext[] cleared). */
+/* Page @addr of leaf @li: install (ext[] set, PTE without the present bit: W2; a solo page's
+ * present at once, it has nothing else to publish), publish (the present bit, once the record
+ * is live) or remove (PTE then ext[] cleared). */
 enum piece_op { PIECE_INSTALL, PIECE_PUBLISH, PIECE_REMOVE };
 
 static uint32_t page_op(struct viommu_fastpath *fp, uint32_t li, uint64_t addr,
@@ -495,10 +496,14 @@ static uint32_t page_op(struct viommu_fastpath *fp, uint32_t li, uint64_t addr,
 
 	switch (op) {
 	case PIECE_INSTALL:
-		ST(&f->ext[si], src->xi + 1);
-		/* Not present: a reader answers "not mapped" until PIECE_PUBLISH. */
-		ST_REL(&pt->pte[si], VIOMMU_PTE_MAKE(src->phys + (addr - src->start), src->flags) &
-					    ~VIOMMU_PTE_PRESENT);
+		ST(&f->ext[si], src->ext);
+		/* Not present: a reader answers "not mapped" until PIECE_PUBLISH. A solo page is
+		 * the whole mapping: present now (release: pairs with the readers' acquire of the
+		 * PTE, W2). */
+		ST_REL(&pt->pte[si], src->ext == VIOMMU_EXT_SOLO ?
+					     VIOMMU_PTE_MAKE(src->phys, src->flags) | VIOMMU_PTE_SOLO :
+					     VIOMMU_PTE_MAKE(src->phys + (addr - src->start), src->flags) &
+						     ~VIOMMU_PTE_PRESENT);
 		fp->leaf_used[li]++;
 		break;
 	case PIECE_PUBLISH:
@@ -573,7 +578,6 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 		if (LD(&fp->leaves[path[VIOMMU_RADIX_LEVELS - 1]].ext[VIOMMU_SLOT_OF(level, addr)]))
 			return -EEXIST;
 		page_op(fp, path[VIOMMU_RADIX_LEVELS - 1], addr, src, PIECE_INSTALL);
-		src->last_leaf = path[VIOMMU_RADIX_LEVELS - 1];
 		return 0;
 	}
 
@@ -823,9 +827,20 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 	if (fp->windows_max && !fp->dom_maps[d->slot] && !fp->dom_win[d->slot] && x->end - x->start <
 	    ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1)
 		win_place(fp, d->slot, x->start);
+	if (x->end - x->start == (1ull << VIOMMU_PAGE_SHIFT) - 1) {
+		/* One page: no record, its PTE is the whole extent, present once installed. */
+		src = (struct piece_src){ .ext = VIOMMU_EXT_SOLO, .start = x->start, .phys = x->phys,
+					  .flags = x->flags };
+		if ((err = piece_install(fp, d->slot, x->start, VIOMMU_RADIX_LEVELS - 1, &src)))
+			return err; /* nothing installed: piece_install() undoes its own nodes */
+		fp->dom_maps[d->slot]++;
+		META_ADD(solo_used, 1);
+		META_ADD(publications, 1);
+		return 0;
+	}
 	if ((err = ext_alloc(fp, d->slot, x, &idx, &gen)))
 		return err;
-	src = (struct piece_src){ .word = VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen), .xi = idx,
+	src = (struct piece_src){ .word = VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, idx, gen), .ext = idx + 1,
 				  .start = x->start, .phys = x->phys, .flags = x->flags };
 	err = pieces(fp, d->slot, x->start, x->end, &src, PIECE_INSTALL, &stop, NULL);
 	if (err) {
@@ -837,12 +852,8 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 	}
 	ext_publish(fp, idx, gen);
 	fp->dom_maps[d->slot]++;
-	/* Then the pages (W2): a PTE is present only while its record is live. A one-page MAP (the
-	 * common case) knows its leaf already: no second probe. */
-	if (x->end - x->start == (1ull << VIOMMU_PAGE_SHIFT) - 1)
-		page_op(fp, src.last_leaf, x->start, NULL, PIECE_PUBLISH);
-	else
-		pieces(fp, d->slot, x->start, x->end, NULL, PIECE_PUBLISH, NULL, NULL);
+	/* Then the pages (W2): a PTE is present only while its record is live. */
+	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_PUBLISH, NULL, NULL);
 	META_ADD(publications, 1);
 	return 0;
 }
@@ -856,7 +867,9 @@ static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x
 	 * The pieces name the record (W4): that is how we know its index, with nothing of ours
 	 * kept in the core's extent. */
 	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_REMOVE, NULL, &xi);
-	if (xi)
+	if (xi == VIOMMU_EXT_SOLO)
+		META_ADD(solo_used, -1); /* one page, no record: its PTE went with it */
+	else if (xi)
 		ext_free(fp, xi - 1);
 	fp->dom_maps[d->slot]--;
 	META_ADD(publications, 1);

@@ -18,7 +18,7 @@
 struct fp_check {
 	const struct viommu_fastpath *fp;
 	uint8_t *ext_seen; /* one byte per record index below the high-water mark */
-	uint32_t nodes, leaves, extents;
+	uint32_t nodes, leaves, extents, solos;
 	uint32_t walk; /* this domain's mappings the hash does not index */
 	uint32_t wide; /* this domain's pieces of 1 GiB+ over its window (I13) */
 	uint32_t win_leaves; /* window leaves reached */
@@ -52,8 +52,8 @@ static int see_record(struct fp_check *c, uint32_t xi)
 }
 
 /* Leaf @idx must be the live leaf (@gen) of (@dslot, @base): every page with a record has the
- * PTE that record gives it, present (no MAP is half-published between requests); every other
- * PTE is 0. */
+ * PTE that record gives it, present (no MAP is half-published between requests); a solo page
+ * (a one-page mapping, no record) a present solo PTE; every other PTE is 0. */
 static int check_leaf(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, uint64_t base)
 {
 	const struct viommu_fastpath *fp = c->fp;
@@ -78,6 +78,17 @@ static int check_leaf(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			continue;
 		}
 		used++;
+		if (xi == VIOMMU_EXT_SOLO) {
+			uint64_t pte = fp->ptes[idx].pte[si];
+
+			/* What the store says of it is checked from the store's side (check_record). */
+			if ((pte & 0xfffull & ~(uint64_t)(VIOMMU_PTE_SOLO | VIOMMU_PTE_PRESENT |
+							 (VIOMMU_MAP_F_MASK << 1))) ||
+			    !(pte & VIOMMU_PTE_SOLO) || !(pte & VIOMMU_PTE_PRESENT))
+				return -EUCLEAN;
+			c->solos++;
+			continue;
+		}
 		if (see_record(c, xi - 1))
 			return -EUCLEAN;
 		x = &fp->exts[xi - 1];
@@ -188,7 +199,8 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 	return 0;
 }
 
-static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents);
+static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents,
+				       uint64_t store_solos);
 
 /* Domain @d's window entry says what the writer holds (I13): none, or its window's leaves and
  * an aligned base, VIOMMU_WIN_F_WIDE exactly while @wide pieces of 1 GiB+ lie over it. */
@@ -208,15 +220,17 @@ static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t w
 	return 0;
 }
 
-/* The shared state says what the store says: every endpoint's entry, every extent's record. */
+/* The shared state says what the store says: every endpoint's entry, every extent's record
+ * (or a one-page extent's solo PTE). */
 struct fp_check_store {
 	const struct viommu_fastpath *fp;
 	uint8_t *dom_seen;
-	uint64_t extents;
+	uint64_t extents, solos;
 };
 
-/* The record the radix of domain slot @dslot names for @iova, or -1. */
-static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
+/* The record the radix of domain slot @dslot names for @iova, or -1; VIOMMU_EXT_SOLO, and the
+ * page's PTE in *@pte, for a solo page. */
+static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova, uint64_t *pte)
 {
 	uint32_t idx = fp->dom_root[dslot];
 
@@ -232,6 +246,9 @@ static int64_t record_at(const struct viommu_fastpath *fp, uint32_t dslot, uint6
 			    !leaf_ok(fp, dslot, VIOMMU_SLOT_IDX(w), iova & VIOMMU_COVER_MASK(VIOMMU_RADIX_LEVELS - 1)))
 				return -1;
 			xi = fp->leaves[VIOMMU_SLOT_IDX(w)].ext[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)];
+			*pte = fp->ptes[VIOMMU_SLOT_IDX(w)].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)];
+			if (xi == VIOMMU_EXT_SOLO)
+				return VIOMMU_EXT_SOLO;
 			return xi ? (int64_t)xi - 1 : -1;
 		}
 		if (VIOMMU_SLOT_TAG(w) != VIOMMU_SLOT_NODE || VIOMMU_SLOT_IDX(w) >= fp->node_hwm)
@@ -251,10 +268,19 @@ static int check_record(const struct viommu_extent *x, void *arg)
 {
 	struct record_check *rc = arg;
 	const struct viommu_fastpath *fp = rc->c->fp;
-	int64_t ri = record_at(fp, rc->dslot, x->start);
+	uint64_t pte = 0;
+	int64_t ri = record_at(fp, rc->dslot, x->start, &pte);
 	const struct viommu_extent_rec *r;
 
-	if (ri < 0 || ri >= fp->ext_hwm)
+	if (ri == VIOMMU_EXT_SOLO) { /* exactly this one page, its PTE the whole mapping */
+		if (x->end - x->start != (1ull << VIOMMU_PAGE_SHIFT) - 1 ||
+		    pte != (VIOMMU_PTE_MAKE(x->phys, x->flags) | VIOMMU_PTE_SOLO))
+			return -EUCLEAN;
+		rc->c->solos++;
+		return 0;
+	}
+	/* A mapping of one page is always solo: a record for one would be the writer's slip. */
+	if (ri < 0 || ri >= fp->ext_hwm || x->end - x->start == (1ull << VIOMMU_PAGE_SHIFT) - 1)
 		return -EUCLEAN;
 	r = &fp->exts[ri];
 	if ((r->seq & 1) || r->domain_slot != rc->dslot || r->start != x->start || r->end != x->end ||
@@ -344,10 +370,11 @@ int viommu_fastpath_check(const struct viommu_fastpath *fp)
 		return -EUCLEAN;
 	if (check_replica(fp))
 		return -EUCLEAN;
-	return viommu_fastpath_check_radix(fp, cs.extents);
+	return viommu_fastpath_check_radix(fp, cs.extents, cs.solos);
 }
 
-static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents)
+static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_t store_extents,
+				       uint64_t store_solos)
 {
 	struct fp_check c = { .fp = fp };
 	uint32_t domains = 0;
@@ -392,7 +419,7 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 		return -EUCLEAN;
 	/* A domain lives while it has an endpoint: the records reached from the store's domains
 	 * are exactly the live ones. */
-	if (store_extents != c.extents)
+	if (store_extents != c.extents || store_solos != c.solos || c.solos != fp->meta->solo_used)
 		return -EUCLEAN;
 	/* The sparse endpoint index (I8): every id once, above the dense range, naming its own
 	 * entry, reachable by linear probing from its home within meta.ep_probes slots. */

@@ -475,15 +475,16 @@ static inline void tlb_fill(struct viommu_reader *r, struct viommu_reader_tlb *t
 	t->wraps = wraps;
 	t->ep = q->endpoint;
 	t->ep_seq = lk->ep_seq;
-	if (lk->whole) {
+	if (lk->whole == 1) {
 		/* The record's first word as validated: seq, domain slot, flags (little-endian). */
 		t->wordp = (const __u64 *)&r->exts[lk->idx];
 		t->word = lk->gen | (__u64)(uint16_t)lk->dslot << 32 | (__u64)lk->ext_flags << 48;
 		t->flags = lk->ext_flags | VIOMMU_QUERY_F_EXTENT;
 	} else {
+		/* The page's PTE; a solo one (whole == 2) is the whole extent as well (I10). */
 		t->wordp = &r->ptes[lk->idx].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, q->iova)];
 		t->word = lk->pte;
-		t->flags = lk->ext_flags;
+		t->flags = lk->ext_flags | (lk->whole ? VIOMMU_QUERY_F_EXTENT : 0);
 	}
 	t->start = lk->ext_start;
 	t->end = lk->ext_end;

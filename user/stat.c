@@ -41,6 +41,7 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 	uint64_t ul = 0, uh = 0, ui = 0, ur = 0, uf[3] = { 0, 0, 0 };
 	unsigned local = 0, remote = 0, fence = 0, revoked = 0;
 	double slots_total = (double)(m->hash_mask + 1) * VIOMMU_HASH_WAYS;
+	double maps = (double)m->extents_used + m->solo_used;
 
 	sum_bpf(stats_fd, &bpf);
 	for (uint32_t i = 0; i < VIOMMU_READER_INFOS; i++) {
@@ -63,8 +64,8 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 	fprintf(out, "fast path (shared memory: a memfd; BPF maps once a BPF consumer asks)\n");
 	fprintf(out, "  endpoints      %u\n", m->endpoints_used);
 	fprintf(out, "  domains        %u\n", m->domains_used);
-	fprintf(out, "  extents        %u / %u (%zu B each)\n", m->extents_used, m->extents_max,
-		sizeof(struct viommu_extent_rec));
+	fprintf(out, "  extents        %u one-page (no record) + %u with a record (%u max, %zu B each)\n",
+		m->solo_used, m->extents_used, m->extents_max, sizeof(struct viommu_extent_rec));
 	fprintf(out, "  radix nodes    %u / %u (%.2f MiB)\n", m->nodes_used, m->nodes_max,
 		m->nodes_used * sizeof(struct viommu_node) / 1048576.0);
 	fprintf(out, "  leaves         %u / %u (%.2f MiB)\n", m->leaves_used, m->leaves_max,
@@ -73,11 +74,11 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 		m->windows_used, m->windows_max, m->window_regions * 2);
 	fprintf(out, "  hash           %u / %.0f slots (load %.4f)\n", m->hash_used, slots_total,
 		m->hash_used / slots_total);
-	fprintf(out, "  bytes/extent   %zu record + %.1f radix + %.1f hash (amortised; the hash counted whole)\n",
-		sizeof(struct viommu_extent_rec),
-		m->extents_used ? ((double)m->nodes_used * sizeof(struct viommu_node) +
-				   (double)m->leaves_used * (sizeof(struct viommu_leaf) + sizeof(struct viommu_ptes))) / m->extents_used : 0.0,
-		m->extents_used ? (m->hash_mask + 1.0) * sizeof(struct viommu_hash_bucket) / m->extents_used : 0.0);
+	fprintf(out, "  bytes/extent   %.1f record + %.1f radix + %.1f hash (amortised over every extent; the hash counted whole)\n",
+		maps ? (double)m->extents_used * sizeof(struct viommu_extent_rec) / maps : 0.0,
+		maps ? ((double)m->nodes_used * sizeof(struct viommu_node) +
+			(double)m->leaves_used * (sizeof(struct viommu_leaf) + sizeof(struct viommu_ptes))) / maps : 0.0,
+		maps ? (m->hash_mask + 1.0) * sizeof(struct viommu_hash_bucket) / maps : 0.0);
 	fprintf(out, "  publications   %llu, grace periods %llu (mean %.1f us, %s), readers revoked %u\n",
 		(unsigned long long)m->publications, (unsigned long long)m->grace_periods,
 		m->grace_periods ? m->grace_ns_total / 1e3 / m->grace_periods : 0.0,
