@@ -435,7 +435,8 @@ enum viommu_xlate_result {
 #endif
 
 /* A query's access may also carry VIOMMU_QUERY_F_EXTENT: answer with the whole extent holding
- * iova (ext_start..ext_end), which costs the lookup a second dependent load (the extent record).
+ * iova (ext_start..ext_end), which costs the lookup a second dependent load (the extent record;
+ * none for a one-page mapping, whose solo PTE is the whole extent).
  * Without it a query within one page is answered from the page's PTE alone and ext_* describe
  * at least that page (a run of the extent, the whole extent when a piece larger than a page
  * holds iova); a query whose range crosses a page boundary always gets whole extents. */

@@ -58,8 +58,8 @@ struct viommu_lk {
 	__u8 direct; /* 1: a 2 MiB piece's run from a direct hash value (nothing vouches for it) */
 	__u32 dslot; /* the domain slot the answer was validated in */
 	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
-	 * and the record (whole: idx, gen are the record's) or the leaf (a page: the leaf's, and
-	 * the PTE of the page) */
+	 * and the record (whole == 1: idx, gen are the record's) or the leaf (a page or a solo
+	 * page, whole 0 or 2: the leaf's, and the PTE of the page) */
 	__u32 ep_idx, ep_seq, idx, gen;
 	__u64 pte;
 };
@@ -628,7 +628,7 @@ page:
 	lk->ext_end = lk->ext_start + (1ull << VIOMMU_PAGE_SHIFT) - 1;
 	lk->ext_phys = VIOMMU_PTE_PA(pte);
 	lk->ext_flags = VIOMMU_PTE_FLAGS(pte);
-	lk->whole = 0;
+	lk->whole = (__u8)((pte & VIOMMU_PTE_SOLO) >> 3); /* 2: a solo PTE, the whole extent */
 	lk->direct = 0;
 	lk->dslot = dslot;
 	lk->ep_idx = ep;

@@ -257,6 +257,9 @@ Test(fastpath, a_one_page_map_has_no_record_and_its_pte_is_the_whole_extent_on_e
 		{ .endpoint = 8, .access = 1 | X, .iova = 0x11000, .size = 0x1000 },
 		{ .endpoint = 8, .access = 2 | X, .iova = 0x20ff0, .size = 0x20 }, /* across the record's two pages */
 		{ .endpoint = 8, .access = 2 | X, .iova = 0x21ff0, .size = 0x20 }, /* into the next, alone */
+		/* A page query first: the short path fills the reader TLB, whole (the page is solo),
+		 * and the whole-extent query after it is answered from that entry. */
+		{ .endpoint = 8, .access = 1, .iova = far + 0x10, .size = 8 },
 		{ .endpoint = 8, .access = 1 | X, .iova = far + 0x123, .size = 1 },
 		{ .endpoint = 8, .access = 2, .iova = far + 0x123, .size = 1 }, /* not writable */
 		{ .endpoint = 8, .access = 1, .iova = 0x10ff0, .size = 0x20 }, /* into an unmapped page */
@@ -270,7 +273,10 @@ Test(fastpath, a_one_page_map_has_no_record_and_its_pte_is_the_whole_extent_on_e
 	cr_assert_eq(test_map(dev, 1, 0x20000, 0x21fff, 0xa000, RW), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x22000, 0x22fff, 0xc000, RW), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, far, far + 0xfff, 0xd000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
-	cr_assert_eq(m->solo_used, 4, "every one-page mapping is solo");
+	/* A neighbour in the far page's region: its leaf lives through the far page's UNMAP below
+	 * (a leaf's free would drop every reader TLB entry anyway, I10). */
+	cr_assert_eq(test_map(dev, 1, far + 0x10000, far + 0x10fff, 0xe000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
+	cr_assert_eq(m->solo_used, 5, "every one-page mapping is solo");
 	cr_assert_eq(m->extents_used, 1, "the two-page mapping has the one record");
 	check_queries(r, q, n);
 	for (unsigned i = 0; i < n; i++)
@@ -284,8 +290,11 @@ Test(fastpath, a_one_page_map_has_no_record_and_its_pte_is_the_whole_extent_on_e
 	/* And the other way: a page of a record's mapping mapped again alone, same PA. */
 	cr_assert_eq(test_unmap(dev, 1, 0x20000, 0x21fff), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x21000, 0x21fff, 0xb000, RW), VIOMMU_S_OK);
+	/* The far page too, outside the window, same PA, joining the page below it. */
+	cr_assert_eq(test_unmap(dev, 1, far, far + 0xfff), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, far - 0x1000, far + 0xfff, 0xc000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
 	cr_assert_eq(m->solo_used, 3);
-	cr_assert_eq(m->extents_used, 1);
+	cr_assert_eq(m->extents_used, 2);
 	check_queries(r, q, n);
 	for (unsigned i = 0; i < n; i++)
 		translate_twice(r, &q[i]);

@@ -27,8 +27,8 @@ struct viommu_fastpath;
 
 /* A reader-private cache of validated hits (an IOTLB of this thread). An entry is used only
  * after re-validating it against shared memory: what vouched for it still holds what it held
- * (a whole extent: its record's generation; a page: its leaf's generation and its PTE), and the
- * endpoint entry the sequence it had (docs/concurrency.md, I10). */
+ * (a whole extent: its record's generation; a page, and a solo page's whole extent: its PTE),
+ * and the endpoint entry the sequence it had (docs/concurrency.md, I10). */
 #define VIOMMU_READER_TLB_BITS 6
 #define VIOMMU_READER_TLB (1u << VIOMMU_READER_TLB_BITS)
 struct viommu_reader_tlb { /* one cache line */

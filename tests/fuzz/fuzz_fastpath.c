@@ -144,9 +144,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	v = variant_get(sel & (SEL_MASK | SEL_BIG_POOLS));
 	m = viommu_fastpath_view(v->fp)->meta;
 	viommu_device_system_reset(v->dev);
-	if (m->domains_used || m->nodes_used || m->extents_used || m->hash_used)
-		FAIL("a reset left %u domains, %u nodes, %u records, %u hash entries in use",
-		     m->domains_used, m->nodes_used, m->extents_used, m->hash_used);
+	if (m->domains_used || m->nodes_used || m->leaves_used || m->extents_used || m->solo_used ||
+	    m->hash_used)
+		FAIL("a reset left %u domains, %u nodes, %u leaves, %u records, %u solo pages, %u hash entries in use",
+		     m->domains_used, m->nodes_used, m->leaves_used, m->extents_used, m->solo_used, m->hash_used);
 	for (unsigned ops = 0; ops < VIOMMU_FUZZ_MAX_OPS && c.left; ops++) {
 		uint8_t op, b[12], rd[255], wr[VIOMMU_FUZZ_MAX_WR];
 		uint64_t iova;
