@@ -240,6 +240,11 @@ static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts
 			regions *= 2;
 		o->window_regions = regions;
 		o->windows = 1;
+		/* And a piece window over the whole span (up to 2^20 regions, 2 TiB: 8 MiB), for
+		 * the 2 MiB pieces past the window. */
+		for (regions = 1; regions < (1u << 20) && first / regions != last / regions;)
+			regions *= 2;
+		o->piece_regions = regions;
 	}
 	o->extents = (uint32_t)(w->n + (BENCH_SPARSE_DOMAINS - 1) * w->nother) + 4096;
 }

@@ -57,6 +57,9 @@
 #ifndef VIOMMU_WINDOW_REGIONS_DEFAULT
 #define VIOMMU_WINDOW_REGIONS_DEFAULT 2048u /* 2 MiB regions per window: 4 GiB of IOVA */
 #endif
+#ifndef VIOMMU_PIECE_REGIONS_DEFAULT
+#define VIOMMU_PIECE_REGIONS_DEFAULT 65536u /* 2 MiB regions per piece window: 128 GiB of IOVA */
+#endif
 #ifndef VIOMMU_EXTENTS_DEFAULT
 #define VIOMMU_EXTENTS_DEFAULT (1u << 21) /* extent records */
 #endif
@@ -212,10 +215,23 @@ struct viommu_ptes { /* writer: device thread */
  * domain goes, and its endpoints' entries change before that (I4). */
 #define VIOMMU_WIN_F_WIDE 1ull
 #define VIOMMU_WIN_F_MASK ((1ull << VIOMMU_HASH_SHIFT) - 1)
+/* The same domain's piece window (ABI v7), placed with the window: entry r of the run of
+ * `pregions` words of viommu_pieces from index `pfirst` holds the direct value
+ * (VIOMMU_HASH_DIRECT_MAKE) of the published 2 MiB piece at pbase + r * 2 MiB, 0 otherwise, so
+ * that such a piece outside the window is one word at a computed place too (a 2 MiB piece inside
+ * the window is pages there). Only a hit counts: 0 says nothing (the hash and the walk answer).
+ * The writer sets an entry after the piece's record went live and clears it before the record
+ * dies, so a direct value read there was the piece's translation at the instant of the load
+ * (I13); the endpoint entry's seqlock vouches for the window as for the rest.
+ *   pregions  0: no piece window. Stored (release) after pbase and pfirst.
+ *   pbase     its first IOVA (aligned to its span). */
 struct viommu_window { /* writer: device thread */
 	__u64 base;
 	__u32 leaf;
 	__u32 regions;
+	__u64 pbase;
+	__u32 pfirst;
+	__u32 pregions;
 };
 
 /* ---- viommu_extents: one record per mapping (one MAP request) ---- */
@@ -298,7 +314,8 @@ struct viommu_meta { /* writer: device thread */
 	__u32 windows_leaf; /* the first window leaf: the pool has this many */
 	__u32 window_regions; /* 2 MiB regions per window (a power of two), 0 without windows */
 	__u32 windows_max;
-	__u32 pad1[2];
+	__u32 piece_regions; /* 2 MiB regions per piece window (a power of two), 0 without windows */
+	__u32 pad1;
 	/* line 1, alone: every viommu_reader_enter() reads it, the writer bumps it once per grace
 	 * period. The counters below change on every publication; sharing a line with them cost a
 	 * reader a cache miss per lookup under churn. */
@@ -354,8 +371,8 @@ struct viommu_reader_info {
  * writer's, the pins, the view a reader in another process gets, `viommu stat`'s checks) is
  * made from this table. The data maps, those a lookup reads, come first: in the memfd each
  * starts on a page, in this order, its elements rounded up to 8 bytes as the kernel's arrays
- * (so the replica's maps sit at the same offsets). Entries of NODES, LEAVES, EXTENTS and HASH
- * are the defaults: the writer sizes those four at creation (viommu_fastpath_opts); the memfd's
+ * (so the replica's maps sit at the same offsets). Entries of NODES, LEAVES, PTES, EXTENTS, HASH
+ * and PIECES are the defaults: the writer sizes those at creation (viommu_fastpath_opts); the memfd's
  * pages are allocated as they are first touched, the replica's maps whole. Not listed: the
  * per-CPU viommu_stats (BPF readers' counters), the viommu_faults ring buffer and viommu_sync. */
 #define VIOMMU_MAPS(X)                                                                           \
@@ -368,6 +385,8 @@ struct viommu_reader_info {
 	X(EXTENTS, viommu_extents, struct viommu_extent_rec, VIOMMU_EXTENTS_DEFAULT, "device thread") \
 	X(HASH, viommu_hash, struct viommu_hash_bucket, VIOMMU_HASH_BUCKETS_DEFAULT, "device thread") \
 	X(WINDOWS, viommu_windows, struct viommu_window, VIOMMU_DOMAINS_MAX, "device thread")    \
+	X(PIECES, viommu_pieces, __u64, VIOMMU_WINDOWS_DEFAULT * VIOMMU_PIECE_REGIONS_DEFAULT,     \
+	  "device thread")                                                                       \
 	X(READERS, viommu_readers, struct viommu_reader_info, VIOMMU_READER_INFOS,               \
 	  "device thread (a summary of the readers, for viommu stat)")
 #define VIOMMU_SHM_ID_(id, ...) VIOMMU_SHM_##id,
@@ -403,6 +422,7 @@ struct viommu_share_hello {
 	__u32 token; /* the value the writer stores in the slot's `revoked` if it revokes it */
 	__u32 leaves_max; /* pool and windows */
 	__u32 windows_leaf, window_regions;
+	__u32 pieces_max, piece_regions; /* viommu_pieces' entries, and a piece window's */
 	__u64 data_bytes; /* size of the data memfd */
 	__u64 off[VIOMMU_SHM_DATA]; /* page-aligned offset of each map's copy in the memfd */
 };
@@ -490,8 +510,8 @@ _Static_assert(VIOMMU_DOMAINS_MAX <= 65536, "a domain slot fits the record's 16 
 _Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
 _Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cache lines");
 _Static_assert(sizeof(struct viommu_reader_info) == 80, "reader info is 80 B");
-_Static_assert(sizeof(struct viommu_share_hello) == 120, "share hello is 120 B");
-_Static_assert(sizeof(struct viommu_window) == 16, "window entry is 16 B");
+_Static_assert(sizeof(struct viommu_share_hello) == 136, "share hello is 136 B");
+_Static_assert(sizeof(struct viommu_window) == 32, "window entry is 32 B");
 _Static_assert(offsetof(struct viommu_meta, epoch) == 64 && offsetof(struct viommu_meta, nodes_used) == 128,
 	       "meta: the epoch has a cache line of its own");
 _Static_assert(sizeof(struct viommu_query) == 24, "query is 24 B");

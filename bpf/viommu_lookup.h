@@ -13,6 +13,7 @@
  *   viommu_acc_ext(ctx, idx)       -> const struct viommu_extent_rec *
  *   viommu_acc_bucket(ctx, idx)    -> const struct viommu_hash_bucket *
  *   viommu_acc_win(ctx, dslot)     -> const struct viommu_window *      (NULL if out of range)
+ *   viommu_acc_piece(ctx, idx)     -> const __u64 *  a viommu_pieces entry (NULL if out of range)
  *   viommu_acc_hash_mask(ctx)      -> __u32
  *   viommu_acc_ep_probes(ctx)      -> __u32   meta.ep_probes, loaded with acquire (0 if none)
  *   VIOMMU_LOAD_ACQ(p), VIOMMU_LOAD(p)   atomic 32/64-bit loads (acquire / at least relaxed)
@@ -324,15 +325,32 @@ VIOMMU_INLINE void viommu_answer_pte(struct viommu_answer *a, __u64 iova, __u64 
 	a->next = 0;
 }
 
+/* A HIT for byte @iova from the direct value @v of its published 2 MiB piece (hash or piece
+ * window): the piece is the run answered. */
+VIOMMU_INLINE void viommu_answer_direct(struct viommu_answer *a, __u64 iova, __u64 v)
+{
+	a->result = VIOMMU_XLATE_HIT;
+	a->reason = 0;
+	a->ext_start = iova & ~((1ull << VIOMMU_HASH_SHIFT) - 1);
+	a->ext_end = a->ext_start | ((1ull << VIOMMU_HASH_SHIFT) - 1);
+	a->ext_phys = VIOMMU_HASH_DIRECT_PA(v);
+	a->pa = a->ext_phys + (iova & ((1ull << VIOMMU_HASH_SHIFT) - 1)); /* the piece's PA: 4 KiB aligned */
+	a->ext_flags = VIOMMU_HASH_DIRECT_FLAGS(v);
+	a->fault_addr = 0;
+	a->next = 0;
+}
+
 /*
  * The page of @iova in the window of domain @dslot (I13), for a reader that loaded the attached
  * endpoint entry @e with seq @s1: the page's PTE at a computed place, as in a flat table, with
  * nothing but the entry's seqlock to check (the window's leaves hold only this domain's pages
  * while it owns them, and it owns them while an endpoint is in it). 1: *@pte present, *@li its
  * leaf; 2: the page is not mapped (not present, and no piece of 1 GiB or more over the window);
- * 3: not in the window (or none): the caller goes on; 0: raced, or a larger piece may hold it.
+ * 4: outside the window, a published 2 MiB piece in the piece window: *@pte its direct value;
+ * 3: not in either (or none): the caller goes on; 0: raced, or a larger piece may hold it.
  */
 #define VIOMMU_WIN_OUT 3
+#define VIOMMU_WIN_PIECE 4
 VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u32 s1, __u32 dslot,
 				    __u64 iova, __u64 *pte, __u32 *li)
 {
@@ -346,8 +364,23 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	wn = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
 	wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_wide_add()'s release */
 	r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
-	if (r >= wn)
-		return VIOMMU_WIN_OUT;
+	if (r >= wn) {
+		/* The piece window: a word per 2 MiB region, a direct value or 0 (nothing said). */
+		const __u64 *pv;
+		__u32 pn = VIOMMU_LOAD_ACQ(&w->pregions); /* pairs with win_place()'s release */
+
+		r = (iova - VIOMMU_LOAD(&w->pbase)) >> VIOMMU_HASH_SHIFT;
+		if (r >= pn)
+			return VIOMMU_WIN_OUT;
+		pv = viommu_acc_piece(VIOMMU_CTX_ARG, VIOMMU_LOAD(&w->pfirst) + (__u32)r);
+		if (!pv)
+			return VIOMMU_WIN_OUT;
+		*pte = VIOMMU_LOAD_ACQ(pv); /* pairs with piece_win_set()'s release */
+		VIOMMU_FENCE_ACQ();
+		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+			return 0;
+		return VIOMMU_SLOT_TAG(*pte) == VIOMMU_HASH_DIRECT ? VIOMMU_WIN_PIECE : VIOMMU_WIN_OUT;
+	}
 	*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
 	pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
 	if (!pt)
@@ -555,6 +588,14 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		lk->result = VIOMMU_XLATE_FAULT;
 		lk->reason = VIOMMU_FAULT_R_MAPPING;
 		return 2;
+	case VIOMMU_WIN_PIECE: /* a published 2 MiB piece, its entry read with the seq unchanged */
+		viommu_direct_lk(pte, iova, lk);
+		lk->result = VIOMMU_XLATE_HIT;
+		lk->reason = 0;
+		lk->dslot = dslot;
+		lk->ep_idx = ep;
+		lk->ep_seq = s1;
+		return 1;
 	case VIOMMU_WIN_OUT:
 		break;
 	default:

@@ -82,6 +82,7 @@ static __always_inline const void *viommu_bpf_elem(void *map, __u32 idx)
 #define viommu_acc_ext(c, i) ((const struct viommu_extent_rec *)viommu_bpf_elem(&viommu_extents, (i)))
 #define viommu_acc_bucket(c, i) ((const struct viommu_hash_bucket *)viommu_bpf_elem(&viommu_hash, (i)))
 #define viommu_acc_win(c, i) ((const struct viommu_window *)viommu_bpf_elem(&viommu_windows, (i)))
+#define viommu_acc_piece(c, i) ((const __u64 *)viommu_bpf_elem(&viommu_pieces, (i)))
 #define viommu_acc_hash_mask(c) (viommu_hash_mask)
 static __always_inline __u32 viommu_bpf_ep_probes(void)
 {
@@ -201,6 +202,12 @@ static __always_inline int viommu_bpf_window(const struct viommu_query *q, struc
 	if ((s1 & 1) | (VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
 		return 0;
 	got = viommu_window_pte(0, e, s1, dslot, iova, &pte, &li);
+	if (got == VIOMMU_WIN_PIECE) { /* a published 2 MiB piece, with every flag the access needs */
+		if ((VIOMMU_HASH_DIRECT_FLAGS(pte) & q->access) != q->access)
+			return 0;
+		viommu_answer_direct(a, iova, pte);
+		return 1;
+	}
 	if (got == 2) {
 		a->result = VIOMMU_XLATE_FAULT;
 		a->reason = VIOMMU_FAULT_R_MAPPING;

@@ -38,6 +38,7 @@ struct fx {
 	struct viommu_extent_rec exts[2];
 	struct viommu_hash_bucket buckets[2] __attribute__((aligned(64))); /* hash_mask 1 */
 	__u64 ep_index[1];
+	__u64 pieces[4]; /* the piece window of domain slot 0 */
 };
 
 static struct fx fx;
@@ -77,6 +78,7 @@ static inline void hook(const volatile void *p)
 #define viommu_acc_ext(v, i) ((i) < 2 ? &(v)->exts[i] : (const struct viommu_extent_rec *)0)
 #define viommu_acc_bucket(v, i) ((i) < 2 ? &(v)->buckets[i] : (const struct viommu_hash_bucket *)0)
 #define viommu_acc_win(v, i) ((i) < FX_EPS ? &(v)->wins[i] : (const struct viommu_window *)0)
+#define viommu_acc_piece(v, i) ((i) < 4 ? &(v)->pieces[i] : (const __u64 *)0)
 #define viommu_acc_hash_mask(v) ((void)(v), 1u)
 #define viommu_acc_ep_probes(v) ((void)(v), 0u)
 #include "viommu_lookup.h"
@@ -96,6 +98,7 @@ static inline void hook(const volatile void *p)
 #define EXT_VA (128ull << 30) /* a 2 MiB piece whose hash value is still its record's slot word */
 #define EXT_PA 0x300000000ull
 #define HOLE_VA (256ull << 30) /* in no bucket: not mapped while the root has no WALK flag */
+#define PWIN_VA (512ull << 30) /* the piece window's 4 regions */
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
 
 /* Where a key is: bucket and way. */
@@ -141,8 +144,11 @@ static void fx_setup(void)
 	fx.leaves[1] = (struct viommu_leaf){ .seq = 4, .domain_slot = DSLOT, .base = LEAF_VA };
 	fx.ptes[1].pte[5] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
 	hash_put(VIOMMU_HASH_KEY(DSLOT, LEAF_VA), VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, 1, 4));
-	/* the window: leaves 2 and 3, page 7 of its first region mapped */
-	fx.wins[DSLOT] = (struct viommu_window){ .base = WIN_VA, .leaf = 2, .regions = 2 };
+	/* the window: leaves 2 and 3, page 7 of its first region mapped; its piece window: 4
+	 * regions from PWIN_VA, a published 2 MiB piece in the second */
+	fx.wins[DSLOT] = (struct viommu_window){ .base = WIN_VA, .leaf = 2, .regions = 2,
+						 .pbase = PWIN_VA, .pfirst = 0, .pregions = 4 };
+	fx.pieces[1] = VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW);
 	fx.ptes[2].pte[7] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
 	/* the published 2 MiB piece */
 	hash_put(VIOMMU_HASH_KEY(DSLOT, PIECE_VA), VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW));
@@ -256,6 +262,26 @@ ITEST(INTERLEAVE_SUITE, a_window_page_read_while_its_endpoint_moved_to_another_d
 	hook_at = &fx.ptes[2].pte[7];
 	hook_step = step_endpoint_moved;
 	got = viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, iova, &pte, &li);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert_eq(got, 0, "window_pte after the endpoint moved: %d", got);
+}
+
+ITEST(INTERLEAVE_SUITE, a_piece_window_word_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
+{
+	const __u64 iova = PWIN_VA + (2ull << 20) + 0x1234;
+	struct viommu_lk lk = { 0 };
+	__u64 v;
+	__u32 li;
+	int got;
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, iova, &lk), 1);
+	cr_assert_eq(lk.ext_phys + (iova - lk.ext_start), PIECE_PA + 0x1234);
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, PWIN_VA + 0x10, &v, &li), VIOMMU_WIN_OUT,
+		     "a word of 0 says nothing");
+	/* The word loaded, then the endpoint's domain changes: its seq re-check must see it. */
+	hook_at = &fx.pieces[1];
+	hook_step = step_endpoint_moved;
+	got = viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, iova, &v, &li);
 	cr_assert_eq(hook_fired, 1);
 	cr_assert_eq(got, 0, "window_pte after the endpoint moved: %d", got);
 }

@@ -250,6 +250,8 @@ static const struct viommu_fp_view *view(void)
 	return viommu_fastpath_view(fp);
 }
 
+static __u64 piece_entry(uint32_t d, uint64_t iova);
+
 /* The domain slot endpoint @ep is attached to. */
 static uint32_t dslot_of(uint32_t ep)
 {
@@ -881,13 +883,15 @@ Test(window, a_window_reused_after_a_domain_that_freed_no_leaf_is_never_answered
  */
 Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_the_writer_bumped_wraps)
 {
-	const uint64_t x = WIN + 0x3000, y = WIN + 0x5000, z = 64 * GIB, w = 32 * GIB + 0x7000;
-	const uint64_t iova[4] = { x, y, z, w }, pa_b[4] = { 0xb0003000, 0xb0005000, 0xb0400000, 0xb0007000 };
-	static const char *const what[4] = { "a page in both windows", "a page only in B's window",
-					      "a 2 MiB piece outside both (a direct value)",
-					      "a page outside both windows (the reader TLB)" };
+	const uint64_t x = WIN + 0x3000, y = WIN + 0x5000, z = 64 * GIB, w = 32 * GIB + 0x7000, v = 256 * GIB;
+	const uint64_t iova[5] = { x, y, z, w, v };
+	const uint64_t pa_b[5] = { 0xb0003000, 0xb0005000, 0xb0400000, 0xb0007000, 0xb0800000 };
+	static const char *const what[5] = { "a page in both windows", "a page only in B's window",
+					      "a 2 MiB piece outside both, in both piece windows",
+					      "a page outside both windows (the reader TLB)",
+					      "a 2 MiB piece outside every window (a direct hash value)" };
 	struct viommu_reader_epw copy;
-	struct viommu_query q[16];
+	struct viommu_query q[24];
 	struct viommu_reader *r;
 	uint32_t copied, now;
 	unsigned n = 0;
@@ -900,13 +904,16 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 	map_ok(1, x, 0x1000, 0xa0003000, RW);
 	map_ok(1, z, 2 * MIB, 0xa0400000, RW);
 	map_ok(1, w, 0x1000, 0xa0007000, RW);
+	map_ok(1, v, 2 * MIB, 0xa0800000, RW);
 	attach_ok(2, 9);
-	for (int i = 0; i < 4; i++)
-		map_ok(2, iova[i], i == 2 ? 2 * MIB : 0x1000, pa_b[i], RW);
+	for (int i = 0; i < 5; i++)
+		map_ok(2, iova[i], i == 2 || i == 4 ? 2 * MIB : 0x1000, pa_b[i], RW);
+	cr_assert_eq(piece_entry(dslot_of(8), z), VIOMMU_HASH_DIRECT_MAKE(0xa0400000, RW));
 	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0xa0003010);
 	cr_assert_eq(translate(r, 8, y + 0x10, R).result, VIOMMU_XLATE_FAULT);
 	cr_assert_eq(translate(r, 8, z + 0x10, R).pa, 0xa0400010);
 	cr_assert_eq(translate(r, 8, w + 0x10, R).pa, 0xa0007010); /* fills a reader TLB entry */
+	cr_assert_eq(translate(r, 8, v + 0x10, R).pa, 0xa0800010);
 	copy = r->epw[8 % VIOMMU_READER_EPW];
 	cr_assert_eq(copy.ep, 8, "the reader copied endpoint 8's window");
 	copied = copy.ep_seq;
@@ -921,7 +928,7 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 	FP_STORE(fp, &fp->eps[8].seq, copied, __ATOMIC_RELEASE);
 
 	/* Each query first after the wrap, with the reader's old copy (a walk refreshes it). */
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		struct viommu_answer a;
 
 		r->epw[8 % VIOMMU_READER_EPW] = copy;
@@ -1827,3 +1834,82 @@ Test(window, random_requests_around_windows_are_answered_as_the_store_does_by_on
 	viommu_reader_close(r);
 }
 
+
+/* ---- piece windows (ABI v7): a word per 2 MiB region past the window ---- */
+
+/* Domain slot @d's piece window entry for the region at @iova, asserting it has one there. */
+static __u64 piece_entry(uint32_t d, uint64_t iova)
+{
+	const struct viommu_window *w = &view()->wins[d];
+	uint64_t r = (iova - w->pbase) >> 21;
+
+	cr_assert_neq(w->pregions, 0, "domain slot %u has a piece window", d);
+	cr_assert_lt(r, w->pregions, "0x%llx is in the piece window of domain slot %u", (unsigned long long)iova, d);
+	return view()->pieces[w->pfirst + r];
+}
+
+Test(window, a_2mib_piece_past_the_window_is_one_word_of_its_piece_window_on_every_path)
+{
+	struct viommu_reader *r;
+	struct viommu_query q[64];
+	const uint64_t P = WIN + WIN_SPAN + 6 * MIB; /* past the window, 2 MiB aligned */
+	const uint64_t FAR = 1ull << 46; /* past the piece window too: the hash answers */
+	uint32_t d;
+	unsigned n = 0;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW); /* the first MAP places both windows */
+	d = dslot_of(8);
+	cr_assert_eq(view()->wins[d].pbase, 0, "the 128 GiB block holding the first MAP");
+	cr_assert_eq((uint64_t)view()->wins[d].pregions << 21, (uint64_t)VIOMMU_PIECE_REGIONS_DEFAULT << 21);
+
+	map_ok(1, P, 2 * MIB, 0x80000000, RW);
+	map_ok(1, P + 4 * MIB, 4 * MIB + 0x1000, 0x90000000, R); /* two pieces and a page */
+	map_ok(1, FAR, 2 * MIB, 0xa0000000, W);
+	cr_assert_eq(piece_entry(d, P), VIOMMU_HASH_DIRECT_MAKE(0x80000000, RW));
+	cr_assert_eq(piece_entry(d, P + 4 * MIB), VIOMMU_HASH_DIRECT_MAKE(0x90000000, R));
+	cr_assert_eq(piece_entry(d, P + 6 * MIB), VIOMMU_HASH_DIRECT_MAKE(0x90200000, R));
+	cr_assert_eq(piece_entry(d, P + 8 * MIB), 0, "a page, not a piece: nothing");
+	cr_assert_eq(piece_entry(d, P + 2 * MIB), 0, "nothing mapped");
+	n += probes(q + n, 8, P + 0x12345);
+	n += probes(q + n, 8, P + 2 * MIB - 8);
+	n += probes(q + n, 8, P + 2 * MIB + 0x10);
+	n += probes(q + n, 8, P + 4 * MIB + 0x777);
+	n += probes(q + n, 8, P + 6 * MIB - 0x10);
+	n += probes(q + n, 8, P + 8 * MIB + 0x10);
+	n += probes(q + n, 8, FAR + 0x4321);
+	q[n++] = qy(8, P + 0x10, 8, W); /* a flag it has */
+	q[n++] = qy(8, P + 4 * MIB + 0x10, 8, W); /* one it lacks: the general path says so */
+	check_queries(r, q, n);
+
+	/* UNMAP clears the word before the record dies; a MAP of other PAs there sets it again. */
+	unmap_ok(1, P, 2 * MIB);
+	cr_assert_eq(piece_entry(d, P), 0);
+	check_queries(r, q, n);
+	map_ok(1, P, 2 * MIB, 0xb0000000, R);
+	cr_assert_eq(piece_entry(d, P), VIOMMU_HASH_DIRECT_MAKE(0xb0000000, R));
+	check_queries(r, q, n);
+
+	/* The domain goes: its piece window with it, every word 0, and the next domain to take the
+	 * window answers its own pieces, not these. */
+	unmap_ok(1, P, 2 * MIB);
+	unmap_ok(1, P + 4 * MIB, 4 * MIB + 0x1000);
+	unmap_ok(1, FAR, 2 * MIB);
+	unmap_ok(1, WIN + 0x5000, 0x1000);
+	detach_ok(1, 8);
+	cr_assert_eq(view()->meta->windows_used, 0);
+	attach_ok(2, 9);
+	map_ok(2, WIN + 0x3000, 0x1000, 0x1000, R); /* the same blocks as domain 1 had */
+	map_ok(2, P + 4 * MIB, 2 * MIB, 0xc0000000, RW);
+	cr_assert_eq(piece_entry(dslot_of(9), P + 4 * MIB), VIOMMU_HASH_DIRECT_MAKE(0xc0000000, RW));
+	attach_ok(1, 8);
+	n = 0;
+	n += probes(q + n, 8, P + 4 * MIB + 0x10); /* domain 1 has nothing now */
+	n += probes(q + n, 9, P + 4 * MIB + 0x10);
+	n += probes(q + n, 9, P + 6 * MIB + 0x10);
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}

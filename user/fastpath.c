@@ -116,6 +116,29 @@ static bool win_overlaps(const struct viommu_fastpath *fp, uint32_t dslot, uint6
 	return fp->dom_win[dslot] && addr <= e && addr + (size - 1) >= b;
 }
 
+/* The piece window's entry for the 2 MiB region at @addr of domain @dslot, or NULL: none there. */
+static __u64 *piece_win_entry(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+{
+	uint32_t w = fp->dom_win[dslot];
+	uint64_t r;
+
+	if (!w)
+		return NULL;
+	r = (addr - LD(&fp->wins[dslot].pbase)) >> VIOMMU_HASH_SHIFT;
+	return r < fp->piece_regions ? &fp->pieces[(uint64_t)(w - 1) * fp->piece_regions + r] : NULL;
+}
+
+/* A 2 MiB piece at @addr was published (@v its direct value: its record is live) or is going
+ * (@v 0, before its record dies): its piece window entry says so (I13). Release: pairs with the
+ * reader's acquire of the entry. */
+static void piece_win_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint64_t v)
+{
+	__u64 *p = piece_win_entry(fp, dslot, addr);
+
+	if (p)
+		ST_REL(p, v);
+}
+
 /* A piece of 1 GiB or more over the window came (@d = 1) or went (-1): VIOMMU_WIN_F_WIDE is
  * set before the first can be reached (before its slot store) and cleared after the last is
  * gone, so a PTE not present in the window is a miss only while no such piece is there (I13).
@@ -148,7 +171,11 @@ static void win_place(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
 	fp->dom_win[dslot] = n + 1;
 	fp->dom_wide[dslot] = 0;
 	/* The leaf index and base before regions (release): a reader that sees regions sees
-	 * them (pairs with the acquire of regions in viommu_lookup_window()). */
+	 * them (pairs with the acquire of regions in viommu_window_pte()); the same for the piece
+	 * window, its every entry 0 (its last owner's pieces all went before it was released). */
+	ST(&w->pbase, addr & ~(((uint64_t)fp->piece_regions << VIOMMU_HASH_SHIFT) - 1));
+	ST(&w->pfirst, n * fp->piece_regions);
+	ST_REL(&w->pregions, fp->piece_regions);
 	ST(&w->leaf, fp->leaves_pool + n * fp->win_regions);
 	ST(&w->base, addr & ~(span - 1));
 	ST_REL(&w->regions, fp->win_regions);
@@ -166,6 +193,9 @@ static void win_release(struct viommu_fastpath *fp, uint32_t dslot)
 	ST_REL(&w->regions, 0u);
 	ST(&w->base, 0ull);
 	ST(&w->leaf, 0u);
+	ST_REL(&w->pregions, 0u);
+	ST(&w->pbase, 0ull);
+	ST(&w->pfirst, 0u);
 	fp->win_free[fp->win_free_n++] = fp->dom_win[dslot] - 1;
 	fp->dom_win[dslot] = 0;
 	fp->dom_wide[dslot] = 0;
@@ -612,7 +642,7 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 /* Publish or remove the piece at (@addr, @level) if present, freeing nodes left empty (I2).
  * Returns the record index + 1 the piece named (0 if none). */
 static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int level,
-			     enum piece_op op)
+			     const struct piece_src *src, enum piece_op op)
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS], old;
 	uint64_t w;
@@ -633,11 +663,17 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 	}
 	if (op == PIECE_PUBLISH) {
 		/* The record's seq published it (W2); a 2 MiB piece's hash value becomes its
-		 * translation now that the record is live (I6). */
-		if (level == VIOMMU_HASH_LEVEL)
+		 * translation now that the record is live (I6), and its piece window entry too
+		 * (I13). */
+		if (level == VIOMMU_HASH_LEVEL) {
 			hash_direct(fp, dslot, addr);
+			piece_win_set(fp, dslot, addr,
+				      VIOMMU_HASH_DIRECT_MAKE(src->phys + (addr - src->start), src->flags));
+		}
 		return 0;
 	}
+	if (level == VIOMMU_HASH_LEVEL)
+		piece_win_set(fp, dslot, addr, 0); /* before the slot, long before the record dies */
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
 		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);
@@ -689,7 +725,7 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 
 			if (stop_addr && addr == *stop_addr)
 				return 0;
-			old = piece_change(fp, dslot, addr, level, op);
+			old = piece_change(fp, dslot, addr, level, src, op);
 			if (cleared && old)
 				*cleared = old;
 			if (wide && op == PIECE_REMOVE && old)
@@ -853,7 +889,7 @@ static int fp_map(void *ctx, struct viommu_domain *d, struct viommu_extent *x)
 	ext_publish(fp, idx, gen);
 	fp->dom_maps[d->slot]++;
 	/* Then the pages (W2): a PTE is present only while its record is live. */
-	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_PUBLISH, NULL, NULL);
+	pieces(fp, d->slot, x->start, x->end, &src, PIECE_PUBLISH, NULL, NULL);
 	META_ADD(publications, 1);
 	return 0;
 }
@@ -1074,6 +1110,7 @@ int viommu_fastpath_bpf_enable(struct viommu_fastpath *fp)
 	bpf_map__set_max_entries(skel->maps.viommu_ptes, fp->leaves_max);
 	bpf_map__set_max_entries(skel->maps.viommu_extents, fp->extents_max);
 	bpf_map__set_max_entries(skel->maps.viommu_hash, fp->view.hash_mask + 1);
+	bpf_map__set_max_entries(skel->maps.viommu_pieces, fp->pieces_max);
 	skel->rodata->viommu_hash_mask = fp->view.hash_mask;
 	if ((err = viommu_xlate_bpf__load(skel)))
 		return fp_bpf_fail(fp, skel, err);
@@ -1130,7 +1167,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	const struct viommu_config *cfg = viommu_device_config(dev);
 	struct viommu_observer obs;
 	struct viommu_fastpath *fp;
-	uint32_t cap_domains = 0;
+	uint32_t cap_domains = 0, pieces_max;
 	uint64_t cap_maps = 0;
 	int err = 0, q, sv[2];
 
@@ -1150,8 +1187,10 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		o.windows = 0;
 	if (!o.window_regions)
 		o.window_regions = VIOMMU_WINDOW_REGIONS_DEFAULT;
+	if (!o.piece_regions)
+		o.piece_regions = VIOMMU_PIECE_REGIONS_DEFAULT;
 	if (!o.windows)
-		o.window_regions = 0;
+		o.window_regions = o.piece_regions = 0;
 	if ((cfg->page_size_mask & -cfg->page_size_mask) < (1ull << VIOMMU_PAGE_SHIFT) ||
 	    cfg->max_domains > VIOMMU_DOMAINS_MAX) {
 		errno = ENOTSUP;
@@ -1159,11 +1198,15 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	}
 	if ((o.hash_buckets & (o.hash_buckets - 1)) || o.nodes > VIOMMU_INDEX_MAX || o.leaves > VIOMMU_INDEX_MAX ||
 	    (o.window_regions & (o.window_regions - 1)) || o.window_regions > (1u << 20) ||
+	    (o.piece_regions & (o.piece_regions - 1)) || o.piece_regions > (1u << 24) ||
+	    (uint64_t)o.windows * o.piece_regions > VIOMMU_INDEX_MAX ||
 	    (uint64_t)o.leaves + (uint64_t)o.windows * o.window_regions > VIOMMU_INDEX_MAX ||
 	    o.extents > VIOMMU_INDEX_MAX || o.nodes < 2) {
 		errno = EINVAL;
 		return NULL;
 	}
+	/* At least one entry: a BPF array map has one or more. */
+	pieces_max = o.windows && o.piece_regions ? o.windows * o.piece_regions : 1;
 	if (!o.overcommit) {
 		/* Caps the pools can honour for any layout (docs/statuses.md, "Caps"), applied
 		 * once everything else succeeded. */
@@ -1194,7 +1237,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	for (int i = 0; i < VIOMMU_SHM_COUNT; i++) {
 		uint32_t n = i == VIOMMU_SHM_NODES ? o.nodes : i == VIOMMU_SHM_LEAVES || i == VIOMMU_SHM_PTES ? o.leaves + o.windows * o.window_regions :
 			     i == VIOMMU_SHM_EXTENTS ? o.extents : i == VIOMMU_SHM_HASH ? o.hash_buckets :
-			     viommu_shm_entries[i];
+			     i == VIOMMU_SHM_PIECES ? pieces_max : viommu_shm_entries[i];
 
 		fp->len[i] = shm_bytes(i, n);
 		if (i < VIOMMU_SHM_DATA) {
@@ -1218,12 +1261,16 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->exts = (void *)(fp->base + fp->off[VIOMMU_SHM_EXTENTS]);
 	fp->buckets = (void *)(fp->base + fp->off[VIOMMU_SHM_HASH]);
 	fp->wins = (void *)(fp->base + fp->off[VIOMMU_SHM_WINDOWS]);
+	fp->pieces = (void *)(fp->base + fp->off[VIOMMU_SHM_PIECES]);
+	fp->piece_regions = o.piece_regions;
+	fp->pieces_max = pieces_max;
 	fp->leaves_pool = o.leaves;
 	fp->win_regions = o.window_regions;
 	fp->windows_max = o.windows;
 	fp->view = (struct viommu_fp_view){
 		.meta = fp->meta, .eps = fp->eps, .ep_index = fp->ep_index, .nodes = fp->nodes,
 		.leaves = fp->leaves, .ptes = fp->ptes, .exts = fp->exts, .buckets = fp->buckets, .wins = fp->wins,
+		.pieces = fp->pieces, .pieces_max = pieces_max,
 		.nodes_max = o.nodes, .leaves_max = o.leaves + o.windows * o.window_regions, .extents_max = o.extents,
 		.hash_mask = o.hash_buckets - 1,
 	};
@@ -1258,6 +1305,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	fp->meta->leaves_max = fp->leaves_max;
 	fp->meta->windows_leaf = o.leaves;
 	fp->meta->window_regions = o.window_regions;
+	fp->meta->piece_regions = o.piece_regions;
 	fp->meta->windows_max = o.windows;
 	fp->meta->extents_max = o.extents;
 	fp->meta->flags = o.reader_fence ? VIOMMU_META_F_READER_FENCE : 0;

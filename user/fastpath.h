@@ -59,6 +59,10 @@ struct viommu_fastpath_opts {
 	 * counted in the caps (a domain without a window uses the pool). */
 	uint32_t windows;
 	uint32_t window_regions;
+	/* Each window's piece window (docs/design.md, "Piece windows"): its size in 2 MiB regions
+	 * (a power of two up to 2^24, default VIOMMU_PIECE_REGIONS_DEFAULT: 128 GiB), 8 B each,
+	 * allocated as touched. */
+	uint32_t piece_regions;
 };
 #define VIOMMU_WINDOWS_NONE UINT32_MAX
 /* The radix nodes one MAP may need: a path of interior levels 1-4 and a leaf for its first
@@ -163,7 +167,8 @@ struct viommu_fp_view {
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
 	const struct viommu_window *wins;
-	uint32_t nodes_max, leaves_max, extents_max, hash_mask;
+	const __u64 *pieces;
+	uint32_t nodes_max, leaves_max, extents_max, hash_mask, pieces_max;
 };
 const struct viommu_fp_view *viommu_fastpath_view(const struct viommu_fastpath *fp);
 struct viommu_device *viommu_fastpath_device(const struct viommu_fastpath *fp);

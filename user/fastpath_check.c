@@ -22,6 +22,7 @@ struct fp_check {
 	uint32_t walk; /* this domain's mappings the hash does not index */
 	uint32_t wide; /* this domain's pieces of 1 GiB+ over its window (I13) */
 	uint32_t win_leaves; /* window leaves reached */
+	uint64_t pieces; /* piece window entries the radix accounts for (nonzero) */
 };
 
 /* Is @idx a leaf the writer handed out: below the pool's high-water mark, or the window leaf
@@ -115,6 +116,15 @@ static uint64_t hash_value(const struct viommu_fastpath *fp, uint64_t w, uint64_
 	return VIOMMU_HASH_DIRECT_MAKE(x->phys + (start - x->start), x->flags);
 }
 
+/* Domain @dslot's piece window entry for the region at @addr (I13), or NULL: none there. */
+static const __u64 *piece_entry(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+{
+	uint32_t w = fp->dom_win[dslot];
+	uint64_t r = (addr - fp->wins[dslot].pbase) >> VIOMMU_HASH_SHIFT;
+
+	return w && r < fp->piece_regions ? &fp->pieces[(uint64_t)(w - 1) * fp->piece_regions + r] : NULL;
+}
+
 /* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
 static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
 		      uint64_t base)
@@ -168,6 +178,15 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 					return -EUCLEAN;
 				c->wide += level < VIOMMU_HASH_LEVEL && start <= we && last >= wb;
 			}
+			/* I13: a published 2 MiB piece in the piece window is its direct value there. */
+			if (level == VIOMMU_HASH_LEVEL) {
+				const __u64 *pe = piece_entry(fp, dslot, start);
+				uint64_t v = hash_value(fp, w, start);
+
+				if (pe && *pe != (VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT ? v : 0))
+					return -EUCLEAN;
+				c->pieces += pe && *pe;
+			}
 		} else {
 			return -EUCLEAN;
 		}
@@ -211,7 +230,11 @@ static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t w
 	uint64_t span = (uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT;
 
 	if (!n)
-		return w->regions || w->base || w->leaf || fp->dom_wide[d] ? -EUCLEAN : 0;
+		return w->regions || w->base || w->leaf || w->pregions || w->pbase || w->pfirst || fp->dom_wide[d] ?
+			       -EUCLEAN : 0;
+	if (w->pregions != fp->piece_regions || w->pfirst != (n - 1) * fp->piece_regions ||
+	    (w->pbase & (((uint64_t)fp->piece_regions << VIOMMU_HASH_SHIFT) - 1)))
+		return -EUCLEAN;
 	if (n > fp->windows_max || w->regions != fp->win_regions ||
 	    w->leaf != fp->leaves_pool + (n - 1) * fp->win_regions ||
 	    ((w->base & ~VIOMMU_WIN_F_MASK) & (span - 1)) ||
@@ -320,6 +343,28 @@ static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
 	return ep->domain ? check_domain_records(c, ep->domain) : 0;
 }
 
+/* Nonzero entries of viommu_pieces, read where the memfd has data only (reading its holes
+ * would allocate them). */
+static uint64_t count_piece_entries(const struct viommu_fastpath *fp)
+{
+	off_t pos = (off_t)fp->off[VIOMMU_SHM_PIECES], end = pos + (off_t)fp->len[VIOMMU_SHM_PIECES];
+	uint64_t n = 0;
+
+	while (pos < end) {
+		off_t d = lseek(fp->shm_fd, pos, SEEK_DATA), h;
+
+		if (d < 0 || d >= end)
+			break;
+		h = lseek(fp->shm_fd, d, SEEK_HOLE);
+		if (h < 0 || h > end)
+			h = end;
+		for (off_t k = d; k < h; k += 8)
+			n += *(const __u64 *)(fp->base + k) != 0;
+		pos = h;
+	}
+	return n;
+}
+
 /* The BPF replica is the memfd, byte for byte: where the memfd has data, the same bytes; where
  * it has a hole (never touched), zeros (read from the replica only: reading the memfd's holes
  * would allocate them). */
@@ -402,6 +447,9 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 	free(c.ext_seen);
 	if (err)
 		return err;
+	/* Every nonzero piece window entry is one the radix accounts for (no stray translation). */
+	if (count_piece_entries(fp) != c.pieces)
+		return -EUCLEAN;
 	/* Every node and record in use is reachable: nothing leaked. */
 	{
 		uint32_t live = 0; /* window leaves live: exactly those reached */

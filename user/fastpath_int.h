@@ -65,6 +65,9 @@ struct viommu_fastpath {
 	/* Windows: leaves [leaves_pool, leaves_max) are windows_max windows of win_regions each
 	 * (leaves_max counts both: what readers bound indices by). */
 	uint32_t leaves_pool, win_regions, windows_max;
+	/* Piece windows: window n's are viommu_pieces[n * piece_regions, + piece_regions). */
+	__u64 *pieces;
+	uint32_t piece_regions, pieces_max;
 	uint32_t *win_free, win_free_n, win_hwm; /* window numbers */
 	uint8_t *win_live; /* per window leaf: live (the pool's leaves use their free list) */
 	/* per domain slot, the device's max_domains of them (dom_cap; heap, not 768 KiB in every

@@ -54,7 +54,7 @@ static uint64_t share_bytes(const struct viommu_share_hello *h, int i)
 	uint64_t n = i == VIOMMU_SHM_NODES ? h->nodes_max :
 		     i == VIOMMU_SHM_LEAVES || i == VIOMMU_SHM_PTES ? h->leaves_max :
 		     i == VIOMMU_SHM_EXTENTS ? h->extents_max : i == VIOMMU_SHM_HASH ? h->hash_buckets :
-		     viommu_shm_entries[i];
+		     i == VIOMMU_SHM_PIECES ? h->pieces_max : viommu_shm_entries[i];
 
 	return n * viommu_shm_elem_size[i]; /* the table in viommu_abi.h */
 }
@@ -156,6 +156,8 @@ struct viommu_reader *viommu_reader_open_socket(int sock)
 	r->exts = (const void *)(d + h.off[VIOMMU_SHM_EXTENTS]);
 	r->buckets = (const void *)(d + h.off[VIOMMU_SHM_HASH]);
 	r->wins = (const void *)(d + h.off[VIOMMU_SHM_WINDOWS]);
+	r->pieces = (const void *)(d + h.off[VIOMMU_SHM_PIECES]);
+	r->pieces_max = h.pieces_max;
 	r->nodes_max = h.nodes_max;
 	r->leaves_max = h.leaves_max;
 	r->extents_max = h.extents_max;
@@ -420,8 +422,8 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	const struct viommu_ep_entry *e;
 	struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
 	const struct viommu_window *w;
-	uint32_t s1, dslot, st, wn, leaf;
-	uint64_t base, wraps;
+	uint32_t s1, dslot, st, wn, leaf, pn, pfirst;
+	uint64_t base, wraps, pbase;
 
 	if (ep >= VIOMMU_EP_DENSE)
 		return 0;
@@ -437,11 +439,16 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	wn = __atomic_load_n(&w->regions, __ATOMIC_ACQUIRE); /* pairs with win_place()'s release */
 	base = __atomic_load_n(&w->base, __ATOMIC_ACQUIRE) & ~VIOMMU_WIN_F_MASK;
 	leaf = __atomic_load_n(&w->leaf, __ATOMIC_ACQUIRE);
+	pn = __atomic_load_n(&w->pregions, __ATOMIC_ACQUIRE); /* the same, for the piece window */
+	pbase = __atomic_load_n(&w->pbase, __ATOMIC_ACQUIRE);
+	pfirst = __atomic_load_n(&w->pfirst, __ATOMIC_ACQUIRE);
 	/* The entry unchanged across the reads: they are the window of its domain (I4, I13). */
 	if (__atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) != s1)
 		return 0;
 	if (!wn || leaf > r->leaves_max || wn > r->leaves_max - leaf)
 		wn = leaf = 0, base = 0; /* no window (a bad one is none: every index stays in bounds) */
+	if (!pn || pfirst > r->pieces_max || pn > r->pieces_max - pfirst)
+		pn = pfirst = 0, pbase = 0;
 	c->ep = ep;
 	c->ep_seq = s1;
 	c->base = base;
@@ -452,6 +459,9 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->winp = &w->base;
 	c->wraps = wraps;
 	c->keyhi = VIOMMU_HASH_KEY(dslot, 0);
+	c->pbase = pbase;
+	c->pspan = (uint64_t)pn << VIOMMU_HASH_SHIFT;
+	c->pfirst = r->pieces + pfirst;
 	return 1;
 }
 

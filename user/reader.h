@@ -61,6 +61,9 @@ struct viommu_reader_epw {
 	const __u64 *winp; /* the window entry's base word (VIOMMU_WIN_F_WIDE) */
 	uint64_t wraps;
 	uint64_t keyhi; /* the domain's part of its hash keys: VIOMMU_HASH_KEY(dslot, 0) */
+	/* The piece window: a word per 2 MiB region from pbase, `pfirst` the first (pspan 0: none). */
+	uint64_t pbase, pspan;
+	const __u64 *pfirst;
 };
 
 struct viommu_reader {
@@ -74,7 +77,8 @@ struct viommu_reader {
 	const struct viommu_extent_rec *exts;
 	const struct viommu_hash_bucket *buckets;
 	const struct viommu_window *wins; /* VIOMMU_DOMAINS_MAX entries */
-	uint32_t nodes_max, leaves_max, extents_max, hash_mask;
+	const __u64 *pieces; /* pieces_max entries */
+	uint32_t nodes_max, leaves_max, extents_max, hash_mask, pieces_max;
 	struct viommu_reader_slot *slot; /* this reader's own: grace periods and counters */
 	uint32_t token; /* what the writer stores in slot->revoked when it revokes this reader */
 	uint32_t depth; /* nesting of enter()/exit() */
@@ -196,6 +200,7 @@ static inline int viommu_reader_exit(struct viommu_reader *r)
 #define viommu_acc_ext(r, i) ((i) < (r)->extents_max ? &(r)->exts[i] : (const struct viommu_extent_rec *)0)
 #define viommu_acc_bucket(r, i) (&(r)->buckets[i])
 #define viommu_acc_win(r, i) ((i) < VIOMMU_DOMAINS_MAX ? &(r)->wins[i] : (const struct viommu_window *)0)
+#define viommu_acc_piece(r, i) ((i) < (r)->pieces_max ? &(r)->pieces[i] : (const __u64 *)0)
 #define viommu_acc_hash_mask(r) ((r)->hash_mask)
 #define viommu_acc_ep_probes(r) __atomic_load_n(&(r)->meta->ep_probes, __ATOMIC_ACQUIRE)
 /* viommu_reader_translate_walk() tries the short path itself, state in registers (reader.c). */
@@ -263,8 +268,23 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	if (__builtin_expect(viommu_window_query_out(q) | (c->ep ^ ep), 0))
 		return viommu_reader_window_slow(r, q, a);
 	off = iova - c->base;
-	if (off >= c->span)
-		return 0; /* not in the window (or none): the TLB, then the walk */
+	if (off >= c->span) {
+		/* Not in the window: its piece window, a word per 2 MiB region, which answers a
+		 * published 2 MiB piece (a direct value) and says nothing otherwise (I13). The same
+		 * checks as below; anything else: the TLB, then the walk. */
+		uint64_t poff = iova - c->pbase, v;
+
+		if (poff >= c->pspan)
+			return 0;
+		v = __atomic_load_n(&c->pfirst[poff >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE); /* piece_win_set() */
+		stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+			(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
+		if (__builtin_expect(stale | (VIOMMU_SLOT_TAG(v) ^ VIOMMU_HASH_DIRECT) |
+					     ((VIOMMU_HASH_DIRECT_FLAGS(v) & acc) ^ acc), 0))
+			return 0;
+		viommu_answer_direct(a, iova, v);
+		return 1;
+	}
 	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the loads below
 	 * after it. */
 	pte = __atomic_load_n(&c->first[off >> VIOMMU_PAGE_SHIFT], __ATOMIC_ACQUIRE);
@@ -323,15 +343,7 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 				     (int)((VIOMMU_HASH_DIRECT_FLAGS(v) & q->access) != q->access),
 			     0))
 		return 0;
-	a->result = VIOMMU_XLATE_HIT;
-	a->reason = 0;
-	a->ext_start = iova & ~((1ull << VIOMMU_HASH_SHIFT) - 1);
-	a->ext_end = a->ext_start | ((1ull << VIOMMU_HASH_SHIFT) - 1);
-	a->ext_phys = VIOMMU_HASH_DIRECT_PA(v);
-	a->pa = a->ext_phys + (iova & ((1ull << VIOMMU_HASH_SHIFT) - 1)); /* the piece's PA: 4 KiB aligned */
-	a->ext_flags = VIOMMU_HASH_DIRECT_FLAGS(v);
-	a->fault_addr = 0;
-	a->next = 0;
+	viommu_answer_direct(a, iova, v);
 	return 1;
 }
 

@@ -128,6 +128,8 @@ struct viommu_reader *viommu_reader_open(struct viommu_fastpath *fp)
 	r->exts = (const void *)((const char *)v->exts + d);
 	r->buckets = (const void *)((const char *)v->buckets + d);
 	r->wins = (const void *)((const char *)v->wins + d);
+	r->pieces = (const void *)((const char *)v->pieces + d);
+	r->pieces_max = v->pieces_max;
 	r->nodes_max = v->nodes_max;
 	r->leaves_max = v->leaves_max;
 	r->extents_max = v->extents_max;
@@ -277,6 +279,7 @@ int viommu_fastpath_add_reader(struct viommu_fastpath *fp, int conn)
 		.nodes_max = fp->nodes_max, .leaves_max = fp->leaves_max, .extents_max = fp->extents_max,
 		.hash_buckets = fp->view.hash_mask + 1, .token = token, .data_bytes = fp->data_len,
 		.windows_leaf = fp->leaves_pool, .window_regions = fp->win_regions,
+		.pieces_max = fp->pieces_max, .piece_regions = fp->piece_regions,
 	};
 	for (int k = 0; k < VIOMMU_SHM_DATA; k++)
 		h.off[k] = fp->off[k]; /* enum viommu_share order == M_* order */
