@@ -47,7 +47,7 @@ struct viommu_fastpath_opts {
 	bool overcommit;
 	/* Create the BPF replica now (viommu_fastpath_bpf_enable): BPF programs (the syscall batch,
 	 * XDP, programs of other loaders through pins) translate from it. It costs its full size in
-	 * kernel memory at once (the kernel allocates mmapable arrays whole: ~207 MB with the
+	 * kernel memory at once (the kernel allocates mmapable arrays whole: ~210 MB with the
 	 * default pools and windows), so a device that serves only userspace readers leaves it
 	 * off. */
 	bool bpf;

@@ -70,8 +70,10 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 		m->nodes_used * sizeof(struct viommu_node) / 1048576.0);
 	fprintf(out, "  leaves         %u / %u (%.2f MiB)\n", m->leaves_used, m->leaves_max,
 		m->leaves_used * (sizeof(struct viommu_leaf) + sizeof(struct viommu_ptes)) / 1048576.0);
-	fprintf(out, "  windows        %u / %u (%u MiB of IOVA each; their leaves are counted above)\n",
-		m->windows_used, m->windows_max, m->window_regions * 2);
+	fprintf(out, "  windows        %u / %u (%u MiB of IOVA each; their leaves are counted above; "
+		     "piece windows of %llu GiB)\n",
+		m->windows_used, m->windows_max, m->window_regions * 2,
+		(unsigned long long)m->piece_regions * 2 / 1024);
 	fprintf(out, "  hash           %u / %.0f slots (load %.4f)\n", m->hash_used, slots_total,
 		m->hash_used / slots_total);
 	fprintf(out, "  bytes/extent   %.1f record + %.1f radix + %.1f hash (amortised over every extent; the hash counted whole)\n",
