@@ -206,8 +206,9 @@ struct viommu_ptes { /* writer: device thread */
  * owns the window. A lookup there reads the endpoint entry, this entry and the page's PTE: no
  * hash, no leaf header, as a flat page table reads one word (docs/design.md, "Windows").
  * The writer places a domain's window at its first MAP (the aligned block of the window's size
- * holding that IOVA), keeps it for the domain's life, and splits pieces of 2 MiB inside it into
- * pages, so that a PTE not present there means not mapped, unless VIOMMU_WIN_F_WIDE says a
+ * holding that IOVA) and keeps it for the domain's life; a 2 MiB piece inside it stays whole, a
+ * word of the piece window below (which holds the window), so that a PTE not present there
+ * means not mapped when its region's piece window word is 0, unless VIOMMU_WIN_F_WIDE says a
  * piece of 1 GiB or more overlaps the window (I13).
  *   regions  0: no window. Stored (release) after leaf and base; readers load it first (acquire).
  *   base     the window's first IOVA (2 MiB aligned) | VIOMMU_WIN_F_* in its low bits.
@@ -218,8 +219,10 @@ struct viommu_ptes { /* writer: device thread */
 /* The same domain's piece window (ABI v7), placed with the window: entry r of the run of
  * `pregions` words of viommu_pieces from index `pfirst` holds the direct value
  * (VIOMMU_HASH_DIRECT_MAKE) of the published 2 MiB piece at pbase + r * 2 MiB, 0 otherwise, so
- * that such a piece outside the window is one word at a computed place too (a 2 MiB piece inside
- * the window is pages there). Only a hit counts: 0 says nothing (the hash and the walk answer).
+ * that such a piece is one word at a computed place, in the window or past it (the piece window
+ * holds the window: piece_regions >= window_regions, placed over the same IOVA). Past the window
+ * 0 says nothing (the hash and the walk answer); in it, with the page's PTE not present, that the
+ * page is not mapped.
  * The writer sets an entry after the piece's record went live and clears it before the record
  * dies, so a direct value read there was the piece's translation at the instant of the load
  * (I13); the endpoint entry's seqlock vouches for the window as for the rest.

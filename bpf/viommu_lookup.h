@@ -345,9 +345,10 @@ VIOMMU_INLINE void viommu_answer_direct(struct viommu_answer *a, __u64 iova, __u
  * endpoint entry @e with seq @s1: the page's PTE at a computed place, as in a flat table, with
  * nothing but the entry's seqlock to check (the window's leaves hold only this domain's pages
  * while it owns them, and it owns them while an endpoint is in it). 1: *@pte present, *@li its
- * leaf; 2: the page is not mapped (not present, and no piece of 1 GiB or more over the window);
- * 4: outside the window, a published 2 MiB piece in the piece window: *@pte its direct value;
- * 3: not in either (or none): the caller goes on; 0: raced, or a larger piece may hold it.
+ * leaf; 2: the page is not mapped (not present, no 2 MiB piece in the piece window, and no piece
+ * of 1 GiB or more over the window); 4: a published 2 MiB piece in the piece window: *@pte its
+ * direct value; 3: in neither (or none): the caller goes on; 0: raced, or a larger piece may
+ * hold it.
  */
 #define VIOMMU_WIN_OUT 3
 #define VIOMMU_WIN_PIECE 4
@@ -356,43 +357,49 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 {
 	const struct viommu_window *w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);
 	const struct viommu_ptes *pt;
+	const __u64 *pv;
 	__u64 r, wb;
-	__u32 wn;
+	__u32 wn, pn;
+	int in;
 
 	if (!w)
 		return VIOMMU_WIN_OUT;
 	wn = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
 	wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_wide_add()'s release */
 	r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
-	if (r >= wn) {
-		/* The piece window: a word per 2 MiB region, a direct value or 0 (nothing said). */
-		const __u64 *pv;
-		__u32 pn = VIOMMU_LOAD_ACQ(&w->pregions); /* pairs with win_place()'s release */
-
-		r = (iova - VIOMMU_LOAD(&w->pbase)) >> VIOMMU_HASH_SHIFT;
-		if (r >= pn)
-			return VIOMMU_WIN_OUT;
-		pv = viommu_acc_piece(VIOMMU_CTX_ARG, VIOMMU_LOAD(&w->pfirst) + (__u32)r);
-		if (!pv)
-			return VIOMMU_WIN_OUT;
-		*pte = VIOMMU_LOAD_ACQ(pv); /* pairs with piece_win_set()'s release */
+	in = r < wn;
+	if (in) {
+		*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
+		pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
+		if (!pt)
+			return 0;
+		/* pairs with the release of the PTE (W2) */
+		*pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]);
 		VIOMMU_FENCE_ACQ();
 		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
 			return 0;
-		return VIOMMU_SLOT_TAG(*pte) == VIOMMU_HASH_DIRECT ? VIOMMU_WIN_PIECE : VIOMMU_WIN_OUT;
+		if (*pte & VIOMMU_PTE_PRESENT)
+			return 1;
+		if (wb & VIOMMU_WIN_F_WIDE)
+			return 0;
 	}
-	*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
-	pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
-	if (!pt)
-		return 0;
-	/* pairs with the release of the PTE (W2) */
-	*pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]);
+	/* The piece window (it holds the window): a word per 2 MiB region, a published piece's
+	 * direct value or 0. Past the window 0 says nothing; inside it, with the PTE not present,
+	 * it says the page is not mapped (I13). */
+	pn = VIOMMU_LOAD_ACQ(&w->pregions); /* pairs with win_place()'s release */
+	r = (iova - VIOMMU_LOAD(&w->pbase)) >> VIOMMU_HASH_SHIFT;
+	if (r >= pn)
+		return in ? 0 : VIOMMU_WIN_OUT;
+	pv = viommu_acc_piece(VIOMMU_CTX_ARG, VIOMMU_LOAD(&w->pfirst) + (__u32)r);
+	if (!pv)
+		return in ? 0 : VIOMMU_WIN_OUT;
+	*pte = VIOMMU_LOAD_ACQ(pv); /* pairs with piece_win_set()'s release */
 	VIOMMU_FENCE_ACQ();
 	if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
 		return 0;
-	if (*pte & VIOMMU_PTE_PRESENT)
-		return 1;
-	return wb & VIOMMU_WIN_F_WIDE ? 0 : 2;
+	if (VIOMMU_SLOT_TAG(*pte) == VIOMMU_HASH_DIRECT)
+		return VIOMMU_WIN_PIECE;
+	return in ? 2 : VIOMMU_WIN_OUT;
 }
 
 #ifndef VIOMMU_BUCKET_FIND

@@ -506,9 +506,9 @@ Test(window, a_first_map_as_large_as_a_window_places_none_until_the_domain_is_em
 	viommu_reader_close(r);
 }
 
-/* ---- 2. 2 MiB pieces inside the window are pages ---- */
+/* ---- 2. 2 MiB pieces inside the window stay whole: their piece window word (ABI v7) ---- */
 
-Test(window, a_2mib_map_inside_the_window_is_split_into_pages_and_its_unmap_removes_them_all)
+Test(window, a_2mib_map_inside_the_window_is_one_piece_window_word_and_its_unmap_clears_it)
 {
 	const uint64_t va = WIN + 6 * MIB, pa = 0x140000000ull; /* both 2 MiB aligned */
 	struct viommu_query q[VIOMMU_BULK_MAX];
@@ -528,12 +528,11 @@ Test(window, a_2mib_map_inside_the_window_is_split_into_pages_and_its_unmap_remo
 	leaves = m->leaves_used;
 
 	map_ok(1, va, 2 * MIB, pa, RW);
-	cr_assert_eq(level4_word(8, va), VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, wl + 3, view()->leaves[wl + 3].seq),
-		     "the 2 MiB piece is the window's leaf of region 3, not a whole piece");
-	cr_assert_eq(m->leaves_used, leaves + 1);
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, va)), VIOMMU_SLOT_EXTENT, "the 2 MiB piece stays whole");
+	cr_assert_eq(m->leaves_used, leaves, "no leaf for its region, the window's unused");
+	cr_assert_eq(piece_entry(d, va), VIOMMU_HASH_DIRECT_MAKE(pa, RW), "its piece window word");
 	for (uint64_t p = 0; p < 512; p++)
-		cr_assert_eq(window_pte(d, va + (p << 12)), VIOMMU_PTE_MAKE(pa + (p << 12), RW), "page %llu",
-			     (unsigned long long)p);
+		cr_assert_eq(window_pte(d, va + (p << 12)), 0, "page %llu: no PTE", (unsigned long long)p);
 	/* Every page, one byte each, at an offset that moves through the page. */
 	for (uint64_t p = 0; p < 512; p += VIOMMU_BULK_MAX) {
 		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
@@ -559,11 +558,10 @@ Test(window, a_2mib_map_inside_the_window_is_split_into_pages_and_its_unmap_remo
 	}
 
 	unmap_ok(1, va, 2 * MIB);
-	cr_assert_eq(m->leaves_used, leaves, "the region's leaf is free again");
+	cr_assert_eq(m->leaves_used, leaves);
 	cr_assert_eq(level4_word(8, va), 0);
-	cr_assert(view()->leaves[wl + 3].seq & 1, "the window's leaf is dead");
-	for (uint64_t p = 0; p < 512; p++)
-		cr_assert_eq(window_pte(d, va + (p << 12)), 0, "page %llu left no PTE", (unsigned long long)p);
+	cr_assert_eq(piece_entry(d, va), 0, "the word cleared");
+	cr_assert_eq(view()->leaves[wl + 3].seq, 0, "the window's leaf of the region never used");
 	for (uint64_t p = 0; p < 512; p += VIOMMU_BULK_MAX) {
 		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
 			q[i] = qy(8, va + ((p + i) << 12) + 0x10, 1, R | (i % 4 ? 0 : WHOLE));
@@ -583,13 +581,23 @@ Test(window, a_2mib_map_inside_the_window_is_split_into_pages_and_its_unmap_remo
 			q[i] = qy(8, va + ((p + i) << 12) + 0x10, 1, R);
 		check_queries(r, q, VIOMMU_BULK_MAX);
 	}
+	cr_assert_eq(piece_entry(d, va), VIOMMU_HASH_DIRECT_MAKE(pa + 64 * MIB, R));
 	cr_assert_eq(translate(r, 8, va + 0x1234, R).pa, pa + 64 * MIB + 0x1234);
+	/* Pages beside it in the window, in the region before (a leaf) and after (the piece's
+	 * neighbour): each answered from its PTE or its word, the misses between them misses. */
+	map_ok(1, va - 0x1000, 0x1000, 0x7000, RW);
+	map_ok(1, va + 2 * MIB, 0x1000, 0x8000, RW);
+	cr_assert_eq(translate(r, 8, va - 0x1000 + 8, R).pa, 0x7008);
+	cr_assert_eq(translate(r, 8, va + 2 * MIB + 8, R).pa, 0x8008);
+	cr_assert_eq(translate(r, 8, va - 0x2000, R).result, VIOMMU_XLATE_FAULT);
+	cr_assert_eq(translate(r, 8, va + 2 * MIB + 0x1000, R).result, VIOMMU_XLATE_FAULT);
+	cr_assert_eq(translate(r, 8, va + 0x1fff, R).pa, pa + 64 * MIB + 0x1fff);
 	viommu_reader_close(r);
 }
 
-/* Larger maps inside the window: every 2 MiB piece of them is pages too; a 2 MiB piece outside
- * the window stays whole. */
-Test(window, every_2mib_piece_of_a_larger_map_inside_the_window_is_pages_and_those_outside_stay_whole)
+/* Larger maps inside the window: every 2 MiB piece of them is whole too, its piece window word;
+ * an unaligned 2 MiB map is pages. */
+Test(window, every_2mib_piece_of_a_larger_map_inside_the_window_is_whole_and_a_word_of_its_piece_window)
 {
 	struct viommu_query q[VIOMMU_BULK_MAX];
 	struct viommu_reader *r;
@@ -607,14 +615,20 @@ Test(window, every_2mib_piece_of_a_larger_map_inside_the_window_is_pages_and_tho
 	map_ok(1, WIN + 100 * MIB + 0x1000, 2 * MIB, 0x300000000ull, R); /* 2 MiB, not aligned */
 	map_ok(1, WIN + WIN_SPAN - 2 * MIB, 4 * MIB, 0x400000000ull, RW); /* half in, half out */
 	map_ok(1, 16 * GIB, 2 * MIB, 0x500000000ull, R); /* outside */
-	for (uint64_t k = 0; k < 3; k++)
-		cr_assert_eq(VIOMMU_SLOT_IDX(level4_word(8, WIN + 64 * MIB + (k << 21))), wl + 32 + k,
-			     "piece %llu of the 6 MiB map is the window's leaf", (unsigned long long)k);
-	cr_assert_eq(VIOMMU_SLOT_IDX(level4_word(8, WIN + WIN_SPAN - 2 * MIB)), wl + view()->wins[d].regions - 1);
+	for (uint64_t k = 0; k < 3; k++) {
+		cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, WIN + 64 * MIB + (k << 21))), VIOMMU_SLOT_EXTENT,
+			     "piece %llu of the 6 MiB map is whole", (unsigned long long)k);
+		cr_assert_eq(piece_entry(d, WIN + 64 * MIB + (k << 21)),
+			     VIOMMU_HASH_DIRECT_MAKE(0x200000000ull + (k << 21), RW));
+	}
+	cr_assert_eq(VIOMMU_SLOT_IDX(level4_word(8, WIN + 100 * MIB)), wl + 50, "the unaligned map is pages");
+	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, WIN + WIN_SPAN - 2 * MIB)), VIOMMU_SLOT_EXTENT);
 	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, WIN + WIN_SPAN)), VIOMMU_SLOT_EXTENT,
 		     "the half outside the window is a whole 2 MiB piece");
+	cr_assert_eq(piece_entry(d, WIN + WIN_SPAN), VIOMMU_HASH_DIRECT_MAKE(0x400000000ull + 2 * MIB, RW),
+		     "in the piece window too");
 	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(8, 16 * GIB)), VIOMMU_SLOT_EXTENT);
-	cr_assert_eq(window_pte(d, WIN + 68 * MIB + 0x5000), VIOMMU_PTE_MAKE(0x200000000ull + 4 * MIB + 0x5000, RW));
+	cr_assert_eq(window_pte(d, WIN + 68 * MIB + 0x5000), 0);
 	n += probes(q + n, 8, WIN + 64 * MIB);
 	n += probes(q + n, 8, WIN + 66 * MIB + 0x777);
 	n += probes(q + n, 8, WIN + 70 * MIB - 0x10);
@@ -1383,8 +1397,8 @@ Test(window, a_fast_path_made_over_a_device_with_mappings_places_each_domains_wi
 	assert_window(d1, WIN, false);
 	assert_window(d2, 32 * GIB, true); /* its lowest mapping is a 1 GiB piece in its window */
 	assert_no_window(d3); /* its lowest is larger than a window */
-	cr_assert_eq(window_pte(d1, WIN + 7 * MIB), VIOMMU_PTE_MAKE(0x140000000ull + MIB, RW), "split into pages");
-	cr_assert_eq(window_pte(d2, 33 * GIB + 0x5000), VIOMMU_PTE_MAKE(0x180005000ull, R));
+	cr_assert_eq(piece_entry(d1, WIN + 7 * MIB), VIOMMU_HASH_DIRECT_MAKE(0x140000000ull, RW), "a piece, whole");
+	cr_assert_eq(piece_entry(d2, 33 * GIB + 0x5000), VIOMMU_HASH_DIRECT_MAKE(0x180000000ull, R));
 	cr_assert_eq(VIOMMU_SLOT_TAG(level4_word(11, 80 * GIB)), VIOMMU_SLOT_EXTENT);
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);

@@ -702,10 +702,9 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 
 		if (level < 0)
 			return -EINVAL;
-		/* A 2 MiB piece inside the window is 512 pages there: the window then answers its
-		 * pages, and a PTE not present in it means not mapped (I13). */
-		if (level == VIOMMU_HASH_LEVEL && win_leaf(fp, dslot, addr) != ~0u)
-			level = VIOMMU_RADIX_LEVELS - 1;
+		/* A 2 MiB piece stays whole, inside the window too: its piece window word answers it
+		 * (the piece window holds the window), and a PTE not present in the window means not
+		 * mapped only with that word 0 (I13). */
 		size = 1ull << VIOMMU_LEVEL_SHIFT(level);
 		/* Larger pieces stay whole (O(1)); over the window they make it say so (I13). */
 		wide = level < VIOMMU_HASH_LEVEL && win_overlaps(fp, dslot, addr, size);
@@ -1199,6 +1198,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 	if ((o.hash_buckets & (o.hash_buckets - 1)) || o.nodes > VIOMMU_INDEX_MAX || o.leaves > VIOMMU_INDEX_MAX ||
 	    (o.window_regions & (o.window_regions - 1)) || o.window_regions > (1u << 20) ||
 	    (o.piece_regions & (o.piece_regions - 1)) || o.piece_regions > (1u << 24) ||
+	    o.piece_regions < o.window_regions || /* a piece window holds its window */
 	    (uint64_t)o.windows * o.piece_regions > VIOMMU_INDEX_MAX ||
 	    (uint64_t)o.leaves + (uint64_t)o.windows * o.window_regions > VIOMMU_INDEX_MAX ||
 	    o.extents > VIOMMU_INDEX_MAX || o.nodes < 2) {

@@ -60,8 +60,8 @@ struct viommu_fastpath_opts {
 	uint32_t windows;
 	uint32_t window_regions;
 	/* Each window's piece window (docs/design.md, "Piece windows"): its size in 2 MiB regions
-	 * (a power of two up to 2^24, default VIOMMU_PIECE_REGIONS_DEFAULT: 128 GiB), 8 B each,
-	 * allocated as touched. */
+	 * (a power of two up to 2^24, at least window_regions: it holds its window; default
+	 * VIOMMU_PIECE_REGIONS_DEFAULT, 128 GiB), 8 B each, allocated as touched. */
 	uint32_t piece_regions;
 };
 #define VIOMMU_WINDOWS_NONE UINT32_MAX

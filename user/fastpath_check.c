@@ -168,17 +168,17 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			if (x->seq != VIOMMU_SLOT_GEN(w) || (x->seq & 1) || x->domain_slot != dslot ||
 			    start < x->start || last > x->end)
 				return -EUCLEAN;
-			/* I13: no 2 MiB piece inside the window (its pages are there instead); the
-			 * larger ones over it counted. */
+			/* I13: the pieces of 1 GiB or more over the window counted; a published 2 MiB
+			 * piece in the piece window (which holds the window) is its direct value there,
+			 * and inside the window no leaf of its region is linked (the slot is the piece). */
 			if (fp->dom_win[dslot]) {
 				uint64_t wb = fp->wins[dslot].base & ~VIOMMU_WIN_F_MASK;
 				uint64_t we = wb + ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1;
 
-				if (level == VIOMMU_HASH_LEVEL && start >= wb && start <= we)
-					return -EUCLEAN;
 				c->wide += level < VIOMMU_HASH_LEVEL && start <= we && last >= wb;
+				if (level == VIOMMU_HASH_LEVEL && start >= wb && start <= we && !piece_entry(fp, dslot, start))
+					return -EUCLEAN;
 			}
-			/* I13: a published 2 MiB piece in the piece window is its direct value there. */
 			if (level == VIOMMU_HASH_LEVEL) {
 				const __u64 *pe = piece_entry(fp, dslot, start);
 				uint64_t v = hash_value(fp, w, start);

@@ -299,14 +299,24 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	viommu_answer_pte(a, iova, pte);
 	return 1;
 not_hit:
-	/* Not present while no piece of 1 GiB or more lay over the window, and the entry still as
-	 * copied: the page is not mapped (I13). The window's flags (acquire: pairs with
-	 * win_wide_add()'s release), then the entry's seq again, so that they were the flags while
-	 * the entry was as copied (I4). Anything else (raced, an access fault, maybe a larger
-	 * piece): the walk answers. */
+	/* Not present while no piece of 1 GiB or more lay over the window, no 2 MiB piece is in the
+	 * region (its piece window word), and the entry still as copied: the page is not mapped
+	 * (I13). The window's flags (acquire: pairs with win_wide_add()'s release) and the word
+	 * (acquire: piece_win_set()), then the entry's seq again, so that they were the window's
+	 * while the entry was as copied (I4). A word that is a piece's direct value answers. Anything
+	 * else (raced, an access fault, maybe a larger piece): the walk answers. */
 	wide = __atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE;
-	if (stale | wide | (pte & VIOMMU_PTE_PRESENT) | (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq))
+	if (stale | wide | (pte & VIOMMU_PTE_PRESENT))
 		return 0;
+	pte = __atomic_load_n(&c->pfirst[(iova - c->pbase) >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
+	if (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq)
+		return 0;
+	if (VIOMMU_SLOT_TAG(pte) == VIOMMU_HASH_DIRECT) {
+		if ((VIOMMU_HASH_DIRECT_FLAGS(pte) & acc) != acc)
+			return 0;
+		viommu_answer_direct(a, iova, pte);
+		return 1;
+	}
 	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = VIOMMU_FAULT_R_MAPPING;
 	a->pa = 0;
