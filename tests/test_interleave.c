@@ -98,7 +98,7 @@ static inline void hook(const volatile void *p)
 #define EXT_VA (128ull << 30) /* a 2 MiB piece whose hash value is still its record's slot word */
 #define EXT_PA 0x300000000ull
 #define HOLE_VA (256ull << 30) /* in no bucket: not mapped while the root has no WALK flag */
-#define PWIN_VA (512ull << 30) /* the piece window's 4 regions */
+#define PWIN_VA (WIN_VA + (4ull << 20)) /* the piece window's regions past the window */
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
 
 /* Where a key is: bucket and way. */
@@ -145,10 +145,11 @@ static void fx_setup(void)
 	fx.ptes[1].pte[5] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
 	hash_put(VIOMMU_HASH_KEY(DSLOT, LEAF_VA), VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, 1, 4));
 	/* the window: leaves 2 and 3, page 7 of its first region mapped; its piece window: 4
-	 * regions from PWIN_VA, a published 2 MiB piece in the second */
+	 * regions from WIN_VA (the window's 2, then 2 past it), a published 2 MiB piece in the
+	 * third (past the window) */
 	fx.wins[DSLOT] = (struct viommu_window){ .base = WIN_VA, .leaf = 2, .regions = 2,
-						 .pbase = PWIN_VA, .pfirst = 0, .pregions = 4 };
-	fx.pieces[1] = VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW);
+						 .pbase = WIN_VA, .pfirst = 0, .pregions = 4 };
+	fx.pieces[2] = VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW);
 	fx.ptes[2].pte[7] = VIOMMU_PTE_MAKE(PAGE_PA, RW);
 	/* the published 2 MiB piece */
 	hash_put(VIOMMU_HASH_KEY(DSLOT, PIECE_VA), VIOMMU_HASH_DIRECT_MAKE(PIECE_PA, RW));
@@ -268,7 +269,7 @@ ITEST(INTERLEAVE_SUITE, a_window_page_read_while_its_endpoint_moved_to_another_d
 
 ITEST(INTERLEAVE_SUITE, a_piece_window_word_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
 {
-	const __u64 iova = PWIN_VA + (2ull << 20) + 0x1234;
+	const __u64 iova = PWIN_VA + 0x1234;
 	struct viommu_lk lk = { 0 };
 	__u64 v;
 	__u32 li;
@@ -276,10 +277,31 @@ ITEST(INTERLEAVE_SUITE, a_piece_window_word_read_while_its_endpoint_moved_to_ano
 
 	cr_assert_eq(viommu_lookup_fast(&fx, EP, iova, &lk), 1);
 	cr_assert_eq(lk.ext_phys + (iova - lk.ext_start), PIECE_PA + 0x1234);
-	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, PWIN_VA + 0x10, &v, &li), VIOMMU_WIN_OUT,
-		     "a word of 0 says nothing");
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, PWIN_VA + (2ull << 20) + 0x10, &v, &li),
+		     VIOMMU_WIN_OUT, "past the window, a word of 0 says nothing");
 	/* The word loaded, then the endpoint's domain changes: its seq re-check must see it. */
-	hook_at = &fx.pieces[1];
+	hook_at = &fx.pieces[2];
+	hook_step = step_endpoint_moved;
+	got = viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, iova, &v, &li);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert_eq(got, 0, "window_pte after the endpoint moved: %d", got);
+}
+
+ITEST(INTERLEAVE_SUITE, a_window_miss_whose_endpoint_moved_before_its_piece_word_was_read_is_not_answered)
+{
+	const __u64 iova = WIN_VA + 8 * 4096 + 16; /* region 0, no PTE, word 0: not mapped */
+	struct viommu_lk lk = { 0 };
+	__u64 v;
+	__u32 li;
+	int got;
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, iova, &lk), 2);
+	/* A 2 MiB piece in the window's second region: no PTE, its word answers. */
+	fx.pieces[1] = VIOMMU_HASH_DIRECT_MAKE(OTHER_PA, RW);
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, WIN_VA + (2ull << 20) + 0x10, &lk), 1);
+	cr_assert_eq(lk.ext_phys, OTHER_PA);
+	/* The PTE and the word read, then the endpoint moves: the miss is the old domain's. */
+	hook_at = &fx.pieces[0];
 	hook_step = step_endpoint_moved;
 	got = viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, iova, &v, &li);
 	cr_assert_eq(hook_fired, 1);
