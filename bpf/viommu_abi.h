@@ -223,11 +223,17 @@ struct viommu_ptes { /* writer: device thread */
  * holds the window: piece_regions >= window_regions, placed over the same IOVA). Past the window
  * 0 says nothing (the hash and the walk answer); in it, with the page's PTE not present, that the
  * page is not mapped.
- * The writer sets an entry after the piece's record went live and clears it before the record
- * dies, so a direct value read there was the piece's translation at the instant of the load
- * (I13); the endpoint entry's seqlock vouches for the window as for the rest.
+ * The writer makes an entry VIOMMU_PIECE_BUSY when it installs the piece's slot, its direct
+ * value after the record went live, VIOMMU_PIECE_BUSY again before the slot is cleared and 0
+ * after, so a direct value read there was the piece's translation at the instant of the load,
+ * and 0 means no piece at all (I13); the endpoint entry's seqlock vouches for the window as for
+ * the rest.
  *   pregions  0: no piece window. Stored (release) after pbase and pfirst.
  *   pbase     its first IOVA (aligned to its span). */
+/* A piece window word while its piece is being mapped (record not live yet) or unmapped (slot
+ * not cleared yet): not a direct value, and not 0: a reader asks the general path, which sees
+ * what the radix and the record say, so that every path of a reader answers alike. */
+#define VIOMMU_PIECE_BUSY VIOMMU_SLOT_EXTENT
 struct viommu_window { /* writer: device thread */
 	__u64 base;
 	__u32 leaf;

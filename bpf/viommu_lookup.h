@@ -399,7 +399,9 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 		return 0;
 	if (VIOMMU_SLOT_TAG(*pte) == VIOMMU_HASH_DIRECT)
 		return VIOMMU_WIN_PIECE;
-	return in ? 2 : VIOMMU_WIN_OUT;
+	if (!in)
+		return VIOMMU_WIN_OUT;
+	return *pte ? 0 : 2; /* VIOMMU_PIECE_BUSY: a piece coming or going, the general path answers */
 }
 
 #ifndef VIOMMU_BUCKET_FIND

@@ -308,6 +308,23 @@ ITEST(INTERLEAVE_SUITE, a_window_miss_whose_endpoint_moved_before_its_piece_word
 	cr_assert_eq(got, 0, "window_pte after the endpoint moved: %d", got);
 }
 
+ITEST(INTERLEAVE_SUITE, a_window_page_whose_region_holds_a_piece_coming_or_going_is_left_to_the_general_path)
+{
+	const __u64 iova = WIN_VA + (2ull << 20) + 8 * 4096; /* region 1: no PTE */
+	struct viommu_lk lk = { 0 };
+	__u64 v;
+	__u32 li;
+
+	/* A piece being mapped (its record not live) or unmapped (its slot not cleared): the window
+	 * says neither hit nor miss, the hash and the record decide, as for every other path. */
+	fx.pieces[1] = VIOMMU_PIECE_BUSY;
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, iova, &v, &li), 0);
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, iova, &lk), 0);
+	/* Past the window the same word says nothing either: the lookup goes on. */
+	fx.pieces[3] = VIOMMU_PIECE_BUSY;
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, PWIN_VA + (2ull << 20), &v, &li), VIOMMU_WIN_OUT);
+}
+
 ITEST(INTERLEAVE_SUITE, a_direct_value_read_while_its_endpoint_moved_to_another_domain_is_not_taken)
 {
 	const __u64 key = VIOMMU_HASH_KEY(DSLOT, PIECE_VA);

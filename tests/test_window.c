@@ -2,9 +2,9 @@
 /*
  * Windows (ABI v6, fastpath.c's win_* and viommu_abi.h's viommu_windows): a domain's first MAP
  * places a window of leaves over the aligned block holding it; its pages then live at computed
- * leaf indices (2 MiB pieces inside are split into pages), pieces of 1 GiB or more over it make
- * it VIOMMU_WIN_F_WIDE, and readers keep a private copy of each endpoint's window
- * (viommu_reader_epw) that answers a one-page query inline.
+ * leaf indices, its 2 MiB pieces (and those past it, ABI v7) are words of its piece window,
+ * pieces of 1 GiB or more over it make it VIOMMU_WIN_F_WIDE, and readers keep a private copy of
+ * each endpoint's window (viommu_reader_epw) that answers a one-page query inline.
  *
  * Every answer is checked against the store (viommu_device_answer) on every path: the inline
  * reader (twice: the first lookup may make the reader's copy, the second answers from it), the
@@ -592,6 +592,22 @@ Test(window, a_2mib_map_inside_the_window_is_one_piece_window_word_and_its_unmap
 	cr_assert_eq(translate(r, 8, va - 0x2000, R).result, VIOMMU_XLATE_FAULT);
 	cr_assert_eq(translate(r, 8, va + 2 * MIB + 0x1000, R).result, VIOMMU_XLATE_FAULT);
 	cr_assert_eq(translate(r, 8, va + 0x1fff, R).pa, pa + 64 * MIB + 0x1fff);
+	/* The word as a MAP or UNMAP in flight leaves it (VIOMMU_PIECE_BUSY, played here on the
+	 * writer's memory): the window answers neither hit nor miss, the general path does. */
+	{
+		const struct viommu_window *w = &view()->wins[d];
+		__u64 *word = &fp->pieces[w->pfirst + ((va - w->pbase) >> 21)], was = *word;
+		struct viommu_query bq[4];
+
+		FP_STORE(fp, word, (__u64)VIOMMU_PIECE_BUSY, __ATOMIC_RELEASE);
+		cr_assert_eq(translate(r, 8, va + 0x2345, R).pa, pa + 64 * MIB + 0x2345, "not a miss");
+		bq[0] = qy(8, va + 0x10, 8, R);
+		bq[1] = qy(8, va + 0x3010, 1, R);
+		bq[2] = qy(8, va + 2 * MIB - 8, 8, R);
+		bq[3] = qy(8, va + 0x10, 8, W); /* not writable: the general path's fault */
+		check_queries(r, bq, 4);
+		FP_STORE(fp, word, was, __ATOMIC_RELEASE);
+	}
 	viommu_reader_close(r);
 }
 
@@ -1926,4 +1942,20 @@ Test(window, a_2mib_piece_past_the_window_is_one_word_of_its_piece_window_on_eve
 	n += probes(q + n, 9, P + 6 * MIB + 0x10);
 	check_queries(r, q, n);
 	viommu_reader_close(r);
+}
+
+Test(window, a_piece_window_always_holds_its_window_and_one_smaller_is_refused)
+{
+	dev_setup();
+	/* A window larger than the default piece window: its piece window grows to hold it. */
+	fp_setup(&(struct viommu_fastpath_opts){ .window_regions = 1u << 17 });
+	cr_assert_eq(view()->meta->window_regions, 1u << 17);
+	cr_assert_eq(view()->meta->piece_regions, 1u << 17);
+	viommu_fastpath_free(fp);
+	/* Asked for one smaller than the window: refused, nothing made. */
+	fp = viommu_fastpath_new(dev, &(struct viommu_fastpath_opts){ .window_regions = 64, .piece_regions = 32 });
+	cr_assert_null(fp);
+	cr_assert_eq(errno, EINVAL);
+	fp_setup(&(struct viommu_fastpath_opts){ .window_regions = 64, .piece_regions = 64 });
+	cr_assert_eq(view()->meta->piece_regions, 64);
 }

@@ -128,14 +128,23 @@ static __u64 *piece_win_entry(struct viommu_fastpath *fp, uint32_t dslot, uint64
 	return r < fp->piece_regions ? &fp->pieces[(uint64_t)(w - 1) * fp->piece_regions + r] : NULL;
 }
 
-/* A 2 MiB piece at @addr was published (@v its direct value: its record is live) or is going
- * (@v 0, before its record dies): its piece window entry says so (I13). Release: pairs with the
- * reader's acquire of the entry. */
+/* The piece window entry's value for @addr, 0 if none there. */
+static uint64_t piece_win_get(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+{
+	__u64 *p = piece_win_entry(fp, dslot, addr);
+
+	return p ? LD(p) : 0;
+}
+
+/* The 2 MiB piece at @addr is installed or going (@v VIOMMU_PIECE_BUSY), published (@v its
+ * direct value: its record is live) or gone (@v 0, its slot cleared): its piece window entry
+ * says so (I13). Release: pairs with the reader's acquire of the entry. An entry that already
+ * says it is not stored (a rollback's 0 would allocate a memfd page for nothing). */
 static void piece_win_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint64_t v)
 {
 	__u64 *p = piece_win_entry(fp, dslot, addr);
 
-	if (p)
+	if (p && LD(p) != v)
 		ST_REL(p, v);
 }
 
@@ -155,7 +164,8 @@ static void win_wide_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
 
 /* Give domain @dslot a window, placed over @addr (the aligned block of the window's size that
  * holds it), if one is free. Before the domain's first mapping: every piece it ever has is then
- * split (or not) with the window in place, so removal finds what installation made. */
+ * installed with the window in place (1 GiB pieces counted in its flag, 2 MiB ones with their
+ * piece window words), so removal finds what installation made. */
 static void win_place(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
 {
 	uint64_t span = (uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT;
@@ -672,8 +682,10 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 		}
 		return 0;
 	}
-	if (level == VIOMMU_HASH_LEVEL)
-		piece_win_set(fp, dslot, addr, 0); /* before the slot, long before the record dies */
+	/* A piece's word: busy before its slot is cleared (readers of the window ask the general
+	 * path, which sees the slot), 0 once it is. */
+	if (level == VIOMMU_HASH_LEVEL && (w = piece_win_get(fp, dslot, addr)))
+		piece_win_set(fp, dslot, addr, VIOMMU_PIECE_BUSY);
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
 		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);
@@ -683,6 +695,8 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 		path[l + 1] = VIOMMU_SLOT_IDX(cur);
 	}
 	w = slot_write(fp, path[level], level, addr, dslot, 0);
+	if (level == VIOMMU_HASH_LEVEL)
+		piece_win_set(fp, dslot, addr, 0);
 	path_prune(fp, dslot, addr, path, level);
 	return VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT ? VIOMMU_SLOT_IDX(w) + 1 : 0;
 }
@@ -719,6 +733,9 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 				*stop_addr = addr;
 				return err;
 			}
+			/* Its word busy until the record is live (then its direct value, PUBLISH). */
+			if (level == VIOMMU_HASH_LEVEL)
+				piece_win_set(fp, dslot, addr, VIOMMU_PIECE_BUSY);
 		} else {
 			uint32_t old;
 
@@ -1186,8 +1203,9 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		o.windows = 0;
 	if (!o.window_regions)
 		o.window_regions = VIOMMU_WINDOW_REGIONS_DEFAULT;
-	if (!o.piece_regions)
-		o.piece_regions = VIOMMU_PIECE_REGIONS_DEFAULT;
+	if (!o.piece_regions) /* the default, or the window's size if larger: it holds its window */
+		o.piece_regions = o.window_regions > VIOMMU_PIECE_REGIONS_DEFAULT ? o.window_regions :
+										 VIOMMU_PIECE_REGIONS_DEFAULT;
 	if (!o.windows)
 		o.window_regions = o.piece_regions = 0;
 	if ((cfg->page_size_mask & -cfg->page_size_mask) < (1ull << VIOMMU_PAGE_SHIFT) ||

@@ -451,7 +451,8 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 		pn = pfirst = 0, pbase = 0;
 	/* The piece window holds the window (the writer places both over the same IOVA, the piece
 	 * window no smaller): a window's miss reads its region's word. Else no window at all. */
-	if (wn && (base - pbase) + ((uint64_t)wn << VIOMMU_HASH_SHIFT) > ((uint64_t)pn << VIOMMU_HASH_SHIFT))
+	if (wn && (base < pbase || base - pbase > ((uint64_t)pn << VIOMMU_HASH_SHIFT) ||
+		   ((uint64_t)wn << VIOMMU_HASH_SHIFT) > ((uint64_t)pn << VIOMMU_HASH_SHIFT) - (base - pbase)))
 		wn = leaf = 0, base = 0;
 	c->ep = ep;
 	c->ep_seq = s1;

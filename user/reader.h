@@ -309,7 +309,8 @@ not_hit:
 	if (stale | wide | (pte & VIOMMU_PTE_PRESENT))
 		return 0;
 	pte = __atomic_load_n(&c->pfirst[(iova - c->pbase) >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
-	if (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq)
+	if ((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+	    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
 		return 0;
 	if (VIOMMU_SLOT_TAG(pte) == VIOMMU_HASH_DIRECT) {
 		if ((VIOMMU_HASH_DIRECT_FLAGS(pte) & acc) != acc)
@@ -317,6 +318,8 @@ not_hit:
 		viommu_answer_direct(a, iova, pte);
 		return 1;
 	}
+	if (pte)
+		return 0; /* VIOMMU_PIECE_BUSY: a piece coming or going, the general path answers */
 	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = VIOMMU_FAULT_R_MAPPING;
 	a->pa = 0;
