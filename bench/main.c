@@ -50,6 +50,12 @@ static bool world_4k_sparse(const struct bench_world_spec *s)
 	return s->size == BENCH_4K || s->size == BENCH_SPARSE;
 }
 
+/* Bulk lookups also over 2 MiB extents: pieces answered from the piece window (ABI v7). */
+static bool world_4k_2m_sparse(const struct bench_world_spec *s)
+{
+	return world_4k_sparse(s) || s->size == BENCH_2M;
+}
+
 static bool world_ident(const struct bench_world_spec *s)
 {
 	return s->size == BENCH_IDENT;
@@ -65,7 +71,7 @@ static const struct bench_scenario scenarios[] = {
 	{ "lookup_hot", world_4k, setup_hot, run_lookup_hot, teardown_qset },
 	{ "lookup_random", world_any, setup_random, run_lookup_random, teardown_qset },
 	{ "lookup_miss", world_4k_sparse, setup_miss, run_lookup_miss, teardown_qset },
-	{ "lookup_bulk64", world_4k_sparse, setup_random, run_lookup_bulk, teardown_qset },
+	{ "lookup_bulk64", world_4k_2m_sparse, setup_random, run_lookup_bulk, teardown_qset },
 	{ "lookup_identity", world_ident, setup_random, run_lookup_identity, teardown_qset },
 	{ "bpf_lookup", world_bpf, setup_bpf, run_bpf_lookup, teardown_qset },
 	{ "xdp_lookup", world_4k, setup_random, run_xdp_lookup, teardown_qset },

@@ -243,12 +243,20 @@ static uint32_t prefetch_burst(const struct viommu_reader *r, const struct viomm
 	unsigned rest[VIOMMU_BULK_MAX], nrest = 0, k;
 	uint32_t used = 0;
 
-	/* Stage 1: the window's PTEs (one line each, the whole lookup), and the list of the
-	 * others, for which the hash's buckets come first. */
+	/* Stage 1: the window's PTEs (one line each, the whole lookup); past the window, in its
+	 * piece window, the region's word (a 2 MiB piece's whole lookup, answered by
+	 * viommu_reader_window() in the answer pass); and the list of the others, for which the
+	 * hash's buckets come first. */
 	for (unsigned i = 0; i < n; i++) {
+		const struct viommu_reader_epw *c = &r->epw[q[i].endpoint % VIOMMU_READER_EPW];
+
 		if ((ptep[i] = window_pte(r, &q[i]))) {
 			__builtin_prefetch(ptep[i]);
 			used |= 1u << (q[i].endpoint % VIOMMU_READER_EPW);
+			continue;
+		}
+		if (!(viommu_window_query_out(&q[i]) | (c->ep ^ q[i].endpoint)) && q[i].iova - c->pbase < c->pspan) {
+			__builtin_prefetch(&c->pfirst[(q[i].iova - c->pbase) >> VIOMMU_HASH_SHIFT]);
 			continue;
 		}
 		rest[nrest++] = i;
