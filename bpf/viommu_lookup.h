@@ -598,13 +598,8 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		lk->reason = VIOMMU_FAULT_R_MAPPING;
 		return 2;
 	case VIOMMU_WIN_PIECE: /* a published 2 MiB piece, its entry read with the seq unchanged */
-		viommu_direct_lk(pte, iova, lk);
-		lk->result = VIOMMU_XLATE_HIT;
-		lk->reason = 0;
-		lk->dslot = dslot;
-		lk->ep_idx = ep;
-		lk->ep_seq = s1;
-		return 1;
+		slot = pte;
+		goto direct;
 	case VIOMMU_WIN_OUT:
 		break;
 	default:
@@ -630,6 +625,7 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		VIOMMU_FENCE_ACQ();
 		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
 			return 0;
+direct:
 		viommu_direct_lk(slot, iova, lk);
 		lk->result = VIOMMU_XLATE_HIT;
 		lk->reason = 0;

@@ -116,33 +116,13 @@ static bool win_overlaps(const struct viommu_fastpath *fp, uint32_t dslot, uint6
 	return fp->dom_win[dslot] && addr <= e && addr + (size - 1) >= b;
 }
 
-/* The piece window's entry for the 2 MiB region at @addr of domain @dslot, or NULL: none there. */
-static __u64 *piece_win_entry(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
-{
-	uint32_t w = fp->dom_win[dslot];
-	uint64_t r;
-
-	if (!w)
-		return NULL;
-	r = (addr - LD(&fp->wins[dslot].pbase)) >> VIOMMU_HASH_SHIFT;
-	return r < fp->piece_regions ? &fp->pieces[(uint64_t)(w - 1) * fp->piece_regions + r] : NULL;
-}
-
-/* The piece window entry's value for @addr, 0 if none there. */
-static uint64_t piece_win_get(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
-{
-	__u64 *p = piece_win_entry(fp, dslot, addr);
-
-	return p ? LD(p) : 0;
-}
-
 /* The 2 MiB piece at @addr is installed or going (@v VIOMMU_PIECE_BUSY), published (@v its
  * direct value: its record is live) or gone (@v 0, its slot cleared): its piece window entry
  * says so (I13). Release: pairs with the reader's acquire of the entry. An entry that already
  * says it is not stored (a rollback's 0 would allocate a memfd page for nothing). */
 static void piece_win_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint64_t v)
 {
-	__u64 *p = piece_win_entry(fp, dslot, addr);
+	__u64 *p = fp_piece_word(fp, dslot, addr);
 
 	if (p && LD(p) != v)
 		ST_REL(p, v);
@@ -683,9 +663,14 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 		return 0;
 	}
 	/* A piece's word: busy before its slot is cleared (readers of the window ask the general
-	 * path, which sees the slot), 0 once it is. */
-	if (level == VIOMMU_HASH_LEVEL && (w = piece_win_get(fp, dslot, addr)))
-		piece_win_set(fp, dslot, addr, VIOMMU_PIECE_BUSY);
+	 * path, which sees the slot), 0 once it is. A word already 0 (a piece never installed) is
+	 * left so. */
+	if (level == VIOMMU_HASH_LEVEL) {
+		__u64 *p = fp_piece_word(fp, dslot, addr);
+
+		if (p && LD(p))
+			ST_REL(p, (__u64)VIOMMU_PIECE_BUSY);
+	}
 	path[0] = fp->dom_root[dslot];
 	for (l = 0; l < level; l++) {
 		uint64_t cur = LD(&fp->nodes[path[l]].slot[VIOMMU_SLOT_OF(l, addr)]);

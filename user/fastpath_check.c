@@ -116,15 +116,6 @@ static uint64_t hash_value(const struct viommu_fastpath *fp, uint64_t w, uint64_
 	return VIOMMU_HASH_DIRECT_MAKE(x->phys + (start - x->start), x->flags);
 }
 
-/* Domain @dslot's piece window entry for the region at @addr (I13), or NULL: none there. */
-static const __u64 *piece_entry(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
-{
-	uint32_t w = fp->dom_win[dslot];
-	uint64_t r = (addr - fp->wins[dslot].pbase) >> VIOMMU_HASH_SHIFT;
-
-	return w && r < fp->piece_regions ? &fp->pieces[(uint64_t)(w - 1) * fp->piece_regions + r] : NULL;
-}
-
 /* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
 static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
 		      uint64_t base)
@@ -176,11 +167,11 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 				uint64_t we = wb + ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1;
 
 				c->wide += level < VIOMMU_HASH_LEVEL && start <= we && last >= wb;
-				if (level == VIOMMU_HASH_LEVEL && start >= wb && start <= we && !piece_entry(fp, dslot, start))
+				if (level == VIOMMU_HASH_LEVEL && start >= wb && start <= we && !fp_piece_word(fp, dslot, start))
 					return -EUCLEAN;
 			}
 			if (level == VIOMMU_HASH_LEVEL) {
-				const __u64 *pe = piece_entry(fp, dslot, start);
+				const __u64 *pe = fp_piece_word(fp, dslot, start);
 				uint64_t v = hash_value(fp, w, start);
 
 				if (pe && *pe != (VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT ? v : 0))

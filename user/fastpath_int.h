@@ -136,6 +136,16 @@ struct viommu_fastpath {
 /* meta counters (`viommu stat`): one writer, relaxed */
 #define META_ADD(field, d) ST(&fp->meta->field, fp->meta->field + (d))
 
+/* Domain @dslot's piece window word for the 2 MiB region at @addr (I13), or NULL: none there.
+ * The writer's thread (fastpath.c, and fastpath_check.c's self-check). */
+static inline __u64 *fp_piece_word(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+{
+	uint32_t w = fp->dom_win[dslot];
+	uint64_t r = (addr - __atomic_load_n(&fp->wins[dslot].pbase, __ATOMIC_RELAXED)) >> VIOMMU_HASH_SHIFT;
+
+	return w && r < fp->piece_regions ? &fp->pieces[(uint64_t)(w - 1) * fp->piece_regions + r] : NULL;
+}
+
 /* fastpath.c: the sparse endpoint index: @id's entry, or -1 (with @alloc: made if absent). */
 int64_t fp_ep_index_find(struct viommu_fastpath *fp, uint32_t id, bool alloc);
 
