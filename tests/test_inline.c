@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The inline reader's re-checks (user/reader.h, viommu_reader_window()), one interleaving at a
+ * time. test_interleave.c hooks the loads of bpf/viommu_lookup.h through its macros; the inline
+ * reader makes its loads with __atomic_load_n, straight from the caller's loop, so here a load
+ * is hooked by the page it reads: the page is made inaccessible, the load faults, the SIGSEGV
+ * handler runs one step of "the writer" (docs/concurrency.md) and gives the page back, and the
+ * load runs again and reads what the writer left. Single-threaded and deterministic.
+ *
+ * The reader's copy of an endpoint's window (struct viommu_reader_epw) is built by hand over
+ * this file's own memory, as viommu_reader_window_load() would build it: a window of one 2 MiB
+ * region at WIN, its piece window of two regions from WIN (the second region is past the
+ * window), the endpoint entry's seq and meta.wraps.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "reader.h"
+
+#define WIN 0x100000000ull
+#define REGION (1ull << VIOMMU_HASH_SHIFT)
+#define EP 3u
+#define PAGE_IN 5u /* the window page the tests ask for */
+#define PA_OLD 0x7000000ull
+#define PA_NEW 0x9000000ull /* what the writer's step leaves */
+#define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
+
+/* The shared memory the copy points into: a page of PTEs (the window's one leaf holds 512, the
+ * tests use the first page of them), a page of piece window words; each its own page, so that
+ * either can be hooked alone. */
+static __u64 *ptes, *words;
+static __u32 seq = 4; /* the endpoint entry's seq */
+static __u64 wraps = 7, winword = WIN; /* meta.wraps; the window entry's base word (no flags) */
+static struct viommu_reader *r;
+
+static __u64 *hooked; /* the page whose next load runs the step */
+static void (*step)(void);
+static unsigned fired;
+
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t page = (uintptr_t)hooked;
+
+	(void)uc;
+	if (!hooked || (uintptr_t)si->si_addr - page >= 4096) {
+		signal(sig, SIG_DFL); /* not ours: the default action, when the load runs again */
+		return;
+	}
+	hooked = NULL;
+	fired++;
+	mprotect((void *)page, 4096, PROT_READ | PROT_WRITE);
+	step();
+}
+
+static void hook(__u64 *page, void (*s)(void))
+{
+	hooked = page;
+	step = s;
+	cr_assert_eq(mprotect(page, 4096, PROT_NONE), 0);
+}
+
+static void setup(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_segv, .sa_flags = SA_SIGINFO };
+	struct viommu_reader_epw *c;
+
+	ptes = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(ptes, MAP_FAILED);
+	words = ptes + 512;
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	r = viommu_reader_alloc();
+	cr_assert_not_null(r);
+	viommu_reader_tlb_flush(r);
+	c = &r->epw[EP % VIOMMU_READER_EPW];
+	*c = (struct viommu_reader_epw){
+		.ep = EP, .ep_seq = seq, .base = WIN, .span = REGION, .first = ptes, .seqp = &seq,
+		.wrapsp = &wraps, .winp = &winword, .wraps = wraps, .pbase = WIN, .pspan = 2 * REGION,
+		.pfirst = words,
+	};
+}
+
+static void teardown(void)
+{
+	free(r);
+	munmap(ptes, 8192);
+}
+
+TestSuite(inline, .init = setup, .fini = teardown);
+
+/* The writer's steps. The endpoint moved to another domain (W3: its seq moves on), whose
+ * translation for the same IOVA is PA_NEW, left where the copy points (the old domain's memory
+ * reused). Or the same with a seq that wrapped back to the copy's (a bump of meta.wraps first,
+ * I10). */
+static void new_translation(void)
+{
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_NEW, RW);
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_NEW & ~(REGION - 1), RW);
+	words[1] = VIOMMU_HASH_DIRECT_MAKE(PA_NEW & ~(REGION - 1), RW);
+}
+
+static void step_endpoint_moved(void)
+{
+	seq += 2;
+	new_translation();
+}
+
+static void step_seq_wrapped_back(void)
+{
+	wraps++;
+	new_translation();
+}
+
+static uint32_t ask(uint64_t iova, struct viommu_answer *a)
+{
+	struct viommu_query q = { .endpoint = EP, .access = VIOMMU_MAP_F_READ, .iova = iova, .size = 8 };
+
+	memset(a, 0xa5, sizeof(*a));
+	return (uint32_t)viommu_reader_window(r, &q, a);
+}
+
+Test(inline, answers_from_its_copy_when_nothing_moves)
+{
+	struct viommu_answer a;
+
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
+	words[1] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 8, &a), 1);
+	cr_assert_eq(a.pa, PA_OLD + 8);
+	/* A page that is not mapped: its PTE is 0 and its region's word 0. */
+	cr_assert_eq(ask(WIN + 9 * 4096, &a), 2);
+	cr_assert_eq(a.result, VIOMMU_XLATE_FAULT);
+	/* Past the window, in the piece window: the word. */
+	cr_assert_eq(ask(WIN + REGION + 0x1234, &a), 1);
+	cr_assert_eq(a.pa, PA_OLD + 0x1234);
+	/* The hook itself: the step runs before the hooked load, which reads what it left. */
+	hook(ptes, new_translation);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 8, &a), 1);
+	cr_assert_eq(fired, 1);
+	cr_assert_eq(a.pa, PA_NEW + 8);
+}
+
+/* The page's PTE read after the endpoint moved: the seq check after it turns the answer away. */
+Test(inline, a_window_page_read_after_its_endpoint_moved_is_not_answered)
+{
+	struct viommu_answer a;
+
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
+	hook(ptes, step_endpoint_moved);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0, "answered 0x%llx from a moved endpoint's copy",
+		     (unsigned long long)a.pa);
+	cr_assert_eq(fired, 1);
+}
+
+Test(inline, a_window_page_read_after_its_seq_wrapped_back_is_not_answered)
+{
+	struct viommu_answer a;
+
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
+	hook(ptes, step_seq_wrapped_back);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
+	cr_assert_eq(fired, 1);
+}
+
+/* A window miss: the PTE not present, then the region's word. The endpoint moved between the
+ * PTE's check and the word: the second seq check (after the word) turns the answer away. */
+Test(inline, a_window_miss_whose_endpoint_moved_before_its_word_was_read_is_not_answered)
+{
+	struct viommu_answer a;
+
+	hook(words, step_endpoint_moved);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0, "answered %u (pa 0x%llx) from a moved endpoint's copy",
+		     a.result, (unsigned long long)a.pa);
+	cr_assert_eq(fired, 1);
+}
+
+Test(inline, a_window_miss_whose_seq_wrapped_back_before_its_word_was_read_is_not_answered)
+{
+	struct viommu_answer a;
+
+	hook(words, step_seq_wrapped_back);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
+	cr_assert_eq(fired, 1);
+}
+
+/* The same miss where the writer only removed the region's piece (the word busy, then 0: no
+ * seq change): not answered as a miss from a busy word. */
+static void step_piece_going(void)
+{
+	words[0] = VIOMMU_PIECE_BUSY;
+}
+
+Test(inline, a_window_miss_whose_region_holds_a_piece_going_is_not_answered)
+{
+	struct viommu_answer a;
+
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	hook(words, step_piece_going);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
+	cr_assert_eq(fired, 1);
+}
+
+/* Past the window: the piece window's word read after the endpoint moved. */
+Test(inline, a_piece_word_read_after_its_endpoint_moved_is_not_answered)
+{
+	struct viommu_answer a;
+
+	words[1] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	hook(words, step_endpoint_moved);
+	cr_assert_eq(ask(WIN + REGION + 0x1234, &a), 0, "answered 0x%llx from a moved endpoint's copy",
+		     (unsigned long long)a.pa);
+	cr_assert_eq(fired, 1);
+}
+
+Test(inline, a_piece_word_read_after_its_seq_wrapped_back_is_not_answered)
+{
+	struct viommu_answer a;
+
+	words[1] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	hook(words, step_seq_wrapped_back);
+	cr_assert_eq(ask(WIN + REGION + 0x1234, &a), 0);
+	cr_assert_eq(fired, 1);
+}
