@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1958,4 +1959,78 @@ Test(window, a_piece_window_always_holds_its_window_and_one_smaller_is_refused)
 	cr_assert_eq(errno, EINVAL);
 	fp_setup(&(struct viommu_fastpath_opts){ .window_regions = 64, .piece_regions = 64 });
 	cr_assert_eq(view()->meta->piece_regions, 64);
+}
+
+/* ---- a burst whose endpoint moves while its PTEs are read ---- */
+
+/* A load hooked by the page it reads (as in tests/test_inline.c): the page is made inaccessible;
+ * the fault gives it back and runs the writer's step, here real requests to the device, then the
+ * load runs again. The interrupted reader holds no lock, so the requests can run there. */
+static void *burst_page;
+static void (*burst_step)(void);
+static unsigned burst_fired;
+
+static void burst_on_segv(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (!burst_page || (uintptr_t)si->si_addr - (uintptr_t)burst_page >= 4096) {
+		signal(sig, SIG_DFL);
+		return;
+	}
+	mprotect(burst_page, 4096, PROT_READ | PROT_WRITE);
+	burst_page = NULL;
+	burst_fired++;
+	burst_step();
+}
+
+/* Endpoint 8 leaves domain 1 and endpoint 9 takes the window, in domain 2, with its own page at
+ * RACE_X: the PTE that endpoint 8's copy points at now holds domain 2's page. */
+static void step_window_changes_hands(void)
+{
+	cr_assert_eq(test_detach(dev, 1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
+}
+
+/* The burst answers its window queries from their PTEs as they come, and checks each endpoint
+ * copy once, after the last PTE: a copy that went stale meanwhile has its queries answered
+ * again the long way, before the burst returns. */
+Test(window, a_burst_whose_endpoint_moved_while_its_ptes_were_read_answers_them_again_the_long_way)
+{
+	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
+	struct viommu_query q[3] = { qy(8, RACE_X + 0x10, 8, R), qy(8, RACE_X + 0x20, 8, R),
+				     qy(8, RACE_X + 0x1010, 8, R) };
+	struct viommu_answer a[3], want;
+	struct viommu_reader *r;
+	const struct viommu_reader_epw *c;
+	uintptr_t pte;
+
+#if defined(__SANITIZE_THREAD__)
+	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
+#endif
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, RACE_X, 0x2000, RACE_PA_A, RW);
+	/* The reader's copy of endpoint 8's window, and its answer before anything moves. */
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a[0]), VIOMMU_XLATE_HIT);
+	cr_assert_eq(a[0].pa, RACE_PA_A + 0x10);
+	c = &r->epw[8 % VIOMMU_READER_EPW];
+	cr_assert_eq(c->ep, 8);
+	cr_assert(RACE_X - c->base < c->span, "RACE_X is in the window");
+	pte = (uintptr_t)&c->first[(RACE_X - c->base) >> VIOMMU_PAGE_SHIFT];
+
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	burst_step = step_window_changes_hands;
+	burst_page = (void *)(pte & ~(uintptr_t)4095);
+	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
+	viommu_reader_translate_bulk(r, q, a, 3);
+	cr_assert_eq(burst_fired, 1, "the step ran at the burst's first PTE load");
+	for (int i = 0; i < 3; i++) {
+		viommu_device_answer(dev, &q[i], &want);
+		cr_assert_eq(want.result, VIOMMU_XLATE_FAULT, "endpoint 8 is in no domain now");
+		assert_same(&q[i], &want, &a[i], "the burst");
+	}
+	viommu_reader_close(r);
 }
