@@ -37,30 +37,39 @@ int viommu_bench_flat_lookup(struct viommu_batch *b)
 
 	if (n > VIOMMU_BULK_MAX)
 		return -1;
-	/* Unrolled: the context is only read at constant offsets (the verifier's rule). */
+	/* Unrolled: the context is only read at constant offsets (the verifier's rule). Each answer
+	 * is written straight into the context, every field, as viommu_xlate_batch does for the
+	 * queries its window takes. */
 #pragma unroll
 	for (int i = 0; i < VIOMMU_BULK_MAX; i++) {
-		struct viommu_query q;
-		struct viommu_answer a = {};
-		__u64 pfn, *e, want;
-		__u32 idx;
+		__u64 pfn, *e, want, iova;
+		__u32 idx, access;
 
 		if (i >= n)
 			break;
-		q = b->q[i];
-		pfn = (q.iova >> 12) - flat_base_pfn;
-		idx = pfn < flat_pages && q.endpoint == flat_ep ? (__u32)pfn : flat_pages;
+		iova = b->q[i].iova;
+		access = b->q[i].access;
+		pfn = (iova >> 12) - flat_base_pfn;
+		idx = pfn < flat_pages && b->q[i].endpoint == flat_ep ? (__u32)pfn : flat_pages;
 		e = bpf_map_lookup_elem(&viommu_bench_flat, &idx);
-		want = BENCH_FLAT_VALID | q.access;
+		want = BENCH_FLAT_VALID | access;
+		b->a[i].ext_start = 0;
+		b->a[i].ext_end = 0;
+		b->a[i].ext_phys = 0;
+		b->a[i].ext_flags = 0;
+		b->a[i].pad = 0;
+		b->a[i].next = 0;
 		if (e && (*e & want) == want) {
-			a.result = VIOMMU_XLATE_HIT;
-			a.pa = (*e & ~0xfffull) + (q.iova & 0xfff);
+			b->a[i].result = VIOMMU_XLATE_HIT;
+			b->a[i].reason = 0;
+			b->a[i].pa = (*e & ~0xfffull) + (iova & 0xfff);
+			b->a[i].fault_addr = 0;
 		} else {
-			a.result = VIOMMU_XLATE_FAULT;
-			a.reason = 2; /* VIRTIO_IOMMU_FAULT_R_MAPPING */
-			a.fault_addr = q.iova;
+			b->a[i].result = VIOMMU_XLATE_FAULT;
+			b->a[i].reason = 2; /* VIRTIO_IOMMU_FAULT_R_MAPPING */
+			b->a[i].pa = 0;
+			b->a[i].fault_addr = iova;
 		}
-		b->a[i] = a;
 	}
 	return 0;
 }

@@ -303,12 +303,17 @@ VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u
  * below 4096, so their sum cannot wrap; size 0, one byte, takes the general path). Each term is
  * 0 when fine, so the callers pay one branch for all of them.
  */
+VIOMMU_INLINE __u64 viommu_window_args_out(__u32 ep, __u32 access, __u64 iova, __u64 size)
+{
+	__u64 last = size - 1;
+
+	return (ep / VIOMMU_EP_DENSE) | (access / (VIOMMU_MAP_F_MASK + 1)) |
+	       ((last | (last + (iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >> VIOMMU_PAGE_SHIFT);
+}
+
 VIOMMU_INLINE __u64 viommu_window_query_out(const struct viommu_query *q)
 {
-	__u64 last = q->size - 1;
-
-	return (q->endpoint / VIOMMU_EP_DENSE) | (q->access / (VIOMMU_MAP_F_MASK + 1)) |
-	       ((last | (last + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >> VIOMMU_PAGE_SHIFT);
+	return viommu_window_args_out(q->endpoint, q->access, q->iova, q->size);
 }
 
 /* A HIT for byte @iova from its page's present PTE @pte: the page is the run answered. */

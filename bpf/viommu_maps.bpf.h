@@ -180,19 +180,29 @@ static __always_inline void viommu_bpf_translate(const struct viommu_query *q, s
 /*
  * The window (I13) in line, for the batch and XDP programs: a query within one page, READ /
  * WRITE / MMIO access only, from a dense endpoint whose domain has a window holding the page:
- * the endpoint entry, the window entry and the page's PTE, checked by the entry's seqlock. 1: a
- * HIT in @a; 2: a FAULT in @a (not present, no piece of 1 GiB or more over the window); 0: not
- * taken (the caller asks viommu_bpf_translate). Counts nothing: the caller adds its hits to
- * viommu_stats once per run.
+ * the endpoint entry, the window entry and the page's PTE (or its region's piece window word),
+ * checked by the entry's seqlock. Its outcome in one word, from scalars (no pointer, so that a
+ * program can pass the query's fields straight from its context): VIOMMU_WINW_KIND() of it is
+ * 0, not taken (the caller asks viommu_bpf_translate); VIOMMU_WINW_PTE, a present PTE with
+ * every flag the access needs; VIOMMU_WINW_MISS, the page is not mapped (not present, no piece
+ * over it); VIOMMU_WINW_PIECE, a published 2 MiB piece's direct value with every flag the
+ * access needs. The PTE or value keeps its PA and flags bits (12 and up, 1-4), the kind sits
+ * in bits 8-9, which neither uses. Counts nothing: the caller adds its hits to viommu_stats
+ * once per run.
  */
-static __always_inline int viommu_bpf_window(const struct viommu_query *q, struct viommu_answer *a)
+#define VIOMMU_WINW_PTE 1ull
+#define VIOMMU_WINW_MISS 2ull
+#define VIOMMU_WINW_PIECE 3ull
+#define VIOMMU_WINW_KIND(w) (((w) >> 8) & 3)
+#define VIOMMU_WINW(kind, v) (((v) & ~0xf00ull) | (kind) << 8)
+static __always_inline __u64 viommu_bpf_window_word(__u32 ep, __u32 access, __u64 iova, __u64 size)
 {
 	const struct viommu_ep_entry *e;
-	__u64 iova = q->iova, pte;
-	__u32 ep = q->endpoint, s1, dslot, li;
+	__u64 pte;
+	__u32 s1, dslot, li;
 	int got;
 
-	if (viommu_window_query_out(q))
+	if (viommu_window_args_out(ep, access, iova, size))
 		return 0;
 	e = viommu_acc_ep(0, ep);
 	if (!e)
@@ -202,39 +212,67 @@ static __always_inline int viommu_bpf_window(const struct viommu_query *q, struc
 	if ((s1 & 1) | (VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
 		return 0;
 	got = viommu_window_pte(0, e, s1, dslot, iova, &pte, &li);
-	if (got == VIOMMU_WIN_PIECE) { /* a published 2 MiB piece, with every flag the access needs */
-		if ((VIOMMU_HASH_DIRECT_FLAGS(pte) & q->access) != q->access)
-			return 0;
-		viommu_answer_direct(a, iova, pte);
-		return 1;
-	}
-	if (got == 2) {
-		a->result = VIOMMU_XLATE_FAULT;
-		a->reason = VIOMMU_FAULT_R_MAPPING;
-		a->pa = 0;
-		a->fault_addr = iova;
-		a->next = 0;
-		return 2;
-	}
+	if (got == VIOMMU_WIN_PIECE) /* a published 2 MiB piece, with every flag the access needs */
+		return (VIOMMU_HASH_DIRECT_FLAGS(pte) & access) == access ? VIOMMU_WINW(VIOMMU_WINW_PIECE, pte) : 0;
+	if (got == 2)
+		return VIOMMU_WINW(VIOMMU_WINW_MISS, 0);
 	/* Present, with every flag the access needs (else the general path says which fault). */
-	if (got != 1 || (~pte & ((__u64)q->access << 1)))
+	if (got != 1 || (~pte & ((__u64)access << 1)))
 		return 0;
-	viommu_answer_pte(a, iova, pte);
-	return 1;
+	return VIOMMU_WINW(VIOMMU_WINW_PTE, pte);
 }
 
-/* Send a fault to the device's event queue (the device drains viommu_faults). */
-static __always_inline void viommu_bpf_report_fault(const struct viommu_query *q,
-						    const struct viommu_answer *a)
+/* The answer @a to a query of byte @iova whose window word is @w (a kind, not 0), every field
+ * written (a program's context is not zeroed for it). 1: a HIT; 2: a FAULT (not mapped). */
+static __always_inline int viommu_bpf_window_answer(struct viommu_answer *a, __u64 iova, __u64 w)
+{
+	a->pad = 0;
+	if (VIOMMU_WINW_KIND(w) == VIOMMU_WINW_PTE) {
+		viommu_answer_pte(a, iova, w);
+		return 1;
+	}
+	if (VIOMMU_WINW_KIND(w) == VIOMMU_WINW_PIECE) {
+		viommu_answer_direct(a, iova, w);
+		return 1;
+	}
+	a->result = VIOMMU_XLATE_FAULT;
+	a->reason = VIOMMU_FAULT_R_MAPPING;
+	a->pa = 0;
+	a->ext_start = 0;
+	a->ext_end = 0;
+	a->ext_phys = 0;
+	a->ext_flags = 0;
+	a->fault_addr = iova;
+	a->next = 0;
+	return 2;
+}
+
+/* Both, for a query and an answer of the program's own: 1 HIT, 2 FAULT, 0 not taken. */
+static __always_inline int viommu_bpf_window(const struct viommu_query *q, struct viommu_answer *a)
+{
+	__u64 w = viommu_bpf_window_word(q->endpoint, q->access, q->iova, q->size);
+
+	return VIOMMU_WINW_KIND(w) ? viommu_bpf_window_answer(a, q->iova, w) : 0;
+}
+
+/* Send a fault to the device's event queue (the device drains viommu_faults), from its fields. */
+static __always_inline void viommu_bpf_report(__u32 ep, __u32 access, __u32 reason, __u64 addr)
 {
 	struct viommu_fault_rec rec = {
-		.endpoint = q->endpoint,
-		.reason = (__u8)a->reason,
-		.access = q->access & ~VIOMMU_QUERY_F_EXTENT,
-		.address = a->fault_addr,
+		.endpoint = ep,
+		.reason = (__u8)reason,
+		.access = access & ~VIOMMU_QUERY_F_EXTENT,
+		.address = addr,
 	};
 
 	bpf_ringbuf_output(&viommu_faults, &rec, sizeof(rec), 0);
+}
+
+/* The same for a query and its answer. */
+static __always_inline void viommu_bpf_report_fault(const struct viommu_query *q,
+						    const struct viommu_answer *a)
+{
+	viommu_bpf_report(q->endpoint, q->access, a->reason, a->fault_addr);
 }
 
 #endif

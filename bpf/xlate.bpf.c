@@ -49,8 +49,26 @@ __noinline int viommu_window_one(struct viommu_query *q, struct viommu_answer *a
 	return viommu_bpf_window(q, a);
 }
 
+/* The same, from the query's fields and to one word (viommu_bpf_window_word): no pointer, so
+ * that the batch passes the fields straight from its context and writes the answer there. */
+__noinline __u64 viommu_window_word_one(__u32 ep, __u32 access, __u64 iova, __u64 size)
+{
+	return viommu_bpf_window_word(ep, access, iova, size);
+}
+
+/* A fault to the device's event queue (viommu_bpf_report), its record in a frame of its own:
+ * the batch's frame, which begins the deepest chain of calls, stays small. */
+__noinline int viommu_report_one(__u32 ep, __u32 access, __u32 reason, __u64 addr)
+{
+	viommu_bpf_report(ep, access, reason, addr);
+	return 0;
+}
+
 /* ctx: struct viommu_batch, copied in and out by BPF_PROG_TEST_RUN. The verifier refuses a
- * variable offset into the context, so the batch loop is unrolled (constant offsets). */
+ * variable offset into the context, so the batch loop is unrolled (constant offsets). A query
+ * the window takes is read from the context and answered into it (every field written), with
+ * no copy on the stack: 64 bytes zeroed, 24 copied in and 64 out per query, about a third of
+ * what a window lookup cost here. */
 SEC("syscall")
 int viommu_xlate_batch(struct viommu_batch *b)
 {
@@ -63,20 +81,31 @@ int viommu_xlate_batch(struct viommu_batch *b)
 	for (int i = 0; i < VIOMMU_BULK_MAX; i++) {
 		struct viommu_query q;
 		struct viommu_answer a = {};
-		int w;
+		__u64 w;
 
 		if (i >= n)
 			break;
-		q = b->q[i];
-		/* The window (one PTE); anything else through the general lookup. */
-		if ((w = viommu_window_one(&q, &a))) {
+		/* The window (one PTE, or one piece window word). */
+		w = viommu_window_word_one(b->q[i].endpoint, b->q[i].access, b->q[i].iova, b->q[i].size);
+		if (VIOMMU_WINW_KIND(w)) {
 			taken++;
-			hits += w == 1;
-		} else {
-			viommu_xlate_one(&q, &a);
+			if (viommu_bpf_window_answer(&b->a[i], b->q[i].iova, w) == 1)
+				hits++;
+			else if (report)
+				viommu_report_one(b->q[i].endpoint, b->q[i].access, VIOMMU_FAULT_R_MAPPING,
+						  b->q[i].iova);
+			continue;
 		}
+		/* Anything else through the general lookup. The fields one at a time, at constant
+		 * offsets (a struct copy may load through a moved context pointer, which the
+		 * verifier refuses). */
+		q.endpoint = b->q[i].endpoint;
+		q.access = b->q[i].access;
+		q.iova = b->q[i].iova;
+		q.size = b->q[i].size;
+		viommu_xlate_one(&q, &a);
 		if (a.result == VIOMMU_XLATE_FAULT && report)
-			viommu_bpf_report_fault(&q, &a);
+			viommu_report_one(q.endpoint, q.access, a.reason, a.fault_addr);
 		b->a[i] = a;
 	}
 	/* The window's lookups, counted once per run. */
