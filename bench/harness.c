@@ -94,6 +94,10 @@ static uint64_t calibrate(struct bench_job *j)
 	uint64_t ops = 1;
 	double t;
 
+	if (bench_opt.fixed_ops) {
+		time_run(j, bench_opt.fixed_ops); /* the same warm-up */
+		return bench_opt.fixed_ops;
+	}
 	for (;;) {
 		t = time_run(j, ops);
 		if (t >= bench_opt.rep_ns / 10 || ops >= BENCH_OPS_MAX)

@@ -34,6 +34,7 @@ struct bench_opts {
 	bool plot;
 	unsigned reps; /* timed repetitions per job */
 	double rep_ns; /* target duration of one repetition */
+	uint64_t fixed_ops; /* --ops=N: N operations per repetition, no calibration (callgrind) */
 	size_t nq; /* queries per query set (a power of two, multiple of BENCH_BATCH) */
 	char command[1024];
 };

@@ -10,7 +10,7 @@
  * World scenarios run once in each world of the suite they want (worlds.h); standalone ones
  * build what they need. This file: the table, the suites, the targets, the command line.
  *
- *   viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--world=SIZE[:N]] [--impls=A,B] [--out=DIR] [--no-plot]
+ *   viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--world=SIZE[:N]] [--impls=A,B] [--ops=N] [--out=DIR] [--no-plot]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -181,7 +181,7 @@ static void targets_print(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--world=SIZE[:N]] [--impls=A,B] [--out=DIR] [--no-plot]\n"
+	fprintf(f, "usage: viommu-bench [--quick | --smoke] [--filter=SUBSTR] [--world=SIZE[:N]] [--impls=A,B] [--ops=N] [--out=DIR] [--no-plot]\n"
 		   "  (default)        the standard suite (results in bench/results/)\n"
 		   "  --quick          a reduced suite, under a minute\n"
 		   "  --smoke          a tiny run: every correctness check, no timing targets;\n"
@@ -190,6 +190,8 @@ static void usage(FILE *f)
 		   "  --world=SIZE[:N] only the suite's worlds of that size (4k, 2m, mixed, 2^48, sparse)\n"
 		   "                   and, with :N, of N extents\n"
 		   "  --impls=A,B      the lookup scenarios time only these (viommu, flat, gtree, ...)\n"
+		   "  --ops=N          N operations per repetition, no calibration: instruction\n"
+		   "                   counts under callgrind, which a noisy host does not move\n"
 		   "  --out=DIR        where the JSON and the plot go\n"
 		   "  --no-plot        no PNG\n"
 		   "scenarios:");
@@ -221,6 +223,8 @@ static void parse_args(int argc, char **argv)
 			bench_opt.impls = a + 8;
 		else if (!strncmp(a, "--out=", 6))
 			bench_opt.out = a + 6;
+		else if (!strncmp(a, "--ops=", 6) && strtoull(a + 6, NULL, 10) > 0)
+			bench_opt.fixed_ops = strtoull(a + 6, NULL, 10);
 		else if (!strcmp(a, "--no-plot"))
 			bench_opt.plot = false;
 		else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

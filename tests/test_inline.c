@@ -30,12 +30,12 @@
 #define PA_NEW 0x9000000ull /* what the writer's step leaves */
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
 
-/* The shared memory the copy points into: a page of PTEs (the window's one leaf holds 512, the
- * tests use the first page of them), a page of piece window words; each its own page, so that
- * either can be hooked alone. */
-static __u64 *ptes, *words;
+/* The shared memory the copy points into: a page of PTEs (the window's one leaf holds 512), a
+ * page of piece window words, a page holding the window entry's base word; each its own page,
+ * so that each can be hooked alone. */
+static __u64 *ptes, *words, *winword; /* and the window entry's base word (no flags) */
 static __u32 seq = 4; /* the endpoint entry's seq */
-static __u64 wraps = 7, winword = WIN; /* meta.wraps; the window entry's base word (no flags) */
+static __u64 wraps = 7; /* meta.wraps */
 static struct viommu_reader *r;
 
 static __u64 *hooked; /* the page whose next load runs the step */
@@ -69,9 +69,11 @@ static void setup(void)
 	struct sigaction sa = { .sa_sigaction = on_segv, .sa_flags = SA_SIGINFO };
 	struct viommu_reader_epw *c;
 
-	ptes = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ptes = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	cr_assert_neq(ptes, MAP_FAILED);
 	words = ptes + 512;
+	winword = words + 512;
+	*winword = WIN;
 	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
 	r = viommu_reader_alloc();
 	cr_assert_not_null(r);
@@ -79,15 +81,15 @@ static void setup(void)
 	c = &r->epw[EP % VIOMMU_READER_EPW];
 	*c = (struct viommu_reader_epw){
 		.ep = EP, .ep_seq = seq, .base = WIN, .span = REGION, .first = ptes, .seqp = &seq,
-		.wrapsp = &wraps, .winp = &winword, .wraps = wraps, .pbase = WIN, .pspan = 2 * REGION,
-		.pfirst = words,
+		.wrapsp = &wraps, .winp = winword, .wraps = wraps, .pbase = WIN, .pspan = 2 * REGION,
+		.pfirst = words, .wfirst = words,
 	};
 }
 
 static void teardown(void)
 {
 	free(r);
-	munmap(ptes, 8192);
+	munmap(ptes, 3 * 4096);
 }
 
 TestSuite(inline, .init = setup, .fini = teardown);
@@ -166,14 +168,15 @@ Test(inline, a_window_page_read_after_its_seq_wrapped_back_is_not_answered)
 	cr_assert_eq(fired, 1);
 }
 
-/* A window miss: the PTE not present, then the region's word. The endpoint moved between the
- * PTE's check and the word: the second seq check (after the word) turns the answer away. */
+/* A window miss: the region's word (not a piece), the PTE not present, the window's flags, then
+ * the region's word again. The endpoint moved at the flags' load, after the seq check that
+ * follows the PTE: the second seq check (after the word) turns the answer away. */
 Test(inline, a_window_miss_whose_endpoint_moved_before_its_word_was_read_is_not_answered)
 {
 	struct viommu_answer a;
 
-	hook(words, step_endpoint_moved);
-	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0, "answered %u (pa 0x%llx) from a moved endpoint's copy",
+	hook(winword, step_endpoint_moved);
+	cr_assert_eq(ask(WIN + 9 * 4096, &a), 0, "answered %u (pa 0x%llx) from a moved endpoint's copy",
 		     a.result, (unsigned long long)a.pa);
 	cr_assert_eq(fired, 1);
 }
@@ -182,8 +185,8 @@ Test(inline, a_window_miss_whose_seq_wrapped_back_before_its_word_was_read_is_no
 {
 	struct viommu_answer a;
 
-	hook(words, step_seq_wrapped_back);
-	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
+	hook(winword, step_seq_wrapped_back);
+	cr_assert_eq(ask(WIN + 9 * 4096, &a), 0);
 	cr_assert_eq(fired, 1);
 }
 
@@ -224,4 +227,53 @@ Test(inline, a_piece_word_read_after_its_seq_wrapped_back_is_not_answered)
 	hook(words, step_seq_wrapped_back);
 	cr_assert_eq(ask(WIN + REGION + 0x1234, &a), 0);
 	cr_assert_eq(fired, 1);
+}
+
+/* In the window, a region that is one published piece: its word is read first, and answers. */
+Test(inline, a_window_page_of_a_published_piece_is_answered_from_its_word)
+{
+	struct viommu_answer a;
+
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 0x10, &a), 1);
+	cr_assert_eq(a.pa, PA_OLD + PAGE_IN * 4096 + 0x10);
+	cr_assert_eq(a.ext_start, WIN);
+	cr_assert_eq(a.ext_end, WIN + REGION - 1);
+}
+
+/* The same word read after the endpoint moved: the seq check after it turns the answer away. */
+Test(inline, a_window_pieces_word_read_after_its_endpoint_moved_is_not_answered)
+{
+	struct viommu_answer a;
+
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	hook(words, step_endpoint_moved);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0, "answered 0x%llx from a moved endpoint's copy",
+		     (unsigned long long)a.pa);
+	cr_assert_eq(fired, 1);
+}
+
+Test(inline, a_window_pieces_word_read_after_its_seq_wrapped_back_is_not_answered)
+{
+	struct viommu_answer a;
+
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	hook(words, step_seq_wrapped_back);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
+	cr_assert_eq(fired, 1);
+}
+
+/* A fresh reader's copies are empty: no query's endpoint matches one (an empty copy's id is its
+ * slot's index + 1, which no query of that slot has), whatever the id. */
+Test(inline, no_query_is_answered_from_an_empty_copy)
+{
+	static const uint32_t eps[] = { 0, 1, 15, 16, 17, 0xffff, 0x10000, 0x123456, 0xfffffffe, 0xffffffff };
+
+	viommu_reader_tlb_flush(r);
+	for (unsigned i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
+		struct viommu_query q = { .endpoint = eps[i], .access = VIOMMU_MAP_F_READ, .iova = WIN, .size = 8 };
+
+		cr_assert_neq(viommu_reader_epw_out(&r->epw[eps[i] % VIOMMU_READER_EPW], &q), 0,
+			      "endpoint 0x%x matches an empty copy", eps[i]);
+	}
 }

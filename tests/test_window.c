@@ -2034,3 +2034,52 @@ Test(window, a_burst_whose_endpoint_moved_while_its_ptes_were_read_answers_them_
 	}
 	viommu_reader_close(r);
 }
+
+/* The same for a burst of queries in a 2 MiB piece inside the window: answered from the region's
+ * word, which is read after its endpoint moved and the window's region became another domain's
+ * piece. */
+static void step_window_region_changes_hands(void)
+{
+	cr_assert_eq(test_detach(dev, 1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 2, WIN + 6 * MIB, WIN + 8 * MIB - 1, 0x180000000ull, RW), VIOMMU_S_OK);
+}
+
+Test(window, a_burst_whose_endpoint_moved_while_its_piece_words_were_read_answers_them_again_the_long_way)
+{
+	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
+	const uint64_t va = WIN + 6 * MIB;
+	struct viommu_query q[3] = { qy(8, va + 0x10, 8, R), qy(8, va + 0x5020, 8, R), qy(8, va + 0x1ff000, 8, R) };
+	struct viommu_answer a[3], want;
+	const struct viommu_reader_epw *c;
+	struct viommu_reader *r;
+	uintptr_t word;
+
+#if defined(__SANITIZE_THREAD__)
+	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
+#endif
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 0x1000, 0x1000, 0x1000, R); /* places the window */
+	map_ok(1, va, 2 * MIB, 0x140000000ull, RW);
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a[0]), VIOMMU_XLATE_HIT);
+	cr_assert_eq(a[0].pa, 0x140000000ull + 0x10);
+	c = &r->epw[8 % VIOMMU_READER_EPW];
+	cr_assert(va - c->base < c->span, "the piece is in the window");
+	word = (uintptr_t)&c->wfirst[(va - c->base) >> VIOMMU_HASH_SHIFT];
+
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	burst_step = step_window_region_changes_hands;
+	burst_page = (void *)(word & ~(uintptr_t)4095);
+	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
+	viommu_reader_translate_bulk(r, q, a, 3);
+	cr_assert_eq(burst_fired, 1, "the step ran at the burst's first word load");
+	for (int i = 0; i < 3; i++) {
+		viommu_device_answer(dev, &q[i], &want);
+		cr_assert_eq(want.result, VIOMMU_XLATE_FAULT, "endpoint 8 is in no domain now");
+		assert_same(&q[i], &want, &a[i], "the burst");
+	}
+	viommu_reader_close(r);
+}

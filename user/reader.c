@@ -222,6 +222,15 @@ static __u64 prefetch_slot(const struct viommu_reader *r, __u64 key)
 	return 0;
 }
 
+/* The piece window word of @q's region, in the window of its endpoint's copy (which holds it),
+ * read with acquire (piece_win_set()). */
+static inline uint64_t window_word(const struct viommu_reader *r, const struct viommu_query *q)
+{
+	const struct viommu_reader_epw *c = &r->epw[q->endpoint % VIOMMU_READER_EPW];
+
+	return __atomic_load_n(&c->wfirst[(q->iova - c->base) >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
+}
+
 /* Stages 2-4 of a burst, for the queries that the windows do not take (@rest, @nrest of them):
  * the hash's buckets, then the extent records or leaves they name, then the records that
  * leaves name for whole-extent queries. Out of line: stage 1 keeps its state in registers. */
@@ -277,41 +286,40 @@ static __attribute__((noinline)) void prefetch_rest(const struct viommu_reader *
 	}
 }
 
-/* Returns the endpoint copies (bits of their epw index) that the window's queries use. */
-static uint32_t prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n,
+/* Returns the queries whose ptep[] is a piece window word, not a PTE. */
+static uint64_t prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n,
 			       const __u64 **ptep)
 {
 	unsigned rest[VIOMMU_BULK_MAX], nrest = 0;
-	uint32_t used = 0;
+	uint64_t pc = 0;
 
-	/* Stage 1: the window's PTEs (one line each, the whole lookup; the tests of
-	 * viommu_reader_window(), with the copy as it is); past the window, in its piece window,
-	 * the region's word (a 2 MiB piece's whole lookup, answered by viommu_reader_window() in
-	 * the answer pass); and the list of the others, for which the hash's buckets come first. */
+	/* Stage 1, the tests of viommu_reader_window() with the copy as it is: in the window, the
+	 * page's PTE; past the window, in its piece window, the region's word. One line each, the
+	 * whole lookup, prefetched. The others are listed, for the hash's buckets. */
 	for (unsigned i = 0; i < n; i++) {
 		const uint32_t ep = q[i].endpoint;
 		const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
 		const uint64_t off = q[i].iova - c->base;
 
-		if (__builtin_expect(!(viommu_window_query_out(&q[i]) | (c->ep ^ ep)), 1)) {
+		if (__builtin_expect(!viommu_reader_epw_out(c, &q[i]), 1)) {
 			if (off < c->span) {
 				ptep[i] = &c->first[off >> VIOMMU_PAGE_SHIFT];
 				__builtin_prefetch(ptep[i]);
-				used |= 1u << (ep % VIOMMU_READER_EPW);
 				continue;
 			}
-			if (q[i].iova - c->pbase < c->pspan)
-				__builtin_prefetch(&c->pfirst[(q[i].iova - c->pbase) >> VIOMMU_HASH_SHIFT]);
-			else
-				rest[nrest++] = i;
-		} else {
-			rest[nrest++] = i;
+			if (q[i].iova - c->pbase < c->pspan) {
+				ptep[i] = &c->pfirst[(q[i].iova - c->pbase) >> VIOMMU_HASH_SHIFT];
+				__builtin_prefetch(ptep[i]);
+				pc |= 1ull << i;
+				continue;
+			}
 		}
 		ptep[i] = NULL;
+		rest[nrest++] = i;
 	}
 	if (nrest)
 		prefetch_rest(r, q, rest, nrest);
-	return used;
+	return pc;
 }
 
 /* Answer @a of query @i in a burst's mask and hit count, and this reader's slot's counters. */
@@ -330,10 +338,10 @@ static inline void bulk_tally(struct viommu_reader_slot *sl, const struct viommu
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n)
 {
-	uint64_t mask = 0, hits = 0, wmask = 0;
+	uint64_t mask = 0, hits = 0, wmask = 0, pieces;
 	struct viommu_reader_slot *sl = r->slot;
 	const __u64 *ptep[VIOMMU_BULK_MAX];
-	uint32_t used, bad = 0;
+	uint32_t used = 0, bad = 0;
 	struct epw_snap {
 		const __u32 *seqp;
 		uint32_t ep_seq;
@@ -342,32 +350,49 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 
 	if (n > VIOMMU_BULK_MAX)
 		n = VIOMMU_BULK_MAX;
-	used = prefetch_burst(r, q, n, ptep);
-	/* What the window's queries were computed from: the loop below may replace a copy (a
-	 * query of another endpoint in the same epw entry, a walk that refreshes one), so the
-	 * re-check after it compares with these. */
+	pieces = prefetch_burst(r, q, n, ptep);
+	/* The lines are on their way. First the window's queries, each answered from its PTE
+	 * (acquire) when present with every flag the access needs, or from its piece window word
+	 * when that is a published piece's direct value with them: a loop of its own with no call
+	 * in it, so that its state stays in registers (bench/icount: 83 instructions a query in
+	 * all at 4 KiB x 1K, against 100 with one loop for every kind). Each endpoint copy they
+	 * used has its seq and meta.wraps re-checked once, after every PTE and word was read (I4,
+	 * I10, I13), and a failed re-check answers that endpoint's window queries again the long
+	 * way, before anything is returned. Then the rest: the short path for what it takes (one
+	 * page, no whole extent; it does not fill the reader TLB, a burst pipelines instead), else
+	 * as one query would be. */
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t v;
+
+		if (!ptep[i])
+			continue;
+		v = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2, or piece_win_set() */
+		if (!(pieces >> i & 1)) {
+			if (!(~v & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
+				viommu_answer_pte(&a[i], q[i].iova, v);
+				goto answered;
+			}
+			if (v & VIOMMU_PTE_PRESENT)
+				continue; /* an access fault: the general path says which */
+			/* Not present: the region's word, which answers when the region is one
+			 * published piece (8 bytes per 2 MiB, cached where the PTE was not). */
+			v = window_word(r, &q[i]);
+		}
+		if (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT ||
+		    (VIOMMU_HASH_DIRECT_FLAGS(v) & q[i].access) != q[i].access)
+			continue;
+		viommu_answer_direct(&a[i], q[i].iova, v);
+answered:
+		wmask |= 1ull << i;
+		used |= 1u << (q[i].endpoint % VIOMMU_READER_EPW);
+	}
+	/* What those answers were computed from: the loop below may replace a copy (a query of
+	 * another endpoint in the same epw entry, a walk that refreshes one), so the re-check
+	 * after it compares with these. */
 	for (uint32_t u = used; u; u &= u - 1) {
 		const struct viommu_reader_epw *c = &r->epw[__builtin_ctz(u)];
 
 		snap[__builtin_ctz(u)] = (struct epw_snap){ c->seqp, c->ep_seq, c->wraps };
-	}
-	/* The lines are on their way. First the window's queries, each answered from its PTE
-	 * (acquire) when present with every flag the access needs: a loop of its own with no call
-	 * in it, so that its state stays in registers (83 instructions a query in all, against
-	 * 100 with one loop for every kind). Each endpoint copy's seq and meta.wraps are
-	 * re-checked once, after every PTE was read (I4, I10, I13), and a failed re-check answers
-	 * that endpoint's window queries again the long way, before anything is returned. Then
-	 * the rest: the short path for what it takes (one page, no whole extent; it does not fill
-	 * the reader TLB, a burst pipelines instead), else as one query would be. */
-	for (unsigned i = 0; i < n; i++) {
-		if (ptep[i]) {
-			uint64_t pte = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2 */
-
-			if (!(~pte & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
-				viommu_answer_pte(&a[i], q[i].iova, pte);
-				wmask |= 1ull << i;
-			}
-		}
 	}
 	mask = wmask;
 	hits = (uint64_t)__builtin_popcountll(wmask);
@@ -483,6 +508,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->pbase = pbase;
 	c->pspan = (uint64_t)pn << VIOMMU_HASH_SHIFT;
 	c->pfirst = r->pieces + pfirst;
+	c->wfirst = c->pfirst + (wn ? (base - pbase) >> VIOMMU_HASH_SHIFT : 0);
 	return 1;
 }
 

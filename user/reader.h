@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "viommu_abi.h"
 
@@ -64,6 +65,7 @@ struct viommu_reader_epw {
 	/* The piece window: a word per 2 MiB region from pbase, `pfirst` the first (pspan 0: none). */
 	uint64_t pbase, pspan;
 	const __u64 *pfirst;
+	const __u64 *wfirst; /* the word of the window's first region (pfirst + (base - pbase) / 2 MiB) */
 };
 
 struct viommu_reader {
@@ -232,7 +234,7 @@ static inline void viommu_reader_tlb_flush(struct viommu_reader *r)
 		r->tlb[i].end = 0;
 	}
 	for (unsigned i = 0; i < VIOMMU_READER_EPW; i++)
-		r->epw[i] = (struct viommu_reader_epw){ .ep = ~0u };
+		r->epw[i] = (struct viommu_reader_epw){ .ep = i + 1 }; /* no id of slot i: empty */
 }
 
 /* Out of line: (re)load dense endpoint @ep's window into its viommu_reader_epw entry, from a
@@ -247,6 +249,30 @@ int viommu_reader_window_slow(struct viommu_reader *r, const struct viommu_query
 
 static inline int viommu_reader_window(struct viommu_reader *r, const struct viommu_query *q,
 				       struct viommu_answer *a);
+
+/*
+ * Nonzero unless copy @c is of @q's endpoint and @q is a query a window takes: READ / WRITE /
+ * MMIO access only, within one page (viommu_window_query_out()). The endpoint and the access
+ * are one 8-byte word of the query, checked with one XOR and one AND: a copy holds a dense id
+ * (viommu_reader_window_load() refuses the others), so an equal id is a dense one; an empty
+ * copy holds its slot's index + 1, the id of no query that reaches its slot.
+ */
+static inline uint64_t viommu_reader_epw_out(const struct viommu_reader_epw *c, const struct viommu_query *q)
+{
+	const uint64_t last = q->size - 1;
+	uint64_t epacc;
+
+	_Static_assert(offsetof(struct viommu_query, access) == sizeof(uint32_t) &&
+			       offsetof(struct viommu_query, endpoint) == 0,
+		       "endpoint and access are the query's first word");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(&epacc, q, sizeof(epacc));
+#else
+	epacc = q->endpoint | (uint64_t)q->access << 32;
+#endif
+	return ((epacc ^ c->ep) & ~((uint64_t)VIOMMU_MAP_F_MASK << 32)) |
+	       ((last | (last + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >> VIOMMU_PAGE_SHIFT);
+}
 
 /*
  * The window (docs/design.md, "Windows"; I13), inline: a query within one page, not asking for
@@ -265,25 +291,28 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 
 	/* One branch for every reason not to: a query the window does not take, an endpoint
 	 * whose window this reader has no copy of. */
-	if (__builtin_expect(viommu_window_query_out(q) | (c->ep ^ ep), 0))
+	if (__builtin_expect(viommu_reader_epw_out(c, q), 0))
 		return viommu_reader_window_slow(r, q, a);
 	off = iova - c->base;
 	if (off >= c->span) {
 		/* Not in the window: its piece window, a word per 2 MiB region, which answers a
 		 * published 2 MiB piece (a direct value) and says nothing otherwise (I13). The same
 		 * checks as below; anything else: the TLB, then the walk. */
-		uint64_t poff = iova - c->pbase, v;
+		uint64_t poff = iova - c->pbase;
 
 		if (poff >= c->pspan)
 			return 0;
-		v = __atomic_load_n(&c->pfirst[poff >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE); /* piece_win_set() */
-		stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-			(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
-		if (__builtin_expect(stale | (VIOMMU_SLOT_TAG(v) ^ VIOMMU_HASH_DIRECT) |
-					     ((VIOMMU_HASH_DIRECT_FLAGS(v) & acc) ^ acc), 0))
-			return 0;
-		viommu_answer_direct(a, iova, v);
-		return 1;
+		pte = __atomic_load_n(&c->pfirst[poff >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE); /* piece_win_set() */
+		goto piece;
+	}
+	/* In the window, the region's word first: 8 bytes per 2 MiB, a line shared by 8 regions,
+	 * where a 2 MiB piece's PTEs are a line per 8 pages that no one ever wrote. A direct value
+	 * answers: the region is one published piece (I13). Its bit 0 (VIOMMU_HASH_DIRECT) is
+	 * set, a busy word's and 0's is not: one test of the word in memory, the value read
+	 * again (acquire: piece_win_set()) and checked whole where it is used. */
+	if (__builtin_expect(__atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_RELAXED) & 1, 0)) {
+		pte = __atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
+		goto piece;
 	}
 	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the loads below
 	 * after it. */
@@ -326,6 +355,16 @@ not_hit:
 	a->fault_addr = iova;
 	a->next = 0;
 	return 2;
+piece:
+	/* A piece window word @pte: a published piece's direct value, read while the entry was as
+	 * copied (the seq and meta.wraps after it, I4, I10), with every flag the access needs. */
+	stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+		(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
+	if (__builtin_expect(stale | (VIOMMU_SLOT_TAG(pte) ^ VIOMMU_HASH_DIRECT) |
+				     ((VIOMMU_HASH_DIRECT_FLAGS(pte) & acc) ^ acc), 0))
+		return 0;
+	viommu_answer_direct(a, iova, pte);
+	return 1;
 }
 
 /*
@@ -343,7 +382,7 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 	const uint64_t iova = q->iova, key = c->keyhi | (iova >> VIOMMU_HASH_SHIFT);
 	__u64 v = 0;
 
-	if (__builtin_expect(viommu_window_query_out(q) | (c->ep ^ q->endpoint), 0))
+	if (__builtin_expect(viommu_reader_epw_out(c, q), 0))
 		return 0;
 	/* The bucket's value for the key, a direct one only with its key still there after it was
 	 * read (viommu_bucket_find, I6); the endpoint entry unchanged since the copy (so the key's
