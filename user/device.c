@@ -743,12 +743,22 @@ static uint8_t do_unmap(struct viommu_device *dev, const uint8_t *r)
 		return VIOMMU_S_INVAL;
 	if ((st = check_range(dev, domain, start, end, &dp)))
 		return st;
+	/* The common UNMAP, of exactly one mapping (what the Linux driver sends): nothing else can
+	 * lie in [start, end], which that mapping covers: two descents (this one and the removal's),
+	 * not five. */
+	x = viommu_btree_floor(&dp->extents, end, &key);
+	if (x && key == start && x->end == end) {
+		notify_unmap(dev, &dp->dom, x);
+		viommu_btree_remove(&dp->extents, key);
+		free(x);
+		dev->nr_mappings--;
+		return VIOMMU_S_OK;
+	}
 	/* Atomic: only the extents holding `start` or `end` can be split; check both first. */
+	if (x && x->end > end)
+		return VIOMMU_S_RANGE;
 	x = viommu_btree_floor(&dp->extents, start, NULL);
 	if (x && x->start < start && x->end >= start)
-		return VIOMMU_S_RANGE;
-	x = viommu_btree_floor(&dp->extents, end, NULL);
-	if (x && x->end > end)
 		return VIOMMU_S_RANGE;
 	while ((x = viommu_btree_ceil(&dp->extents, start, &key)) && key <= end) {
 		notify_unmap(dev, &dp->dom, x);
