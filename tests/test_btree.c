@@ -160,3 +160,69 @@ Test(btree, destroy_hands_every_value_back)
 	cr_assert_eq(destroyed, 1000);
 	cr_assert_eq(t.count, 0);
 }
+
+/* What insert_if asked, and what it answers. */
+struct asked {
+	unsigned calls;
+	const void *pred, *succ;
+	uint64_t succ_key;
+	int refuse;
+};
+
+static int record_refuse(void *arg, void *pred, uint64_t succ_key, void *succ)
+{
+	struct asked *a = arg;
+
+	a->calls++;
+	a->pred = pred;
+	a->succ = succ;
+	a->succ_key = succ_key;
+	return a->refuse;
+}
+
+/* insert_if asks about the new key's true neighbours, in its leaf or across a leaf boundary (the
+ * keys are dense enough for hundreds of leaves), and a refusal leaves the tree as it was. */
+Test(btree, insert_if_asks_about_the_true_neighbours_and_a_refusal_changes_nothing)
+{
+	struct viommu_btree t;
+	static uint64_t k[4096];
+
+	viommu_btree_init(&t);
+	for (unsigned i = 0; i < 4096; i++) {
+		k[i] = 16 * (uint64_t)i + 8;
+		cr_assert_eq(viommu_btree_insert(&t, k[i], &k[i]), 0);
+	}
+	/* Removals leave separators below their leaves' first keys: a new key can then land at
+	 * the start of a leaf whose neighbour before it is the previous leaf's last key. */
+	for (unsigned i = 0; i < 4096; i += 3)
+		cr_assert_eq(viommu_btree_remove(&t, k[i]), &k[i]);
+	for (uint64_t key = 0; key < 16 * 4096 + 32; key += 3) {
+		struct asked a = { .refuse = (int)(key % 2) };
+		uint64_t fk;
+		const void *want_pred = viommu_btree_floor(&t, key, &fk), *want_succ;
+		uint64_t want_succ_key = 0;
+		int err;
+
+		if (want_pred && fk == key)
+			continue; /* present: -EEXIST before anything is asked */
+		want_succ = viommu_btree_ceil(&t, key, &want_succ_key);
+		err = viommu_btree_insert_if(&t, key, &k[0], record_refuse, &a);
+		cr_assert_eq(a.calls, 1);
+		cr_assert_eq(a.pred, want_pred, "key %llu: asked with pred %p, floor says %p", (unsigned long long)key,
+			     a.pred, want_pred);
+		cr_assert_eq(a.succ, want_succ, "key %llu: asked with succ %p, ceil says %p", (unsigned long long)key,
+			     a.succ, want_succ);
+		if (want_succ)
+			cr_assert_eq(a.succ_key, want_succ_key);
+		if (a.refuse) {
+			cr_assert_eq(err, -EBUSY);
+			cr_assert_eq(t.count, 4096 - 1366);
+			cr_assert_null(viommu_btree_find(&t, key));
+		} else {
+			cr_assert_eq(err, 0);
+			cr_assert_eq(viommu_btree_remove(&t, key), &k[0]);
+		}
+		cr_assert_eq(viommu_btree_check(&t), 0);
+	}
+	viommu_btree_destroy(&t, NULL);
+}

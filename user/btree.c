@@ -105,9 +105,15 @@ static void split_internal(node_t *x, node_t *r, uint64_t *sep)
 	x->n = keep;
 }
 
+/* What an insert asks its caller about the place it found (viommu_btree_insert_if). */
+struct ins_ask {
+	viommu_btree_refuse_fn *refuse;
+	void *arg;
+};
+
 /* Insert into the subtree @x. When @x overflowed and split, *@split is its new right sibling and
  * *@sep the separator for the parent. */
-static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep)
+static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep, const struct ins_ask *ask)
 {
 	node_t *r = NULL, *cs;
 	uint64_t csep;
@@ -123,6 +129,17 @@ static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep)
 			free(r);
 			return -EEXIST;
 		}
+		if (ask->refuse) {
+			/* The neighbours: in this leaf, else at the end of the one before or the
+			 * start of the one after. */
+			const node_t *pl = i ? x : x->prev, *sl = i < x->n ? x : x->next;
+			unsigned pi = i ? i - 1 : pl ? pl->n - 1 : 0, si = i < x->n ? i : 0;
+
+			if (ask->refuse(ask->arg, pl ? pl->ptr[pi] : NULL, sl ? sl->key[si] : 0, sl ? sl->ptr[si] : NULL)) {
+				free(r);
+				return -EBUSY;
+			}
+		}
 		memmove(x->key + i + 1, x->key + i, (x->n - i) * sizeof(x->key[0]));
 		memmove(x->ptr + i + 1, x->ptr + i, (x->n - i) * sizeof(x->ptr[0]));
 		x->key[i] = k;
@@ -135,7 +152,7 @@ static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep)
 		return 0;
 	}
 	i = upper(x, k);
-	err = ins(x->ptr[i], k, v, &cs, &csep);
+	err = ins(x->ptr[i], k, v, &cs, &csep, ask);
 	if (err || !cs) {
 		free(r);
 		return err;
@@ -156,6 +173,13 @@ static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep)
 
 int viommu_btree_insert(struct viommu_btree *t, uint64_t key, void *val)
 {
+	return viommu_btree_insert_if(t, key, val, NULL, NULL);
+}
+
+int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viommu_btree_refuse_fn *refuse,
+			   void *arg)
+{
+	const struct ins_ask ask = { refuse, arg };
 	node_t *root = NULL, *split;
 	uint64_t sep;
 	int err;
@@ -164,7 +188,7 @@ int viommu_btree_insert(struct viommu_btree *t, uint64_t key, void *val)
 		return -ENOMEM;
 	if (t->root->n == BT_MAX && !(root = node_new(false)))
 		return -ENOMEM;
-	err = ins(t->root, key, val, &split, &sep);
+	err = ins(t->root, key, val, &split, &sep, &ask);
 	if (err) {
 		free(root);
 		return err;

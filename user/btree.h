@@ -33,6 +33,12 @@ static inline void viommu_btree_init(struct viommu_btree *t)
 void viommu_btree_destroy(struct viommu_btree *t, void (*fn)(void *val));
 /* 0, -EEXIST (key present: unchanged), -ENOMEM (unchanged). @val must not be NULL. */
 int viommu_btree_insert(struct viommu_btree *t, uint64_t key, void *val);
+/* The same, in the same descent, unless @refuse (not NULL) says no, asked at the place found:
+ * @pred the value of the greatest key < @key, @succ_key and @succ those of the smallest key >
+ * @key (NULL when none). Also -EBUSY (refused: unchanged). */
+typedef int viommu_btree_refuse_fn(void *arg, void *pred, uint64_t succ_key, void *succ);
+int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viommu_btree_refuse_fn *refuse,
+			   void *arg);
 /* Removes @key; returns its value, or NULL if absent. */
 void *viommu_btree_remove(struct viommu_btree *t, uint64_t key);
 /* The value of exactly @key, of the greatest key <= @key, of the smallest key >= @key, of the

@@ -675,6 +675,15 @@ static uint8_t check_range(struct viommu_device *dev, uint32_t domain, uint64_t 
 	return VIOMMU_S_OK;
 }
 
+/* viommu_btree_refuse_fn for a MAP of @arg: it overlaps the mapping before its place (which ends
+ * at or after its start) or the one after (which starts at or before its end). */
+static int map_overlaps(void *arg, void *pred, uint64_t succ_key, void *succ)
+{
+	const struct viommu_extent *x = arg, *p = pred;
+
+	return (p && p->end >= x->start) || (succ && succ_key <= x->end);
+}
+
 static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 {
 	uint32_t domain = viommu_le32(r + 4), flags = viommu_le32(r + 32);
@@ -700,23 +709,31 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 	 * granule; any larger granule answered RANGE above) is malformed. */
 	if (end == start)
 		return VIOMMU_S_INVAL;
-	x = viommu_btree_floor(&dp->extents, end, NULL);
-	if (x && x->end >= start)
-		return VIOMMU_S_INVAL;
 	for (struct ep_priv *e = dp->eps; e; e = e->dom_next)
 		for (unsigned i = 0; i < e->ep.nresv; i++)
 			if (ranges_overlap(start, end, e->ep.resv[i].start, e->ep.resv[i].end))
 				return VIOMMU_S_INVAL;
 	if (dp->extents.count >= dev->cfg.max_mappings_per_domain ||
-	    dev->nr_mappings >= dev->cfg.max_mappings)
-		return VIOMMU_S_NOMEM;
+	    dev->nr_mappings >= dev->cfg.max_mappings) {
+		/* An overlap is INVAL before a cap is NOMEM. */
+		x = viommu_btree_floor(&dp->extents, end, NULL);
+		return x && x->end >= start ? VIOMMU_S_INVAL : VIOMMU_S_NOMEM;
+	}
 	if (!(x = calloc(1, sizeof(*x))))
 		return VIOMMU_S_NOMEM;
 	x->start = start;
 	x->end = end;
 	x->phys = phys;
 	x->flags = flags;
-	if (viommu_btree_insert(&dp->extents, start, x)) { /* -ENOMEM: the tree is unchanged */
+	/* The overlap check in the insert's own descent (map_overlaps): one walk down the tree. */
+	switch (viommu_btree_insert_if(&dp->extents, start, x, map_overlaps, x)) {
+	case 0:
+		break;
+	case -EBUSY:
+	case -EEXIST: /* a mapping starts there: overlaps too */
+		free(x);
+		return VIOMMU_S_INVAL;
+	default: /* -ENOMEM: the tree is unchanged */
 		free(x);
 		return VIOMMU_S_NOMEM;
 	}
