@@ -586,6 +586,8 @@ Test(map, mapping_caps_answer_nomem_and_change_nothing)
 	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0, RW), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0, RW), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 5, 0x3000, 0x3fff, 0, RW), VIOMMU_S_NOMEM, "per domain");
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x3fff, 0, RW), VIOMMU_S_INVAL, "an overlap is INVAL first");
+	cr_assert_eq(test_map(dev, 5, 0x0, 0x1fff, 0, RW), VIOMMU_S_INVAL, "an overlap is INVAL first");
 	cr_assert_eq(test_map(dev, 6, 0x1000, 0x1fff, 0, RW), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 6, 0x2000, 0x2fff, 0, RW), VIOMMU_S_NOMEM, "in all");
 	cr_assert_eq(viommu_device_nr_mappings(dev), 3);
