@@ -277,3 +277,20 @@ Test(inline, no_query_is_answered_from_an_empty_copy)
 			      "endpoint 0x%x matches an empty copy", eps[i]);
 	}
 }
+
+/* The word first: a window page of a published piece is answered without its PTE being loaded
+ * (the PTE page hooked: its load would run the step, which does nothing, and count). */
+static void step_nothing(void)
+{
+}
+
+Test(inline, a_window_page_of_a_published_piece_is_answered_without_loading_its_pte)
+{
+	struct viommu_answer a;
+
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	hook(ptes, step_nothing);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 0x10, &a), 1);
+	cr_assert_eq(a.pa, PA_OLD + PAGE_IN * 4096 + 0x10);
+	cr_assert_eq(fired, 0, "the PTE was loaded: the word was not read first");
+}
