@@ -52,21 +52,25 @@ _Static_assert(sizeof(struct viommu_reader_tlb) == 64, "a reader TLB entry is on
  * (viommu_reader_window_load) when an endpoint is first seen, or by a walk. The window's PTEs
  * are one run of pages from `first`: page (iova - base) >> 12 of it, as in a flat table. */
 #define VIOMMU_READER_EPW 16u
-struct viommu_reader_epw {
+struct viommu_reader_epw { /* two cache lines: what a window page's lookup reads is the first */
 	uint32_t ep, ep_seq;
 	uint64_t base; /* the window's first IOVA */
 	uint64_t span; /* its bytes; 0: no window */
 	const __u64 *first; /* the window's first PTE */
+	const __u64 *wfirst; /* the word of the window's first region (pfirst + (base - pbase) / 2 MiB) */
 	const __u32 *seqp; /* the endpoint entry's seq */
 	const __u64 *wrapsp; /* meta.wraps */
-	const __u64 *winp; /* the window entry's base word (VIOMMU_WIN_F_WIDE) */
 	uint64_t wraps;
+	/* second line */
+	const __u64 *winp; /* the window entry's base word (VIOMMU_WIN_F_WIDE) */
 	uint64_t keyhi; /* the domain's part of its hash keys: VIOMMU_HASH_KEY(dslot, 0) */
 	/* The piece window: a word per 2 MiB region from pbase, `pfirst` the first (pspan 0: none). */
 	uint64_t pbase, pspan;
 	const __u64 *pfirst;
-	const __u64 *wfirst; /* the word of the window's first region (pfirst + (base - pbase) / 2 MiB) */
-};
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct viommu_reader_epw) == 128, "a window copy is two cache lines");
+_Static_assert(offsetof(struct viommu_reader_epw, wraps) + sizeof(uint64_t) == 64,
+	       "a window page's lookup reads one line of its copy");
 
 struct viommu_reader {
 	/* the view: read-only (a sealed memfd's copy in other processes) */
