@@ -226,3 +226,24 @@ Test(btree, insert_if_asks_about_the_true_neighbours_and_a_refusal_changes_nothi
 	}
 	viommu_btree_destroy(&t, NULL);
 }
+
+/* A refusal on an empty tree leaves it empty: no root made for the insert stays behind. */
+Test(btree, insert_if_refused_on_an_empty_tree_leaves_it_empty)
+{
+	struct viommu_btree t;
+	struct asked a = { .refuse = 1 };
+	uint64_t v;
+
+	viommu_btree_init(&t);
+	cr_assert_eq(viommu_btree_insert_if(&t, 42, &v, record_refuse, &a), -EBUSY);
+	cr_assert_eq(a.calls, 1);
+	cr_assert_null(a.pred);
+	cr_assert_null(a.succ);
+	cr_assert_null(t.root);
+	cr_assert_eq(t.count, 0);
+	cr_assert_eq(viommu_btree_check(&t), 0);
+	a.refuse = 0;
+	cr_assert_eq(viommu_btree_insert_if(&t, 42, &v, record_refuse, &a), 0);
+	cr_assert_eq(viommu_btree_find(&t, 42), &v);
+	viommu_btree_destroy(&t, NULL);
+}

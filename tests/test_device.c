@@ -656,6 +656,34 @@ Test(map, granule_comes_from_the_lowest_bit_of_page_size_mask)
 	cr_assert_eq(test_map(dev, 5, 0x10000, 0x1ffff, 0x20000, RW), VIOMMU_S_OK);
 }
 
+/* With a 1-byte granule a MAP can end one byte before a mapping or start one byte after it: the
+ * overlap test's bounds, byte for byte, on both sides and over a full cap. */
+Test(map, a_map_touching_a_mapping_byte_for_byte_is_fine_and_one_byte_over_is_inval)
+{
+	struct viommu_config cfg;
+
+	viommu_device_free(dev);
+	viommu_config_default(&cfg);
+	cfg.page_size_mask = ~0ull; /* a 1-byte granule */
+	cfg.max_mappings_per_domain = 3;
+	setup_with(&cfg);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x100, 0x1ff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x80, 0x100, 0x7000, RW), VIOMMU_S_INVAL, "its last byte is the mapping's first");
+	cr_assert_eq(test_map(dev, 5, 0x1ff, 0x27f, 0x7000, RW), VIOMMU_S_INVAL, "its first byte is the mapping's last");
+	cr_assert_eq(test_map(dev, 5, 0x80, 0xff, 0x7000, RW), VIOMMU_S_OK, "ends a byte before");
+	cr_assert_eq(test_map(dev, 5, 0x200, 0x27f, 0x8000, RW), VIOMMU_S_OK, "starts a byte after");
+	cr_assert_eq(viommu_device_nr_mappings(dev), 3);
+	/* The cap is full: an overlap is still INVAL, by a byte too; a MAP that touches is NOMEM. */
+	cr_assert_eq(test_map(dev, 5, 0x280, 0x300, 0x7000, RW), VIOMMU_S_NOMEM);
+	cr_assert_eq(test_map(dev, 5, 0x27f, 0x300, 0x7000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, 0x0, 0x80, 0x7000, RW), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 5, 0x0, 0x7f, 0x7000, RW), VIOMMU_S_NOMEM);
+	cr_assert_eq(pa_of(1, 0x100), 0x9000);
+	cr_assert_eq(pa_of(1, 0xff), 0x707f);
+	cr_assert_eq(pa_of(1, 0x200), 0x8000);
+}
+
 Test(map, unmap_that_would_split_a_mapping_is_range_and_removes_nothing)
 {
 	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);

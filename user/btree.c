@@ -181,16 +181,24 @@ int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viom
 {
 	const struct ins_ask ask = { refuse, arg };
 	node_t *root = NULL, *split;
+	bool made = false;
 	uint64_t sep;
 	int err;
 
-	if (!t->root && !(t->root = node_new(true)))
-		return -ENOMEM;
+	if (!t->root) {
+		if (!(t->root = node_new(true)))
+			return -ENOMEM;
+		made = true; /* an empty tree's: gone again if the insert fails */
+	}
 	if (t->root->n == BT_MAX && !(root = node_new(false)))
 		return -ENOMEM;
 	err = ins(t->root, key, val, &split, &sep, &ask);
 	if (err) {
 		free(root);
+		if (made) {
+			free(t->root);
+			t->root = NULL;
+		}
 		return err;
 	}
 	if (split) {

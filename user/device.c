@@ -684,6 +684,15 @@ static int map_overlaps(void *arg, void *pred, uint64_t succ_key, void *succ)
 	return (p && p->end >= x->start) || (succ && succ_key <= x->end);
 }
 
+/* A MAP of [@start, @end] that cannot be made for want of room (a cap, or memory): INVAL all the
+ * same when it overlaps a mapping, since the request is wrong whatever the room. */
+static uint8_t map_nomem(struct dom_priv *dp, uint64_t start, uint64_t end)
+{
+	const struct viommu_extent *x = viommu_btree_floor(&dp->extents, end, NULL);
+
+	return x && x->end >= start ? VIOMMU_S_INVAL : VIOMMU_S_NOMEM;
+}
+
 static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 {
 	uint32_t domain = viommu_le32(r + 4), flags = viommu_le32(r + 32);
@@ -714,15 +723,12 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 			if (ranges_overlap(start, end, e->ep.resv[i].start, e->ep.resv[i].end))
 				return VIOMMU_S_INVAL;
 	if (dp->extents.count >= dev->cfg.max_mappings_per_domain ||
-	    dev->nr_mappings >= dev->cfg.max_mappings) {
-		/* An overlap is INVAL before a cap is NOMEM. */
-		x = viommu_btree_floor(&dp->extents, end, NULL);
-		return x && x->end >= start ? VIOMMU_S_INVAL : VIOMMU_S_NOMEM;
-	}
+	    dev->nr_mappings >= dev->cfg.max_mappings)
+		return map_nomem(dp, start, end);
 	/* malloc, not calloc: glibc's calloc skips its per-thread cache, so every MAP took the
 	 * slow path and every UNMAP's free found the cache full (about 200 instructions a pair). */
 	if (!(x = malloc(sizeof(*x))))
-		return VIOMMU_S_NOMEM;
+		return map_nomem(dp, start, end);
 	*x = (struct viommu_extent){ .start = start, .end = end, .phys = phys, .flags = flags };
 	/* The overlap check in the insert's own descent (map_overlaps): one walk down the tree. */
 	switch (viommu_btree_insert_if(&dp->extents, start, x, map_overlaps, x)) {
@@ -732,9 +738,9 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 	case -EEXIST: /* a mapping starts there: overlaps too */
 		free(x);
 		return VIOMMU_S_INVAL;
-	default: /* -ENOMEM: the tree is unchanged */
+	default: /* -ENOMEM (a node to split into), before the overlap was asked: the tree is unchanged */
 		free(x);
-		return VIOMMU_S_NOMEM;
+		return map_nomem(dp, start, end);
 	}
 	if (notify_map(dev, &dp->dom, x)) {
 		viommu_btree_remove(&dp->extents, start);
