@@ -458,9 +458,14 @@ unit: $(BUILD)/viommu-tests
 	@echo '== unit tests'
 	$(Q)$(BUILD)/viommu-tests --jobs=2
 
+# LeakSanitizer reports a leak when a test's worker exits, after criterion has counted the test
+# as passed: the report itself fails the run.
 unit-asan: $(BUILD)/asan/viommu-tests
 	@echo '== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer'
-	$(Q)ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2
+	$(Q){ ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/viommu-tests --jobs=2 2>&1; echo $$? >$(BUILD)/asan/unit.rc; } \
+		| tee $(BUILD)/asan/unit.log
+	$(Q)if grep -q 'ERROR: LeakSanitizer' $(BUILD)/asan/unit.log; then \
+		echo 'unit-asan: LeakSanitizer reported leaks (above)'; exit 1; fi; exit $$(cat $(BUILD)/asan/unit.rc)
 
 test: $(TARGETS) $(BUILD)/asan/viommu-tests $(BUILD)/fuzz-request $(BUILD)/fuzz-fastpath \
 	$(BUILD)/fuzz-vhost-user $(BUILD)/fuzz-virtqueue $(BUILD)/viommu-dpdk $(BUILD)/viommu-xdp
