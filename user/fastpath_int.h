@@ -53,7 +53,10 @@ struct viommu_fastpath {
 	 * BPF replica exists, then its viommu_readers map (what the pins show). */
 	struct viommu_reader_info *infos;
 
-	/* writer-private bookkeeping (never read by readers) */
+	/* writer-private bookkeeping (never read by readers), the arrays in one anonymous mapping
+	 * of their own (priv, priv_len: fp_priv_map) */
+	void *priv;
+	size_t priv_len;
 	uint32_t *node_free, node_free_n;
 	uint16_t *node_used; /* non-empty slots per node */
 	uint32_t *leaf_free, leaf_free_n;
