@@ -125,6 +125,18 @@ static uint32_t ask(uint64_t iova, struct viommu_answer *a)
 	return (uint32_t)viommu_reader_window(r, &q, a);
 }
 
+/* @iova asked with @page hooked by the writer's step @s: the answer is turned away (0, the
+ * caller goes on), and the step ran once, at the hooked load. */
+static void assert_turned_away(__u64 *page, void (*s)(void), uint64_t iova)
+{
+	struct viommu_answer a;
+
+	hook(page, s);
+	cr_assert_eq(ask(iova, &a), 0, "answered %u (pa 0x%llx) after the writer's step", a.result,
+		     (unsigned long long)a.pa);
+	cr_assert_eq(fired, 1);
+}
+
 Test(inline, answers_from_its_copy_when_nothing_moves)
 {
 	struct viommu_answer a;
@@ -149,23 +161,14 @@ Test(inline, answers_from_its_copy_when_nothing_moves)
 /* The page's PTE read after the endpoint moved: the seq check after it turns the answer away. */
 Test(inline, a_window_page_read_after_its_endpoint_moved_is_not_answered)
 {
-	struct viommu_answer a;
-
 	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
-	hook(ptes, step_endpoint_moved);
-	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0, "answered 0x%llx from a moved endpoint's copy",
-		     (unsigned long long)a.pa);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(ptes, step_endpoint_moved, WIN + PAGE_IN * 4096);
 }
 
 Test(inline, a_window_page_read_after_its_seq_wrapped_back_is_not_answered)
 {
-	struct viommu_answer a;
-
 	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
-	hook(ptes, step_seq_wrapped_back);
-	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(ptes, step_seq_wrapped_back, WIN + PAGE_IN * 4096);
 }
 
 /* A window miss: the region's word (not a piece), the PTE not present, the window's flags, then
@@ -173,21 +176,12 @@ Test(inline, a_window_page_read_after_its_seq_wrapped_back_is_not_answered)
  * follows the PTE: the second seq check (after the word) turns the answer away. */
 Test(inline, a_window_miss_whose_endpoint_moved_before_its_word_was_read_is_not_answered)
 {
-	struct viommu_answer a;
-
-	hook(winword, step_endpoint_moved);
-	cr_assert_eq(ask(WIN + 9 * 4096, &a), 0, "answered %u (pa 0x%llx) from a moved endpoint's copy",
-		     a.result, (unsigned long long)a.pa);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(winword, step_endpoint_moved, WIN + 9 * 4096);
 }
 
 Test(inline, a_window_miss_whose_seq_wrapped_back_before_its_word_was_read_is_not_answered)
 {
-	struct viommu_answer a;
-
-	hook(winword, step_seq_wrapped_back);
-	cr_assert_eq(ask(WIN + 9 * 4096, &a), 0);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(winword, step_seq_wrapped_back, WIN + 9 * 4096);
 }
 
 /* The same miss where the writer only removed the region's piece (the word busy, then 0: no
@@ -199,34 +193,21 @@ static void step_piece_going(void)
 
 Test(inline, a_window_miss_whose_region_holds_a_piece_going_is_not_answered)
 {
-	struct viommu_answer a;
-
 	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
-	hook(words, step_piece_going);
-	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(words, step_piece_going, WIN + PAGE_IN * 4096);
 }
 
 /* Past the window: the piece window's word read after the endpoint moved. */
 Test(inline, a_piece_word_read_after_its_endpoint_moved_is_not_answered)
 {
-	struct viommu_answer a;
-
 	words[1] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
-	hook(words, step_endpoint_moved);
-	cr_assert_eq(ask(WIN + REGION + 0x1234, &a), 0, "answered 0x%llx from a moved endpoint's copy",
-		     (unsigned long long)a.pa);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(words, step_endpoint_moved, WIN + REGION + 0x1234);
 }
 
 Test(inline, a_piece_word_read_after_its_seq_wrapped_back_is_not_answered)
 {
-	struct viommu_answer a;
-
 	words[1] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
-	hook(words, step_seq_wrapped_back);
-	cr_assert_eq(ask(WIN + REGION + 0x1234, &a), 0);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(words, step_seq_wrapped_back, WIN + REGION + 0x1234);
 }
 
 /* In the window, a region that is one published piece: its word is read first, and answers. */
@@ -244,23 +225,14 @@ Test(inline, a_window_page_of_a_published_piece_is_answered_from_its_word)
 /* The same word read after the endpoint moved: the seq check after it turns the answer away. */
 Test(inline, a_window_pieces_word_read_after_its_endpoint_moved_is_not_answered)
 {
-	struct viommu_answer a;
-
 	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
-	hook(words, step_endpoint_moved);
-	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0, "answered 0x%llx from a moved endpoint's copy",
-		     (unsigned long long)a.pa);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(words, step_endpoint_moved, WIN + PAGE_IN * 4096);
 }
 
 Test(inline, a_window_pieces_word_read_after_its_seq_wrapped_back_is_not_answered)
 {
-	struct viommu_answer a;
-
 	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
-	hook(words, step_seq_wrapped_back);
-	cr_assert_eq(ask(WIN + PAGE_IN * 4096, &a), 0);
-	cr_assert_eq(fired, 1);
+	assert_turned_away(words, step_seq_wrapped_back, WIN + PAGE_IN * 4096);
 }
 
 /* A fresh reader's copies are empty: no query's endpoint matches one (an empty copy's id is its

@@ -1992,18 +1992,38 @@ static void step_window_changes_hands(void)
 	cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
 }
 
+/* Burst @q (@n queries of endpoint 8) with the page holding @addr hooked by the writer's step @s:
+ * the step ran at the burst's first load of that page, and every answer is the store's, a fault
+ * (endpoint 8 is in no domain once the step ran). */
+static void burst_after_step(struct viommu_reader *r, const struct viommu_query *q, unsigned n, const void *addr,
+			     void (*s)(void))
+{
+	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
+	struct viommu_answer a[VIOMMU_BULK_MAX], want;
+
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	burst_step = s;
+	burst_page = (void *)((uintptr_t)addr & ~(uintptr_t)4095);
+	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
+	viommu_reader_translate_bulk(r, q, a, n);
+	cr_assert_eq(burst_fired, 1, "the step ran at the hooked load");
+	for (unsigned i = 0; i < n; i++) {
+		viommu_device_answer(dev, &q[i], &want);
+		cr_assert_eq(want.result, VIOMMU_XLATE_FAULT, "endpoint 8 is in no domain now");
+		assert_same(&q[i], &want, &a[i], "the burst");
+	}
+}
+
 /* The burst answers its window queries from their PTEs as they come, and checks each endpoint
  * copy once, after the last PTE: a copy that went stale meanwhile has its queries answered
  * again the long way, before the burst returns. */
 Test(window, a_burst_whose_endpoint_moved_while_its_ptes_were_read_answers_them_again_the_long_way)
 {
-	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
 	struct viommu_query q[3] = { qy(8, RACE_X + 0x10, 8, R), qy(8, RACE_X + 0x20, 8, R),
 				     qy(8, RACE_X + 0x1010, 8, R) };
-	struct viommu_answer a[3], want;
+	struct viommu_answer a;
 	struct viommu_reader *r;
 	const struct viommu_reader_epw *c;
-	uintptr_t pte;
 
 #if defined(__SANITIZE_THREAD__)
 	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
@@ -2014,24 +2034,13 @@ Test(window, a_burst_whose_endpoint_moved_while_its_ptes_were_read_answers_them_
 	attach_ok(1, 8);
 	map_ok(1, RACE_X, 0x2000, RACE_PA_A, RW);
 	/* The reader's copy of endpoint 8's window, and its answer before anything moves. */
-	cr_assert_eq(viommu_reader_translate(r, &q[0], &a[0]), VIOMMU_XLATE_HIT);
-	cr_assert_eq(a[0].pa, RACE_PA_A + 0x10);
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_XLATE_HIT);
+	cr_assert_eq(a.pa, RACE_PA_A + 0x10);
 	c = &r->epw[8 % VIOMMU_READER_EPW];
 	cr_assert_eq(c->ep, 8);
 	cr_assert(RACE_X - c->base < c->span, "RACE_X is in the window");
-	pte = (uintptr_t)&c->first[(RACE_X - c->base) >> VIOMMU_PAGE_SHIFT];
-
-	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
-	burst_step = step_window_changes_hands;
-	burst_page = (void *)(pte & ~(uintptr_t)4095);
-	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
-	viommu_reader_translate_bulk(r, q, a, 3);
-	cr_assert_eq(burst_fired, 1, "the step ran at the burst's first PTE load");
-	for (int i = 0; i < 3; i++) {
-		viommu_device_answer(dev, &q[i], &want);
-		cr_assert_eq(want.result, VIOMMU_XLATE_FAULT, "endpoint 8 is in no domain now");
-		assert_same(&q[i], &want, &a[i], "the burst");
-	}
+	/* The step at the burst's first PTE load. */
+	burst_after_step(r, q, 3, &c->first[(RACE_X - c->base) >> VIOMMU_PAGE_SHIFT], step_window_changes_hands);
 	viommu_reader_close(r);
 }
 
@@ -2047,13 +2056,11 @@ static void step_window_region_changes_hands(void)
 
 Test(window, a_burst_whose_endpoint_moved_while_its_piece_words_were_read_answers_them_again_the_long_way)
 {
-	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
 	const uint64_t va = WIN + 6 * MIB;
 	struct viommu_query q[3] = { qy(8, va + 0x10, 8, R), qy(8, va + 0x5020, 8, R), qy(8, va + 0x1ff000, 8, R) };
-	struct viommu_answer a[3], want;
+	struct viommu_answer a;
 	const struct viommu_reader_epw *c;
 	struct viommu_reader *r;
-	uintptr_t word;
 
 #if defined(__SANITIZE_THREAD__)
 	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
@@ -2064,22 +2071,11 @@ Test(window, a_burst_whose_endpoint_moved_while_its_piece_words_were_read_answer
 	attach_ok(1, 8);
 	map_ok(1, WIN + 0x1000, 0x1000, 0x1000, R); /* places the window */
 	map_ok(1, va, 2 * MIB, 0x140000000ull, RW);
-	cr_assert_eq(viommu_reader_translate(r, &q[0], &a[0]), VIOMMU_XLATE_HIT);
-	cr_assert_eq(a[0].pa, 0x140000000ull + 0x10);
+	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_XLATE_HIT);
+	cr_assert_eq(a.pa, 0x140000000ull + 0x10);
 	c = &r->epw[8 % VIOMMU_READER_EPW];
 	cr_assert(va - c->base < c->span, "the piece is in the window");
-	word = (uintptr_t)&c->wfirst[(va - c->base) >> VIOMMU_HASH_SHIFT];
-
-	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
-	burst_step = step_window_region_changes_hands;
-	burst_page = (void *)(word & ~(uintptr_t)4095);
-	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
-	viommu_reader_translate_bulk(r, q, a, 3);
-	cr_assert_eq(burst_fired, 1, "the step ran at the burst's first word load");
-	for (int i = 0; i < 3; i++) {
-		viommu_device_answer(dev, &q[i], &want);
-		cr_assert_eq(want.result, VIOMMU_XLATE_FAULT, "endpoint 8 is in no domain now");
-		assert_same(&q[i], &want, &a[i], "the burst");
-	}
+	/* The step at the burst's first load of the region's word. */
+	burst_after_step(r, q, 3, &c->wfirst[(va - c->base) >> VIOMMU_HASH_SHIFT], step_window_region_changes_hands);
 	viommu_reader_close(r);
 }
