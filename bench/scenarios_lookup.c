@@ -108,6 +108,44 @@ static uint64_t run_viommu_bulk(struct bench_job *j, size_t ops)
 	return sum;
 }
 
+/* The same bursts through viommu_reader_translate_bulk_pa(): a PA and a hit bit a query, what
+ * flat's bulk loop makes, where the answers above are 56 bytes a query. */
+static uint64_t run_viommu_bulk_pa(struct bench_job *j, size_t ops)
+{
+	struct viommu_reader *r = j->ctx;
+	uint64_t pa[BENCH_BATCH], sum = 0;
+
+	for (size_t i = 0; i < ops; i++) {
+		uint64_t hits = viommu_reader_translate_bulk_pa(r, &j->q[(j->cursor++ * BENCH_BATCH) & j->qmask], pa,
+								BENCH_BATCH);
+
+		for (unsigned k = 0; k < BENCH_BATCH; k++)
+			sum += hits >> k & 1 ? pa[k] : 0;
+		j->faults += BENCH_BATCH - (unsigned)__builtin_popcountll(hits);
+	}
+	return sum;
+}
+
+/* viommu_reader_translate_bulk_pa() gives the store's PA for every hit of @s that lies in one
+ * page (the bench's queries do), and no bit for the others. */
+static void bulk_pa_check(struct bench_world *w, const char *scenario, const struct bench_qset *s)
+{
+	uint64_t pa[BENCH_BATCH];
+
+	for (size_t b = 0; b + BENCH_BATCH <= s->n; b += BENCH_BATCH) {
+		uint64_t hits = viommu_reader_translate_bulk_pa(w->rd, &s->q[b], pa, BENCH_BATCH);
+
+		for (unsigned k = 0; k < BENCH_BATCH; k++) {
+			const struct viommu_answer *want = &s->want[b + k];
+			bool hit = want->result == VIOMMU_XLATE_HIT || want->result == VIOMMU_XLATE_IDENTITY;
+
+			if (!!(hits >> k & 1) != hit || (hit && pa[k] != want->pa))
+				bench_fail("%s: viommu_pa disagrees with the store at iova 0x%llx", scenario,
+					   (unsigned long long)s->q[b + k].iova);
+		}
+	}
+}
+
 static uint64_t run_gtree(struct bench_job *j, size_t ops)
 {
 	uint64_t sum = bench_gtree_run(j->ctx, j->q, j->qmask, j->cursor, ops, &j->faults);
@@ -181,10 +219,10 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 	static uint64_t (*const batch[])(struct bench_job *, size_t) = { run_viommu_bulk, run_gtree_bulk,
 									  run_itree_bulk, run_slist_bulk };
 	void *ctx[] = { w->rd, w->gtree, w->itree, w->slist };
-	struct bench_job j[I_COUNT + 3];
-	struct bench_stats st[I_COUNT + 3];
-	const char *names[I_COUNT + 3];
-	int impls[I_COUNT + 3];
+	struct bench_job j[I_COUNT + 4];
+	struct bench_stats st[I_COUNT + 4];
+	const char *names[I_COUNT + 4];
+	int impls[I_COUNT + 4];
 	unsigned n = 0;
 
 	for (int impl = 0; impl < I_COUNT; impl++) {
@@ -217,6 +255,15 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		printf("# %s %s x %u: flat skipped (no flat table for this layout: dense layouts only)\n", scenario,
 		       bench_size_names[w->spec.size], w->spec.extents);
 	}
+	/* viommu's bursts of PAs, beside its bursts of answers. */
+	if (bulk && s->n >= BENCH_BATCH && bench_impl_wanted("viommu_pa")) {
+		bulk_pa_check(w, scenario, s);
+		j[n] = (struct bench_job){
+			.run = run_viommu_bulk_pa, .ctx = w->rd, .q = s->q, .qmask = s->n - 1, .per_op = BENCH_BATCH,
+		};
+		names[n] = "viommu_pa";
+		impls[n++] = -4;
+	}
 	/* The decomposition row, for single random hits in worlds of 4 KiB pages. */
 	if (!bulk && !expect_faults && w->spec.size == BENCH_4K && s->n > 1 && bench_impl_wanted("viommu_raw")) {
 		decomposition_check(w, scenario, s);
@@ -240,6 +287,8 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 			snprintf(note, sizeof(note), bulk ? "rwlock per 64" : "rwlock per lookup");
 		else if (impl == -3)
 			snprintf(note, sizeof(note), "the same loads, no checks: the layout's cost");
+		else if (impl == -4)
+			snprintf(note, sizeof(note), "a PA a query, as flat (bulk_pa)");
 		else if (impl < 0)
 			snprintf(note, sizeof(note), "the floor: 8 B/page, %.1f MiB%s",
 				 bench_flat_pages(w->flat) * 8.0 / (1 << 20), bulk ? ", prefetched" : "");

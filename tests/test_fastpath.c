@@ -27,6 +27,7 @@
 #include "reader.h"
 #include "bpf_access.h"
 #include "requests.h"
+#include "bulk_pa.h"
 
 #define MSI_START 0xfee00000ull
 #define MSI_END 0xfeefffffull
@@ -113,6 +114,7 @@ static void check_queries(struct viommu_reader *r, const struct viommu_query *q,
 		assert_same(&q[i], &want[i], &user[i], "user");
 		assert_same(&q[i], &want[i], &bpf[i], "bpf");
 	}
+	test_check_bulk_pa(r, q, want, n, "user, PAs");
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

@@ -25,6 +25,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +35,7 @@
 #include "reader.h"
 #include "bpf_access.h"
 #include "requests.h"
+#include "bulk_pa.h"
 
 #define M_EPS 4
 #define M_DOMAINS 6 /* domain ids 1..6 */
@@ -374,6 +376,12 @@ static void probe(unsigned seed, unsigned n, unsigned nq, unsigned *long_hits)
 	}
 	viommu_reader_translate_bulk(rd, q, user, nq);
 	cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, bpf, nq, false), 0);
+	{
+		char who[64];
+
+		snprintf(who, sizeof(who), "seed %u step %u: the userspace reader (bulk PAs)", seed, n);
+		test_check_bulk_pa(rd, q, want, nq, who);
+	}
 	for (unsigned i = 0; i < nq; i++) {
 		viommu_device_answer(dev, &q[i], &store);
 		same(seed, n, "the store", &q[i], &want[i], &store);

@@ -40,6 +40,7 @@
 #include "reader.h"
 #include "bpf_access.h"
 #include "requests.h"
+#include "bulk_pa.h"
 #include "fastpath_int.h" /* one test plays a generation that wrapped */
 
 #define MSI_START 0xfee00000ull
@@ -177,6 +178,7 @@ static void check_batch(struct viommu_reader *r, const struct viommu_query *q, u
 	viommu_reader_translate_bulk(r, q, got, n);
 	for (unsigned i = 0; i < n; i++)
 		assert_same(&q[i], &want[i], &got[i], "bulk reader");
+	test_check_bulk_pa(r, q, want, n, "bulk reader of PAs");
 	if (have_bpf) {
 		cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, got, n, false), 0);
 		for (unsigned i = 0; i < n; i++)

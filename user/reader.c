@@ -286,39 +286,47 @@ static __attribute__((noinline)) void prefetch_rest(const struct viommu_reader *
 	}
 }
 
-/* Returns the queries whose ptep[] is a piece window word, not a PTE. */
+/* Stage 1 of a burst. ptep[i]: the PTE, or the piece window word, that answers q[i] if a window
+ * does, else NULL. Returns the queries whose ptep[] is a piece window word, not a PTE; *@win
+ * gets the queries with a ptep[], *@used the endpoint copies (bit: slot) they were taken from. */
 static uint64_t prefetch_burst(const struct viommu_reader *r, const struct viommu_query *q, unsigned n,
-			       const __u64 **ptep)
+			       const __u64 **ptep, uint64_t *win, uint32_t *used)
 {
 	unsigned rest[VIOMMU_BULK_MAX], nrest = 0;
-	uint64_t pc = 0;
+	uint64_t pc = 0, out = 0;
+	uint64_t u = 0;
 
 	/* Stage 1, the tests of viommu_reader_window() with the copy as it is: in the window, the
 	 * page's PTE; past the window, in its piece window, the region's word. One line each, the
 	 * whole lookup, prefetched. The others are listed, for the hash's buckets. */
 	for (unsigned i = 0; i < n; i++) {
-		const uint32_t ep = q[i].endpoint;
-		const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
+		const uint32_t slot = q[i].endpoint % VIOMMU_READER_EPW;
+		const struct viommu_reader_epw *c = &r->epw[slot];
 		const uint64_t off = q[i].iova - c->base;
 
 		if (__builtin_expect(!viommu_reader_epw_out(c, &q[i]), 1)) {
 			if (off < c->span) {
 				ptep[i] = &c->first[off >> VIOMMU_PAGE_SHIFT];
 				__builtin_prefetch(ptep[i]);
+				u |= 1ull << slot;
 				continue;
 			}
 			if (q[i].iova - c->pbase < c->pspan) {
 				ptep[i] = &c->pfirst[(q[i].iova - c->pbase) >> VIOMMU_HASH_SHIFT];
 				__builtin_prefetch(ptep[i]);
 				pc |= 1ull << i;
+				u |= 1ull << slot;
 				continue;
 			}
 		}
 		ptep[i] = NULL;
+		out |= 1ull << i;
 		rest[nrest++] = i;
 	}
 	if (nrest)
 		prefetch_rest(r, q, rest, nrest);
+	*win = ~out & (n < 64 ? (1ull << n) - 1 : ~0ull);
+	*used = (uint32_t)u;
 	return pc;
 }
 
@@ -335,22 +343,39 @@ static inline void bulk_tally(struct viommu_reader_slot *sl, const struct viommu
 		__atomic_store_n(&sl->retries, sl->retries + 1, __ATOMIC_RELAXED);
 }
 
-uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
-				      struct viommu_answer *a, unsigned n)
+/* Answer @t of query @q as a burst of PAs gives it (viommu_reader_translate_bulk_pa()): set in
+ * @pa and 1 when it is a HIT or IDENTITY whose one run holds the whole range, else 0. */
+static inline int pa_of(const struct viommu_query *q, const struct viommu_answer *t, uint64_t *pa)
 {
-	uint64_t mask = 0, hits = 0, wmask = 0, pieces;
+	if (t->result == VIOMMU_XLATE_IDENTITY || (t->result == VIOMMU_XLATE_HIT && q->size &&
+						   q->iova >= t->ext_start && q->size - 1 <= t->ext_end - q->iova)) {
+		*pa = t->pa;
+		return 1;
+	}
+	return 0;
+}
+
+/* One burst: into the answers @a, or (@to_pa) the PAs @pa. Inlined into both entry points, so
+ * that each keeps only its own stores. */
+static inline __attribute__((always_inline)) uint64_t
+translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct viommu_answer *a, uint64_t *pa,
+		unsigned n, const bool to_pa)
+{
+	uint64_t mask = 0, hits = 0, wmask = 0, pieces, npa = 0;
 	struct viommu_reader_slot *sl = r->slot;
 	const __u64 *ptep[VIOMMU_BULK_MAX];
 	uint32_t used = 0, bad = 0;
+	struct viommu_answer t;
 	struct epw_snap {
 		const __u32 *seqp;
 		uint32_t ep_seq;
 		uint64_t wraps;
 	} snap[VIOMMU_READER_EPW];
 
+#define BURST_ANSWER(i) (to_pa ? &t : &a[i])
 	if (n > VIOMMU_BULK_MAX)
 		n = VIOMMU_BULK_MAX;
-	pieces = prefetch_burst(r, q, n, ptep);
+	pieces = prefetch_burst(r, q, n, ptep, &wmask, &used);
 	/* The lines are on their way. First the window's queries, each answered from its PTE
 	 * (acquire) when present with every flag the access needs, or from its piece window word
 	 * when that is a published piece's direct value with them: a loop of its own with no call
@@ -360,31 +385,35 @@ uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viom
 	 * I10, I13), and a failed re-check answers that endpoint's window queries again the long
 	 * way, before anything is returned. Then the rest: the short path for what it takes (one
 	 * page, no whole extent; it does not fill the reader TLB, a burst pipelines instead), else
-	 * as one query would be. */
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t v;
+	 * as one query would be. A window query is within one page: its PA is its answer. */
+	for (uint64_t m = wmask; m; m &= m - 1) {
+		const unsigned i = (unsigned)__builtin_ctzll(m);
+		uint64_t v = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2, or piece_win_set() */
 
-		if (!ptep[i])
-			continue;
-		v = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2, or piece_win_set() */
 		if (!(pieces >> i & 1)) {
 			if (!(~v & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
-				viommu_answer_pte(&a[i], q[i].iova, v);
-				goto answered;
+				if (!to_pa)
+					viommu_answer_pte(&a[i], q[i].iova, v);
+				else
+					pa[i] = VIOMMU_PTE_PA(v) | (q[i].iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
+				continue;
 			}
 			if (v & VIOMMU_PTE_PRESENT)
-				continue; /* an access fault: the general path says which */
+				goto not_answered; /* an access fault: the general path says which */
 			/* Not present: the region's word, which answers when the region is one
 			 * published piece (8 bytes per 2 MiB, cached where the PTE was not). */
 			v = window_word(r, &q[i]);
 		}
 		if (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT ||
 		    (VIOMMU_HASH_DIRECT_FLAGS(v) & q[i].access) != q[i].access)
-			continue;
-		viommu_answer_direct(&a[i], q[i].iova, v);
-answered:
-		wmask |= 1ull << i;
-		used |= 1u << (q[i].endpoint % VIOMMU_READER_EPW);
+			goto not_answered;
+		if (!to_pa)
+			viommu_answer_direct(&a[i], q[i].iova, v);
+		else
+			pa[i] = VIOMMU_HASH_DIRECT_PA(v) + (q[i].iova & ((1ull << VIOMMU_HASH_SHIFT) - 1));
+		continue;
+not_answered:
+		wmask &= ~(1ull << i);
 	}
 	/* What those answers were computed from: the loop below may replace a copy (a query of
 	 * another endpoint in the same epw entry, a walk that refreshes one), so the re-check
@@ -399,13 +428,16 @@ answered:
 	for (uint64_t m = ~wmask & (n < 64 ? (1ull << n) - 1 : ~0ull); m; m &= m - 1) {
 		unsigned i = (unsigned)__builtin_ctzll(m);
 		uint64_t last = q[i].iova + (q[i].size ? q[i].size - 1 : 0);
+		struct viommu_answer *ai = BURST_ANSWER(i);
 		struct viommu_lk f;
 		int got = 0;
 
-		if (!ptep[i] && (got = viommu_reader_window(r, &q[i], &a[i]))) { /* a copy made now */
+		if (!ptep[i] && (got = viommu_reader_window(r, &q[i], ai))) { /* a copy made now */
 			if (got == 1) {
 				mask |= 1ull << i;
 				hits++;
+				if (to_pa)
+					pa[i] = ai->pa;
 			}
 			continue;
 		}
@@ -413,25 +445,27 @@ answered:
 		    last >= q[i].iova) /* not a range that runs past 2^64 (it faults) */
 			got = viommu_lookup_fast(r, q[i].endpoint, q[i].iova, &f);
 		if (got == 1 && (f.ext_flags & q[i].access) == q[i].access) {
-			a[i].result = VIOMMU_XLATE_HIT;
-			a[i].reason = 0;
-			a[i].pa = f.ext_phys + (q[i].iova - f.ext_start);
-			a[i].ext_start = f.ext_start;
-			a[i].ext_end = f.ext_end;
-			a[i].ext_phys = f.ext_phys;
-			a[i].ext_flags = f.ext_flags;
-			a[i].fault_addr = 0;
-			a[i].next = 0;
+			ai->result = VIOMMU_XLATE_HIT;
+			ai->reason = 0;
+			ai->pa = f.ext_phys + (q[i].iova - f.ext_start);
+			ai->ext_start = f.ext_start;
+			ai->ext_end = f.ext_end;
+			ai->ext_phys = f.ext_phys;
+			ai->ext_flags = f.ext_flags;
+			ai->fault_addr = 0;
+			ai->next = 0;
 		} else if (got == 2) {
-			a[i].result = VIOMMU_XLATE_FAULT;
-			a[i].reason = VIOMMU_FAULT_R_MAPPING;
-			a[i].pa = 0;
-			a[i].fault_addr = q[i].iova;
-			a[i].next = 0;
+			ai->result = VIOMMU_XLATE_FAULT;
+			ai->reason = VIOMMU_FAULT_R_MAPPING;
+			ai->pa = 0;
+			ai->fault_addr = q[i].iova;
+			ai->next = 0;
 		} else {
-			viommu_reader_translate(r, &q[i], &a[i]);
+			viommu_reader_translate(r, &q[i], ai);
 		}
-		bulk_tally(sl, &a[i], i, &mask, &hits);
+		bulk_tally(sl, ai, i, &mask, &hits);
+		if (to_pa && (mask >> i & 1) && !pa_of(&q[i], ai, &pa[i]))
+			npa |= 1ull << i;
 	}
 	/* The window's answers were good only if each copy they used was still good after their
 	 * PTEs were read (acquire loads: these come after them). Else, again the long way. */
@@ -444,18 +478,34 @@ answered:
 	}
 	for (uint64_t m = bad ? wmask : 0; m; m &= m - 1) {
 		unsigned i = (unsigned)__builtin_ctzll(m);
+		struct viommu_answer *ai = BURST_ANSWER(i);
 
 		if (!(bad >> (q[i].endpoint % VIOMMU_READER_EPW) & 1))
 			continue;
 		mask &= ~(1ull << i);
 		hits--;
-		viommu_reader_translate(r, &q[i], &a[i]);
-		bulk_tally(sl, &a[i], i, &mask, &hits);
+		viommu_reader_translate(r, &q[i], ai);
+		bulk_tally(sl, ai, i, &mask, &hits);
+		if (to_pa && (mask >> i & 1) && !pa_of(&q[i], ai, &pa[i]))
+			npa |= 1ull << i;
 	}
+#undef BURST_ANSWER
 	/* Counters of our own slot, once per burst: relaxed, read racily by `viommu stat`. */
 	__atomic_store_n(&sl->lookups, sl->lookups + n, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->hits, sl->hits + hits, __ATOMIC_RELAXED);
-	return mask;
+	return mask & ~npa;
+}
+
+uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
+				      struct viommu_answer *a, unsigned n)
+{
+	return translate_burst(r, q, a, NULL, n, false);
+}
+
+uint64_t viommu_reader_translate_bulk_pa(struct viommu_reader *r, const struct viommu_query *q, uint64_t *pa,
+					 unsigned n)
+{
+	return translate_burst(r, q, NULL, pa, n, true);
 }
 
 int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
