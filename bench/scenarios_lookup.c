@@ -24,19 +24,18 @@ __attribute__((flatten)) static uint64_t run_viommu(struct bench_job *j, size_t 
 	/* In locals: a TLB miss calls the walk out of line, after which the compiler could not
 	 * keep fields of *j in registers (the peers' loops, all inline, need no such help). */
 	const struct viommu_query *qv = j->q;
-	const size_t qmask = j->qmask, cursor = j->cursor;
-	uint64_t sum = 0, miss = 0;
+	const size_t qmask = j->qmask, end = j->cursor + ops;
+	uint64_t sum = 0;
 
-	for (size_t i = 0; i < ops; i++) {
+	for (size_t k = j->cursor; k != end; k++) {
 		struct viommu_answer a;
 
-		if (viommu_reader_translate(r, &qv[(cursor + i) & qmask], &a) <= VIOMMU_XLATE_IDENTITY)
+		if (viommu_reader_translate(r, &qv[k & qmask], &a) <= VIOMMU_XLATE_IDENTITY)
 			sum += a.pa;
 		else
-			miss++;
+			j->faults++; /* in memory: the loop's registers are for the lookup */
 	}
-	j->faults += miss;
-	j->cursor += ops;
+	j->cursor = end;
 	return sum;
 }
 
