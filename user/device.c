@@ -831,6 +831,10 @@ static void iov_read(const struct iovec *v, unsigned n, void *dst, size_t len)
 {
 	uint8_t *d = dst;
 
+	if (n == 1 && v->iov_len >= len) { /* one buffer (every request virtqueue.c pops): no loop */
+		memcpy(d, v->iov_base, len);
+		return;
+	}
 	for (unsigned i = 0; i < n && len; i++) {
 		size_t c = v[i].iov_len < len ? v[i].iov_len : len;
 
@@ -846,6 +850,10 @@ static void iov_write(const struct iovec *v, unsigned n, size_t off, const void 
 {
 	const uint8_t *s = src;
 
+	if (n == 1 && off <= v->iov_len && v->iov_len - off >= len) { /* one buffer: no loop */
+		memcpy((uint8_t *)v->iov_base + off, s, len);
+		return;
+	}
 	for (unsigned i = 0; i < n && len; i++) {
 		if (!v[i].iov_len || off >= v[i].iov_len) {
 			off -= v[i].iov_len;
