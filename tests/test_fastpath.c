@@ -513,14 +513,14 @@ Test(fastpath, the_bulk_hit_mask_marks_translated_queries)
 }
 
 /* A burst of PAs says where a DMA goes only when it goes to one run: two mappings side by side
- * with PAs apart answer HIT for a range over both (viommu_reader_translate()), and no bit; the
- * same range inside one mapping, a bit and its PA; identity, the IOVA. */
+ * with PAs apart answer HIT for a range over both (viommu_reader_translate()), and no bit; a
+ * range inside one mapping, a bit and its PA; a size of 0 counts as 1; a fault, no bit. */
 Test(fastpath, a_burst_of_pas_sets_a_bit_only_for_a_range_that_is_one_run)
 {
 	struct viommu_reader *r = viommu_reader_open(fp);
-	struct viommu_query q[4];
+	struct viommu_query q[5];
 	struct viommu_answer a;
-	uint64_t pa[4];
+	uint64_t pa[5];
 
 	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x10000, 0x10fff, 0x200000, 3), VIOMMU_S_OK);
@@ -530,11 +530,13 @@ Test(fastpath, a_burst_of_pas_sets_a_bit_only_for_a_range_that_is_one_run)
 	q[1] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = 0x40800, .size = 0x3000 };
 	q[2] = (struct viommu_query){ .endpoint = 8, .access = 2, .iova = 0x11004, .size = 4 };
 	q[3] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = 0x20000, .size = 4 };
+	q[4] = (struct viommu_query){ .endpoint = 8, .access = 1, .iova = 0x47ff8, .size = 0 }; /* counts as 1 */
 	cr_assert_eq(viommu_reader_translate(r, &q[0], &a), VIOMMU_XLATE_HIT, "both mapped: a HIT");
-	cr_assert_eq(viommu_reader_translate_bulk_pa(r, q, pa, 4), 0x6, "bits for the one-run ranges only");
+	cr_assert_eq(viommu_reader_translate_bulk_pa(r, q, pa, 5), 0x16, "bits for the one-run ranges only");
 	cr_assert_eq(pa[1], 0x500800);
 	cr_assert_eq(pa[2], 0x900004);
-	check_queries(r, q, 4);
+	cr_assert_eq(pa[4], 0x507ff8);
+	check_queries(r, q, 5);
 	viommu_reader_close(r);
 }
 

@@ -637,6 +637,20 @@ static void check_answer(struct reader_counts *c, const char *who, int e, int p,
 	}
 }
 
+/* Was identity a valid answer for probe @p of endpoint @e at some point since @d0 (checked as
+ * check_answer() does: an op running now is waited for, its history entry may not be there yet)? */
+static bool ident_allowed(int e, int p, uint64_t d0)
+{
+	uint64_t d = LD_ACQ(&S.ops);
+	int res = hist_check(e, p, V_MAKE(K_IDENT, 0), d0, d);
+
+	if (res != CHECK_OK && (d & 1)) {
+		wait_for_op_end(d);
+		res = hist_check(e, p, V_MAKE(K_IDENT, 0), d0, d);
+	}
+	return res == CHECK_OK;
+}
+
 static void make_query(struct viommu_query *q, int e, int p)
 {
 	q->endpoint = stress_eps[e];
@@ -673,7 +687,7 @@ static void *user_reader(void *argp)
 		uint64_t m = xorshift(&rng), d0, d1, dh;
 		bool in_cs = m & 1, bulk = (m & 6) == 0, bulk_pa = (m & 6) == 2;
 		unsigned n = bulk || bulk_pa ? 1 + (unsigned)((m >> 8) % VIOMMU_BULK_MAX) : 1;
-		uint64_t skip = 0;
+		uint64_t skip = 0, pa[VIOMMU_BULK_MAX];
 
 		for (unsigned i = 0; i < n; i++) {
 			/* Mostly the same few probes per endpoint: the reader TLB (I10) gets hits. */
@@ -695,23 +709,7 @@ static void *user_reader(void *argp)
 					report_bad("%s: bulk mask bit %u disagrees with result %u", who, i,
 						   a[i].result);
 		} else if (bulk_pa) {
-			/* A set bit is a translation, checked as an answer: a HIT of one byte at the
-			 * PA, or identity when the PA is the IOVA (the writer's random PAs below 2^40
-			 * make a mapping onto itself a 2^-28 chance). A clear bit says nothing. */
-			uint64_t pa[VIOMMU_BULK_MAX], mask = viommu_reader_translate_bulk_pa(r, q, pa, n);
-
-			for (unsigned i = 0; i < n; i++) {
-				uint32_t acc = q[i].access & ~VIOMMU_QUERY_F_EXTENT;
-
-				if (!(mask >> i & 1))
-					skip |= 1ull << i;
-				else if (pa[i] == q[i].iova)
-					a[i] = (struct viommu_answer){ .result = VIOMMU_XLATE_IDENTITY, .pa = pa[i] };
-				else
-					a[i] = (struct viommu_answer){ .result = VIOMMU_XLATE_HIT, .pa = pa[i],
-								       .ext_start = q[i].iova, .ext_end = q[i].iova,
-								       .ext_phys = pa[i], .ext_flags = acc };
-			}
+			skip = ~viommu_reader_translate_bulk_pa(r, q, pa, n); /* a clear bit says nothing */
 		} else {
 			viommu_reader_translate(r, &q[0], &a[0]);
 		}
@@ -727,9 +725,25 @@ static void *user_reader(void *argp)
 				report_bad("%s: the writer revoked a reader that exited in time", who);
 			c->in_cs += n;
 		}
-		for (unsigned i = 0; i < n; i++)
-			if (!(skip >> i & 1))
-				check_answer(c, who, pe[i], pp[i], &q[i], &a[i], d0, d1, dh);
+		for (unsigned i = 0; i < n; i++) {
+			if (skip >> i & 1)
+				continue;
+			if (bulk_pa) {
+				/* A set bit is a translation, checked as an answer: a HIT of one byte at
+				 * the PA, or identity when the PA is the IOVA and the history allowed
+				 * identity since d0 (a mapping onto itself stays a HIT). Decided out
+				 * here: the history may have to wait for a running op. */
+				uint32_t acc = q[i].access & ~VIOMMU_QUERY_F_EXTENT;
+
+				if (pa[i] == q[i].iova && ident_allowed(pe[i], pp[i], d0))
+					a[i] = (struct viommu_answer){ .result = VIOMMU_XLATE_IDENTITY, .pa = pa[i] };
+				else
+					a[i] = (struct viommu_answer){ .result = VIOMMU_XLATE_HIT, .pa = pa[i],
+								       .ext_start = q[i].iova, .ext_end = q[i].iova,
+								       .ext_phys = pa[i], .ext_flags = acc };
+			}
+			check_answer(c, who, pe[i], pp[i], &q[i], &a[i], d0, d1, dh);
+		}
 	}
 	viommu_reader_close(r);
 	return NULL;

@@ -347,8 +347,12 @@ static inline void bulk_tally(struct viommu_reader_slot *sl, const struct viommu
  * @pa and 1 when it is a HIT or IDENTITY whose one run holds the whole range, else 0. */
 static inline int pa_of(const struct viommu_query *q, const struct viommu_answer *t, uint64_t *pa)
 {
-	if (t->result == VIOMMU_XLATE_IDENTITY || (t->result == VIOMMU_XLATE_HIT && q->size &&
-						   q->iova >= t->ext_start && q->size - 1 <= t->ext_end - q->iova)) {
+	const uint64_t len1 = q->size ? q->size - 1 : 0; /* size 0 counts as 1 (viommu_query) */
+
+	if (q->iova + len1 < q->iova)
+		return 0; /* runs past 2^64: no one run holds it (identity answers it) */
+	if (t->result == VIOMMU_XLATE_IDENTITY ||
+	    (t->result == VIOMMU_XLATE_HIT && q->iova >= t->ext_start && len1 <= t->ext_end - q->iova)) {
 		*pa = t->pa;
 		return 1;
 	}

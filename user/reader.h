@@ -131,8 +131,8 @@ static inline uint32_t viommu_reader_translate(struct viommu_reader *r, const st
 uint64_t viommu_reader_translate_bulk(struct viommu_reader *r, const struct viommu_query *q,
 				      struct viommu_answer *a, unsigned n);
 /* The same burst for a consumer that wants only where each DMA goes: bit i set when q[i]'s
- * whole range is mapped for its access as one run of PA (a HIT within one run, or IDENTITY),
- * with pa[i] the PA of its first byte. A clear bit says nothing more (pa[i] unspecified): a
+ * whole range (size 0 counts as 1; not one that runs past 2^64) is mapped for its access as one
+ * run of PA (a HIT within one run, or IDENTITY), with pa[i] the PA of its first byte. A clear bit says nothing more (pa[i] unspecified): a
  * fault, a raced lookup, or a range over several runs; ask viommu_reader_translate() for the
  * answer. Writes 8 bytes a query where the answers take 56. */
 uint64_t viommu_reader_translate_bulk_pa(struct viommu_reader *r, const struct viommu_query *q, uint64_t *pa,
