@@ -99,12 +99,38 @@ static void check_all(struct variant *v, const struct viommu_query *q, unsigned 
 		FAIL("viommu_device_check: %d", err);
 	if ((err = viommu_fastpath_check(v->fp)))
 		FAIL("viommu_fastpath_check: %d", err);
-	for (unsigned i = 0; i < nq; i++) {
-		struct viommu_answer want, got;
+	struct viommu_answer want[MAX_QUERIES], got[MAX_QUERIES];
+	uint64_t pa[MAX_QUERIES], mask, pmask;
 
-		viommu_device_answer(v->dev, &q[i], &want);
-		viommu_reader_translate(v->r, &q[i], &got);
-		same(&q[i], &want, &got, "the userspace reader");
+	for (unsigned i = 0; i < nq; i++) {
+		viommu_device_answer(v->dev, &q[i], &want[i]);
+		viommu_reader_translate(v->r, &q[i], &got[i]);
+		same(&q[i], &want[i], &got[i], "the userspace reader");
+	}
+	if (!nq)
+		return;
+	/* The bursts: of answers, and of PAs (a bit exactly for a range that is one run, not past
+	 * 2^64, of a HIT or IDENTITY; its PA the store's). */
+	mask = viommu_reader_translate_bulk(v->r, q, got, nq);
+	pmask = viommu_reader_translate_bulk_pa(v->r, q, pa, nq);
+	for (unsigned i = 0; i < nq; i++) {
+		const struct viommu_answer *w = &want[i];
+		const uint64_t len1 = q[i].size ? q[i].size - 1 : 0;
+		bool hit = w->result == VIOMMU_XLATE_HIT || w->result == VIOMMU_XLATE_IDENTITY;
+		bool one_run = q[i].iova + len1 >= q[i].iova &&
+			       (w->result == VIOMMU_XLATE_IDENTITY ||
+				(w->result == VIOMMU_XLATE_HIT && w->ext_start <= q[i].iova &&
+				 len1 <= w->ext_end - q[i].iova));
+
+		same(&q[i], w, &got[i], "the userspace reader's burst");
+		if (!!(mask >> i & 1) != hit)
+			FAIL("the burst's mask bit %u is %d for result %u", i, (int)(mask >> i & 1), w->result);
+		if (!!(pmask >> i & 1) != one_run || (one_run && pa[i] != w->pa))
+			FAIL("the burst of PAs: ep %u iova 0x%llx size 0x%llx access %u: bit %d pa 0x%llx; store: "
+			     "result %u pa 0x%llx run [0x%llx, 0x%llx]",
+			     q[i].endpoint, (unsigned long long)q[i].iova, (unsigned long long)q[i].size, q[i].access,
+			     (int)(pmask >> i & 1), (unsigned long long)pa[i], w->result, (unsigned long long)w->pa,
+			     (unsigned long long)w->ext_start, (unsigned long long)w->ext_end);
 	}
 }
 
