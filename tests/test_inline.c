@@ -172,8 +172,8 @@ Test(inline, a_window_page_read_after_its_seq_wrapped_back_is_not_answered)
 }
 
 /* A window miss: the region's word (not a piece), the PTE not present, the window's flags, then
- * the region's word again. The endpoint moved at the flags' load, after the seq check that
- * follows the PTE: the second seq check (after the word) turns the answer away. */
+ * the one seq check for all three. The endpoint moved at the flags' load, the last before that
+ * check: it turns the answer away (a check placed before the flags' load would not). */
 Test(inline, a_window_miss_whose_endpoint_moved_before_its_word_was_read_is_not_answered)
 {
 	assert_turned_away(winword, step_endpoint_moved, WIN + 9 * 4096);

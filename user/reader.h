@@ -298,7 +298,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	const uint64_t iova = q->iova;
 	const uint32_t ep = q->endpoint, acc = q->access;
 	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
-	uint64_t off, pte, wide, stale;
+	uint64_t off, pte, wide, stale, word;
 
 	/* One branch for every reason not to: a query the window does not take, an endpoint
 	 * whose window this reader has no copy of. */
@@ -319,19 +319,22 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	/* In the window, the region's word first: 8 bytes per 2 MiB, a line shared by 8 regions,
 	 * where a 2 MiB piece's PTEs are a line per 8 pages that no one ever wrote. A direct value
 	 * answers: the region is one published piece (I13). Its bit 0 (VIOMMU_HASH_DIRECT) is
-	 * set, a busy word's and 0's is not: one test of the word in memory, the value read
-	 * again (acquire: piece_win_set()) and checked whole where it is used. */
-	if (__builtin_expect(__atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_RELAXED) & 1, 0)) {
-		pte = __atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
+	 * set, a busy word's and 0's is not. Acquire: pairs with piece_win_set(), and orders the
+	 * loads below after it. */
+	word = __atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
+	if (__builtin_expect(word & 1, 0)) {
+		pte = word;
 		goto piece;
 	}
-	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the loads below
-	 * after it. */
+	/* Acquire: pairs with the writer's release of the PTE (W2). Then the window's flags
+	 * (acquire: pairs with win_wide_add()'s release), which only a miss needs, read here so
+	 * that one check of the entry covers every load. */
 	pte = __atomic_load_n(&c->first[off >> VIOMMU_PAGE_SHIFT], __ATOMIC_ACQUIRE);
-	/* The endpoint entry unchanged since the copy was made (so when the PTE was read: seqs
-	 * only grow, and one that wrapped back bumped wraps first, I4, I10); present; every flag
-	 * the access needs (the PTE's flags are its bits 1-3, the access's bits 0-2). Else the
-	 * walk answers (and refreshes the copy). */
+	wide = __atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE;
+	/* The endpoint entry unchanged since the copy was made (so when the word, the PTE and the
+	 * flags were read: seqs only grow, and one that wrapped back bumped wraps first, I4, I10);
+	 * present; every flag the access needs (the PTE's flags are its bits 1-3, the access's
+	 * bits 0-2). Else the walk answers (and refreshes the copy). */
 	stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
 		(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
 	if (__builtin_expect(stale | (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
@@ -339,27 +342,13 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	viommu_answer_pte(a, iova, pte);
 	return 1;
 not_hit:
-	/* Not present while no piece of 1 GiB or more lay over the window, no 2 MiB piece is in the
-	 * region (its piece window word), and the entry still as copied: the page is not mapped
-	 * (I13). The window's flags (acquire: pairs with win_wide_add()'s release) and the word
-	 * (acquire: piece_win_set()), then the entry's seq again, so that they were the window's
-	 * while the entry was as copied (I4). A word that is a piece's direct value answers. Anything
-	 * else (raced, an access fault, maybe a larger piece): the walk answers. */
-	wide = __atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE;
-	if (stale | wide | (pte & VIOMMU_PTE_PRESENT))
+	/* Not present while no piece of 1 GiB or more lay over the window and no 2 MiB piece in
+	 * the region (its word: 0, not busy), and the entry as copied all along: the page is not
+	 * mapped (I13; at most one mapping holds a page, and a piece is made only over an empty
+	 * range, so some instant between the loads saw none). Anything else (raced, an access
+	 * fault, a piece coming or going, maybe a larger piece): the walk answers. */
+	if (stale | wide | (pte & VIOMMU_PTE_PRESENT) | word)
 		return 0;
-	pte = __atomic_load_n(&c->pfirst[(iova - c->pbase) >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
-	if ((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-	    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
-		return 0;
-	if (VIOMMU_SLOT_TAG(pte) == VIOMMU_HASH_DIRECT) {
-		if ((VIOMMU_HASH_DIRECT_FLAGS(pte) & acc) != acc)
-			return 0;
-		viommu_answer_direct(a, iova, pte);
-		return 1;
-	}
-	if (pte)
-		return 0; /* VIOMMU_PIECE_BUSY: a piece coming or going, the general path answers */
 	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = VIOMMU_FAULT_R_MAPPING;
 	a->pa = 0;
