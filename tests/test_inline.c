@@ -171,15 +171,15 @@ Test(inline, a_window_page_read_after_its_seq_wrapped_back_is_not_answered)
 	assert_turned_away(ptes, step_seq_wrapped_back, WIN + PAGE_IN * 4096);
 }
 
-/* A window miss: the region's word (not a piece), the PTE not present, the window's flags, then
- * the one seq check for all three. The endpoint moved at the flags' load, the last before that
- * check: it turns the answer away (a check placed before the flags' load would not). */
-Test(inline, a_window_miss_whose_endpoint_moved_before_its_word_was_read_is_not_answered)
+/* A window miss: the region's word (not a piece), the PTE not present, the seq check, then the
+ * window's flags and the seq check again. The endpoint moved at the flags' load, after the
+ * first check: the second turns the answer away. */
+Test(inline, a_window_miss_whose_endpoint_moved_before_its_window_flags_were_read_is_not_answered)
 {
 	assert_turned_away(winword, step_endpoint_moved, WIN + 9 * 4096);
 }
 
-Test(inline, a_window_miss_whose_seq_wrapped_back_before_its_word_was_read_is_not_answered)
+Test(inline, a_window_miss_whose_seq_wrapped_back_before_its_window_flags_were_read_is_not_answered)
 {
 	assert_turned_away(winword, step_seq_wrapped_back, WIN + 9 * 4096);
 }

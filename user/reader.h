@@ -326,15 +326,13 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 		pte = word;
 		goto piece;
 	}
-	/* Acquire: pairs with the writer's release of the PTE (W2). Then the window's flags
-	 * (acquire: pairs with win_wide_add()'s release), which only a miss needs, read here so
-	 * that one check of the entry covers every load. */
+	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the loads below
+	 * after it. */
 	pte = __atomic_load_n(&c->first[off >> VIOMMU_PAGE_SHIFT], __ATOMIC_ACQUIRE);
-	wide = __atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE;
-	/* The endpoint entry unchanged since the copy was made (so when the word, the PTE and the
-	 * flags were read: seqs only grow, and one that wrapped back bumped wraps first, I4, I10);
-	 * present; every flag the access needs (the PTE's flags are its bits 1-3, the access's
-	 * bits 0-2). Else the walk answers (and refreshes the copy). */
+	/* The endpoint entry unchanged since the copy was made (so when the word and the PTE were
+	 * read: seqs only grow, and one that wrapped back bumped wraps first, I4, I10); present;
+	 * every flag the access needs (the PTE's flags are its bits 1-3, the access's bits 0-2).
+	 * Else the walk answers (and refreshes the copy). */
 	stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
 		(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
 	if (__builtin_expect(stale | (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
@@ -342,12 +340,17 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	viommu_answer_pte(a, iova, pte);
 	return 1;
 not_hit:
-	/* Not present while no piece of 1 GiB or more lay over the window and no 2 MiB piece in
-	 * the region (its word: 0, not busy), and the entry as copied all along: the page is not
-	 * mapped (I13; at most one mapping holds a page, and a piece is made only over an empty
-	 * range, so some instant between the loads saw none). Anything else (raced, an access
-	 * fault, a piece coming or going, maybe a larger piece): the walk answers. */
-	if (stale | wide | (pte & VIOMMU_PTE_PRESENT) | word)
+	/* Not present, no 2 MiB piece in the region (its word, read above: 0, not busy), no piece
+	 * of 1 GiB or more over the window (its flags: acquire, pairs with win_wide_add()'s
+	 * release, read only here), and the entry as copied until after the flags: the page is
+	 * not mapped (I13; at most one mapping holds a page, and a piece is made only over an
+	 * empty range, so some instant between the loads saw none). Anything else (raced, an
+	 * access fault, a piece coming or going, maybe a larger piece): the walk answers. */
+	if (stale | (pte & VIOMMU_PTE_PRESENT) | word)
+		return 0;
+	wide = __atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE;
+	if (wide | (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+	    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
 		return 0;
 	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = VIOMMU_FAULT_R_MAPPING;
