@@ -330,6 +330,20 @@ static uint64_t prefetch_burst(const struct viommu_reader *r, const struct viomm
 	return pc;
 }
 
+/* A HIT for byte @iova from the short path's validated lookup @f of it. */
+static inline void answer_lk(struct viommu_answer *a, uint64_t iova, const struct viommu_lk *f)
+{
+	a->result = VIOMMU_XLATE_HIT;
+	a->reason = 0;
+	a->pa = f->ext_phys + (iova - f->ext_start);
+	a->ext_start = f->ext_start;
+	a->ext_end = f->ext_end;
+	a->ext_phys = f->ext_phys;
+	a->ext_flags = f->ext_flags;
+	a->fault_addr = 0;
+	a->next = 0;
+}
+
 /* Answer @a of query @i in a burst's mask and hit count, and this reader's slot's counters. */
 static inline void bulk_tally(struct viommu_reader_slot *sl, const struct viommu_answer *a, unsigned i,
 			      uint64_t *mask, uint64_t *hits)
@@ -449,15 +463,7 @@ not_answered:
 		    last >= q[i].iova) /* not a range that runs past 2^64 (it faults) */
 			got = viommu_lookup_fast(r, q[i].endpoint, q[i].iova, &f);
 		if (got == 1 && (f.ext_flags & q[i].access) == q[i].access) {
-			ai->result = VIOMMU_XLATE_HIT;
-			ai->reason = 0;
-			ai->pa = f.ext_phys + (q[i].iova - f.ext_start);
-			ai->ext_start = f.ext_start;
-			ai->ext_end = f.ext_end;
-			ai->ext_phys = f.ext_phys;
-			ai->ext_flags = f.ext_flags;
-			ai->fault_addr = 0;
-			ai->next = 0;
+			answer_lk(ai, q[i].iova, &f);
 		} else if (got == 2) {
 			ai->result = VIOMMU_XLATE_FAULT;
 			ai->reason = VIOMMU_FAULT_R_MAPPING;
@@ -634,15 +640,7 @@ uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viom
 		int got = viommu_lookup_fast(r, q->endpoint, q->iova, &f);
 
 		if (got == 1 && (f.ext_flags & q->access) == q->access) {
-			a->result = VIOMMU_XLATE_HIT;
-			a->reason = 0;
-			a->pa = f.ext_phys + (q->iova - f.ext_start);
-			a->ext_start = f.ext_start;
-			a->ext_end = f.ext_end;
-			a->ext_phys = f.ext_phys;
-			a->ext_flags = f.ext_flags;
-			a->fault_addr = 0;
-			a->next = 0;
+			answer_lk(a, q->iova, &f);
 			tlb_fill(r, t, q, &f, wraps);
 			return VIOMMU_XLATE_HIT;
 		}
