@@ -340,6 +340,26 @@ Test(fastpath, endpoints_without_access_platform_translate_as_identity)
 	viommu_reader_close(r);
 }
 
+/* Identity answers a range that runs past 2^64 too (as the store does), but no run of PA holds
+ * it: a burst of PAs gives its bit only to the range that ends below 2^64. */
+Test(fastpath, a_burst_of_pas_gives_no_bit_to_an_identity_range_past_2_64)
+{
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[2] = {
+		{ .endpoint = 10, .access = 1, .iova = 0xfffffffffffff000ull, .size = 0x1000 },
+		{ .endpoint = 10, .access = 1, .iova = 0xfffffffffffff000ull, .size = 0x2000 },
+	};
+	struct viommu_answer a;
+	uint64_t pa[2];
+
+	cr_assert_eq(test_attach(dev, 1, 10, 0), VIOMMU_S_OK);
+	cr_assert_eq(viommu_reader_translate(r, &q[1], &a), VIOMMU_XLATE_IDENTITY);
+	cr_assert_eq(viommu_reader_translate_bulk_pa(r, q, pa, 2), 0x1);
+	cr_assert_eq(pa[0], 0xfffffffffffff000ull);
+	check_queries(r, q, 2);
+	viommu_reader_close(r);
+}
+
 Test(fastpath, endpoints_above_the_dense_range_use_the_sparse_index)
 {
 	struct viommu_reader *r = viommu_reader_open(fp);
