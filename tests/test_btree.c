@@ -247,3 +247,60 @@ Test(btree, insert_if_refused_on_an_empty_tree_leaves_it_empty)
 	cr_assert_eq(viommu_btree_find(&t, 42), &v);
 	viommu_btree_destroy(&t, NULL);
 }
+
+/* What remove_if's question was asked, and what it answered. */
+struct taken {
+	unsigned calls;
+	const void *val;
+	bool take;
+};
+
+static bool record_take(void *arg, void *val)
+{
+	struct taken *a = arg;
+
+	a->calls++;
+	a->val = val;
+	return a->take;
+}
+
+/* remove_if asks once, with the value of exactly its key, and only when the key is there; a "no"
+ * leaves the tree as it was, a "yes" removes that key alone, through merges and borrows (hundreds
+ * of leaves, removed down to none). */
+Test(btree, remove_if_asks_about_the_value_of_its_key_and_a_no_changes_nothing)
+{
+	struct viommu_btree t;
+	static uint64_t k[4096];
+	size_t count = 4096;
+
+	viommu_btree_init(&t);
+	for (unsigned i = 0; i < 4096; i++) {
+		k[i] = 16 * (uint64_t)i + 8;
+		cr_assert_eq(viommu_btree_insert(&t, k[i], &k[i]), 0);
+	}
+	for (unsigned round = 0; round < 2; round++)
+		for (unsigned j = 0; j < 4096; j++) {
+			unsigned i = (j * 1237u) % 4096; /* every key once, in a scattered order */
+			struct taken a = { .take = round == 1 };
+			void *got = viommu_btree_remove_if(&t, k[i] + 1, record_take, &a);
+
+			cr_assert_null(got, "key %u + 1 is not in the tree", i);
+			cr_assert_eq(a.calls, 0, "asked about an absent key");
+			got = viommu_btree_remove_if(&t, k[i], record_take, &a);
+			cr_assert_eq(a.calls, 1);
+			cr_assert_eq(a.val, &k[i]);
+			if (round == 0) {
+				cr_assert_null(got);
+				cr_assert_eq(viommu_btree_find(&t, k[i]), &k[i]);
+			} else {
+				cr_assert_eq(got, &k[i]);
+				cr_assert_null(viommu_btree_find(&t, k[i]));
+				count--;
+			}
+			cr_assert_eq(t.count, count);
+			if (j % 64 == 0 || count < 64)
+				cr_assert_eq(viommu_btree_check(&t), 0, "round %u, after %u", round, j);
+		}
+	cr_assert_null(t.root);
+	viommu_btree_destroy(&t, NULL);
+}

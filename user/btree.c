@@ -281,7 +281,13 @@ static void merge(node_t *x, unsigned i)
 	free(r);
 }
 
-static void *del(node_t *x, uint64_t k)
+/* What a removal asks its caller about the value found (viommu_btree_remove_if). */
+struct del_ask {
+	viommu_btree_take_fn *take;
+	void *arg;
+};
+
+static void *del(node_t *x, uint64_t k, const struct del_ask *ask)
 {
 	node_t *c;
 	unsigned i;
@@ -292,13 +298,15 @@ static void *del(node_t *x, uint64_t k)
 		if (i >= x->n || x->key[i] != k)
 			return NULL;
 		v = x->ptr[i];
+		if (ask->take && !ask->take(ask->arg, v))
+			return NULL; /* nothing changed yet: every level above sees NULL */
 		memmove(x->key + i, x->key + i + 1, (x->n - i - 1) * sizeof(x->key[0]));
 		memmove(x->ptr + i, x->ptr + i + 1, (x->n - i - 1) * sizeof(x->ptr[0]));
 		x->n--;
 		return v;
 	}
 	i = upper(x, k);
-	v = del(x->ptr[i], k);
+	v = del(x->ptr[i], k, ask);
 	c = x->ptr[i];
 	if (!v || c->n >= BT_MIN)
 		return v;
@@ -315,10 +323,16 @@ static void *del(node_t *x, uint64_t k)
 
 void *viommu_btree_remove(struct viommu_btree *t, uint64_t key)
 {
+	return viommu_btree_remove_if(t, key, NULL, NULL);
+}
+
+void *viommu_btree_remove_if(struct viommu_btree *t, uint64_t key, viommu_btree_take_fn *take, void *arg)
+{
+	const struct del_ask ask = { take, arg };
 	node_t *root = t->root;
 	void *v;
 
-	if (!root || !(v = del(root, key)))
+	if (!root || !(v = del(root, key, &ask)))
 		return NULL;
 	t->count--;
 	if (!root->leaf && root->n == 0) {

@@ -13,6 +13,7 @@
 #ifndef VIOMMU_BTREE_H
 #define VIOMMU_BTREE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,10 @@ int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viom
 			   void *arg);
 /* Removes @key; returns its value, or NULL if absent. */
 void *viommu_btree_remove(struct viommu_btree *t, uint64_t key);
+/* The same, in the same descent, only if @take (not NULL) says yes, asked with the value found:
+ * NULL (absent, or not taken: unchanged) or the value removed. */
+typedef bool viommu_btree_take_fn(void *arg, void *val);
+void *viommu_btree_remove_if(struct viommu_btree *t, uint64_t key, viommu_btree_take_fn *take, void *arg);
 /* The value of exactly @key, of the greatest key <= @key, of the smallest key >= @key, of the
  * smallest key > @key, of the smallest key; or NULL. @found_key (may be NULL) gets the key. */
 void *viommu_btree_find(const struct viommu_btree *t, uint64_t key);
