@@ -2108,3 +2108,101 @@ Test(window, a_burst_of_pas_whose_endpoint_moved_while_its_piece_words_were_read
 {
 	burst_words_moved(true);
 }
+
+/* ---- a page under a piece of 1 GiB while the writer makes and removes it ---- */
+
+/* At the writer's step, the reader's answer and the shared path's, viommu_translate(): that one
+ * reads the window's flags (VIOMMU_WIN_F_WIDE), the copy reads only the region's word, busy
+ * while the piece lives (I13). */
+static struct viommu_reader *wide_r;
+static struct viommu_answer wide_mine, wide_shared;
+
+static void step_compare_paths(void)
+{
+	const struct viommu_query q = qy(8, GIB + 0x3010, 8, R);
+
+	viommu_reader_translate(wide_r, &q, &wide_mine);
+	viommu_translate(wide_r, &q, &wide_shared, NULL);
+}
+
+/* The writer's own slot of domain slot @d's 1 GiB piece at @iova (its node's page is what the
+ * UNMAP clears). */
+static const __u64 *wide_slot(uint32_t d, uint64_t iova)
+{
+	uint32_t n = fp->dom_root[d];
+
+	for (int l = 0; l < VIOMMU_RADIX_LEVELS - 1; l++) {
+		const __u64 *s = &view()->nodes[n].slot[VIOMMU_SLOT_OF(l, iova)];
+
+		if (VIOMMU_SLOT_TAG(*s) != VIOMMU_SLOT_NODE) {
+			cr_assert_eq(VIOMMU_LEVEL_SHIFT(l), 30, "the piece is a level-%d slot", l);
+			return s;
+		}
+		n = VIOMMU_SLOT_IDX(*s);
+	}
+	cr_assert_fail("no slot holds the piece");
+	return NULL;
+}
+
+/* Run @what with the writer's page of @addr hooked by step_compare_paths(): the step ran once,
+ * at the writer's first access of that page, and both paths answered alike there. */
+static void wide_hooked(const void *addr, void (*what)(void))
+{
+	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
+
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	memset(&wide_mine, 0xa5, sizeof(wide_mine));
+	memset(&wide_shared, 0x5a, sizeof(wide_shared));
+	burst_fired = 0;
+	burst_step = step_compare_paths;
+	burst_page = (void *)((uintptr_t)addr & ~(uintptr_t)4095);
+	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
+	what();
+	cr_assert_eq(burst_fired, 1, "the step ran at the writer's access");
+	cr_assert_eq(wide_mine.result, wide_shared.result, "the copy answered %u, the shared path %u",
+		     wide_mine.result, wide_shared.result);
+	if (wide_mine.result == VIOMMU_XLATE_HIT)
+		cr_assert_eq(wide_mine.pa, wide_shared.pa);
+}
+
+static void map_wide(void)
+{
+	map_ok(1, GIB, GIB, 0x4000000000ull, RW);
+}
+
+static void unmap_wide(void)
+{
+	unmap_ok(1, GIB, GIB);
+}
+
+/* A 1 GiB piece over a window of 16 regions: while the MAP marks the words of the regions it
+ * covers (it must before its record goes live) and while the UNMAP clears its slot (the words
+ * go back to 0 only after), a reader's copy answers a page under it as the shared path does,
+ * never a miss while the piece can be reached. */
+Test(window, a_page_under_a_1gib_piece_is_never_a_window_miss_while_the_piece_can_be_reached)
+{
+	const __u64 *word;
+	uint32_t d;
+
+#if defined(__SANITIZE_THREAD__)
+	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
+#endif
+	win_setup(&(struct viommu_fastpath_opts){ .window_regions = 16 });
+	wide_r = viommu_reader_open(fp);
+	cr_assert_not_null(wide_r);
+	attach_ok(1, 8);
+	map_ok(1, GIB + 0x3000, 0x1000, 0x3000, RW); /* places the window [1 GiB, + 32 MiB) */
+	cr_assert_eq(translate(wide_r, 8, GIB + 0x3010, R).pa, 0x3010); /* the reader has its copy */
+	unmap_ok(1, GIB + 0x3000, 0x1000);
+	d = dslot_of(8);
+	word = &view()->pieces[view()->wins[d].pfirst + ((GIB - view()->wins[d].pbase) >> VIOMMU_HASH_SHIFT)];
+	cr_assert_eq(*word, 0);
+	wide_hooked(word, map_wide);
+	cr_assert_eq(*word, VIOMMU_PIECE_BUSY, "the word says a larger piece holds the region");
+	cr_assert_eq(translate(wide_r, 8, GIB + 0x3010, R).pa, 0x4000000000ull + 0x3010);
+	wide_hooked(wide_slot(d, GIB), unmap_wide);
+	cr_assert_eq(wide_mine.result, VIOMMU_XLATE_HIT, "the piece was there at the UNMAP's step");
+	cr_assert_eq(*word, 0);
+	cr_assert_eq(translate(wide_r, 8, GIB + 0x3010, R).result, VIOMMU_XLATE_FAULT);
+	viommu_reader_close(wide_r);
+}

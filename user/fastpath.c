@@ -142,6 +142,21 @@ static void win_wide_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
 		ST_REL(&fp->wins[dslot].base, b | (fp->dom_wide[dslot] ? VIOMMU_WIN_F_WIDE : 0));
 }
 
+/* The piece [addr, addr + size) of 1 GiB or more over domain @dslot's window came or goes: the
+ * piece window word of every region of the window it covers is @v, VIOMMU_PIECE_BUSY before
+ * its slot store (with the flag, win_wide_add()), 0 after the slot is empty (I13). A copy of
+ * the window then tells a miss from the word and the PTE alone: a word 0 says no piece of any
+ * size holds the region. At most win_regions words; no other piece shares them while it lives
+ * (the device core prevents overlaps). */
+static void win_wide_mark(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint64_t size, uint64_t v)
+{
+	const uint64_t b = LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK;
+	const uint64_t e = b + ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1, last = addr + (size - 1);
+
+	for (uint64_t a = addr > b ? addr : b; a <= (last < e ? last : e) && a >= b; a += 1ull << VIOMMU_HASH_SHIFT)
+		piece_win_set(fp, dslot, a, v);
+}
+
 /* Give domain @dslot a window, placed over @addr (the aligned block of the window's size that
  * holds it), if one is free. Before the domain's first mapping: every piece it ever has is then
  * installed with the window in place (1 GiB pieces counted in its flag, 2 MiB ones with their
@@ -710,11 +725,15 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 		if (op == PIECE_INSTALL) {
 			int err;
 
-			if (wide)
-				win_wide_add(fp, dslot, 1); /* before the slot store that publishes it */
+			if (wide) { /* before the slot store that publishes it */
+				win_wide_add(fp, dslot, 1);
+				win_wide_mark(fp, dslot, addr, size, VIOMMU_PIECE_BUSY);
+			}
 			if ((err = piece_install(fp, dslot, addr, level, src))) {
-				if (wide)
+				if (wide) {
+					win_wide_mark(fp, dslot, addr, size, 0);
 					win_wide_add(fp, dslot, -1);
+				}
 				*stop_addr = addr;
 				return err;
 			}
@@ -729,8 +748,10 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 			old = piece_change(fp, dslot, addr, level, src, op);
 			if (cleared && old)
 				*cleared = old;
-			if (wide && op == PIECE_REMOVE && old)
-				win_wide_add(fp, dslot, -1); /* after the slot is empty */
+			if (wide && op == PIECE_REMOVE && old) { /* after the slot is empty */
+				win_wide_mark(fp, dslot, addr, size, 0);
+				win_wide_add(fp, dslot, -1);
+			}
 		}
 		if (end - addr == size - 1)
 			return 0;

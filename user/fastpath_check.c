@@ -166,7 +166,18 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 				uint64_t wb = fp->wins[dslot].base & ~VIOMMU_WIN_F_MASK;
 				uint64_t we = wb + ((uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT) - 1;
 
-				c->wide += level < VIOMMU_HASH_LEVEL && start <= we && last >= wb;
+				if (level < VIOMMU_HASH_LEVEL && start <= we && last >= wb) {
+					/* And the word of every region of the window it covers busy. */
+					c->wide++;
+					for (uint64_t a = start > wb ? start : wb; a <= (last < we ? last : we) && a >= wb;
+					     a += 1ull << VIOMMU_HASH_SHIFT) {
+						const __u64 *pe = fp_piece_word(fp, dslot, a);
+
+						if (!pe || *pe != VIOMMU_PIECE_BUSY)
+							return -EUCLEAN;
+						c->pieces++;
+					}
+				}
 				if (level == VIOMMU_HASH_LEVEL && start >= wb && start <= we && !fp_piece_word(fp, dslot, start))
 					return -EUCLEAN;
 			}

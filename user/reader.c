@@ -562,7 +562,6 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->first = r->ptes[leaf].pte;
 	c->seqp = &e->seq;
 	c->wrapsp = &r->meta->wraps;
-	c->winp = &w->base;
 	c->wraps = wraps;
 	c->keyhi = VIOMMU_HASH_KEY(dslot, 0);
 	c->pbase = pbase;

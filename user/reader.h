@@ -62,7 +62,6 @@ struct viommu_reader_epw { /* two cache lines: what a window page's lookup reads
 	const __u64 *wrapsp; /* meta.wraps */
 	uint64_t wraps;
 	/* second line */
-	const __u64 *winp; /* the window entry's base word (VIOMMU_WIN_F_WIDE) */
 	uint64_t keyhi; /* the domain's part of its hash keys: VIOMMU_HASH_KEY(dslot, 0) */
 	/* The piece window: a word per 2 MiB region from pbase, `pfirst` the first (pspan 0: none). */
 	uint64_t pbase, pspan;
@@ -298,7 +297,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	const uint64_t iova = q->iova;
 	const uint32_t ep = q->endpoint, acc = q->access;
 	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
-	uint64_t off, pte, wide, stale, word;
+	uint64_t off, pte, stale, word;
 
 	/* One branch for every reason not to: a query the window does not take, an endpoint
 	 * whose window this reader has no copy of. */
@@ -340,17 +339,13 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	viommu_answer_pte(a, iova, pte);
 	return 1;
 not_hit:
-	/* Not present, no 2 MiB piece in the region (its word, read above: 0, not busy), no piece
-	 * of 1 GiB or more over the window (its flags: acquire, pairs with win_wide_add()'s
-	 * release, read only here), and the entry as copied until after the flags: the page is
-	 * not mapped (I13; at most one mapping holds a page, and a piece is made only over an
-	 * empty range, so some instant between the loads saw none). Anything else (raced, an
-	 * access fault, a piece coming or going, maybe a larger piece): the walk answers. */
+	/* Not present, and the region's word (read before it) 0: no piece of any size held the
+	 * region then (a 2 MiB piece is its word; a larger one over the window makes every word
+	 * it covers busy while it lives, I13); with the entry as copied until after both loads,
+	 * the page is not mapped (at most one mapping holds a page, and a piece is made only over
+	 * an empty range, so some instant between the loads saw none). Anything else (raced, an
+	 * access fault, a piece coming, going or larger): the walk answers. */
 	if (stale | (pte & VIOMMU_PTE_PRESENT) | word)
-		return 0;
-	wide = __atomic_load_n(c->winp, __ATOMIC_ACQUIRE) & VIOMMU_WIN_F_WIDE;
-	if (wide | (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-	    (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps))
 		return 0;
 	a->result = VIOMMU_XLATE_FAULT;
 	a->reason = VIOMMU_FAULT_R_MAPPING;
