@@ -209,7 +209,10 @@ struct viommu_ptes { /* writer: device thread */
  * holding that IOVA) and keeps it for the domain's life; a 2 MiB piece inside it stays whole, a
  * word of the piece window below (which holds the window), so that a PTE not present there
  * means not mapped when its region's piece window word is 0, unless VIOMMU_WIN_F_WIDE says a
- * piece of 1 GiB or more overlaps the window (I13).
+ * piece of 1 GiB or more overlaps the window (I13). Since ABI v8 such a piece also makes the
+ * word of every window region it covers VIOMMU_PIECE_BUSY while it lives (set before its slot,
+ * 0 after its slot is cleared), so a word of 0 alone says that no piece holds the region: a
+ * path that does not read this entry (a userspace reader's copy) needs no flag.
  *   regions  0: no window. Stored (release) after leaf and base; readers load it first (acquire).
  *   base     the window's first IOVA (2 MiB aligned) | VIOMMU_WIN_F_* in its low bits.
  * The endpoint entry's seqlock vouches for all of it: a window changes hands only when its
@@ -226,8 +229,9 @@ struct viommu_ptes { /* writer: device thread */
  * The writer makes an entry VIOMMU_PIECE_BUSY when it installs the piece's slot, its direct
  * value after the record went live, VIOMMU_PIECE_BUSY again before the slot is cleared and 0
  * after, so a direct value read there was the piece's translation at the instant of the load,
- * and 0 means no piece at all (I13); the endpoint entry's seqlock vouches for the window as for
- * the rest.
+ * and 0 means no piece at all (I13), of 2 MiB or, in the window, larger (a larger piece keeps
+ * the words of the window regions it covers VIOMMU_PIECE_BUSY, above); the endpoint entry's
+ * seqlock vouches for the window as for the rest.
  *   pregions  0: no piece window. Stored (release) after pbase and pfirst.
  *   pbase     its first IOVA (aligned to its span). */
 /* A piece window word while its piece is being mapped (record not live yet) or unmapped (slot
