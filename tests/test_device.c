@@ -348,6 +348,26 @@ Test(attach, creates_the_domain_and_the_last_detach_destroys_it_with_its_mapping
 	assert_fault(1, 0x1000, VIOMMU_FAULT_R_MAPPING); /* a new domain 5, empty */
 }
 
+/* The device remembers the last MAP's domain; a MAP or UNMAP after that domain died finds none
+ * (under ASan, a remembered pointer to the freed domain is a use after free), and one after a
+ * new domain of the same id was made finds the new one. */
+Test(attach, a_map_or_unmap_after_its_domain_died_finds_no_domain_and_then_the_new_one)
+{
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x1000, 0x1fff, 0x9000, RW), VIOMMU_S_OK);
+	cr_assert_eq(test_detach(dev, 5, 1), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0xa000, RW), VIOMMU_S_NOENT);
+	cr_assert_eq(test_unmap(dev, 5, 0x1000, 0x1fff), VIOMMU_S_NOENT);
+	cr_assert_eq(test_attach(dev, 7, 2, 0), VIOMMU_S_OK); /* may take the freed memory */
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0xa000, RW), VIOMMU_S_NOENT);
+	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 5, 0x2000, 0x2fff, 0xa000, RW), VIOMMU_S_OK);
+	cr_assert_eq(pa_of(1, 0x2000), 0xa000);
+	cr_assert_eq(test_map(dev, 7, 0x2000, 0x2fff, 0xb000, RW), VIOMMU_S_OK);
+	cr_assert_eq(pa_of(2, 0x2000), 0xb000, "each MAP went to its own domain");
+	cr_assert_eq(pa_of(1, 0x2000), 0xa000);
+}
+
 Test(attach, attaching_an_attached_endpoint_moves_it)
 {
 	cr_assert_eq(test_attach(dev, 5, 1, 0), VIOMMU_S_OK);

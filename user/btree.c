@@ -154,7 +154,8 @@ static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep, co
 	i = upper(x, k);
 	err = ins(x->ptr[i], k, v, &cs, &csep, ask);
 	if (err || !cs) {
-		free(r);
+		if (r) /* rare: a full node on the path; free(NULL) is a call on every insert */
+			free(r);
 		return err;
 	}
 	memmove(x->key + i + 1, x->key + i, (x->n - i) * sizeof(x->key[0]));
@@ -165,7 +166,7 @@ static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep, co
 	if (x->n > BT_MAX) {
 		split_internal(x, r, sep);
 		*split = r;
-	} else {
+	} else if (r) {
 		free(r);
 	}
 	return 0;
@@ -207,7 +208,7 @@ int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viom
 		root->ptr[0] = t->root;
 		root->ptr[1] = split;
 		t->root = root;
-	} else {
+	} else if (root) {
 		free(root);
 	}
 	t->count++;
