@@ -111,6 +111,31 @@ struct ins_ask {
 	void *arg;
 };
 
+/* Key @k and value @v into leaf @x, which has room (BT_MAX + 1 keys at most: ins() splits after),
+ * unless @k is there (-EEXIST) or @ask refuses the place (-EBUSY): then @x is unchanged. */
+static int leaf_ins(node_t *x, uint64_t k, void *v, const struct ins_ask *ask)
+{
+	unsigned i = lower(x, k);
+
+	if (i < x->n && x->key[i] == k)
+		return -EEXIST;
+	if (ask->refuse) {
+		/* The neighbours: in this leaf, else at the end of the one before or the start of
+		 * the one after. */
+		const node_t *pl = i ? x : x->prev, *sl = i < x->n ? x : x->next;
+		unsigned pi = i ? i - 1 : pl ? pl->n - 1 : 0, si = i < x->n ? i : 0;
+
+		if (ask->refuse(ask->arg, pl ? pl->ptr[pi] : NULL, sl ? sl->key[si] : 0, sl ? sl->ptr[si] : NULL))
+			return -EBUSY;
+	}
+	memmove(x->key + i + 1, x->key + i, (x->n - i) * sizeof(x->key[0]));
+	memmove(x->ptr + i + 1, x->ptr + i, (x->n - i) * sizeof(x->ptr[0]));
+	x->key[i] = k;
+	x->ptr[i] = v;
+	x->n++;
+	return 0;
+}
+
 /* Insert into the subtree @x. When @x overflowed and split, *@split is its new right sibling and
  * *@sep the separator for the parent. */
 static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep, const struct ins_ask *ask)
@@ -124,27 +149,11 @@ static int ins(node_t *x, uint64_t k, void *v, node_t **split, uint64_t *sep, co
 	if (x->n == BT_MAX && !(r = node_new(x->leaf)))
 		return -ENOMEM; /* allocated before anything changes */
 	if (x->leaf) {
-		i = lower(x, k);
-		if (i < x->n && x->key[i] == k) {
-			free(r);
-			return -EEXIST;
-		}
-		if (ask->refuse) {
-			/* The neighbours: in this leaf, else at the end of the one before or the
-			 * start of the one after. */
-			const node_t *pl = i ? x : x->prev, *sl = i < x->n ? x : x->next;
-			unsigned pi = i ? i - 1 : pl ? pl->n - 1 : 0, si = i < x->n ? i : 0;
-
-			if (ask->refuse(ask->arg, pl ? pl->ptr[pi] : NULL, sl ? sl->key[si] : 0, sl ? sl->ptr[si] : NULL)) {
+		if ((err = leaf_ins(x, k, v, ask))) {
+			if (r)
 				free(r);
-				return -EBUSY;
-			}
+			return err;
 		}
-		memmove(x->key + i + 1, x->key + i, (x->n - i) * sizeof(x->key[0]));
-		memmove(x->ptr + i + 1, x->ptr + i, (x->n - i) * sizeof(x->ptr[0]));
-		x->key[i] = k;
-		x->ptr[i] = v;
-		x->n++;
 		if (r) {
 			split_leaf(x, r, sep);
 			*split = r;
@@ -186,6 +195,17 @@ int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viom
 	uint64_t sep;
 	int err;
 
+	if (t->root) {
+		/* The common case, a leaf with room: its insert moves no separator (the key lies in
+		 * the leaf's bounds) and allocates nothing, so one descent, no recursion. */
+		node_t *x = (node_t *)leaf_of(t->root, key);
+
+		if (x->n < BT_MAX) {
+			if (!(err = leaf_ins(x, key, val, &ask)))
+				t->count++;
+			return err;
+		}
+	}
 	if (!t->root) {
 		if (!(t->root = node_new(true)))
 			return -ENOMEM;
@@ -330,10 +350,31 @@ void *viommu_btree_remove(struct viommu_btree *t, uint64_t key)
 void *viommu_btree_remove_if(struct viommu_btree *t, uint64_t key, viommu_btree_take_fn *take, void *arg)
 {
 	const struct del_ask ask = { take, arg };
-	node_t *root = t->root;
+	node_t *root = t->root, *x;
+	unsigned i;
 	void *v;
 
-	if (!root || !(v = del(root, key, &ask)))
+	if (!root)
+		return NULL;
+	x = (node_t *)leaf_of(root, key);
+	if (x->n > BT_MIN || x == root) {
+		/* The common case, a leaf that stays at least half full (or the root): nothing to
+		 * rebalance, and a separator may stay below its leaf's first key. One descent. */
+		i = lower(x, key);
+		if (i >= x->n || x->key[i] != key || (take && !take(arg, x->ptr[i])))
+			return NULL;
+		v = x->ptr[i];
+		memmove(x->key + i, x->key + i + 1, (x->n - i - 1) * sizeof(x->key[0]));
+		memmove(x->ptr + i, x->ptr + i + 1, (x->n - i - 1) * sizeof(x->ptr[0]));
+		x->n--;
+		t->count--;
+		if (x == root && x->n == 0) {
+			t->root = NULL;
+			free(root);
+		}
+		return v;
+	}
+	if (!(v = del(root, key, &ask)))
 		return NULL;
 	t->count--;
 	if (!root->leaf && root->n == 0) {
