@@ -924,7 +924,10 @@ static void fp_unmap(void *ctx, struct viommu_domain *d, struct viommu_extent *x
 	/* Unlink every piece, then kill the record: from the kill on, no reader answers with it.
 	 * The pieces name the record (W4): that is how we know its index, with nothing of ours
 	 * kept in the core's extent. */
-	pieces(fp, d->slot, x->start, x->end, NULL, PIECE_REMOVE, NULL, &xi);
+	if (x->end - x->start == (1ull << VIOMMU_PAGE_SHIFT) - 1) /* one page: one piece, at a known level */
+		xi = piece_change(fp, d->slot, x->start, VIOMMU_RADIX_LEVELS - 1, NULL, PIECE_REMOVE);
+	else
+		pieces(fp, d->slot, x->start, x->end, NULL, PIECE_REMOVE, NULL, &xi);
 	if (xi == VIOMMU_EXT_SOLO)
 		META_ADD(solo_used, -1); /* one page, no record: its PTE went with it */
 	else if (xi)
