@@ -308,6 +308,17 @@ struct del_ask {
 	void *arg;
 };
 
+/* Key @i of leaf @x out; its value. */
+static void *leaf_take(node_t *x, unsigned i)
+{
+	void *v = x->ptr[i];
+
+	memmove(x->key + i, x->key + i + 1, (x->n - i - 1) * sizeof(x->key[0]));
+	memmove(x->ptr + i, x->ptr + i + 1, (x->n - i - 1) * sizeof(x->ptr[0]));
+	x->n--;
+	return v;
+}
+
 static void *del(node_t *x, uint64_t k, const struct del_ask *ask)
 {
 	node_t *c;
@@ -318,13 +329,9 @@ static void *del(node_t *x, uint64_t k, const struct del_ask *ask)
 		i = lower(x, k);
 		if (i >= x->n || x->key[i] != k)
 			return NULL;
-		v = x->ptr[i];
-		if (ask->take && !ask->take(ask->arg, v))
+		if (ask->take && !ask->take(ask->arg, x->ptr[i]))
 			return NULL; /* nothing changed yet: every level above sees NULL */
-		memmove(x->key + i, x->key + i + 1, (x->n - i - 1) * sizeof(x->key[0]));
-		memmove(x->ptr + i, x->ptr + i + 1, (x->n - i - 1) * sizeof(x->ptr[0]));
-		x->n--;
-		return v;
+		return leaf_take(x, i);
 	}
 	i = upper(x, k);
 	v = del(x->ptr[i], k, ask);
@@ -363,10 +370,7 @@ void *viommu_btree_remove_if(struct viommu_btree *t, uint64_t key, viommu_btree_
 		i = lower(x, key);
 		if (i >= x->n || x->key[i] != key || (take && !take(arg, x->ptr[i])))
 			return NULL;
-		v = x->ptr[i];
-		memmove(x->key + i, x->key + i + 1, (x->n - i - 1) * sizeof(x->key[0]));
-		memmove(x->ptr + i, x->ptr + i + 1, (x->n - i - 1) * sizeof(x->ptr[0]));
-		x->n--;
+		v = leaf_take(x, i);
 		t->count--;
 		if (x == root && x->n == 0) {
 			t->root = NULL;
