@@ -1994,20 +1994,28 @@ static void step_window_changes_hands(void)
 	cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
 }
 
+/* Hook the page holding @addr: the next access to it runs @s once (burst_fired counts it). */
+static void burst_hook(const void *addr, void (*s)(void))
+{
+	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
+
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	burst_fired = 0;
+	burst_step = s;
+	burst_page = (void *)((uintptr_t)addr & ~(uintptr_t)4095);
+	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
+}
+
 /* Burst @q (@n queries of endpoint 8) with the page holding @addr hooked by the writer's step @s:
  * the step ran at the burst's first load of that page, and every answer is the store's, a fault
  * (endpoint 8 is in no domain once the step ran); a burst of PAs (@pas) sets no bit. */
 static void burst_after_step(struct viommu_reader *r, const struct viommu_query *q, unsigned n, const void *addr,
 			     void (*s)(void), bool pas)
 {
-	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
 	struct viommu_answer a[VIOMMU_BULK_MAX], want;
 	uint64_t pa[VIOMMU_BULK_MAX], mask = 0;
 
-	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
-	burst_step = s;
-	burst_page = (void *)((uintptr_t)addr & ~(uintptr_t)4095);
-	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
+	burst_hook(addr, s);
 	if (pas)
 		mask = viommu_reader_translate_bulk_pa(r, q, pa, n);
 	else
@@ -2148,15 +2156,9 @@ static const __u64 *wide_slot(uint32_t d, uint64_t iova)
  * at the writer's first access of that page, and both paths answered alike there. */
 static void wide_hooked(const void *addr, void (*what)(void))
 {
-	struct sigaction sa = { .sa_sigaction = burst_on_segv, .sa_flags = SA_SIGINFO };
-
-	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
 	memset(&wide_mine, 0xa5, sizeof(wide_mine));
 	memset(&wide_shared, 0x5a, sizeof(wide_shared));
-	burst_fired = 0;
-	burst_step = step_compare_paths;
-	burst_page = (void *)((uintptr_t)addr & ~(uintptr_t)4095);
-	cr_assert_eq(mprotect(burst_page, 4096, PROT_NONE), 0);
+	burst_hook(addr, step_compare_paths);
 	what();
 	cr_assert_eq(burst_fired, 1, "the step ran at the writer's access");
 	cr_assert_eq(wide_mine.result, wide_shared.result, "the copy answered %u, the shared path %u",
