@@ -240,9 +240,9 @@ static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts
 			regions *= 2;
 		o->window_regions = regions;
 		o->windows = 1;
-		/* And a piece window over the whole span (up to 2^20 regions, 2 TiB: 8 MiB), for
+		/* And a piece window over the whole span (up to 2^22 regions, 8 TiB: 32 MiB), for
 		 * the 2 MiB pieces past the window. */
-		for (regions = 1; regions < (1u << 20) && first / regions != last / regions;)
+		for (regions = 1; regions < (1u << 22) && first / regions != last / regions;)
 			regions *= 2;
 		o->piece_regions = regions;
 	}
