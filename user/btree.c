@@ -69,10 +69,39 @@ static unsigned upper(const node_t *x, uint64_t k)
 	return lo;
 }
 
-static const node_t *leaf_of(const node_t *x, uint64_t k)
+/* Every line of node @x on its way (a node is 9 of them): its binary search then waits for one
+ * miss, not for a chain of three or four. */
+static inline __attribute__((always_inline)) void node_prefetch(const node_t *x)
 {
-	while (!x->leaf)
+	_Static_assert(sizeof(*x) <= 9 * 64, "a node is at most 9 lines");
+	const char *p = (const char *)x;
+
+	__builtin_prefetch(p);
+	__builtin_prefetch(p + 64);
+	__builtin_prefetch(p + 128);
+	__builtin_prefetch(p + 192);
+	__builtin_prefetch(p + 256);
+	__builtin_prefetch(p + 320);
+	__builtin_prefetch(p + 384);
+	__builtin_prefetch(p + 448);
+	__builtin_prefetch(p + 512);
+}
+
+/* Past this many keys a tree's nodes (~24 keys and 560 bytes each) outgrow the first two cache
+ * levels, and a descent prefetches each node it enters (below it the prefetches only cost
+ * instructions: 38 a MAP+UNMAP pair). MAP+UNMAP at 1M in alternate quick runs: -12 %. */
+#define BT_PREFETCH_KEYS 16384
+
+static inline __attribute__((always_inline)) const node_t *leaf_of(const struct viommu_btree *t, uint64_t k)
+{
+	const node_t *x = t->root;
+	const bool pf = t->count > BT_PREFETCH_KEYS;
+
+	while (!x->leaf) {
 		x = x->ptr[upper(x, k)];
+		if (pf)
+			node_prefetch(x);
+	}
 	return x;
 }
 
@@ -198,7 +227,7 @@ int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viom
 	if (t->root) {
 		/* The common case, a leaf with room: its insert moves no separator (the key lies in
 		 * the leaf's bounds) and allocates nothing, so one descent, no recursion. */
-		node_t *x = (node_t *)leaf_of(t->root, key);
+		node_t *x = (node_t *)leaf_of(t, key);
 
 		if (x->n < BT_MAX) {
 			if (!(err = leaf_ins(x, key, val, &ask)))
@@ -363,7 +392,7 @@ void *viommu_btree_remove_if(struct viommu_btree *t, uint64_t key, viommu_btree_
 
 	if (!root)
 		return NULL;
-	x = (node_t *)leaf_of(root, key);
+	x = (node_t *)leaf_of(t, key);
 	if (x->n > BT_MIN || x == root) {
 		/* The common case, a leaf that stays at least half full (or the root): nothing to
 		 * rebalance, and a separator may stay below its leaf's first key. One descent. */
@@ -400,7 +429,7 @@ void *viommu_btree_find(const struct viommu_btree *t, uint64_t key)
 
 	if (!t->root)
 		return NULL;
-	x = leaf_of(t->root, key);
+	x = leaf_of(t, key);
 	i = lower(x, key);
 	return i < x->n && x->key[i] == key ? x->ptr[i] : NULL;
 }
@@ -412,7 +441,7 @@ void *viommu_btree_floor(const struct viommu_btree *t, uint64_t key, uint64_t *f
 
 	if (!t->root)
 		return NULL;
-	x = leaf_of(t->root, key);
+	x = leaf_of(t, key);
 	i = upper(x, key);
 	if (i == 0) {
 		/* Every key here is > @key; the previous leaf's are all below this leaf's lower
@@ -433,7 +462,7 @@ void *viommu_btree_ceil(const struct viommu_btree *t, uint64_t key, uint64_t *fo
 
 	if (!t->root)
 		return NULL;
-	x = leaf_of(t->root, key);
+	x = leaf_of(t, key);
 	i = lower(x, key);
 	if (i == x->n) {
 		if (!(x = x->next))
