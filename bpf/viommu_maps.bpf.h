@@ -222,45 +222,72 @@ static __always_inline __u64 viommu_bpf_window_word(__u32 ep, __u32 access, __u6
 	return VIOMMU_WINW(VIOMMU_WINW_PTE, pte);
 }
 
-/* Below this many 2 MiB regions (4 KiB of PTEs each) a window's PTEs stay in the first-level
- * cache between batches, and loading them first only costs instructions (measured: ~15% more
- * per query at 1K extents, half as much at 1M). */
-#define VIOMMU_TOUCH_REGIONS_MIN 16
+/* Below this many leaves in use (4 KiB of PTEs each) the fast path's PTEs stay in the
+ * first-level cache between batches, and loading them first only costs instructions
+ * (measured: ~15% more per query at 1K extents, half as much at 1M). */
+#define VIOMMU_TOUCH_LEAVES_MIN 16
 
-/* Whether a batch whose first query is of dense endpoint @ep should load its PTEs first. */
-static __always_inline int viommu_bpf_window_big(__u32 ep)
+/* Whether a batch should load its queries' lines first (viommu_bpf_touch()). */
+static __always_inline int viommu_bpf_touch_pays(void)
 {
-	const struct viommu_ep_entry *e = ep < VIOMMU_EP_DENSE ? viommu_acc_ep(0, ep) : 0;
-	const struct viommu_window *w = e ? viommu_acc_win(0, VIOMMU_LOAD(&e->domain_slot)) : 0;
+	const struct viommu_meta *m = viommu_bpf_elem(&viommu_meta, 0);
 
-	return w && VIOMMU_LOAD(&w->regions) >= VIOMMU_TOUCH_REGIONS_MIN;
+	return m && VIOMMU_LOAD(&m->leaves_used) >= VIOMMU_TOUCH_LEAVES_MIN;
 }
 
 /*
- * A load of the PTE the window would read for byte @iova of dense endpoint @ep, nothing checked
- * (the seqlock, the state, the flags): BPF has no prefetch instruction, and a batch that loads
- * its queries' PTEs first, a few instructions apart, has many cache misses in flight where the
- * checked lookups, ~100 instructions apart, have one or two (the out-of-order window holds no
- * more). The value is only a sink: viommu_bpf_window_word() reads the PTE again, checked. 0 when
- * the page is outside any window.
+ * Loads of the lines a lookup of byte @iova of dense endpoint @ep will read, nothing checked
+ * (the seqlocks, the state, the flags, the generations): BPF has no prefetch instruction, and
+ * a batch that loads its queries' lines first, a few instructions apart, has many cache
+ * misses in flight where the checked lookups, ~100 instructions or more apart, have one or
+ * two (the out-of-order window holds no more). In the window, the page's PTE; past it, the
+ * region's hash bucket (the second too when the first has no way for it) and, when a way
+ * holds the region's leaf, the leaf's header and the page's PTE. The value is only a sink: the lookups read everything again, checked.
  */
-static __always_inline __u64 viommu_bpf_window_touch(__u32 ep, __u64 iova)
+/* Bucket @idx's value for @key, unchecked (0: no way holds it). */
+static __always_inline __u64 viommu_bpf_touch_bucket(__u32 idx, __u64 key)
+{
+	const struct viommu_hash_bucket *b = viommu_acc_bucket(0, idx);
+	__u64 v = 0;
+
+	if (!b)
+		return 0;
+#pragma unroll
+	for (int k = 0; k < VIOMMU_HASH_WAYS; k++)
+		v |= VIOMMU_LOAD(&b->val[k]) & -(__u64)(VIOMMU_LOAD(&b->key[k]) == key);
+	return v;
+}
+
+static __always_inline __u64 viommu_bpf_touch(__u32 ep, __u64 iova)
 {
 	const struct viommu_ep_entry *e = ep < VIOMMU_EP_DENSE ? viommu_acc_ep(0, ep) : 0;
+	const __u32 si = VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova);
 	const struct viommu_window *w;
 	const struct viommu_ptes *pt;
-	__u64 r;
+	const struct viommu_leaf *f;
+	__u64 r, key, v;
+	__u32 dslot;
 
 	if (!e)
 		return 0;
-	w = viommu_acc_win(0, VIOMMU_LOAD(&e->domain_slot));
-	if (!w)
-		return 0;
-	r = (iova - (VIOMMU_LOAD(&w->base) & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
-	if (r >= VIOMMU_LOAD(&w->regions))
-		return 0;
-	pt = viommu_acc_ptes(0, VIOMMU_LOAD(&w->leaf) + (__u32)r);
-	return pt ? VIOMMU_LOAD(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]) : 0;
+	dslot = VIOMMU_LOAD(&e->domain_slot);
+	w = viommu_acc_win(0, dslot);
+	if (w) {
+		r = (iova - (VIOMMU_LOAD(&w->base) & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
+		if (r < VIOMMU_LOAD(&w->regions)) {
+			pt = viommu_acc_ptes(0, VIOMMU_LOAD(&w->leaf) + (__u32)r);
+			return pt ? VIOMMU_LOAD(&pt->pte[si]) : 0;
+		}
+	}
+	key = VIOMMU_HASH_KEY(dslot, iova);
+	v = viommu_bpf_touch_bucket(viommu_hash_index(key, viommu_acc_hash_mask(0)), key);
+	if (!v) /* its first bucket has no way for it: its second */
+		v = viommu_bpf_touch_bucket(viommu_hash_alt(key, viommu_acc_hash_mask(0)), key);
+	if (VIOMMU_SLOT_TAG(v) != VIOMMU_SLOT_LEAF)
+		return v;
+	f = viommu_acc_leaf(0, VIOMMU_SLOT_IDX(v));
+	pt = viommu_acc_ptes(0, VIOMMU_SLOT_IDX(v));
+	return (f ? VIOMMU_LOAD(&f->seq) : 0) + (pt ? VIOMMU_LOAD(&pt->pte[si]) : 0);
 }
 
 /* The answer @a to a query of byte @iova whose window word is @w (a kind, not 0), every field

@@ -56,15 +56,17 @@ __noinline __u64 viommu_window_word_one(__u32 ep, __u32 access, __u64 iova, __u6
 	return viommu_bpf_window_word(ep, access, iova, size);
 }
 
-/* The PTE load alone (viommu_bpf_window_touch), for the batch's first pass. */
-__noinline __u64 viommu_window_touch_one(__u32 ep, __u64 iova)
+/* The loads alone (viommu_bpf_touch), for the batch's first pass. */
+__noinline __u64 viommu_touch_one(__u32 ep, __u64 iova)
 {
-	return viommu_bpf_window_touch(ep, iova);
+	return viommu_bpf_touch(ep, iova);
 }
 
-__noinline int viommu_window_big_one(__u32 ep)
+/* Whether the first pass pays (viommu_bpf_touch_pays), out of line: in line, the batch took
+ * the verifier past its million instructions (E2BIG). */
+__noinline int viommu_touch_pays_one(void)
 {
-	return viommu_bpf_window_big(ep);
+	return viommu_bpf_touch_pays();
 }
 
 /* A fault to the device's event queue (viommu_bpf_report), its record in a frame of its own:
@@ -88,13 +90,13 @@ int viommu_xlate_batch(struct viommu_batch *b)
 
 	if (n > VIOMMU_BULK_MAX)
 		return -1;
-	/* First every query's PTE, a load each (the misses overlap), then the checked lookups on
-	 * warm lines; not when the first query's window is small enough to stay cached. */
-	if (n && viommu_window_big_one(b->q[0].endpoint)) {
+	/* First every query's lines, loaded (the misses overlap), then the checked lookups on
+	 * warm lines; not when the fast path is small enough to stay cached. */
+	if (n && viommu_touch_pays_one()) {
 #pragma unroll
 		for (int i = 0; i < VIOMMU_BULK_MAX; i++)
 			if (i < n)
-				viommu_window_touch_one(b->q[i].endpoint, b->q[i].iova);
+				viommu_touch_one(b->q[i].endpoint, b->q[i].iova);
 	}
 #pragma unroll
 	for (int i = 0; i < VIOMMU_BULK_MAX; i++) {
