@@ -1408,7 +1408,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		.domain_destroyed = fp_domain_destroyed,
 		.map = fp_map,
 		.unmap = fp_unmap,
-		.sync = fp_sync,
+		.sync = fp->lazy ? NULL : fp_sync, /* lazy: no grace period, nothing to do (W5) */
 	};
 	if ((err = viommu_device_add_observer(dev, &obs)))
 		goto fail;
