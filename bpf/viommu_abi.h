@@ -63,6 +63,9 @@
 #ifndef VIOMMU_EXTENTS_DEFAULT
 #define VIOMMU_EXTENTS_DEFAULT (1u << 21) /* extent records */
 #endif
+/* The BPF batch loads its queries' lines before its checked lookups from this many leaves in
+ * use (meta.leaves_used; viommu_bpf_touch() in viommu_maps.bpf.h): fewer stay cached. */
+#define VIOMMU_TOUCH_LEAVES_MIN 16u
 #ifndef VIOMMU_HASH_BUCKETS_DEFAULT
 #define VIOMMU_HASH_BUCKETS_DEFAULT 65536u /* power of two; 4 ways each */
 #endif

@@ -222,10 +222,9 @@ static __always_inline __u64 viommu_bpf_window_word(__u32 ep, __u32 access, __u6
 	return VIOMMU_WINW(VIOMMU_WINW_PTE, pte);
 }
 
-/* Below this many leaves in use (4 KiB of PTEs each) the fast path's PTEs stay in the
- * first-level cache between batches, and loading them first only costs instructions
- * (measured: ~15% more per query at 1K extents, half as much at 1M). */
-#define VIOMMU_TOUCH_LEAVES_MIN 16
+/* Below VIOMMU_TOUCH_LEAVES_MIN leaves in use (4 KiB of PTEs each) the fast path's PTEs stay
+ * in the first-level cache between batches, and loading them first only costs instructions
+ * (measured: ~15% more per query at 1K extents). */
 
 /* Whether a batch should load its queries' lines first (viommu_bpf_touch()). */
 static __always_inline int viommu_bpf_touch_pays(void)
@@ -240,9 +239,10 @@ static __always_inline int viommu_bpf_touch_pays(void)
  * (the seqlocks, the state, the flags, the generations): BPF has no prefetch instruction, and
  * a batch that loads its queries' lines first, a few instructions apart, has many cache
  * misses in flight where the checked lookups, ~100 instructions or more apart, have one or
- * two (the out-of-order window holds no more). In the window, the page's PTE; past it, the
- * region's hash bucket (the second too when the first has no way for it) and, when a way
- * holds the region's leaf, the leaf's header and the page's PTE. The value is only a sink: the lookups read everything again, checked.
+ * two (the out-of-order window holds no more). In the window, the page's PTE; past it, in
+ * its piece window, the region's word, and when that is not a published piece the region's
+ * hash bucket (the second too when the first has no way for it) and, when a way holds the
+ * region's leaf, the leaf's header and the page's PTE. Sparse endpoint ids load nothing. The value is only a sink: the lookups read everything again, checked.
  */
 /* Bucket @idx's value for @key, unchecked (0: no way holds it). */
 static __always_inline __u64 viommu_bpf_touch_bucket(__u32 idx, __u64 key)
@@ -273,10 +273,21 @@ static __always_inline __u64 viommu_bpf_touch(__u32 ep, __u64 iova)
 	dslot = VIOMMU_LOAD(&e->domain_slot);
 	w = viommu_acc_win(0, dslot);
 	if (w) {
+		const __u64 *pv;
+
 		r = (iova - (VIOMMU_LOAD(&w->base) & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
 		if (r < VIOMMU_LOAD(&w->regions)) {
 			pt = viommu_acc_ptes(0, VIOMMU_LOAD(&w->leaf) + (__u32)r);
 			return pt ? VIOMMU_LOAD(&pt->pte[si]) : 0;
+		}
+		/* Past the window, in its piece window: the region's word, which a published 2 MiB
+		 * piece's lookup stops at (viommu_window_pte()). */
+		r = (iova - VIOMMU_LOAD(&w->pbase)) >> VIOMMU_HASH_SHIFT;
+		if (r < VIOMMU_LOAD(&w->pregions)) {
+			pv = viommu_acc_piece(0, VIOMMU_LOAD(&w->pfirst) + (__u32)r);
+			v = pv ? VIOMMU_LOAD(pv) : 0;
+			if (VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT)
+				return v;
 		}
 	}
 	key = VIOMMU_HASH_KEY(dslot, iova);

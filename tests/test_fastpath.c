@@ -1095,6 +1095,46 @@ Test(fastpath, regions_the_hash_leaves_out_are_still_translated_and_misses_skip_
 	viommu_reader_close(r);
 }
 
+/* The BPF batch's first pass (viommu_bpf_touch(): unchecked loads of the lines each query's
+ * lookup reads) runs from VIOMMU_TOUCH_LEAVES_MIN leaves in use: with it, the batch answers
+ * what the store answers, for pages in the window, pages and records past it (the hash),
+ * 2 MiB pieces, misses, whole-extent queries and endpoints the window does not take. */
+Test(fastpath, a_batch_that_loads_its_lines_first_answers_as_the_store)
+{
+	const struct viommu_meta *m = viommu_fastpath_view(fp)->meta;
+	struct viommu_reader *r = viommu_reader_open(fp);
+	struct viommu_query q[VIOMMU_BULK_MAX];
+
+	cr_assert_not_null(r);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	cr_assert_eq(viommu_device_add_endpoint(dev, 70000, true, NULL, 0), 0); /* a sparse id */
+	cr_assert_eq(test_attach(dev, 1, 70000, 0), VIOMMU_S_OK);
+	for (uint64_t i = 0; i < 12; i++) {
+		uint64_t in = (i << 21) + 0x5000, past = (8ull << 30) + (i << 21) + 0x7000;
+
+		cr_assert_eq(test_map(dev, 1, in, in + 0xfff, 0x100000000ull + (i << 12), 3), VIOMMU_S_OK);
+		cr_assert_eq(test_map(dev, 1, past, past + 0x3fff, 0x200000000ull + (i << 14), 1), VIOMMU_S_OK);
+	}
+	cr_assert_eq(test_map(dev, 1, 40ull << 21, (41ull << 21) - 1, 0x300000000ull, 3), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 1, 12ull << 30, (12ull << 30) + (2ull << 20) - 1, 0x400000000ull, 2),
+		     VIOMMU_S_OK);
+	cr_assert_geq(m->leaves_used, VIOMMU_TOUCH_LEAVES_MIN, "%u leaves in use: the pass would not run",
+		      m->leaves_used);
+	for (int round = 0; round < 8; round++) {
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+			static const uint64_t bases[] = { 0, 8ull << 30, 12ull << 30, 40ull << 21 };
+			uint64_t base = bases[rnd() % 4];
+
+			q[i].endpoint = rnd() % 8 ? 8 : 70000;
+			q[i].iova = base + (rnd() % 14 << 21) + (rnd() % 16 << 12) + rnd() % 4096;
+			q[i].size = rnd() % 4 ? 1 : 1 + rnd() % 0x3000;
+			q[i].access = (1 + (uint32_t)(rnd() % 3)) | (rnd() % 4 ? 0 : VIOMMU_QUERY_F_EXTENT);
+		}
+		check_queries(r, q, VIOMMU_BULK_MAX);
+	}
+	viommu_reader_close(r);
+}
+
 /* ---- memory follows use (issue 11, "Many VMs per host") ---- */
 
 static struct viommu_device *mem_dev;
