@@ -1994,6 +1994,15 @@ static void step_window_changes_hands(void)
 	cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
 }
 
+/* A hooked test runs the writer's step in a SIGSEGV handler, which TSan reports as
+ * signal-unsafe: it skips under TSan, saying so. */
+#if defined(__SANITIZE_THREAD__)
+#define SKIP_HOOKED_UNDER_TSAN() \
+	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe")
+#else
+#define SKIP_HOOKED_UNDER_TSAN() ((void)0)
+#endif
+
 /* Hook the page holding @addr: the next access to it runs @s once (burst_fired counts it). */
 static void burst_hook(const void *addr, void (*s)(void))
 {
@@ -2041,9 +2050,7 @@ static void burst_ptes_moved(bool pas)
 	struct viommu_reader *r;
 	const struct viommu_reader_epw *c;
 
-#if defined(__SANITIZE_THREAD__)
-	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
-#endif
+	SKIP_HOOKED_UNDER_TSAN();
 	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
@@ -2088,9 +2095,7 @@ static void burst_words_moved(bool pas)
 	const struct viommu_reader_epw *c;
 	struct viommu_reader *r;
 
-#if defined(__SANITIZE_THREAD__)
-	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
-#endif
+	SKIP_HOOKED_UNDER_TSAN();
 	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
@@ -2186,9 +2191,7 @@ Test(window, a_page_under_a_1gib_piece_is_never_a_window_miss_while_the_piece_ca
 	const __u64 *word;
 	uint32_t d;
 
-#if defined(__SANITIZE_THREAD__)
-	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe");
-#endif
+	SKIP_HOOKED_UNDER_TSAN();
 	win_setup(&(struct viommu_fastpath_opts){ .window_regions = 16 });
 	wide_r = viommu_reader_open(fp);
 	cr_assert_not_null(wide_r);
