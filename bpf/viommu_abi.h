@@ -27,7 +27,7 @@
 #include "viommu_spec.h"
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 8u
+#define VIOMMU_ABI_VERSION 9u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -273,6 +273,20 @@ struct viommu_extent_rec { /* writer: device thread */
 	(((__u64)(pa) & ~0xfffull) | ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 2) | VIOMMU_HASH_DIRECT)
 #define VIOMMU_HASH_DIRECT_PA(v) ((v) & ~0xfffull)
 #define VIOMMU_HASH_DIRECT_FLAGS(v) ((__u32)((v) >> 2) & VIOMMU_MAP_F_MASK)
+/* A lone page's direct value: a region outside the windows whose one mapping is one page (a
+ * one-page MAP, its PTE solo) has, while that lasts, the page's translation as its value: the
+ * page's index in the region (bits 52-60), its PA (bits 12-51; a PA of 2^52 or more keeps the
+ * leaf's word) and flags, tag VIOMMU_HASH_DIRECT with VIOMMU_HASH_LONE. The value answers every
+ * page of the region: that page, and not mapped for the others. The writer stores it after the
+ * page's PTE is present, and puts the leaf's word back before another page of the region is
+ * installed and before the page's PTE is cleared (I6). */
+#define VIOMMU_HASH_LONE (1ull << 5) /* never set in a 2 MiB piece's direct value */
+#define VIOMMU_HASH_LONE_PA_MASK 0x000ffffffffff000ull
+#define VIOMMU_HASH_LONE_MAKE(pa, flags, page)                                                   \
+	(((__u64)(pa) & VIOMMU_HASH_LONE_PA_MASK) | ((__u64)((page) & (VIOMMU_RADIX_FANOUT - 1)) << 52) | \
+	 ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 2) | VIOMMU_HASH_LONE | VIOMMU_HASH_DIRECT)
+#define VIOMMU_HASH_LONE_PAGE(v) ((__u32)((v) >> 52) & (VIOMMU_RADIX_FANOUT - 1))
+#define VIOMMU_HASH_LONE_PA(v) ((v) & VIOMMU_HASH_LONE_PA_MASK)
 #define VIOMMU_HASH_WAYS 4
 struct viommu_hash_bucket { /* writer: device thread; one cache line */
 	__u64 key[VIOMMU_HASH_WAYS]; /* 0 empty; else VIOMMU_HASH_KEY() */

@@ -413,15 +413,27 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 #define VIOMMU_BUCKET_FIND(idx, key, slot) viommu_bucket_find(VIOMMU_CTX_ARG, idx, key, slot)
 #endif
 
-/* A direct hash value @v (a published 2 MiB piece) for @iova: the piece, as a run of its extent. */
-VIOMMU_INLINE void viommu_direct_lk(__u64 v, __u64 iova, struct viommu_lk *lk)
+/* A direct hash value @v for @iova: a published 2 MiB piece, as a run of its extent; or a lone
+ * page (VIOMMU_HASH_LONE), the whole extent when it is @iova's page. 1: a hit, @lk filled; 2: a
+ * validated miss (the region's one mapping is another page). */
+VIOMMU_INLINE int viommu_direct_lk(__u64 v, __u64 iova, struct viommu_lk *lk)
 {
-	lk->ext_start = iova & ~((1ull << VIOMMU_HASH_SHIFT) - 1);
-	lk->ext_end = lk->ext_start + (1ull << VIOMMU_HASH_SHIFT) - 1;
-	lk->ext_phys = VIOMMU_HASH_DIRECT_PA(v);
+	if (v & VIOMMU_HASH_LONE) {
+		if (VIOMMU_HASH_LONE_PAGE(v) != VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova))
+			return 2;
+		lk->ext_start = iova & ~((1ull << VIOMMU_PAGE_SHIFT) - 1);
+		lk->ext_end = lk->ext_start + (1ull << VIOMMU_PAGE_SHIFT) - 1;
+		lk->ext_phys = VIOMMU_HASH_LONE_PA(v);
+		lk->whole = 2; /* a one-page mapping: the page is the whole extent */
+	} else {
+		lk->ext_start = iova & ~((1ull << VIOMMU_HASH_SHIFT) - 1);
+		lk->ext_end = lk->ext_start + (1ull << VIOMMU_HASH_SHIFT) - 1;
+		lk->ext_phys = VIOMMU_HASH_DIRECT_PA(v);
+		lk->whole = 0;
+	}
 	lk->ext_flags = VIOMMU_HASH_DIRECT_FLAGS(v);
-	lk->whole = 0;
 	lk->direct = 1; /* no voucher for a reader TLB entry: never cached */
+	return 1;
 }
 
 /*
@@ -449,11 +461,10 @@ VIOMMU_INLINE int viommu_read_word(VIOMMU_CTX_PARAM, __u64 w, __u32 dslot, __u64
 				   struct viommu_lk *lk)
 {
 	if (VIOMMU_SLOT_TAG(w) == VIOMMU_HASH_DIRECT) { /* only from the hash */
-		if (want)
+		if (want && !(w & VIOMMU_HASH_LONE))
 			return 0; /* the whole extent: its record, through the walk */
-		viommu_direct_lk(w, iova, lk);
 		lk->dslot = dslot;
-		return 1;
+		return viommu_direct_lk(w, iova, lk);
 	}
 	if (VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_LEAF)
 		return viommu_read_leaf(VIOMMU_CTX_ARG, w, dslot, iova, want, lk);
@@ -631,7 +642,11 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
 			return 0;
 direct:
-		viommu_direct_lk(slot, iova, lk);
+		if (viommu_direct_lk(slot, iova, lk) == 2) {
+			lk->result = VIOMMU_XLATE_FAULT;
+			lk->reason = VIOMMU_FAULT_R_MAPPING;
+			return 2;
+		}
 		lk->result = VIOMMU_XLATE_HIT;
 		lk->reason = 0;
 		lk->dslot = dslot;

@@ -99,6 +99,7 @@ static inline void hook(const volatile void *p)
 #define EXT_PA 0x300000000ull
 #define HOLE_VA (256ull << 30) /* in no bucket: not mapped while the root has no WALK flag */
 #define PWIN_VA (WIN_VA + (4ull << 20)) /* the piece window's regions past the window */
+#define LONE_VA (512ull << 30) /* a region whose one mapping is its page 9: a lone value */
 #define RW (VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE)
 
 /* Where a key is: bucket and way. */
@@ -157,6 +158,8 @@ static void fx_setup(void)
 	fx.exts[0] = (struct viommu_extent_rec){ .seq = 2, .domain_slot = DSLOT, .flags = RW, .start = EXT_VA,
 						 .end = EXT_VA + (2ull << 20) - 1, .phys = EXT_PA };
 	hash_put(VIOMMU_HASH_KEY(DSLOT, EXT_VA), VIOMMU_SLOT_MAKE(VIOMMU_SLOT_EXTENT, 0, 2));
+	/* a lone page: page 9 of the region at LONE_VA, its translation the region's value */
+	hash_put(VIOMMU_HASH_KEY(DSLOT, LONE_VA), VIOMMU_HASH_LONE_MAKE(PAGE_PA, RW, 9));
 }
 
 ISUITE(INTERLEAVE_SUITE, .init = fx_setup);
@@ -213,6 +216,57 @@ ITEST(INTERLEAVE_SUITE, a_direct_value_whose_key_left_before_the_value_was_read_
 	cr_assert_eq(hook_fired, 1);
 	cr_assert(got == 0 || (got == 2 && lk.result == VIOMMU_XLATE_FAULT),
 		  "lookup_fast: %d, pa 0x%llx", got, (unsigned long long)(lk.ext_phys + 0x1234));
+}
+
+/* The writer removes the lone page's key (its key, then its value) and gives the way to
+ * another region's lone page, the same page index at another PA (its value, then its key). */
+static void step_way_to_another_lone_page(void)
+{
+	__atomic_store_n(step_key, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(step_val, VIOMMU_HASH_LONE_MAKE(OTHER_PA, RW, 9), __ATOMIC_RELAXED);
+	__atomic_store_n(step_key, VIOMMU_HASH_KEY(DSLOT, LONE_VA + (1ull << 30)), __ATOMIC_RELEASE);
+}
+
+ITEST(INTERLEAVE_SUITE, a_lone_value_answers_its_page_and_not_mapped_for_the_other_pages_of_its_region)
+{
+	struct viommu_lk lk = { 0 };
+
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, LONE_VA + 9 * 4096 + 0x10, &lk), 1);
+	cr_assert_eq(lk.ext_phys, PAGE_PA);
+	cr_assert_eq(lk.ext_start, LONE_VA + 9 * 4096);
+	cr_assert_eq(lk.ext_end, LONE_VA + 10 * 4096 - 1);
+	cr_assert_eq(lk.whole, 2, "a one-page mapping: the page is the whole extent");
+	cr_assert_eq(lk.direct, 1, "no voucher for a reader TLB entry");
+	cr_assert_eq(viommu_lookup_fast(&fx, EP, LONE_VA + 10 * 4096, &lk), 2);
+	cr_assert_eq(lk.result, VIOMMU_XLATE_FAULT);
+	/* The general path, asked for the whole extent: the page. */
+	memset(&lk, 0, sizeof(lk));
+	cr_assert_eq(viommu_lookup_once(&fx, EP, LONE_VA + 9 * 4096 + 0x10, 1, &lk), 1);
+	cr_assert_eq(lk.result, VIOMMU_XLATE_HIT);
+	cr_assert_eq(lk.ext_start, LONE_VA + 9 * 4096);
+	cr_assert_eq(lk.whole, 2);
+	cr_assert_eq(viommu_lookup_once(&fx, EP, LONE_VA + 8 * 4096, 1, &lk), 1);
+	cr_assert_eq(lk.result, VIOMMU_XLATE_FAULT);
+}
+
+ITEST(INTERLEAVE_SUITE, a_lone_value_whose_key_left_before_the_value_was_read_is_not_taken)
+{
+	const __u64 key = VIOMMU_HASH_KEY(DSLOT, LONE_VA);
+	unsigned w;
+	struct viommu_hash_bucket *b = bucket_of(key, &w);
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	/* Between the load of the key and that of its value: the other region's page at page 9. */
+	step_key = &b->key[w];
+	step_val = &b->val[w];
+	hook_at = VAL_LOAD_AT(b, w);
+	hook_step = step_way_to_another_lone_page;
+	got = viommu_lookup_fast(&fx, EP, LONE_VA + 9 * 4096 + 0x10, &lk);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert(got == 0 || (got == 2 && lk.result == VIOMMU_XLATE_FAULT),
+		  "lookup_fast: %d, pa 0x%llx (the other region's page is at 0x%llx)", got,
+		  (unsigned long long)lk.ext_phys, (unsigned long long)OTHER_PA);
 }
 
 /* ---- a leaf's generation (I5) and the endpoint entry (I4) ---- */

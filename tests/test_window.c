@@ -1947,6 +1947,77 @@ Test(window, a_2mib_piece_past_the_window_is_one_word_of_its_piece_window_on_eve
 	viommu_reader_close(r);
 }
 
+/* Region @iova's value in the hash for domain slot @d (0: no key holds it). */
+static __u64 hash_entry(uint32_t d, uint64_t iova)
+{
+	const struct viommu_fp_view *v = view();
+	const __u64 key = VIOMMU_HASH_KEY(d, iova);
+	const uint32_t b[2] = { viommu_hash_index(key, v->hash_mask), viommu_hash_alt(key, v->hash_mask) };
+
+	for (int i = 0; i < 2; i++)
+		for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
+			if (v->buckets[b[i]].key[w] == key)
+				return v->buckets[b[i]].val[w];
+	return 0;
+}
+
+Test(window, a_lone_page_outside_the_windows_is_its_regions_hash_value_on_every_path)
+{
+	struct viommu_reader *r;
+	struct viommu_query q[64];
+	const uint64_t L = 1ull << 45; /* past the window and the piece window: the hash answers */
+	const uint64_t LEAF_WORD = VIOMMU_SLOT_LEAF; /* a leaf's word: its tag */
+	uint32_t d;
+	unsigned n = 0;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW); /* the first MAP places the window */
+	d = dslot_of(8);
+	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, WIN + 0x5000)) == VIOMMU_HASH_DIRECT, 0,
+		     "a window's page is never a lone value");
+
+	/* One page in its region: the region's value is the page's translation. */
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x123456000, R, 9));
+	n += probes(q + n, 8, L + 9 * 0x1000 + 0x10);
+	n += probes(q + n, 8, L + 10 * 0x1000 + 0x10); /* another page of the region: not mapped */
+	n += probes(q + n, 8, L + 0x10);
+	q[n++] = qy(8, L + 9 * 0x1000, 8, W); /* a flag it lacks: the general path says so */
+	check_queries(r, q, n);
+
+	/* A second page: the leaf's word again, before the page is there; both answered. */
+	map_ok(1, L + 10 * 0x1000, 0x2000, 0x200000000, RW);
+	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, L)), LEAF_WORD);
+	check_queries(r, q, n);
+	/* Back to one page: the leaf's word stays (finding the page left would read the leaf). */
+	unmap_ok(1, L + 10 * 0x1000, 0x2000);
+	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, L)), LEAF_WORD);
+	check_queries(r, q, n);
+	/* The page's UNMAP: the leaf's word before its PTE is cleared, then no key at all. */
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	cr_assert_eq(hash_entry(d, L), 0);
+	check_queries(r, q, n);
+
+	/* Alone again, at another page and PA: the new value; the page's UNMAP removes it. */
+	map_ok(1, L + 0x1000 * 511, 0x1000, 0x4000000000, RW | MMIO);
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x4000000000, RW | MMIO, 511));
+	n += probes(q + n, 8, L + 0x1000 * 511 + 0x7ff);
+	check_queries(r, q, n);
+	/* A PA the value cannot hold (2^52 and above): the leaf's word, answered all the same. */
+	map_ok(1, L + (4 << 20), 0x1000, 1ull << 52, R);
+	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, L + (4 << 20))), LEAF_WORD);
+	n += probes(q + n, 8, L + (4 << 20) + 0x10);
+	check_queries(r, q, n);
+	unmap_ok(1, L + 0x1000 * 511, 0x1000);
+	unmap_ok(1, L + (4 << 20), 0x1000);
+	cr_assert_eq(hash_entry(d, L), 0);
+	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
 Test(window, a_piece_window_always_holds_its_window_and_one_smaller_is_refused)
 {
 	dev_setup();

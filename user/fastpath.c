@@ -507,6 +507,43 @@ static int hash_leaf(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, 
 	return 1;
 }
 
+/* ---- lone pages (I6) ---- */
+
+/* Before another page of the region of @addr goes into its leaf @li, and before the one page's
+ * PTE is cleared: the region's value, if it is that page's direct value (VIOMMU_HASH_LONE),
+ * back to the leaf's word (release: pairs with the reader's acquire of the value). Only a
+ * leaf outside the windows holding one page can have one. */
+static void lone_end(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t li)
+{
+	struct viommu_hash_bucket *b;
+	int w;
+
+	if (li >= fp->leaves_pool || fp->leaf_used[li] != 1)
+		return;
+	b = hash_find(fp, VIOMMU_HASH_KEY(dslot, addr), &w);
+	if (b && (LD(&b->val[w]) & (VIOMMU_HASH_LONE | 3ull)) == (VIOMMU_HASH_LONE | VIOMMU_HASH_DIRECT))
+		ST_REL(&b->val[w], VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, li, LD(&fp->leaves[li].seq)));
+}
+
+/* The page of @addr just went into leaf @li, outside the windows, as its one page and a whole
+ * one-page mapping (its PTE, present, is solo): the region's value in the hash becomes the
+ * page's translation, so that a lookup reads the bucket and nothing after it (release, after
+ * the PTE's). A PA of 2^52 or more does not fit: the leaf's word stays. */
+static void lone_begin(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t li)
+{
+	const uint64_t pte = LD(&fp->ptes[li].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, addr)]);
+	struct viommu_hash_bucket *b;
+	int w;
+
+	if (li >= fp->leaves_pool || fp->leaf_used[li] != 1 || !(pte & VIOMMU_PTE_SOLO) ||
+	    !(pte & VIOMMU_PTE_PRESENT) || (VIOMMU_PTE_PA(pte) & ~VIOMMU_HASH_LONE_PA_MASK))
+		return;
+	b = hash_find(fp, VIOMMU_HASH_KEY(dslot, addr), &w);
+	if (b && LD(&b->val[w]) == VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, li, LD(&fp->leaves[li].seq)))
+		ST_REL(&b->val[w], VIOMMU_HASH_LONE_MAKE(VIOMMU_PTE_PA(pte), VIOMMU_PTE_FLAGS(pte),
+							 VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, addr)));
+}
+
 /* What a MAP installs: the record's slot word (pieces larger than a page) and, for pages, what
  * ext[] names (the record's index + 1, or VIOMMU_EXT_SOLO for a one-page MAP, which has no
  * record) and the PTE the page gets once the record is live. */
@@ -612,7 +649,9 @@ static int piece_install(struct viommu_fastpath *fp, uint32_t dslot, uint64_t ad
 		}
 		if (LD(&fp->leaves[path[VIOMMU_RADIX_LEVELS - 1]].ext[VIOMMU_SLOT_OF(level, addr)]))
 			return -EEXIST;
+		lone_end(fp, dslot, addr, path[VIOMMU_RADIX_LEVELS - 1]); /* a second page comes */
 		page_op(fp, path[VIOMMU_RADIX_LEVELS - 1], addr, src, PIECE_INSTALL);
+		lone_begin(fp, dslot, addr, path[VIOMMU_RADIX_LEVELS - 1]);
 		return 0;
 	}
 
@@ -657,6 +696,8 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 		if (!hash_leaf(fp, dslot, addr, &path[level]) &&
 		    leaf_path(fp, dslot, addr, false, path, &l))
 			return 0; /* never installed (rollback of a partial map) */
+		if (op == PIECE_REMOVE)
+			lone_end(fp, dslot, addr, path[level]); /* before its PTE is cleared */
 		old = page_op(fp, path[level], addr, NULL, op);
 		if (op == PIECE_PUBLISH || fp->leaf_used[path[level]])
 			return old;

@@ -116,6 +116,27 @@ static uint64_t hash_value(const struct viommu_fastpath *fp, uint64_t w, uint64_
 	return VIOMMU_HASH_DIRECT_MAKE(x->phys + (start - x->start), x->flags);
 }
 
+/* What the hash may hold instead for the level-4 slot word @w of a leaf outside the windows
+ * whose one page is a one-page mapping: that page's direct value (VIOMMU_HASH_LONE, I6); else 0,
+ * which no key's value is. check_leaf() has checked the leaf. */
+static uint64_t lone_value(const struct viommu_fastpath *fp, uint64_t w)
+{
+	uint32_t li = VIOMMU_SLOT_IDX(w);
+
+	if (VIOMMU_SLOT_TAG(w) != VIOMMU_SLOT_LEAF || li >= fp->leaves_pool || fp->leaf_used[li] != 1)
+		return 0;
+	for (uint32_t si = 0; si < VIOMMU_RADIX_FANOUT; si++) {
+		uint64_t pte = fp->ptes[li].pte[si];
+
+		if (pte)
+			return (pte & VIOMMU_PTE_SOLO) && (pte & VIOMMU_PTE_PRESENT) &&
+					       !(VIOMMU_PTE_PA(pte) & ~VIOMMU_HASH_LONE_PA_MASK) ?
+				       VIOMMU_HASH_LONE_MAKE(VIOMMU_PTE_PA(pte), VIOMMU_PTE_FLAGS(pte), si) :
+				       0;
+	}
+	return 0;
+}
+
 /* Node @idx must be the live node (@gen) of (@dslot, @level, @base); walk its slots. */
 static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t gen, int level,
 		      uint64_t base)
@@ -204,7 +225,8 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 			for (int i = 0; i < (b[0] == b[1] ? 1 : 2); i++)
 				for (int wy = 0; wy < VIOMMU_HASH_WAYS; wy++)
 					if (b[i]->key[wy] == key) {
-						if (b[i]->val[wy] != hash_value(fp, w, start))
+						if (b[i]->val[wy] != hash_value(fp, w, start) &&
+						    b[i]->val[wy] != lone_value(fp, w))
 							return -EUCLEAN;
 						seen++;
 					}
@@ -500,7 +522,8 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 		if (n != fp->sparse_used)
 			return -EUCLEAN;
 	}
-	/* Every hash entry is a live domain's non-empty level-4 slot, with its word (I6). */
+	/* Every hash entry is a live domain's non-empty level-4 slot, with its word or, for a lone
+	 * page, the page's direct value (I6). */
 	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
 		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
 			uint64_t key = fp->buckets[b].key[w], iova, word = 0;
@@ -520,7 +543,8 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 					return -EUCLEAN;
 				idx = VIOMMU_SLOT_IDX(word);
 			}
-			if (!word || hash_value(fp, word, iova) != fp->buckets[b].val[w])
+			if (!word || (hash_value(fp, word, iova) != fp->buckets[b].val[w] &&
+				      lone_value(fp, word) != fp->buckets[b].val[w]))
 				return -EUCLEAN;
 		}
 	return 0;

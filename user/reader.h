@@ -366,8 +366,9 @@ piece:
 }
 
 /*
- * A published 2 MiB piece outside the window, inline: the hash's direct value (I6) in the
- * region's first bucket, for a query the window takes (one page, a dense endpoint whose copy
+ * A published 2 MiB piece outside the window, or a lone page (a region whose one mapping is one
+ * page, VIOMMU_HASH_LONE), inline: the hash's direct value (I6) in the region's first bucket,
+ * for a query the window takes (one page, a dense endpoint whose copy
  * the reader holds). The bucket is the lookup's one line of shared memory beyond the endpoint
  * entry: no call, no reader TLB entry (a direct value has no word of its own to vouch for one),
  * so that independent lookups overlap their misses as window lookups do. 1: answered HIT; 0:
@@ -393,6 +394,14 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 				     (int)((VIOMMU_HASH_DIRECT_FLAGS(v) & q->access) != q->access),
 			     0))
 		return 0;
+	if (v & VIOMMU_HASH_LONE) {
+		/* A lone page's value: the answer for its page; another page of the region is not
+		 * mapped, which the walk answers (the short path, from the same bucket). */
+		if (VIOMMU_HASH_LONE_PAGE(v) != VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova))
+			return 0;
+		viommu_answer_pte(a, iova, VIOMMU_PTE_MAKE(VIOMMU_HASH_LONE_PA(v), VIOMMU_HASH_DIRECT_FLAGS(v)));
+		return 1;
+	}
 	viommu_answer_direct(a, iova, v);
 	return 1;
 }
