@@ -265,9 +265,10 @@ struct viommu_extent_rec { /* writer: device thread */
  * 2 MiB piece is published, the piece's translation itself (a direct value: tag
  * VIOMMU_HASH_DIRECT, which a slot never has at level 4): the piece's PA and the mapping's
  * flags, so that a lookup reads the bucket and nothing after it. A key's value changes in place
- * only from the slot word to the direct value (at publication); a key is removed (key, then
- * value) before its piece's record dies, so a reader that finds its key again after reading
- * the value read a value the key had (I6). */
+ * only from the slot word to the direct value (at publication), and for a lone page (below)
+ * from the leaf's word to the page's value and back; a key is removed (key, then value) before
+ * its piece's record dies, so a reader that finds its key again after reading the value read a
+ * value the key had (I6). */
 #define VIOMMU_HASH_DIRECT 1ull /* a slot's VIOMMU_SLOT_NODE tag: never a level-4 slot's */
 #define VIOMMU_HASH_DIRECT_MAKE(pa, flags) \
 	(((__u64)(pa) & ~0xfffull) | ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 2) | VIOMMU_HASH_DIRECT)
@@ -290,7 +291,7 @@ struct viommu_extent_rec { /* writer: device thread */
 #define VIOMMU_HASH_WAYS 4
 struct viommu_hash_bucket { /* writer: device thread; one cache line */
 	__u64 key[VIOMMU_HASH_WAYS]; /* 0 empty; else VIOMMU_HASH_KEY() */
-	__u64 val[VIOMMU_HASH_WAYS]; /* a slot word (node or extent) */
+	__u64 val[VIOMMU_HASH_WAYS]; /* a level-4 slot word (leaf or extent), or a direct value */
 };
 /* Key: (domain slot + 1) above bit 43, the 2 MiB region number below (IOVA bits 63..21). */
 #define VIOMMU_HASH_KEY_SHIFT 43
