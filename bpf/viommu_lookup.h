@@ -56,11 +56,12 @@ struct viommu_lk {
 	/* 0: ext_* are a run (a PTE's page); 1: the whole extent, its record read (idx, gen the
 	 * record's); 2: the whole extent, a one-page one its PTE alone says (VIOMMU_PTE_SOLO) */
 	__u8 whole;
-	__u8 direct; /* 1: a 2 MiB piece's run from a direct hash value (nothing vouches for it) */
+	__u8 direct; /* 1: from a direct value, a 2 MiB piece's run or a lone page (nothing vouches
+		      * for it: idx, gen and pte are not set) */
 	__u32 dslot; /* the domain slot the answer was validated in */
 	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
 	 * and the record (whole == 1: idx, gen are the record's) or the leaf (a page or a solo
-	 * page, whole 0 or 2: the leaf's, and the PTE of the page) */
+	 * page, whole 0 or 2 and not direct: the leaf's, and the PTE of the page) */
 	__u32 ep_idx, ep_seq, idx, gen;
 	__u64 pte;
 };
@@ -576,7 +577,8 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
  * The common case in few instructions: a dense endpoint attached to a domain, an IOVA whose
  * region the hash names a leaf (or a whole piece) for. 1: a validated hit, @lk filled with the
  * page (as viommu_read_leaf() without @want) or the whole extent (a piece larger than a page);
- * 2: a validated miss (the region's live leaf has no present PTE for the page); 0: anything
+ * 2: a validated miss (the region's live leaf has no present PTE for the page, or its lone
+ * page's value names another page, or the hash indexes all of the domain and not it); 0: anything
  * else, raced included, and the caller takes the general path (viommu_lookup_byte), which
  * answers every case. The checks are joined with
  * `|` so that they cost one predictable branch, not one each: the fewer instructions and
@@ -637,7 +639,7 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		lk->reason = VIOMMU_FAULT_R_MAPPING;
 		return 2;
 	}
-	if (VIOMMU_SLOT_TAG(slot) == VIOMMU_HASH_DIRECT) { /* a published 2 MiB piece: the answer */
+	if (VIOMMU_SLOT_TAG(slot) == VIOMMU_HASH_DIRECT) { /* a 2 MiB piece or a lone page: the answer */
 		VIOMMU_FENCE_ACQ();
 		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
 			return 0;

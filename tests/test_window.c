@@ -2282,3 +2282,215 @@ Test(window, a_page_under_a_1gib_piece_is_never_a_window_miss_while_the_piece_ca
 	cr_assert_eq(translate(wide_r, 8, GIB + 0x3010, R).result, VIOMMU_XLATE_FAULT);
 	viommu_reader_close(wide_r);
 }
+
+/* ---- lone pages (I6), more cases ---- */
+
+/* Every query kind at every page of interest, through every reader, checked with the store. */
+static void lone_check_all(struct viommu_reader *r, uint32_t ep, const uint64_t *pages, unsigned np)
+{
+	struct viommu_query q[256];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < np && n + 8 <= 256; i++) {
+		n += probes(q + n, ep, pages[i] + 0x10);
+		q[n++] = qy(ep, pages[i], 0x3000, R); /* a range over 3 pages */
+		q[n++] = qy(ep, pages[i] + 0x800, 0x1000, R | WHOLE);
+		q[n++] = qy(ep, pages[i], 1, W);
+		q[n++] = qy(ep, pages[i] - 0x1000, 0x2000, R); /* from the page before */
+	}
+	check_queries(r, q, n);
+}
+
+Test(window, lone_pages_are_answered_through_a_map_refused_halfway_a_remap_and_maps_of_several_pages)
+{
+	struct viommu_reader *r;
+	const uint64_t L = 1ull << 45;
+	uint32_t d;
+	uint64_t pages[] = { L + 9 * 0x1000, L + 511 * 0x1000, L + (2 << 20), L + 10 * 0x1000, L };
+
+	/* One pool leaf, no windows: a MAP that needs a second leaf is refused halfway. */
+	win_setup(&(struct viommu_fastpath_opts){ .leaves = 1, .overcommit = true, .windows = VIOMMU_WINDOWS_NONE });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, RW);
+	d = dslot_of(8);
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x123456000, RW, 9));
+	lone_check_all(r, 8, pages, 5);
+	/* Pages 510-511 of the lone region, then page 0 of the next: refused (no leaf). */
+	cr_assert_eq(test_map(dev, 1, L + 510 * 0x1000, L + (2 << 20) + 0xfff, 0x200000000, RW), VIOMMU_S_NOMEM);
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, L)), VIOMMU_SLOT_LEAF, "the rollback put the leaf's word back");
+	lone_check_all(r, 8, pages, 5);
+	/* A one-page MAP into a new region: refused too. */
+	cr_assert_eq(test_map(dev, 1, L + (4 << 20), L + (4 << 20) + 0xfff, 0x300000000, RW), VIOMMU_S_NOMEM);
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	lone_check_all(r, 8, pages, 5);
+	/* The lone page remapped with other flags and PA. */
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x777000, R | MMIO);
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x777000, R | MMIO, 9));
+	lone_check_all(r, 8, pages, 5);
+	/* A multi-page MAP into the lone region from below (the region before has no leaf: refused). */
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	map_ok(1, L + 0x1000, 0x1000, 0x888000, RW);
+	map_ok(1, L + 2 * 0x1000, 0x3000, 0x999000, RW);
+	lone_check_all(r, 8, pages, 5);
+	unmap_ok(1, L + 0x1000, 0x1000);
+	lone_check_all(r, 8, pages, 5);
+	unmap_ok(1, L + 2 * 0x1000, 0x3000);
+	cr_assert_eq(hash_entry(d, L), 0);
+	viommu_reader_close(r);
+}
+
+Test(window, lone_pages_are_answered_beside_regions_left_out_of_a_full_hash_in_a_fast_path_made_over_mappings)
+{
+	struct viommu_reader *r;
+	const uint64_t L = 1ull << 45;
+	uint64_t pages[24];
+	uint32_t d;
+
+	dev_setup();
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	for (int i = 0; i < 12; i++) {
+		pages[i] = L + ((uint64_t)i << 21) + ((uint64_t)(i * 37 % 512) << 12);
+		cr_assert_eq(test_map(dev, 1, pages[i], pages[i] + 0xfff, 0x40000000ull + ((uint64_t)i << 12), i & 1 ? R : RW),
+			     VIOMMU_S_OK);
+	}
+	/* Two buckets: 8 ways for 12 regions, 4 left out (ROOT_F_WALK). */
+	fp_setup(&(struct viommu_fastpath_opts){ .hash_buckets = 2, .overcommit = true, .windows = VIOMMU_WINDOWS_NONE });
+	enable_bpf();
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	d = dslot_of(8);
+	for (int i = 0, lone = 0, out = 0; i < 12; i++) {
+		lone += (hash_entry(d, pages[i]) & VIOMMU_HASH_LONE) != 0;
+		out += hash_entry(d, pages[i]) == 0;
+		cr_assert(i < 11 || (lone == 8 && out == 4), "8 regions in the hash, each a lone page (%d), 4 left out (%d)",
+			  lone, out);
+	}
+	lone_check_all(r, 8, pages, 12);
+	/* Second pages in half of them, then their first pages out. */
+	for (int i = 0; i < 12; i += 2) {
+		pages[12 + i / 2] = (pages[i] & ~((2ull << 20) - 1)) + ((uint64_t)((i * 37 + 5) % 512) << 12);
+		map_ok(1, pages[12 + i / 2], 0x1000, 0x50000000ull + ((uint64_t)i << 12), RW);
+	}
+	lone_check_all(r, 8, pages, 18);
+	for (int i = 0; i < 12; i += 2)
+		unmap_ok(1, pages[i], 0x1000);
+	lone_check_all(r, 8, pages, 18);
+	/* The domain goes with its lone pages. */
+	detach_ok(1, 8);
+	attach_ok(1, 8);
+	lone_check_all(r, 8, pages, 18);
+	viommu_reader_close(r);
+}
+
+Test(window, a_lone_page_in_the_piece_window_past_the_window_is_answered_beside_a_2mib_piece)
+{
+	struct viommu_reader *r;
+	const uint64_t L = 64 * GIB; /* in the piece window [0, 128 GiB), past the window */
+	uint64_t pages[] = { L + 9 * 0x1000, L + 10 * 0x1000, L + (2 << 20) + 0x5000, WIN + 0x5000 };
+	uint32_t d;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW);
+	d = dslot_of(8);
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
+	map_ok(1, L + (2 << 20), 2 << 20, 0x80000000, RW); /* a 2 MiB piece next to it */
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x123456000, R, 9));
+	for (int k = 0; k < 2; k++) {
+		lone_check_all(r, 8, pages, 4);
+		lone_check_all(r, 8, pages, 4);
+	}
+	map_ok(1, L + 10 * 0x1000, 0x1000, 0x223456000, RW);
+	lone_check_all(r, 8, pages, 4);
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	lone_check_all(r, 8, pages, 4);
+	viommu_reader_close(r);
+}
+
+/* ---- the writer's order around a lone value, hooked at its stores ---- */
+
+static struct viommu_reader *lone_r;
+static struct viommu_answer lone_ans[2];
+static uint64_t lone_q_iova;
+static const void *lone_next;
+
+static void step_lone_answer(void)
+{
+	struct viommu_query q = qy(8, lone_q_iova, 1, R);
+
+	viommu_reader_translate(lone_r, &q, &lone_ans[0]);
+	q.access |= WHOLE;
+	viommu_translate(lone_r, &q, &lone_ans[1], NULL);
+}
+
+static void step_lone_rearm(void)
+{
+	burst_hook(lone_next, step_lone_answer);
+}
+
+static void lone_map_q(void)
+{
+	map_ok(1, (1ull << 45) + 10 * 0x1000, 0x1000, 0x555000, R);
+}
+
+static void lone_unmap_p(void)
+{
+	unmap_ok(1, (1ull << 45) + 9 * 0x1000, 0x1000);
+}
+
+Test(window, a_lone_value_is_gone_before_another_page_of_its_region_is_present_and_before_its_page_is_cleared)
+{
+	const uint64_t L = 1ull << 45;
+	uint32_t d, li, bi;
+	uint64_t key;
+
+	SKIP_HOOKED_UNDER_TSAN();
+	win_setup(&(struct viommu_fastpath_opts){ .windows = VIOMMU_WINDOWS_NONE });
+	lone_r = viommu_reader_open(fp);
+	cr_assert_not_null(lone_r);
+	attach_ok(1, 8);
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123000, R);
+	d = dslot_of(8);
+	li = VIOMMU_SLOT_IDX(level4_word(8, L));
+	key = VIOMMU_HASH_KEY(d, L);
+	bi = viommu_hash_index(key, view()->hash_mask);
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x123000, R, 9));
+
+	/* A MAP of page 10: hooked at its PTE store, then at the writer's next access of the
+	 * bucket (after the PTE is present): page 10 must be answered mapped there. */
+	lone_q_iova = L + 10 * 0x1000 + 0x10;
+	lone_next = &view()->buckets[bi];
+	memset(lone_ans, 0xa5, sizeof(lone_ans));
+	burst_hook(&view()->ptes[li].pte[10], step_lone_rearm);
+	lone_map_q();
+	cr_assert_eq(burst_fired, 1, "the second step ran (burst_hook resets the count) (%u)", burst_fired);
+	cr_assert_eq(lone_ans[0].result, VIOMMU_XLATE_HIT, "page 10's PTE is present: the reader answers %u",
+		     lone_ans[0].result);
+	cr_assert_eq(lone_ans[1].result, VIOMMU_XLATE_HIT, "whole extent: %u", lone_ans[1].result);
+	unmap_ok(1, L + 10 * 0x1000, 0x1000);
+	/* Lone again at page 9? Back to one page keeps the leaf word: remake it. */
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123000, R);
+	li = VIOMMU_SLOT_IDX(level4_word(8, L));
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x123000, R, 9));
+
+	/* The UNMAP of page 9: hooked at its PTE store, then at the writer's next access of the
+	 * leaf's page (ext[], after the PTE is 0): page 9 must not be answered mapped there. */
+	lone_q_iova = L + 9 * 0x1000 + 0x10;
+	lone_next = &view()->leaves[li].ext[9];
+	memset(lone_ans, 0xa5, sizeof(lone_ans));
+	burst_hook(&view()->ptes[li].pte[9], step_lone_rearm);
+	lone_unmap_p();
+	cr_assert_eq(burst_fired, 1, "the second step ran (burst_hook resets the count) (%u)", burst_fired);
+	cr_assert_eq(lone_ans[0].result, VIOMMU_XLATE_FAULT, "page 9's PTE is 0: the reader answers %u (pa 0x%llx)",
+		     lone_ans[0].result, (unsigned long long)lone_ans[0].pa);
+	cr_assert_eq(lone_ans[1].result, VIOMMU_XLATE_FAULT, "whole extent: %u", lone_ans[1].result);
+	viommu_reader_close(lone_r);
+}

@@ -371,8 +371,9 @@ piece:
  * for a query the window takes (one page, a dense endpoint whose copy
  * the reader holds). The bucket is the lookup's one line of shared memory beyond the endpoint
  * entry: no call, no reader TLB entry (a direct value has no word of its own to vouch for one),
- * so that independent lookups overlap their misses as window lookups do. 1: answered HIT; 0:
- * the walk answers (a leaf, a key in its second bucket, not mapped, raced, an access fault).
+ * so that independent lookups overlap their misses as window lookups do. 1: answered HIT; 2:
+ * answered FAULT (another page of a lone page's region); 0: the walk answers (a leaf, a key in
+ * its second bucket, not mapped, raced, an access fault).
  */
 static inline int viommu_reader_direct(struct viommu_reader *r, const struct viommu_query *q,
 				       struct viommu_answer *a)
@@ -395,10 +396,16 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 			     0))
 		return 0;
 	if (v & VIOMMU_HASH_LONE) {
-		/* A lone page's value: the answer for its page; another page of the region is not
-		 * mapped, which the walk answers (the short path, from the same bucket). */
-		if (VIOMMU_HASH_LONE_PAGE(v) != VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova))
-			return 0;
+		/* A lone page's value: the answer for its page; every other page of the region is
+		 * not mapped. */
+		if (VIOMMU_HASH_LONE_PAGE(v) != VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)) {
+			a->result = VIOMMU_XLATE_FAULT;
+			a->reason = VIOMMU_FAULT_R_MAPPING;
+			a->pa = 0;
+			a->fault_addr = iova;
+			a->next = 0;
+			return 2;
+		}
 		viommu_answer_pte(a, iova, VIOMMU_PTE_MAKE(VIOMMU_HASH_LONE_PA(v), VIOMMU_HASH_DIRECT_FLAGS(v)));
 		return 1;
 	}
@@ -415,6 +422,7 @@ static inline uint32_t viommu_reader_translate_tlb(struct viommu_reader *r, cons
 	uint32_t h = ((uint32_t)(q->iova >> VIOMMU_PAGE_SHIFT) ^ q->endpoint) * 0x9e3779b1u;
 	struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
 	uint64_t last = q->iova + (q->size ? q->size - 1 : 0);
+	int d;
 
 	if (t->ep == q->endpoint && q->iova >= t->start && last <= t->end && last >= q->iova &&
 	    (t->flags & q->access) == q->access &&
@@ -437,8 +445,8 @@ static inline uint32_t viommu_reader_translate_tlb(struct viommu_reader *r, cons
 		a->next = 0;
 		return VIOMMU_XLATE_HIT;
 	}
-	if (viommu_reader_direct(r, q, a))
-		return VIOMMU_XLATE_HIT;
+	if ((d = viommu_reader_direct(r, q, a)))
+		return d == 1 ? VIOMMU_XLATE_HIT : VIOMMU_XLATE_FAULT;
 	return viommu_reader_translate_walk(r, q, a, t);
 }
 
