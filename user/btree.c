@@ -107,6 +107,17 @@ static inline __attribute__((always_inline)) const node_t *leaf_of(const struct 
 	return x;
 }
 
+/* The leaf a descent for @k would reach: the finger's when @k lies between its first and last
+ * keys (the separators above a leaf bound its keys, so they bound @k too), else a descent's. */
+static inline __attribute__((always_inline)) node_t *leaf_at(const struct viommu_btree *t, uint64_t k)
+{
+	node_t *f = t->finger;
+
+	if (f && f->n && k >= f->key[0] && k <= f->key[f->n - 1])
+		return f;
+	return (node_t *)leaf_of(t, k);
+}
+
 /* ---- insert ---- */
 
 static void split_leaf(node_t *x, node_t *r, uint64_t *sep)
@@ -229,11 +240,13 @@ int viommu_btree_insert_if(struct viommu_btree *t, uint64_t key, void *val, viom
 	if (t->root) {
 		/* The common case, a leaf with room: its insert moves no separator (the key lies in
 		 * the leaf's bounds) and allocates nothing, so one descent, no recursion. */
-		node_t *x = (node_t *)leaf_of(t, key);
+		node_t *x = leaf_at(t, key);
 
 		if (x->n < BT_MAX) {
-			if (!(err = leaf_ins(x, key, val, &ask)))
+			if (!(err = leaf_ins(x, key, val, &ask))) {
 				t->count++;
+				t->finger = x;
+			}
 			return err;
 		}
 	}
@@ -394,7 +407,7 @@ void *viommu_btree_remove_if(struct viommu_btree *t, uint64_t key, viommu_btree_
 
 	if (!root)
 		return NULL;
-	x = (node_t *)leaf_of(t, key);
+	x = leaf_at(t, key);
 	if (x->n > BT_MIN || x == root) {
 		/* The common case, a leaf that stays at least half full (or the root): nothing to
 		 * rebalance, and a separator may stay below its leaf's first key. One descent. */
@@ -403,12 +416,14 @@ void *viommu_btree_remove_if(struct viommu_btree *t, uint64_t key, viommu_btree_
 			return NULL;
 		v = leaf_take(x, i);
 		t->count--;
+		t->finger = x;
 		if (x == root && x->n == 0) {
-			t->root = NULL;
+			t->root = t->finger = NULL;
 			free(root);
 		}
 		return v;
 	}
+	t->finger = NULL; /* a merge frees a leaf */
 	if (!(v = del(root, key, &ask)))
 		return NULL;
 	t->count--;
@@ -512,6 +527,8 @@ struct check {
 	int leaf_depth;
 	const node_t *last_leaf;
 	size_t count;
+	const node_t *finger;
+	bool finger_seen;
 };
 
 /* Keys of @x's subtree must lie in [lo, hi) (each bound only if its flag is set). */
@@ -535,6 +552,7 @@ static int check(const node_t *x, int depth, bool root, bool has_lo, uint64_t lo
 				return -EUCLEAN;
 		c->last_leaf = x;
 		c->count += x->n;
+		c->finger_seen |= x == c->finger;
 		return 0;
 	}
 	for (unsigned i = 0; i <= x->n; i++) {
@@ -549,14 +567,16 @@ static int check(const node_t *x, int depth, bool root, bool has_lo, uint64_t lo
 
 int viommu_btree_check(const struct viommu_btree *t)
 {
-	struct check c = { .leaf_depth = -1 };
+	struct check c = { .leaf_depth = -1, .finger = t->finger };
 
 	if (!t->root)
-		return t->count ? -EUCLEAN : 0;
+		return t->count || t->finger ? -EUCLEAN : 0;
 	if (t->root->leaf && t->root->n == 0)
 		return -EUCLEAN; /* an empty tree has no root */
 	if (check(t->root, 0, true, false, 0, false, 0, &c) || c.count != t->count ||
 	    (c.last_leaf && c.last_leaf->next))
 		return -EUCLEAN;
+	if (t->finger && !c.finger_seen)
+		return -EUCLEAN; /* the finger names no leaf of the tree: freed, or another tree's */
 	return 0;
 }

@@ -22,12 +22,19 @@ struct viommu_btree_node;
 struct viommu_btree {
 	struct viommu_btree_node *root; /* NULL when empty */
 	size_t count;
+	/* NULL, or a leaf of this tree (viommu_btree_check() says so): the one the last insert
+	 * or removal without a split or merge changed. A key between its first and last keys is
+	 * in it (the separators above a leaf bound its keys), so an insert or removal of one needs
+	 * no descent: an UNMAP of what a MAP just mapped, a MAP beside one. A merge, which frees
+	 * a leaf, clears it first. */
+	struct viommu_btree_node *finger;
 };
 
 static inline void viommu_btree_init(struct viommu_btree *t)
 {
 	t->root = NULL;
 	t->count = 0;
+	t->finger = NULL;
 }
 
 /* Frees every node; calls @fn (if not NULL) on every value first. The tree is then empty. */

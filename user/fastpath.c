@@ -531,12 +531,14 @@ static void lone_end(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, 
  * the PTE's). A PA of 2^52 or more does not fit: the leaf's word stays. */
 static void lone_begin(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t li)
 {
-	const uint64_t pte = LD(&fp->ptes[li].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, addr)]);
 	struct viommu_hash_bucket *b;
+	uint64_t pte;
 	int w;
 
-	if (li >= fp->leaves_pool || fp->leaf_used[li] != 1 || !(pte & VIOMMU_PTE_SOLO) ||
-	    !(pte & VIOMMU_PTE_PRESENT) || (VIOMMU_PTE_PA(pte) & ~VIOMMU_HASH_LONE_PA_MASK))
+	if (li >= fp->leaves_pool || fp->leaf_used[li] != 1)
+		return;
+	pte = LD(&fp->ptes[li].pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, addr)]);
+	if (!(pte & VIOMMU_PTE_SOLO) || !(pte & VIOMMU_PTE_PRESENT) || (VIOMMU_PTE_PA(pte) & ~VIOMMU_HASH_LONE_PA_MASK))
 		return;
 	b = hash_find(fp, VIOMMU_HASH_KEY(dslot, addr), &w);
 	if (b && LD(&b->val[w]) == VIOMMU_SLOT_MAKE(VIOMMU_SLOT_LEAF, li, LD(&fp->leaves[li].seq)))
