@@ -293,8 +293,12 @@ static uint64_t prefetch_burst(const struct viommu_reader *r, const struct viomm
 			       const __u64 **ptep, uint64_t *win, uint32_t *used)
 {
 	unsigned rest[VIOMMU_BULK_MAX], nrest = 0;
-	uint64_t pc = 0, out = 0;
-	uint64_t u = 0;
+	uint64_t pc = 0, out = 0, lo, hi;
+	/* The copies used, a byte each (a store a query, where a bit each took a shift and an OR
+	 * of a spilled word), gathered into bits at the end. */
+	uint8_t seen[VIOMMU_READER_EPW] = { 0 };
+
+	_Static_assert(VIOMMU_READER_EPW == 16, "two words of bytes");
 
 	/* Stage 1, the tests of viommu_reader_window() with the copy as it is: in the window, the
 	 * page's PTE; past the window, in its piece window, the region's word. One line each, the
@@ -308,14 +312,14 @@ static uint64_t prefetch_burst(const struct viommu_reader *r, const struct viomm
 			if (off < c->span) {
 				ptep[i] = &c->first[off >> VIOMMU_PAGE_SHIFT];
 				__builtin_prefetch(ptep[i]);
-				u |= 1ull << slot;
+				seen[slot] = 1;
 				continue;
 			}
 			if (q[i].iova - c->pbase < c->pspan) {
 				ptep[i] = &c->pfirst[(q[i].iova - c->pbase) >> VIOMMU_HASH_SHIFT];
 				__builtin_prefetch(ptep[i]);
 				pc |= 1ull << i;
-				u |= 1ull << slot;
+				seen[slot] = 1;
 				continue;
 			}
 		}
@@ -326,7 +330,15 @@ static uint64_t prefetch_burst(const struct viommu_reader *r, const struct viomm
 	if (nrest)
 		prefetch_rest(r, q, rest, nrest);
 	*win = ~out & (n < 64 ? (1ull << n) - 1 : ~0ull);
-	*used = (uint32_t)u;
+	/* Byte j (0 or 1) of a word to bit j: the multiplier's term for byte j moves it to bit
+	 * 56 + j, and no two terms meet, so nothing carries. */
+	memcpy(&lo, seen, 8);
+	memcpy(&hi, seen + 8, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+	lo = __builtin_bswap64(lo);
+	hi = __builtin_bswap64(hi);
+#endif
+	*used = (uint32_t)((lo * 0x0102040810204080ull) >> 56 | ((hi * 0x0102040810204080ull) >> 56) << 8);
 	return pc;
 }
 
@@ -373,6 +385,46 @@ static inline int pa_of(const struct viommu_query *q, const struct viommu_answer
 	return 0;
 }
 
+/* The window's queries of a burst (@wmask), each answered from its PTE or its piece window word
+ * (translate_burst()); the queries left unanswered are taken out of the mask returned. Inlined
+ * twice: a burst with no piece window word (@any_piece false, the common case) pays no test of
+ * @pieces a query. */
+static inline __attribute__((always_inline)) uint64_t
+window_answers(const struct viommu_reader *r, const struct viommu_query *q, struct viommu_answer *a, uint64_t *pa,
+	       const __u64 *const *ptep, uint64_t wmask, uint64_t pieces, const bool to_pa, const bool any_piece)
+{
+	for (uint64_t m = wmask; m; m &= m - 1) {
+		const unsigned i = (unsigned)__builtin_ctzll(m);
+		uint64_t v = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2, or piece_win_set() */
+
+		if (!any_piece || !(pieces >> i & 1)) {
+			if (!(~v & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
+				if (!to_pa)
+					viommu_answer_pte(&a[i], q[i].iova, v);
+				else
+					pa[i] = VIOMMU_PTE_PA(v) | (q[i].iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
+				continue;
+			}
+			if (v & VIOMMU_PTE_PRESENT)
+				goto not_answered; /* an access fault: the general path says which */
+			/* Not present: the region's word, which answers when the region is one
+			 * published piece (8 bytes per 2 MiB, cached where the PTE was not). */
+			v = window_word(r, &q[i]);
+		}
+		if (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT ||
+		    (VIOMMU_HASH_DIRECT_FLAGS(v) & q[i].access) != q[i].access)
+			goto not_answered;
+		if (!to_pa)
+			viommu_answer_direct(&a[i], q[i].iova, v);
+		else
+			pa[i] = VIOMMU_HASH_DIRECT_PA(v) + (q[i].iova & ((1ull << VIOMMU_HASH_SHIFT) - 1));
+		continue;
+not_answered:
+		wmask &= ~(1ull << i);
+	}
+	return wmask;
+}
+
 /* One burst: into the answers @a, or (@to_pa) the PAs @pa. Inlined into both entry points, so
  * that each keeps only its own stores. */
 static inline __attribute__((always_inline)) uint64_t
@@ -404,35 +456,8 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 	 * way, before anything is returned. Then the rest: the short path for what it takes (one
 	 * page, no whole extent; it does not fill the reader TLB, a burst pipelines instead), else
 	 * as one query would be. A window query is within one page: its PA is its answer. */
-	for (uint64_t m = wmask; m; m &= m - 1) {
-		const unsigned i = (unsigned)__builtin_ctzll(m);
-		uint64_t v = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2, or piece_win_set() */
-
-		if (!(pieces >> i & 1)) {
-			if (!(~v & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT))) {
-				if (!to_pa)
-					viommu_answer_pte(&a[i], q[i].iova, v);
-				else
-					pa[i] = VIOMMU_PTE_PA(v) | (q[i].iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
-				continue;
-			}
-			if (v & VIOMMU_PTE_PRESENT)
-				goto not_answered; /* an access fault: the general path says which */
-			/* Not present: the region's word, which answers when the region is one
-			 * published piece (8 bytes per 2 MiB, cached where the PTE was not). */
-			v = window_word(r, &q[i]);
-		}
-		if (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT ||
-		    (VIOMMU_HASH_DIRECT_FLAGS(v) & q[i].access) != q[i].access)
-			goto not_answered;
-		if (!to_pa)
-			viommu_answer_direct(&a[i], q[i].iova, v);
-		else
-			pa[i] = VIOMMU_HASH_DIRECT_PA(v) + (q[i].iova & ((1ull << VIOMMU_HASH_SHIFT) - 1));
-		continue;
-not_answered:
-		wmask &= ~(1ull << i);
-	}
+	wmask = pieces ? window_answers(r, q, a, pa, ptep, wmask, pieces, to_pa, true) :
+			 window_answers(r, q, a, pa, ptep, wmask, 0, to_pa, false);
 	/* What those answers were computed from: the loop below may replace a copy (a query of
 	 * another endpoint in the same epw entry, a walk that refreshes one), so the re-check
 	 * after it compares with these. */
