@@ -221,6 +221,10 @@ struct viommu_ptes { /* writer: device thread */
  * The endpoint entry's seqlock vouches for all of it: a window changes hands only when its
  * domain goes, and its endpoints' entries change before that (I4). */
 #define VIOMMU_WIN_F_WIDE 1ull
+/* A hint (ABI v9): a published 2 MiB piece lies inside the window, so a lookup there reads its
+ * region's piece window word before the page's PTE (a piece's PTEs are lines no one wrote);
+ * without it, the PTE first. Either order is right (I13), so the flag needs no ordering. */
+#define VIOMMU_WIN_F_PIECES 2ull
 #define VIOMMU_WIN_F_MASK ((1ull << VIOMMU_HASH_SHIFT) - 1)
 /* The same domain's piece window (ABI v7), placed with the window: entry r of the run of
  * `pregions` words of viommu_pieces from index `pfirst` holds the direct value

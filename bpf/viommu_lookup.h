@@ -364,9 +364,9 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	const struct viommu_window *w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);
 	const struct viommu_ptes *pt;
 	const __u64 *pv;
-	__u64 r, wb;
+	__u64 r, wb, word;
 	__u32 wn, pn;
-	int in;
+	int in, ptes_first;
 
 	if (!w)
 		return VIOMMU_WIN_OUT;
@@ -374,8 +374,13 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_wide_add()'s release */
 	r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
 	in = r < wn;
-	if (in) {
-		*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
+	*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
+	/* In the window the page's PTE, then the region's piece window word, as a flat table
+	 * reads its entry; the word first when a published 2 MiB piece lies in the window
+	 * (VIOMMU_WIN_F_PIECES, a hint: its PTEs are lines no one wrote, and 8 regions share a
+	 * line of words). Either order is right (I13). */
+	ptes_first = in && !(wb & VIOMMU_WIN_F_PIECES);
+	if (ptes_first) {
 		pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
 		if (!pt)
 			return 0;
@@ -390,8 +395,9 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 			return 0;
 	}
 	/* The piece window (it holds the window): a word per 2 MiB region, a published piece's
-	 * direct value or 0. Past the window 0 says nothing; inside it, with the PTE not present,
-	 * it says the page is not mapped (I13). */
+	 * direct value or 0, VIOMMU_PIECE_BUSY while a piece comes or goes or one of 1 GiB or
+	 * more lies over the window region. Past the window anything but a direct value says
+	 * nothing; inside it, with the PTE not present, 0 says the page is not mapped (I13). */
 	pn = VIOMMU_LOAD_ACQ(&w->pregions); /* pairs with win_place()'s release */
 	r = (iova - VIOMMU_LOAD(&w->pbase)) >> VIOMMU_HASH_SHIFT;
 	if (r >= pn)
@@ -399,15 +405,35 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	pv = viommu_acc_piece(VIOMMU_CTX_ARG, VIOMMU_LOAD(&w->pfirst) + (__u32)r);
 	if (!pv)
 		return in ? 0 : VIOMMU_WIN_OUT;
-	*pte = VIOMMU_LOAD_ACQ(pv); /* pairs with piece_win_set()'s release */
-	VIOMMU_FENCE_ACQ();
-	if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
-		return 0;
-	if (VIOMMU_SLOT_TAG(*pte) == VIOMMU_HASH_DIRECT)
+	word = VIOMMU_LOAD_ACQ(pv); /* pairs with piece_win_set()'s release */
+	if (VIOMMU_SLOT_TAG(word) == VIOMMU_HASH_DIRECT) {
+		VIOMMU_FENCE_ACQ();
+		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+			return 0;
+		*pte = word;
 		return VIOMMU_WIN_PIECE;
+	}
 	if (!in)
 		return VIOMMU_WIN_OUT;
-	return *pte ? 0 : 2; /* VIOMMU_PIECE_BUSY: a piece coming or going, the general path answers */
+	if (!ptes_first) {
+		pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
+		if (!pt)
+			return 0;
+		*pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]); /* W2 */
+		VIOMMU_FENCE_ACQ();
+		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+			return 0;
+		if (*pte & VIOMMU_PTE_PRESENT)
+			return 1;
+	} else {
+		VIOMMU_FENCE_ACQ();
+		if (VIOMMU_LOAD(&e->seq) != s1) /* I4: after the word too */
+			return 0;
+	}
+	/* Not present, and the word 0 (not busy, and no WIDE flag): no piece of any size held the
+	 * region, and with the entry unchanged after both loads the page was not mapped at an
+	 * instant between them, whichever came first (I13). */
+	return (word | (wb & VIOMMU_WIN_F_WIDE)) ? 0 : 2;
 }
 
 #ifndef VIOMMU_BUCKET_FIND

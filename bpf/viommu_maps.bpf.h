@@ -239,10 +239,12 @@ static __always_inline int viommu_bpf_touch_pays(void)
  * (the seqlocks, the state, the flags, the generations): BPF has no prefetch instruction, and
  * a batch that loads its queries' lines first, a few instructions apart, has many cache
  * misses in flight where the checked lookups, ~100 instructions or more apart, have one or
- * two (the out-of-order window holds no more). In the window, the page's PTE; past it, in
- * its piece window, the region's word, and when that is not a published piece the region's
- * hash bucket (the second too when the first has no way for it) and, when a way holds the
- * region's leaf, the leaf's header and the page's PTE. Sparse endpoint ids load nothing. The value is only a sink: the lookups read everything again, checked.
+ * two (the out-of-order window holds no more). In the piece window, the region's word, and
+ * when that is not a published piece, in the window the page's PTE, past it the region's hash
+ * bucket (the second too when the first has no way for it) and, when a way holds the region's
+ * leaf, the leaf's header and the page's PTE (a lone page's value is the answer). Sparse
+ * endpoint ids load nothing. The value is only a sink: the lookups read everything again,
+ * checked.
  */
 /* Bucket @idx's value for @key, unchecked (0: no way holds it). */
 static __always_inline __u64 viommu_bpf_touch_bucket(__u32 idx, __u64 key)
@@ -275,19 +277,27 @@ static __always_inline __u64 viommu_bpf_touch(__u32 ep, __u64 iova)
 	if (w) {
 		const __u64 *pv;
 
-		r = (iova - (VIOMMU_LOAD(&w->base) & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
-		if (r < VIOMMU_LOAD(&w->regions)) {
+		const __u64 wb = VIOMMU_LOAD(&w->base);
+
+		/* In a window with no 2 MiB piece, the page's PTE; else the region's piece window
+		 * word first, which a published piece's lookup stops at (viommu_window_pte()), then
+		 * in the window the PTE. */
+		r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
+		if (r < VIOMMU_LOAD(&w->regions) && !(wb & VIOMMU_WIN_F_PIECES)) {
 			pt = viommu_acc_ptes(0, VIOMMU_LOAD(&w->leaf) + (__u32)r);
 			return pt ? VIOMMU_LOAD(&pt->pte[si]) : 0;
 		}
-		/* Past the window, in its piece window: the region's word, which a published 2 MiB
-		 * piece's lookup stops at (viommu_window_pte()). */
 		r = (iova - VIOMMU_LOAD(&w->pbase)) >> VIOMMU_HASH_SHIFT;
 		if (r < VIOMMU_LOAD(&w->pregions)) {
 			pv = viommu_acc_piece(0, VIOMMU_LOAD(&w->pfirst) + (__u32)r);
 			v = pv ? VIOMMU_LOAD(pv) : 0;
 			if (VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT)
 				return v;
+		}
+		r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
+		if (r < VIOMMU_LOAD(&w->regions)) {
+			pt = viommu_acc_ptes(0, VIOMMU_LOAD(&w->leaf) + (__u32)r);
+			return pt ? VIOMMU_LOAD(&pt->pte[si]) : 0;
 		}
 	}
 	key = VIOMMU_HASH_KEY(dslot, iova);

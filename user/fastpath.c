@@ -132,14 +132,35 @@ static void piece_win_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t a
  * set before the first can be reached (before its slot store) and cleared after the last is
  * gone, so a PTE not present in the window is a miss only while no such piece is there (I13).
  * Release: pairs with the reader's acquire of base. */
+static void win_flags_store(struct viommu_fastpath *fp, uint32_t dslot)
+{
+	uint64_t b = LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK;
+
+	ST_REL(&fp->wins[dslot].base, b | (fp->dom_wide[dslot] ? VIOMMU_WIN_F_WIDE : 0) |
+					      (fp->dom_wpieces[dslot] ? VIOMMU_WIN_F_PIECES : 0));
+}
+
 static void win_wide_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
 {
 	uint32_t before = fp->dom_wide[dslot];
-	uint64_t b = LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK;
 
 	fp->dom_wide[dslot] += (uint32_t)d;
 	if (!before != !fp->dom_wide[dslot])
-		ST_REL(&fp->wins[dslot].base, b | (fp->dom_wide[dslot] ? VIOMMU_WIN_F_WIDE : 0));
+		win_flags_store(fp, dslot);
+}
+
+/* A published 2 MiB piece at @addr came (@d = 1) or went (-1): inside the window,
+ * VIOMMU_WIN_F_PIECES says whether any is there. A hint of the order of a lookup's two loads,
+ * both orders being right (I13): stored with no ordering of its own. */
+static void win_pieces_add(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int d)
+{
+	uint32_t before = fp->dom_wpieces[dslot];
+
+	if (win_leaf(fp, dslot, addr) == ~0u)
+		return;
+	fp->dom_wpieces[dslot] += (uint32_t)d;
+	if (!before != !fp->dom_wpieces[dslot])
+		win_flags_store(fp, dslot);
 }
 
 /* The piece [addr, addr + size) of 1 GiB or more over domain @dslot's window came or goes: the
@@ -174,7 +195,7 @@ static void win_place(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
 	else
 		return;
 	fp->dom_win[dslot] = n + 1;
-	fp->dom_wide[dslot] = 0;
+	fp->dom_wide[dslot] = fp->dom_wpieces[dslot] = 0;
 	/* The leaf index and base before regions (release): a reader that sees regions sees
 	 * them (pairs with the acquire of regions in viommu_window_pte()); the same for the piece
 	 * window, its every entry 0 (its last owner's pieces all went before it was released). */
@@ -203,7 +224,7 @@ static void win_release(struct viommu_fastpath *fp, uint32_t dslot)
 	ST(&w->pfirst, 0u);
 	fp->win_free[fp->win_free_n++] = fp->dom_win[dslot] - 1;
 	fp->dom_win[dslot] = 0;
-	fp->dom_wide[dslot] = 0;
+	fp->dom_wide[dslot] = fp->dom_wpieces[dslot] = 0;
 	META_ADD(windows_used, -1);
 }
 
@@ -717,6 +738,7 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 			hash_direct(fp, dslot, addr);
 			piece_win_set(fp, dslot, addr,
 				      VIOMMU_HASH_DIRECT_MAKE(src->phys + (addr - src->start), src->flags));
+			win_pieces_add(fp, dslot, addr, 1);
 		}
 		return 0;
 	}
@@ -726,6 +748,8 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 	if (level == VIOMMU_HASH_LEVEL) {
 		__u64 *p = fp_piece_word(fp, dslot, addr);
 
+		if (p && VIOMMU_SLOT_TAG(LD(p)) == VIOMMU_HASH_DIRECT)
+			win_pieces_add(fp, dslot, addr, -1); /* it was published */
 		if (p && LD(p))
 			ST_REL(p, (__u64)VIOMMU_PIECE_BUSY);
 	}
@@ -1383,6 +1407,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 			(size_t)o.extents * sizeof(uint32_t), ((size_t)o.windows + 1) * sizeof(uint32_t),
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t), ((size_t)cfg->max_domains + 1) * sizeof(uint32_t),
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t), (size_t)o.windows * o.window_regions + 1,
+			((size_t)cfg->max_domains + 1) * sizeof(uint32_t),
 		};
 		size_t off[sizeof(sz) / sizeof(sz[0])];
 		char *pv = fp_priv_map(fp, sz, off, sizeof(sz) / sizeof(sz[0]));
@@ -1401,6 +1426,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		fp->dom_maps = (uint32_t *)(pv + off[7]);
 		fp->dom_wide = (uint32_t *)(pv + off[8]);
 		fp->win_live = (uint8_t *)(pv + off[9]);
+		fp->dom_wpieces = (uint32_t *)(pv + off[10]);
 		fp->dom_cap = cfg->max_domains;
 	}
 	/* Nodes and records are handed out below a high-water mark and made free (odd seq, I1)

@@ -21,6 +21,7 @@ struct fp_check {
 	uint32_t nodes, leaves, extents, solos;
 	uint32_t walk; /* this domain's mappings the hash does not index */
 	uint32_t wide; /* this domain's pieces of 1 GiB+ over its window (I13) */
+	uint32_t wpieces; /* its published 2 MiB pieces inside its window (VIOMMU_WIN_F_PIECES) */
 	uint32_t win_leaves; /* window leaves reached */
 	uint64_t pieces; /* piece window entries the radix accounts for (nonzero) */
 };
@@ -39,6 +40,14 @@ static bool leaf_ok(const struct viommu_fastpath *fp, uint32_t dslot, uint32_t i
 	wb = fp->wins[dslot].base & ~VIOMMU_WIN_F_MASK;
 	r = (base - wb) >> VIOMMU_HASH_SHIFT;
 	return base >= wb && r < fp->win_regions && idx == fp->leaves_pool + (w - 1) * fp->win_regions + r;
+}
+
+/* Does domain @dslot's window hold @addr? */
+static bool win_holds(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+{
+	uint64_t wb = fp->wins[dslot].base & ~VIOMMU_WIN_F_MASK;
+
+	return fp->dom_win[dslot] && addr >= wb && ((addr - wb) >> VIOMMU_HASH_SHIFT) < fp->win_regions;
 }
 
 static int see_record(struct fp_check *c, uint32_t xi)
@@ -209,6 +218,7 @@ static int check_node(struct fp_check *c, uint32_t dslot, uint32_t idx, uint32_t
 				if (pe && *pe != (VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT ? v : 0))
 					return -EUCLEAN;
 				c->pieces += pe && *pe;
+				c->wpieces += pe && VIOMMU_SLOT_TAG(*pe) == VIOMMU_HASH_DIRECT && win_holds(fp, dslot, start);
 			}
 		} else {
 			return -EUCLEAN;
@@ -246,15 +256,17 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 				       uint64_t store_solos);
 
 /* Domain @d's window entry says what the writer holds (I13): none, or its window's leaves and
- * an aligned base, VIOMMU_WIN_F_WIDE exactly while @wide pieces of 1 GiB+ lie over it. */
-static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t wide)
+ * an aligned base, VIOMMU_WIN_F_WIDE exactly while @wide pieces of 1 GiB+ lie over it,
+ * VIOMMU_WIN_F_PIECES exactly while @wpieces published 2 MiB pieces lie inside it. */
+static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t wide, uint32_t wpieces)
 {
 	const struct viommu_window *w = &fp->wins[d];
 	uint32_t n = fp->dom_win[d];
 	uint64_t span = (uint64_t)fp->win_regions << VIOMMU_HASH_SHIFT;
 
 	if (!n)
-		return w->regions || w->base || w->leaf || w->pregions || w->pbase || w->pfirst || fp->dom_wide[d] ?
+		return w->regions || w->base || w->leaf || w->pregions || w->pbase || w->pfirst || fp->dom_wide[d] ||
+				       fp->dom_wpieces[d] ?
 			       -EUCLEAN : 0;
 	if (w->pregions != fp->piece_regions || w->pfirst != (n - 1) * fp->piece_regions ||
 	    (w->pbase & (((uint64_t)fp->piece_regions << VIOMMU_HASH_SHIFT) - 1)))
@@ -262,7 +274,8 @@ static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t w
 	if (n > fp->windows_max || w->regions != fp->win_regions ||
 	    w->leaf != fp->leaves_pool + (n - 1) * fp->win_regions ||
 	    ((w->base & ~VIOMMU_WIN_F_MASK) & (span - 1)) ||
-	    (w->base & VIOMMU_WIN_F_MASK) != (wide ? VIOMMU_WIN_F_WIDE : 0) || fp->dom_wide[d] != wide)
+	    (w->base & VIOMMU_WIN_F_MASK) != ((wide ? VIOMMU_WIN_F_WIDE : 0) | (wpieces ? VIOMMU_WIN_F_PIECES : 0)) ||
+	    fp->dom_wide[d] != wide || fp->dom_wpieces[d] != wpieces)
 		return -EUCLEAN;
 	return 0;
 }
@@ -456,13 +469,13 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 		if (!fp->dom_live[d])
 			continue;
 		domains++;
-		c.walk = c.wide = 0;
+		c.walk = c.wide = c.wpieces = 0;
 		err = check_node(&c, d, fp->dom_root[d], ~0u, 0, 0);
 		/* The root says "walk on a hash miss" exactly while the hash leaves something out (I6). */
 		if (!err && (c.walk != fp->dom_walk[d] ||
 			     fp->nodes[fp->dom_root[d]].flags != (c.walk ? VIOMMU_ROOT_F_WALK : 0u)))
 			err = -EUCLEAN;
-		if (!err && (err = check_window(fp, d, c.wide)))
+		if (!err && (err = check_window(fp, d, c.wide, c.wpieces)))
 			break;
 		for (uint32_t e = d + 1; e < fp->dom_slots && !err; e++) /* a window has one owner */
 			if (fp->dom_live[e] && fp->dom_win[d] && fp->dom_win[e] == fp->dom_win[d])

@@ -79,6 +79,7 @@ struct viommu_fastpath {
 	uint32_t *dom_win; /* the domain's window number + 1, 0 none */
 	uint32_t *dom_maps; /* live mappings */
 	uint32_t *dom_wide; /* pieces of 1 GiB+ overlapping its window (I13) */
+	uint32_t *dom_wpieces; /* published 2 MiB pieces inside its window (VIOMMU_WIN_F_PIECES) */
 	struct viommu_window *wins;
 	uint64_t churn; /* record frees + endpoint changes, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
