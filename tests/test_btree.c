@@ -304,3 +304,90 @@ Test(btree, remove_if_asks_about_the_value_of_its_key_and_a_no_changes_nothing)
 	cr_assert_null(t.root);
 	viommu_btree_destroy(&t, NULL);
 }
+
+/* The finger under every operation, the tree checked after each (a finger naming a freed leaf
+ * fails it), insert_if's neighbours and remove_if's refusals against floor and ceil. Keys near
+ * the last one touched, so that the finger is taken often; growing, then shrinking. */
+static int finger_refuse(void *arg, void *pred, uint64_t succ_key, void *succ)
+{
+	struct asked *a = arg;
+
+	a->calls++;
+	a->pred = pred;
+	a->succ = succ;
+	a->succ_key = succ_key;
+	return a->refuse;
+}
+
+Test(btree, the_finger_answers_every_insert_and_removal_as_a_descent_would_and_never_outlives_its_leaf)
+{
+	struct viommu_btree t;
+	static uint64_t k[6000];
+	static bool present[6000];
+	uint64_t r = 12345;
+	unsigned last = 0;
+
+	viommu_btree_init(&t);
+	for (unsigned i = 0; i < 6000; i++)
+		k[i] = 4 * (uint64_t)i;
+	for (unsigned round = 0; round < 80000; round++) {
+		unsigned i, op;
+
+		r ^= r << 13;
+		r ^= r >> 7;
+		r ^= r << 17;
+		/* often near the last key touched */
+		i = (r >> 8) % 4 == 0 ? (unsigned)((r >> 16) % 6000) : (unsigned)((last + (r >> 16) % 64 + 6000 - 32) % 6000);
+		last = i;
+		op = (unsigned)(r >> 40) % 8;
+		if (op < 4 && (round / 20000) % 2) /* grow, then shrink */
+			op += 4;
+		if (op < 4) {
+			struct asked a = { .refuse = (int)((r >> 50) % 5 == 0) };
+			uint64_t fk = 0, sk = 0;
+			void *wp = viommu_btree_floor(&t, k[i], &fk), *ws;
+			int err;
+
+			if (wp && fk == k[i])
+				wp = NULL, fk = 0, ws = NULL;
+			ws = viommu_btree_ceil(&t, k[i], &sk);
+			if (ws && sk == k[i])
+				ws = NULL;
+			err = viommu_btree_insert_if(&t, k[i], &k[i], finger_refuse, &a);
+			if (present[i]) {
+				cr_assert_eq(err, -EEXIST);
+			} else {
+				cr_assert_eq(a.calls, 1);
+				cr_assert_eq(a.pred, wp, "round %u key %llu pred", round, (unsigned long long)k[i]);
+				cr_assert_eq(a.succ, ws, "round %u key %llu succ", round, (unsigned long long)k[i]);
+				if (a.refuse)
+					cr_assert_eq(err, -EBUSY);
+				else {
+					cr_assert_eq(err, 0);
+					present[i] = true;
+				}
+			}
+		} else if (op < 7) {
+			struct taken a = { .take = (r >> 52) % 4 != 0 };
+			void *got = viommu_btree_remove_if(&t, k[i] + (op == 6), record_take, &a);
+
+			if (op == 6 || !present[i]) {
+				cr_assert_null(got);
+				cr_assert_eq(a.calls, 0);
+			} else if (a.take) {
+				cr_assert_eq(got, &k[i]);
+				present[i] = false;
+			} else {
+				cr_assert_null(got);
+			}
+		} else {
+			void *got = viommu_btree_remove(&t, k[i]);
+
+			cr_assert_eq(got, present[i] ? &k[i] : NULL);
+			present[i] = false;
+		}
+		cr_assert_eq(viommu_btree_check(&t), 0, "round %u", round);
+	}
+	viommu_btree_destroy(&t, NULL);
+	cr_assert_null(t.finger);
+}

@@ -520,3 +520,60 @@ ITEST(INTERLEAVE_SUITE, the_general_lookup_does_not_answer_for_an_endpoint_that_
 	cr_assert_eq(hook_fired, 1);
 	cr_assert_eq(got, 0, "lookup_once after the endpoint moved: %d (result %u)", got, lk.result);
 }
+
+/* ---- the word-first order (VIOMMU_WIN_F_PIECES: a published 2 MiB piece in the window) ---- */
+
+ITEST(INTERLEAVE_SUITE, with_the_pieces_hint_the_window_answers_from_the_word_then_the_pte_as_without_it)
+{
+	const __u64 page7 = WIN_VA + 7 * 4096 + 16, page8 = WIN_VA + 8 * 4096 + 16;
+	const __u64 reg1 = WIN_VA + (2ull << 20) + 0x10;
+	__u64 v;
+	__u32 li;
+
+	fx.wins[DSLOT].base = WIN_VA | VIOMMU_WIN_F_PIECES;
+	fx.pieces[1] = VIOMMU_HASH_DIRECT_MAKE(OTHER_PA, RW);
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, page7, &v, &li), 1);
+	cr_assert_eq(li, 2);
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, page8, &v, &li), 2);
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, reg1, &v, &li), VIOMMU_WIN_PIECE);
+	cr_assert_eq(v, VIOMMU_HASH_DIRECT_MAKE(OTHER_PA, RW));
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, PWIN_VA + (2ull << 20) + 0x10, &v, &li),
+		     VIOMMU_WIN_OUT);
+	fx.pieces[0] = VIOMMU_PIECE_BUSY;
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, page8, &v, &li), 0);
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, page7, &v, &li), 1);
+	fx.pieces[0] = 0;
+	fx.wins[DSLOT].base = WIN_VA | VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE;
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, page8, &v, &li), 0);
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, page7, &v, &li), 1);
+	cr_assert_eq(viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, reg1, &v, &li), VIOMMU_WIN_PIECE);
+}
+
+/* The lookup with the hint, the endpoint moved before the load @at: raced, whatever it read. */
+static void word_first_moved_before(const volatile void *at, __u64 iova)
+{
+	__u64 v;
+	__u32 li;
+	int got;
+
+	fx_setup();
+	fx.wins[DSLOT].base = WIN_VA | VIOMMU_WIN_F_PIECES;
+	fx.pieces[1] = VIOMMU_HASH_DIRECT_MAKE(OTHER_PA, RW);
+	hook_at = at;
+	hook_step = step_endpoint_moved;
+	got = viommu_window_pte(&fx, &fx.eps[EP], 2, DSLOT, iova, &v, &li);
+	cr_assert_eq(hook_fired, 1);
+	cr_assert_eq(got, 0, "window_pte (word first) after the endpoint moved before load %p: %d", (void *)at, got);
+}
+
+ITEST(INTERLEAVE_SUITE, with_the_pieces_hint_every_load_of_a_window_answer_is_followed_by_the_entrys_check)
+{
+	/* a present page: the word, then the PTE */
+	word_first_moved_before(&fx.pieces[0], WIN_VA + 7 * 4096 + 16);
+	word_first_moved_before(&fx.ptes[2].pte[7], WIN_VA + 7 * 4096 + 16);
+	/* a miss: the word, then the PTE */
+	word_first_moved_before(&fx.pieces[0], WIN_VA + 8 * 4096 + 16);
+	word_first_moved_before(&fx.ptes[2].pte[8], WIN_VA + 8 * 4096 + 16);
+	/* a piece in the window */
+	word_first_moved_before(&fx.pieces[1], WIN_VA + (2ull << 20) + 0x10);
+}

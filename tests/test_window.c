@@ -2495,3 +2495,56 @@ Test(window, a_lone_value_is_gone_before_another_page_of_its_region_is_present_a
 	cr_assert_eq(lone_ans[1].result, VIOMMU_XLATE_FAULT, "whole extent: %u", lone_ans[1].result);
 	viommu_reader_close(lone_r);
 }
+
+/* VIOMMU_WIN_F_PIECES with a map straddling the window's end, 1 GiB pieces, and both flags. */
+static uint64_t win_flags(uint32_t d)
+{
+	return view()->wins[d].base & VIOMMU_WIN_F_MASK;
+}
+
+Test(window, the_pieces_hint_is_set_exactly_while_a_published_2mib_piece_lies_in_the_window)
+{
+	struct viommu_query q[8];
+	struct viommu_reader *r;
+	uint32_t d;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
+	d = dslot_of(8);
+	cr_assert_eq(win_flags(d), 0);
+	/* 4 MiB straddling the window's end: one 2 MiB piece inside, one past it. */
+	map_ok(1, WIN + WIN_SPAN - 2 * MIB, 4 * MIB, 0x200000000ull, RW);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES);
+	/* A 2 MiB piece past the window only. */
+	map_ok(1, WIN + WIN_SPAN + 4 * MIB, 2 * MIB, 0x300000000ull, RW);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES);
+	/* A 1 GiB piece over the window: WIDE too, the count unchanged. */
+	map_ok(1, WIN + GIB, GIB, 0x4000000000ull, RW);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE);
+	q[0] = qy(8, WIN + WIN_SPAN - 2 * MIB + 0x123, 8, R);
+	q[1] = qy(8, WIN + WIN_SPAN + 0x123, 8, R);
+	q[2] = qy(8, WIN + GIB + 0x5000, 8, R);
+	q[3] = qy(8, WIN + 0x5000, 8, R);
+	q[4] = qy(8, WIN + 0x6000, 8, R);
+	q[5] = qy(8, WIN + 3 * MIB, 8, R);
+	check_queries(r, q, 6);
+	unmap_ok(1, WIN + WIN_SPAN - 2 * MIB, 4 * MIB);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_WIDE);
+	check_queries(r, q, 6);
+	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x500000000ull, RW);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE);
+	unmap_ok(1, WIN + GIB, GIB);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES);
+	q[5] = qy(8, WIN + 10 * MIB + 0x777, 8, RW);
+	check_queries(r, q, 6);
+	/* A map of pages and 2 MiB pieces mixed, inside. */
+	map_ok(1, WIN + 20 * MIB - 0x1000, 4 * MIB + 0x2000, 0x600000000ull - 0x1000, RW);
+	unmap_ok(1, WIN + 10 * MIB, 2 * MIB);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES);
+	unmap_ok(1, WIN + 20 * MIB - 0x1000, 4 * MIB + 0x2000);
+	cr_assert_eq(win_flags(d), 0);
+	viommu_reader_close(r);
+}
