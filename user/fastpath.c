@@ -128,10 +128,7 @@ static void piece_win_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t a
 		ST_REL(p, v);
 }
 
-/* A piece of 1 GiB or more over the window came (@d = 1) or went (-1): VIOMMU_WIN_F_WIDE is
- * set before the first can be reached (before its slot store) and cleared after the last is
- * gone, so a PTE not present in the window is a miss only while no such piece is there (I13).
- * Release: pairs with the reader's acquire of base. */
+/* The window entry's flags from the writer's counts, with its base (release). */
 static void win_flags_store(struct viommu_fastpath *fp, uint32_t dslot)
 {
 	uint64_t b = LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK;
@@ -140,6 +137,10 @@ static void win_flags_store(struct viommu_fastpath *fp, uint32_t dslot)
 					      (fp->dom_wpieces[dslot] ? VIOMMU_WIN_F_PIECES : 0));
 }
 
+/* A piece of 1 GiB or more over the window came (@d = 1) or went (-1): VIOMMU_WIN_F_WIDE is
+ * set before the first can be reached (before its slot store) and cleared after the last is
+ * gone, so a PTE not present in the window is a miss only while no such piece is there (I13).
+ * Release: pairs with the reader's acquire of base. */
 static void win_wide_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
 {
 	uint32_t before = fp->dom_wide[dslot];
