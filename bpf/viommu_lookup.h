@@ -356,13 +356,26 @@ VIOMMU_INLINE void viommu_answer_direct(struct viommu_answer *a, __u64 iova, __u
  * direct value; 3: in neither (or none): the caller goes on; 0: raced, or a larger piece may
  * hold it.
  */
+/* The PTE of @iova in window leaf @li (acquire: pairs with its release, W2), then the endpoint
+ * entry's seq still @s1 (I4): 1, or 0 (raced). */
+VIOMMU_INLINE int viommu_window_load_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u32 s1, __u32 li,
+					 __u64 iova, __u64 *pte)
+{
+	const struct viommu_ptes *pt = viommu_acc_ptes(VIOMMU_CTX_ARG, li);
+
+	if (!pt)
+		return 0;
+	*pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]);
+	VIOMMU_FENCE_ACQ();
+	return VIOMMU_LOAD(&e->seq) == s1;
+}
+
 #define VIOMMU_WIN_OUT 3
 #define VIOMMU_WIN_PIECE 4
 VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u32 s1, __u32 dslot,
 				    __u64 iova, __u64 *pte, __u32 *li)
 {
 	const struct viommu_window *w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);
-	const struct viommu_ptes *pt;
 	const __u64 *pv;
 	__u64 r, wb, word;
 	__u32 wn, pn;
@@ -381,13 +394,7 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	 * line of words). Either order is right (I13). */
 	ptes_first = in && !(wb & VIOMMU_WIN_F_PIECES);
 	if (ptes_first) {
-		pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
-		if (!pt)
-			return 0;
-		/* pairs with the release of the PTE (W2) */
-		*pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]);
-		VIOMMU_FENCE_ACQ();
-		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+		if (!viommu_window_load_pte(VIOMMU_CTX_ARG, e, s1, *li, iova, pte))
 			return 0;
 		if (*pte & VIOMMU_PTE_PRESENT)
 			return 1;
@@ -416,12 +423,7 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	if (!in)
 		return VIOMMU_WIN_OUT;
 	if (!ptes_first) {
-		pt = viommu_acc_ptes(VIOMMU_CTX_ARG, *li);
-		if (!pt)
-			return 0;
-		*pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]); /* W2 */
-		VIOMMU_FENCE_ACQ();
-		if (VIOMMU_LOAD(&e->seq) != s1) /* I4 */
+		if (!viommu_window_load_pte(VIOMMU_CTX_ARG, e, s1, *li, iova, pte))
 			return 0;
 		if (*pte & VIOMMU_PTE_PRESENT)
 			return 1;

@@ -308,17 +308,6 @@ Test(btree, remove_if_asks_about_the_value_of_its_key_and_a_no_changes_nothing)
 /* The finger under every operation, the tree checked after each (a finger naming a freed leaf
  * fails it), insert_if's neighbours and remove_if's refusals against floor and ceil. Keys near
  * the last one touched, so that the finger is taken often; growing, then shrinking. */
-static int finger_refuse(void *arg, void *pred, uint64_t succ_key, void *succ)
-{
-	struct asked *a = arg;
-
-	a->calls++;
-	a->pred = pred;
-	a->succ = succ;
-	a->succ_key = succ_key;
-	return a->refuse;
-}
-
 Test(btree, the_finger_answers_every_insert_and_removal_as_a_descent_would_and_never_outlives_its_leaf)
 {
 	struct viommu_btree t;
@@ -353,7 +342,7 @@ Test(btree, the_finger_answers_every_insert_and_removal_as_a_descent_would_and_n
 			ws = viommu_btree_ceil(&t, k[i], &sk);
 			if (ws && sk == k[i])
 				ws = NULL;
-			err = viommu_btree_insert_if(&t, k[i], &k[i], finger_refuse, &a);
+			err = viommu_btree_insert_if(&t, k[i], &k[i], record_refuse, &a);
 			if (present[i]) {
 				cr_assert_eq(err, -EEXIST);
 			} else {

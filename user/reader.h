@@ -260,6 +260,17 @@ int viommu_reader_window_slow(struct viommu_reader *r, const struct viommu_query
 static inline int viommu_reader_window(struct viommu_reader *r, const struct viommu_query *q,
 				       struct viommu_answer *a);
 
+/* A FAULT for byte @iova, not mapped: the fields a miss answers with. Returns 2. */
+static inline int viommu_reader_answer_miss(struct viommu_answer *a, uint64_t iova)
+{
+	a->result = VIOMMU_XLATE_FAULT;
+	a->reason = VIOMMU_FAULT_R_MAPPING;
+	a->pa = 0;
+	a->fault_addr = iova;
+	a->next = 0;
+	return 2;
+}
+
 /*
  * Nonzero unless copy @c is of @q's endpoint and @q is a query a window takes: READ / WRITE /
  * MMIO access only, within one page (viommu_window_query_out()). The endpoint and the access
@@ -347,12 +358,7 @@ not_hit:
 	 * access fault, a piece coming, going or larger): the walk answers. */
 	if (stale | (pte & VIOMMU_PTE_PRESENT) | word)
 		return 0;
-	a->result = VIOMMU_XLATE_FAULT;
-	a->reason = VIOMMU_FAULT_R_MAPPING;
-	a->pa = 0;
-	a->fault_addr = iova;
-	a->next = 0;
-	return 2;
+	return viommu_reader_answer_miss(a, iova);
 piece:
 	/* A piece window word @pte: a published piece's direct value, read while the entry was as
 	 * copied (the seq and meta.wraps after it, I4, I10), with every flag the access needs. */
@@ -398,14 +404,8 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 	if (v & VIOMMU_HASH_LONE) {
 		/* A lone page's value: the answer for its page; every other page of the region is
 		 * not mapped. */
-		if (VIOMMU_HASH_LONE_PAGE(v) != VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)) {
-			a->result = VIOMMU_XLATE_FAULT;
-			a->reason = VIOMMU_FAULT_R_MAPPING;
-			a->pa = 0;
-			a->fault_addr = iova;
-			a->next = 0;
-			return 2;
-		}
+		if (VIOMMU_HASH_LONE_PAGE(v) != VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova))
+			return viommu_reader_answer_miss(a, iova);
 		viommu_answer_pte(a, iova, VIOMMU_PTE_MAKE(VIOMMU_HASH_LONE_PA(v), VIOMMU_HASH_DIRECT_FLAGS(v)));
 		return 1;
 	}
