@@ -345,7 +345,8 @@ static int notify_domain_created(struct viommu_device *dev, struct viommu_domain
 	return 0;
 }
 
-static void sync_observers(struct viommu_device *dev)
+/* Inlined: a request calls it once, and it returns at once or loops over an observer or two. */
+static inline __attribute__((always_inline)) void sync_observers(struct viommu_device *dev)
 {
 	if (dev->in_batch || !dev->dirty)
 		return;
@@ -717,14 +718,13 @@ static uint8_t do_detach(struct viommu_device *dev, const uint8_t *r)
 	return VIOMMU_S_OK;
 }
 
-/* Common checks of MAP and UNMAP on the domain and the IOVA range. */
-static uint8_t check_range(struct viommu_device *dev, uint32_t domain, uint64_t start, uint64_t end,
-			   struct dom_priv **out)
+/* Common checks of MAP and UNMAP on the domain and the IOVA range, after their own check of
+ * VIOMMU_F_MAP_UNMAP. Inlined into both (see copy_small()). */
+static inline __attribute__((always_inline)) uint8_t check_range(struct viommu_device *dev, uint32_t domain,
+								 uint64_t start, uint64_t end, struct dom_priv **out)
 {
 	struct dom_priv *dp;
 
-	if (!has(dev, VIOMMU_F_MAP_UNMAP))
-		return VIOMMU_S_UNSUPP;
 	if (!domain_in_range(dev, domain))
 		return VIOMMU_S_RANGE;
 	if (!(dp = dom_of_request(dev, domain)))
@@ -892,6 +892,26 @@ static size_t iov_total(const struct iovec *v, unsigned n)
 }
 
 /*
+ * @len bytes from @s to @d. MAP (36 bytes readable), UNMAP (28), ATTACH (24) and DETACH (20) are
+ * two copies of a fixed size that overlap in the middle: a few moves, where a memcpy of a variable
+ * length is a call and a dispatch on the length. Each byte of @d is some byte the guest had at @s
+ * while it was read; the request is parsed from @d alone. (With check_range() and
+ * sync_observers() inlined: bench/icount 4k:1024 map_unmap, 1159 -> 1053 instructions a pair.)
+ */
+static inline void copy_small(uint8_t *d, const uint8_t *s, size_t len)
+{
+	if (len >= 32 && len <= 64) {
+		memcpy(d, s, 32);
+		memcpy(d + len - 32, s + len - 32, 32);
+	} else if (len >= 16 && len < 32) {
+		memcpy(d, s, 16);
+		memcpy(d + len - 16, s + len - 16, 16);
+	} else {
+		memcpy(d, s, len);
+	}
+}
+
+/*
  * A transport may pass an empty descriptor as {NULL, 0}: memcpy with a NULL pointer is undefined
  * even for 0 bytes, so empty segments are skipped before any pointer is used (iov_read and
  * iov_write).
@@ -901,7 +921,7 @@ static void iov_read(const struct iovec *v, unsigned n, void *dst, size_t len)
 	uint8_t *d = dst;
 
 	if (n == 1 && v->iov_len >= len) { /* one buffer (every request virtqueue.c pops): no loop */
-		memcpy(d, v->iov_base, len);
+		copy_small(d, v->iov_base, len);
 		return;
 	}
 	for (unsigned i = 0; i < n && len; i++) {
