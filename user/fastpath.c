@@ -95,8 +95,13 @@ static void node_free(struct viommu_fastpath *fp, uint32_t i)
 /* Leaves as nodes: seq odd = free; a leaf is freed only with every PTE and ext[] entry 0 (I2). */
 /* ---- windows (docs/design.md, "Windows"; I13) ---- */
 
+/* The helpers of a one-page MAP or UNMAP (win_leaf, hash_leaf, lone_begin/lone_end, page_op)
+ * are always inlined: GCC kept them out of line, and their calls were 60 of the ~330
+ * instructions the fast path adds to a MAP+UNMAP pair (bench/icount 4k:1024 map_unmap). */
+
 /* The leaf window region of @addr is in domain @dslot's window, or ~0u: not in one. */
-static uint32_t win_leaf(const struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr)
+static inline __attribute__((always_inline)) uint32_t win_leaf(const struct viommu_fastpath *fp, uint32_t dslot,
+							       uint64_t addr)
 {
 	uint32_t w = fp->dom_win[dslot];
 	uint64_t r;
@@ -506,7 +511,8 @@ static void path_prune(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr
 
 /* The leaf holding @addr's page, through the hash (the writer's own shortcut: the hash holds
  * each level-4 slot's word or nothing, I6). 1 and @idx, or 0: walk instead. */
-static int hash_leaf(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t *idx)
+static inline __attribute__((always_inline)) int hash_leaf(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr,
+							   uint32_t *idx)
 {
 	int w;
 	struct viommu_hash_bucket *b;
@@ -535,7 +541,8 @@ static int hash_leaf(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, 
  * PTE is cleared: the region's value, if it is that page's direct value (VIOMMU_HASH_LONE),
  * back to the leaf's word (release: pairs with the reader's acquire of the value). Only a
  * leaf outside the windows holding one page can have one. */
-static void lone_end(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t li)
+static inline __attribute__((always_inline)) void lone_end(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr,
+							   uint32_t li)
 {
 	struct viommu_hash_bucket *b;
 	int w;
@@ -551,7 +558,8 @@ static void lone_end(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, 
  * one-page mapping (its PTE, present, is solo): the region's value in the hash becomes the
  * page's translation, so that a lookup reads the bucket and nothing after it (release, after
  * the PTE's). A PA of 2^52 or more does not fit: the leaf's word stays. */
-static void lone_begin(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, uint32_t li)
+static inline __attribute__((always_inline)) void lone_begin(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr,
+							     uint32_t li)
 {
 	struct viommu_hash_bucket *b;
 	uint64_t pte;
@@ -583,8 +591,9 @@ struct piece_src {
  * is live) or remove (PTE then ext[] cleared). */
 enum piece_op { PIECE_INSTALL, PIECE_PUBLISH, PIECE_REMOVE };
 
-static uint32_t page_op(struct viommu_fastpath *fp, uint32_t li, uint64_t addr,
-			const struct piece_src *src, enum piece_op op)
+static inline __attribute__((always_inline)) uint32_t page_op(struct viommu_fastpath *fp, uint32_t li,
+							      uint64_t addr, const struct piece_src *src,
+							      enum piece_op op)
 {
 	struct viommu_leaf *f = &fp->leaves[li];
 	struct viommu_ptes *pt = &fp->ptes[li];
