@@ -96,7 +96,7 @@ static void node_free(struct viommu_fastpath *fp, uint32_t i)
 /* ---- windows (docs/design.md, "Windows"; I13) ---- */
 
 /* The helpers of a one-page MAP or UNMAP (win_leaf, hash_leaf, lone_begin/lone_end, page_op)
- * are always inlined: GCC kept them out of line, and their calls were 60 of the ~330
+ * are always inlined: GCC kept them out of line, and their calls were 60 of the ~390
  * instructions the fast path adds to a MAP+UNMAP pair (bench/icount 4k:1024 map_unmap). */
 
 /* The leaf window region of @addr is in domain @dslot's window, or ~0u: not in one. */
