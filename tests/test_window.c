@@ -240,6 +240,19 @@ static void attach_ok(uint32_t domain, uint32_t ep)
 	cr_assert_eq(viommu_fastpath_check(fp), 0, "self-check after ATTACH ep %u to domain %u", ep, domain);
 }
 
+/* The default fast path with a reader open and endpoint 8 attached to domain 1, what most tests
+ * below start from. */
+static struct viommu_reader *win_reader_ep8(void)
+{
+	struct viommu_reader *r;
+
+	win_setup(NULL);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	return r;
+}
+
 static void detach_ok(uint32_t domain, uint32_t ep)
 {
 	cr_assert_eq(test_detach(dev, domain, ep), VIOMMU_S_OK);
@@ -624,10 +637,7 @@ Test(window, every_2mib_piece_of_a_larger_map_inside_the_window_is_whole_and_a_w
 	uint32_t d, wl;
 	unsigned n = 0;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	map_ok(1, WIN + 64 * MIB, 6 * MIB, 0x200000000ull, RW); /* three 2 MiB pieces, the first MAP */
 	d = dslot_of(8);
 	assert_window(d, WIN, false);
@@ -676,10 +686,7 @@ Test(window, a_piece_of_1gib_or_more_over_the_window_makes_it_wide_until_the_las
 	uint32_t d;
 	unsigned n;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
 	d = dslot_of(8);
 	assert_window(d, WIN, false);
@@ -930,10 +937,7 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 	uint32_t copied, now;
 	unsigned n = 0;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	attach_ok(1, 11); /* A lives on after 8 leaves */
 	map_ok(1, x, 0x1000, 0xa0003000, RW);
 	map_ok(1, z, 2 * MIB, 0xa0400000, RW);
@@ -1096,10 +1100,7 @@ Test(window, a_window_placed_after_a_reader_copied_its_endpoint_is_then_used_by_
 	uint32_t d;
 	unsigned n = 0;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	d = dslot_of(8);
 	a = translate(r, 8, x + 0x10, R);
 	cr_assert_eq(a.result, VIOMMU_XLATE_FAULT);
@@ -1182,10 +1183,7 @@ Test(window, a_window_page_is_answered_only_for_the_access_its_mapping_allows)
 	struct viommu_answer a;
 	unsigned n = 0;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	for (unsigned p = 0; p < np; p++)
 		map_ok(1, WIN + ((uint64_t)(p + 1) << 12), 0x1000, 0x100000 + ((uint64_t)p << 12), flags[p]);
 	assert_window(dslot_of(8), WIN, false);
@@ -1891,10 +1889,7 @@ Test(window, a_2mib_piece_past_the_window_is_one_word_of_its_piece_window_on_eve
 	uint32_t d;
 	unsigned n = 0;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW); /* the first MAP places both windows */
 	d = dslot_of(8);
 	cr_assert_eq(view()->wins[d].pbase, 0, "the 128 GiB block holding the first MAP");
@@ -1971,10 +1966,7 @@ Test(window, a_lone_page_outside_the_windows_is_its_regions_hash_value_on_every_
 	uint32_t d;
 	unsigned n = 0;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW); /* the first MAP places the window */
 	d = dslot_of(8);
 	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, WIN + 0x5000)) == VIOMMU_HASH_DIRECT, 0,
@@ -2395,10 +2387,7 @@ Test(window, a_lone_page_in_the_piece_window_past_the_window_is_answered_beside_
 	uint64_t pages[] = { L + 9 * 0x1000, L + 10 * 0x1000, L + (2 << 20) + 0x5000, WIN + 0x5000 };
 	uint32_t d;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW);
 	d = dslot_of(8);
 	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
@@ -2508,10 +2497,7 @@ Test(window, the_pieces_hint_is_set_exactly_while_a_published_2mib_piece_lies_in
 	struct viommu_reader *r;
 	uint32_t d;
 
-	win_setup(NULL);
-	r = viommu_reader_open(fp);
-	cr_assert_not_null(r);
-	attach_ok(1, 8);
+	r = win_reader_ep8();
 	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
 	d = dslot_of(8);
 	cr_assert_eq(win_flags(d), 0);
