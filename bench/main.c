@@ -169,13 +169,21 @@ static void targets_print(void)
 		x = r ? r->ns_median / f->ns_median : 0;
 		target(floor[i].what, r, x, r && x <= floor[i].max);
 	}
-	for (int pat = 0; pat < 2; pat++) {
-		char what[64];
+	/* Issue 11's two bars: >= 5M pairs/s at 1K extents, >= 1M at 1M (the largest world's row
+	 * was held to 5M before, which no bar asks). */
+	static const struct {
+		uint32_t extents;
+		double min;
+	} mu_bar[] = { { 1024, 5e6 }, { 1048576, 1e6 } };
+	for (unsigned i = 0; i < sizeof(mu_bar) / sizeof(mu_bar[0]); i++)
+		for (int pat = 0; pat < 2; pat++) {
+			char what[64];
 
-		r = bench_row_find("map_unmap", "4k", "viommu", bench_mu_patterns[pat], 0);
-		snprintf(what, sizeof(what), "MAP+UNMAP >= 5M pairs/s, %s pages (M/s)", bench_mu_patterns[pat]);
-		target(what, r, r ? r->ops_per_s / 1e6 : 0, r && r->ops_per_s >= 5e6);
-	}
+			r = bench_row_find("map_unmap", "4k", "viommu", bench_mu_patterns[pat], mu_bar[i].extents);
+			snprintf(what, sizeof(what), "MAP+UNMAP >= %.0fM pairs/s, %s pages (M/s)", mu_bar[i].min / 1e6,
+				 bench_mu_patterns[pat]);
+			target(what, r, r ? r->ops_per_s / 1e6 : 0, r && r->ops_per_s >= mu_bar[i].min);
+		}
 }
 
 /* ---------------------------------------------------------------- main ---- */
