@@ -100,6 +100,10 @@ struct viommu_observer {
 	int (*map)(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext);
 	void (*unmap)(void *ctx, struct viommu_domain *dom, struct viommu_extent *ext);
 	void (*sync)(void *ctx, bool removed); /* removed: something was unmapped/detached since last sync */
+	/* A hint, no change: a MAP of @iova in @dom is about to be checked and stored, then passed
+	 * to map(). The observer starts bringing in the lines its map() will write, so their misses
+	 * overlap the store's own descent. It must not fail, write, or rely on the MAP happening. */
+	void (*prefetch)(void *ctx, const struct viommu_domain *dom, uint64_t iova);
 };
 #define VIOMMU_MAX_OBSERVERS 4
 
