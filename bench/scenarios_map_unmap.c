@@ -3,13 +3,16 @@
  * map_unmap: MAP+UNMAP pairs of gap pages, through the whole request path for viommu (wire
  * buffers, validation, the B+tree, the fast path's publication; and the store alone), through
  * the data structures alone for the peers. Random pages spread over the world, or a few hot ones.
- * The page sets (bench_mu_*) serve grace_period and churn_readers too.
+ * The page sets (bench_mu_*) serve grace_period and churn_readers too. With the random pairs, in
+ * the same rounds, the cold-load yardstick (`chase`): what one load that misses costs on this
+ * host at that moment, the unit a pair's time at 1M is counted in.
  */
 #include "scenarios.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ---- map_unmap: MAP+UNMAP pairs into the world's gaps ---- */
 
@@ -109,9 +112,71 @@ void bench_mu_free(struct bench_mu *m)
 	memset(m, 0, sizeof(*m));
 }
 
+/* ---- chase: the cold-load yardstick ---- */
+
+/* A cycle of dependent loads, each to a random line of a different random 4 KiB page of a
+ * region (no huge pages): every load waits for the one before, and with more pages than the
+ * TLB and more lines than the caches keep across a cycle, each is a cache miss and a page walk,
+ * the two costs a MAP at 1M random pages pays for each structure it touches. */
+struct bench_chase {
+	char *buf;
+	size_t len, lines;
+	void *p; /* where the next run starts */
+};
+
+static void chase_init(struct bench_chase *ch, size_t len, size_t lines, uint64_t seed)
+{
+	size_t pages = len / 4096;
+	uint32_t *pick = bench_calloc(pages, sizeof(*pick));
+	uint64_t r = seed;
+
+	if (lines > pages)
+		bench_fail("chase: %zu lines in %zu pages", lines, pages);
+	ch->buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ch->buf == MAP_FAILED)
+		bench_fail("chase: mmap of %zu MiB failed", len >> 20);
+	madvise(ch->buf, len, MADV_NOHUGEPAGE);
+	ch->len = len;
+	ch->lines = lines;
+	for (size_t i = 0; i < pages; i++)
+		pick[i] = (uint32_t)i;
+	/* The first @lines pages of a random permutation, each at a random line, in that order. */
+	for (size_t i = 0; i < lines; i++) {
+		size_t k = i + bench_rand(&r) % (pages - i);
+		uint32_t t = pick[i];
+
+		pick[i] = pick[k];
+		pick[k] = t;
+		pick[i] = pick[i] * 64 + (uint32_t)(bench_rand(&r) % 64); /* page * 64 + line */
+	}
+	for (size_t i = 0; i < lines; i++)
+		*(void **)(ch->buf + (size_t)pick[i] * 64) = ch->buf + (size_t)pick[(i + 1) % lines] * 64;
+	ch->p = ch->buf + (size_t)pick[0] * 64;
+	free(pick);
+}
+
+static void chase_free(struct bench_chase *ch)
+{
+	if (ch->buf)
+		munmap(ch->buf, ch->len);
+	memset(ch, 0, sizeof(*ch));
+}
+
+static uint64_t run_chase(struct bench_job *j, size_t ops)
+{
+	struct bench_chase *ch = j->ctx;
+	void *p = ch->p;
+
+	for (size_t i = 0; i < ops; i++)
+		p = *(void *volatile *)p;
+	ch->p = p;
+	return (uintptr_t)p;
+}
+
 struct bench_mu_scn {
 	struct viommu_device *store; /* store-only twin of the world (viommu_store rows) */
 	struct bench_mu set[2]; /* random, hot */
+	struct bench_chase chase;
 };
 
 const char *const bench_mu_patterns[2] = { "random", "hot" };
@@ -126,6 +191,12 @@ int setup_mu(struct bench_ctx *c)
 	bench_mu_pages(&m->set[0], c->w, 4096, false, 0x3003);
 	bench_mu_pages(&m->set[1], c->w, 16, true, 0x3004);
 	m->store = bench_world_store_device(c->w);
+	/* 64K lines on 1 GiB beside a 1M world: 16 for each of the 4096 random pairs, more than
+	 * the pair touches. Smaller worlds (the smoke run's among them) get a small one. */
+	if (c->w->spec.extents >= (1u << 20))
+		chase_init(&m->chase, 1ull << 30, 65536, 0x5005);
+	else
+		chase_init(&m->chase, 16ull << 20, 4096, 0x5005);
 	bench_qset_make(&c->qs, c->w, Q_HIT, bench_opt.nq, 0x4004);
 	c->priv = m;
 	return 0;
@@ -136,6 +207,7 @@ void teardown_mu(struct bench_ctx *c)
 	struct bench_mu_scn *m = c->priv;
 
 	viommu_device_free(m->store);
+	chase_free(&m->chase);
 	bench_mu_free(&m->set[0]);
 	bench_mu_free(&m->set[1]);
 	free(m);
@@ -218,10 +290,12 @@ void run_map_unmap(struct bench_ctx *c)
 	struct bench_world *w = c->w;
 
 	for (int pat = 0; pat < 2; pat++) {
-		/* job 0: the store alone (no fast path), then viommu and the peers */
+		/* job 0: the store alone (no fast path), then viommu and the peers; with the random
+		 * pairs, last, the chase */
 		struct bench_mu_job mj[1 + I_COUNT];
-		struct bench_job j[1 + I_COUNT];
-		struct bench_stats st[1 + I_COUNT];
+		struct bench_job j[2 + I_COUNT];
+		struct bench_stats st[2 + I_COUNT];
+		const int njobs = 1 + I_COUNT + (pat == 0);
 
 		for (int k = 0; k <= I_COUNT; k++) {
 			int impl = k ? k - 1 : I_VIOMMU;
@@ -230,7 +304,8 @@ void run_map_unmap(struct bench_ctx *c)
 			j[k] = (struct bench_job){ .run = fn[impl], .ctx = &mj[k], .per_op = 1 };
 			mu_verify(&m->set[pat], impl, mj[k].dev);
 		}
-		bench_measure_group(j, 1 + I_COUNT, st);
+		j[1 + I_COUNT] = (struct bench_job){ .run = run_chase, .ctx = &m->chase, .per_op = 1 };
+		bench_measure_group(j, njobs, st);
 		for (int k = 0; k <= I_COUNT; k++) {
 			int impl = k ? k - 1 : I_VIOMMU;
 			char note[64];
@@ -247,6 +322,14 @@ void run_map_unmap(struct bench_ctx *c)
 			bench_row_print(bench_row_add("map_unmap", bench_size_names[w->spec.size], w->spec.extents, 1,
 						      k ? bench_impl_names[impl] : "viommu_store", bench_mu_patterns[pat],
 						      &st[k], note));
+		}
+		if (njobs > 1 + I_COUNT) {
+			char note[96];
+
+			snprintf(note, sizeof(note), "one dependent load: %zu random pages of %zu MiB, a line each",
+				 m->chase.lines, m->chase.len >> 20);
+			bench_row_print(bench_row_add("map_unmap", bench_size_names[w->spec.size], w->spec.extents, 1,
+						      "chase", "cold_load", &st[1 + I_COUNT], note));
 		}
 	}
 }
