@@ -1072,6 +1072,63 @@ Test(observer, removal_is_flagged_to_sync_once_per_batch)
 	cr_assert_eq(l.removed_syncs, 1, "the batch unmapped something: a strict observer waits");
 }
 
+/* What the prefetch hints named. */
+struct hints {
+	unsigned calls;
+	uint64_t domain, iova;
+};
+
+static void o_prefetch(void *ctx, const struct viommu_domain *d, uint64_t iova)
+{
+	struct hints *h = ctx;
+
+	h->calls++;
+	h->domain = d->id;
+	h->iova = iova;
+}
+
+static void setup_prefetch(void)
+{
+	struct viommu_config cfg;
+
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	cfg.max_mappings_per_domain = VIOMMU_MAP_PREFETCH_EXTENTS + 2;
+	setup_with(&cfg);
+}
+
+/* Past VIOMMU_MAP_PREFETCH_EXTENTS mappings in its domain a MAP first names its IOVA to the
+ * observers' prefetch hint, and the hint changes no answer: a MAP over a mapping or a reserved
+ * region is still INVAL and one past the domain's cap NOMEM, with nothing changed. */
+Test(observer, a_map_into_a_large_domain_hints_its_iova_first_and_the_hint_changes_no_answer,
+     .init = setup_prefetch)
+{
+	const struct viommu_observer o = { .ctx = &(struct hints){ 0 }, .prefetch = o_prefetch };
+	struct hints *h = o.ctx;
+	const unsigned n = VIOMMU_MAP_PREFETCH_EXTENTS + 1;
+	const uint64_t base = 0x100000000ull;
+
+	cr_assert_eq(viommu_device_add_observer(dev, &o), 0);
+	cr_assert_eq(test_attach(dev, 7, 3, 0), VIOMMU_S_OK); /* endpoint 3: reserved 0x10000-0x1ffff */
+	viommu_device_batch_begin(dev);
+	for (unsigned i = 0; i < n; i++)
+		cr_assert_eq(test_map(dev, 7, base + i * 0x2000ull, base + i * 0x2000ull + 0xfff, 0x9000, RW),
+			     VIOMMU_S_OK);
+	viommu_device_batch_end(dev);
+	cr_assert_eq(h->calls, 0, "no hint while the domain held at most the threshold");
+	cr_assert_eq(test_map(dev, 7, base + 0x1000, base + 0x1fff, 0xa000, RW), VIOMMU_S_OK);
+	cr_assert_eq(h->calls, 1);
+	cr_assert_eq(h->domain, 7);
+	cr_assert_eq(h->iova, base + 0x1000);
+	cr_assert_eq(test_map(dev, 7, base, base + 0x1fff, 0xa000, RW), VIOMMU_S_INVAL, "overlaps");
+	cr_assert_eq(test_map(dev, 7, 0xf000, 0x10fff, 0xa000, RW), VIOMMU_S_INVAL, "a reserved region");
+	cr_assert_eq(test_map(dev, 7, base + 0x3000, base + 0x3fff, 0xa000, RW), VIOMMU_S_NOMEM, "the cap");
+	cr_assert_eq(viommu_device_nr_mappings(dev), n + 1);
+	cr_assert_eq(pa_of(3, base + 0x1008), 0xa008);
+	assert_fault(3, base + 0x3008, VIOMMU_FAULT_R_MAPPING);
+	cr_assert_eq(viommu_device_remove_observer(dev, h), 0);
+}
+
 Test(observer, detaching_the_last_endpoint_unmaps_then_destroys_the_domain)
 {
 	struct log l = { .fail_map_at = -1 };

@@ -579,6 +579,51 @@ static void map_run(uint32_t domain, unsigned ro_page, unsigned hole)
 	}
 }
 
+/* Past VIOMMU_MAP_PREFETCH_EXTENTS mappings a MAP first hints the fast path, which prefetches the
+ * window lines it is about to write, in the memfd and the replica. Pages mapped then, in the
+ * window and far outside it (the hash's leaves), answer as the store on every path, and so do
+ * they once unmapped; a refused MAP changes nothing. */
+Test(fastpath, maps_into_a_domain_past_the_prefetch_threshold_answer_as_the_store_on_every_path)
+{
+	const uint64_t base = 0x100000000ull, far = 0x7f0000000000ull;
+	const unsigned n = VIOMMU_MAP_PREFETCH_EXTENTS + 64;
+	struct viommu_fastpath_opts o = { .overcommit = true }; /* the device's caps, not the pools' worst case */
+	struct viommu_config cfg;
+	struct viommu_reader *r;
+	struct viommu_query q[64];
+
+	fp_teardown();
+	viommu_config_default(&cfg);
+	cfg.bypass = 0;
+	fp_setup_with(&cfg, &o);
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	viommu_device_batch_begin(dev);
+	for (unsigned i = 0; i < n; i++) /* every other page: the pages between are gaps */
+		cr_assert_eq(test_map(dev, 1, base + i * 0x2000ull, base + i * 0x2000ull + 0xfff,
+				      0x40000000ull + i * 0x1000ull, 3),
+			     VIOMMU_S_OK, "map %u", i);
+	viommu_device_batch_end(dev);
+	for (unsigned i = 0; i < 64; i++) {
+		uint64_t va = i % 2 ? base + (i * 97 % n) * 0x2000ull + 0x1000 : far + i * 0x1000ull;
+
+		cr_assert_eq(test_map(dev, 1, va, va + 0xfff, 0x80000000ull + i * 0x1000ull, 1 + i % 3 / 2), VIOMMU_S_OK,
+			     "gap map %u", i);
+		q[i] = (struct viommu_query){ .endpoint = 8, .access = 1 + (i % 4 == 1), .iova = va + 8 * i, .size = 8 };
+	}
+	cr_assert_eq(viommu_device_nr_mappings(dev), n + 64);
+	/* Overlapping what is mapped: refused after the hint, nothing changed. */
+	cr_assert_eq(test_map(dev, 1, base, base + 0xfff, 0x9000, 3), VIOMMU_S_INVAL);
+	cr_assert_eq(test_map(dev, 1, far, far + 0x1fff, 0x9000, 3), VIOMMU_S_INVAL);
+	cr_assert_eq(viommu_device_nr_mappings(dev), n + 64);
+	check_queries(r, q, 64);
+	for (unsigned i = 0; i < 64; i += 2)
+		cr_assert_eq(test_unmap(dev, 1, q[i].iova & ~0xfffull, (q[i].iova & ~0xfffull) + 0xfff), VIOMMU_S_OK);
+	check_queries(r, q, 64);
+	viommu_reader_close(r);
+}
+
 Test(fastpath, a_dma_across_more_than_16_mappings_gets_the_store_answer_on_every_path)
 {
 	struct viommu_reader *r = viommu_reader_open(fp);

@@ -757,7 +757,6 @@ static uint8_t map_nomem(struct dom_priv *dp, uint64_t start, uint64_t end)
 	return x && x->end >= start ? VIOMMU_S_INVAL : VIOMMU_S_NOMEM;
 }
 
-#define MAP_PREFETCH_EXTENTS 16384
 
 static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 {
@@ -787,7 +786,7 @@ static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 	/* Past a few thousand mappings the lines the observers' map() writes are misses (and, in
 	 * a VM, page walks): the hint lets them overlap the descent below (viommu_observer). Below,
 	 * they are in cache and the hint would only cost instructions. */
-	if (dp->extents.count > MAP_PREFETCH_EXTENTS)
+	if (dp->extents.count > VIOMMU_MAP_PREFETCH_EXTENTS)
 		for (unsigned i = 0; i < dev->nobs; i++)
 			if (dev->obs[i].prefetch)
 				dev->obs[i].prefetch(dev->obs[i].ctx, &dp->dom, start);

@@ -102,10 +102,13 @@ struct viommu_observer {
 	void (*sync)(void *ctx, bool removed); /* removed: something was unmapped/detached since last sync */
 	/* A hint, no change: a MAP of @iova in @dom is about to be checked and stored, then passed
 	 * to map(). The observer starts bringing in the lines its map() will write, so their misses
-	 * overlap the store's own descent. It must not fail, write, or rely on the MAP happening. */
+	 * overlap the store's own descent. It must not fail, write, or rely on the MAP happening.
+	 * Device thread, as map(); only for a domain of more than VIOMMU_MAP_PREFETCH_EXTENTS
+	 * mappings (below, the lines are in cache and the call would only cost instructions). */
 	void (*prefetch)(void *ctx, const struct viommu_domain *dom, uint64_t iova);
 };
 #define VIOMMU_MAX_OBSERVERS 4
+#define VIOMMU_MAP_PREFETCH_EXTENTS 16384 /* viommu_observer.prefetch: past this many mappings */
 
 struct viommu_device_stats {
 	uint64_t requests[VIOMMU_T_MAX + 1][VIOMMU_S_COUNT]; /* [type][status]; type 0 = unknown */
