@@ -1100,14 +1100,15 @@ static void setup_prefetch(void)
 /* Past VIOMMU_MAP_PREFETCH_EXTENTS mappings in its domain a MAP first names its IOVA to the
  * observers' prefetch hint, and the hint changes no answer: a MAP over a mapping or a reserved
  * region is still INVAL and one past the domain's cap NOMEM, with nothing changed. */
-Test(observer, a_map_into_a_large_domain_hints_its_iova_first_and_the_hint_changes_no_answer,
-     .init = setup_prefetch)
+Test(observer, a_map_into_a_large_domain_hints_its_iova_first_and_the_hint_changes_no_answer)
 {
 	const struct viommu_observer o = { .ctx = &(struct hints){ 0 }, .prefetch = o_prefetch };
 	struct hints *h = o.ctx;
 	const unsigned n = VIOMMU_MAP_PREFETCH_EXTENTS + 1;
 	const uint64_t base = 0x100000000ull;
 
+	teardown(); /* the suite's device, for one whose domains hold two mappings past the threshold */
+	setup_prefetch();
 	cr_assert_eq(viommu_device_add_observer(dev, &o), 0);
 	cr_assert_eq(test_attach(dev, 7, 3, 0), VIOMMU_S_OK); /* endpoint 3: reserved 0x10000-0x1ffff */
 	viommu_device_batch_begin(dev);
