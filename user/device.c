@@ -757,7 +757,6 @@ static uint8_t map_nomem(struct dom_priv *dp, uint64_t start, uint64_t end)
 	return x && x->end >= start ? VIOMMU_S_INVAL : VIOMMU_S_NOMEM;
 }
 
-
 static uint8_t do_map(struct viommu_device *dev, const uint8_t *r)
 {
 	uint32_t domain = viommu_le32(r + 4), flags = viommu_le32(r + 32);
