@@ -55,13 +55,19 @@ static void fp_setup_with(const struct viommu_config *cfg, const struct viommu_f
 	cr_assert_eq(errno, 0, "viommu_fastpath_bpf_enable: %s", strerror(errno));
 }
 
-static void fp_setup(void)
+/* The default config without bypass, and fast path options @o (NULL: the defaults). */
+static void fp_setup_opts(const struct viommu_fastpath_opts *o)
 {
 	struct viommu_config cfg;
 
 	viommu_config_default(&cfg);
 	cfg.bypass = 0;
-	fp_setup_with(&cfg, NULL);
+	fp_setup_with(&cfg, o);
+}
+
+static void fp_setup(void)
+{
+	fp_setup_opts(NULL);
 }
 
 static void fp_teardown(void)
@@ -175,14 +181,11 @@ Test(fastpath, user_and_bpf_readers_agree_with_the_store_on_random_requests)
  * the fast path exactly as it was (the bug this test was written for leaked nodes). */
 Test(fastpath, readers_agree_with_the_store_when_the_node_pool_keeps_running_out)
 {
-	struct viommu_config cfg;
 	struct viommu_fastpath_opts o = { .nodes = 12, .leaves = 4, .overcommit = true };
 	const struct viommu_meta *m;
 
 	fp_teardown();
-	viommu_config_default(&cfg);
-	cfg.bypass = 0;
-	fp_setup_with(&cfg, &o);
+	fp_setup_opts(&o);
 	m = viommu_fastpath_view(fp)->meta;
 	random_differential(600, 8, 4ull << 30);
 	viommu_device_reset(dev);
@@ -588,14 +591,11 @@ Test(fastpath, maps_into_a_domain_past_the_prefetch_threshold_answer_as_the_stor
 	const uint64_t base = 0x100000000ull, far = 0x7f0000000000ull;
 	const unsigned n = VIOMMU_MAP_PREFETCH_EXTENTS + 64;
 	struct viommu_fastpath_opts o = { .overcommit = true }; /* the device's caps, not the pools' worst case */
-	struct viommu_config cfg;
 	struct viommu_reader *r;
 	struct viommu_query q[64];
 
 	fp_teardown();
-	viommu_config_default(&cfg);
-	cfg.bypass = 0;
-	fp_setup_with(&cfg, &o);
+	fp_setup_opts(&o);
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
 	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
@@ -937,7 +937,6 @@ static void *refused_reader_main(void *arg)
  * and its last page needs the pool's second leaf (the pool's one leaf holds 0x400000). */
 static void map_refused_halfway(bool window)
 {
-	struct viommu_config cfg;
 	struct viommu_fastpath_opts o = { .nodes = window ? 6 : 5, .leaves = 1, .overcommit = true,
 					  .windows = window ? 1 : VIOMMU_WINDOWS_NONE, .window_regions = 1 };
 	struct refused_reader rr = { 0 };
@@ -945,9 +944,7 @@ static void map_refused_halfway(bool window)
 	pthread_t th;
 
 	fp_teardown();
-	viommu_config_default(&cfg);
-	cfg.bypass = 0;
-	fp_setup_with(&cfg, &o);
+	fp_setup_opts(&o);
 	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x1000, 0x1fff, 0x100000, 3), VIOMMU_S_OK); /* the pool is full */
 	if (window) {
@@ -1031,7 +1028,6 @@ static void *hold_translation_main(void *arg)
  * only after the reader's use is done, in either grace-period mode. */
 static void unmap_waits_for_the_reader(bool reader_fence)
 {
-	struct viommu_config cfg;
 	/* A grace timeout no descheduled reader reaches: waited for, not revoked. */
 	struct viommu_fastpath_opts o = { .reader_fence = reader_fence, .grace_timeout_ms = 20000 };
 	const struct viommu_meta *m;
@@ -1041,9 +1037,7 @@ static void unmap_waits_for_the_reader(bool reader_fence)
 	pthread_t th;
 
 	fp_teardown();
-	viommu_config_default(&cfg);
-	cfg.bypass = 0;
-	fp_setup_with(&cfg, &o);
+	fp_setup_opts(&o);
 	m = viommu_fastpath_view(fp)->meta;
 	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 1, 0x3000, 0x3fff, 0x55000, VIOMMU_MAP_F_READ), VIOMMU_S_OK);
@@ -1100,16 +1094,13 @@ Test(fastpath, a_program_the_verifier_rejects_is_not_mistaken_for_a_kernel_that_
  * has (I6): regions left out, and pieces of 1 GiB or more, must still be found by the walk. */
 Test(fastpath, regions_the_hash_leaves_out_are_still_translated_and_misses_skip_the_walk)
 {
-	struct viommu_config cfg;
 	struct viommu_fastpath_opts o = { .hash_buckets = 1, .overcommit = true };
 	const struct viommu_fp_view *v;
 	struct viommu_reader *r;
 	struct viommu_query q[8];
 
 	fp_teardown();
-	viommu_config_default(&cfg);
-	cfg.bypass = 0;
-	fp_setup_with(&cfg, &o);
+	fp_setup_opts(&o);
 	v = viommu_fastpath_view(fp);
 	r = viommu_reader_open(fp);
 	cr_assert_not_null(r);
