@@ -617,6 +617,7 @@ Test(fastpath, maps_into_a_domain_past_the_prefetch_threshold_answer_as_the_stor
 	cr_assert_eq(test_map(dev, 1, base, base + 0xfff, 0x9000, 3), VIOMMU_S_INVAL);
 	cr_assert_eq(test_map(dev, 1, far, far + 0x1fff, 0x9000, 3), VIOMMU_S_INVAL);
 	cr_assert_eq(viommu_device_nr_mappings(dev), n + 64);
+	check_queries(r, &(struct viommu_query){ .endpoint = 8, .access = 1, .iova = base + 8, .size = 8 }, 1);
 	check_queries(r, q, 64);
 	for (unsigned i = 0; i < 64; i += 2)
 		cr_assert_eq(test_unmap(dev, 1, q[i].iova & ~0xfffull, (q[i].iova & ~0xfffull) + 0xfff), VIOMMU_S_OK);
