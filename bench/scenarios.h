@@ -26,6 +26,7 @@ struct bench_ctx {
 
 /* ---- scenarios_lookup.c ---- */
 int setup_random(struct bench_ctx *c); /* bench_opt.nq random hits: also bpf_lookup, xdp_lookup */
+int setup_random_beside(struct bench_ctx *c); /* lookup_random: and a 2 MiB world's 4 KiB domain */
 int setup_hot(struct bench_ctx *c);
 int setup_miss(struct bench_ctx *c);
 void teardown_qset(struct bench_ctx *c);

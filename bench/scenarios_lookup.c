@@ -209,13 +209,19 @@ static uint64_t run_slist_bulk(struct bench_job *j, size_t ops)
 	return sum;
 }
 
+/* Hits viommu also answers in a scenario's rounds, its own row beside the scenario's: a
+ * comparison the issue asks for ("a miss no worse than a hit", "2 MiB no worse than 4 KiB")
+ * made as the floor comparisons are, not across scenarios or worlds built minutes apart on a
+ * host that drifts. */
+struct beside {
+	struct bench_qset s;
+	const char *name, *note;
+};
+
 /* Check every implementation on @s, then time them together; one row per implementation, and
- * one for the flat table (the floor, not a peer) where the world has one. With @hits (misses:
- * random hits of the same world), viommu also times those in the same rounds (`viommu_hit`):
- * "a miss no worse than a hit" compared as the floor comparisons are, not across scenarios
- * minutes apart on a host that drifts. */
+ * one for the flat table (the floor, not a peer) where the world has one; and @b's. */
 static void lookup_rows(struct bench_world *w, const char *scenario, const struct bench_qset *s,
-			bool bulk, bool expect_faults, const struct bench_qset *hits)
+			bool bulk, bool expect_faults, const struct beside *b)
 {
 	static uint64_t (*const single[])(struct bench_job *, size_t) = { run_viommu, run_gtree, run_itree, run_slist };
 	static uint64_t (*const batch[])(struct bench_job *, size_t) = { run_viommu_bulk, run_gtree_bulk,
@@ -266,10 +272,10 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		names[n] = "viommu_pa";
 		impls[n++] = -4;
 	}
-	if (hits && bench_impl_wanted("viommu")) {
-		bench_impl_verify(I_VIOMMU, w, scenario, hits, hits->n);
-		j[n] = (struct bench_job){ .run = run_viommu, .ctx = w->rd, .q = hits->q, .qmask = hits->n - 1, .per_op = 1 };
-		names[n] = "viommu_hit";
+	if (b && bench_impl_wanted("viommu")) {
+		bench_impl_verify(I_VIOMMU, w, scenario, &b->s, b->s.n);
+		j[n] = (struct bench_job){ .run = run_viommu, .ctx = w->rd, .q = b->s.q, .qmask = b->s.n - 1, .per_op = 1 };
+		names[n] = b->name;
 		impls[n++] = -5;
 	}
 	/* The decomposition row, for single hits (random, and the one query of lookup_hot) in worlds of
@@ -299,7 +305,7 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		else if (impl == -4)
 			snprintf(note, sizeof(note), "a PA a query, as flat (bulk_pa)");
 		else if (impl == -5)
-			snprintf(note, sizeof(note), "random hits, in the same rounds");
+			snprintf(note, sizeof(note), "%s", b->note);
 		else if (impl < 0)
 			snprintf(note, sizeof(note), "the floor: 8 B/page, %.1f MiB%s",
 				 bench_flat_pages(w->flat) * 8.0 / (1 << 20), bulk ? ", prefetched" : "");
@@ -322,32 +328,53 @@ int setup_hot(struct bench_ctx *c)
 	return 0;
 }
 
+/* lookup_random: in a 2 MiB world, also the 4 KiB hits of its other domain (the 4 KiB world
+ * of as many extents) in the same rounds: "2 MiB no worse than 4 KiB" (`viommu_4k`). */
+int setup_random_beside(struct bench_ctx *c)
+{
+	struct beside *b;
+
+	setup_random(c);
+	if (c->w->spec.size != BENCH_2M || !c->w->others)
+		return 0;
+	b = bench_calloc(1, sizeof(*b));
+	bench_qset_make(&b->s, c->w, Q_HIT_OTHER, bench_opt.nq, 0x1001);
+	b->name = "viommu_4k";
+	b->note = "4 KiB hits (2nd domain), same rounds";
+	c->priv = b;
+	return 0;
+}
+
 int setup_miss(struct bench_ctx *c)
 {
-	struct bench_qset *hits;
+	struct beside *b;
 
 	if (!c->w->ngaps)
 		return -1;
 	bench_qset_make(&c->qs, c->w, Q_MISS, bench_opt.nq, 0x2002);
-	hits = bench_calloc(1, sizeof(*hits));
-	bench_qset_make(hits, c->w, Q_HIT, bench_opt.nq, 0x1001); /* lookup_random's set */
-	c->priv = hits;
+	b = bench_calloc(1, sizeof(*b));
+	bench_qset_make(&b->s, c->w, Q_HIT, bench_opt.nq, 0x1001); /* lookup_random's set */
+	b->name = "viommu_hit";
+	b->note = "random hits, in the same rounds";
+	c->priv = b;
 	return 0;
 }
 
 void teardown_qset(struct bench_ctx *c)
 {
+	struct beside *b = c->priv;
+
 	bench_qset_free(&c->qs);
-	if (c->priv) { /* setup_miss()'s hits */
-		bench_qset_free(c->priv);
-		free(c->priv);
+	if (b) {
+		bench_qset_free(&b->s);
+		free(b);
 		c->priv = NULL;
 	}
 }
 
 static void run_lookup(struct bench_ctx *c, const char *name, bool bulk, bool faults)
 {
-	lookup_rows(c->w, name, &c->qs, bulk, faults, faults ? c->priv : NULL);
+	lookup_rows(c->w, name, &c->qs, bulk, faults, c->priv);
 }
 
 void run_lookup_random(struct bench_ctx *c)

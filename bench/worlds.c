@@ -48,16 +48,50 @@ static void sparse_layout(struct bench_extent *x, size_t n, uint64_t seed)
 	}
 }
 
-/* The extent list: ascending IOVAs, each extent naturally aligned (as IOVA allocators and huge
- * pages place them), one gap after about one extent in four so that misses and new MAPs have
- * room. The same list feeds the device and every baseline. */
-static void world_layout(struct bench_world *w, uint64_t seed)
+/* @n extents of @size (4k, 2m or mixed) from 4 GiB up, ascending, each naturally aligned (as
+ * IOVA allocators and huge pages place them), one gap after about one extent in four so that
+ * misses and new MAPs have room (@gaps, if not NULL, gets one unmapped IOVA per gap). Returns
+ * the 4 KiB pages mapped. */
+static uint64_t dense_layout(struct bench_extent *x, size_t n, enum bench_size size, uint64_t seed,
+			     uint64_t *gaps, size_t *ngaps)
 {
 	/* "mixed": half single pages, the rest 8 KiB..2 MiB, as a guest's streaming DMA looks. */
 	static const uint64_t mixed[] = { 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096,
 					  4096, 8192, 8192, 8192, 16384, 65536, 65536, 65536,
 					  262144, 262144, 2ull << 20 };
-	uint64_t s = seed, iova = 1ull << 32;
+	uint64_t s = seed, iova = 1ull << 32, pages = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t sz = size == BENCH_4K ? 4096 : size == BENCH_2M ? 2ull << 20 :
+				mixed[bench_rand(&s) % (sizeof(mixed) / sizeof(mixed[0]))];
+		uint64_t phys = (bench_rand(&s) % (1ull << 40)) & ~(sz - 1);
+		uint64_t r = bench_rand(&s);
+
+		iova = (iova + sz - 1) & ~(sz - 1);
+		x[i] = (struct bench_extent){ iova, iova + sz - 1, phys ? phys : sz,
+					      VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE };
+		iova += sz;
+		pages += sz >> 12;
+		if (r % 4 == 0) {
+			uint64_t granule = size == BENCH_2M ? 2ull << 20 : 4096;
+
+			if (gaps)
+				gaps[(*ngaps)++] = iova;
+			iova += granule * (1 + (r >> 8) % 4);
+		}
+	}
+	return pages;
+}
+
+/* The seed of a world's layout: the same spec, the same extents. */
+static uint64_t world_seed(struct bench_world_spec spec)
+{
+	return 0x5eed0000ull + spec.size * 0x100000000ull + spec.extents;
+}
+
+/* The extent list: the same list feeds the device and every baseline. */
+static void world_layout(struct bench_world *w, uint64_t seed)
+{
 	size_t n = w->spec.extents;
 
 	w->ext = bench_calloc(n, sizeof(*w->ext));
@@ -76,30 +110,21 @@ static void world_layout(struct bench_world *w, uint64_t seed)
 				w->gaps[w->ngaps++] = w->ext[i].end + 1;
 		w->pages = n;
 		w->nother = n / 4 ? n / 4 : 1;
-		for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1; d++) {
+		w->others = BENCH_SPARSE_DOMAINS - 1;
+		for (unsigned d = 0; d < w->others; d++) {
 			w->other[d] = bench_calloc(w->nother, sizeof(*w->other[d]));
 			sparse_layout(w->other[d], w->nother, seed + 0x1000 * (d + 1));
 		}
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		uint64_t size = w->spec.size == BENCH_4K ? 4096 :
-				w->spec.size == BENCH_2M ? 2ull << 20 :
-				mixed[bench_rand(&s) % (sizeof(mixed) / sizeof(mixed[0]))];
-		uint64_t phys = (bench_rand(&s) % (1ull << 40)) & ~(size - 1);
-		uint64_t r = bench_rand(&s);
-
-		iova = (iova + size - 1) & ~(size - 1);
-		w->ext[i] = (struct bench_extent){ iova, iova + size - 1, phys ? phys : size,
-						   VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE };
-		iova += size;
-		w->pages += size >> 12;
-		if (r % 4 == 0) {
-			uint64_t granule = w->spec.size == BENCH_2M ? 2ull << 20 : 4096;
-
-			w->gaps[w->ngaps++] = iova;
-			iova += granule * (1 + (r >> 8) % 4);
-		}
+	w->pages = dense_layout(w->ext, n, w->spec.size, seed, w->gaps, &w->ngaps);
+	if (w->spec.size == BENCH_2M) {
+		/* The 4 KiB world of as many extents, beside it in a domain of its own. */
+		w->nother = n;
+		w->others = 1;
+		w->other[0] = bench_calloc(n, sizeof(*w->other[0]));
+		dense_layout(w->other[0], n, BENCH_4K,
+			     world_seed((struct bench_world_spec){ BENCH_4K, w->spec.extents }), NULL, NULL);
 	}
 }
 
@@ -147,7 +172,7 @@ static void world_populate_domain(struct viommu_device *dev, uint32_t domain, ui
 static void world_populate(struct bench_world *w, struct viommu_device *dev)
 {
 	world_populate_domain(dev, BENCH_DOMAIN, BENCH_EP, w->ext, w->n);
-	for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1 && w->other[d]; d++) {
+	for (unsigned d = 0; d < w->others; d++) {
 		if (viommu_device_add_endpoint(dev, BENCH_EP + 1 + d, true, NULL, 0))
 			bench_fail("viommu_device_add_endpoint failed");
 		world_populate_domain(dev, BENCH_DOMAIN + 1 + d, BENCH_EP + 1 + d, w->other[d], w->nother);
@@ -222,7 +247,7 @@ static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts
 
 	if (w->spec.size != BENCH_IDENT)
 		pool_count(w->ext, w->n, &nodes, &leaves, &regions);
-	for (unsigned d = 0; d < BENCH_SPARSE_DOMAINS - 1 && w->other[d]; d++)
+	for (unsigned d = 0; d < w->others; d++)
 		pool_count(w->other[d], w->nother, &nodes, &leaves, &regions);
 	while (buckets * VIOMMU_HASH_WAYS < 2 * regions && buckets < (1u << 22))
 		buckets *= 2;
@@ -239,14 +264,16 @@ static void world_pools(const struct bench_world *w, struct viommu_fastpath_opts
 		while (regions < 8192 && first / regions != last / regions)
 			regions *= 2;
 		o->window_regions = regions;
-		o->windows = 1;
+		/* A 2 MiB world's 4 KiB domain gets one the same size: both lists start at 4 GiB,
+		 * and N pages span less than N 2 MiB extents. */
+		o->windows = 1 + w->others;
 		/* And a piece window over the whole span (up to 2^22 regions, 8 TiB: 32 MiB), for
 		 * the 2 MiB pieces past the window. */
 		for (regions = 1; regions < (1u << 22) && first / regions != last / regions;)
 			regions *= 2;
 		o->piece_regions = regions;
 	}
-	o->extents = (uint32_t)(w->n + (BENCH_SPARSE_DOMAINS - 1) * w->nother) + 4096;
+	o->extents = (uint32_t)(w->n + w->others * w->nother) + 4096;
 }
 
 /* gtree, itree and sorted_list holding the world's extents. */
@@ -288,7 +315,7 @@ struct bench_world *bench_world_build(struct bench_world_spec spec, const struct
 	o.bpf = true;
 	w->spec = spec;
 	w->strict = !o.lazy;
-	world_layout(w, 0x5eed0000ull + spec.size * 0x100000000ull + spec.extents);
+	world_layout(w, world_seed(spec));
 	world_pools(w, &o);
 	w->dev = world_device();
 	w->fp = viommu_fastpath_new(w->dev, &o);
@@ -305,7 +332,7 @@ struct bench_world *bench_world_build(struct bench_world_spec spec, const struct
 	t0 = bench_now_ns();
 	world_populate(w, w->dev);
 	w->populate_s = (bench_now_ns() - t0) / 1e9;
-	if (viommu_device_nr_mappings(w->dev) != w->n + (w->other[0] ? (BENCH_SPARSE_DOMAINS - 1) * w->nother : 0))
+	if (viommu_device_nr_mappings(w->dev) != w->n + w->others * w->nother)
 		bench_fail("the device holds %llu mappings, not %zu (+ the other domains')",
 			   (unsigned long long)viommu_device_nr_mappings(w->dev), w->n);
 	if (baselines)
@@ -346,7 +373,7 @@ void bench_qset_make(struct bench_qset *s, struct bench_world *w, enum bench_qki
 	s->want = bench_calloc(n, sizeof(*s->want));
 	for (size_t i = 0; i < n; i++) {
 		struct viommu_query *q = &s->q[i];
-		const struct bench_extent *x;
+		const struct bench_extent *x = NULL;
 
 		q->endpoint = BENCH_EP;
 		q->access = VIOMMU_MAP_F_READ;
@@ -354,6 +381,13 @@ void bench_qset_make(struct bench_qset *s, struct bench_world *w, enum bench_qki
 		switch (kind) {
 		case Q_HIT:
 			x = &w->ext[bench_rand(&r) % w->n];
+			q->iova = x->start + bench_rand(&r) % (x->end - x->start + 1);
+			break;
+		case Q_HIT_OTHER:
+			if (!w->others)
+				bench_fail("query set: world %s has no other domain", bench_size_names[w->spec.size]);
+			q->endpoint = BENCH_EP + 1;
+			x = &w->other[0][bench_rand(&r) % w->nother];
 			q->iova = x->start + bench_rand(&r) % (x->end - x->start + 1);
 			break;
 		case Q_MISS:
@@ -366,7 +400,8 @@ void bench_qset_make(struct bench_qset *s, struct bench_world *w, enum bench_qki
 			break;
 		}
 		viommu_device_answer(w->dev, q, &s->want[i]);
-		if ((kind == Q_MISS) != (s->want[i].result == VIOMMU_XLATE_FAULT))
+		if ((kind == Q_MISS) != (s->want[i].result == VIOMMU_XLATE_FAULT) ||
+		    (kind != Q_MISS && s->want[i].ext_end - s->want[i].ext_start != x->end - x->start))
 			bench_fail("query set: the store answers %u for iova 0x%llx", s->want[i].result,
 				   (unsigned long long)q->iova);
 	}

@@ -80,10 +80,13 @@ struct bench_world {
 	struct bench_slist *slist;
 	struct bench_flat *flat; /* NULL: the span is not dense enough (flat_err says why) */
 	int flat_err;
-	/* BENCH_SPARSE: the other domains' extents (domain BENCH_DOMAIN + 1 + d, endpoint
-	 * BENCH_EP + 1 + d), in the device only. */
+	/* The other domains' extents (domain BENCH_DOMAIN + 1 + d, endpoint BENCH_EP + 1 + d), in
+	 * the device only: BENCH_SPARSE, BENCH_SPARSE_DOMAINS - 1 of N / 4 sparse extents; BENCH_2M,
+	 * one of N 4 KiB extents laid out as the 4 KiB world of N, so that a 2 MiB lookup and a
+	 * 4 KiB one are timed in the same rounds (lookup_random's viommu_4k row). */
 	struct bench_extent *other[BENCH_SPARSE_DOMAINS - 1];
-	size_t nother;
+	size_t nother; /* extents each */
+	unsigned others; /* domains */
 	struct viommu_bench_hash_bpf *hash; /* bpf_hash, built on demand (scenarios_bpf.c) */
 	int hash_err; /* why bpf_hash is absent (0: not tried) */
 	double populate_s;
@@ -108,9 +111,10 @@ struct bench_qset {
 	size_t n; /* power of two */
 };
 
-enum bench_qkind { Q_HIT, Q_MISS, Q_HOT };
+enum bench_qkind { Q_HIT, Q_MISS, Q_HOT, Q_HIT_OTHER };
 
-/* @n queries of @kind (Q_HOT: one query repeated) and the store's answers to them. */
+/* @n queries of @kind (Q_HOT: one query repeated; Q_HIT_OTHER: hits in the first other domain,
+ * from its endpoint) and the store's answers to them. */
 void bench_qset_make(struct bench_qset *s, struct bench_world *w, enum bench_qkind kind, size_t n,
 		     uint64_t seed);
 void bench_qset_free(struct bench_qset *s);
