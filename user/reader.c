@@ -298,12 +298,32 @@ static uint64_t prefetch_burst(const struct viommu_reader *r, const struct viomm
 	 * of a spilled word), gathered into bits at the end. */
 	uint8_t seen[VIOMMU_READER_EPW] = { 0 };
 
+	/* A burst is mostly one endpoint's: first a loop of its own over the queries the first
+	 * query's copy takes into its window, its fields in registers (the stores to ptep[] could
+	 * alias the copy, for the compiler). From the first query it does not take (another
+	 * endpoint, outside the window), the loop below, each query with its own copy.
+	 * bench/icount, a burst of PAs at 4 KiB x 1K: 64.7 -> 58.7 instructions a query. */
+	const uint32_t slot0 = n ? q[0].endpoint % VIOMMU_READER_EPW : 0;
+	const uint32_t ep0 = r->epw[slot0].ep;
+	const uint64_t base0 = r->epw[slot0].base, span0 = r->epw[slot0].span;
+	const __u64 *const first0 = r->epw[slot0].first;
+	unsigned i = 0;
+
 	_Static_assert(VIOMMU_READER_EPW == 16, "two words of bytes");
 
+	for (; i < n; i++) {
+		const uint64_t off = q[i].iova - base0;
+
+		if (viommu_reader_ep_out(ep0, &q[i]) | (uint64_t)(off >= span0))
+			break;
+		ptep[i] = &first0[off >> VIOMMU_PAGE_SHIFT];
+		__builtin_prefetch(ptep[i]);
+	}
+	seen[slot0] = i != 0;
 	/* Stage 1, the tests of viommu_reader_window() with the copy as it is: in the window, the
 	 * page's PTE; past the window, in its piece window, the region's word. One line each, the
 	 * whole lookup, prefetched. The others are listed, for the hash's buckets. */
-	for (unsigned i = 0; i < n; i++) {
+	for (; i < n; i++) {
 		const uint32_t slot = q[i].endpoint % VIOMMU_READER_EPW;
 		const struct viommu_reader_epw *c = &r->epw[slot];
 		const uint64_t off = q[i].iova - c->base;
@@ -425,6 +445,38 @@ not_answered:
 	return wmask;
 }
 
+/* window_answers() for a burst whose every query's ptep[] is a PTE (@wmask holds the first @n,
+ * none a piece window word), the common one: in order, with no mask to walk. A PTE that does
+ * not answer is taken as window_answers() takes it: not present, the region's word; else the
+ * query leaves the mask. bench/icount, a burst of PAs at 4 KiB x 1K: 58.7 -> 53.9
+ * instructions a query (of answers: 69.7 -> 64.8). */
+static inline __attribute__((always_inline)) uint64_t
+window_answers_all(const struct viommu_reader *r, const struct viommu_query *q, struct viommu_answer *a,
+		   uint64_t *pa, const __u64 *const *ptep, unsigned n, uint64_t wmask, const bool to_pa)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t v = __atomic_load_n(ptep[i], __ATOMIC_ACQUIRE); /* pairs with W2 */
+
+		if (__builtin_expect(!(~v & (((uint64_t)q[i].access << 1) | VIOMMU_PTE_PRESENT)), 1)) {
+			if (!to_pa)
+				viommu_answer_pte(&a[i], q[i].iova, v);
+			else
+				pa[i] = VIOMMU_PTE_PA(v) | (q[i].iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1));
+			continue;
+		}
+		if (!(v & VIOMMU_PTE_PRESENT) && VIOMMU_SLOT_TAG(v = window_word(r, &q[i])) == VIOMMU_HASH_DIRECT &&
+		    (VIOMMU_HASH_DIRECT_FLAGS(v) & q[i].access) == q[i].access) {
+			if (!to_pa)
+				viommu_answer_direct(&a[i], q[i].iova, v);
+			else
+				pa[i] = VIOMMU_HASH_DIRECT_PA(v) + (q[i].iova & ((1ull << VIOMMU_HASH_SHIFT) - 1));
+			continue;
+		}
+		wmask &= ~(1ull << i); /* an access fault, raced, no piece: the general path answers */
+	}
+	return wmask;
+}
+
 /* One burst: into the answers @a, or (@to_pa) the PAs @pa. Inlined into both entry points, so
  * that each keeps only its own stores. */
 static inline __attribute__((always_inline)) uint64_t
@@ -456,8 +508,12 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 	 * way, before anything is returned. Then the rest: the short path for what it takes (one
 	 * page, no whole extent; it does not fill the reader TLB, a burst pipelines instead), else
 	 * as one query would be. A window query is within one page: its PA is its answer. */
-	wmask = pieces ? window_answers(r, q, a, pa, ptep, wmask, pieces, to_pa, true) :
-			 window_answers(r, q, a, pa, ptep, wmask, 0, to_pa, false);
+	if (pieces)
+		wmask = window_answers(r, q, a, pa, ptep, wmask, pieces, to_pa, true);
+	else if (wmask == (n < 64 ? (1ull << n) - 1 : ~0ull))
+		wmask = window_answers_all(r, q, a, pa, ptep, n, wmask, to_pa);
+	else
+		wmask = window_answers(r, q, a, pa, ptep, wmask, 0, to_pa, false);
 	/* What those answers were computed from: the loop below may replace a copy (a query of
 	 * another endpoint in the same epw entry, a walk that refreshes one), so the re-check
 	 * after it compares with these. */

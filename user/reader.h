@@ -272,13 +272,13 @@ static inline int viommu_reader_answer_miss(struct viommu_answer *a, uint64_t io
 }
 
 /*
- * Nonzero unless copy @c is of @q's endpoint and @q is a query a window takes: READ / WRITE /
+ * Nonzero unless copy @c (its endpoint @ep) is of @q's endpoint and @q is a query a window takes: READ / WRITE /
  * MMIO access only, within one page (viommu_window_query_out()). The endpoint and the access
  * are one 8-byte word of the query, checked with one XOR and one AND: a copy holds a dense id
  * (viommu_reader_window_load() refuses the others), so an equal id is a dense one; an empty
  * copy holds its slot's index + 1, the id of no query that reaches its slot.
  */
-static inline uint64_t viommu_reader_epw_out(const struct viommu_reader_epw *c, const struct viommu_query *q)
+static inline uint64_t viommu_reader_ep_out(uint32_t ep, const struct viommu_query *q)
 {
 	const uint64_t last = q->size - 1;
 	uint64_t epacc;
@@ -291,8 +291,13 @@ static inline uint64_t viommu_reader_epw_out(const struct viommu_reader_epw *c, 
 #else
 	epacc = q->endpoint | (uint64_t)q->access << 32;
 #endif
-	return ((epacc ^ c->ep) & ~((uint64_t)VIOMMU_MAP_F_MASK << 32)) |
+	return ((epacc ^ ep) & ~((uint64_t)VIOMMU_MAP_F_MASK << 32)) |
 	       ((last | (last + (q->iova & ((1ull << VIOMMU_PAGE_SHIFT) - 1)))) >> VIOMMU_PAGE_SHIFT);
+}
+
+static inline uint64_t viommu_reader_epw_out(const struct viommu_reader_epw *c, const struct viommu_query *q)
+{
+	return viommu_reader_ep_out(c->ep, q);
 }
 
 /*
