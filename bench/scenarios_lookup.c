@@ -272,7 +272,7 @@ static void lookup_rows(struct bench_world *w, const char *scenario, const struc
 		names[n] = "viommu_pa";
 		impls[n++] = -4;
 	}
-	if (b && bench_impl_wanted("viommu")) {
+	if (b && (bench_impl_wanted("viommu") || bench_impl_wanted(b->name))) {
 		bench_impl_verify(I_VIOMMU, w, scenario, &b->s, b->s.n);
 		j[n] = (struct bench_job){ .run = run_viommu, .ctx = w->rd, .q = b->s.q, .qmask = b->s.n - 1, .per_op = 1 };
 		names[n] = b->name;
