@@ -27,7 +27,7 @@
 #include "viommu_spec.h"
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 9u
+#define VIOMMU_ABI_VERSION 10u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -355,7 +355,13 @@ struct viommu_meta { /* writer: device thread */
 	 * period. The counters below change on every publication; sharing a line with them cost a
 	 * reader a cache miss per lookup under churn. */
 	__u64 epoch; /* grace-period epoch, bumped by the writer (see readers) */
-	__u64 pad2[7];
+	/* Bumped with `wraps` every 2^30 record frees + endpoint changes, but never by a leaf free:
+	 * what a reader's copy of an endpoint's window, and its probe of a direct value, need
+	 * beside the entry's seq (I10, I13). So a pool leaf freed (churn outside every window)
+	 * leaves those copies good. Written as rarely as `wraps`: it shares the line every
+	 * viommu_reader_enter() reads, which window lookups then find cached. (ABI v10) */
+	__u64 ep_wraps;
+	__u64 pad2[6];
 	/* line 2: occupancy and counters, for `viommu stat` */
 	__u32 nodes_used, extents_used, domains_used, endpoints_used;
 	__u32 hash_used;

@@ -960,9 +960,10 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 	cr_assert_eq(dslot_of(8), dslot_of(9));
 	now = fp->eps[8].seq;
 	cr_assert_neq(now, copied);
-	/* The wrap, as the writer leaves it: meta.wraps bumped before the seq came back (memfd and
-	 * BPF replica alike). */
+	/* The wrap, as the writer leaves it (churn_count()): meta.wraps and meta.ep_wraps bumped
+	 * before the seq came back (memfd and BPF replica alike). */
 	FP_STORE(fp, &fp->meta->wraps, fp->meta->wraps + 1, __ATOMIC_RELEASE);
+	FP_STORE(fp, &fp->meta->ep_wraps, fp->meta->ep_wraps + 1, __ATOMIC_RELEASE);
 	FP_STORE(fp, &fp->eps[8].seq, copied, __ATOMIC_RELEASE);
 
 	/* Each query first after the wrap, with the reader's old copy (a walk refreshes it). */
@@ -978,6 +979,46 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 
 	FP_STORE(fp, &fp->eps[8].seq, now, __ATOMIC_RELEASE); /* the writer's own value back */
 	check_queries(r, q, n);
+	viommu_reader_close(r);
+}
+
+/* A pool leaf freed (a guest's churn outside every window) bumps meta.wraps, which drops reader
+ * TLB entries, but not meta.ep_wraps: a reader's copy of a window stays good, and window lookups
+ * after it are answered from the copy, not after a walk that makes it again (which every
+ * reader of every domain would otherwise pay after each such UNMAP). The copy's `keyhi`, which
+ * a window lookup does not read and viommu_reader_window_load() rewrites, tells. */
+Test(window, a_pool_leaf_freed_outside_every_window_leaves_a_readers_copy_of_a_window_good)
+{
+	const uint64_t x = WIN + 0x3000, far = 64 * GIB;
+	const struct viommu_meta *m;
+	struct viommu_reader_epw *c;
+	struct viommu_reader *r;
+	uint64_t wraps, ep_wraps, keyhi;
+
+	r = win_reader_ep8();
+	m = view()->meta;
+	map_ok(1, x, 0x1000, 0xa0003000, RW);
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0xa0003010);
+	c = &r->epw[8 % VIOMMU_READER_EPW];
+	cr_assert_eq(c->ep, 8, "the reader copied endpoint 8's window");
+	keyhi = c->keyhi;
+	c->keyhi = 0x5eedull;
+	wraps = m->wraps;
+	ep_wraps = m->ep_wraps;
+
+	/* Two pages of one region far outside the window: a pool leaf, freed with the second UNMAP. */
+	map_ok(1, far, 0x1000, 0xc0000000, RW);
+	map_ok(1, far + 0x5000, 0x1000, 0xc0005000, RW);
+	unmap_ok(1, far, 0x1000);
+	unmap_ok(1, far + 0x5000, 0x1000);
+	cr_assert_neq(m->wraps, wraps, "a pool leaf was freed");
+	cr_assert_eq(m->ep_wraps, ep_wraps, "a leaf free leaves meta.ep_wraps alone");
+
+	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0xa0003010);
+	cr_assert_eq(translate(r, 8, x + 0x1010, R).result, VIOMMU_XLATE_FAULT);
+	cr_assert_eq(c->keyhi, 0x5eedull, "the copy was made again after a leaf free outside the window");
+	c->keyhi = keyhi;
+	cr_assert_eq(translate(r, 8, far + 0x10, R).result, VIOMMU_XLATE_FAULT);
 	viommu_reader_close(r);
 }
 

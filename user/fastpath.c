@@ -321,13 +321,15 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	return 0;
 }
 
-/* A record or leaf freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps (I10).
- * Release: ordered before the seq store that follows, so a reader that sees that seq sees the
- * bump. */
+/* A record or leaf freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps and
+ * meta.ep_wraps (I10). Release: ordered before the seq store that follows, so a reader that sees
+ * that seq sees the bumps. */
 static void churn_count(struct viommu_fastpath *fp)
 {
-	if ((++fp->churn & ((1ull << 30) - 1)) == 0)
+	if ((++fp->churn & ((1ull << 30) - 1)) == 0) {
 		ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
+		ST_REL(&fp->meta->ep_wraps, LD(&fp->meta->ep_wraps) + 1);
+	}
 }
 
 /* W2: every piece is installed; make the record live. Release: the fields (ext_alloc) and

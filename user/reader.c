@@ -503,7 +503,7 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 	 * when that is a published piece's direct value with them: a loop of its own with no call
 	 * in it, so that its state stays in registers (bench/icount: 83 instructions a query in
 	 * all at 4 KiB x 1K, against 100 with one loop for every kind). Each endpoint copy they
-	 * used has its seq and meta.wraps re-checked once, after every PTE and word was read (I4,
+	 * used has its seq and meta.ep_wraps re-checked once, after every PTE and word was read (I4,
 	 * I10, I13), and a failed re-check answers that endpoint's window queries again the long
 	 * way, before anything is returned. Then the rest: the short path for what it takes (one
 	 * page, no whole extent; it does not fill the reader TLB, a burst pipelines instead), else
@@ -564,7 +564,7 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 		const struct epw_snap *c = &snap[__builtin_ctz(u)];
 
 		if ((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-		    (__atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) ^ c->wraps))
+		    (__atomic_load_n(&r->meta->ep_wraps, __ATOMIC_RELAXED) ^ c->wraps))
 			bad |= 1u << __builtin_ctz(u);
 	}
 	for (uint64_t m = bad ? wmask : 0; m; m &= m - 1) {
@@ -610,7 +610,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	if (ep >= VIOMMU_EP_DENSE)
 		return 0;
 	/* Before the entry (acquire): a bump after it drops the copy. */
-	wraps = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
+	wraps = __atomic_load_n(&r->meta->ep_wraps, __ATOMIC_ACQUIRE);
 	e = &r->eps[ep];
 	s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE); /* pairs with the writer's release (W3) */
 	st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
@@ -642,7 +642,7 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->span = (uint64_t)wn << VIOMMU_HASH_SHIFT;
 	c->first = r->ptes[leaf].pte;
 	c->seqp = &e->seq;
-	c->wrapsp = &r->meta->wraps;
+	c->wrapsp = &r->meta->ep_wraps;
 	c->wraps = wraps;
 	c->keyhi = VIOMMU_HASH_KEY(dslot, 0);
 	c->pbase = pbase;
@@ -707,7 +707,8 @@ uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viom
 	if (q->endpoint < VIOMMU_EP_DENSE) {
 		const struct viommu_reader_epw *c = &r->epw[q->endpoint % VIOMMU_READER_EPW];
 
-		if (c->ep != q->endpoint || !c->span || c->wraps != wraps ||
+		if (c->ep != q->endpoint || !c->span ||
+		    c->wraps != __atomic_load_n(&r->meta->ep_wraps, __ATOMIC_RELAXED) ||
 		    c->ep_seq != __atomic_load_n(&r->eps[q->endpoint].seq, __ATOMIC_RELAXED))
 			viommu_reader_window_load(r, q->endpoint);
 	}

@@ -47,8 +47,9 @@ struct viommu_reader_tlb { /* one cache line */
 _Static_assert(sizeof(struct viommu_reader_tlb) == 64, "a reader TLB entry is one cache line");
 
 /* A reader-private copy of an endpoint's window (I13): valid while the endpoint entry's seq is
- * still `ep_seq` and meta.wraps still `wraps` (the window of a domain does not move while an
- * endpoint is in it; a seq that wrapped back bumped wraps, I10). Filled out of line
+ * still `ep_seq` and meta.ep_wraps still `wraps` (the window of a domain does not move while an
+ * endpoint is in it; a seq that wrapped back bumped ep_wraps, I10; a pool leaf freed does not
+ * touch a window). Filled out of line
  * (viommu_reader_window_load) when an endpoint is first seen, or by a walk. The window's PTEs
  * are one run of pages from `first`: page (iova - base) >> 12 of it, as in a flat table. */
 #define VIOMMU_READER_EPW 16u
@@ -59,7 +60,7 @@ struct viommu_reader_epw { /* two cache lines: what a window page's lookup reads
 	const __u64 *first; /* the window's first PTE */
 	const __u64 *wfirst; /* the word of the window's first region (pfirst + (base - pbase) / 2 MiB) */
 	const __u32 *seqp; /* the endpoint entry's seq */
-	const __u64 *wrapsp; /* meta.wraps */
+	const __u64 *wrapsp; /* meta.ep_wraps */
 	uint64_t wraps;
 	/* second line */
 	uint64_t keyhi; /* the domain's part of its hash keys: VIOMMU_HASH_KEY(dslot, 0) */
@@ -345,7 +346,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	 * after it. */
 	pte = __atomic_load_n(&c->first[off >> VIOMMU_PAGE_SHIFT], __ATOMIC_ACQUIRE);
 	/* The endpoint entry unchanged since the copy was made (so when the word and the PTE were
-	 * read: seqs only grow, and one that wrapped back bumped wraps first, I4, I10); present;
+	 * read: seqs only grow, and one that wrapped back bumped ep_wraps first, I4, I10); present;
 	 * every flag the access needs (the PTE's flags are its bits 1-3, the access's bits 0-2).
 	 * Else the walk answers (and refreshes the copy). */
 	stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
