@@ -65,6 +65,8 @@ extern const char *const bench_mu_patterns[2]; /* the page sets' variants: rando
 
 /* @want distinct gap pages of @w: spread over the world, or (@hot) its last gaps. */
 void bench_mu_pages(struct bench_mu *m, struct bench_world *w, size_t want, bool hot, uint64_t seed);
+/* @n consecutive pages from @start (unmapped, in @w's domain). */
+void bench_mu_range(struct bench_mu *m, struct bench_world *w, uint64_t start, size_t n, uint64_t seed);
 void bench_mu_free(struct bench_mu *m);
 /* A bench_job's run: @ops MAP+UNMAP pairs through the request path (ctx: a bench_mu_job). */
 uint64_t bench_mu_run_device(struct bench_job *j, size_t ops);

@@ -200,10 +200,22 @@ static void *churn_reader_main(void *arg)
 enum churn_mode { CHURN_STRICT, CHURN_FENCE, CHURN_LAZY, CHURN_BATCH64 };
 static const char *const churn_quiet[] = { "quiet", "quiet_fence", "quiet_lazy", "quiet_batch64" };
 static const char *const churn_busy[] = { "churn", "churn_fence", "churn_lazy", "churn_batch64" };
+static const char *const churn_far[] = { "far", "far_fence", "far_lazy", "far_batch64" };
+static const char *const churn_away[] = { "elsewhere", "elsewhere_fence", "elsewhere_lazy", "elsewhere_batch64" };
+
+/* The writer's states in a repetition: idle; churning gap pages of the readers' world (PTE
+ * lines that also hold queried pages); churning pages of the readers' domain that share no line
+ * with them (far past the world, outside its window); churning another device of the
+ * same shape, whose lines and grace periods no reader shares (what a busy second core costs
+ * the readers on this host, apart from the writer's writes to what they read). */
+enum churn_state { CH_QUIET, CH_CHURN, CH_FAR, CH_ELSEWHERE, CH_STATES };
 
 struct bench_churn {
 	struct bench_world *w;
 	struct bench_mu set;
+	struct bench_mu fset; /* CH_FAR's pages */
+	struct bench_world *other; /* CH_ELSEWHERE's device, its own pages */
+	struct bench_mu oset;
 	enum churn_mode mode;
 };
 
@@ -219,6 +231,15 @@ static int setup_churn_mode(struct bench_ctx *c, enum churn_mode mode)
 	if (!ch->w)
 		bench_fail("churn_readers: viommu_fastpath_new: %s", strerror(errno));
 	bench_mu_pages(&ch->set, ch->w, 4096, false, 0x7007);
+	/* 16 MiB at 1 TiB, in the readers' domain but past its window (a power-of-two block of
+	 * regions around the world, at most 16 GiB): pool leaves, each freed when its last page
+	 * goes (a bump of meta.wraps, which drops reader TLB entries but, since ABI v10, no copy
+	 * of a window). */
+	bench_mu_range(&ch->fset, ch->w, 1ull << 40, 4096, 0x7008);
+	ch->other = bench_world_build(spec, &o, false);
+	if (!ch->other)
+		bench_fail("churn_readers: viommu_fastpath_new: %s", strerror(errno));
+	bench_mu_pages(&ch->oset, ch->other, 4096, false, 0x7007);
 	bench_qset_make(&c->qs, ch->w, Q_HIT, bench_opt.nq, 0x8008);
 	c->w = ch->w;
 	c->priv = ch;
@@ -251,19 +272,24 @@ void teardown_churn(struct bench_ctx *c)
 
 	bench_world_free(ch->w);
 	bench_mu_free(&ch->set);
+	bench_mu_free(&ch->fset);
+	bench_world_free(ch->other);
+	bench_mu_free(&ch->oset);
 	free(ch);
 	bench_qset_free(&c->qs);
 	c->w = NULL;
 }
 
-/* One repetition: @nthreads readers of @ops lookups each; the writer churns if @churn.
- * Returns the readers' mean ns per lookup; *pairs_s: the writer's MAP+UNMAP pairs per second. */
-static double churn_rep(struct bench_ctx *c, unsigned nthreads, size_t ops, bool churn, double *pairs_s,
-			uint64_t *retries)
+/* One repetition: @nthreads readers of @ops lookups each, the writer in @state. Returns the
+ * readers' mean ns per lookup; *pairs_s: the writer's MAP+UNMAP pairs per second. */
+static double churn_rep(struct bench_ctx *c, unsigned nthreads, size_t ops, enum churn_state state,
+			double *pairs_s, uint64_t *retries)
 {
 	struct bench_churn *ch = c->priv;
 	struct bench_churn_reader cr[2];
-	struct bench_mu_job mj = { &ch->set, ch->w->dev };
+	const bool churn = state != CH_QUIET;
+	struct bench_mu_job mj = { state == CH_ELSEWHERE ? &ch->oset : state == CH_FAR ? &ch->fset : &ch->set,
+				   state == CH_ELSEWHERE ? ch->other->dev : ch->w->dev };
 	struct bench_job j = { .run = bench_mu_run_device, .ctx = &mj, .per_op = 1 };
 	pthread_barrier_t start;
 	unsigned done = 0;
@@ -313,63 +339,71 @@ static double churn_rep(struct bench_ctx *c, unsigned nthreads, size_t ops, bool
 	return ns / nthreads;
 }
 
-/* One reader count's measurements: quiet and churn repetitions alternated. */
+/* One reader count's measurements: quiet, churn and elsewhere repetitions alternated. */
 struct bench_churn_meas {
-	struct bench_stats st[2]; /* quiet, churn: the readers' ns per lookup */
-	double ps[64]; /* the writer's pairs/s in each churn repetition, sorted */
+	struct bench_stats st[CH_STATES]; /* the readers' ns per lookup */
+	double ps[CH_STATES][64]; /* the writer's pairs/s in each busy repetition, sorted */
 	unsigned reps;
-	uint64_t gp, gns, rt[2]; /* grace periods and their ns; retries (quiet, churn) */
+	uint64_t gp, gns, rt[CH_STATES]; /* the readers' grace periods and their ns; retries */
 };
 
 static void churn_measure(struct bench_ctx *c, unsigned nthreads, size_t ops, struct bench_churn_meas *cm)
 {
 	struct bench_churn *ch = c->priv;
 	const struct viommu_meta *vm = viommu_fastpath_view(ch->w->fp)->meta;
-	double ns[2][64], pairs_s;
+	double ns[CH_STATES][64], pairs_s;
 	uint64_t retries = 0;
 
 	cm->reps = bench_opt.reps < 64 ? bench_opt.reps : 64;
-	churn_rep(c, nthreads, ops / 4, true, &pairs_s, &retries); /* warm-up */
-	/* Quiet and churn repetitions alternate, so load drifting on the machine hits both. */
+	churn_rep(c, nthreads, ops / 4, CH_CHURN, &pairs_s, &retries); /* warm-up */
+	/* The three states alternate, so load drifting on the machine hits each. */
 	for (unsigned k = 0; k < cm->reps; k++) {
-		uint64_t gp0 = vm->grace_periods, gns0 = vm->grace_ns_total;
+		for (int st = 0; st < CH_STATES; st++) {
+			uint64_t gp0 = vm->grace_periods, gns0 = vm->grace_ns_total;
 
-		ns[0][k] = churn_rep(c, nthreads, ops, false, &pairs_s, &cm->rt[0]);
-		ns[1][k] = churn_rep(c, nthreads, ops, true, &cm->ps[k], &cm->rt[1]);
-		cm->gp += vm->grace_periods - gp0;
-		cm->gns += vm->grace_ns_total - gns0;
+			ns[st][k] = churn_rep(c, nthreads, ops, (enum churn_state)st, st ? &cm->ps[st][k] : &pairs_s,
+					      &cm->rt[st]);
+			cm->gp += vm->grace_periods - gp0;
+			cm->gns += vm->grace_ns_total - gns0;
+		}
 	}
-	bench_stats_of(ns[0], cm->reps, ops, &cm->st[0]);
-	bench_stats_of(ns[1], cm->reps, ops, &cm->st[1]);
-	qsort(cm->ps, cm->reps, sizeof(cm->ps[0]), bench_cmp_double);
+	for (int st = 0; st < CH_STATES; st++) {
+		bench_stats_of(ns[st], cm->reps, ops, &cm->st[st]);
+		qsort(cm->ps[st], cm->reps, sizeof(cm->ps[st][0]), bench_cmp_double);
+	}
 }
 
-/* The quiet row and the churn row (the readers' loss, the writer's median rate). */
+/* The quiet row, the churn row and the elsewhere row (the readers' loss against quiet, the
+ * writer's median rate). */
 static void churn_rows(struct bench_ctx *c, unsigned nthreads, const struct bench_churn_meas *cm)
 {
 	struct bench_churn *ch = c->priv;
-	const double writer = cm->ps[cm->reps / 2];
+	static const char *const *const names[CH_STATES] = { churn_quiet, churn_busy, churn_far, churn_away };
 
-	for (int churn = 0; churn < 2; churn++) {
-		double loss = (cm->st[1].median - cm->st[0].median) / cm->st[0].median * 100;
+	for (int st = 0; st < CH_STATES; st++) {
+		const double writer = cm->ps[st][cm->reps / 2];
+		double loss = (cm->st[st].median - cm->st[CH_QUIET].median) / cm->st[CH_QUIET].median * 100;
 		struct bench_row *r;
 		char note[64];
 
-		if (!churn)
+		if (st == CH_QUIET)
 			snprintf(note, sizeof(note), "enter/translate/exit per lookup");
-		else
+		else if (st == CH_CHURN)
 			snprintf(note, sizeof(note), "%+.1f%%; writer %.0fK pairs/s, grace %.1f us%s", loss,
 				 writer / 1e3, cm->gp ? cm->gns / 1e3 / cm->gp : 0.0,
 				 nthreads + 1 > (unsigned)bench_machine.ncpu ? "; 3 thr/2 CPU" : "");
-		r = bench_row_add("churn_readers", "4k", ch->w->spec.extents, nthreads, "viommu",
-				  churn ? churn_busy[ch->mode] : churn_quiet[ch->mode], &cm->st[churn], note);
-		if (churn) {
+		else
+			snprintf(note, sizeof(note), "%+.1f%%; writer %.0fK pairs/s %s", loss, writer / 1e3,
+				 st == CH_FAR ? "past the window" : "on another device");
+		r = bench_row_add("churn_readers", "4k", ch->w->spec.extents, nthreads, "viommu", names[st][ch->mode],
+				  &cm->st[st], note);
+		if (st != CH_QUIET) {
 			r->loss_pct = loss;
 			r->extra = writer;
 		}
-		if (cm->rt[churn])
+		if (cm->rt[st])
 			snprintf(r->note + strlen(r->note), sizeof(r->note) - strlen(r->note),
-				 "; %llu retries", (unsigned long long)cm->rt[churn]);
+				 "; %llu retries", (unsigned long long)cm->rt[st]);
 		bench_row_print(r);
 	}
 }
@@ -381,7 +415,7 @@ void run_churn(struct bench_ctx *c)
 	uint64_t retries = 0;
 
 	/* Size one repetition to bench_opt.rep_ns from a single quiet reader. */
-	ns = churn_rep(c, 1, c->qs.n, false, &pairs_s, &retries);
+	ns = churn_rep(c, 1, c->qs.n, CH_QUIET, &pairs_s, &retries);
 	ops = (size_t)(bench_opt.rep_ns / (ns > 1 ? ns : 1));
 	if (ops < c->qs.n)
 		ops = c->qs.n;

@@ -105,6 +105,25 @@ void bench_mu_pages(struct bench_mu *m, struct bench_world *w, size_t want, bool
 	}
 }
 
+void bench_mu_range(struct bench_mu *m, struct bench_world *w, uint64_t start, size_t n, uint64_t seed)
+{
+	uint64_t r = seed;
+
+	m->w = w;
+	m->n = n;
+	m->pages = bench_calloc(m->n, sizeof(*m->pages));
+	m->wire = bench_calloc(m->n, sizeof(*m->wire));
+	for (size_t i = 0; i < m->n; i++) {
+		struct bench_extent *x = &m->pages[i];
+
+		*x = (struct bench_extent){ start + i * 4096, start + i * 4096 + 4095,
+					    ((bench_rand(&r) % (1ull << 40)) & ~4095ull) + 4096,
+					    VIOMMU_MAP_F_READ | VIOMMU_MAP_F_WRITE };
+		viommu_req_map(m->wire[i].map, BENCH_DOMAIN, x->start, x->end, x->phys, x->flags);
+		viommu_req_unmap(m->wire[i].unmap, BENCH_DOMAIN, x->start, x->end);
+	}
+}
+
 void bench_mu_free(struct bench_mu *m)
 {
 	free(m->pages);
