@@ -273,8 +273,9 @@ static inline int viommu_reader_answer_miss(struct viommu_answer *a, uint64_t io
 }
 
 /*
- * Nonzero unless copy @c (its endpoint @ep) is of @q's endpoint and @q is a query a window takes: READ / WRITE /
- * MMIO access only, within one page (viommu_window_query_out()). The endpoint and the access
+ * Nonzero unless a copy of endpoint @ep's window (viommu_reader_epw_out(): copy @c's) is of
+ * @q's endpoint and @q is a query a window takes: READ / WRITE / MMIO access only, within one
+ * page (viommu_window_query_out()). The endpoint and the access
  * are one 8-byte word of the query, checked with one XOR and one AND: a copy holds a dense id
  * (viommu_reader_window_load() refuses the others), so an equal id is a dense one; an empty
  * copy holds its slot's index + 1, the id of no query that reaches its slot.
