@@ -10,7 +10,7 @@
  * The reader's copy of an endpoint's window (struct viommu_reader_epw) is built by hand over
  * this file's own memory, as viommu_reader_window_load() would build it: a window of one 2 MiB
  * region at WIN, its piece window of two regions from WIN (the second region is past the
- * window), the endpoint entry's seq and meta.wraps.
+ * window), the endpoint entry's seq and meta.ep_wraps.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -35,7 +35,7 @@
  * so that each can be hooked alone. */
 static __u64 *ptes, *words;
 static __u32 seq = 4; /* the endpoint entry's seq */
-static __u64 wraps = 7; /* meta.wraps */
+static __u64 wraps = 7; /* meta.ep_wraps */
 static struct viommu_reader *r;
 
 static __u64 *hooked; /* the page whose next load runs the step */
@@ -94,8 +94,8 @@ TestSuite(inline, .init = setup, .fini = teardown);
 
 /* The writer's steps. The endpoint moved to another domain (W3: its seq moves on), whose
  * translation for the same IOVA is PA_NEW, left where the copy points (the old domain's memory
- * reused). Or the same with a seq that wrapped back to the copy's (a bump of meta.wraps first,
- * I10). */
+ * reused). Or the same with a seq that wrapped back to the copy's (a bump of meta.ep_wraps
+ * first, I10). */
 static void new_translation(void)
 {
 	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_NEW, RW);

@@ -914,11 +914,11 @@ Test(window, a_window_reused_after_a_domain_that_freed_no_leaf_is_never_answered
 
 /*
  * A 32-bit seq can come back to a value a reader copied (2^32 entry changes later); the writer
- * bumps meta.wraps every 2^30 of them first (I10), and a reader's copy of a window, or its
- * inline probe of a direct value, is good only with meta.wraps as it was. No test can make 2^32
+ * bumps meta.wraps and meta.ep_wraps every 2^30 of them first (I10), and a reader's copy of a
+ * window, or its inline probe of a direct value, is good only with meta.ep_wraps as it was. No test can make 2^32
  * changes: this one plays their outcome on the writer's side of the shared memory. Endpoint 8
  * moves from domain A to domain B for real, then its entry's seq is set back to the value the
- * reader copied, with meta.wraps bumped, as the writer would have left them. The same IOVAs
+ * reader copied, with both bumped, as the writer would have left them. The same IOVAs
  * translate differently in A and B: a page in both windows, a page only in B's, and a 2 MiB
  * piece outside both (a direct value).
  */

@@ -278,8 +278,8 @@ static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 	 * here. Bumped before the kill, a walk could load the new value, still read the live leaf
 	 * and fill an entry no later bump drops. Release: before any later store to the leaf. */
 	/* A window's leaf comes back only for the same region of the same domain (I13): the same
-	 * PTE at the same place is then the same translation, so its free drops nothing, and the
-	 * readers' copies of windows (which a bump would drop too) live through UNMAP churn. */
+	 * PTE at the same place is then the same translation, so its free drops nothing. (The
+	 * readers' copies of windows check meta.ep_wraps, which no leaf free moves, ABI v10.) */
 	if (i >= fp->leaves_pool) {
 		fp->win_live[i - fp->leaves_pool] = 0; /* stays its window's, dead */
 	} else {
@@ -321,7 +321,7 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	return 0;
 }
 
-/* A record or leaf freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps and
+/* A record freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps and
  * meta.ep_wraps (I10). Release: ordered before the seq store that follows, so a reader that sees
  * that seq sees the bumps. */
 static void churn_count(struct viommu_fastpath *fp)
