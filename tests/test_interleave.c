@@ -577,3 +577,52 @@ ITEST(INTERLEAVE_SUITE, with_the_pieces_hint_every_load_of_a_window_answer_is_fo
 	/* a piece in the window */
 	word_first_moved_before(&fx.pieces[1], WIN_VA + (2ull << 20) + 0x10);
 }
+
+/*
+ * THE OPEN BUG (docs/concurrency.md, I6), reproduced: disabled until it is fixed, then enabled
+ * with the fix. The lone page's way goes to another region's lone page between the key's first
+ * load and its value's, and back to the first key before the keys are read again (K, J, K in
+ * one way): viommu_bucket_find() sees the key in the same ways twice and takes J's value, and
+ * the lookup answers this region's page with the other region's PA. A per-way version, or a
+ * writer that never gives a way back to a key after another key held it, would turn it away.
+ */
+static __u64 aba_key;
+
+static void step_way_back(void)
+{
+	__atomic_store_n(step_key, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(step_val, VIOMMU_HASH_LONE_MAKE(PAGE_PA, RW, 9), __ATOMIC_RELAXED);
+	__atomic_store_n(step_key, aba_key, __ATOMIC_RELEASE);
+}
+
+static void step_way_away_then_back(void)
+{
+	step_way_to_another_lone_page();
+	hook_step = step_way_back; /* at the second read of the keys */
+	hook_skip = 0;
+#ifdef VIOMMU_BUCKET_SSE2
+	hook_at = (const volatile void *)((uintptr_t)step_key & ~(uintptr_t)15);
+#else
+	hook_at = step_key;
+#endif
+}
+
+Test(INTERLEAVE_SUITE, a_way_given_to_another_key_and_back_between_the_key_loads_is_not_taken, .disabled = true)
+{
+	const __u64 key = VIOMMU_HASH_KEY(DSLOT, LONE_VA);
+	unsigned w;
+	struct viommu_hash_bucket *b = bucket_of(key, &w);
+	struct viommu_lk lk = { 0 };
+	int got;
+
+	aba_key = key;
+	step_key = &b->key[w];
+	step_val = &b->val[w];
+	hook_at = VAL_LOAD_AT(b, w);
+	hook_step = step_way_away_then_back;
+	got = viommu_lookup_fast(&fx, EP, LONE_VA + 9 * 4096 + 0x10, &lk);
+	cr_assert_eq(hook_fired, 2);
+	cr_assert(got == 0 || lk.ext_phys != OTHER_PA,
+		  "lookup_fast: %d, pa 0x%llx: the other region's page answered this one", got,
+		  (unsigned long long)lk.ext_phys);
+}
