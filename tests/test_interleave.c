@@ -227,6 +227,20 @@ static void step_way_to_another_lone_page(void)
 	__atomic_store_n(step_key, VIOMMU_HASH_KEY(DSLOT, LONE_VA + (1ull << 30)), __ATOMIC_RELEASE);
 }
 
+/* The lone page's lookup (page 9 of the region at LONE_VA), with the writer's step @s run just
+ * before the load of the value of the lone page's way. */
+static int lone_lookup_stepped_at_its_value(void (*s)(void), struct viommu_lk *lk)
+{
+	unsigned w;
+	struct viommu_hash_bucket *b = bucket_of(VIOMMU_HASH_KEY(DSLOT, LONE_VA), &w);
+
+	step_key = &b->key[w];
+	step_val = &b->val[w];
+	hook_at = VAL_LOAD_AT(b, w);
+	hook_step = s;
+	return viommu_lookup_fast(&fx, EP, LONE_VA + 9 * 4096 + 0x10, lk);
+}
+
 ITEST(INTERLEAVE_SUITE, a_lone_value_answers_its_page_and_not_mapped_for_the_other_pages_of_its_region)
 {
 	struct viommu_lk lk = { 0 };
@@ -251,18 +265,10 @@ ITEST(INTERLEAVE_SUITE, a_lone_value_answers_its_page_and_not_mapped_for_the_oth
 
 ITEST(INTERLEAVE_SUITE, a_lone_value_whose_key_left_before_the_value_was_read_is_not_taken)
 {
-	const __u64 key = VIOMMU_HASH_KEY(DSLOT, LONE_VA);
-	unsigned w;
-	struct viommu_hash_bucket *b = bucket_of(key, &w);
 	struct viommu_lk lk = { 0 };
-	int got;
-
 	/* Between the load of the key and that of its value: the other region's page at page 9. */
-	step_key = &b->key[w];
-	step_val = &b->val[w];
-	hook_at = VAL_LOAD_AT(b, w);
-	hook_step = step_way_to_another_lone_page;
-	got = viommu_lookup_fast(&fx, EP, LONE_VA + 9 * 4096 + 0x10, &lk);
+	int got = lone_lookup_stepped_at_its_value(step_way_to_another_lone_page, &lk);
+
 	cr_assert_eq(hook_fired, 1);
 	cr_assert(got == 0 || (got == 2 && lk.result == VIOMMU_XLATE_FAULT),
 		  "lookup_fast: %d, pa 0x%llx (the other region's page is at 0x%llx)", got,
@@ -609,18 +615,11 @@ static void step_way_away_then_back(void)
 
 Test(INTERLEAVE_SUITE, a_way_given_to_another_key_and_back_between_the_key_loads_is_not_taken, .disabled = true)
 {
-	const __u64 key = VIOMMU_HASH_KEY(DSLOT, LONE_VA);
-	unsigned w;
-	struct viommu_hash_bucket *b = bucket_of(key, &w);
 	struct viommu_lk lk = { 0 };
 	int got;
 
-	aba_key = key;
-	step_key = &b->key[w];
-	step_val = &b->val[w];
-	hook_at = VAL_LOAD_AT(b, w);
-	hook_step = step_way_away_then_back;
-	got = viommu_lookup_fast(&fx, EP, LONE_VA + 9 * 4096 + 0x10, &lk);
+	aba_key = VIOMMU_HASH_KEY(DSLOT, LONE_VA);
+	got = lone_lookup_stepped_at_its_value(step_way_away_then_back, &lk);
 	cr_assert_eq(hook_fired, 2);
 	cr_assert(got == 0 || lk.ext_phys != OTHER_PA,
 		  "lookup_fast: %d, pa 0x%llx: the other region's page answered this one", got,
