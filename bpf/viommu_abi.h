@@ -27,7 +27,7 @@
 #include "viommu_spec.h"
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 10u
+#define VIOMMU_ABI_VERSION 11u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -67,7 +67,7 @@
  * use (meta.leaves_used; viommu_bpf_touch() in viommu_maps.bpf.h): fewer stay cached. */
 #define VIOMMU_TOUCH_LEAVES_MIN 16u
 #ifndef VIOMMU_HASH_BUCKETS_DEFAULT
-#define VIOMMU_HASH_BUCKETS_DEFAULT 65536u /* power of two; 4 ways each */
+#define VIOMMU_HASH_BUCKETS_DEFAULT 65536u /* power of two; VIOMMU_HASH_WAYS ways each */
 #endif
 #ifndef VIOMMU_READERS_MAX
 #define VIOMMU_READERS_MAX 64u /* userspace readers in the device's process, and as many in others */
@@ -264,15 +264,15 @@ struct viommu_extent_rec { /* writer: device thread */
 	__u64 phys; /* PA of start */
 };
 
-/* ---- viommu_hash: (domain slot, 2 MiB region) -> level-4 slot content, 4-way buckets ----
+/* ---- viommu_hash: (domain slot, 2 MiB region) -> level-4 slot content, 3-way buckets ----
  * A value is the level-4 slot's word (a leaf, or a piece being mapped), or, once the MAP of a
  * 2 MiB piece is published, the piece's translation itself (a direct value: tag
  * VIOMMU_HASH_DIRECT, which a slot never has at level 4): the piece's PA and the mapping's
  * flags, so that a lookup reads the bucket and nothing after it. A key's value changes in place
  * only from the slot word to the direct value (at publication), and for a lone page (below)
- * from the leaf's word to the page's value and back; a key is removed (key, then value) before
- * its piece's record dies, so a reader that finds its key again after reading the value read a
- * value the key had (I6). */
+ * from the leaf's word to the page's value and back; a key is removed before its piece's record
+ * dies, with the bucket's seq odd (ABI v11), so a reader that reads the bucket between two equal
+ * even loads of seq read a value the key had (I6). */
 #define VIOMMU_HASH_DIRECT 1ull /* a slot's VIOMMU_SLOT_NODE tag: never a level-4 slot's */
 #define VIOMMU_HASH_DIRECT_MAKE(pa, flags) \
 	(((__u64)(pa) & ~0xfffull) | ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 2) | VIOMMU_HASH_DIRECT)
@@ -292,10 +292,19 @@ struct viommu_extent_rec { /* writer: device thread */
 	 ((__u64)((flags) & VIOMMU_MAP_F_MASK) << 2) | VIOMMU_HASH_LONE | VIOMMU_HASH_DIRECT)
 #define VIOMMU_HASH_LONE_PAGE(v) ((__u32)((v) >> 52) & (VIOMMU_RADIX_FANOUT - 1))
 #define VIOMMU_HASH_LONE_PA(v) ((v) & VIOMMU_HASH_LONE_PA_MASK)
-#define VIOMMU_HASH_WAYS 4
+/* Three ways and a seq (ABI v11; four ways before): a way that went to another key and came
+ * back between a reader's loads is told by the seq, which nothing in four ways could tell. */
+#define VIOMMU_HASH_WAYS 3
 struct viommu_hash_bucket { /* writer: device thread; one cache line */
 	__u64 key[VIOMMU_HASH_WAYS]; /* 0 empty; else VIOMMU_HASH_KEY() */
+	/* Odd while a key leaves a way (its key, then its value, cleared); a key entering a free
+	 * way or a value changed in place leaves it alone. A reader takes what it read of the
+	 * bucket only between two equal even loads of it (I6). Below 2^32, and every key is 2^43
+	 * or more: the 16-byte load of key[2] with it never matches a key in its second lane. */
+	__u32 seq;
+	__u32 pad;
 	__u64 val[VIOMMU_HASH_WAYS]; /* a level-4 slot word (leaf or extent), or a direct value */
+	__u64 pad2;
 };
 /* Key: (domain slot + 1) above bit 43, the 2 MiB region number below (IOVA bits 63..21). */
 #define VIOMMU_HASH_KEY_SHIFT 43
@@ -549,6 +558,9 @@ _Static_assert(sizeof(struct viommu_leaf) == 64 + 4 * VIOMMU_RADIX_FANOUT, "leaf
 _Static_assert(sizeof(struct viommu_ptes) == 4096, "a leaf's PTEs are one page");
 _Static_assert(VIOMMU_DOMAINS_MAX <= 65536, "a domain slot fits the record's 16 bits");
 _Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
+_Static_assert(offsetof(struct viommu_hash_bucket, seq) == 8 * VIOMMU_HASH_WAYS &&
+		       offsetof(struct viommu_hash_bucket, val) == 32,
+	       "hash bucket: keys and values in matching lanes of 16-byte loads");
 _Static_assert(sizeof(struct viommu_reader_slot) == 128, "reader slot is two cache lines");
 _Static_assert(sizeof(struct viommu_reader_info) == 80, "reader info is 80 B");
 _Static_assert(sizeof(struct viommu_share_hello) == 136, "share hello is 136 B");

@@ -221,20 +221,22 @@ VIOMMU_INLINE int viommu_read_node(VIOMMU_CTX_PARAM, __u32 idx, __u32 gen, __u32
 }
 
 /*
- * Bucket @idx's value for @key: 1 and *slot, or 0. Branch-free over the ways: which way holds
- * the key is random, and a mispredicted branch per lookup would stop the CPU from running ahead
- * into the next lookups. Keys are unique in the table, so at most one term is nonzero. A value
- * read for a key that was replaced in between names a leaf or record that fails validation (its
- * domain and base or range are checked): the lookup retries. A direct value is the answer
- * itself: it counts only with its key still there after the value was read, so the value is
- * one the key had (I6).
+ * Bucket @idx's value for @key: 1 and *slot; 0, the key is not in the bucket; -1, raced (the
+ * caller retries). A seqlock read (I6): the bucket's seq, the keys and values, the seq again;
+ * what was read counts only with both loads of seq equal and even, no key having left a way in
+ * between. So a value is one its key had, even when its way went to another key and came back
+ * between the loads (which the key read twice could not tell, ABI v10 and before). Branch-free
+ * over the ways: which way holds the key is random, and a mispredicted branch per lookup would
+ * stop the CPU from running ahead into the next lookups. Keys are unique in the table, so at
+ * most one term is nonzero.
  *
- * The includer may define VIOMMU_BUCKET_SSE2 (userspace on x86-64, not under TSan): the same
- * reads in 16-byte loads, keys, values, keys again, 6 loads instead of 12. The bucket is a
- * lookup's one cold line, and the loads waiting on it bound how many lookups the CPU keeps in
- * flight (docs/design.md, "Hash"). An aligned 16-byte load reads each of its 8-byte halves
- * whole on x86-64, and x86 keeps loads in order; volatile keeps the compiler from merging or
- * moving them. VIOMMU_LOAD_PAIR(p) may be defined to observe them (tests/test_interleave.c).
+ * The includer may define VIOMMU_BUCKET_SSE2 (userspace on x86-64, not under TSan): the keys
+ * and values in four 16-byte loads between the two loads of seq, 6 loads instead of 8. The
+ * bucket is a lookup's one cold line, and the loads waiting on it bound how many lookups the
+ * CPU keeps in flight (docs/design.md, "Hash"). An aligned 16-byte load reads each of its 8-byte
+ * halves whole on x86-64, and x86 keeps loads in order; volatile keeps the compiler from
+ * merging or moving them. VIOMMU_LOAD_PAIR(p) may be defined to observe them
+ * (tests/test_interleave.c).
  */
 #ifdef VIOMMU_BUCKET_SSE2
 #include <emmintrin.h>
@@ -249,53 +251,65 @@ VIOMMU_INLINE __m128i viommu_eq64(__m128i kv, __m128i k)
 	return _mm_and_si128(e, _mm_shuffle_epi32(e, 0xb1));
 }
 
-VIOMMU_INLINE __u64 viommu_ways_of(__m128i e01, __m128i e23)
-{
-	return (__u64)_mm_movemask_pd(_mm_castsi128_pd(e01)) | (__u64)_mm_movemask_pd(_mm_castsi128_pd(e23)) << 2;
-}
-
 VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u64 *slot)
 {
 	const struct viommu_hash_bucket *b = viommu_acc_bucket(VIOMMU_CTX_ARG, idx);
-	__m128i k = _mm_set1_epi64x((long long)key), e01, e23, r;
-	__u64 v, hit, again;
+	__m128i k = _mm_set1_epi64x((long long)key), e01, e2s, r;
+	__u32 s;
 
 	if (!b)
 		return 0;
-	e01 = viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[0]), k); /* pairs with hash_set()'s release */
-	e23 = viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[2]), k);
+	s = VIOMMU_LOAD_ACQ(&b->seq); /* pairs with hash_del()'s release of the even seq */
+	/* key[2]'s load holds seq in its second lane, which never equals a key (viommu_abi.h) */
+	e01 = viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[0]), k);
+	e2s = viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[2]), k);
 	r = _mm_or_si128(_mm_and_si128(e01, VIOMMU_LOAD_PAIR(&b->val[0])),
-			 _mm_and_si128(e23, VIOMMU_LOAD_PAIR(&b->val[2])));
-	v = (__u64)_mm_cvtsi128_si64(_mm_or_si128(r, _mm_unpackhi_epi64(r, r)));
-	hit = viommu_ways_of(e01, e23);
-	again = viommu_ways_of(viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[0]), k), viommu_eq64(VIOMMU_LOAD_PAIR(&b->key[2]), k));
-	*slot = ((VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT) & (hit != again)) ? 0 : v;
-	return hit != 0 && (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT || hit == again);
+			 _mm_and_si128(e2s, VIOMMU_LOAD_PAIR(&b->val[2])));
+	*slot = (__u64)_mm_cvtsi128_si64(_mm_or_si128(r, _mm_unpackhi_epi64(r, r)));
+	VIOMMU_FENCE_ACQ();
+	if ((s & 1) | (VIOMMU_LOAD(&b->seq) != s))
+		return -1;
+	return _mm_movemask_pd(_mm_castsi128_pd(_mm_or_si128(e01, e2s))) != 0;
 }
 #else
 VIOMMU_INLINE int viommu_bucket_find(VIOMMU_CTX_PARAM, __u32 idx, __u64 key, __u64 *slot)
 {
 	const struct viommu_hash_bucket *b = viommu_acc_bucket(VIOMMU_CTX_ARG, idx);
-	__u64 v = 0, hit = 0, again = 0;
+	__u64 v = 0, hit = 0;
+	__u32 s;
 	int w;
 
 	if (!b)
 		return 0;
+	s = VIOMMU_LOAD_ACQ(&b->seq); /* pairs with hash_del()'s release of the even seq */
 	VIOMMU_UNROLL
 	for (w = 0; w < VIOMMU_HASH_WAYS; w++) {
 		__u64 k = VIOMMU_LOAD_ACQ(&b->key[w]); /* pairs with hash_set()'s release */
 
 		v |= VIOMMU_LOAD_ACQ(&b->val[w]) & -(__u64)(k == key);
-		hit |= (__u64)(k == key) << w;
+		hit |= k == key;
 	}
-	/* Acquire loads: each orders the next. */
-	VIOMMU_UNROLL
-	for (w = 0; w < VIOMMU_HASH_WAYS; w++)
-		again |= (__u64)(VIOMMU_LOAD_ACQ(&b->key[w]) == key) << w;
-	*slot = ((VIOMMU_SLOT_TAG(v) == VIOMMU_HASH_DIRECT) & (hit != again)) ? 0 : v;
-	return hit != 0 && (VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT || hit == again);
+	*slot = v;
+	VIOMMU_FENCE_ACQ(); /* the loads above before the re-check of seq */
+	if ((s & 1) | (VIOMMU_LOAD(&b->seq) != s))
+		return -1;
+	return hit != 0;
 }
 #endif
+
+#ifndef VIOMMU_BUCKET_FIND
+#define VIOMMU_BUCKET_FIND(idx, key, slot) viommu_bucket_find(VIOMMU_CTX_ARG, idx, key, slot)
+#endif
+
+/* The hash's value for @key (its first bucket, else its second, I6): 1 and *slot; 0, in
+ * neither; -1, raced. */
+VIOMMU_INLINE int viommu_hash_find(VIOMMU_CTX_PARAM, __u64 key, __u64 *slot)
+{
+	__u32 mask = viommu_acc_hash_mask(VIOMMU_CTX_ARG);
+	int r = VIOMMU_BUCKET_FIND(viommu_hash_index(key, mask), key, slot);
+
+	return r ? r : VIOMMU_BUCKET_FIND(viommu_hash_alt(key, mask), key, slot);
+}
 
 /*
  * 0 if @q is a query a window answers alone (I13), else nonzero: a sparse endpoint id, an access
@@ -438,10 +452,6 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	return (word | (wb & VIOMMU_WIN_F_WIDE)) ? 0 : 2;
 }
 
-#ifndef VIOMMU_BUCKET_FIND
-#define VIOMMU_BUCKET_FIND(idx, key, slot) viommu_bucket_find(VIOMMU_CTX_ARG, idx, key, slot)
-#endif
-
 /* A direct hash value @v for @iova: a published 2 MiB piece, as a run of its extent; or a lone
  * page (VIOMMU_HASH_LONE), the whole extent when it is @iova's page. 1: a hit, @lk filled; 2: a
  * validated miss (the region's one mapping is another page). */
@@ -513,7 +523,7 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 	__u32 s1, dslot, root, state;
 	__u64 key, slot = 0;
 	__s64 ei;
-	int level, found = 0;
+	int level, found = 0, hf;
 
 	ei = viommu_ep_slot(VIOMMU_CTX_ARG, ep);
 	e = ei < 0 ? 0 : viommu_acc_ep(VIOMMU_CTX_ARG, (__u32)ei);
@@ -541,10 +551,10 @@ VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int
 	/* Hash: (domain, 2 MiB region) -> the level-4 slot (a leaf or a whole piece), skipping four
 	 * levels (I6). A leaf's PTE is then the only line this lookup has to itself. */
 	key = VIOMMU_HASH_KEY(dslot, iova);
-	if (VIOMMU_BUCKET_FIND(viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
-			       key, &slot) ||
-	    VIOMMU_BUCKET_FIND(viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
-			       key, &slot)) {
+	hf = viommu_hash_find(VIOMMU_CTX_ARG, key, &slot);
+	if (hf < 0)
+		return 0;
+	if (hf) {
 		found = viommu_read_word(VIOMMU_CTX_ARG, slot, dslot, iova, want, lk);
 	} else {
 		/* In neither bucket: not mapped, unless the domain has mappings the hash does not
@@ -621,6 +631,7 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	__u64 key, slot = 0, pte;
 	__u32 s1, dslot, root, s, si;
 	__s64 rf;
+	int hf;
 
 	if (ep >= VIOMMU_EP_DENSE)
 		return 0;
@@ -652,10 +663,10 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 		return 0; /* raced, or a larger piece may hold it: the general path */
 	}
 	key = VIOMMU_HASH_KEY(dslot, iova);
-	if (!VIOMMU_BUCKET_FIND(viommu_hash_index(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
-				key, &slot) &&
-	    !VIOMMU_BUCKET_FIND(viommu_hash_alt(key, viommu_acc_hash_mask(VIOMMU_CTX_ARG)),
-				key, &slot)) {
+	hf = viommu_hash_find(VIOMMU_CTX_ARG, key, &slot);
+	if (hf < 0)
+		return 0;
+	if (!hf) {
 		/* In neither bucket, and the hash indexes all the domain has: a miss (I6). */
 		rf = viommu_root_flags(VIOMMU_CTX_ARG, root, dslot);
 		if (rf < 0 || (rf & VIOMMU_ROOT_F_WALK))

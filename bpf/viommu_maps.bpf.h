@@ -131,7 +131,7 @@ static __always_inline __s64 viommu_bpf_ep_probe(__u32 ep, __u32 h, __u32 probes
 
 #define VIOMMU_LOOKUP_BYTE(ep, iova, want, lk) viommu_lookup_byte_bpf(ep, iova, want, lk)
 #define VIOMMU_LOOKUP_FAST(ep, iova, lk) viommu_lookup_fast_bpf(ep, iova, lk)
-/* A bucket's scan (its ways, and the re-check of a direct value's key) verified once: in line at
+/* A bucket's scan (its seq, its ways, the seq again) verified once: in line at
  * each of the lookup's call sites, its compares multiply the verifier's states. */
 #define VIOMMU_BUCKET_FIND(idx, key, slot) viommu_bucket_find_bpf(idx, key, slot)
 __noinline int viommu_bucket_find_bpf(__u32 idx, __u64 key, __u64 *slot);

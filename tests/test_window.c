@@ -2052,6 +2052,55 @@ Test(window, a_lone_page_outside_the_windows_is_its_regions_hash_value_on_every_
 	viommu_reader_close(r);
 }
 
+/* The bucket holding region @iova's key for domain slot @d, or NULL. */
+static const struct viommu_hash_bucket *hash_bucket(uint32_t d, uint64_t iova)
+{
+	const struct viommu_fp_view *v = view();
+	const __u64 key = VIOMMU_HASH_KEY(d, iova);
+	const uint32_t b[2] = { viommu_hash_index(key, v->hash_mask), viommu_hash_alt(key, v->hash_mask) };
+
+	for (int i = 0; i < 2; i++)
+		for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
+			if (v->buckets[b[i]].key[w] == key)
+				return &v->buckets[b[i]];
+	return NULL;
+}
+
+Test(window, a_key_leaving_its_way_moves_its_buckets_seq_and_nothing_else_does)
+{
+	struct viommu_reader *r = win_reader_ep8();
+	const uint64_t L = 1ull << 45, P = L + (64 << 20); /* past the windows: the hash answers */
+	const struct viommu_hash_bucket *b, *pb;
+	uint32_t d, s, ps;
+
+	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW);
+	d = dslot_of(8);
+	/* A key entering a free way: the seq stays. */
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
+	b = hash_bucket(d, L);
+	cr_assert_not_null(b);
+	s = b->seq;
+	cr_assert_eq(s & 1, 0);
+	/* Its value changed in place (the lone page's, the leaf's, back): the seq stays. */
+	map_ok(1, L + 10 * 0x1000, 0x1000, 0x200000000, RW);
+	unmap_ok(1, L + 10 * 0x1000, 0x1000);
+	cr_assert_eq(b->seq, s);
+	/* The key leaves: odd while it does, even after. */
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	cr_assert_null(hash_bucket(d, L));
+	cr_assert_eq(b->seq, s + 2);
+	/* A published 2 MiB piece the same way: its slot word, then its direct value, in place. */
+	map_ok(1, P, 2 << 20, 0x40000000, RW);
+	pb = hash_bucket(d, P);
+	cr_assert_not_null(pb);
+	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, P)), VIOMMU_HASH_DIRECT);
+	ps = pb->seq;
+	unmap_ok(1, P, 2 << 20);
+	cr_assert_null(hash_bucket(d, P));
+	cr_assert_eq(pb->seq, ps + 2);
+	viommu_reader_close(r);
+}
+
 Test(window, a_piece_window_always_holds_its_window_and_one_smaller_is_refused)
 {
 	dev_setup();
@@ -2391,7 +2440,7 @@ Test(window, lone_pages_are_answered_beside_regions_left_out_of_a_full_hash_in_a
 		cr_assert_eq(test_map(dev, 1, pages[i], pages[i] + 0xfff, 0x40000000ull + ((uint64_t)i << 12), i & 1 ? R : RW),
 			     VIOMMU_S_OK);
 	}
-	/* Two buckets: 8 ways for 12 regions, 4 left out (ROOT_F_WALK). */
+	/* Two buckets: 2 * VIOMMU_HASH_WAYS ways for 12 regions, the rest left out (ROOT_F_WALK). */
 	fp_setup(&(struct viommu_fastpath_opts){ .hash_buckets = 2, .overcommit = true, .windows = VIOMMU_WINDOWS_NONE });
 	enable_bpf();
 	cr_assert_eq(viommu_fastpath_check(fp), 0);
@@ -2401,7 +2450,8 @@ Test(window, lone_pages_are_answered_beside_regions_left_out_of_a_full_hash_in_a
 	for (int i = 0, lone = 0, out = 0; i < 12; i++) {
 		lone += (hash_entry(d, pages[i]) & VIOMMU_HASH_LONE) != 0;
 		out += hash_entry(d, pages[i]) == 0;
-		cr_assert(i < 11 || (lone == 8 && out == 4), "8 regions in the hash, each a lone page (%d), 4 left out (%d)",
+		cr_assert(i < 11 || (lone == 2 * VIOMMU_HASH_WAYS && out == 12 - 2 * VIOMMU_HASH_WAYS),
+			  "%d regions in the hash, each a lone page (%d), the rest left out (%d)", 2 * VIOMMU_HASH_WAYS,
 			  lone, out);
 	}
 	lone_check_all(r, 8, pages, 12);

@@ -425,8 +425,13 @@ static void hash_del(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova)
 		dom_walk_add(fp, dslot, -1); /* it was left out of full buckets (hash_set) */
 		return;
 	}
+	/* The bucket's seq odd while the key leaves (relaxed; the release stores after it order
+	 * it first), even again after (release): a reader that read the bucket on either side of
+	 * this, or saw any of it, sees the seq move (I6). */
+	ST(&b->seq, LD(&b->seq) + 1);
 	ST_REL(&b->key[w], 0);
-	ST(&b->val[w], 0);
+	ST_REL(&b->val[w], 0);
+	ST_REL(&b->seq, LD(&b->seq) + 1);
 	META_ADD(hash_used, -1);
 }
 

@@ -537,7 +537,11 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 	}
 	/* Every hash entry is a live domain's non-empty level-4 slot, with its word or, for a lone
 	 * page, the page's direct value (I6). */
-	for (uint32_t b = 0; b <= fp->view.hash_mask; b++)
+	for (uint32_t b = 0; b <= fp->view.hash_mask; b++) {
+		/* Between requests no key is leaving a way: every seq even; the pads 0 (a key is
+		 * 2^43 or more, so the lane that holds seq never matches one, I6). */
+		if ((fp->buckets[b].seq & 1) || fp->buckets[b].pad || fp->buckets[b].pad2)
+			return -EUCLEAN;
 		for (int w = 0; w < VIOMMU_HASH_WAYS; w++) {
 			uint64_t key = fp->buckets[b].key[w], iova, word = 0;
 			uint32_t d = VIOMMU_HASH_KEY_DSLOT(key), idx;
@@ -560,6 +564,7 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 				      lone_value(fp, word) != fp->buckets[b].val[w]))
 				return -EUCLEAN;
 		}
+	}
 	return 0;
 }
 

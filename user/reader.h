@@ -397,19 +397,14 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 
 	if (__builtin_expect(viommu_reader_epw_out(c, q), 0))
 		return 0;
-	/* The bucket's value for the key, a direct one only with its key still there after it was
-	 * read (viommu_bucket_find, I6); no pool leaf freed while the bucket was read (meta.wraps
-	 * around it: a way given to another region's lone page and back to this key between the
-	 * key's two loads frees that page's leaf in between; docs/concurrency.md, I6, says what
-	 * this does not cover); the endpoint entry unchanged since the copy (so the key's domain
-	 * slot is the endpoint's domain, I4, I10); every flag the access needs. */
-	const uint64_t lw = __atomic_load_n(&r->meta->wraps, __ATOMIC_ACQUIRE);
+	/* The bucket's value for the key, read between two equal even loads of the bucket's seq
+	 * (viommu_bucket_find, I6); the endpoint entry unchanged since the copy (so the key's
+	 * domain slot is the endpoint's domain, I4, I10); every flag the access needs. */
 	int found = viommu_bucket_find(r, viommu_hash_index(key, r->hash_mask), key, &v);
 
-	if (__builtin_expect((int)(found == 0) | (int)(VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT) |
+	if (__builtin_expect((int)(found <= 0) | (int)(VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT) |
 				     (int)(__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) != c->ep_seq) |
 				     (int)(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) != c->wraps) |
-				     (int)(__atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) != lw) |
 				     (int)((VIOMMU_HASH_DIRECT_FLAGS(v) & q->access) != q->access),
 			     0))
 		return 0;
