@@ -106,6 +106,11 @@ int bench_flat_prog_fd(const struct bench_flat *f); /* the syscall batch program
 void bench_flat_translate(const struct bench_flat *f, const struct viommu_query *q, struct viommu_answer *a);
 uint64_t bench_flat_run(const struct bench_flat *f, const struct viommu_query *q, size_t qmask,
 			size_t start, size_t ops, uint64_t *faults);
+/* The writer's side, for the floor under churn (scenarios_churn.c): page @iova's entry made
+ * present (@pa, @flags) or cleared, one relaxed 8-byte store each (the readers' loads are
+ * relaxed too). */
+void bench_flat_map(struct bench_flat *f, uint64_t iova, uint64_t pa, uint32_t flags);
+void bench_flat_unmap(struct bench_flat *f, uint64_t iova);
 /* @ops batches of 64: every entry's line prefetched, then all read. */
 uint64_t bench_flat_run_bulk(const struct bench_flat *f, const struct viommu_query *q, size_t qmask,
 			     size_t start, size_t ops, uint64_t *faults);

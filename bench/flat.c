@@ -102,6 +102,28 @@ static inline const uint64_t *flat_entry(const struct bench_flat *f, const struc
 	return &f->t[pfn < f->pages && q->endpoint == f->ep ? pfn : f->pages];
 }
 
+/* Relaxed: the floor under churn has a writer (bench_flat_map); the same plain load on x86-64. */
+static inline uint64_t flat_load(const uint64_t *e)
+{
+	return __atomic_load_n(e, __ATOMIC_RELAXED);
+}
+
+void bench_flat_map(struct bench_flat *f, uint64_t iova, uint64_t pa, uint32_t flags)
+{
+	uint64_t pfn = (iova >> 12) - f->base_pfn;
+
+	if (pfn < f->pages)
+		__atomic_store_n(&f->t[pfn], (pa & ~0xfffull) | BENCH_FLAT_VALID | flags, __ATOMIC_RELAXED);
+}
+
+void bench_flat_unmap(struct bench_flat *f, uint64_t iova)
+{
+	uint64_t pfn = (iova >> 12) - f->base_pfn;
+
+	if (pfn < f->pages)
+		__atomic_store_n(&f->t[pfn], 0, __ATOMIC_RELAXED);
+}
+
 static inline int flat_hit(uint64_t e, const struct viommu_query *q, uint64_t *pa)
 {
 	uint64_t want = BENCH_FLAT_VALID | q->access;
@@ -115,7 +137,7 @@ void bench_flat_translate(const struct bench_flat *f, const struct viommu_query 
 	uint64_t pa;
 
 	memset(a, 0, sizeof(*a));
-	if (flat_hit(*flat_entry(f, q), q, &pa)) {
+	if (flat_hit(flat_load(flat_entry(f, q)), q, &pa)) {
 		a->result = VIOMMU_XLATE_HIT;
 		a->pa = pa;
 	} else {
@@ -128,12 +150,13 @@ void bench_flat_translate(const struct bench_flat *f, const struct viommu_query 
 uint64_t bench_flat_run(const struct bench_flat *f, const struct viommu_query *q, size_t qmask,
 			size_t start, size_t ops, uint64_t *faults)
 {
+	const struct bench_flat fl = *f; /* in registers: the relaxed loads below do not reload it */
 	uint64_t sum = 0, miss = 0, pa;
 
 	for (size_t i = 0; i < ops; i++) {
 		const struct viommu_query *qi = &q[(start + i) & qmask];
 
-		if (flat_hit(*flat_entry(f, qi), qi, &pa))
+		if (flat_hit(flat_load(flat_entry(&fl, qi)), qi, &pa))
 			sum += pa;
 		else
 			miss++;
@@ -145,6 +168,7 @@ uint64_t bench_flat_run(const struct bench_flat *f, const struct viommu_query *q
 uint64_t bench_flat_run_bulk(const struct bench_flat *f, const struct viommu_query *q, size_t qmask,
 			     size_t start, size_t ops, uint64_t *faults)
 {
+	const struct bench_flat fl = *f;
 	uint64_t sum = 0, miss = 0, pa;
 
 	for (size_t b = 0; b < ops; b++) {
@@ -155,11 +179,11 @@ uint64_t bench_flat_run_bulk(const struct bench_flat *f, const struct viommu_que
 		 * flight as far as the core's fill buffers allow; then the reads. */
 		for (unsigned k = 0; k < 64; k++) {
 			qb[k] = &q[((start + b) * 64 + k) & qmask];
-			e[k] = flat_entry(f, qb[k]);
+			e[k] = flat_entry(&fl, qb[k]);
 			__builtin_prefetch(e[k]);
 		}
 		for (unsigned k = 0; k < 64; k++) {
-			if (flat_hit(*e[k], qb[k], &pa))
+			if (flat_hit(flat_load(e[k]), qb[k], &pa))
 				sum += pa;
 			else
 				miss++;

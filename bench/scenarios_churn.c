@@ -212,6 +212,8 @@ enum churn_state { CH_QUIET, CH_CHURN, CH_FAR, CH_ELSEWHERE, CH_STATES };
 
 struct bench_churn {
 	struct bench_world *w;
+	struct bench_flat *flat; /* the floor under the same churn (NULL: none here, flat_err) */
+	int flat_err;
 	struct bench_mu set;
 	struct bench_mu fset; /* CH_FAR's pages */
 	struct bench_world *other; /* CH_ELSEWHERE's device, its own pages */
@@ -241,6 +243,9 @@ static int setup_churn_mode(struct bench_ctx *c, enum churn_mode mode)
 		bench_fail("churn_readers: viommu_fastpath_new: %s", strerror(errno));
 	bench_mu_pages(&ch->oset, ch->other, 4096, false, 0x7007);
 	bench_qset_make(&c->qs, ch->w, Q_HIT, bench_opt.nq, 0x8008);
+	ch->flat = bench_flat_new(ch->w->ext, ch->w->n, BENCH_EP);
+	if (!ch->flat)
+		ch->flat_err = errno;
 	c->w = ch->w;
 	c->priv = ch;
 	return 0;
@@ -275,6 +280,7 @@ void teardown_churn(struct bench_ctx *c)
 	bench_mu_free(&ch->fset);
 	bench_world_free(ch->other);
 	bench_mu_free(&ch->oset);
+	bench_flat_free(ch->flat);
 	free(ch);
 	bench_qset_free(&c->qs);
 	c->w = NULL;
@@ -408,6 +414,124 @@ static void churn_rows(struct bench_ctx *c, unsigned nthreads, const struct benc
 	}
 }
 
+/* ---- the floor under the same churn: a flat table's reader while its writer stores the
+ * churned pages' entries (a MAP, then an UNMAP: one store each, as viommu's solo PTE) at the
+ * rate viommu's writer reached. The entries are 8 to a line, as viommu's PTEs: what the floor
+ * loses is what sharing lines with the churned pages costs any page table. ---- */
+
+struct flat_churn_reader {
+	pthread_t th;
+	const struct bench_flat *f;
+	const struct bench_qset *qs;
+	pthread_barrier_t *start;
+	size_t ops, off;
+	int cpu;
+	uint64_t ns, faults;
+	unsigned *done;
+};
+
+static void *flat_reader_main(void *arg)
+{
+	struct flat_churn_reader *fr = arg;
+	const size_t chunk = 256;
+	uint64_t t0, sum = 0;
+
+	if (fr->cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(fr->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	pthread_barrier_wait(fr->start);
+	t0 = bench_now_ns();
+	for (size_t i = 0; i < fr->ops; i += chunk)
+		sum += bench_flat_run(fr->f, fr->qs->q, fr->qs->n - 1, fr->off + i, chunk, &fr->faults);
+	fr->ns = bench_now_ns() - t0;
+	__atomic_add_fetch(fr->done, 1, __ATOMIC_RELEASE);
+	bench_sink += sum;
+	return NULL;
+}
+
+/* One repetition of one flat reader: the writer idle, or (@rate > 0) storing the churned pages'
+ * entries at @rate pairs/s. The reader's ns per lookup. */
+static double flat_churn_rep(struct bench_ctx *c, size_t ops, double rate)
+{
+	struct bench_churn *ch = c->priv;
+	const struct bench_mu *m = &ch->set;
+	struct flat_churn_reader fr;
+	pthread_barrier_t start;
+	unsigned done = 0;
+	uint64_t pairs = 0, t0;
+	size_t k = 0;
+
+	ops = (ops + 255) & ~(size_t)255;
+	pthread_barrier_init(&start, NULL, 2);
+	fr = (struct flat_churn_reader){ .f = ch->flat, .qs = &c->qs, .start = &start, .ops = ops,
+					 .cpu = bench_machine.ncpu > 1 ? bench_machine.ncpu - 1 : -1, .done = &done };
+	if (pthread_create(&fr.th, NULL, flat_reader_main, &fr))
+		bench_fail("pthread_create: %s", strerror(errno));
+	pthread_barrier_wait(&start);
+	t0 = bench_now_ns();
+	while (rate > 0 && !__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
+		/* 16 pairs, then wait for the time they are due at @rate. */
+		for (int p = 0; p < 16; p++, k = (k + 1) % m->n) {
+			bench_flat_map(ch->flat, m->pages[k].start, m->pages[k].phys, m->pages[k].flags);
+			bench_flat_unmap(ch->flat, m->pages[k].start);
+		}
+		pairs += 16;
+		while ((double)(bench_now_ns() - t0) < pairs * 1e9 / rate && !__atomic_load_n(&done, __ATOMIC_ACQUIRE))
+			;
+	}
+	pthread_join(fr.th, NULL);
+	pthread_barrier_destroy(&start);
+	if (fr.faults)
+		bench_fail("churn_readers: the flat reader missed %llu queried pages (only gap pages are churned)",
+			   (unsigned long long)fr.faults);
+	return (double)fr.ns / (double)ops;
+}
+
+/* The floor's quiet and churn rows for one reader, the writer at viommu's median churn rate. */
+static void flat_churn_rows(struct bench_ctx *c, double rate)
+{
+	struct bench_churn *ch = c->priv;
+	double ns[2][64];
+	struct bench_stats st[2];
+	const unsigned reps = bench_opt.reps < 64 ? bench_opt.reps : 64;
+	size_t ops;
+
+	if (!ch->flat) {
+		printf("  churn_readers flat: skipped (no flat table here: %s)\n", strerror(ch->flat_err));
+		return;
+	}
+	ops = (size_t)(bench_opt.rep_ns / fmax(flat_churn_rep(c, c->qs.n, 0), 0.1));
+	if (ops < c->qs.n)
+		ops = c->qs.n;
+	for (unsigned k = 0; k < reps; k++) {
+		ns[0][k] = flat_churn_rep(c, ops, 0);
+		ns[1][k] = flat_churn_rep(c, ops, rate);
+	}
+	for (int i = 0; i < 2; i++)
+		bench_stats_of(ns[i], reps, ops, &st[i]);
+	for (int i = 0; i < 2; i++) {
+		const double loss = (st[i].median - st[0].median) / st[0].median * 100;
+		struct bench_row *r;
+		char note[64];
+
+		if (i == 0)
+			snprintf(note, sizeof(note), "the floor: one load per lookup");
+		else
+			snprintf(note, sizeof(note), "%+.1f%%; the churned entries at %.0fK pairs/s", loss, rate / 1e3);
+		r = bench_row_add("churn_readers", "4k", ch->w->spec.extents, 1, "flat",
+				  i ? churn_busy[ch->mode] : churn_quiet[ch->mode], &st[i], note);
+		if (i) {
+			r->loss_pct = loss;
+			r->extra = rate;
+		}
+		bench_row_print(r);
+	}
+}
+
 void run_churn(struct bench_ctx *c)
 {
 	double pairs_s, ns;
@@ -424,5 +548,7 @@ void run_churn(struct bench_ctx *c)
 
 		churn_measure(c, nthreads, ops, &cm);
 		churn_rows(c, nthreads, &cm);
+		if (nthreads == 1)
+			flat_churn_rows(c, cm.ps[CH_CHURN][cm.reps / 2]);
 	}
 }
