@@ -180,6 +180,40 @@ static void targets_print(void)
 
 		target("2 MiB no worse than 4 KiB, same rounds (x)", h ? r : NULL, x, h && x <= 1);
 	}
+	/* Issue 11: one reader under a churning writer (lazy, and strict in batches of 64) keeps
+	 * >= 90 % of its quiet throughput; beside it, what the floor keeps under the same churn
+	 * (the flat table's reader, its writer storing the churned pages' entries at the rate
+	 * viommu's writer reached, scenarios_churn.c). */
+	static const char *const churn_modes[] = { "lazy", "batch64" };
+	for (size_t i = 0; i < sizeof(churn_modes) / sizeof(churn_modes[0]); i++) {
+		const struct bench_row *cq[2] = { NULL, NULL }, *cc[2] = { NULL, NULL };
+		char quiet[24], busy[24], what[64];
+
+		snprintf(quiet, sizeof(quiet), "quiet_%s", churn_modes[i]);
+		snprintf(busy, sizeof(busy), "churn_%s", churn_modes[i]);
+		for (size_t k = 0; k < bench_nrows; k++) {
+			const struct bench_row *x = &bench_rows[k];
+			const int f = !strcmp(x->impl, "flat");
+
+			if (strcmp(x->scenario, "churn_readers") || x->threads != 1 || (!f && strcmp(x->impl, "viommu")))
+				continue;
+			if (!strcmp(x->variant, quiet))
+				cq[f] = x;
+			else if (!strcmp(x->variant, busy))
+				cc[f] = x;
+		}
+		snprintf(what, sizeof(what), "one reader under churn >= 90%% of quiet (%s)", churn_modes[i]);
+		if (cq[0] && cc[0] && cc[0]->ns_median > 0) {
+			const double x = cq[0]->ns_median / cc[0]->ns_median;
+
+			target(what, cc[0], x, x >= 0.9);
+			if (cq[1] && cc[1] && cc[1]->ns_median > 0)
+				printf("  %-44s %10.2f  of quiet: the floor keeps that under the same churn\n",
+				       "  flat's reader, same churned entries", cq[1]->ns_median / cc[1]->ns_median);
+		} else {
+			target(what, NULL, 0, false);
+		}
+	}
 	/* Issue 11: viommu against the floor (the flat table) in the same run, same worlds. */
 	static const struct {
 		const char *scenario, *impl, *what;
