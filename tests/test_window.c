@@ -2069,37 +2069,197 @@ static const struct viommu_hash_bucket *hash_bucket(uint32_t d, uint64_t iova)
 Test(window, a_key_leaving_its_way_moves_its_buckets_seq_and_nothing_else_does)
 {
 	struct viommu_reader *r = win_reader_ep8();
+	const struct viommu_fp_view *v = view();
 	const uint64_t L = 1ull << 45, P = L + (64 << 20); /* past the windows: the hash answers */
 	const struct viommu_hash_bucket *b, *pb;
-	uint32_t d, s, ps;
+	uint32_t d, s, ps, seqs[2];
 
 	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW);
 	d = dslot_of(8);
+	/* The first buckets of the two keys, before they are in: a fresh table has room there. */
+	b = &v->buckets[viommu_hash_index(VIOMMU_HASH_KEY(d, L), v->hash_mask)];
+	pb = &v->buckets[viommu_hash_index(VIOMMU_HASH_KEY(d, P), v->hash_mask)];
+	s = b->seq;
+	ps = pb->seq;
+	/* Every other bucket's seq, summed: nothing here removes a key anywhere else. */
+	seqs[0] = 0;
+	for (uint32_t i = 0; i <= v->hash_mask; i++)
+		seqs[0] += v->buckets[i].seq;
+	cr_assert_eq(s & 1, 0);
 	/* A key entering a free way: the seq stays. */
 	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
-	b = hash_bucket(d, L);
-	cr_assert_not_null(b);
-	s = b->seq;
-	cr_assert_eq(s & 1, 0);
-	/* Its value changed in place (the lone page's, the leaf's, back): the seq stays. */
-	map_ok(1, L + 10 * 0x1000, 0x1000, 0x200000000, RW);
-	unmap_ok(1, L + 10 * 0x1000, 0x1000);
+	cr_assert_eq(hash_bucket(d, L), b);
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x123456000, R, 9));
 	cr_assert_eq(b->seq, s);
-	/* The key leaves: odd while it does, even after. */
+	/* Its value changed in place (the lone page's value to the leaf's word and back, as a
+	 * second page comes and goes and the first is mapped again alone): the seq stays. */
+	map_ok(1, L + 10 * 0x1000, 0x1000, 0x200000000, RW);
+	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, L)), VIOMMU_SLOT_LEAF);
+	unmap_ok(1, L + 10 * 0x1000, 0x1000);
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	cr_assert_eq(b->seq, s + 2, "the key left once");
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
+	cr_assert_eq(hash_entry(d, L), VIOMMU_HASH_LONE_MAKE(0x123456000, R, 9));
+	cr_assert_eq(b->seq, s + 2);
+	/* The key leaves: the seq moves on by 2 (odd while it does, even after). */
 	unmap_ok(1, L + 9 * 0x1000, 0x1000);
 	cr_assert_null(hash_bucket(d, L));
-	cr_assert_eq(b->seq, s + 2);
-	/* A published 2 MiB piece the same way: its slot word, then its direct value, in place. */
+	cr_assert_eq(b->seq, s + 4);
+	/* A 2 MiB piece: its slot word goes in, then its direct value in place at publication
+	 * (one MAP): the seq stays; its UNMAP moves it on. */
+	ps = pb == b ? s + 4 : ps;
 	map_ok(1, P, 2 << 20, 0x40000000, RW);
-	pb = hash_bucket(d, P);
-	cr_assert_not_null(pb);
+	cr_assert_eq(hash_bucket(d, P), pb);
 	cr_assert_eq(VIOMMU_SLOT_TAG(hash_entry(d, P)), VIOMMU_HASH_DIRECT);
-	ps = pb->seq;
+	cr_assert_eq(pb->seq, ps);
 	unmap_ok(1, P, 2 << 20);
 	cr_assert_null(hash_bucket(d, P));
 	cr_assert_eq(pb->seq, ps + 2);
+	seqs[1] = 0;
+	for (uint32_t i = 0; i <= v->hash_mask; i++)
+		seqs[1] += v->buckets[i].seq;
+	cr_assert_eq(seqs[1] - seqs[0], 6, "three removals, in those two buckets only");
 	viommu_reader_close(r);
 }
+
+/* A hooked test runs the writer's step in a SIGSEGV handler, which TSan reports as
+ * signal-unsafe: it skips under TSan, saying so. */
+#if defined(__SANITIZE_THREAD__)
+#define SKIP_HOOKED_UNDER_TSAN() \
+	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe")
+#else
+#define SKIP_HOOKED_UNDER_TSAN() ((void)0)
+#endif
+
+/* ---- the writer's own stores to a bucket, one at a time ----
+ * The page of buckets is made read-only: the writer's store to it faults, the handler gives
+ * the page back and sets the trap flag, the store runs, the trap records the bucket and takes
+ * the page away again. So every state the bucket passes through, as the writer's real code
+ * (hash_set, hash_del, hash_direct, lone_begin, lone_end) leaves it store by store, is seen,
+ * which single-threaded tests of the end state cannot see. x86-64 (the trap flag). */
+#if defined(__x86_64__)
+#define BUCKET_STATES 256
+static char *rec_page;
+static const struct viommu_hash_bucket *rec_bucket;
+static struct viommu_hash_bucket rec_states[BUCKET_STATES];
+static unsigned rec_n, rec_traps;
+
+static void on_bucket_store(int sig, siginfo_t *si, void *ucv)
+{
+	ucontext_t *uc = ucv;
+
+	if (sig == SIGSEGV) {
+		if (!rec_page || (uintptr_t)si->si_addr - (uintptr_t)rec_page >= 4096) {
+			signal(sig, SIG_DFL);
+			return;
+		}
+		mprotect(rec_page, 4096, PROT_READ | PROT_WRITE);
+		uc->uc_mcontext.gregs[REG_EFL] |= 0x100; /* trap after the store */
+		return;
+	}
+	uc->uc_mcontext.gregs[REG_EFL] &= ~0x100;
+	rec_traps++;
+	if (rec_n < BUCKET_STATES && memcmp(&rec_states[rec_n - 1], rec_bucket, sizeof(*rec_bucket)))
+		rec_states[rec_n++] = *rec_bucket;
+	mprotect(rec_page, 4096, PROT_READ);
+}
+
+static void record_bucket(const struct viommu_hash_bucket *b)
+{
+	struct sigaction sa = { .sa_sigaction = on_bucket_store, .sa_flags = SA_SIGINFO };
+
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	cr_assert_eq(sigaction(SIGTRAP, &sa, NULL), 0);
+	rec_bucket = b;
+	rec_states[0] = *b;
+	rec_n = 1;
+	rec_traps = 0;
+	rec_page = (char *)((uintptr_t)b & ~(uintptr_t)4095);
+	cr_assert_eq(mprotect(rec_page, 4096, PROT_READ), 0);
+}
+
+static void record_end(void)
+{
+	cr_assert_eq(mprotect(rec_page, 4096, PROT_READ | PROT_WRITE), 0);
+	rec_page = NULL;
+	signal(SIGSEGV, SIG_DFL);
+	signal(SIGTRAP, SIG_DFL);
+	cr_assert_lt(rec_n, BUCKET_STATES, "more states than recorded");
+}
+
+/* What a reader needs of the writer (I6): between two states with the same even seq no key
+ * left a way (a reader that read its key there, then its value, then the seq again would take
+ * another key's value: the hash-way ABA); a key goes into a way only after its value (the way's
+ * value already the key's when the key appears); the seq even at the end. */
+static void check_bucket_states(void)
+{
+	for (unsigned i = 0; i < rec_n; i++) {
+		if (rec_states[i].seq & 1)
+			continue;
+		for (unsigned j = i + 1; j < rec_n && rec_states[j].seq == rec_states[i].seq; j++)
+			for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
+				cr_assert(!rec_states[j - 1].key[w] || rec_states[j].key[w] == rec_states[j - 1].key[w],
+					  "states %u-%u, seq %u: way %d's key 0x%llx left with the seq even", i, j,
+					  rec_states[i].seq, w, (unsigned long long)rec_states[j - 1].key[w]);
+	}
+	for (unsigned m = 1; m < rec_n; m++)
+		for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
+			if (!rec_states[m - 1].key[w] && rec_states[m].key[w])
+				cr_assert(rec_states[m - 1].val[w] && rec_states[m].val[w] == rec_states[m - 1].val[w],
+					  "state %u: way %d's key went in before its value", m, w);
+	cr_assert_eq(rec_states[rec_n - 1].seq & 1, 0);
+}
+
+Test(window, the_writers_stores_never_take_a_key_from_its_way_while_the_buckets_seq_is_even)
+{
+	struct viommu_reader *r;
+	const struct viommu_fp_view *v;
+	const uint64_t L = 1ull << 45; /* past the windows: lone pages, their values in the hash */
+	uint64_t J = 0;
+	const struct viommu_hash_bucket *b;
+	struct viommu_query q[2];
+	uint32_t d, bi;
+	bool saw_odd = false;
+
+	SKIP_HOOKED_UNDER_TSAN();
+	r = win_reader_ep8();
+	v = view();
+	map_ok(1, WIN + 0x5000, 0x1000, 0x70000000, RW);
+	d = dslot_of(8);
+	/* K's region, and another region J whose first bucket is K's: J takes the way K leaves. */
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
+	b = hash_bucket(d, L);
+	cr_assert_not_null(b);
+	bi = (uint32_t)(b - v->buckets);
+	for (uint64_t i = 1; i < (1u << 24) && !J; i++)
+		if (viommu_hash_index(VIOMMU_HASH_KEY(d, L + (i << 21)), v->hash_mask) == bi)
+			J = L + (i << 21);
+	cr_assert_neq(J, 0);
+	/* The way goes K -> J -> K, with a second page in each region (the lone value to the
+	 * leaf's word, in place) and a 2 MiB piece published there (its slot word, then its direct
+	 * value); every store to the bucket recorded. */
+	record_bucket(b);
+	map_ok(1, L + 10 * 0x1000, 0x1000, 0x200000000, RW);
+	unmap_ok(1, L + 10 * 0x1000, 0x1000);
+	unmap_ok(1, L + 9 * 0x1000, 0x1000);
+	map_ok(1, J + 9 * 0x1000, 0x1000, 0x7000000000, RW);
+	unmap_ok(1, J + 9 * 0x1000, 0x1000);
+	map_ok(1, J, 2 << 20, 0x40000000, RW);
+	unmap_ok(1, J, 2 << 20);
+	map_ok(1, L + 9 * 0x1000, 0x1000, 0x123456000, R);
+	record_end();
+	cr_assert_gt(rec_traps, 8, "the writer's stores were not seen (%u)", rec_traps);
+	for (unsigned m = 0; m < rec_n; m++)
+		saw_odd |= rec_states[m].seq & 1;
+	cr_assert(saw_odd, "no state with the seq odd: a removal was not seen store by store");
+	check_bucket_states();
+	/* And the reader's answers after all that. */
+	q[0] = qy(8, L + 9 * 0x1000 + 0x10, 8, R);
+	q[1] = qy(8, J + 0x10, 8, R);
+	check_queries(r, q, 2);
+	viommu_reader_close(r);
+}
+#endif
 
 Test(window, a_piece_window_always_holds_its_window_and_one_smaller_is_refused)
 {
@@ -2147,15 +2307,6 @@ static void step_window_changes_hands(void)
 	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
 	cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
 }
-
-/* A hooked test runs the writer's step in a SIGSEGV handler, which TSan reports as
- * signal-unsafe: it skips under TSan, saying so. */
-#if defined(__SANITIZE_THREAD__)
-#define SKIP_HOOKED_UNDER_TSAN() \
-	cr_skip_test("TSan: the writer's step runs in a SIGSEGV handler, which TSan reports as signal-unsafe")
-#else
-#define SKIP_HOOKED_UNDER_TSAN() ((void)0)
-#endif
 
 /* Hook the page holding @addr: the next access to it runs @s once (burst_fired counts it). */
 static void burst_hook(const void *addr, void (*s)(void))

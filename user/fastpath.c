@@ -405,7 +405,9 @@ static void hash_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t iova, 
 
 		for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
 			if (LD(&b->key[w]) == 0) {
-				ST(&b->val[w], word);
+				/* Release: after the seq a removal in this way left even (hash_del), for a
+				 * reader that reads this value, without leaning on release sequences. */
+				ST_REL(&b->val[w], word);
 				ST_REL(&b->key[w], key); /* val before key; pairs with the acquire of key */
 				META_ADD(hash_used, 1);
 				return;
