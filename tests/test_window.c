@@ -1984,18 +1984,34 @@ Test(window, a_2mib_piece_past_the_window_is_one_word_of_its_piece_window_on_eve
 	viommu_reader_close(r);
 }
 
-/* Region @iova's value in the hash for domain slot @d (0: no key holds it). */
-static __u64 hash_entry(uint32_t d, uint64_t iova)
+/* The bucket holding region @iova's key for domain slot @d, and its way in *@way; or NULL. */
+static const struct viommu_hash_bucket *hash_bucket_way(uint32_t d, uint64_t iova, int *way)
 {
 	const struct viommu_fp_view *v = view();
 	const __u64 key = VIOMMU_HASH_KEY(d, iova);
 	const uint32_t b[2] = { viommu_hash_index(key, v->hash_mask), viommu_hash_alt(key, v->hash_mask) };
 
 	for (int i = 0; i < 2; i++)
-		for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
-			if (v->buckets[b[i]].key[w] == key)
-				return v->buckets[b[i]].val[w];
-	return 0;
+		for (*way = 0; *way < VIOMMU_HASH_WAYS; (*way)++)
+			if (v->buckets[b[i]].key[*way] == key)
+				return &v->buckets[b[i]];
+	return NULL;
+}
+
+static const struct viommu_hash_bucket *hash_bucket(uint32_t d, uint64_t iova)
+{
+	int w;
+
+	return hash_bucket_way(d, iova, &w);
+}
+
+/* Region @iova's value in the hash for domain slot @d (0: no key holds it). */
+static __u64 hash_entry(uint32_t d, uint64_t iova)
+{
+	int w;
+	const struct viommu_hash_bucket *b = hash_bucket_way(d, iova, &w);
+
+	return b ? b->val[w] : 0;
 }
 
 Test(window, a_lone_page_outside_the_windows_is_its_regions_hash_value_on_every_path)
@@ -2050,20 +2066,6 @@ Test(window, a_lone_page_outside_the_windows_is_its_regions_hash_value_on_every_
 	cr_assert_eq(hash_entry(d, L), 0);
 	check_queries(r, q, n);
 	viommu_reader_close(r);
-}
-
-/* The bucket holding region @iova's key for domain slot @d, or NULL. */
-static const struct viommu_hash_bucket *hash_bucket(uint32_t d, uint64_t iova)
-{
-	const struct viommu_fp_view *v = view();
-	const __u64 key = VIOMMU_HASH_KEY(d, iova);
-	const uint32_t b[2] = { viommu_hash_index(key, v->hash_mask), viommu_hash_alt(key, v->hash_mask) };
-
-	for (int i = 0; i < 2; i++)
-		for (int w = 0; w < VIOMMU_HASH_WAYS; w++)
-			if (v->buckets[b[i]].key[w] == key)
-				return &v->buckets[b[i]];
-	return NULL;
 }
 
 Test(window, a_key_leaving_its_way_moves_its_buckets_seq_and_nothing_else_does)
