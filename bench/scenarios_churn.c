@@ -151,6 +151,18 @@ struct bench_churn_reader {
 	unsigned *done;
 };
 
+/* The calling thread on CPU @cpu (a reader thread's own CPU); -1: anywhere. */
+static void pin_to_cpu(int cpu)
+{
+	if (cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+}
+
 static void *churn_reader_main(void *arg)
 {
 	struct bench_churn_reader *cr = arg;
@@ -159,13 +171,7 @@ static void *churn_reader_main(void *arg)
 	struct viommu_answer a;
 	uint64_t t0, sum = 0;
 
-	if (cr->cpu >= 0) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		CPU_SET(cr->cpu, &set);
-		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-	}
+	pin_to_cpu(cr->cpu);
 	pthread_barrier_wait(cr->start);
 	if (!r) {
 		cr->bad = ~0ull;
@@ -438,13 +444,7 @@ static void *flat_reader_main(void *arg)
 	const size_t chunk = 256;
 	uint64_t t0, sum = 0;
 
-	if (fr->cpu >= 0) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		CPU_SET(fr->cpu, &set);
-		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-	}
+	pin_to_cpu(fr->cpu);
 	pthread_barrier_wait(fr->start);
 	t0 = bench_now_ns();
 	for (size_t i = 0; i < fr->ops; i += chunk)
