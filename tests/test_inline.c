@@ -10,7 +10,9 @@
  * The reader's copy of an endpoint's window (struct viommu_reader_epw) is built by hand over
  * this file's own memory, as viommu_reader_window_load() would build it: a window of one 2 MiB
  * region at WIN, its piece window of two regions from WIN (the second region is past the
- * window), the endpoint entry's seq and meta.ep_wraps.
+ * window), the endpoint entry's seq and meta.ep_wraps. Suite `inline`: a copy that reads a
+ * window page's region word first (made while a 2 MiB piece lay in the window); suite
+ * `inline_pte_first`: one that reads the PTE first (made with none there).
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -84,6 +86,13 @@ static void setup(void)
 	};
 }
 
+/* The same copy, reading the PTE first. */
+static void setup_pte_first(void)
+{
+	setup();
+	r->epw[EP % VIOMMU_READER_EPW].pte_span = REGION;
+}
+
 static void teardown(void)
 {
 	free(r);
@@ -91,6 +100,7 @@ static void teardown(void)
 }
 
 TestSuite(inline, .init = setup, .fini = teardown);
+TestSuite(inline_pte_first, .init = setup_pte_first, .fini = teardown);
 
 /* The writer's steps. The endpoint moved to another domain (W3: its seq moves on), whose
  * translation for the same IOVA is PA_NEW, left where the copy points (the old domain's memory
@@ -274,4 +284,124 @@ Test(inline, a_window_page_of_a_published_piece_is_answered_without_loading_its_
 	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 0x10, &a), 1);
 	cr_assert_eq(a.pa, PA_OLD + PAGE_IN * 4096 + 0x10);
 	cr_assert_eq(fired, 0, "the PTE was loaded: the word was not read first");
+}
+
+/* ---- a copy that reads the PTE first: the region's word only when the PTE is not present ---- */
+
+Test(inline_pte_first, answers_a_window_page_from_its_pte_without_loading_its_word)
+{
+	struct viommu_answer a;
+
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
+	hook(words, step_nothing);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 8, &a), 1);
+	cr_assert_eq(a.pa, PA_OLD + 8);
+	cr_assert_eq(fired, 0, "the word was loaded for a present PTE");
+	hooked = NULL;
+	mprotect(words, 4096, PROT_READ | PROT_WRITE);
+	/* Not present: then the word (0), a miss. */
+	cr_assert_eq(ask(WIN + 9 * 4096, &a), 2);
+	cr_assert_eq(a.result, VIOMMU_XLATE_FAULT);
+	/* Present without the access: not answered (the walk says which fault). */
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 8, &a), 1);
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, VIOMMU_MAP_F_WRITE);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 8, &a), 0, "answered %u", a.result);
+}
+
+Test(inline_pte_first, a_window_page_read_after_its_endpoint_moved_is_not_answered)
+{
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
+	assert_turned_away(ptes, step_endpoint_moved, WIN + PAGE_IN * 4096);
+}
+
+Test(inline_pte_first, a_window_page_read_after_its_seq_wrapped_back_is_not_answered)
+{
+	ptes[PAGE_IN] = VIOMMU_PTE_MAKE(PA_OLD, RW);
+	assert_turned_away(ptes, step_seq_wrapped_back, WIN + PAGE_IN * 4096);
+}
+
+/* A miss reads the word after the PTE. The PTE read 0 under the old domain's piece over the
+ * region; at the word's load the endpoint has moved to a domain whose region has no piece (its
+ * word 0) and whose page 9 is mapped: the two loads saw no common instant with the page
+ * unmapped, and the check after the word turns the answer away (a check between the two loads,
+ * or none, would answer a miss). */
+static void new_domain_maps_page_9(void)
+{
+	words[0] = 0;
+	ptes[9] = VIOMMU_PTE_MAKE(PA_NEW, RW);
+}
+
+static void step_endpoint_moved_to_page_9(void)
+{
+	seq += 2;
+	new_domain_maps_page_9();
+}
+
+static void step_seq_wrapped_back_to_page_9(void)
+{
+	wraps++;
+	new_domain_maps_page_9();
+}
+
+Test(inline_pte_first, a_window_miss_whose_endpoint_moved_before_its_word_was_read_is_not_answered)
+{
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	assert_turned_away(words, step_endpoint_moved_to_page_9, WIN + 9 * 4096);
+}
+
+Test(inline_pte_first, a_window_miss_whose_seq_wrapped_back_before_its_word_was_read_is_not_answered)
+{
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	assert_turned_away(words, step_seq_wrapped_back_to_page_9, WIN + 9 * 4096);
+}
+
+/* The PTE 0 while a piece held the region, the piece going (its word busy) by the word's load:
+ * not answered as a miss. */
+Test(inline_pte_first, a_window_miss_whose_region_holds_a_piece_going_is_not_answered)
+{
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	assert_turned_away(words, step_piece_going, WIN + PAGE_IN * 4096);
+}
+
+Test(inline_pte_first, a_window_page_under_a_larger_piece_is_not_answered_as_a_miss)
+{
+	struct viommu_answer a;
+
+	words[0] = VIOMMU_PIECE_BUSY;
+	cr_assert_eq(ask(WIN + 9 * 4096, &a), 0, "answered %u", a.result);
+}
+
+/* A piece published in the window after the copy was made: its PTEs 0, its word answers, and the
+ * copy reads the word first from then on. */
+Test(inline_pte_first, a_window_page_of_a_published_piece_is_answered_and_the_copy_then_reads_the_word_first)
+{
+	struct viommu_answer a;
+
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 0x10, &a), 1);
+	cr_assert_eq(a.pa, PA_OLD + PAGE_IN * 4096 + 0x10);
+	cr_assert_eq(a.ext_start, WIN);
+	cr_assert_eq(a.ext_end, WIN + REGION - 1);
+	cr_assert_eq(r->epw[EP % VIOMMU_READER_EPW].pte_span, 0, "the copy still reads the PTE first");
+	hook(ptes, step_nothing);
+	cr_assert_eq(ask(WIN + PAGE_IN * 4096 + 0x10, &a), 1);
+	cr_assert_eq(fired, 0, "the PTE was loaded: the word was not read first");
+}
+
+/* The piece's word read after the endpoint moved: the check after it turns the answer away. */
+Test(inline_pte_first, a_window_pieces_word_read_after_its_endpoint_moved_is_not_answered)
+{
+	words[0] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	assert_turned_away(words, step_endpoint_moved, WIN + PAGE_IN * 4096);
+}
+
+/* Past the window, the piece window's word, as in a word-first copy. */
+Test(inline_pte_first, a_piece_word_past_the_window_read_after_its_endpoint_moved_is_not_answered)
+{
+	struct viommu_answer a;
+
+	words[1] = VIOMMU_HASH_DIRECT_MAKE(PA_OLD, RW);
+	cr_assert_eq(ask(WIN + REGION + 0x1234, &a), 1);
+	cr_assert_eq(a.pa, PA_OLD + 0x1234);
+	assert_turned_away(words, step_endpoint_moved, WIN + REGION + 0x1234);
 }

@@ -345,6 +345,8 @@ static void assert_reader_copy(const struct viommu_reader *r, uint32_t ep, uint6
 		     "the copy of endpoint %u's window is made at its entry's current seq (copy %u)", ep, c->ep_seq);
 	cr_assert_eq(c->span, span, "the copy of endpoint %u's window spans 0x%llx bytes, want 0x%llx", ep,
 		     (unsigned long long)c->span, (unsigned long long)span);
+	cr_assert(c->pte_span == span || c->pte_span == 0, "the copy reads the PTE first over 0x%llx bytes",
+		  (unsigned long long)c->pte_span);
 	if (span) {
 		cr_assert_eq(c->base, base, "the copy's base 0x%llx", (unsigned long long)c->base);
 		cr_assert_eq(c->first, r->ptes[leaf].pte, "the copy's PTEs are the window's");
@@ -2776,5 +2778,55 @@ Test(window, the_pieces_hint_is_set_exactly_while_a_published_2mib_piece_lies_in
 	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES);
 	unmap_ok(1, WIN + 20 * MIB - 0x1000, 4 * MIB + 0x2000);
 	cr_assert_eq(win_flags(d), 0);
+	viommu_reader_close(r);
+}
+
+/* The order of a window page's two loads in a reader's copy (viommu_reader_window()): the PTE
+ * first, as in a flat table, while the window holds no published 2 MiB piece; the region's word
+ * first when the copy is made with one there (the hint above), or once a lookup through the copy
+ * meets one. Every answer the store's, in either order. */
+static uint64_t copy_pte_span(const struct viommu_reader *r, uint32_t ep)
+{
+	return r->epw[ep % VIOMMU_READER_EPW].pte_span;
+}
+
+Test(window, a_copy_reads_the_pte_first_until_its_window_holds_a_2mib_piece)
+{
+	struct viommu_reader *r, *r2;
+	struct viommu_query q[6];
+
+	r = win_reader_ep8();
+	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
+	q[0] = qy(8, WIN + 0x5010, 8, R);
+	q[1] = qy(8, WIN + 10 * MIB + 0x777, 8, R); /* the piece's, when there is one */
+	q[2] = qy(8, WIN + 0x6000, 8, R); /* not mapped */
+	q[3] = qy(8, WIN + 0x5010, 8, RW);
+	check_queries(r, q, 4);
+	cr_assert_eq(copy_pte_span(r, 8), WIN_SPAN, "no piece in the window: the PTE first");
+	/* A piece published after the copy was made: met through the PTE (0), then its word. */
+	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x500000000ull, RW);
+	check_queries(r, q, 4);
+	cr_assert_eq(copy_pte_span(r, 8), 0, "a lookup met a piece: the word first");
+	check_queries(r, q, 4);
+	/* A copy made while the piece lives reads the word first. */
+	r2 = viommu_reader_open(fp);
+	cr_assert_not_null(r2);
+	translate(r2, 8, WIN + 0x5010, R); /* the copy made, by a lookup of the page only */
+	cr_assert_eq(copy_pte_span(r2, 8), 0, "a piece in the window when the copy was made: the word first");
+	check_queries(r2, q, 4);
+	viommu_reader_close(r2);
+	/* Gone: a copy made since reads the PTE first again; the older one keeps the word first. */
+	unmap_ok(1, WIN + 10 * MIB, 2 * MIB);
+	r2 = viommu_reader_open(fp);
+	cr_assert_not_null(r2);
+	translate(r2, 8, WIN + 0x5010, R);
+	cr_assert_eq(copy_pte_span(r2, 8), WIN_SPAN, "no piece in the window: the PTE first");
+	check_queries(r2, q, 4);
+	check_queries(r, q, 4);
+	/* The same piece back: the PTE-first copy meets it, and answers it. */
+	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x600000000ull, RW);
+	check_queries(r2, q, 4);
+	cr_assert_eq(copy_pte_span(r2, 8), 0);
+	viommu_reader_close(r2);
 	viommu_reader_close(r);
 }

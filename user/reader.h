@@ -56,20 +56,24 @@ _Static_assert(sizeof(struct viommu_reader_tlb) == 64, "a reader TLB entry is on
 struct viommu_reader_epw { /* two cache lines: what a window page's lookup reads is the first */
 	uint32_t ep, ep_seq;
 	uint64_t base; /* the window's first IOVA */
-	uint64_t span; /* its bytes; 0: no window */
+	/* The bytes from `base` whose lookups read the PTE first: `span`, or 0 while the copy
+	 * reads the region's word first (the window held a published 2 MiB piece when the copy
+	 * was made, or a lookup met one since: viommu_reader_window()). */
+	uint64_t pte_span;
 	const __u64 *first; /* the window's first PTE */
-	const __u64 *wfirst; /* the word of the window's first region (pfirst + (base - pbase) / 2 MiB) */
 	const __u32 *seqp; /* the endpoint entry's seq */
 	const __u64 *wrapsp; /* meta.ep_wraps */
 	uint64_t wraps;
+	uint64_t span; /* the window's bytes; 0: no window */
 	/* second line */
+	const __u64 *wfirst; /* the word of the window's first region (pfirst + (base - pbase) / 2 MiB) */
 	uint64_t keyhi; /* the domain's part of its hash keys: VIOMMU_HASH_KEY(dslot, 0) */
 	/* The piece window: a word per 2 MiB region from pbase, `pfirst` the first (pspan 0: none). */
 	uint64_t pbase, pspan;
 	const __u64 *pfirst;
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct viommu_reader_epw) == 128, "a window copy is two cache lines");
-_Static_assert(offsetof(struct viommu_reader_epw, wraps) + sizeof(uint64_t) == 64,
+_Static_assert(offsetof(struct viommu_reader_epw, span) + sizeof(uint64_t) == 64,
 	       "a window page's lookup reads one line of its copy");
 
 struct viommu_reader {
@@ -302,6 +306,15 @@ static inline uint64_t viommu_reader_epw_out(const struct viommu_reader_epw *c, 
 	return viommu_reader_ep_out(c->ep, q);
 }
 
+/* Nonzero unless the endpoint entry of copy @c is as it was when the copy was made: its seq the
+ * same, and meta.ep_wraps (a seq that wrapped back to the copy's bumped it first, I10). Acquire
+ * on the seq: after the loads of the lookup before it (I4). */
+static inline uint64_t viommu_reader_epw_stale(const struct viommu_reader_epw *c)
+{
+	return (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
+	       (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
+}
+
 /*
  * The window (docs/design.md, "Windows"; I13), inline: a query within one page, not asking for
  * the whole extent, from a dense endpoint whose domain has a window holding the page: the
@@ -314,7 +327,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 {
 	const uint64_t iova = q->iova;
 	const uint32_t ep = q->endpoint, acc = q->access;
-	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
+	struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
 	uint64_t off, pte, stale, word;
 
 	/* One branch for every reason not to: a query the window does not take, an endpoint
@@ -322,61 +335,73 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 	if (__builtin_expect(viommu_reader_epw_out(c, q), 0))
 		return viommu_reader_window_slow(r, q, a);
 	off = iova - c->base;
-	if (off >= c->span) {
-		/* Not in the window: its piece window, a word per 2 MiB region, which answers a
-		 * published 2 MiB piece (a direct value) and says nothing otherwise (I13). The same
-		 * checks as below; anything else: the TLB, then the walk. */
-		uint64_t poff = iova - c->pbase;
-
-		if (__builtin_expect(poff >= c->pspan, 0)) /* a 2 MiB piece falls through */
-			return 0;
-		pte = __atomic_load_n(&c->pfirst[poff >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE); /* piece_win_set() */
-		goto piece;
-	}
-	/* In the window, the region's word first: 8 bytes per 2 MiB, a line shared by 8 regions,
-	 * where a 2 MiB piece's PTEs are a line per 8 pages that no one ever wrote. A direct value
-	 * answers: the region is one published piece (I13). Its bit 0 (VIOMMU_HASH_DIRECT) is
-	 * set, a busy word's and 0's is not. Acquire: pairs with piece_win_set(), and orders the
-	 * loads below after it. */
-	word = __atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
-	if (__builtin_expect(word & 1, 0)) {
+	if (__builtin_expect(off < c->pte_span, 1)) {
+		/* A window page, its PTE first, as in a flat table: no piece in the window when the
+		 * copy was made. Acquire: pairs with the writer's release of the PTE (W2), and
+		 * orders the loads below after it. */
+		pte = __atomic_load_n(&c->first[off >> VIOMMU_PAGE_SHIFT], __ATOMIC_ACQUIRE);
+		if (__builtin_expect(!(~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 1)) {
+			if (__builtin_expect(viommu_reader_epw_stale(c), 0))
+				return 0;
+			viommu_answer_pte(a, iova, pte);
+			return 1;
+		}
+		if (pte & VIOMMU_PTE_PRESENT)
+			return 0; /* an access fault: the walk answers */
+		/* Not present: the region's word, after the PTE (acquire: the seq's load below
+		 * after it). A published 2 MiB piece is answered from it, and from now on this
+		 * copy reads the word first (a piece's PTEs are lines no one wrote). */
+		word = __atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
+		if (!(word & VIOMMU_HASH_DIRECT))
+			goto miss;
+		c->pte_span = 0;
 		pte = word;
 		goto piece;
 	}
-	/* Acquire: pairs with the writer's release of the PTE (W2), and orders the loads below
-	 * after it. */
+	{
+		/* The piece window, a word per 2 MiB region: it answers a published 2 MiB piece (a
+		 * direct value), and says nothing otherwise (I13). Past the window, anything else:
+		 * the TLB, then the walk. */
+		uint64_t poff = iova - c->pbase;
+
+		if (__builtin_expect(poff >= c->pspan, 0))
+			return 0;
+		/* Acquire: pairs with piece_win_set(), and orders the loads below after it. */
+		word = __atomic_load_n(&c->pfirst[poff >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
+		pte = word;
+		if (__builtin_expect((word & VIOMMU_HASH_DIRECT) || off >= c->span, 1))
+			goto piece;
+	}
+	/* A window page of a copy that reads the region's word first: the word was not a piece;
+	 * the page's PTE. */
 	pte = __atomic_load_n(&c->first[off >> VIOMMU_PAGE_SHIFT], __ATOMIC_ACQUIRE);
-	/* The endpoint entry unchanged since the copy was made (so when the word and the PTE were
-	 * read: seqs only grow, and one that wrapped back bumped ep_wraps first, I4, I10); present;
-	 * every flag the access needs (the PTE's flags are its bits 1-3, the access's bits 0-2).
-	 * Else the walk answers (and refreshes the copy). */
-	stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-		(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
-	if (__builtin_expect(stale | (~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT)), 0))
-		goto not_hit;
-	viommu_answer_pte(a, iova, pte);
-	return 1;
-not_hit:
-	/* Not present, and the region's word (read before it) 0: no piece of any size held the
-	 * region then (a 2 MiB piece is its word; a larger one over the window makes every word
-	 * it covers busy while it lives, I13); with the entry as copied until after both loads,
-	 * the page is not mapped (at most one mapping holds a page, and a piece is made only over
-	 * an empty range, so some instant between the loads saw none). Anything else (raced, an
-	 * access fault, a piece coming, going or larger): the walk answers. */
-	if (stale | (pte & VIOMMU_PTE_PRESENT) | word)
+	if (!(~pte & (((uint64_t)acc << 1) | VIOMMU_PTE_PRESENT))) {
+		if (viommu_reader_epw_stale(c))
+			return 0;
+		viommu_answer_pte(a, iova, pte);
+		return 1;
+	}
+	if (pte & VIOMMU_PTE_PRESENT)
+		return 0;
+miss:
+	/* Not present, and the region's word 0, the two read in either order, then the entry as
+	 * copied: the page was not mapped at some instant between the two loads. A 2 MiB piece
+	 * is its region's word, a larger one over the window makes every word it covers busy
+	 * while it lives (I13), and a piece is made only over an empty range and its PTEs stay 0
+	 * while it lives: if the word was 0 at the PTE's load, that instant; if a piece held the
+	 * region then, the instant it went, the PTE still 0. Anything else (raced, a piece coming,
+	 * going or larger): the walk answers. */
+	if (viommu_reader_epw_stale(c) | word)
 		return 0;
 	return viommu_reader_answer_miss(a, iova);
 piece:
 	/* A piece window word @pte: a published piece's direct value, read while the entry was as
 	 * copied (the seq and meta.ep_wraps after it, I4, I10), with every flag the access needs:
 	 * bit 0 set (a piece window word is 0, VIOMMU_PIECE_BUSY or a direct value, and only the
-	 * last has it, as the region's word above is told) and the access's bits among its flags
-	 * (bits 2-4), tested as a window PTE's are, with one mask (the access is READ | WRITE |
-	 * MMIO only here: viommu_reader_epw_out() turned any other bit away). With the expect
-	 * above, 2 MiB x 64K: 63.9 -> 58.9 instructions; same rounds, alternating binaries,
-	 * x1.17-1.30 -> x1.07-1.22 the 4 KiB hit. */
-	stale = (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-		(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
+	 * last has it) and the access's bits among its flags (bits 2-4), tested as a window PTE's
+	 * are, with one mask (the access is READ | WRITE | MMIO only here:
+	 * viommu_reader_epw_out() turned any other bit away). */
+	stale = viommu_reader_epw_stale(c);
 	_Static_assert(VIOMMU_HASH_DIRECT == 1 && !(VIOMMU_PIECE_BUSY & 1) &&
 			       VIOMMU_HASH_DIRECT_FLAGS(VIOMMU_MAP_F_MASK << 2) == VIOMMU_MAP_F_MASK,
 		       "a piece window word: bit 0 only in a direct value, its flags in bits 2-4");
