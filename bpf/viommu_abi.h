@@ -27,7 +27,7 @@
 #include "viommu_spec.h"
 
 #define VIOMMU_ABI_MAGIC   0x564d4d55u /* "VMMU" */
-#define VIOMMU_ABI_VERSION 11u
+#define VIOMMU_ABI_VERSION 12u
 
 /* ---- sizes (each #ifndef so a build may override; the maps are sized at load time) ---- */
 #ifndef VIOMMU_EP_DENSE
@@ -124,11 +124,14 @@ enum viommu_ep_state {
 };
 
 struct viommu_ep_entry { /* writer: device thread; seqlock: seq odd while being written */
-	__u32 seq;
-	__u8 state; /* enum viommu_ep_state */
-	__u8 pad[3];
-	__u32 domain_slot;
+	/* 64 bits, so that it never comes back to a value a reader holds (2^63 changes): a
+	 * reader's copy of the endpoint's window is vouched for by the seq alone (ABI v12; a
+	 * 32-bit seq and meta.ep_wraps before) */
+	__u64 seq;
 	__u32 root; /* index of the domain's level-0 node */
+	__u16 domain_slot; /* < VIOMMU_DOMAINS_MAX */
+	__u8 state; /* enum viommu_ep_state */
+	__u8 pad;
 };
 
 /* viommu_ep_index: for ids >= VIOMMU_EP_DENSE, u64 slots (id << 32 | entry index + 1), 0 = free.
@@ -350,9 +353,10 @@ struct viommu_meta { /* writer: device thread */
 	 * indexed id needs, <= VIOMMU_EP_INDEX_PROBES_MAX. Only grows; stored (release) before
 	 * the index slot that needed it. */
 	__u32 ep_probes;
-	/* Bumped once every 2^30 record frees + endpoint changes: a reader's private cache entry
-	 * filled before a bump is dropped, since a 32-bit generation it holds may since have
-	 * wrapped (I10). Written that rarely, so it shares the constant line. */
+	/* Bumped once every 2^30 record frees and every pool leaf free: a reader's private cache
+	 * entry filled before a bump is dropped, since a 32-bit generation it holds may since have
+	 * wrapped, or the leaf it names come back (I10). Written that rarely, so it shares the
+	 * constant line. */
 	__u64 wraps;
 	__u32 leaves_max; /* the pool's leaves and the windows' (those from windows_leaf on) */
 	__u32 windows_leaf; /* the first window leaf: the pool has this many */
@@ -364,13 +368,7 @@ struct viommu_meta { /* writer: device thread */
 	 * period. The counters below change on every publication; sharing a line with them cost a
 	 * reader a cache miss per lookup under churn. */
 	__u64 epoch; /* grace-period epoch, bumped by the writer (see readers) */
-	/* Bumped with `wraps` every 2^30 record frees + endpoint changes, but never by a leaf free:
-	 * what a reader's copy of an endpoint's window, and its probe of a direct value, need
-	 * beside the entry's seq (I10, I13). So a pool leaf freed (churn outside every window)
-	 * leaves those copies good. Written as rarely as `wraps`: it shares the line every
-	 * viommu_reader_enter() reads, which window lookups then find cached. (ABI v10) */
-	__u64 ep_wraps;
-	__u64 pad2[6];
+	__u64 pad2[7]; /* meta.ep_wraps in ABI v10-v11: endpoint seqs are 64-bit since v12 */
 	/* line 2: occupancy and counters, for `viommu stat` */
 	__u32 nodes_used, extents_used, domains_used, endpoints_used;
 	__u32 hash_used;
@@ -556,7 +554,7 @@ _Static_assert(sizeof(struct viommu_node) == 24 + 8 * VIOMMU_RADIX_FANOUT, "node
 _Static_assert(sizeof(struct viommu_extent_rec) == 32, "extent record is 32 B");
 _Static_assert(sizeof(struct viommu_leaf) == 64 + 4 * VIOMMU_RADIX_FANOUT, "leaf header is one line");
 _Static_assert(sizeof(struct viommu_ptes) == 4096, "a leaf's PTEs are one page");
-_Static_assert(VIOMMU_DOMAINS_MAX <= 65536, "a domain slot fits the record's 16 bits");
+_Static_assert(VIOMMU_DOMAINS_MAX <= 65536, "a domain slot fits the record's and the entry's 16 bits");
 _Static_assert(sizeof(struct viommu_hash_bucket) == 64, "hash bucket is one cache line");
 _Static_assert(offsetof(struct viommu_hash_bucket, seq) == 8 * VIOMMU_HASH_WAYS &&
 		       offsetof(struct viommu_hash_bucket, val) == 32,

@@ -62,7 +62,8 @@ struct viommu_lk {
 	/* what validated the hit, for a reader-private cache (user/reader.h): the endpoint entry,
 	 * and the record (whole == 1: idx, gen are the record's) or the leaf (a page or a solo
 	 * page, whole 0 or 2 and not direct: the leaf's, and the PTE of the page) */
-	__u32 ep_idx, ep_seq, idx, gen;
+	__u32 ep_idx, idx, gen;
+	__u64 ep_seq; /* the endpoint entry's (64-bit, ABI v12) */
 	__u64 pte;
 };
 
@@ -372,7 +373,7 @@ VIOMMU_INLINE void viommu_answer_direct(struct viommu_answer *a, __u64 iova, __u
  */
 /* The PTE of @iova in window leaf @li (acquire: pairs with its release, W2), then the endpoint
  * entry's seq still @s1 (I4): 1, or 0 (raced). */
-VIOMMU_INLINE int viommu_window_load_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u32 s1, __u32 li,
+VIOMMU_INLINE int viommu_window_load_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u64 s1, __u32 li,
 					 __u64 iova, __u64 *pte)
 {
 	const struct viommu_ptes *pt = viommu_acc_ptes(VIOMMU_CTX_ARG, li);
@@ -386,7 +387,7 @@ VIOMMU_INLINE int viommu_window_load_pte(VIOMMU_CTX_PARAM, const struct viommu_e
 
 #define VIOMMU_WIN_OUT 3
 #define VIOMMU_WIN_PIECE 4
-VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u32 s1, __u32 dslot,
+VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_entry *e, __u64 s1, __u32 dslot,
 				    __u64 iova, __u64 *pte, __u32 *li)
 {
 	const struct viommu_window *w = viommu_acc_win(VIOMMU_CTX_ARG, dslot);
@@ -520,7 +521,8 @@ VIOMMU_INLINE int viommu_read_word(VIOMMU_CTX_PARAM, __u64 w, __u32 dslot, __u64
 VIOMMU_INLINE int viommu_lookup_once(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, int want, struct viommu_lk *lk)
 {
 	const struct viommu_ep_entry *e;
-	__u32 s1, dslot, root, state;
+	__u64 s1;
+	__u32 dslot, root, state;
 	__u64 key, slot = 0;
 	__s64 ei;
 	int level, found = 0, hf;
@@ -629,7 +631,8 @@ VIOMMU_INLINE int viommu_lookup_fast(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, str
 	const struct viommu_leaf *f;
 	const struct viommu_ptes *pt;
 	__u64 key, slot = 0, pte;
-	__u32 s1, dslot, root, s, si;
+	__u64 s1;
+	__u32 dslot, root, s, si;
 	__s64 rf;
 	int hf;
 

@@ -199,7 +199,8 @@ static __always_inline __u64 viommu_bpf_window_word(__u32 ep, __u32 access, __u6
 {
 	const struct viommu_ep_entry *e;
 	__u64 pte;
-	__u32 s1, dslot, li;
+	__u64 s1;
+	__u32 dslot, li;
 	int got;
 
 	if (viommu_window_args_out(ep, access, iova, size))

@@ -915,16 +915,16 @@ Test(window, a_window_reused_after_a_domain_that_freed_no_leaf_is_never_answered
 }
 
 /*
- * A 32-bit seq can come back to a value a reader copied (2^32 entry changes later); the writer
- * bumps meta.wraps and meta.ep_wraps every 2^30 of them first (I10), and a reader's copy of a
- * window, or its inline probe of a direct value, is good only with meta.ep_wraps as it was. No test can make 2^32
- * changes: this one plays their outcome on the writer's side of the shared memory. Endpoint 8
- * moves from domain A to domain B for real, then its entry's seq is set back to the value the
- * reader copied, with both bumped, as the writer would have left them. The same IOVAs
- * translate differently in A and B: a page in both windows, a page only in B's, and a 2 MiB
- * piece outside both (a direct value).
+ * An endpoint entry's seq is 64-bit (ABI v12): it never comes back to a value a reader copied,
+ * and nothing but the seq vouches for a reader's copy of a window, its inline probe of a direct
+ * value and its TLB entries' endpoint. So every path must compare all 64 bits: a seq whose low
+ * half came back to the copied one (2^31 entry changes later, for a 32-bit reader) must not
+ * pass. No test can make 2^31 changes: this one plays their outcome on the writer's side of
+ * the shared memory. Endpoint 8 moves from domain A to domain B for real, then its entry's seq
+ * is set to the value the reader copied plus 2^32. The same IOVAs translate differently in A
+ * and B: a page in both windows, a page only in B's, and 2 MiB pieces (direct values).
  */
-Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_the_writer_bumped_wraps)
+Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_moved_by_2_to_the_32)
 {
 	const uint64_t x = WIN + 0x3000, y = WIN + 0x5000, z = 64 * GIB, w = 32 * GIB + 0x7000, v = 256 * GIB;
 	const uint64_t iova[5] = { x, y, z, w, v };
@@ -936,7 +936,7 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 	struct viommu_reader_epw copy;
 	struct viommu_query q[24];
 	struct viommu_reader *r;
-	uint32_t copied, now;
+	uint64_t copied, now;
 	unsigned n = 0;
 
 	r = win_reader_ep8();
@@ -944,15 +944,24 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 	map_ok(1, x, 0x1000, 0xa0003000, RW);
 	map_ok(1, z, 2 * MIB, 0xa0400000, RW);
 	map_ok(1, w, 0x1000, 0xa0007000, RW);
+	map_ok(1, w + 0x1000, 0x1000, 0xa0008000, RW); /* two pages: a leaf, not a lone page */
 	map_ok(1, v, 2 * MIB, 0xa0800000, RW);
 	attach_ok(2, 9);
 	for (int i = 0; i < 5; i++)
 		map_ok(2, iova[i], i == 2 || i == 4 ? 2 * MIB : 0x1000, pa_b[i], RW);
+	map_ok(2, w + 0x1000, 0x1000, 0xb0008000, RW);
 	cr_assert_eq(piece_entry(dslot_of(8), z), VIOMMU_HASH_DIRECT_MAKE(0xa0400000, RW));
 	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0xa0003010);
 	cr_assert_eq(translate(r, 8, y + 0x10, R).result, VIOMMU_XLATE_FAULT);
 	cr_assert_eq(translate(r, 8, z + 0x10, R).pa, 0xa0400010);
-	cr_assert_eq(translate(r, 8, w + 0x10, R).pa, 0xa0007010); /* fills a reader TLB entry */
+	cr_assert_eq(translate(r, 8, w + 0x10, R).pa, 0xa0007010);
+	{ /* a leaf's page outside the windows: a reader TLB entry, which the loop below asks */
+		const uint32_t h = ((uint32_t)((w + 0x10) >> VIOMMU_PAGE_SHIFT) ^ 8u) * 0x9e3779b1u;
+		const struct viommu_reader_tlb *t = &r->tlb[h >> (32 - VIOMMU_READER_TLB_BITS)];
+
+		cr_assert(t->ep == 8 && t->start == w, "the reader TLB holds w's page (ep %u start 0x%llx)",
+			  t->ep, (unsigned long long)t->start);
+	}
 	cr_assert_eq(translate(r, 8, v + 0x10, R).pa, 0xa0800010);
 	copy = r->epw[8 % VIOMMU_READER_EPW];
 	cr_assert_eq(copy.ep, 8, "the reader copied endpoint 8's window");
@@ -962,13 +971,10 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 	cr_assert_eq(dslot_of(8), dslot_of(9));
 	now = fp->eps[8].seq;
 	cr_assert_neq(now, copied);
-	/* The wrap, as the writer leaves it (churn_count()): meta.wraps and meta.ep_wraps bumped
-	 * before the seq came back (memfd and BPF replica alike). */
-	FP_STORE(fp, &fp->meta->wraps, fp->meta->wraps + 1, __ATOMIC_RELEASE);
-	FP_STORE(fp, &fp->meta->ep_wraps, fp->meta->ep_wraps + 1, __ATOMIC_RELEASE);
-	FP_STORE(fp, &fp->eps[8].seq, copied, __ATOMIC_RELEASE);
+	/* The low half back at the copy's, nothing else moved (memfd and BPF replica alike). */
+	FP_STORE(fp, &fp->eps[8].seq, copied + (1ull << 32), __ATOMIC_RELEASE);
 
-	/* Each query first after the wrap, with the reader's old copy (a walk refreshes it). */
+	/* Each query first after it, with the reader's old copy (a walk refreshes it). */
 	for (int i = 0; i < 5; i++) {
 		struct viommu_answer a;
 
@@ -985,7 +991,7 @@ Test(window, a_reader_drops_its_copy_of_an_endpoint_whose_seq_came_back_after_th
 }
 
 /* A pool leaf freed (a guest's churn outside every window) bumps meta.wraps, which drops reader
- * TLB entries, but not meta.ep_wraps: a reader's copy of a window stays good, and window lookups
+ * TLB entries, but not a reader's copy of a window: it stays good, and window lookups
  * after it are answered from the copy, not after a walk that makes it again (which every
  * reader of every domain would otherwise pay after each such UNMAP). The copy's `keyhi`, which
  * a window lookup does not read and viommu_reader_window_load() rewrites, tells. */
@@ -995,7 +1001,7 @@ Test(window, a_pool_leaf_freed_outside_every_window_leaves_a_readers_copy_of_a_w
 	const struct viommu_meta *m;
 	struct viommu_reader_epw *c;
 	struct viommu_reader *r;
-	uint64_t wraps, ep_wraps, keyhi;
+	uint64_t wraps, keyhi;
 
 	r = win_reader_ep8();
 	m = view()->meta;
@@ -1006,7 +1012,6 @@ Test(window, a_pool_leaf_freed_outside_every_window_leaves_a_readers_copy_of_a_w
 	keyhi = c->keyhi;
 	c->keyhi = 0x5eedull;
 	wraps = m->wraps;
-	ep_wraps = m->ep_wraps;
 
 	/* Two pages of one region far outside the window: a pool leaf, freed with the second UNMAP. */
 	map_ok(1, far, 0x1000, 0xc0000000, RW);
@@ -1014,7 +1019,6 @@ Test(window, a_pool_leaf_freed_outside_every_window_leaves_a_readers_copy_of_a_w
 	unmap_ok(1, far, 0x1000);
 	unmap_ok(1, far + 0x5000, 0x1000);
 	cr_assert_neq(m->wraps, wraps, "a pool leaf was freed");
-	cr_assert_eq(m->ep_wraps, ep_wraps, "a leaf free leaves meta.ep_wraps alone");
 
 	cr_assert_eq(translate(r, 8, x + 0x10, R).pa, 0xa0003010);
 	cr_assert_eq(translate(r, 8, x + 0x1010, R).result, VIOMMU_XLATE_FAULT);
@@ -1643,6 +1647,7 @@ struct racer {
 	struct viommu_reader *r;
 	int stop;
 	uint64_t lookups, hits[2], bad;
+	uint64_t switches; /* rounds whose PTE-first copy met a 2 MiB piece (flipper_reader_main) */
 	struct viommu_query bad_q;
 	struct viommu_answer bad_a;
 	int bad_phase;
@@ -1729,7 +1734,8 @@ Test(window, a_reader_racing_a_window_changing_hands_never_answers_one_domains_p
 
 #define FLIP_P (WIN + 0x5000) /* stays mapped: RACE_PA_A */
 #define FLIP_G (WIN + GIB) /* a 1 GiB piece, mapped and unmapped: 1 << 40 or 2 << 40 */
-#define FLIP_M (WIN + 6 * MIB) /* a 2 MiB map (pages), mapped and unmapped: 1 << 32 or 2 << 32 */
+/* A 2 MiB map, mapped and unmapped: 1 << 32, a 2 MiB piece; or 2 << 32, its first 511 pages */
+#define FLIP_M (WIN + 6 * MIB)
 #define FLIP_U (WIN + 0x9000) /* never mapped */
 
 /* The writer's phase (release after each step; the reader's loads acquire): 4k + 1, the two
@@ -1741,7 +1747,7 @@ static int flip_phase;
 static bool flip_ok(const struct viommu_query *q, const struct viommu_answer *a, int phase)
 {
 	uint64_t off = q->iova & 0xfff, v = 1 + (uint64_t)(phase / 4) % 2;
-	bool g = q->iova >= FLIP_G;
+	bool g = q->iova >= FLIP_G, last = !g && q->iova >= FLIP_M + 2 * MIB - 0x1000;
 
 	if (a->result == VIOMMU_XLATE_RETRY)
 		return true;
@@ -1749,10 +1755,10 @@ static bool flip_ok(const struct viommu_query *q, const struct viommu_answer *a,
 		return a->result == VIOMMU_XLATE_HIT && a->pa == RACE_PA_A + off;
 	if ((q->iova & ~0xfffull) == FLIP_U)
 		return a->result == VIOMMU_XLATE_FAULT && a->reason == VIOMMU_FAULT_R_MAPPING;
-	if (a->result == VIOMMU_XLATE_FAULT)
-		return a->reason == VIOMMU_FAULT_R_MAPPING && phase % 4 != 1;
-	if (phase % 4 == 3)
-		return false; /* unmapped */
+	if (a->result == VIOMMU_XLATE_FAULT) /* the last page is not in the 511 */
+		return a->reason == VIOMMU_FAULT_R_MAPPING && (phase % 4 != 1 || (last && v == 2));
+	if (phase % 4 == 3 || (last && a->pa >> 32 == 2))
+		return false; /* unmapped; the last page never mapped at 2 << 32 */
 	if (phase % 4 == 1)
 		return a->pa == (g ? (v << 40) + (q->iova - FLIP_G) : (v << 32) + (q->iova - FLIP_M));
 	return a->pa == (g ? (1ull << 40) + (q->iova - FLIP_G) : (1ull << 32) + (q->iova - FLIP_M)) ||
@@ -1770,7 +1776,13 @@ static void *flipper_reader_main(void *arg)
 	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
 		uint64_t k = rc->lookups++;
 		int p0 = __atomic_load_n(&flip_phase, __ATOMIC_ACQUIRE), p1;
+		/* The copy turns word-first once a lookup meets the piece; every other round it
+		 * reads the PTE first again (its own copy: the order is a hint, both are sound). */
+		struct viommu_reader_epw *c = &rc->r->epw[8 % VIOMMU_READER_EPW];
+		const bool pte_first = k % 2 && c->ep == 8 && c->span;
 
+		if (pte_first)
+			c->pte_span = c->span;
 		if (k % 8 == 7) {
 			viommu_reader_translate_bulk(rc->r, q, a, 6);
 		} else if (k % 64 == 31 && have_bpf) {
@@ -1781,6 +1793,7 @@ static void *flipper_reader_main(void *arg)
 				viommu_reader_translate(rc->r, &q[i], &a[i]);
 		}
 		p1 = __atomic_load_n(&flip_phase, __ATOMIC_ACQUIRE);
+		rc->switches += pte_first && !c->pte_span;
 		for (int i = 0; i < 6; i++) {
 			rc->hits[i == 1] += a[i].result == VIOMMU_XLATE_HIT;
 			if (!flip_ok(&q[i], &a[i], p0 == p1 ? p0 : 0) && !rc->bad++) {
@@ -1794,9 +1807,10 @@ static void *flipper_reader_main(void *arg)
 }
 
 /* While a reader thread looks them up, pieces of 1 GiB over the window come and go (the window
- * turns wide and back) and a 2 MiB map inside it comes and goes (512 pages): a page mapped
- * throughout always hits, a page never mapped always faults, and the others answer as the
- * writer's last completed request says. */
+ * turns wide and back) and a 2 MiB map inside it comes and goes, a 2 MiB piece in one round and
+ * 511 pages of the same region in the next, the reader's copy reading the PTE first in every
+ * other lookup round: a page mapped throughout always hits, a page never mapped always faults,
+ * and the others answer as the writer's last completed request says. */
 Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_the_last_request_says)
 {
 	struct racer rc = { 0 };
@@ -1814,12 +1828,13 @@ Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_th
 
 		__atomic_store_n(&flip_phase, 4 * i, __ATOMIC_RELEASE);
 		cr_assert_eq(test_map(dev, 1, FLIP_G, FLIP_G + GIB - 1, v << 40, RW), VIOMMU_S_OK);
-		cr_assert_eq(test_map(dev, 1, FLIP_M, FLIP_M + 2 * MIB - 1, v << 32, RW), VIOMMU_S_OK);
+		cr_assert_eq(test_map(dev, 1, FLIP_M, FLIP_M + 2 * MIB - (v == 2 ? 0x1000 : 0) - 1, v << 32, RW),
+			     VIOMMU_S_OK);
 		__atomic_store_n(&flip_phase, 4 * i + 1, __ATOMIC_RELEASE);
 		sched_yield();
 		__atomic_store_n(&flip_phase, 4 * i + 2, __ATOMIC_RELEASE);
 		cr_assert_eq(test_unmap(dev, 1, FLIP_G, FLIP_G + GIB - 1), VIOMMU_S_OK);
-		cr_assert_eq(test_unmap(dev, 1, FLIP_M, FLIP_M + 2 * MIB - 1), VIOMMU_S_OK);
+		cr_assert_eq(test_unmap(dev, 1, FLIP_M, FLIP_M + 2 * MIB - (v == 2 ? 0x1000 : 0) - 1), VIOMMU_S_OK);
 		__atomic_store_n(&flip_phase, 4 * i + 3, __ATOMIC_RELEASE);
 		sched_yield();
 		if (i % 250 == 0)
@@ -1835,6 +1850,8 @@ Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_th
 		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova, rc.bad_phase,
 		     rc.bad_a.result, rc.bad_a.reason, (unsigned long long)rc.bad_a.pa);
 	cr_assert_gt(rc.hits[1], 0, "the reader saw the 1 GiB piece");
+	cr_log_info("%llu rounds of a PTE-first copy met the 2 MiB piece", (unsigned long long)rc.switches);
+	cr_assert_gt(rc.switches, 0, "a PTE-first copy met the 2 MiB piece");
 }
 
 /* ---- random requests around windows ---- */

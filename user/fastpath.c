@@ -279,7 +279,7 @@ static void leaf_free(struct viommu_fastpath *fp, uint32_t i)
 	 * and fill an entry no later bump drops. Release: before any later store to the leaf. */
 	/* A window's leaf comes back only for the same region of the same domain (I13): the same
 	 * PTE at the same place is then the same translation, so its free drops nothing. (The
-	 * readers' copies of windows check meta.ep_wraps, which no leaf free moves, ABI v10.) */
+	 * readers' copies of windows check only their endpoint entry's 64-bit seq, ABI v12.) */
 	if (i >= fp->leaves_pool) {
 		fp->win_live[i - fp->leaves_pool] = 0; /* stays its window's, dead */
 	} else {
@@ -321,15 +321,13 @@ static int ext_alloc(struct viommu_fastpath *fp, uint32_t dslot, const struct vi
 	return 0;
 }
 
-/* A record freed or an endpoint entry changed: every 2^30 of them, bump meta.wraps and
- * meta.ep_wraps (I10). Release: ordered before the seq store that follows, so a reader that sees
- * that seq sees the bumps. */
+/* A record freed: every 2^30 of them, bump meta.wraps (I10). Release: ordered before the seq
+ * store that follows, so a reader that sees that seq sees the bump. (Endpoint entries count
+ * nothing since ABI v12: their seq is 64-bit.) */
 static void churn_count(struct viommu_fastpath *fp)
 {
-	if ((++fp->churn & ((1ull << 30) - 1)) == 0) {
+	if ((++fp->churn & ((1ull << 30) - 1)) == 0)
 		ST_REL(&fp->meta->wraps, LD(&fp->meta->wraps) + 1);
-		ST_REL(&fp->meta->ep_wraps, LD(&fp->meta->ep_wraps) + 1);
-	}
 }
 
 /* W2: every piece is installed; make the record live. Release: the fields (ext_alloc) and
@@ -889,7 +887,8 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	struct viommu_fastpath *fp = ctx;
 	int64_t i = fp_ep_index_find(fp, ep->id, st != VIOMMU_EP_UNKNOWN);
 	struct viommu_ep_entry *e;
-	uint32_t s, dslot = 0, root = 0;
+	uint32_t dslot = 0, root = 0;
+	uint64_t s;
 
 	if (i < 0)
 		return st == VIOMMU_EP_UNKNOWN ? 0 : -ENOSPC;
@@ -914,10 +913,9 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	 * code on x86-64): it orders the odd seq before it, so a reader whose acquire load of a
 	 * field sees the new value fails its re-check of seq. */
 	s = LD(&e->seq);
-	churn_count(fp);
 	ST(&e->seq, s + 1);
 	ST_REL(&e->state, (uint8_t)st); /* enum viommu_ep_state, one byte in the entry */
-	ST_REL(&e->domain_slot, dslot);
+	ST_REL(&e->domain_slot, (uint16_t)dslot);
 	ST_REL(&e->root, root);
 	ST_REL(&e->seq, s + 2); /* pairs with viommu_lookup_once()'s acquire of e->seq */
 	return 0;

@@ -81,7 +81,7 @@ struct viommu_fastpath {
 	uint32_t *dom_wide; /* pieces of 1 GiB+ overlapping its window (I13) */
 	uint32_t *dom_wpieces; /* published 2 MiB pieces inside its window (VIOMMU_WIN_F_PIECES) */
 	struct viommu_window *wins;
-	uint64_t churn; /* record frees + endpoint changes, for meta.wraps and meta.ep_wraps */
+	uint64_t churn; /* record frees, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
 	/* per domain: mappings the hash does not index (pieces of 1 GiB or more, regions left out
 	 * of full buckets); the root's VIOMMU_ROOT_F_WALK says whether it is nonzero */

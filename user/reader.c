@@ -489,9 +489,8 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 	uint32_t used = 0, bad = 0;
 	struct viommu_answer t;
 	struct epw_snap {
-		const __u32 *seqp;
-		uint32_t ep_seq;
-		uint64_t wraps;
+		const __u64 *seqp;
+		uint64_t ep_seq;
 	} snap[VIOMMU_READER_EPW];
 
 #define BURST_ANSWER(i) (to_pa ? &t : &a[i])
@@ -503,8 +502,8 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 	 * when that is a published piece's direct value with them: a loop of its own with no call
 	 * in it, so that its state stays in registers (bench/icount: 83 instructions a query in
 	 * all at 4 KiB x 1K, against 100 with one loop for every kind). Each endpoint copy they
-	 * used has its seq and meta.ep_wraps re-checked once, after every PTE and word was read (I4,
-	 * I10, I13), and a failed re-check answers that endpoint's window queries again the long
+	 * used has its seq re-checked once, after every PTE and word was read (I4, I13), and a
+	 * failed re-check answers that endpoint's window queries again the long
 	 * way, before anything is returned. Then the rest: the short path for what it takes (one
 	 * page, no whole extent; it does not fill the reader TLB, a burst pipelines instead), else
 	 * as one query would be. A window query is within one page: its PA is its answer. */
@@ -520,7 +519,7 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 	for (uint32_t u = used; u; u &= u - 1) {
 		const struct viommu_reader_epw *c = &r->epw[__builtin_ctz(u)];
 
-		snap[__builtin_ctz(u)] = (struct epw_snap){ c->seqp, c->ep_seq, c->wraps };
+		snap[__builtin_ctz(u)] = (struct epw_snap){ c->seqp, c->ep_seq };
 	}
 	mask = wmask;
 	hits = (uint64_t)__builtin_popcountll(wmask);
@@ -563,8 +562,7 @@ translate_burst(struct viommu_reader *r, const struct viommu_query *q, struct vi
 	for (uint32_t u = used; u; u &= u - 1) {
 		const struct epw_snap *c = &snap[__builtin_ctz(u)];
 
-		if ((__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-		    (__atomic_load_n(&r->meta->ep_wraps, __ATOMIC_RELAXED) ^ c->wraps))
+		if (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) != c->ep_seq)
 			bad |= 1u << __builtin_ctz(u);
 	}
 	for (uint64_t m = bad ? wmask : 0; m; m &= m - 1) {
@@ -604,13 +602,11 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	const struct viommu_ep_entry *e;
 	struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
 	const struct viommu_window *w;
-	uint32_t s1, dslot, st, wn, leaf, pn, pfirst;
-	uint64_t base, wraps, pbase, wflags;
+	uint32_t dslot, st, wn, leaf, pn, pfirst;
+	uint64_t s1, base, pbase, wflags;
 
 	if (ep >= VIOMMU_EP_DENSE)
 		return 0;
-	/* Before the entry (acquire): a bump after it drops the copy. */
-	wraps = __atomic_load_n(&r->meta->ep_wraps, __ATOMIC_ACQUIRE);
 	e = &r->eps[ep];
 	s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE); /* pairs with the writer's release (W3) */
 	st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
@@ -648,8 +644,6 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->pte_span = wflags & VIOMMU_WIN_F_PIECES ? 0 : c->span;
 	c->first = r->ptes[leaf].pte;
 	c->seqp = &e->seq;
-	c->wrapsp = &r->meta->ep_wraps;
-	c->wraps = wraps;
 	c->keyhi = VIOMMU_HASH_KEY(dslot, 0);
 	c->pbase = pbase;
 	c->pspan = (uint64_t)pn << VIOMMU_HASH_SHIFT;
@@ -714,7 +708,6 @@ uint32_t viommu_reader_translate_walk(struct viommu_reader *r, const struct viom
 		const struct viommu_reader_epw *c = &r->epw[q->endpoint % VIOMMU_READER_EPW];
 
 		if (c->ep != q->endpoint || !c->span ||
-		    c->wraps != __atomic_load_n(&r->meta->ep_wraps, __ATOMIC_RELAXED) ||
 		    c->ep_seq != __atomic_load_n(&r->eps[q->endpoint].seq, __ATOMIC_RELAXED))
 			viommu_reader_window_load(r, q->endpoint);
 	}

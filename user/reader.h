@@ -38,42 +38,41 @@ struct viommu_reader_tlb { /* one cache line */
 	 * meta.wraps), and the endpoint entry's seq (dense ids only: the entry finds it by id). */
 	const __u64 *wordp;
 	__u64 word;
-	uint32_t ep, ep_seq;
+	uint32_t ep;
 	uint32_t flags; /* the mapping's, | VIOMMU_QUERY_F_EXTENT when the entry is the whole extent */
-	uint32_t pad;
+	uint64_t ep_seq;
 	uint64_t start, end, phys;
 	uint64_t wraps; /* meta.wraps at the fill: a later bump drops the entry */
 };
 _Static_assert(sizeof(struct viommu_reader_tlb) == 64, "a reader TLB entry is one cache line");
 
 /* A reader-private copy of an endpoint's window (I13): valid while the endpoint entry's seq is
- * still `ep_seq` and meta.ep_wraps still `wraps` (the window of a domain does not move while an
- * endpoint is in it; a seq that wrapped back bumped ep_wraps, I10; a pool leaf freed does not
- * touch a window). Filled out of line
- * (viommu_reader_window_load) when an endpoint is first seen, or by a walk. The window's PTEs
- * are one run of pages from `first`: page (iova - base) >> 12 of it, as in a flat table. */
+ * still `ep_seq` (the window of a domain does not move while an endpoint is in it; the seq is
+ * 64-bit and never comes back, ABI v12; a pool leaf freed does not touch a window). Filled out
+ * of line (viommu_reader_window_load) when an endpoint is first seen, or by a walk. The
+ * window's PTEs are one run of pages from `first`: page (iova - base) >> 12 of it, as in a flat
+ * table. */
 #define VIOMMU_READER_EPW 16u
 struct viommu_reader_epw { /* two cache lines: what a window page's lookup reads is the first */
-	uint32_t ep, ep_seq;
+	uint32_t ep, pad;
+	uint64_t ep_seq;
 	uint64_t base; /* the window's first IOVA */
 	/* The bytes from `base` whose lookups read the PTE first: `span`, or 0 while the copy
 	 * reads the region's word first (the window held a published 2 MiB piece when the copy
 	 * was made, or a lookup met one since: viommu_reader_window()). */
 	uint64_t pte_span;
 	const __u64 *first; /* the window's first PTE */
-	const __u32 *seqp; /* the endpoint entry's seq */
-	const __u64 *wrapsp; /* meta.ep_wraps */
-	uint64_t wraps;
+	const __u64 *seqp; /* the endpoint entry's seq */
 	uint64_t span; /* the window's bytes; 0: no window */
-	/* second line */
 	const __u64 *wfirst; /* the word of the window's first region (pfirst + (base - pbase) / 2 MiB) */
+	/* second line */
 	uint64_t keyhi; /* the domain's part of its hash keys: VIOMMU_HASH_KEY(dslot, 0) */
 	/* The piece window: a word per 2 MiB region from pbase, `pfirst` the first (pspan 0: none). */
 	uint64_t pbase, pspan;
 	const __u64 *pfirst;
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct viommu_reader_epw) == 128, "a window copy is two cache lines");
-_Static_assert(offsetof(struct viommu_reader_epw, span) + sizeof(uint64_t) == 64,
+_Static_assert(offsetof(struct viommu_reader_epw, wfirst) + sizeof(const __u64 *) == 64,
 	       "a window page's lookup reads one line of its copy");
 
 struct viommu_reader {
@@ -306,13 +305,12 @@ static inline uint64_t viommu_reader_epw_out(const struct viommu_reader_epw *c, 
 	return viommu_reader_ep_out(c->ep, q);
 }
 
-/* Nonzero unless the endpoint entry of copy @c is as it was when the copy was made: its seq the
- * same, and meta.ep_wraps (a seq that wrapped back to the copy's bumped it first, I10). Acquire
- * on the seq: after the loads of the lookup before it (I4). */
+/* Nonzero unless the endpoint entry of copy @c is as it was when the copy was made: its 64-bit
+ * seq the same (it never comes back to a value, I4). Acquire: after the loads of the lookup
+ * before it. */
 static inline uint64_t viommu_reader_epw_stale(const struct viommu_reader_epw *c)
 {
-	return (__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq) |
-	       (__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) ^ c->wraps);
+	return __atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) ^ c->ep_seq;
 }
 
 /*
@@ -396,7 +394,7 @@ miss:
 	return viommu_reader_answer_miss(a, iova);
 piece:
 	/* A piece window word @pte: a published piece's direct value, read while the entry was as
-	 * copied (the seq and meta.ep_wraps after it, I4, I10), with every flag the access needs:
+	 * copied (the seq after it, I4), with every flag the access needs:
 	 * bit 0 set (a piece window word is 0, VIOMMU_PIECE_BUSY or a direct value, and only the
 	 * last has it) and the access's bits among its flags (bits 2-4), tested as a window PTE's
 	 * are, with one mask (the access is READ | WRITE | MMIO only here:
@@ -436,8 +434,7 @@ static inline int viommu_reader_direct(struct viommu_reader *r, const struct vio
 	int found = viommu_bucket_find(r, viommu_hash_index(key, r->hash_mask), key, &v);
 
 	if (__builtin_expect((int)(found <= 0) | (int)(VIOMMU_SLOT_TAG(v) != VIOMMU_HASH_DIRECT) |
-				     (int)(__atomic_load_n(c->seqp, __ATOMIC_ACQUIRE) != c->ep_seq) |
-				     (int)(__atomic_load_n(c->wrapsp, __ATOMIC_RELAXED) != c->wraps) |
+				     (int)(viommu_reader_epw_stale(c) != 0) |
 				     (int)((VIOMMU_HASH_DIRECT_FLAGS(v) & q->access) != q->access),
 			     0))
 		return 0;
@@ -471,8 +468,9 @@ static inline uint32_t viommu_reader_translate_tlb(struct viommu_reader *r, cons
 	     * entry unchanged since the hit was validated. */
 	    __atomic_load_n(t->wordp, __ATOMIC_ACQUIRE) == t->word &&
 	    __atomic_load_n(&r->eps[t->ep].seq, __ATOMIC_ACQUIRE) == t->ep_seq &&
-	    /* After the acquires above: a seq that wrapped back was stored after a bump of
-	     * meta.wraps (churn_count() in fastpath.c), so this load sees the bump. */
+	    /* After the acquires above: a record's seq that wrapped back was stored after a bump
+	     * of meta.wraps (churn_count() in fastpath.c), as a leaf's free was, so this load
+	     * sees the bump. (The endpoint's seq is 64-bit: it never comes back.) */
 	    __atomic_load_n(&r->meta->wraps, __ATOMIC_RELAXED) == t->wraps) {
 		a->result = VIOMMU_XLATE_HIT;
 		a->reason = 0;
