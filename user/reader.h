@@ -344,14 +344,16 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 			viommu_answer_pte(a, iova, pte);
 			return 1;
 		}
-		if (pte & VIOMMU_PTE_PRESENT)
-			return 0; /* an access fault: the walk answers */
-		/* Not present: the region's word, after the PTE (acquire: the seq's load below
-		 * after it). A published 2 MiB piece is answered from it, and from now on this
-		 * copy reads the word first (a piece's PTEs are lines no one wrote). */
+		/* Not a hit: the region's word, after the PTE (acquire: the seq's load below after
+		 * it). Not present and the word 0: a miss (the argument is below, at the
+		 * word-first order's), checked with one branch. A published 2 MiB piece is answered from its word, and from now on this
+		 * copy reads the word first (a piece's PTEs are lines no one wrote). Anything else
+		 * (an access fault, raced, a piece coming, going or larger): the walk answers. */
 		word = __atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
-		if (!(word & VIOMMU_HASH_DIRECT))
-			goto miss;
+		if (__builtin_expect(!(viommu_reader_epw_stale(c) | word | (pte & VIOMMU_PTE_PRESENT)), 1))
+			return viommu_reader_answer_miss(a, iova);
+		if ((pte & VIOMMU_PTE_PRESENT) || !(word & VIOMMU_HASH_DIRECT))
+			return 0;
 		c->pte_span = 0;
 		pte = word;
 		goto piece;
@@ -379,17 +381,14 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 		viommu_answer_pte(a, iova, pte);
 		return 1;
 	}
-	if (pte & VIOMMU_PTE_PRESENT)
-		return 0;
-miss:
 	/* Not present, and the region's word 0, the two read in either order, then the entry as
 	 * copied: the page was not mapped at some instant between the two loads. A 2 MiB piece
 	 * is its region's word, a larger one over the window makes every word it covers busy
 	 * while it lives (I13), and a piece is made only over an empty range and its PTEs stay 0
 	 * while it lives: if the word was 0 at the PTE's load, that instant; if a piece held the
 	 * region then, the instant it went, the PTE still 0. Anything else (raced, a piece coming,
-	 * going or larger): the walk answers. */
-	if (viommu_reader_epw_stale(c) | word)
+	 * going or larger, an access fault): the walk answers. */
+	if (viommu_reader_epw_stale(c) | word | (pte & VIOMMU_PTE_PRESENT))
 		return 0;
 	return viommu_reader_answer_miss(a, iova);
 piece:
