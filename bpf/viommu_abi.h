@@ -217,16 +217,20 @@ struct viommu_ptes { /* writer: device thread */
  * means not mapped when its region's piece window word is 0, unless VIOMMU_WIN_F_WIDE says a
  * piece of 1 GiB or more overlaps the window (I13). Since ABI v8 such a piece also makes the
  * word of every window region it covers VIOMMU_PIECE_BUSY while it lives (set before its slot,
- * 0 after its slot is cleared), so a word of 0 alone says that no piece holds the region: a
- * path that does not read this entry (a userspace reader's copy) needs no flag.
+ * 0 after its slot is cleared), so a word of 0 alone says that no piece holds the region. A
+ * userspace reader's copy reads the flags when it is made: with neither set, a PTE not present
+ * is a miss with no word read, since the writer moves the seq of every endpoint in the domain
+ * on when the window gains its first piece (ABI v12, I13).
  *   regions  0: no window. Stored (release) after leaf and base; readers load it first (acquire).
  *   base     the window's first IOVA (2 MiB aligned) | VIOMMU_WIN_F_* in its low bits.
  * The endpoint entry's seqlock vouches for all of it: a window changes hands only when its
  * domain goes, and its endpoints' entries change before that (I4). */
 #define VIOMMU_WIN_F_WIDE 1ull
-/* A hint (ABI v9): a published 2 MiB piece lies inside the window, so a lookup there reads its
- * region's piece window word before the page's PTE (a piece's PTEs are lines no one wrote);
- * without it, the PTE first. Either order is right (I13), so the flag needs no ordering. */
+/* A 2 MiB piece lies inside the window (ABI v9), so a lookup there reads its region's piece
+ * window word before the page's PTE (a piece's PTEs are lines no one wrote); without it, the PTE
+ * first. Set before the piece's slot store, cleared after the last one's slot is empty (ABI v12,
+ * as VIOMMU_WIN_F_WIDE: a userspace copy made with both clear takes a PTE not present for a
+ * miss, I13). */
 #define VIOMMU_WIN_F_PIECES 2ull
 #define VIOMMU_WIN_F_MASK ((1ull << VIOMMU_HASH_SHIFT) - 1)
 /* The same domain's piece window (ABI v7), placed with the window: entry r of the run of

@@ -1647,7 +1647,7 @@ struct racer {
 	struct viommu_reader *r;
 	int stop;
 	uint64_t lookups, hits[2], bad;
-	uint64_t switches; /* rounds whose PTE-first copy met a 2 MiB piece (flipper_reader_main) */
+	uint64_t pte_first; /* rounds begun with a PTE-first copy (flipper_reader_main) */
 	struct viommu_query bad_q;
 	struct viommu_answer bad_a;
 	int bad_phase;
@@ -1776,13 +1776,14 @@ static void *flipper_reader_main(void *arg)
 	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
 		uint64_t k = rc->lookups++;
 		int p0 = __atomic_load_n(&flip_phase, __ATOMIC_ACQUIRE), p1;
-		/* The copy turns word-first once a lookup meets the piece; every other round it
-		 * reads the PTE first again (its own copy: the order is a hint, both are sound). */
-		struct viommu_reader_epw *c = &rc->r->epw[8 % VIOMMU_READER_EPW];
-		const bool pte_first = k % 2 && c->ep == 8 && c->span;
+		/* Every other round the copy is made again (as a walk would), so that it is made
+		 * PTE-first whenever the window holds no piece then, and must be turned away when
+		 * the next round's first piece comes. */
+		const struct viommu_reader_epw *c = &rc->r->epw[8 % VIOMMU_READER_EPW];
 
-		if (pte_first)
-			c->pte_span = c->span;
+		if (k % 2)
+			viommu_reader_window_load(rc->r, 8);
+		rc->pte_first += c->ep == 8 && c->pte_span;
 		if (k % 8 == 7) {
 			viommu_reader_translate_bulk(rc->r, q, a, 6);
 		} else if (k % 64 == 31 && have_bpf) {
@@ -1793,7 +1794,6 @@ static void *flipper_reader_main(void *arg)
 				viommu_reader_translate(rc->r, &q[i], &a[i]);
 		}
 		p1 = __atomic_load_n(&flip_phase, __ATOMIC_ACQUIRE);
-		rc->switches += pte_first && !c->pte_span;
 		for (int i = 0; i < 6; i++) {
 			rc->hits[i == 1] += a[i].result == VIOMMU_XLATE_HIT;
 			if (!flip_ok(&q[i], &a[i], p0 == p1 ? p0 : 0) && !rc->bad++) {
@@ -1808,9 +1808,9 @@ static void *flipper_reader_main(void *arg)
 
 /* While a reader thread looks them up, pieces of 1 GiB over the window come and go (the window
  * turns wide and back) and a 2 MiB map inside it comes and goes, a 2 MiB piece in one round and
- * 511 pages of the same region in the next, the reader's copy reading the PTE first in every
- * other lookup round: a page mapped throughout always hits, a page never mapped always faults,
- * and the others answer as the writer's last completed request says. */
+ * 511 pages of the same region in the next, the reader's copy made again in every other lookup
+ * round (PTE-first when no piece is there): a page mapped throughout always hits, a page never
+ * mapped always faults, and the others answer as the writer's last completed request says. */
 Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_the_last_request_says)
 {
 	struct racer rc = { 0 };
@@ -1850,8 +1850,8 @@ Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_th
 		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova, rc.bad_phase,
 		     rc.bad_a.result, rc.bad_a.reason, (unsigned long long)rc.bad_a.pa);
 	cr_assert_gt(rc.hits[1], 0, "the reader saw the 1 GiB piece");
-	cr_log_info("%llu rounds of a PTE-first copy met the 2 MiB piece", (unsigned long long)rc.switches);
-	cr_assert_gt(rc.switches, 0, "a PTE-first copy met the 2 MiB piece");
+	cr_log_info("%llu rounds begun with a PTE-first copy", (unsigned long long)rc.pte_first);
+	cr_assert_gt(rc.pte_first, 0, "the reader's copy was PTE-first in some rounds");
 }
 
 /* ---- random requests around windows ---- */
@@ -2799,9 +2799,10 @@ Test(window, the_pieces_hint_is_set_exactly_while_a_published_2mib_piece_lies_in
 }
 
 /* The order of a window page's two loads in a reader's copy (viommu_reader_window()): the PTE
- * first, as in a flat table, while the window holds no published 2 MiB piece; the region's word
- * first when the copy is made with one there (the hint above), or once a lookup through the copy
- * meets one. Every answer the store's, in either order. */
+ * first, as in a flat table, and alone for a miss, when the copy was made with no piece in the
+ * window; the region's word first when the copy is made with one there (the flags above). A
+ * piece coming moves the endpoint's seq on, and the walk makes the copy again. Every answer the
+ * store's, in either order. */
 static uint64_t copy_pte_span(const struct viommu_reader *r, uint32_t ep)
 {
 	return r->epw[ep % VIOMMU_READER_EPW].pte_span;
@@ -2820,10 +2821,10 @@ Test(window, a_copy_reads_the_pte_first_until_its_window_holds_a_2mib_piece)
 	q[3] = qy(8, WIN + 0x5010, 8, RW);
 	check_queries(r, q, 4);
 	cr_assert_eq(copy_pte_span(r, 8), WIN_SPAN, "no piece in the window: the PTE first");
-	/* A piece published after the copy was made: met through the PTE (0), then its word. */
+	/* A piece published after the copy was made: the entry's seq moved, the copy made again. */
 	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x500000000ull, RW);
 	check_queries(r, q, 4);
-	cr_assert_eq(copy_pte_span(r, 8), 0, "a lookup met a piece: the word first");
+	cr_assert_eq(copy_pte_span(r, 8), 0, "the copy made again with a piece there: the word first");
 	check_queries(r, q, 4);
 	/* A copy made while the piece lives reads the word first. */
 	r2 = viommu_reader_open(fp);
@@ -2840,10 +2841,89 @@ Test(window, a_copy_reads_the_pte_first_until_its_window_holds_a_2mib_piece)
 	cr_assert_eq(copy_pte_span(r2, 8), WIN_SPAN, "no piece in the window: the PTE first");
 	check_queries(r2, q, 4);
 	check_queries(r, q, 4);
-	/* The same piece back: the PTE-first copy meets it, and answers it. */
+	/* The same piece back: the PTE-first copy is made again, and answers it. */
 	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x600000000ull, RW);
 	check_queries(r2, q, 4);
 	cr_assert_eq(copy_pte_span(r2, 8), 0);
 	viommu_reader_close(r2);
 	viommu_reader_close(r);
+}
+
+/* ---- the window's first piece moves its endpoints on (I13) ---- */
+
+/* A reader's copy made with no piece in the window reads a window page's PTE first, and takes a
+ * PTE not present for a miss without reading the region's word: the writer moves the seq of
+ * every endpoint attached to the domain on before the window's first piece can answer. The
+ * writer's first access to the piece's word (its word made busy, after its slot store and
+ * before its record is published) is hooked: the seqs have moved by then, and the copy made
+ * before answers nothing from its window. */
+static struct viommu_reader *first_r;
+static uint64_t first_seq[3];
+static uint32_t first_d;
+
+static void step_first_piece_installing(void)
+{
+	struct viommu_query q = qy(8, WIN + 10 * MIB + 0x777, 8, R);
+	struct viommu_answer a;
+
+	cr_assert(view()->wins[first_d].base & VIOMMU_WIN_F_PIECES, "the flag is set before the slot");
+	cr_assert_neq(view()->eps[8].seq, first_seq[0], "endpoint 8's seq moved on before the piece can answer");
+	cr_assert_neq(view()->eps[9].seq, first_seq[1], "endpoint 9's seq moved on before the piece can answer");
+	cr_assert_eq(view()->eps[11].seq, first_seq[2], "endpoint 11 is in another domain");
+	cr_assert_eq(viommu_reader_window(first_r, &q, &a), 0, "the copy made before answered %u", a.result);
+}
+
+static void first_seqs(uint64_t s[3])
+{
+	static const uint32_t ep[3] = { 8, 9, 11 };
+
+	for (int i = 0; i < 3; i++)
+		s[i] = __atomic_load_n(&view()->eps[ep[i]].seq, __ATOMIC_ACQUIRE);
+}
+
+Test(window, the_windows_first_piece_moves_its_endpoints_seqs_on_before_the_piece_can_answer)
+{
+	const struct viommu_window *w;
+	struct viommu_query q[6];
+	uint64_t now[3];
+
+	first_r = win_reader_ep8();
+	attach_ok(1, 9);
+	attach_ok(2, 11);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
+	map_ok(2, WIN + 0x5000, 0x1000, 0x6000, RW);
+	first_d = dslot_of(8);
+	w = &view()->wins[first_d];
+	cr_assert_eq(translate(first_r, 8, WIN + 0x5010, R).pa, 0x5010);
+	cr_assert_eq(first_r->epw[8 % VIOMMU_READER_EPW].pte_span, WIN_SPAN, "no piece: the PTE first");
+	cr_assert_eq(translate(first_r, 8, WIN + 10 * MIB + 0x777, R).result, VIOMMU_XLATE_FAULT);
+	first_seqs(first_seq);
+	burst_hook(&view()->pieces[w->pfirst + ((WIN + 10 * MIB - w->pbase) >> VIOMMU_HASH_SHIFT)],
+		   step_first_piece_installing);
+	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x500000000ull, RW);
+	cr_assert_eq(burst_fired, 1, "the step ran at the writer's first access of the piece's word");
+	q[0] = qy(8, WIN + 10 * MIB + 0x777, 8, R);
+	q[1] = qy(8, WIN + 0x5010, 8, R);
+	q[2] = qy(8, WIN + 0x9000, 8, R);
+	q[3] = qy(9, WIN + 10 * MIB + 0x777, 8, R);
+	q[4] = qy(11, WIN + 10 * MIB + 0x777, 8, R);
+	q[5] = qy(11, WIN + 0x5010, 8, R);
+	check_queries(first_r, q, 6);
+	cr_assert_eq(first_r->epw[8 % VIOMMU_READER_EPW].pte_span, 0, "the copy made again: the word first");
+	/* A second piece, and the pieces going: no endpoint moves. */
+	first_seqs(first_seq);
+	map_ok(1, WIN + 20 * MIB, 2 * MIB, 0x600000000ull, RW);
+	unmap_ok(1, WIN + 10 * MIB, 2 * MIB);
+	unmap_ok(1, WIN + 20 * MIB, 2 * MIB);
+	first_seqs(now);
+	cr_assert(now[0] == first_seq[0] && now[1] == first_seq[1] && now[2] == first_seq[2],
+		  "only the window's first piece moves its endpoints");
+	/* A 1 GiB piece over the window is a first piece too. */
+	map_ok(1, WIN + GIB, GIB, 0x4000000000ull, RW);
+	first_seqs(now);
+	cr_assert(now[0] != first_seq[0] && now[1] != first_seq[1] && now[2] == first_seq[2],
+		  "a 1 GiB piece over the window moves its endpoints");
+	q[0] = qy(8, WIN + GIB + 0x3000, 8, R);
+	check_queries(first_r, q, 6);
+	viommu_reader_close(first_r);
 }

@@ -133,13 +133,23 @@ static void piece_win_set(struct viommu_fastpath *fp, uint32_t dslot, uint64_t a
 		ST_REL(p, v);
 }
 
-/* The window entry's flags from the writer's counts, with its base (release). */
+/* The window entry's flags from the writer's counts, with its base (release). When the window
+ * gains its first piece (neither flag set before), then the seq of every endpoint entry attached
+ * to the domain moves on (release, after the flags): a reader's copy of the window made while
+ * no piece was there reads a window page's PTE first and takes a PTE not present for a miss
+ * with no word read, which holds only while its entry's seq says no piece came since (I13).
+ * The flags are set before the piece's slot store (win_wide_add(), win_pieces_add()), so
+ * before anything can reach it. */
 static void win_flags_store(struct viommu_fastpath *fp, uint32_t dslot)
 {
-	uint64_t b = LD(&fp->wins[dslot].base) & ~VIOMMU_WIN_F_MASK;
+	const uint64_t f = VIOMMU_WIN_F_WIDE | VIOMMU_WIN_F_PIECES, old = LD(&fp->wins[dslot].base);
+	const uint64_t now = (fp->dom_wide[dslot] ? VIOMMU_WIN_F_WIDE : 0) |
+			     (fp->dom_wpieces[dslot] ? VIOMMU_WIN_F_PIECES : 0);
 
-	ST_REL(&fp->wins[dslot].base, b | (fp->dom_wide[dslot] ? VIOMMU_WIN_F_WIDE : 0) |
-					      (fp->dom_wpieces[dslot] ? VIOMMU_WIN_F_PIECES : 0));
+	ST_REL(&fp->wins[dslot].base, (old & ~VIOMMU_WIN_F_MASK) | now);
+	if (!(old & f) && now)
+		for (uint32_t i = fp->dom_ep1[dslot], n = 0; i && n < VIOMMU_EP_ENTRIES; i = fp->ep_dnext[i - 1], n++)
+			ST_REL(&fp->eps[i - 1].seq, LD(&fp->eps[i - 1].seq) + 2); /* W3, no field changed */
 }
 
 /* A piece of 1 GiB or more over the window came (@d = 1) or went (-1): VIOMMU_WIN_F_WIDE is
@@ -155,9 +165,9 @@ static void win_wide_add(struct viommu_fastpath *fp, uint32_t dslot, int d)
 		win_flags_store(fp, dslot);
 }
 
-/* A published 2 MiB piece at @addr came (@d = 1) or went (-1): inside the window,
- * VIOMMU_WIN_F_PIECES says whether any is there. A hint of the order of a lookup's two loads,
- * both orders being right (I13): stored with no ordering of its own. */
+/* A 2 MiB piece at @addr is about to be installed (@d = 1: before its slot store) or is gone
+ * (-1: after its slot is empty, or its install failed): inside the window, VIOMMU_WIN_F_PIECES
+ * says whether any is there (I13), as VIOMMU_WIN_F_WIDE does for larger ones. */
 static void win_pieces_add(struct viommu_fastpath *fp, uint32_t dslot, uint64_t addr, int d)
 {
 	uint32_t before = fp->dom_wpieces[dslot];
@@ -729,6 +739,7 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 			     const struct piece_src *src, enum piece_op op)
 {
 	uint32_t path[VIOMMU_RADIX_LEVELS], old;
+	bool installed = false;
 	uint64_t w;
 	int l;
 
@@ -755,7 +766,6 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 			hash_direct(fp, dslot, addr);
 			piece_win_set(fp, dslot, addr,
 				      VIOMMU_HASH_DIRECT_MAKE(src->phys + (addr - src->start), src->flags));
-			win_pieces_add(fp, dslot, addr, 1);
 		}
 		return 0;
 	}
@@ -765,9 +775,8 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 	if (level == VIOMMU_HASH_LEVEL) {
 		__u64 *p = fp_piece_word(fp, dslot, addr);
 
-		if (p && VIOMMU_SLOT_TAG(LD(p)) == VIOMMU_HASH_DIRECT)
-			win_pieces_add(fp, dslot, addr, -1); /* it was published */
-		if (p && LD(p))
+		installed = p && LD(p); /* busy from its install, or its direct value */
+		if (installed)
 			ST_REL(p, (__u64)VIOMMU_PIECE_BUSY);
 	}
 	path[0] = fp->dom_root[dslot];
@@ -779,8 +788,11 @@ static uint32_t piece_change(struct viommu_fastpath *fp, uint32_t dslot, uint64_
 		path[l + 1] = VIOMMU_SLOT_IDX(cur);
 	}
 	w = slot_write(fp, path[level], level, addr, dslot, 0);
-	if (level == VIOMMU_HASH_LEVEL)
+	if (level == VIOMMU_HASH_LEVEL) {
 		piece_win_set(fp, dslot, addr, 0);
+		if (installed)
+			win_pieces_add(fp, dslot, addr, -1); /* after its slot is empty */
+	}
 	path_prune(fp, dslot, addr, path, level);
 	return VIOMMU_SLOT_TAG(w) == VIOMMU_SLOT_EXTENT ? VIOMMU_SLOT_IDX(w) + 1 : 0;
 }
@@ -813,11 +825,15 @@ static int pieces(struct viommu_fastpath *fp, uint32_t dslot, uint64_t start, ui
 				win_wide_add(fp, dslot, 1);
 				win_wide_mark(fp, dslot, addr, size, VIOMMU_PIECE_BUSY);
 			}
+			if (level == VIOMMU_HASH_LEVEL) /* the same, for a 2 MiB one in the window */
+				win_pieces_add(fp, dslot, addr, 1);
 			if ((err = piece_install(fp, dslot, addr, level, src))) {
 				if (wide) {
 					win_wide_mark(fp, dslot, addr, size, 0);
 					win_wide_add(fp, dslot, -1);
 				}
+				if (level == VIOMMU_HASH_LEVEL)
+					win_pieces_add(fp, dslot, addr, -1);
 				*stop_addr = addr;
 				return err;
 			}
@@ -908,6 +924,19 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 	     LD(&e->state) == VIOMMU_EP_ATTACHED) &&
 	    (LD(&e->state) != (uint8_t)st || LD(&e->domain_slot) != dslot))
 		fp->ep_removed = true;
+	/* The domain lists (win_flags_store()): out of the old one, into the new one. */
+	if (LD(&e->state) == VIOMMU_EP_ATTACHED) {
+		uint32_t *p = &fp->dom_ep1[LD(&e->domain_slot)];
+
+		while (*p && *p != (uint32_t)i + 1)
+			p = &fp->ep_dnext[*p - 1];
+		if (*p)
+			*p = fp->ep_dnext[i];
+	}
+	if (st == VIOMMU_EP_ATTACHED) {
+		fp->ep_dnext[i] = fp->dom_ep1[dslot];
+		fp->dom_ep1[dslot] = (uint32_t)i + 1;
+	}
 	/* W3: seqlock write. Odd seq, then the fields, then the even seq. Each field store is a
 	 * release (not relaxed after a release fence: ThreadSanitizer does not model fences; same
 	 * code on x86-64): it orders the odd seq before it, so a reader whose acquire load of a
@@ -1446,6 +1475,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t), ((size_t)cfg->max_domains + 1) * sizeof(uint32_t),
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t), (size_t)o.windows * o.window_regions + 1,
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t),
+			((size_t)cfg->max_domains + 1) * sizeof(uint32_t), (size_t)VIOMMU_EP_ENTRIES * sizeof(uint32_t),
 		};
 		size_t off[sizeof(sz) / sizeof(sz[0])];
 		char *pv = fp_priv_map(fp, sz, off, sizeof(sz) / sizeof(sz[0]));
@@ -1465,6 +1495,8 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		fp->dom_wide = (uint32_t *)(pv + off[8]);
 		fp->win_live = (uint8_t *)(pv + off[9]);
 		fp->dom_wpieces = (uint32_t *)(pv + off[10]);
+		fp->dom_ep1 = (uint32_t *)(pv + off[11]);
+		fp->ep_dnext = (uint32_t *)(pv + off[12]);
 		fp->dom_cap = cfg->max_domains;
 	}
 	/* Nodes and records are handed out below a high-water mark and made free (odd seq, I1)

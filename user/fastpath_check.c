@@ -21,7 +21,7 @@ struct fp_check {
 	uint32_t nodes, leaves, extents, solos;
 	uint32_t walk; /* this domain's mappings the hash does not index */
 	uint32_t wide; /* this domain's pieces of 1 GiB+ over its window (I13) */
-	uint32_t wpieces; /* its published 2 MiB pieces inside its window (VIOMMU_WIN_F_PIECES) */
+	uint32_t wpieces; /* its 2 MiB pieces inside its window (VIOMMU_WIN_F_PIECES) */
 	uint32_t win_leaves; /* window leaves reached */
 	uint64_t pieces; /* piece window entries the radix accounts for (nonzero) */
 };
@@ -286,7 +286,35 @@ struct fp_check_store {
 	const struct viommu_fastpath *fp;
 	uint8_t *dom_seen;
 	uint64_t extents, solos;
+	uint64_t attached; /* endpoints attached to a domain */
 };
+
+/* Is entry @i on domain slot @d's list of attached entries (win_flags_store() moves their
+ * seqs)? A list longer than the table is a loop: not. */
+static bool dom_list_holds(const struct viommu_fastpath *fp, uint32_t d, int64_t i)
+{
+	uint32_t n = 0;
+
+	for (uint32_t k = fp->dom_ep1[d]; k && n < VIOMMU_EP_ENTRIES; k = fp->ep_dnext[k - 1], n++)
+		if (k == (uint64_t)i + 1)
+			return true;
+	return false;
+}
+
+/* The entries on every domain slot's list, each at most VIOMMU_EP_ENTRIES. */
+static uint64_t dom_lists_len(const struct viommu_fastpath *fp)
+{
+	uint64_t total = 0;
+
+	for (uint32_t d = 0; d < fp->dom_slots; d++) {
+		uint32_t n = 0;
+
+		for (uint32_t k = fp->dom_ep1[d]; k && n <= VIOMMU_EP_ENTRIES; k = fp->ep_dnext[k - 1])
+			n++;
+		total += n;
+	}
+	return total;
+}
 
 /* The record the radix of domain slot @dslot names for @iova, or -1; VIOMMU_EXT_SOLO, and the
  * page's PTE in *@pte, for a solo page. */
@@ -374,8 +402,10 @@ static int check_endpoint(const struct viommu_endpoint *ep, void *arg)
 	if ((e->seq & 1) || e->state != (uint8_t)st)
 		return -EUCLEAN;
 	if (st == VIOMMU_EP_ATTACHED &&
-	    (e->domain_slot != ep->domain->slot || e->root != fp->dom_root[ep->domain->slot]))
+	    (e->domain_slot != ep->domain->slot || e->root != fp->dom_root[ep->domain->slot] ||
+	     !dom_list_holds(fp, e->domain_slot, i)))
 		return -EUCLEAN;
+	c->attached += st == VIOMMU_EP_ATTACHED;
 	/* Every domain with an endpoint, translated or not (no ACCESS_PLATFORM, bypass). */
 	return ep->domain ? check_domain_records(c, ep->domain) : 0;
 }
@@ -448,7 +478,7 @@ int viommu_fastpath_check(const struct viommu_fastpath *fp)
 		return -ENOMEM;
 	serr = viommu_device_for_each_endpoint(fp->dev, check_endpoint, &cs);
 	free(cs.dom_seen);
-	if (serr)
+	if (serr || dom_lists_len(fp) != cs.attached) /* the lists hold the attached, no more */
 		return -EUCLEAN;
 	if (check_replica(fp))
 		return -EUCLEAN;

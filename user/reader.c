@@ -638,10 +638,12 @@ int viommu_reader_window_load(struct viommu_reader *r, uint32_t ep)
 	c->ep_seq = s1;
 	c->base = base;
 	c->span = (uint64_t)wn << VIOMMU_HASH_SHIFT;
-	/* The PTE first, as in a flat table, unless a published 2 MiB piece lies in the window
-	 * (the window entry's hint): its PTEs are lines no one wrote, its word is shared by 8
-	 * regions and stays cached. Either order gives the same answers (I13). */
-	c->pte_span = wflags & VIOMMU_WIN_F_PIECES ? 0 : c->span;
+	/* The PTE first, as in a flat table, and alone for a miss, while no piece lies in the
+	 * window: the flags were read between two equal loads of the entry's seq, and the writer
+	 * moves the seq on when the window gains its first piece (I13). With a piece there, the
+	 * region's word first: a 2 MiB piece's PTEs are lines no one wrote, its word a line 8
+	 * regions share. */
+	c->pte_span = wflags & (VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE) ? 0 : c->span;
 	c->first = r->ptes[leaf].pte;
 	c->seqp = &e->seq;
 	c->keyhi = VIOMMU_HASH_KEY(dslot, 0);

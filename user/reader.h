@@ -57,9 +57,9 @@ struct viommu_reader_epw { /* two cache lines: what a window page's lookup reads
 	uint32_t ep, pad;
 	uint64_t ep_seq;
 	uint64_t base; /* the window's first IOVA */
-	/* The bytes from `base` whose lookups read the PTE first: `span`, or 0 while the copy
-	 * reads the region's word first (the window held a published 2 MiB piece when the copy
-	 * was made, or a lookup met one since: viommu_reader_window()). */
+	/* The bytes from `base` whose lookups read the PTE first, and the PTE alone for a miss:
+	 * `span`; or 0, the region's word first, when the copy was made with a piece in the
+	 * window (the window entry's VIOMMU_WIN_F_PIECES or VIOMMU_WIN_F_WIDE). */
 	uint64_t pte_span;
 	const __u64 *first; /* the window's first PTE */
 	const __u64 *seqp; /* the endpoint entry's seq */
@@ -325,7 +325,7 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 {
 	const uint64_t iova = q->iova;
 	const uint32_t ep = q->endpoint, acc = q->access;
-	struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
+	const struct viommu_reader_epw *c = &r->epw[ep % VIOMMU_READER_EPW];
 	uint64_t off, pte, stale, word;
 
 	/* One branch for every reason not to: a query the window does not take, an endpoint
@@ -344,19 +344,16 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 			viommu_answer_pte(a, iova, pte);
 			return 1;
 		}
-		/* Not a hit: the region's word, after the PTE (acquire: the seq's load below after
-		 * it). Not present and the word 0: a miss (the argument is below, at the
-		 * word-first order's), checked with one branch. A published 2 MiB piece is answered from its word, and from now on this
-		 * copy reads the word first (a piece's PTEs are lines no one wrote). Anything else
-		 * (an access fault, raced, a piece coming, going or larger): the walk answers. */
-		word = __atomic_load_n(&c->wfirst[off >> VIOMMU_HASH_SHIFT], __ATOMIC_ACQUIRE);
-		if (__builtin_expect(!(viommu_reader_epw_stale(c) | word | (pte & VIOMMU_PTE_PRESENT)), 1))
+		/* Not present, and the entry as copied (the seq's load after the PTE's): a miss.
+		 * No piece of any size lay in the window when the copy was made (the window
+		 * entry's flags, read under the entry's seqlock), and the writer moves the seq of
+		 * every endpoint in the domain on before the window's first piece can be reached
+		 * (win_flags_store()): so none was there since, and a page not present was not
+		 * mapped (I13). With one branch: anything else (an access fault, raced) the walk
+		 * answers. */
+		if (__builtin_expect(!(viommu_reader_epw_stale(c) | (pte & VIOMMU_PTE_PRESENT)), 1))
 			return viommu_reader_answer_miss(a, iova);
-		if ((pte & VIOMMU_PTE_PRESENT) || !(word & VIOMMU_HASH_DIRECT))
-			return 0;
-		c->pte_span = 0;
-		pte = word;
-		goto piece;
+		return 0;
 	}
 	{
 		/* The piece window, a word per 2 MiB region: it answers a published 2 MiB piece (a
