@@ -404,9 +404,9 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	in = r < wn;
 	*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
 	/* In the window the page's PTE, then the region's piece window word, as a flat table
-	 * reads its entry; the word first when a published 2 MiB piece lies in the window
-	 * (VIOMMU_WIN_F_PIECES, a hint: its PTEs are lines no one wrote, and 8 regions share a
-	 * line of words). Either order is right (I13). */
+	 * reads its entry; the word first when a 2 MiB piece lies in the window
+	 * (VIOMMU_WIN_F_PIECES: its PTEs are lines no one wrote, and 8 regions share a line of
+	 * words). Either order is right here (I13): this path reads the word for a miss. */
 	ptes_first = in && !(wb & VIOMMU_WIN_F_PIECES);
 	if (ptes_first) {
 		if (!viommu_window_load_pte(VIOMMU_CTX_ARG, e, s1, *li, iova, pte))

@@ -2927,3 +2927,34 @@ Test(window, the_windows_first_piece_moves_its_endpoints_seqs_on_before_the_piec
 	check_queries(first_r, q, 6);
 	viommu_reader_close(first_r);
 }
+
+/* The writer's order at the window's first piece: the flags, then the endpoints' seqs. Hooked
+ * at the writer's first access to the endpoint entries' page during the MAP (the first seq it
+ * moves): the flag is set already, so a copy made there is word-first. Flags stored after the
+ * seqs would let a copy read the moved seq and no flag, and take the piece's pages for misses. */
+static void step_first_seq_moving(void)
+{
+	cr_assert(view()->wins[first_d].base & VIOMMU_WIN_F_PIECES, "the flag is set before the first seq moves");
+	cr_assert_eq(viommu_reader_window_load(first_r, 8), 1);
+	cr_assert_eq(first_r->epw[8 % VIOMMU_READER_EPW].pte_span, 0, "a copy made now reads the word first");
+}
+
+Test(window, the_windows_first_piece_sets_its_flag_before_it_moves_its_endpoints_seqs)
+{
+	struct viommu_query q[3];
+
+	first_r = win_reader_ep8();
+	attach_ok(1, 9);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
+	first_d = dslot_of(8);
+	cr_assert_eq(translate(first_r, 8, WIN + 0x5010, R).pa, 0x5010);
+	cr_assert_eq(first_r->epw[8 % VIOMMU_READER_EPW].pte_span, WIN_SPAN, "no piece: the PTE first");
+	burst_hook(&view()->eps[8], step_first_seq_moving);
+	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x500000000ull, RW);
+	cr_assert_eq(burst_fired, 1, "the step ran at the writer's first access of the endpoint entries");
+	q[0] = qy(8, WIN + 10 * MIB + 0x777, 8, R);
+	q[1] = qy(8, WIN + 0x5010, 8, R);
+	q[2] = qy(8, WIN + 0x9000, 8, R);
+	check_queries(first_r, q, 3);
+	viommu_reader_close(first_r);
+}

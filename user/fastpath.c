@@ -926,15 +926,22 @@ static int fp_endpoint_changed(void *ctx, const struct viommu_endpoint *ep, enum
 		fp->ep_removed = true;
 	/* The domain lists (win_flags_store()): out of the old one, into the new one. */
 	if (LD(&e->state) == VIOMMU_EP_ATTACHED) {
-		uint32_t *p = &fp->dom_ep1[LD(&e->domain_slot)];
+		const uint32_t next = fp->ep_dnext[i], prev = fp->ep_dprev[i];
 
-		while (*p && *p != (uint32_t)i + 1)
-			p = &fp->ep_dnext[*p - 1];
-		if (*p)
-			*p = fp->ep_dnext[i];
+		if (prev)
+			fp->ep_dnext[prev - 1] = next;
+		else
+			fp->dom_ep1[LD(&e->domain_slot)] = next;
+		if (next)
+			fp->ep_dprev[next - 1] = prev;
 	}
 	if (st == VIOMMU_EP_ATTACHED) {
-		fp->ep_dnext[i] = fp->dom_ep1[dslot];
+		const uint32_t first = fp->dom_ep1[dslot];
+
+		fp->ep_dnext[i] = first;
+		fp->ep_dprev[i] = 0;
+		if (first)
+			fp->ep_dprev[first - 1] = (uint32_t)i + 1;
 		fp->dom_ep1[dslot] = (uint32_t)i + 1;
 	}
 	/* W3: seqlock write. Odd seq, then the fields, then the even seq. Each field store is a
@@ -1476,6 +1483,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t), (size_t)o.windows * o.window_regions + 1,
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t),
 			((size_t)cfg->max_domains + 1) * sizeof(uint32_t), (size_t)VIOMMU_EP_ENTRIES * sizeof(uint32_t),
+			(size_t)VIOMMU_EP_ENTRIES * sizeof(uint32_t),
 		};
 		size_t off[sizeof(sz) / sizeof(sz[0])];
 		char *pv = fp_priv_map(fp, sz, off, sizeof(sz) / sizeof(sz[0]));
@@ -1497,6 +1505,7 @@ struct viommu_fastpath *viommu_fastpath_new(struct viommu_device *dev,
 		fp->dom_wpieces = (uint32_t *)(pv + off[10]);
 		fp->dom_ep1 = (uint32_t *)(pv + off[11]);
 		fp->ep_dnext = (uint32_t *)(pv + off[12]);
+		fp->ep_dprev = (uint32_t *)(pv + off[13]);
 		fp->dom_cap = cfg->max_domains;
 	}
 	/* Nodes and records are handed out below a high-water mark and made free (odd seq, I1)

@@ -257,7 +257,7 @@ static int viommu_fastpath_check_radix(const struct viommu_fastpath *fp, uint64_
 
 /* Domain @d's window entry says what the writer holds (I13): none, or its window's leaves and
  * an aligned base, VIOMMU_WIN_F_WIDE exactly while @wide pieces of 1 GiB+ lie over it,
- * VIOMMU_WIN_F_PIECES exactly while @wpieces published 2 MiB pieces lie inside it. */
+ * VIOMMU_WIN_F_PIECES exactly while @wpieces 2 MiB pieces lie inside it. */
 static int check_window(const struct viommu_fastpath *fp, uint32_t d, uint32_t wide, uint32_t wpieces)
 {
 	const struct viommu_window *w = &fp->wins[d];
@@ -290,14 +290,17 @@ struct fp_check_store {
 };
 
 /* Is entry @i on domain slot @d's list of attached entries (win_flags_store() moves their
- * seqs)? A list longer than the table is a loop: not. */
+ * seqs), its links both ways right? A list longer than the table is a loop: not. */
 static bool dom_list_holds(const struct viommu_fastpath *fp, uint32_t d, int64_t i)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, prev = 0;
 
-	for (uint32_t k = fp->dom_ep1[d]; k && n < VIOMMU_EP_ENTRIES; k = fp->ep_dnext[k - 1], n++)
+	for (uint32_t k = fp->dom_ep1[d]; k && n < VIOMMU_EP_ENTRIES; prev = k, k = fp->ep_dnext[k - 1], n++) {
+		if (fp->ep_dprev[k - 1] != prev)
+			return false;
 		if (k == (uint64_t)i + 1)
 			return true;
+	}
 	return false;
 }
 

@@ -81,9 +81,9 @@ struct viommu_fastpath {
 	uint32_t *dom_wide; /* pieces of 1 GiB+ overlapping its window (I13) */
 	uint32_t *dom_wpieces; /* installed 2 MiB pieces inside its window (VIOMMU_WIN_F_PIECES) */
 	/* The endpoint entries attached to each domain slot, a list each: dom_ep1[dslot] the
-	 * first entry's index + 1, ep_dnext[i] the next one's + 1 (0: none). win_flags_store()
-	 * bumps their seqs (I13). */
-	uint32_t *dom_ep1, *ep_dnext;
+	 * first entry's index + 1, ep_dnext[i] / ep_dprev[i] the next / previous one's + 1 (0:
+	 * none), so that an entry leaves in O(1). win_flags_store() bumps their seqs (I13). */
+	uint32_t *dom_ep1, *ep_dnext, *ep_dprev;
 	struct viommu_window *wins;
 	uint64_t churn; /* record frees, for meta.wraps */
 	uint32_t dom_root[VIOMMU_DOMAINS_MAX];
