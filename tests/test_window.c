@@ -2958,3 +2958,33 @@ Test(window, the_windows_first_piece_sets_its_flag_before_it_moves_its_endpoints
 	check_queries(first_r, q, 3);
 	viommu_reader_close(first_r);
 }
+
+/* The reader's side: viommu_reader_window_load() reads the entry's seq, then the window entry's
+ * flags. Hooked at its first load of the entry, the writer's step maps the window's first piece
+ * (the flags, then the seqs): the copy comes out word-first, and answers the piece. (The seq and
+ * the domain slot share the entry's line, so a page hook cannot fire between the seq's load
+ * and the flags' in an order that swapped them; docs/concurrency.md I13 argues that order.) */
+static void step_map_first_piece(void)
+{
+	cr_assert_eq(test_map(dev, 1, WIN + 10 * MIB, WIN + 12 * MIB - 1, 0x500000000ull, RW), VIOMMU_S_OK);
+}
+
+Test(window, a_copy_made_across_the_windows_first_piece_reads_the_word_first)
+{
+	struct viommu_query q[3];
+
+	first_r = win_reader_ep8();
+	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
+	cr_assert_eq(translate(first_r, 8, WIN + 0x5010, R).pa, 0x5010);
+	cr_assert_eq(first_r->epw[8 % VIOMMU_READER_EPW].pte_span, WIN_SPAN, "no piece: the PTE first");
+	burst_hook(&first_r->eps[8], step_map_first_piece); /* the reader's view (the BPF replica here) */
+	cr_assert_eq(viommu_reader_window_load(first_r, 8), 1);
+	cr_assert_eq(burst_fired, 1, "the step ran at the copy's first load of the entry");
+	cr_assert_eq(first_r->epw[8 % VIOMMU_READER_EPW].pte_span, 0, "made with the piece there: the word first");
+	cr_assert_eq(viommu_fastpath_check(fp), 0);
+	q[0] = qy(8, WIN + 10 * MIB + 0x777, 8, R);
+	q[1] = qy(8, WIN + 0x5010, 8, R);
+	q[2] = qy(8, WIN + 0x9000, 8, R);
+	check_queries(first_r, q, 3);
+	viommu_reader_close(first_r);
+}
