@@ -2988,3 +2988,42 @@ Test(window, a_copy_made_across_the_windows_first_piece_reads_the_word_first)
 	check_queries(first_r, q, 3);
 	viommu_reader_close(first_r);
 }
+
+/* A MAP refused after its 2 MiB piece inside the window went in (the page past the window finds
+ * the pool's one leaf taken): the rollback takes the piece out and the flag with it, once its
+ * slot is empty; the endpoints' seqs moved at the install stay moved (a copy made again, no
+ * more). The next first piece moves them again. */
+Test(window, a_map_refused_after_its_2mib_piece_went_in_leaves_the_pieces_flag_clear)
+{
+	struct viommu_query q[4];
+	struct viommu_reader *r;
+	uint64_t s0, s1;
+	uint32_t d;
+
+	win_setup(&(struct viommu_fastpath_opts){ .leaves = 1, .overcommit = true });
+	r = viommu_reader_open(fp);
+	cr_assert_not_null(r);
+	attach_ok(1, 8);
+	map_ok(1, WIN + 0x5000, 0x1000, 0x5000, RW);
+	map_ok(1, WIN + WIN_SPAN + 8 * MIB, 0x1000, 0x7000, RW); /* past the window: the pool's leaf */
+	d = dslot_of(8);
+	cr_assert_eq(win_flags(d), 0);
+	s0 = view()->eps[8].seq;
+	cr_assert_eq(test_map(dev, 1, WIN + WIN_SPAN - 2 * MIB, WIN + WIN_SPAN + 0xfff, 0x400000000ull, RW),
+		     VIOMMU_S_NOMEM);
+	cr_assert_eq(viommu_fastpath_check(fp), 0, "the flag and the count agree after the rollback");
+	cr_assert_eq(win_flags(d), 0, "the piece's flag went with it");
+	s1 = view()->eps[8].seq;
+	cr_assert_neq(s1, s0, "the install moved the seq");
+	q[0] = qy(8, WIN + WIN_SPAN - 2 * MIB + 0x10, 8, R);
+	q[1] = qy(8, WIN + 0x5010, 8, R);
+	q[2] = qy(8, WIN + WIN_SPAN + 0x10, 8, R);
+	q[3] = qy(8, WIN + WIN_SPAN + 8 * MIB + 0x10, 8, R);
+	check_queries(r, q, 4);
+	map_ok(1, WIN + 10 * MIB, 2 * MIB, 0x500000000ull, RW);
+	cr_assert_eq(win_flags(d), VIOMMU_WIN_F_PIECES);
+	cr_assert_neq(view()->eps[8].seq, s1, "the next first piece moves the seq again");
+	q[0] = qy(8, WIN + 10 * MIB + 0x10, 8, R);
+	check_queries(r, q, 4);
+	viommu_reader_close(r);
+}
