@@ -378,8 +378,8 @@ static inline int viommu_reader_window(struct viommu_reader *r, const struct vio
 		viommu_answer_pte(a, iova, pte);
 		return 1;
 	}
-	/* Not present, and the region's word 0, the two read in either order, then the entry as
-	 * copied: the page was not mapped at some instant between the two loads. A 2 MiB piece
+	/* Not present, and the region's word (read before it) 0, then the entry as copied: the
+	 * page was not mapped at some instant between the two loads. A 2 MiB piece
 	 * is its region's word, a larger one over the window makes every word it covers busy
 	 * while it lives (I13), and a piece is made only over an empty range and its PTEs stay 0
 	 * while it lives: if the word was 0 at the PTE's load, that instant; if a piece held the
