@@ -39,8 +39,14 @@
 #endif
 #ifdef __bpf__
 #define VIOMMU_UNROLL _Pragma("unroll") /* the verifier then sees constant bounds */
+/* @x as a value the compiler cannot see through: in BPF, at the top of a retry, so that what
+ * a lookup derives from its IOVA (a mask and a slot per radix level) is derived again, not
+ * kept from before the loop across its calls, spilled (80 bytes of the deepest chain's
+ * 512-byte stack). */
+#define VIOMMU_OPAQUE(x) asm volatile("" : "+r"(x))
 #else
 #define VIOMMU_UNROLL
+#define VIOMMU_OPAQUE(x) ((void)0)
 #endif
 /* The per-byte lookup the range loop calls; BPF makes it a global function (verified once). */
 #ifndef VIOMMU_LOOKUP_BYTE
@@ -764,6 +770,7 @@ VIOMMU_INLINE void viommu_lookup_byte(VIOMMU_CTX_PARAM, __u32 ep, __u64 iova, in
 
 	VIOMMU_UNROLL
 	for (i = 0; i < VIOMMU_RETRIES; i++) {
+		VIOMMU_OPAQUE(iova);
 		if (viommu_lookup_once(VIOMMU_CTX_ARG, ep, iova, want, lk))
 			return;
 		VIOMMU_STAT(retries);

@@ -223,6 +223,83 @@ static __always_inline __u64 viommu_bpf_window_word(__u32 ep, __u32 access, __u6
 	return VIOMMU_WINW(VIOMMU_WINW_PTE, pte);
 }
 
+/*
+ * A batch's copy of one endpoint's window (I13), what a userspace reader's struct
+ * viommu_reader_epw is to it: made once per batch, when the window holds no piece of any size
+ * (VIOMMU_WIN_F_PIECES and VIOMMU_WIN_F_WIDE clear), read between the entry's seq load (@seq)
+ * and the batch's one check of it after its last PTE (viommu_bpf_epw_holds()). Through it a
+ * window page costs its PTE alone, read at a computed place as a flat table's entry is: a
+ * present PTE with the access's flags is a HIT, a PTE not present a miss (no piece lay in the
+ * window while the seq held: the writer moves it on when the window gains its first one).
+ * Nothing is checked per query; a seq that moved makes the batch answer every query of the
+ * copy's endpoint again by the checked lookup. regions 0: no copy.
+ */
+struct viommu_bpf_epw {
+	__u64 seq;
+	__u64 base; /* the window's first IOVA (its flags clear) */
+	__u32 leaf, regions;
+	__u32 ep;
+};
+
+static __always_inline void viommu_bpf_epw_load(__u32 ep, struct viommu_bpf_epw *c)
+{
+	const struct viommu_ep_entry *e = ep < VIOMMU_EP_DENSE ? viommu_acc_ep(0, ep) : 0;
+	const struct viommu_window *w;
+	__u64 base;
+	__u32 regions;
+
+	c->ep = ep;
+	c->regions = 0;
+	if (!e)
+		return;
+	c->seq = VIOMMU_LOAD_ACQ(&e->seq); /* pairs with the writer's release of the entry (W3) */
+	if ((c->seq & 1) | (VIOMMU_LOAD(&e->state) != VIOMMU_EP_ATTACHED))
+		return;
+	w = viommu_acc_win(0, VIOMMU_LOAD(&e->domain_slot));
+	if (!w)
+		return;
+	regions = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
+	base = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pair with win_flags_store()'s release */
+	if (base & (VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE))
+		return;
+	c->base = base;
+	c->leaf = VIOMMU_LOAD(&w->leaf);
+	c->regions = regions;
+}
+
+/* The window word (as viommu_bpf_window_word()'s) of a query of the copy's endpoint through
+ * copy @c, unchecked: VIOMMU_WINW_PTE, a present PTE with every flag @access needs;
+ * VIOMMU_WINW_MISS, the PTE not present; 0, not the copy's to answer (out of its window, more
+ * than one page, another access, or a present PTE without the access's flags: the checked
+ * lookup says which fault). */
+static __always_inline __u64 viommu_bpf_epw_word(const struct viommu_bpf_epw *c, __u32 access, __u64 iova,
+						 __u64 size)
+{
+	const __u64 r = (iova - c->base) >> VIOMMU_HASH_SHIFT;
+	const struct viommu_ptes *pt;
+	__u64 pte;
+
+	if (viommu_window_args_out(0, access, iova, size) | (r >= c->regions))
+		return 0;
+	pt = viommu_acc_ptes(0, c->leaf + (__u32)r);
+	if (!pt)
+		return 0;
+	pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]); /* W2 */
+	if (!(pte & VIOMMU_PTE_PRESENT))
+		return VIOMMU_WINW(VIOMMU_WINW_MISS, 0);
+	return (~pte & ((__u64)access << 1)) ? 0 : VIOMMU_WINW(VIOMMU_WINW_PTE, pte);
+}
+
+/* Whether the answers read through copy @c stand: its endpoint entry's seq unchanged after
+ * them (I4, I13; a seq only grows, I10). */
+static __always_inline int viommu_bpf_epw_holds(const struct viommu_bpf_epw *c)
+{
+	const struct viommu_ep_entry *e = viommu_acc_ep(0, c->ep);
+
+	VIOMMU_FENCE_ACQ();
+	return e && VIOMMU_LOAD(&e->seq) == c->seq;
+}
+
 /* Below VIOMMU_TOUCH_LEAVES_MIN leaves in use (4 KiB of PTEs each) the fast path's PTEs stay
  * in the first-level cache between batches, and loading them first only costs instructions
  * (measured: ~15% more per query at 1K extents). */

@@ -40,6 +40,20 @@ __noinline int viommu_xlate_one(struct viommu_query *q, struct viommu_answer *a)
 	return a->result;
 }
 
+/* The same from the query's fields, into @a (zeroed first): the query on this function's
+ * stack, not the batch's (the verifier bounds the stack of the deepest chain of calls, and
+ * this one is in it). */
+__noinline int viommu_xlate_fields(__u32 ep, __u32 access, __u64 iova, __u64 size, struct viommu_answer *a)
+{
+	struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = size };
+
+	if (!a)
+		return 0;
+	__builtin_memset(a, 0, sizeof(*a));
+	viommu_bpf_translate(&q, a);
+	return a->result;
+}
+
 /* The window's lookup (viommu_bpf_window), verified once; its own frame, beside the general
  * lookup's deeper chain (the verifier bounds the stack of the deepest chain of calls). */
 __noinline int viommu_window_one(struct viommu_query *q, struct viommu_answer *a)
@@ -54,6 +68,16 @@ __noinline int viommu_window_one(struct viommu_query *q, struct viommu_answer *a
 __noinline __u64 viommu_window_word_one(__u32 ep, __u32 access, __u64 iova, __u64 size)
 {
 	return viommu_bpf_window_word(ep, access, iova, size);
+}
+
+/* The batch's copy of endpoint @ep's window (viommu_bpf_epw_load) into @c, out of line: its
+ * lookups' keys in a frame of its own, not the batch's (in the deepest chain of calls). */
+__noinline int viommu_epw_load_one(__u32 ep, struct viommu_bpf_epw *c)
+{
+	if (!c)
+		return 0;
+	viommu_bpf_epw_load(ep, c);
+	return c->regions != 0;
 }
 
 /* The loads alone (viommu_bpf_touch), for the batch's first pass. */
@@ -77,65 +101,116 @@ __noinline int viommu_report_one(__u32 ep, __u32 access, __u32 reason, __u64 add
 	return 0;
 }
 
-/* ctx: struct viommu_batch, copied in and out by BPF_PROG_TEST_RUN. The verifier refuses a
- * variable offset into the context, so the batch loop is unrolled (constant offsets). A query
- * the window takes is read from the context and answered into it (every field written), with
- * no copy on the stack: 64 bytes zeroed, 24 copied in and 64 out per query, about a third of
- * what a window lookup cost here. */
+/* The batch's n, loaded again before each of its loops: to the verifier a value it knows
+ * nothing of, so that the states a loop leaves with (n known exactly where it stopped) meet
+ * as one in the next loop (with the n the loop before learnt, the next was verified once for
+ * every n: over a million instructions); to the compiler a value it cannot keep the loop
+ * before's 64 compares of (spilled across the calls, they passed the 512-byte stack). */
+#define VIOMMU_BATCH_N(b) VIOMMU_LOAD(&(b)->n)
+
+/* A window lookup's count, from viommu_bpf_window_answer()'s 1 (a HIT) or 2 (a FAULT): the
+ * lookups in bits 0-7, the hits in 8-15 (a batch's at most 64 each); the lookups through the
+ * batch's copy the same, 16 bits up. One register for all four: four were spilled past the
+ * 512-byte stack of the deepest chain of calls. */
+#define VIOMMU_BATCH_COUNT(r) (1u | (__u32)((r) == 1) << 8)
+#define VIOMMU_BATCH_COPY 16
+
+/* Query @i of batch @b by the checked lookups: the window (one PTE, or one piece window word),
+ * else the general lookup (through @ap, the batch's one answer on its stack). Every answer
+ * field written; a window lookup counted in @count (VIOMMU_BATCH_COUNT). The fields one at a time, at
+ * constant offsets (a struct copy may load through a moved context pointer, which the
+ * verifier refuses). */
+static __always_inline void viommu_batch_checked(struct viommu_batch *b, int i, struct viommu_answer *ap,
+						 __u32 *count)
+{
+	__u64 w;
+
+	w = viommu_window_word_one(b->q[i].endpoint, b->q[i].access, b->q[i].iova, b->q[i].size);
+	if (VIOMMU_WINW_KIND(w)) {
+		*count += VIOMMU_BATCH_COUNT(viommu_bpf_window_answer(&b->a[i], b->q[i].iova, w));
+		return;
+	}
+	viommu_xlate_fields(b->q[i].endpoint, b->q[i].access, b->q[i].iova, b->q[i].size, ap);
+	b->a[i] = *ap;
+}
+
+/*
+ * ctx: struct viommu_batch, copied in and out by BPF_PROG_TEST_RUN. The verifier refuses a
+ * variable offset into the context, so the batch loops are unrolled (constant offsets). Every
+ * answer is written straight into the context, every field: 64 bytes zeroed, 24 copied in and
+ * 64 out per query on the stack cost about a third of a window lookup here.
+ *
+ * The first query's endpoint gets the batch's copy of its window (struct viommu_bpf_epw) when
+ * the window holds no piece: its queries' window pages are one PTE each, as a flat table's,
+ * checked once for the whole batch after the last one (the endpoint entry's seq unchanged),
+ * else all answered again by the checked lookups. Faults go to the ring buffer after that, so
+ * that none is reported from a copy that did not hold.
+ */
 SEC("syscall")
 int viommu_xlate_batch(struct viommu_batch *b)
 {
-	__u32 n = b->n, report = b->report_faults, taken = 0, hits = 0;
+	__u32 n = b->n;
+	__u32 count = 0; /* the window's lookups (VIOMMU_BATCH_COUNT) */
+	struct viommu_bpf_epw c;
+	struct viommu_answer a;
 	struct viommu_stats *st;
 
 	if (n > VIOMMU_BULK_MAX)
 		return -1;
-	/* First every query's lines, loaded (the misses overlap), then the checked lookups on
-	 * warm lines; not when the fast path is small enough to stay cached. */
-	if (n && viommu_touch_pays_one()) {
+	if (!n)
+		return 0;
+	viommu_epw_load_one(b->q[0].endpoint, &c);
+	/* First the lines of every query the copy does not take, loaded (the misses overlap),
+	 * then the checked lookups on warm lines; not when the fast path is small enough to stay
+	 * cached. The copy's own lookups are a few instructions each, and overlap as they are. */
+	n = VIOMMU_BATCH_N(b);
+	if (viommu_touch_pays_one()) {
 #pragma unroll
 		for (int i = 0; i < VIOMMU_BULK_MAX; i++)
-			if (i < n)
+			if (i < n && !(c.regions && b->q[i].endpoint == c.ep))
 				viommu_touch_one(b->q[i].endpoint, b->q[i].iova);
 	}
+	n = VIOMMU_BATCH_N(b);
 #pragma unroll
 	for (int i = 0; i < VIOMMU_BULK_MAX; i++) {
-		struct viommu_query q;
-		struct viommu_answer a;
-		__u64 w;
+		__u64 w = 0;
 
-		if (i >= n)
-			break;
-		/* The window (one PTE, or one piece window word). */
-		w = viommu_window_word_one(b->q[i].endpoint, b->q[i].access, b->q[i].iova, b->q[i].size);
-		if (VIOMMU_WINW_KIND(w)) {
-			taken++;
-			if (viommu_bpf_window_answer(&b->a[i], b->q[i].iova, w) == 1)
-				hits++;
-			else if (report)
-				viommu_report_one(b->q[i].endpoint, b->q[i].access, VIOMMU_FAULT_R_MAPPING,
-						  b->q[i].iova);
-			continue;
+		if (i < n && c.regions && b->q[i].endpoint == c.ep)
+			w = viommu_bpf_epw_word(&c, b->q[i].access, b->q[i].iova, b->q[i].size);
+		if (w) {
+			count += VIOMMU_BATCH_COUNT(viommu_bpf_window_answer(&b->a[i], b->q[i].iova, w))
+				 << VIOMMU_BATCH_COPY;
+		} else if (i < n) {
+			viommu_batch_checked(b, i, &a, &count);
 		}
-		/* Anything else through the general lookup. The fields one at a time, at constant
-		 * offsets (a struct copy may load through a moved context pointer, which the
-		 * verifier refuses). */
-		q.endpoint = b->q[i].endpoint;
-		q.access = b->q[i].access;
-		q.iova = b->q[i].iova;
-		q.size = b->q[i].size;
-		__builtin_memset(&a, 0, sizeof(a));
-		viommu_xlate_one(&q, &a);
-		if (a.result == VIOMMU_XLATE_FAULT && report)
-			viommu_report_one(q.endpoint, q.access, a.reason, a.fault_addr);
-		b->a[i] = a;
+	}
+	/* The copy's answers stand only if its endpoint's seq did not move: else every query of
+	 * its endpoint again, checked (those the copy did not take are answered the same way,
+	 * and their window lookups counted twice: a lookup that raced, as a retry is). */
+	n = VIOMMU_BATCH_N(b);
+	if (c.regions && !viommu_bpf_epw_holds(&c)) {
+		count &= (1u << VIOMMU_BATCH_COPY) - 1; /* the copy's lookups did not stand */
+#pragma unroll
+		for (int i = 0; i < VIOMMU_BULK_MAX; i++)
+			if (i < n && b->q[i].endpoint == c.ep)
+				viommu_batch_checked(b, i, &a, &count);
+	}
+	n = VIOMMU_BATCH_N(b);
+	if (b->report_faults) {
+#pragma unroll
+		for (int i = 0; i < VIOMMU_BULK_MAX; i++)
+			if (i < n && b->a[i].result == VIOMMU_XLATE_FAULT)
+				viommu_report_one(b->q[i].endpoint, b->q[i].access, b->a[i].reason,
+						  b->a[i].fault_addr);
 	}
 	/* The window's lookups, counted once per run. */
 	st = viommu_bpf_stats();
 	if (st) {
-		st->lookups += taken;
-		st->hits += hits;
-		st->faults[VIOMMU_FAULT_R_MAPPING] += taken - hits;
+		__u32 t = (count & 0xff) + (count >> 16 & 0xff), h = (count >> 8 & 0xff) + (count >> 24);
+
+		st->lookups += t;
+		st->hits += h;
+		st->faults[VIOMMU_FAULT_R_MAPPING] += t - h;
 	}
 	return 0;
 }

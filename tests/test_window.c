@@ -1732,6 +1732,103 @@ Test(window, a_reader_racing_a_window_changing_hands_never_answers_one_domains_p
 	cr_assert_gt(rc.hits[1], 0, "the reader saw domain B's page");
 }
 
+/* The BPF batch's reader: batches whose first and last queries are endpoint 8's page (the
+ * batch's copy of its window, made before the first, answers both, one PTE each, and is
+ * checked once after the last) and whose others take the checked lookups, to stretch the
+ * time between: endpoint 9's page, and endpoint 8's page and the next (two pages: the general
+ * lookup). */
+static void *racer_bpf_main(void *arg)
+{
+	struct racer *rc = arg;
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_answer a[VIOMMU_BULK_MAX];
+
+	for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++)
+		q[i] = i % 2 ? qy(9, RACE_X + 0x10, 1, R) : qy(8, RACE_X + 0x10, 0x1000, R);
+	q[0] = q[VIOMMU_BULK_MAX - 1] = qy(8, RACE_X + 0x10, 1, R);
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
+		rc->lookups++;
+		cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, a, VIOMMU_BULK_MAX, false), 0);
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+			rc->hits[q[i].endpoint == 9] += a[i].result == VIOMMU_XLATE_HIT;
+			if (!race_ok(&q[i], &a[i]) && !rc->bad++) {
+				rc->bad_q = q[i];
+				rc->bad_a = a[i];
+			}
+		}
+	}
+	return NULL;
+}
+
+/* The same window changing hands, read by the BPF batch alone: a batch's copy of endpoint
+ * 8's window made while domain A held it is never answered from once domain B has it (the
+ * endpoint's seq moved: the batch answers its queries again, checked). */
+Test(window, a_bpf_batch_racing_a_window_changing_hands_never_answers_one_domains_page_for_another)
+{
+	struct racer rc = { 0 };
+	pthread_t th;
+
+	win_setup(&(struct viommu_fastpath_opts){ .windows = 1 });
+	if (!have_bpf)
+		cr_skip_test("the kernel refuses BPF to this process");
+	cr_assert_eq(pthread_create(&th, NULL, racer_bpf_main, &rc), 0);
+	for (int i = 0; i < 20000; i++) {
+		cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+		cr_assert_eq(test_map(dev, 1, RACE_X, RACE_X + 0xfff, RACE_PA_A, RW), VIOMMU_S_OK);
+		sched_yield();
+		cr_assert_eq(test_detach(dev, 1, 8), VIOMMU_S_OK);
+		cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
+		cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
+		sched_yield();
+		cr_assert_eq(test_detach(dev, 2, 9), VIOMMU_S_OK);
+	}
+	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	cr_log_info("%llu batches, %llu and %llu hits", (unsigned long long)rc.lookups,
+		    (unsigned long long)rc.hits[0], (unsigned long long)rc.hits[1]);
+	cr_assert_eq(rc.bad, 0, "%llu wrong answers; the first: ep %u iova 0x%llx: result %u pa 0x%llx",
+		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova,
+		     rc.bad_a.result, (unsigned long long)rc.bad_a.pa);
+	cr_assert_gt(rc.hits[0], 0, "the batch saw domain A's page");
+	cr_assert_gt(rc.hits[1], 0, "the batch saw domain B's page");
+}
+
+/* A batch reports its faults after its copy was checked, each once: the copy's misses and the
+ * checked lookups' faults alike, in the batch's order, and none for a hit. */
+Test(window, a_bpf_batch_reports_each_fault_once_whether_its_copy_or_the_checked_lookup_answered_it)
+{
+	struct viommu_query q[] = {
+		qy(8, RACE_X + 0x10, 1, R), /* a hit, through the copy */
+		qy(8, RACE_X + 0x5010, 1, R), /* not mapped: the copy's miss */
+		qy(9, RACE_X + 0x10, 1, R), /* in no domain: the checked lookup's fault */
+		qy(8, RACE_X + 0x20, 4, W), /* read-only: the copy leaves it to the checked lookup */
+		qy(8, RACE_X + 0x7ff0, 1, R), /* another of the copy's misses */
+	};
+	static const uint64_t faulted[] = { RACE_X + 0x5010, RACE_X + 0x10, RACE_X + 0x20, RACE_X + 0x7ff0 };
+	static const uint32_t fault_ep[] = { 8, 9, 8, 8 };
+	struct viommu_answer a[5];
+	struct viommu_wire_fault f;
+
+	win_setup(NULL);
+	if (!have_bpf)
+		cr_skip_test("the kernel refuses BPF to this process");
+	attach_ok(1, 8);
+	map_ok(1, RACE_X, 0x1000, RACE_PA_A, R);
+	viommu_device_eventq_post(dev, 8);
+	cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, a, 5, true), 0);
+	cr_assert_eq(a[0].result, VIOMMU_XLATE_HIT);
+	cr_assert_eq(a[0].pa, RACE_PA_A + 0x10);
+	for (int i = 1; i < 5; i++)
+		cr_assert_eq(a[i].result, VIOMMU_XLATE_FAULT, "query %d faults", i);
+	cr_assert_eq(viommu_fastpath_poll_faults(fp), 4, "one report per fault");
+	for (int k = 0; k < 4; k++) {
+		cr_assert_eq(viommu_device_fault_pop(dev, &f), 0);
+		cr_assert_eq(viommu_le32(&f.endpoint), fault_ep[k], "fault %d's endpoint", k);
+		cr_assert_eq(viommu_le64(&f.address), faulted[k], "fault %d's address", k);
+	}
+	cr_assert_neq(viommu_device_fault_pop(dev, &f), 0, "no fifth fault");
+}
+
 #define FLIP_P (WIN + 0x5000) /* stays mapped: RACE_PA_A */
 #define FLIP_G (WIN + GIB) /* a 1 GiB piece, mapped and unmapped: 1 << 40 or 2 << 40 */
 /* A 2 MiB map, mapped and unmapped: 1 << 32, a 2 MiB piece; or 2 << 32, its first 511 pages */
