@@ -236,7 +236,7 @@ static __always_inline __u64 viommu_bpf_window_word(__u32 ep, __u32 access, __u6
  */
 struct viommu_bpf_epw {
 	__u64 seq;
-	__u64 base; /* the window's first IOVA (its flags clear) */
+	__u64 base; /* the window's first IOVA */
 	__u32 leaf, regions;
 	__u32 ep;
 };
@@ -262,7 +262,7 @@ static __always_inline void viommu_bpf_epw_load(__u32 ep, struct viommu_bpf_epw 
 	base = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pair with win_flags_store()'s release */
 	if (base & (VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE))
 		return;
-	c->base = base;
+	c->base = base & ~VIOMMU_WIN_F_MASK;
 	c->leaf = VIOMMU_LOAD(&w->leaf);
 	c->regions = regions;
 }

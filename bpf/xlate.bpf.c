@@ -114,6 +114,8 @@ __noinline int viommu_report_one(__u32 ep, __u32 access, __u32 reason, __u64 add
  * 512-byte stack of the deepest chain of calls. */
 #define VIOMMU_BATCH_COUNT(r) (1u | (__u32)((r) == 1) << 8)
 #define VIOMMU_BATCH_COPY 16
+/* An answer's pad while the batch runs: the copy gave it (0 again before the run returns). */
+#define VIOMMU_BATCH_COPIED 1
 
 /* Query @i of batch @b by the checked lookups: the window (one PTE, or one piece window word),
  * else the general lookup (through @ap, the batch's one answer on its stack). Every answer
@@ -150,7 +152,7 @@ SEC("syscall")
 int viommu_xlate_batch(struct viommu_batch *b)
 {
 	__u32 n = b->n;
-	__u32 count = 0; /* the window's lookups (VIOMMU_BATCH_COUNT) */
+	__u32 count = 0, report; /* the window's lookups (VIOMMU_BATCH_COUNT) */
 	struct viommu_bpf_epw c;
 	struct viommu_answer a;
 	struct viommu_stats *st;
@@ -160,7 +162,7 @@ int viommu_xlate_batch(struct viommu_batch *b)
 	if (!n)
 		return 0;
 	viommu_epw_load_one(b->q[0].endpoint, &c);
-	/* First the lines of every query the copy does not take, loaded (the misses overlap),
+	/* First the lines of every query not of the copy's endpoint, loaded (the misses overlap),
 	 * then the checked lookups on warm lines; not when the fast path is small enough to stay
 	 * cached. The copy's own lookups are a few instructions each, and overlap as they are. */
 	n = VIOMMU_BATCH_N(b);
@@ -180,28 +182,32 @@ int viommu_xlate_batch(struct viommu_batch *b)
 		if (w) {
 			count += VIOMMU_BATCH_COUNT(viommu_bpf_window_answer(&b->a[i], b->q[i].iova, w))
 				 << VIOMMU_BATCH_COPY;
+			b->a[i].pad = VIOMMU_BATCH_COPIED;
 		} else if (i < n) {
 			viommu_batch_checked(b, i, &a, &count);
 		}
 	}
-	/* The copy's answers stand only if its endpoint's seq did not move: else every query of
-	 * its endpoint again, checked (those the copy did not take are answered the same way,
-	 * and their window lookups counted twice: a lookup that raced, as a retry is). */
+	/* The copy's answers stand only if its endpoint's seq did not move: else each of them
+	 * again, checked (an answer's pad says the copy gave it: loaded from the context, a
+	 * value the verifier knows nothing of, where a mask kept in a register would split its
+	 * states query by query). */
 	n = VIOMMU_BATCH_N(b);
 	if (c.regions && !viommu_bpf_epw_holds(&c)) {
 		count &= (1u << VIOMMU_BATCH_COPY) - 1; /* the copy's lookups did not stand */
 #pragma unroll
 		for (int i = 0; i < VIOMMU_BULK_MAX; i++)
-			if (i < n && b->q[i].endpoint == c.ep)
+			if (i < n && b->a[i].pad == VIOMMU_BATCH_COPIED)
 				viommu_batch_checked(b, i, &a, &count);
 	}
+	/* Every answer final: its faults to the ring buffer, and the copy's mark gone. */
 	n = VIOMMU_BATCH_N(b);
-	if (b->report_faults) {
+	report = b->report_faults;
 #pragma unroll
-		for (int i = 0; i < VIOMMU_BULK_MAX; i++)
-			if (i < n && b->a[i].result == VIOMMU_XLATE_FAULT)
-				viommu_report_one(b->q[i].endpoint, b->q[i].access, b->a[i].reason,
-						  b->a[i].fault_addr);
+	for (int i = 0; i < VIOMMU_BULK_MAX; i++) {
+		if (i < n && report && b->a[i].result == VIOMMU_XLATE_FAULT)
+			viommu_report_one(b->q[i].endpoint, b->q[i].access, b->a[i].reason, b->a[i].fault_addr);
+		if (i < n)
+			b->a[i].pad = 0;
 	}
 	/* The window's lookups, counted once per run. */
 	st = viommu_bpf_stats();

@@ -1793,6 +1793,74 @@ Test(window, a_bpf_batch_racing_a_window_changing_hands_never_answers_one_domain
 	cr_assert_gt(rc.hits[1], 0, "the batch saw domain B's page");
 }
 
+#define FLIP_M_COUNT (WIN + 8 * MIB) /* the next test's 2 MiB piece */
+
+/* The writer of the next test: the window's first 2 MiB piece mapped and unmapped, again and
+ * again (each map moves the seqs of the domain's endpoints on, I13). */
+static void *piece_flipper_main(void *arg)
+{
+	struct racer *rc = arg;
+
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
+		cr_assert_eq(test_map(dev, 1, FLIP_M_COUNT, FLIP_M_COUNT + 2 * MIB - 1, 1ull << 32, RW), VIOMMU_S_OK);
+		cr_assert_eq(test_unmap(dev, 1, FLIP_M_COUNT, FLIP_M_COUNT + 2 * MIB - 1), VIOMMU_S_OK);
+		rc->lookups++;
+	}
+	return NULL;
+}
+
+/* While the window's first piece comes and goes, batches whose copies hold and batches whose
+ * copies do not (answered again, checked) count each query once in the BPF counters: a
+ * lookup, and a hit or a fault as it answered. */
+Test(window, a_bpf_batch_counts_each_query_once_whether_its_copy_held_or_not)
+{
+	struct viommu_query q[VIOMMU_BULK_MAX];
+	struct viommu_answer a[VIOMMU_BULK_MAX];
+	struct viommu_stats s0, s1;
+	struct racer rc = { 0 };
+	uint64_t wrong = 0, batches = 0;
+	pthread_t th;
+
+	win_setup(NULL);
+	if (!have_bpf)
+		cr_skip_test("the kernel refuses BPF to this process");
+	attach_ok(1, 8);
+	attach_ok(2, 9);
+	map_ok(1, RACE_X, 0x1000, RACE_PA_A, R);
+	for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+		switch (i % 4) {
+		case 0: q[i] = qy(8, RACE_X + 0x10, 1, R); break; /* the copy's hit */
+		case 1: q[i] = qy(8, RACE_X + 0x9010, 1, R); break; /* the copy's miss */
+		case 2: q[i] = qy(8, RACE_X + 0x20, 1, W); break; /* read-only: checked */
+		default: q[i] = qy(9, RACE_X + 0x10, 1, R); break; /* another endpoint: checked */
+		}
+	}
+	cr_assert_eq(pthread_create(&th, NULL, piece_flipper_main, &rc), 0);
+	for (int k = 0; k < 20000 && (k < 2000 || rc.lookups < 200); k++) {
+		unsigned hits = 0;
+
+		cr_assert_eq(viommu_fastpath_bpf_stats(fp, &s0), 0);
+		cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, a, VIOMMU_BULK_MAX, false), 0);
+		cr_assert_eq(viommu_fastpath_bpf_stats(fp, &s1), 0);
+		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
+			hits += a[i].result == VIOMMU_XLATE_HIT;
+			cr_assert_eq(a[i].pad, 0, "query %u's pad", i);
+		}
+		cr_assert_eq(hits, VIOMMU_BULK_MAX / 4, "the hits answered");
+		wrong += s1.lookups - s0.lookups != VIOMMU_BULK_MAX || s1.hits - s0.hits != hits ||
+			 (s1.faults[0] + s1.faults[1] + s1.faults[2]) - (s0.faults[0] + s0.faults[1] + s0.faults[2]) !=
+				 VIOMMU_BULK_MAX - hits;
+		batches++;
+	}
+	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	cr_log_info("%llu batches, %llu pieces mapped meanwhile", (unsigned long long)batches,
+		    (unsigned long long)rc.lookups);
+	cr_assert_gt(rc.lookups, 0, "the piece came and went while the batches ran");
+	cr_assert_eq(wrong, 0, "%llu of %llu batches counted other than one lookup per query",
+		     (unsigned long long)wrong, (unsigned long long)batches);
+}
+
 /* A batch reports its faults after its copy was checked, each once: the copy's misses and the
  * checked lookups' faults alike, in the batch's order, and none for a hit. */
 Test(window, a_bpf_batch_reports_each_fault_once_whether_its_copy_or_the_checked_lookup_answered_it)

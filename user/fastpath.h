@@ -152,6 +152,12 @@ int viommu_fastpath_bpf_translate(struct viommu_fastpath *fp, const struct viomm
  * malformed message from a reader is dropped and counted (it never reaches the device). */
 int viommu_fastpath_poll_faults(struct viommu_fastpath *fp);
 
+/* The BPF readers' counters (viommu_stats), summed over the CPUs, into @sum: 0, -ENODEV
+ * without the BPF replica, or -errno. Concurrency: any thread (a snapshot of per-CPU
+ * counters that runs on other CPUs may be moving). */
+struct viommu_stats;
+int viommu_fastpath_bpf_stats(const struct viommu_fastpath *fp, struct viommu_stats *sum);
+
 /* Program fds for in-kernel consumers and tests; -ENODEV without the BPF replica. */
 int viommu_fastpath_xdp_fd(const struct viommu_fastpath *fp);
 int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp);
