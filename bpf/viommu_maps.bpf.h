@@ -225,20 +225,28 @@ static __always_inline __u64 viommu_bpf_window_word(__u32 ep, __u32 access, __u6
 
 /*
  * A batch's copy of one endpoint's window (I13), what a userspace reader's struct
- * viommu_reader_epw is to it: made once per batch, when the window holds no piece of any size
- * (VIOMMU_WIN_F_PIECES and VIOMMU_WIN_F_WIDE clear), read between the entry's seq load (@seq)
- * and the batch's one check of it after its last PTE (viommu_bpf_epw_holds()). Through it a
- * window page costs its PTE alone, read at a computed place as a flat table's entry is: a
- * present PTE with the access's flags is a HIT, a PTE not present a miss (no piece lay in the
- * window while the seq held: the writer moves it on when the window gains its first one).
- * Nothing is checked per query; a seq that moved makes the batch answer every query of the
- * copy's endpoint again by the checked lookup. regions 0: no copy.
+ * viommu_reader_epw is to it: made once per batch, read between the entry's seq load (@seq)
+ * and the batch's one check of it after its last query (viommu_bpf_epw_holds()). Nothing is
+ * checked per query; a seq that moved makes the batch answer again, checked, every query the
+ * copy answered. regions 0: no copy.
+ * - Made when the window holds no piece of any size (VIOMMU_WIN_F_PIECES and
+ *   VIOMMU_WIN_F_WIDE clear): a window page costs its PTE alone, read at a computed place as
+ *   a flat table's entry is; a present PTE with the access's flags is a HIT, a PTE not present
+ *   a miss (no piece lay in the window while the seq held: the writer moves it on when the
+ *   window gains its first one).
+ * - Made with a piece there (@words): the region's piece window word first (a 2 MiB piece's
+ *   PTEs are lines no one wrote), a published piece's direct value answering; else, in the
+ *   window, the PTE, and a miss is a PTE not present with the word 0 (neither a piece nor
+ *   busy: whatever the order of the two loads, some instant between them saw no mapping).
  */
 struct viommu_bpf_epw {
 	__u64 seq;
 	__u64 base; /* the window's first IOVA */
+	__u64 pbase; /* the piece window's (@words only) */
 	__u32 leaf, regions;
+	__u32 pfirst, pregions; /* @words only */
 	__u32 ep;
+	__u32 words;
 };
 
 static __always_inline void viommu_bpf_epw_load(__u32 ep, struct viommu_bpf_epw *c)
@@ -260,8 +268,12 @@ static __always_inline void viommu_bpf_epw_load(__u32 ep, struct viommu_bpf_epw 
 		return;
 	regions = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
 	base = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pair with win_flags_store()'s release */
-	if (base & (VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE))
-		return;
+	c->words = !!(base & (VIOMMU_WIN_F_PIECES | VIOMMU_WIN_F_WIDE));
+	if (c->words) {
+		c->pregions = VIOMMU_LOAD_ACQ(&w->pregions); /* pairs with win_place()'s release */
+		c->pbase = VIOMMU_LOAD(&w->pbase);
+		c->pfirst = VIOMMU_LOAD(&w->pfirst);
+	}
 	c->base = base & ~VIOMMU_WIN_F_MASK;
 	c->leaf = VIOMMU_LOAD(&w->leaf);
 	c->regions = regions;
@@ -269,24 +281,41 @@ static __always_inline void viommu_bpf_epw_load(__u32 ep, struct viommu_bpf_epw 
 
 /* The window word (as viommu_bpf_window_word()'s) of a query of the copy's endpoint through
  * copy @c, unchecked: VIOMMU_WINW_PTE, a present PTE with every flag @access needs;
- * VIOMMU_WINW_MISS, the PTE not present; 0, not the copy's to answer (out of its window, more
- * than one page, another access, or a present PTE without the access's flags: the checked
- * lookup says which fault). */
+ * VIOMMU_WINW_MISS, the page not mapped; VIOMMU_WINW_PIECE, a published 2 MiB piece's direct
+ * value with every flag @access needs (@words); 0, not the copy's to answer (out of its
+ * windows, more than one page, another access, a word busy or a piece's, a present PTE
+ * without the access's flags: the checked lookup says which). */
 static __always_inline __u64 viommu_bpf_epw_word(const struct viommu_bpf_epw *c, __u32 access, __u64 iova,
 						 __u64 size)
 {
 	const __u64 r = (iova - c->base) >> VIOMMU_HASH_SHIFT;
 	const struct viommu_ptes *pt;
-	__u64 pte;
+	__u64 pte, word = 0;
 
-	if (viommu_window_args_out(0, access, iova, size) | (r >= c->regions))
+	if (viommu_window_args_out(0, access, iova, size))
+		return 0;
+	if (c->words) {
+		const __u64 pr = (iova - c->pbase) >> VIOMMU_HASH_SHIFT;
+		const __u64 *pv;
+
+		if (pr >= c->pregions)
+			return 0;
+		pv = viommu_acc_piece(0, c->pfirst + (__u32)pr);
+		if (!pv)
+			return 0;
+		word = VIOMMU_LOAD_ACQ(pv); /* pairs with piece_win_set()'s release */
+		if (VIOMMU_SLOT_TAG(word) == VIOMMU_HASH_DIRECT)
+			return (VIOMMU_HASH_DIRECT_FLAGS(word) & access) == access ? VIOMMU_WINW(VIOMMU_WINW_PIECE, word)
+										    : 0;
+	}
+	if (r >= c->regions)
 		return 0;
 	pt = viommu_acc_ptes(0, c->leaf + (__u32)r);
 	if (!pt)
 		return 0;
 	pte = VIOMMU_LOAD_ACQ(&pt->pte[VIOMMU_SLOT_OF(VIOMMU_RADIX_LEVELS - 1, iova)]); /* W2 */
 	if (!(pte & VIOMMU_PTE_PRESENT))
-		return VIOMMU_WINW(VIOMMU_WINW_MISS, 0);
+		return word ? 0 : VIOMMU_WINW(VIOMMU_WINW_MISS, 0);
 	return (~pte & ((__u64)access << 1)) ? 0 : VIOMMU_WINW(VIOMMU_WINW_PTE, pte);
 }
 
