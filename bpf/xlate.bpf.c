@@ -142,11 +142,12 @@ static __always_inline void viommu_batch_checked(struct viommu_batch *b, int i, 
  * answer is written straight into the context, every field: 64 bytes zeroed, 24 copied in and
  * 64 out per query on the stack cost about a third of a window lookup here.
  *
- * The first query's endpoint gets the batch's copy of its window (struct viommu_bpf_epw) when
- * the window holds no piece: its queries' window pages are one PTE each, as a flat table's,
- * checked once for the whole batch after the last one (the endpoint entry's seq unchanged),
- * else all answered again by the checked lookups. Faults go to the ring buffer after that, so
- * that none is reported from a copy that did not hold.
+ * The first query's endpoint gets the batch's copy of its window (struct viommu_bpf_epw): its
+ * queries' window pages are one PTE each, as a flat table's (with a piece in the window, the
+ * region's piece window word first), checked once for the whole batch after the last one (the
+ * endpoint entry's seq unchanged), else the copy's answers all given again by the checked
+ * lookups. Faults go to the ring buffer after that, so that none is reported from a copy that
+ * did not hold.
  */
 SEC("syscall")
 int viommu_xlate_batch(struct viommu_batch *b)
