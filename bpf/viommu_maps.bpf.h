@@ -319,6 +319,12 @@ static __always_inline __u64 viommu_bpf_epw_word(const struct viommu_bpf_epw *c,
 	return (~pte & ((__u64)access << 1)) ? 0 : VIOMMU_WINW(VIOMMU_WINW_PTE, pte);
 }
 
+/* Whether copy @c is endpoint @ep's and its window holds byte @iova. */
+static __always_inline int viommu_bpf_epw_covers(const struct viommu_bpf_epw *c, __u32 ep, __u64 iova)
+{
+	return c->regions && ep == c->ep && (iova - c->base) >> VIOMMU_HASH_SHIFT < c->regions;
+}
+
 /* Whether the answers read through copy @c stand: its endpoint entry's seq unchanged after
  * them (I4, I13; a seq only grows, I10). */
 static __always_inline int viommu_bpf_epw_holds(const struct viommu_bpf_epw *c)

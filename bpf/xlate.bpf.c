@@ -163,14 +163,14 @@ int viommu_xlate_batch(struct viommu_batch *b)
 	if (!n)
 		return 0;
 	viommu_epw_load_one(b->q[0].endpoint, &c);
-	/* First the lines of every query not of the copy's endpoint, loaded (the misses overlap),
+	/* First the lines of every query outside the copy's window, loaded (the misses overlap),
 	 * then the checked lookups on warm lines; not when the fast path is small enough to stay
 	 * cached. The copy's own lookups are a few instructions each, and overlap as they are. */
 	n = VIOMMU_BATCH_N(b);
 	if (viommu_touch_pays_one()) {
 #pragma unroll
 		for (int i = 0; i < VIOMMU_BULK_MAX; i++)
-			if (i < n && !(c.regions && b->q[i].endpoint == c.ep))
+			if (i < n && !viommu_bpf_epw_covers(&c, b->q[i].endpoint, b->q[i].iova))
 				viommu_touch_one(b->q[i].endpoint, b->q[i].iova);
 	}
 	n = VIOMMU_BATCH_N(b);
