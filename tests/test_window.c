@@ -1651,6 +1651,7 @@ struct racer {
 	struct viommu_query bad_q;
 	struct viommu_answer bad_a;
 	int bad_phase;
+	bool bpf; /* flipper_reader_main: every round through the BPF batch */
 };
 
 /* Endpoint 8 only ever belongs to domain A, endpoint 9 to domain B: a HIT must be its own
@@ -1949,7 +1950,9 @@ static void *flipper_reader_main(void *arg)
 		if (k % 2)
 			viommu_reader_window_load(rc->r, 8);
 		rc->pte_first += c->ep == 8 && c->pte_span;
-		if (k % 8 == 7) {
+		if (rc->bpf) {
+			cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, a, 6, false), 0);
+		} else if (k % 8 == 7) {
 			viommu_reader_translate_bulk(rc->r, q, a, 6);
 		} else if (k % 64 == 31 && have_bpf) {
 			if (viommu_fastpath_bpf_translate(fp, q, a, 6, false))
@@ -1971,6 +1974,8 @@ static void *flipper_reader_main(void *arg)
 	return NULL;
 }
 
+static void flip_writer(struct racer *rc, pthread_t th);
+
 /* While a reader thread looks them up, pieces of 1 GiB over the window come and go (the window
  * turns wide and back) and a 2 MiB map inside it comes and goes, a 2 MiB piece in one round and
  * 511 pages of the same region in the next, the reader's copy made again in every other lookup
@@ -1988,6 +1993,35 @@ Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_th
 	rc.r = viommu_reader_open(fp);
 	cr_assert_not_null(rc.r);
 	cr_assert_eq(pthread_create(&th, NULL, flipper_reader_main, &rc), 0);
+	flip_writer(&rc, th);
+	cr_assert_gt(rc.hits[1], 0, "the reader saw the 1 GiB piece");
+	cr_log_info("%llu rounds begun with a PTE-first copy", (unsigned long long)rc.pte_first);
+	cr_assert_gt(rc.pte_first, 0, "the reader's copy was PTE-first in some rounds");
+}
+
+/* The same through the BPF batch alone: its copy of the window is made with no piece there
+ * (the PTE first) in some rounds and with one (the region's word first) in others. */
+Test(window, a_bpf_batch_racing_pieces_coming_and_going_in_its_window_answers_as_the_last_request_says)
+{
+	struct racer rc = { .bpf = true };
+	pthread_t th;
+
+	win_setup(NULL);
+	if (!have_bpf)
+		cr_skip_test("the kernel refuses BPF to this process");
+	attach_ok(1, 8);
+	map_ok(1, FLIP_P, 0x1000, RACE_PA_A, RW);
+	rc.r = viommu_reader_open(fp);
+	cr_assert_not_null(rc.r);
+	cr_assert_eq(pthread_create(&th, NULL, flipper_reader_main, &rc), 0);
+	flip_writer(&rc, th);
+	cr_assert_gt(rc.hits[1], 0, "the batch saw the 1 GiB piece");
+}
+
+/* The writer of the two tests above, 1000 rounds, then the reader thread @th stopped and its
+ * answers judged. */
+static void flip_writer(struct racer *rc, pthread_t th)
+{
 	for (int i = 0; i < 1000; i++) {
 		uint64_t v = 1 + (uint64_t)i % 2;
 
@@ -2005,18 +2039,15 @@ Test(window, a_reader_racing_pieces_coming_and_going_in_its_window_answers_as_th
 		if (i % 250 == 0)
 			cr_assert_eq(viommu_fastpath_check(fp), 0);
 	}
-	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&rc->stop, 1, __ATOMIC_RELEASE);
 	pthread_join(th, NULL);
-	viommu_reader_close(rc.r);
+	viommu_reader_close(rc->r);
 	cr_log_info("%llu lookup rounds, %llu hits elsewhere, %llu in the 1 GiB piece",
-		    (unsigned long long)rc.lookups, (unsigned long long)rc.hits[0], (unsigned long long)rc.hits[1]);
-	cr_assert_eq(rc.bad, 0,
+		    (unsigned long long)rc->lookups, (unsigned long long)rc->hits[0], (unsigned long long)rc->hits[1]);
+	cr_assert_eq(rc->bad, 0,
 		     "%llu wrong answers; the first: ep %u iova 0x%llx in phase %d: result %u reason %u pa 0x%llx",
-		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova, rc.bad_phase,
-		     rc.bad_a.result, rc.bad_a.reason, (unsigned long long)rc.bad_a.pa);
-	cr_assert_gt(rc.hits[1], 0, "the reader saw the 1 GiB piece");
-	cr_log_info("%llu rounds begun with a PTE-first copy", (unsigned long long)rc.pte_first);
-	cr_assert_gt(rc.pte_first, 0, "the reader's copy was PTE-first in some rounds");
+		     (unsigned long long)rc->bad, rc->bad_q.endpoint, (unsigned long long)rc->bad_q.iova, rc->bad_phase,
+		     rc->bad_a.result, rc->bad_a.reason, (unsigned long long)rc->bad_a.pa);
 }
 
 /* ---- random requests around windows ---- */
