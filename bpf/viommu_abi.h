@@ -240,7 +240,8 @@ struct viommu_ptes { /* writer: device thread */
  * holds the window: piece_regions >= window_regions, placed over the same IOVA). Past the window
  * 0 says nothing (the hash and the walk answer); in it, with the page's PTE not present, that the
  * page is not mapped.
- * The writer makes an entry VIOMMU_PIECE_BUSY when it installs the piece's slot, its direct
+ * The writer makes an entry VIOMMU_PIECE_BUSY just after it stores the piece's slot (0 until
+ * then: the record is not live, the page not mapped), its direct
  * value after the record went live, VIOMMU_PIECE_BUSY again before the slot is cleared and 0
  * after, so a direct value read there was the piece's translation at the instant of the load,
  * and 0 means no piece at all (I13), of 2 MiB or, in the window, larger (a larger piece keeps

@@ -405,7 +405,7 @@ VIOMMU_INLINE int viommu_window_pte(VIOMMU_CTX_PARAM, const struct viommu_ep_ent
 	if (!w)
 		return VIOMMU_WIN_OUT;
 	wn = VIOMMU_LOAD_ACQ(&w->regions); /* pairs with win_place()'s release */
-	wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_wide_add()'s release */
+	wb = VIOMMU_LOAD_ACQ(&w->base); /* the flags: pairs with win_flags_store()'s release */
 	r = (iova - (wb & ~VIOMMU_WIN_F_MASK)) >> VIOMMU_HASH_SHIFT;
 	in = r < wn;
 	*li = VIOMMU_LOAD(&w->leaf) + (__u32)r;
