@@ -1805,7 +1805,7 @@ static void *piece_flipper_main(void *arg)
 	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
 		cr_assert_eq(test_map(dev, 1, FLIP_M_COUNT, FLIP_M_COUNT + 2 * MIB - 1, 1ull << 32, RW), VIOMMU_S_OK);
 		cr_assert_eq(test_unmap(dev, 1, FLIP_M_COUNT, FLIP_M_COUNT + 2 * MIB - 1), VIOMMU_S_OK);
-		rc->lookups++;
+		__atomic_fetch_add(&rc->lookups, 1, __ATOMIC_RELAXED); /* read while it runs */
 	}
 	return NULL;
 }
@@ -1837,7 +1837,7 @@ Test(window, a_bpf_batch_counts_each_query_once_whether_its_copy_held_or_not)
 		}
 	}
 	cr_assert_eq(pthread_create(&th, NULL, piece_flipper_main, &rc), 0);
-	for (int k = 0; k < 20000 && (k < 2000 || rc.lookups < 200); k++) {
+	for (int k = 0; k < 20000 && (k < 2000 || __atomic_load_n(&rc.lookups, __ATOMIC_RELAXED) < 200); k++) {
 		unsigned hits = 0;
 
 		cr_assert_eq(viommu_fastpath_bpf_stats(fp, &s0), 0);
