@@ -31,18 +31,9 @@ struct {
 	.values = { [0] = &viommu_sync_inner },
 };
 
-/* One query, verified once as a global function (not once per call site). */
-__noinline int viommu_xlate_one(struct viommu_query *q, struct viommu_answer *a)
-{
-	if (!q || !a)
-		return 0;
-	viommu_bpf_translate(q, a);
-	return a->result;
-}
-
-/* The same from the query's fields, into @a (zeroed first): the query on this function's
- * stack, not the batch's (the verifier bounds the stack of the deepest chain of calls, and
- * this one is in it). */
+/* One query from its fields, verified once as a global function (not once per call site),
+ * into @a (zeroed first): the query on this function's stack, not the caller's (the verifier
+ * bounds the stack of the deepest chain of calls, and this one is in it). */
 __noinline int viommu_xlate_fields(__u32 ep, __u32 access, __u64 iova, __u64 size, struct viommu_answer *a)
 {
 	struct viommu_query q = { .endpoint = ep, .access = access, .iova = iova, .size = size };
@@ -294,7 +285,7 @@ int viommu_xdp(struct xdp_md *ctx)
 			st->faults[VIOMMU_FAULT_R_MAPPING] += w == 2;
 		}
 	} else {
-		viommu_xlate_one(&q, &a);
+		viommu_xlate_fields(q.endpoint, q.access, q.iova, q.size, &a);
 	}
 	viommu_xdp_answer(eth, &a);
 	switch (a.result) {

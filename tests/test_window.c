@@ -1665,6 +1665,19 @@ static bool race_ok(const struct viommu_query *q, const struct viommu_answer *a)
 	return a->pa == RACE_PA_B + 0x10;
 }
 
+/* @n answers of a racing reader: each hit counted by its endpoint (8, 9), the first wrong
+ * one kept. */
+static void race_judge(struct racer *rc, const struct viommu_query *q, const struct viommu_answer *a, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		rc->hits[q[i].endpoint == 9] += a[i].result == VIOMMU_XLATE_HIT;
+		if (!race_ok(&q[i], &a[i]) && !rc->bad++) {
+			rc->bad_q = q[i];
+			rc->bad_a = a[i];
+		}
+	}
+}
+
 static void *racer_main(void *arg)
 {
 	struct racer *rc = arg;
@@ -1683,13 +1696,7 @@ static void *racer_main(void *arg)
 			viommu_reader_translate(rc->r, &q[0], &a[0]);
 			viommu_reader_translate(rc->r, &q[1], &a[1]);
 		}
-		for (int i = 0; i < 2; i++) {
-			rc->hits[i] += a[i].result == VIOMMU_XLATE_HIT;
-			if (!race_ok(&q[i], &a[i]) && !rc->bad++) {
-				rc->bad_q = q[i];
-				rc->bad_a = a[i];
-			}
-		}
+		race_judge(rc, q, a, 2);
 	}
 	return NULL;
 }
@@ -1750,13 +1757,7 @@ static void *racer_bpf_main(void *arg)
 	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
 		rc->lookups++;
 		cr_assert_eq(viommu_fastpath_bpf_translate(fp, q, a, VIOMMU_BULK_MAX, false), 0);
-		for (unsigned i = 0; i < VIOMMU_BULK_MAX; i++) {
-			rc->hits[q[i].endpoint == 9] += a[i].result == VIOMMU_XLATE_HIT;
-			if (!race_ok(&q[i], &a[i]) && !rc->bad++) {
-				rc->bad_q = q[i];
-				rc->bad_a = a[i];
-			}
-		}
+		race_judge(rc, q, a, VIOMMU_BULK_MAX);
 	}
 	return NULL;
 }

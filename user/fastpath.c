@@ -1624,31 +1624,12 @@ int viommu_fastpath_syscall_fd(const struct viommu_fastpath *fp)
 int viommu_fastpath_bpf_stats(const struct viommu_fastpath *fp, struct viommu_stats *sum)
 {
 	const struct viommu_xlate_bpf *skel = fp_skel(fp);
-	int ncpu = libbpf_num_possible_cpus(), err = 0;
-	struct viommu_stats *per;
-	__u32 zero = 0;
 
-	memset(sum, 0, sizeof(*sum));
-	if (!skel)
+	if (!skel) {
+		memset(sum, 0, sizeof(*sum));
 		return -ENODEV;
-	if (ncpu <= 0)
-		return ncpu ? ncpu : -EINVAL;
-	if (!(per = calloc((size_t)ncpu, sizeof(*per))))
-		return -ENOMEM;
-	if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.viommu_stats), &zero, per))
-		err = -errno;
-	for (int c = 0; !err && c < ncpu; c++) {
-		sum->lookups += per[c].lookups;
-		sum->hits += per[c].hits;
-		sum->identity += per[c].identity;
-		sum->walks += per[c].walks;
-		sum->hash_hits += per[c].hash_hits;
-		sum->retries += per[c].retries;
-		for (int r = 0; r < 3; r++)
-			sum->faults[r] += per[c].faults[r];
 	}
-	free(per);
-	return err;
+	return viommu_stat_sum_bpf(bpf_map__fd(skel->maps.viommu_stats), sum);
 }
 
 /* One run of the syscall program over @n queries. */

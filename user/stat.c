@@ -10,28 +10,33 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-static void sum_bpf(int stats_fd, struct viommu_stats *bpf)
+int viommu_stat_sum_bpf(int stats_fd, struct viommu_stats *bpf)
 {
-	int ncpu = libbpf_num_possible_cpus();
+	int ncpu = libbpf_num_possible_cpus(), err = 0;
 	struct viommu_stats *per;
 	uint32_t zero = 0;
 
 	memset(bpf, 0, sizeof(*bpf));
-	if (stats_fd < 0 || ncpu <= 0 || !(per = calloc((size_t)ncpu, sizeof(*per))))
-		return;
-	if (!bpf_map_lookup_elem(stats_fd, &zero, per)) {
-		for (int c = 0; c < ncpu; c++) {
-			bpf->lookups += per[c].lookups;
-			bpf->hits += per[c].hits;
-			bpf->identity += per[c].identity;
-			bpf->walks += per[c].walks;
-			bpf->hash_hits += per[c].hash_hits;
-			bpf->retries += per[c].retries;
-			for (int r = 0; r < 3; r++)
-				bpf->faults[r] += per[c].faults[r];
-		}
+	if (stats_fd < 0)
+		return -EBADF;
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	if (!(per = calloc((size_t)ncpu, sizeof(*per))))
+		return -ENOMEM;
+	if (bpf_map_lookup_elem(stats_fd, &zero, per))
+		err = -errno;
+	for (int c = 0; !err && c < ncpu; c++) {
+		bpf->lookups += per[c].lookups;
+		bpf->hits += per[c].hits;
+		bpf->identity += per[c].identity;
+		bpf->walks += per[c].walks;
+		bpf->hash_hits += per[c].hash_hits;
+		bpf->retries += per[c].retries;
+		for (int r = 0; r < 3; r++)
+			bpf->faults[r] += per[c].faults[r];
 	}
 	free(per);
+	return err;
 }
 
 void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_info *infos,
@@ -43,7 +48,7 @@ void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_i
 	double slots_total = (double)(m->hash_mask + 1) * VIOMMU_HASH_WAYS;
 	double maps = (double)m->extents_used + m->solo_used;
 
-	sum_bpf(stats_fd, &bpf);
+	viommu_stat_sum_bpf(stats_fd, &bpf); /* all zero when it fails */
 	for (uint32_t i = 0; i < VIOMMU_READER_INFOS; i++) {
 		const struct viommu_reader_info *r = &infos[i];
 		uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);

@@ -14,6 +14,9 @@
  * per-CPU viommu_stats map, or -1. */
 void viommu_stat_print(const struct viommu_meta *m, const struct viommu_reader_info *infos,
 		       int stats_fd, FILE *out);
+/* The per-CPU viommu_stats map @stats_fd, summed over the CPUs, into @bpf (all zero on
+ * failure): 0 or -errno. */
+int viommu_stat_sum_bpf(int stats_fd, struct viommu_stats *bpf);
 /* The same from the pins under @dir. Every pinned map is checked (type, key and value size,
  * count, flags) before anything is read from it: 0, -EPROTO (not this ABI's maps), -errno. */
 int viommu_stat_pinned(const char *dir, FILE *out);
