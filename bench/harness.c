@@ -79,6 +79,9 @@ static double time_run(struct bench_job *j, size_t ops)
 
 void bench_stats_of(double *ns, unsigned reps, uint64_t ops, struct bench_stats *st)
 {
+	if (reps > BENCH_REPS_MAX)
+		bench_fail("bench_stats_of: %u repetitions", reps);
+	memcpy(st->rep, ns, reps * sizeof(ns[0]));
 	qsort(ns, reps, sizeof(ns[0]), bench_cmp_double);
 	st->median = reps % 2 ? ns[reps / 2] : (ns[reps / 2 - 1] + ns[reps / 2]) / 2;
 	st->p10 = ns[(unsigned)floor(0.1 * (reps - 1))];
@@ -131,8 +134,8 @@ bool bench_impl_wanted(const char *name)
 
 void bench_measure_group(struct bench_job *j, unsigned n, struct bench_stats *st)
 {
-	unsigned reps = bench_opt.reps < 64 ? bench_opt.reps : 64;
-	double ns[16][64];
+	unsigned reps = bench_opt.reps < BENCH_REPS_MAX ? bench_opt.reps : BENCH_REPS_MAX;
+	double ns[16][BENCH_REPS_MAX];
 	uint64_t ops[16];
 
 	if (n > 16)
@@ -174,6 +177,7 @@ struct bench_row *bench_row_add(const char *scenario, const char *size, uint64_t
 	r->ns_median = st->median;
 	r->ns_p10 = st->p10;
 	r->ns_p90 = st->p90;
+	memcpy(r->rep, st->rep, st->reps * sizeof(st->rep[0]));
 	r->ops_per_s = st->median > 0 ? 1e9 / st->median : 0;
 	r->loss_pct = NAN;
 	r->extra = NAN;

@@ -89,15 +89,18 @@ struct bench_job {
 	bool kernel_clock;
 };
 
+#define BENCH_REPS_MAX 64
 struct bench_stats {
 	double median, p10, p90;
 	uint64_t ops;
 	unsigned reps;
+	double rep[BENCH_REPS_MAX]; /* each repetition's ns per operation, in the order timed */
 };
 
 /* Time @n (at most 16) jobs that are compared with each other; their stats into @st. */
 void bench_measure_group(struct bench_job *j, unsigned n, struct bench_stats *st);
-/* Sorts @ns (@reps values) and fills @st with its median and p10/p90. */
+/* Fills @st from @ns (@reps values, at most BENCH_REPS_MAX, in the order timed; sorted on
+ * return): its median and p10/p90, and the values in their order. */
 void bench_stats_of(double *ns, unsigned reps, uint64_t ops, struct bench_stats *st);
 int bench_cmp_double(const void *a, const void *b); /* for qsort */
 
@@ -109,6 +112,7 @@ struct bench_row {
 	unsigned threads, reps;
 	uint64_t ops; /* operations per repetition */
 	double ns_median, ns_p10, ns_p90, ops_per_s;
+	double rep[BENCH_REPS_MAX]; /* ns per operation of each repetition, in the order timed */
 	double loss_pct; /* churn rows: reader slowdown vs quiet; NAN elsewhere */
 	double extra; /* churn rows: writer MAP+UNMAP pairs/s; NAN elsewhere */
 };

@@ -186,11 +186,13 @@ static void targets_print(void)
 	 * viommu's writer reached, scenarios_churn.c). */
 	static const char *const churn_modes[] = { "lazy", "batch64" };
 	for (size_t i = 0; i < sizeof(churn_modes) / sizeof(churn_modes[0]); i++) {
-		const struct bench_row *cq[2] = { NULL, NULL }, *cc[2] = { NULL, NULL };
-		char quiet[24], busy[24], what[64];
+		/* [0] viommu's reader, [1] flat's; quiet, churn, and elsewhere (viommu's only) */
+		const struct bench_row *cq[2] = { NULL, NULL }, *cc[2] = { NULL, NULL }, *ce = NULL;
+		char quiet[24], busy[24], away[24], what[64];
 
 		snprintf(quiet, sizeof(quiet), "quiet_%s", churn_modes[i]);
 		snprintf(busy, sizeof(busy), "churn_%s", churn_modes[i]);
+		snprintf(away, sizeof(away), "elsewhere_%s", churn_modes[i]);
 		for (size_t k = 0; k < bench_nrows; k++) {
 			const struct bench_row *x = &bench_rows[k];
 			const int f = !strcmp(x->impl, "flat");
@@ -201,6 +203,8 @@ static void targets_print(void)
 				cq[f] = x;
 			else if (!strcmp(x->variant, busy))
 				cc[f] = x;
+			else if (!f && !strcmp(x->variant, away))
+				ce = x;
 		}
 		snprintf(what, sizeof(what), "one reader under churn >= 90%% of quiet (%s)", churn_modes[i]);
 		if (cq[0] && cc[0] && cc[0]->ns_median > 0) {
@@ -210,6 +214,13 @@ static void targets_print(void)
 			if (cq[1] && cc[1] && cc[1]->ns_median > 0)
 				printf("  %-44s %10.2f  of quiet: the floor keeps that under the same churn\n",
 				       "  flat's reader, same churned entries", cq[1]->ns_median / cc[1]->ns_median);
+			/* The control of the same rounds: the writer as busy on another device, nothing
+			 * shared with the reader (no line, no grace period). What a busy second vCPU alone
+			 * costs the reader on this host, and what the churn costs beyond it. */
+			if (ce && ce->ns_median > 0)
+				printf("  %-44s %10.2f  of quiet: nothing shared; churn / it %.2f\n",
+				       "  a busy second core alone (elsewhere)", cq[0]->ns_median / ce->ns_median,
+				       ce->ns_median / cc[0]->ns_median);
 		} else {
 			target(what, NULL, 0, false);
 		}

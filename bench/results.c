@@ -80,6 +80,12 @@ static int json_write(const char *path)
 			json_num(f, "loss_pct", r->loss_pct, ", ");
 			json_num(f, "writer_pairs_per_s", r->extra, ", ");
 		}
+		/* Each repetition's figure in the order timed: rows of one group (or one state
+		 * rotation) share their repetitions' times, for a ratio taken rep by rep. */
+		fprintf(f, "\"rep_ns\": [");
+		for (unsigned k = 0; k < r->reps; k++)
+			fprintf(f, "%s%.6g", k ? ", " : "", r->rep[k]);
+		fprintf(f, "], ");
 		fprintf(f, "\"reps\": %u, \"ops_per_rep\": %llu, \"note\": ", r->reps, (unsigned long long)r->ops);
 		json_str(f, r->note);
 		fprintf(f, "}%s\n", i + 1 < bench_nrows ? "," : "");
