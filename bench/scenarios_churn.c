@@ -354,7 +354,7 @@ static double churn_rep(struct bench_ctx *c, unsigned nthreads, size_t ops, enum
 /* One reader count's measurements: quiet, churn and elsewhere repetitions alternated. */
 struct bench_churn_meas {
 	struct bench_stats st[CH_STATES]; /* the readers' ns per lookup */
-	double ps[CH_STATES][64]; /* the writer's pairs/s in each busy repetition, sorted */
+	double ps[CH_STATES][BENCH_REPS_MAX]; /* the writer's pairs/s in each busy repetition, sorted */
 	unsigned reps;
 	uint64_t gp, gns, rt[CH_STATES]; /* the readers' grace periods and their ns; retries */
 };
@@ -363,10 +363,10 @@ static void churn_measure(struct bench_ctx *c, unsigned nthreads, size_t ops, st
 {
 	struct bench_churn *ch = c->priv;
 	const struct viommu_meta *vm = viommu_fastpath_view(ch->w->fp)->meta;
-	double ns[CH_STATES][64], pairs_s;
+	double ns[CH_STATES][BENCH_REPS_MAX], pairs_s;
 	uint64_t retries = 0;
 
-	cm->reps = bench_opt.reps < 64 ? bench_opt.reps : 64;
+	cm->reps = bench_opt.reps < BENCH_REPS_MAX ? bench_opt.reps : BENCH_REPS_MAX;
 	churn_rep(c, nthreads, ops / 4, CH_CHURN, &pairs_s, &retries); /* warm-up */
 	/* The three states alternate, so load drifting on the machine hits each. */
 	for (unsigned k = 0; k < cm->reps; k++) {
@@ -498,9 +498,9 @@ static double flat_churn_rep(struct bench_ctx *c, size_t ops, double rate, doubl
 static void flat_churn_rows(struct bench_ctx *c, double rate)
 {
 	struct bench_churn *ch = c->priv;
-	double ns[2][64], ps[64], pairs_s;
+	double ns[2][BENCH_REPS_MAX], ps[BENCH_REPS_MAX], pairs_s;
 	struct bench_stats st[2];
-	const unsigned reps = bench_opt.reps < 64 ? bench_opt.reps : 64;
+	const unsigned reps = bench_opt.reps < BENCH_REPS_MAX ? bench_opt.reps : BENCH_REPS_MAX;
 	size_t ops;
 
 	if (!ch->flat) {
