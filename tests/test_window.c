@@ -1678,6 +1678,37 @@ static void race_judge(struct racer *rc, const struct viommu_query *q, const str
 	}
 }
 
+/* The window changes hands once: endpoint 8 attached to domain 1, which maps RACE_X (or, with
+ * @a_1g, a 1 GiB piece over the window) to RACE_PA_A, then detached; endpoint 9 attached to
+ * domain 2, which maps RACE_X to RACE_PA_B, then detached. */
+static void race_handover(bool a_1g)
+{
+	cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
+	if (a_1g)
+		cr_assert_eq(test_map(dev, 1, WIN, WIN + GIB - 1, RACE_PA_A1G, RW), VIOMMU_S_OK);
+	else
+		cr_assert_eq(test_map(dev, 1, RACE_X, RACE_X + 0xfff, RACE_PA_A, RW), VIOMMU_S_OK);
+	sched_yield();
+	cr_assert_eq(test_detach(dev, 1, 8), VIOMMU_S_OK);
+	cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
+	cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
+	sched_yield();
+	cr_assert_eq(test_detach(dev, 2, 9), VIOMMU_S_OK);
+}
+
+/* A racer's verdict: no wrong answer, and hits of both domains' pages seen (by @who; its
+ * lookups counted in @unit). */
+static void race_verdict(const struct racer *rc, const char *unit, const char *who)
+{
+	cr_log_info("%llu %s, %llu and %llu hits", (unsigned long long)rc->lookups, unit,
+		    (unsigned long long)rc->hits[0], (unsigned long long)rc->hits[1]);
+	cr_assert_eq(rc->bad, 0, "%llu wrong answers; the first: ep %u iova 0x%llx: result %u pa 0x%llx",
+		     (unsigned long long)rc->bad, rc->bad_q.endpoint, (unsigned long long)rc->bad_q.iova,
+		     rc->bad_a.result, (unsigned long long)rc->bad_a.pa);
+	cr_assert_gt(rc->hits[0], 0, "%s saw domain A's page", who);
+	cr_assert_gt(rc->hits[1], 0, "%s saw domain B's page", who);
+}
+
 static void *racer_main(void *arg)
 {
 	struct racer *rc = arg;
@@ -1714,30 +1745,14 @@ Test(window, a_reader_racing_a_window_changing_hands_never_answers_one_domains_p
 	cr_assert_not_null(rc.r);
 	cr_assert_eq(pthread_create(&th, NULL, racer_main, &rc), 0);
 	for (int i = 0; i < 2000; i++) {
-		cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
-		if (i % 2)
-			cr_assert_eq(test_map(dev, 1, WIN, WIN + GIB - 1, RACE_PA_A1G, RW), VIOMMU_S_OK);
-		else
-			cr_assert_eq(test_map(dev, 1, RACE_X, RACE_X + 0xfff, RACE_PA_A, RW), VIOMMU_S_OK);
-		sched_yield();
-		cr_assert_eq(test_detach(dev, 1, 8), VIOMMU_S_OK);
-		cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
-		cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
-		sched_yield();
-		cr_assert_eq(test_detach(dev, 2, 9), VIOMMU_S_OK);
+		race_handover(i % 2);
 		if (i % 500 == 0)
 			cr_assert_eq(viommu_fastpath_check(fp), 0);
 	}
 	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(th, NULL);
 	viommu_reader_close(rc.r);
-	cr_log_info("%llu lookup pairs, %llu and %llu hits", (unsigned long long)rc.lookups,
-		    (unsigned long long)rc.hits[0], (unsigned long long)rc.hits[1]);
-	cr_assert_eq(rc.bad, 0, "%llu wrong answers; the first: ep %u iova 0x%llx: result %u pa 0x%llx",
-		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova,
-		     rc.bad_a.result, (unsigned long long)rc.bad_a.pa);
-	cr_assert_gt(rc.hits[0], 0, "the reader saw domain A's page");
-	cr_assert_gt(rc.hits[1], 0, "the reader saw domain B's page");
+	race_verdict(&rc, "lookup pairs", "the reader");
 }
 
 /* The BPF batch's reader: batches whose first and last queries are endpoint 8's page (the
@@ -1774,25 +1789,11 @@ Test(window, a_bpf_batch_racing_a_window_changing_hands_never_answers_one_domain
 	if (!have_bpf)
 		cr_skip_test("the kernel refuses BPF to this process");
 	cr_assert_eq(pthread_create(&th, NULL, racer_bpf_main, &rc), 0);
-	for (int i = 0; i < 20000; i++) {
-		cr_assert_eq(test_attach(dev, 1, 8, 0), VIOMMU_S_OK);
-		cr_assert_eq(test_map(dev, 1, RACE_X, RACE_X + 0xfff, RACE_PA_A, RW), VIOMMU_S_OK);
-		sched_yield();
-		cr_assert_eq(test_detach(dev, 1, 8), VIOMMU_S_OK);
-		cr_assert_eq(test_attach(dev, 2, 9, 0), VIOMMU_S_OK);
-		cr_assert_eq(test_map(dev, 2, RACE_X, RACE_X + 0xfff, RACE_PA_B, RW), VIOMMU_S_OK);
-		sched_yield();
-		cr_assert_eq(test_detach(dev, 2, 9), VIOMMU_S_OK);
-	}
+	for (int i = 0; i < 20000; i++)
+		race_handover(false);
 	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELEASE);
 	pthread_join(th, NULL);
-	cr_log_info("%llu batches, %llu and %llu hits", (unsigned long long)rc.lookups,
-		    (unsigned long long)rc.hits[0], (unsigned long long)rc.hits[1]);
-	cr_assert_eq(rc.bad, 0, "%llu wrong answers; the first: ep %u iova 0x%llx: result %u pa 0x%llx",
-		     (unsigned long long)rc.bad, rc.bad_q.endpoint, (unsigned long long)rc.bad_q.iova,
-		     rc.bad_a.result, (unsigned long long)rc.bad_a.pa);
-	cr_assert_gt(rc.hits[0], 0, "the batch saw domain A's page");
-	cr_assert_gt(rc.hits[1], 0, "the batch saw domain B's page");
+	race_verdict(&rc, "batches", "the batch");
 }
 
 #define FLIP_M_COUNT (WIN + 8 * MIB) /* the next test's 2 MiB piece */
